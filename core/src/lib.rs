@@ -1,0 +1,8 @@
+//! The Nexus core: the append-only event log, its envelope and hash chain, and the
+//! PII vault. It depends on no other Nexus crate.
+mod durable;
+pub mod log;
+mod store;
+pub mod vault;
+
+pub use store::{Store, StoreConfig, StoreError};

@@ -1,0 +1,45 @@
+//! The embedded store: the log and the vault in one sled database.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::durable::DurableDb;
+use crate::log::{LogError, SledLog};
+use crate::vault::{MasterKeySource, Vault, VaultError};
+
+/// Where the store lives and how it finds its master key.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    /// The sled database directory.
+    pub dir: PathBuf,
+    pub master_key: MasterKeySource,
+    pub cache_capacity_bytes: u64,
+}
+
+/// The log and the vault sharing one durable sled database: a vault key written
+/// before an append becomes durable with that append's group commit.
+pub struct Store {
+    pub log: Arc<SledLog>,
+    pub vault: Arc<Vault>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error(transparent)]
+    Vault(#[from] VaultError),
+}
+
+impl Store {
+    pub fn open(config: &StoreConfig) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(&config.dir).map_err(LogError::from)?;
+        let ddb = Arc::new(
+            DurableDb::open(&config.dir, config.cache_capacity_bytes).map_err(LogError::from)?,
+        );
+        // The vault first: a wrong master key stops start-up before anything else.
+        let vault = Arc::new(Vault::open(ddb.clone(), &config.master_key)?);
+        let log = Arc::new(SledLog::with_db(ddb)?);
+        Ok(Self { log, vault })
+    }
+}

@@ -1,0 +1,1 @@
+//! Read models fed by catch-up subscriptions to the log (see docs/ARCHITECTURE.md).
