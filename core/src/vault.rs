@@ -783,7 +783,7 @@ mod tests {
         }
 
         fn db(&self) -> Arc<DurableDb> {
-            Arc::new(DurableDb::open(&self.db_dir(), DB_CACHE).unwrap())
+            Arc::new(open_db_retrying(&self.db_dir()))
         }
 
         fn try_vault(&self, source: &MasterKeySource) -> Result<Vault, VaultError> {
@@ -794,6 +794,25 @@ mod tests {
         fn vault(&self) -> Vault {
             self.try_vault(&MasterKeySource::GenerateAt(self.key_path()))
                 .unwrap()
+        }
+    }
+
+    /// sled releases its file lock from a background thread some time after the
+    /// last handle is dropped, so an immediate reopen in the same process can
+    /// briefly fail with `WouldBlock`.
+    fn open_db_retrying(dir: &Path) -> DurableDb {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match DurableDb::open(dir, DB_CACHE) {
+                Ok(db) => return db,
+                Err(e)
+                    if std::time::Instant::now() < deadline
+                        && e.to_string().contains("could not acquire lock") =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => panic!("opening the test db failed: {e}"),
+            }
         }
     }
 
