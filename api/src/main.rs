@@ -1,1 +1,56 @@
-fn main() {}
+//! The `nexus` binary: `serve`, `bench`, `verify`.
+
+mod bench;
+mod config;
+mod serve;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "nexus", version, about = "Nexus: phone-verification backend on an event-sourced ledger")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP server (embedded default: sled under ./data, simulated upstreams).
+    Serve,
+    /// Measure the log on this machine.
+    Bench {
+        #[command(subcommand)]
+        what: bench::BenchCommand,
+    },
+    /// Walk the log's hash chain and report the first broken position.
+    Verify,
+}
+
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("nexus: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<std::process::ExitCode> {
+    let cli = Cli::parse();
+    init_tracing();
+    match cli.command {
+        Command::Serve => serve::run(config::Config::from_env()?),
+        Command::Bench { what } => bench::run(what),
+        Command::Verify => serve::verify(config::Config::from_env()?),
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("NEXUS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -26,13 +26,31 @@ impl DurableDb {
     /// segment; with sled's default 512 KiB a node over 128 KiB becomes a separate
     /// blob file per commit, each one more file to make durable.
     pub(crate) fn open(dir: &Path, cache_capacity_bytes: u64) -> io::Result<Self> {
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(dir)
             .segment_size(SEGMENT_SIZE_BYTES)
             .cache_capacity(cache_capacity_bytes)
-            .flush_every_ms(Some(BACKGROUND_FLUSH_MS))
-            .open()
-            .map_err(sled_to_io)?;
+            .flush_every_ms(Some(BACKGROUND_FLUSH_MS));
+        // sled releases its file lock from a background thread a moment after the
+        // last handle is dropped, so a quick reopen (a restart in the same process)
+        // retries for a bounded time before reporting the lock.
+        let mut attempts_left = LOCK_RETRY_ATTEMPTS;
+        let db = loop {
+            match config.open() {
+                Ok(db) => break db,
+                Err(e) if is_lock_error(&e) && attempts_left > 0 => {
+                    attempts_left -= 1;
+                    std::thread::sleep(std::time::Duration::from_millis(LOCK_RETRY_MS));
+                }
+                Err(e) if is_lock_error(&e) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::WouldBlock,
+                        format!("the database in {} is in use by another process", dir.display()),
+                    ));
+                }
+                Err(e) => return Err(sled_to_io(e)),
+            }
+        };
         // sled 0.34 keeps all pages in `<dir>/db`.
         let data_file = File::options().read(true).write(true).open(dir.join("db"))?;
         Ok(Self {
@@ -60,9 +78,16 @@ impl DurableDb {
     }
 }
 
+const LOCK_RETRY_ATTEMPTS: u32 = 250;
+const LOCK_RETRY_MS: u64 = 20;
 const SEGMENT_SIZE_BYTES: usize = 8 * 1024 * 1024;
 /// sled's own background flush; not relied on for durability.
 const BACKGROUND_FLUSH_MS: u64 = 500;
+
+/// sled 0.34 reports a held lock only as an `Other` I/O error with this text.
+fn is_lock_error(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
+}
 
 pub(crate) fn sled_to_io(e: sled::Error) -> io::Error {
     match e {

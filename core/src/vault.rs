@@ -797,23 +797,9 @@ mod tests {
         }
     }
 
-    /// sled releases its file lock from a background thread some time after the
-    /// last handle is dropped, so an immediate reopen in the same process can
-    /// briefly fail with `WouldBlock`.
+    /// `DurableDb::open` itself waits out sled's lock release on a quick reopen.
     fn open_db_retrying(dir: &Path) -> DurableDb {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        loop {
-            match DurableDb::open(dir, DB_CACHE) {
-                Ok(db) => return db,
-                Err(e)
-                    if std::time::Instant::now() < deadline
-                        && e.to_string().contains("could not acquire lock") =>
-                {
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                Err(e) => panic!("opening the test db failed: {e}"),
-            }
-        }
+        DurableDb::open(dir, DB_CACHE).expect("open the test db")
     }
 
     fn subject(s: &str) -> SubjectId {

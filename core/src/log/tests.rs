@@ -189,7 +189,8 @@ async fn bad_input_is_a_typed_error_and_writes_nothing() {
     assert!(StreamName::new("a".repeat(128)).is_ok());
 
     let s = stream("s-1");
-    let cases: Vec<(AppendRequest, fn(&LogError) -> bool)> = vec![
+    type Case = (AppendRequest, fn(&LogError) -> bool);
+    let cases: Vec<Case> = vec![
         (AppendRequest::default(), |e| matches!(e, LogError::EmptyAppend)),
         (AppendRequest::single(s.clone(), ExpectedVersion::Any, vec![]), |e| {
             matches!(e, LogError::EmptyAppend)

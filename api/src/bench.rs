@@ -1,0 +1,262 @@
+//! `nexus bench log`: durable append and read throughput of the log on this machine.
+//!
+//! Each workload runs in a fresh temp database so figures do not depend on what
+//! ran before. Clients are tasks on the same runtime as the log, as in the server.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use nexus_core::log::{
+    AppendRequest, EventId, EventStore, ExpectedVersion, NewEvent, SledLog, SledLogConfig,
+    StreamName,
+};
+use serde::Serialize;
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Durable appends (1, 16, 256 writers), batch appends, and read-all.
+    Log(LogBench),
+}
+
+#[derive(Args)]
+pub struct LogBench {
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Seconds each append workload runs.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Concurrent single-event writers, one workload each.
+    #[arg(long, value_delimiter = ',', default_values_t = vec![1, 16, 256])]
+    clients: Vec<usize>,
+    /// Payload bytes per event.
+    #[arg(long, default_value_t = 256)]
+    event_bytes: usize,
+    /// Events the read-all workload reads (the log is filled first).
+    #[arg(long, default_value_t = 1_000_000)]
+    read_events: u64,
+    /// Where the temp databases go (default: the system temp dir).
+    #[arg(long)]
+    dir: Option<std::path::PathBuf>,
+}
+
+/// Most clients one workload may start.
+const MAX_CLIENTS: usize = 4096;
+/// Events per append in the batch workload.
+const BATCH_EVENTS: usize = 100;
+const BATCH_CLIENTS: usize = 16;
+
+#[derive(Serialize)]
+struct Figure {
+    workload: &'static str,
+    system: &'static str,
+    clients: usize,
+    ops_per_sec: f64,
+    events_per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    ops: u64,
+    events: u64,
+    seconds: f64,
+    fsyncs: u64,
+    events_per_fsync: f64,
+}
+
+pub fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
+    let BenchCommand::Log(args) = command;
+    anyhow::ensure!(
+        args.clients.iter().all(|c| (1..=MAX_CLIENTS).contains(c)),
+        "--clients must be between 1 and {MAX_CLIENTS}"
+    );
+    anyhow::ensure!(args.seconds >= 1, "--seconds must be at least 1");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let duration = Duration::from_secs(args.seconds);
+    if !args.json {
+        println!(
+            "{:<16} {:>7} {:>12} {:>12} {:>8} {:>8} {:>9} {:>10}",
+            "workload", "clients", "ops/s", "events/s", "p50 ms", "p99 ms", "fsyncs", "ev/fsync"
+        );
+    }
+    for &clients in &args.clients {
+        let figure = runtime.block_on(appends(&args, clients, 1, duration))?;
+        report(&figure, args.json)?;
+    }
+    let figure = runtime.block_on(appends(&args, BATCH_CLIENTS, BATCH_EVENTS, duration))?;
+    report(&figure, args.json)?;
+    let figure = runtime.block_on(read_all(&args))?;
+    report(&figure, args.json)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn report(figure: &Figure, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(figure)?);
+    } else {
+        println!(
+            "{:<16} {:>7} {:>12.0} {:>12.0} {:>8.2} {:>8.2} {:>9} {:>10.1}",
+            figure.workload,
+            figure.clients,
+            figure.ops_per_sec,
+            figure.events_per_sec,
+            figure.p50_ms,
+            figure.p99_ms,
+            figure.fsyncs,
+            figure.events_per_fsync
+        );
+    }
+    Ok(())
+}
+
+fn temp_dir(args: &LogBench) -> anyhow::Result<tempfile::TempDir> {
+    let dir = match &args.dir {
+        Some(d) => tempfile::tempdir_in(d),
+        None => tempfile::tempdir(),
+    };
+    dir.context("creating a temp dir for the benchmark")
+}
+
+fn new_event(bytes: usize) -> NewEvent {
+    NewEvent {
+        id: EventId::new(),
+        event_type: "BenchEvent".into(),
+        schema_version: 1,
+        payload: vec![0x5a; bytes],
+        pii: None,
+    }
+}
+
+/// `clients` writers, each appending `per_append` events to its own stream with
+/// an exact expected version (conditional appends), for `duration`.
+async fn appends(
+    args: &LogBench,
+    clients: usize,
+    per_append: usize,
+    duration: Duration,
+) -> anyhow::Result<Figure> {
+    let dir = temp_dir(args)?;
+    let log = Arc::new(SledLog::open(&SledLogConfig::new(dir.path()))?);
+    let syncs_before = log.stats().syncs;
+    let started = Instant::now();
+    let deadline = started + duration;
+    let tasks: Vec<_> = (0..clients)
+        .map(|client| {
+            let log = log.clone();
+            let event_bytes = args.event_bytes;
+            tokio::spawn(async move {
+                let stream = StreamName::new(format!("bench-{client}"))?;
+                let mut latencies_us = Vec::new();
+                let mut version = 0u64;
+                while Instant::now() < deadline {
+                    let events = (0..per_append).map(|_| new_event(event_bytes)).collect();
+                    let request = AppendRequest::single(
+                        stream.clone(),
+                        ExpectedVersion::Exact(version),
+                        events,
+                    );
+                    let t = Instant::now();
+                    let outcome = log.append(request).await?;
+                    latencies_us.push(t.elapsed().as_micros() as u64);
+                    version = outcome.events.last().map_or(version, |a| a.version);
+                }
+                anyhow::Ok(latencies_us)
+            })
+        })
+        .collect();
+    let mut latencies_us = Vec::new();
+    for task in tasks {
+        latencies_us.extend(task.await??);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let fsyncs = log.stats().syncs - syncs_before;
+    let ops = latencies_us.len() as u64;
+    let events = ops * per_append as u64;
+    latencies_us.sort_unstable();
+    Ok(Figure {
+        workload: if per_append == 1 { "append_single" } else { "append_batch" },
+        system: "nexus",
+        clients,
+        ops_per_sec: ops as f64 / seconds,
+        events_per_sec: events as f64 / seconds,
+        p50_ms: percentile_ms(&latencies_us, 0.50),
+        p99_ms: percentile_ms(&latencies_us, 0.99),
+        ops,
+        events,
+        seconds,
+        fsyncs,
+        events_per_fsync: events as f64 / fsyncs.max(1) as f64,
+    })
+}
+
+fn percentile_ms(sorted_us: &[u64], q: f64) -> f64 {
+    if sorted_us.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted_us.len() - 1) as f64 * q).round() as usize;
+    sorted_us[i] as f64 / 1000.0
+}
+
+/// Fills a log with `read_events` events, reopens it (cold start), then reads
+/// everything once with read-all.
+async fn read_all(args: &LogBench) -> anyhow::Result<Figure> {
+    const FILL_PER_APPEND: usize = 500;
+    const READ_BATCH: usize = 10_000;
+    let dir = temp_dir(args)?;
+    {
+        let log = Arc::new(SledLog::open(&SledLogConfig::new(dir.path()))?);
+        let fillers = 8u64;
+        let per_filler = args.read_events.div_ceil(fillers * FILL_PER_APPEND as u64);
+        let tasks: Vec<_> = (0..fillers)
+            .map(|f| {
+                let log = log.clone();
+                let event_bytes = args.event_bytes;
+                tokio::spawn(async move {
+                    let stream = StreamName::new(format!("fill-{f}"))?;
+                    for _ in 0..per_filler {
+                        let events = (0..FILL_PER_APPEND).map(|_| new_event(event_bytes)).collect();
+                        log.append(AppendRequest::single(stream.clone(), ExpectedVersion::Any, events))
+                            .await?;
+                    }
+                    anyhow::Ok(())
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await??;
+        }
+    }
+    let log = SledLog::open(&SledLogConfig::new(dir.path()))?;
+    let head = log.head();
+    let started = Instant::now();
+    let mut next = 1u64;
+    let mut batch_latencies_us = Vec::new();
+    // Bounded: each round moves `next` forward by at least one event.
+    while next <= head {
+        let t = Instant::now();
+        let batch = log.read_all(next, READ_BATCH).await?;
+        batch_latencies_us.push(t.elapsed().as_micros() as u64);
+        let last = batch.last().context("read-all returned nothing below the head")?;
+        next = last.position + 1;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    batch_latencies_us.sort_unstable();
+    Ok(Figure {
+        workload: "read_all",
+        system: "nexus",
+        clients: 1,
+        ops_per_sec: batch_latencies_us.len() as f64 / seconds,
+        events_per_sec: head as f64 / seconds,
+        p50_ms: percentile_ms(&batch_latencies_us, 0.50),
+        p99_ms: percentile_ms(&batch_latencies_us, 0.99),
+        ops: batch_latencies_us.len() as u64,
+        events: head,
+        seconds,
+        fsyncs: 0,
+        events_per_fsync: 0.0,
+    })
+}
