@@ -178,7 +178,11 @@ async fn appends(
     let events = ops * per_append as u64;
     latencies_us.sort_unstable();
     Ok(Figure {
-        workload: if per_append == 1 { "append_single" } else { "append_batch" },
+        workload: if per_append == 1 {
+            "append_single"
+        } else {
+            "append_batch"
+        },
         system: "nexus",
         clients,
         ops_per_sec: ops as f64 / seconds,
@@ -218,9 +222,15 @@ async fn read_all(args: &LogBench) -> anyhow::Result<Figure> {
                 tokio::spawn(async move {
                     let stream = StreamName::new(format!("fill-{f}"))?;
                     for _ in 0..per_filler {
-                        let events = (0..FILL_PER_APPEND).map(|_| new_event(event_bytes)).collect();
-                        log.append(AppendRequest::single(stream.clone(), ExpectedVersion::Any, events))
-                            .await?;
+                        let events = (0..FILL_PER_APPEND)
+                            .map(|_| new_event(event_bytes))
+                            .collect();
+                        log.append(AppendRequest::single(
+                            stream.clone(),
+                            ExpectedVersion::Any,
+                            events,
+                        ))
+                        .await?;
                     }
                     anyhow::Ok(())
                 })
@@ -240,7 +250,9 @@ async fn read_all(args: &LogBench) -> anyhow::Result<Figure> {
         let t = Instant::now();
         let batch = log.read_all(next, READ_BATCH).await?;
         batch_latencies_us.push(t.elapsed().as_micros() as u64);
-        let last = batch.last().context("read-all returned nothing below the head")?;
+        let last = batch
+            .last()
+            .context("read-all returned nothing below the head")?;
         next = last.position + 1;
     }
     let seconds = started.elapsed().as_secs_f64();

@@ -7,7 +7,11 @@ mod serve;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "nexus", version, about = "Nexus: phone-verification backend on an event-sourced ledger")]
+#[command(
+    name = "nexus",
+    version,
+    about = "Nexus: phone-verification backend on an event-sourced ledger"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -45,14 +45,20 @@ impl DurableDb {
                 Err(e) if is_lock_error(&e) => {
                     return Err(io::Error::new(
                         io::ErrorKind::WouldBlock,
-                        format!("the database in {} is in use by another process", dir.display()),
+                        format!(
+                            "the database in {} is in use by another process",
+                            dir.display()
+                        ),
                     ));
                 }
                 Err(e) => return Err(sled_to_io(e)),
             }
         };
         // sled 0.34 keeps all pages in `<dir>/db`.
-        let data_file = File::options().read(true).write(true).open(dir.join("db"))?;
+        let data_file = File::options()
+            .read(true)
+            .write(true)
+            .open(dir.join("db"))?;
         Ok(Self {
             db,
             data_file,

@@ -3,14 +3,13 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::durable::DurableDb;
-use crate::log::{LogError, SledLog};
+use crate::log::{LogError, SledLog, SledLogConfig};
 use crate::vault::{MasterKeySource, Vault, VaultError};
 
 /// Where the store lives and how it finds its master key.
 #[derive(Clone, Debug)]
 pub struct StoreConfig {
-    /// The sled database directory.
+    /// The store's directory (the log's and its index's sled databases).
     pub dir: PathBuf,
     pub master_key: MasterKeySource,
     pub cache_capacity_bytes: u64,
@@ -33,10 +32,11 @@ pub enum StoreError {
 
 impl Store {
     pub fn open(config: &StoreConfig) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(&config.dir).map_err(LogError::from)?;
-        let ddb = Arc::new(
-            DurableDb::open(&config.dir, config.cache_capacity_bytes).map_err(LogError::from)?,
-        );
+        let log_config = SledLogConfig {
+            dir: config.dir.clone(),
+            cache_capacity_bytes: config.cache_capacity_bytes,
+        };
+        let ddb = Arc::new(SledLog::open_db(&log_config)?);
         // The vault first: a wrong master key stops start-up before anything else.
         let vault = Arc::new(Vault::open(ddb.clone(), &config.master_key)?);
         let log = Arc::new(SledLog::with_db(ddb)?);

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nexus_core::log::{
-    AllSubscription, AppendOutcome, AppendRequest, Direction, EventId, EventStore,
-    ExpectedVersion, LogError, NewEvent, SledLog, SledLogConfig, StreamName, StreamWrite,
+    AllSubscription, AppendOutcome, AppendRequest, Direction, EventId, EventStore, ExpectedVersion,
+    LogError, NewEvent, SledLog, SledLogConfig, StreamName, StreamWrite,
 };
 use proptest::prelude::*;
 
@@ -60,7 +60,11 @@ struct Op {
 fn op() -> impl Strategy<Value = Op> {
     (
         proptest::sample::subsequence((0..5usize).collect::<Vec<_>>(), 1..=3),
-        prop_oneof![Just(Expect::Any), Just(Expect::Current), Just(Expect::Stale)],
+        prop_oneof![
+            Just(Expect::Any),
+            Just(Expect::Current),
+            Just(Expect::Stale)
+        ],
         1..=3usize,
         any::<bool>(),
     )
@@ -72,7 +76,11 @@ fn op() -> impl Strategy<Value = Op> {
         })
 }
 
-async fn run_op(log: &SledLog, task: usize, op: &Op) -> (AppendRequest, Result<AppendOutcome, LogError>) {
+async fn run_op(
+    log: &SledLog,
+    task: usize,
+    op: &Op,
+) -> (AppendRequest, Result<AppendOutcome, LogError>) {
     let mut writes = Vec::new();
     for &s in &op.streams {
         let name = stream(&format!("prop-{s}"));
@@ -100,18 +108,32 @@ async fn run_op(log: &SledLog, task: usize, op: &Op) -> (AppendRequest, Result<A
 }
 
 /// Checks every invariant of the log after a concurrent run.
-async fn check_log(log: &SledLog, accepted: &[(AppendRequest, AppendOutcome)], rejected: &[AppendRequest]) {
+async fn check_log(
+    log: &SledLog,
+    accepted: &[(AppendRequest, AppendOutcome)],
+    rejected: &[AppendRequest],
+) {
     let head = log.head();
     let written: usize = accepted.iter().map(|(r, _)| r.event_count()).sum();
-    assert_eq!(head as usize, written, "head counts exactly the accepted events");
+    assert_eq!(
+        head as usize, written,
+        "head counts exactly the accepted events"
+    );
 
     let all = log.read_all(1, 100_000).await.unwrap();
     let positions: Vec<u64> = all.iter().map(|e| e.position).collect();
-    assert_eq!(positions, (1..=head).collect::<Vec<_>>(), "positions are dense");
+    assert_eq!(
+        positions,
+        (1..=head).collect::<Vec<_>>(),
+        "positions are dense"
+    );
     let by_id: HashMap<EventId, _> = all.iter().map(|e| (e.id, e)).collect();
 
     for (request, outcome) in accepted {
-        let ids = request.writes.iter().flat_map(|w| w.events.iter().map(move |e| (w, e)));
+        let ids = request
+            .writes
+            .iter()
+            .flat_map(|w| w.events.iter().map(move |e| (w, e)));
         for ((write, e), appended) in ids.zip(&outcome.events) {
             let stored = by_id[&e.id];
             assert_eq!(stored.position, appended.position);
@@ -122,16 +144,29 @@ async fn check_log(log: &SledLog, accepted: &[(AppendRequest, AppendOutcome)], r
     }
     for request in rejected {
         for e in request.writes.iter().flat_map(|w| &w.events) {
-            assert!(!by_id.contains_key(&e.id), "a rejected append wrote nothing");
+            assert!(
+                !by_id.contains_key(&e.id),
+                "a rejected append wrote nothing"
+            );
         }
     }
     let mut per_stream: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
     for e in &all {
-        per_stream.entry(e.stream.as_str()).or_default().push(e.version);
+        per_stream
+            .entry(e.stream.as_str())
+            .or_default()
+            .push(e.version);
     }
     for (name, versions) in per_stream {
-        assert_eq!(versions, (1..=versions.len() as u64).collect::<Vec<_>>(), "{name}: versions dense in log order");
-        let read = log.read_stream(&stream(name), 1, Direction::Forwards, 100_000).await.unwrap();
+        assert_eq!(
+            versions,
+            (1..=versions.len() as u64).collect::<Vec<_>>(),
+            "{name}: versions dense in log order"
+        );
+        let read = log
+            .read_stream(&stream(name), 1, Direction::Forwards, 100_000)
+            .await
+            .unwrap();
         assert_eq!(read.len(), versions.len());
         assert!(read.windows(2).all(|w| w[0].position < w[1].position));
     }
@@ -202,7 +237,11 @@ fn subscribers_started_mid_stream_see_every_position_once_in_order() {
                 tokio::spawn(async move {
                     for i in 0..PER_WRITER {
                         let s = stream(&format!("sub-{}", i % 7));
-                        let request = AppendRequest::single(s, ExpectedVersion::Any, vec![event(vec![w as u8])]);
+                        let request = AppendRequest::single(
+                            s,
+                            ExpectedVersion::Any,
+                            vec![event(vec![w as u8])],
+                        );
                         log.append(request).await.unwrap();
                     }
                 })
@@ -234,7 +273,11 @@ fn subscribers_started_mid_stream_see_every_position_once_in_order() {
         for s in subscribers {
             let (from, seen) = s.await.unwrap();
             assert!(from > 1 || seen.len() as u64 == total);
-            assert_eq!(seen, (from..=total).collect::<Vec<_>>(), "every position exactly once, in order");
+            assert_eq!(
+                seen,
+                (from..=total).collect::<Vec<_>>(),
+                "every position exactly once, in order"
+            );
         }
     });
 }
@@ -270,12 +313,21 @@ fn crash_child() {
                         wallet.payload = order.id.0.as_bytes().to_vec();
                         let request = AppendRequest {
                             writes: vec![
-                                StreamWrite { stream: stream(&format!("order-{run}-{task}-{i}")), expected: ExpectedVersion::NoStream, events: vec![order] },
-                                StreamWrite { stream: stream(&format!("wallet-{}", task % 4)), expected: ExpectedVersion::Any, events: vec![wallet] },
+                                StreamWrite {
+                                    stream: stream(&format!("order-{run}-{task}-{i}")),
+                                    expected: ExpectedVersion::NoStream,
+                                    events: vec![order],
+                                },
+                                StreamWrite {
+                                    stream: stream(&format!("wallet-{}", task % 4)),
+                                    expected: ExpectedVersion::Any,
+                                    events: vec![wallet],
+                                },
                             ],
                             ..AppendRequest::default()
                         };
-                        let ids: Vec<EventId> = request.writes.iter().map(|w| w.events[0].id).collect();
+                        let ids: Vec<EventId> =
+                            request.writes.iter().map(|w| w.events[0].id).collect();
                         let outcome = log.append(request).await.expect("append");
                         let mut out = out.lock().unwrap();
                         for (id, appended) in ids.iter().zip(&outcome.events) {
@@ -297,43 +349,64 @@ fn crash_recovery_keeps_every_acknowledged_event() {
     let dir = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().unwrap();
     let mut acked: HashMap<uuid::Uuid, u64> = HashMap::new();
-    const ROUNDS: u64 = 5;
+    const ROUNDS: u64 = 6;
     for round in 0..ROUNDS {
         let mut child = Command::new(&exe)
-            .args(["crash_child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+            .args([
+                "crash_child",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CRASH_DIR_VAR, dir.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
+        let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
         let reader = std::thread::spawn(move || {
-            let mut lines = Vec::new();
             for line in BufReader::new(stdout).lines() {
-                match line {
-                    Ok(l) => lines.push(l),
-                    Err(_) => break,
+                let Ok(line) = line else { break };
+                if lines_tx.send(line).is_err() {
+                    break;
                 }
             }
-            lines
         });
-        // Kill at a different moment each round, once the child is under load.
-        let kill_after_ms = 150 + (round * 137 + u64::from(std::process::id())) % 400;
+        // Wait until the child is under load, then kill it a little later, at a
+        // different moment each round.
+        let first = loop {
+            let line = lines_rx
+                .recv_timeout(Duration::from_secs(60))
+                .expect("the child acknowledges appends");
+            if line.starts_with("ACK ") {
+                break line;
+            }
+        };
+        let kill_after_ms = 20 + (round * 137 + u64::from(std::process::id())) % 300;
         std::thread::sleep(Duration::from_millis(kill_after_ms));
         child.kill().expect("SIGKILL the child");
         child.wait().unwrap();
-        let lines = reader.join().unwrap();
+        reader.join().unwrap();
         let before = acked.len();
-        for line in lines {
+        for line in std::iter::once(first).chain(lines_rx.try_iter()) {
             let mut parts = line.split_whitespace();
             if parts.next() != Some("ACK") {
                 continue;
             }
-            let (Some(position), Some(id)) = (parts.next(), parts.next()) else { continue };
-            let (Ok(position), Ok(id)) = (position.parse::<u64>(), id.parse::<uuid::Uuid>()) else { continue };
+            let (Some(position), Some(id)) = (parts.next(), parts.next()) else {
+                continue;
+            };
+            let (Ok(position), Ok(id)) = (position.parse::<u64>(), id.parse::<uuid::Uuid>()) else {
+                continue;
+            };
             acked.insert(id, position);
         }
-        assert!(acked.len() > before, "round {round}: the child acknowledged appends before it was killed");
+        assert!(
+            acked.len() > before,
+            "round {round}: the child acknowledged appends before it was killed"
+        );
 
         let log = open(dir.path());
         let rt = runtime();
@@ -343,21 +416,39 @@ fn crash_recovery_keeps_every_acknowledged_event() {
             while (all.len() as u64) < head {
                 all.extend(log.read_all(all.len() as u64 + 1, 10_000).await.unwrap());
             }
-            let positions: HashMap<uuid::Uuid, u64> = all.iter().map(|e| (e.id.0, e.position)).collect();
+            let positions: HashMap<uuid::Uuid, u64> =
+                all.iter().map(|e| (e.id.0, e.position)).collect();
             for (id, position) in &acked {
-                assert_eq!(positions.get(id), Some(position), "acknowledged event {id} survives at its position");
+                assert_eq!(
+                    positions.get(id),
+                    Some(position),
+                    "acknowledged event {id} survives at its position"
+                );
             }
             // No half-written multi-stream append: every wallet event's partner is there, just before it.
             let mut partners = HashSet::new();
-            for e in all.iter().filter(|e| e.stream.as_str().starts_with("wallet-")) {
+            for e in all
+                .iter()
+                .filter(|e| e.stream.as_str().starts_with("wallet-"))
+            {
                 let partner = uuid::Uuid::from_slice(&e.payload).unwrap();
                 assert_eq!(positions.get(&partner), Some(&(e.position - 1)));
                 partners.insert(partner);
             }
-            let orders = all.iter().filter(|e| e.stream.as_str().starts_with("order-")).count();
-            assert_eq!(orders, partners.len(), "every order event has its wallet event");
+            let orders = all
+                .iter()
+                .filter(|e| e.stream.as_str().starts_with("order-"))
+                .count();
+            assert_eq!(
+                orders,
+                partners.len(),
+                "every order event has its wallet event"
+            );
             let report = log.verify().await.unwrap();
-            assert_eq!(report.first_broken, None, "the chain verifies after the crash");
+            assert_eq!(
+                report.first_broken, None,
+                "the chain verifies after the crash"
+            );
             assert_eq!(report.events_checked, head);
         });
     }

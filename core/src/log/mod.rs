@@ -61,6 +61,12 @@ impl StreamName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// A name read back from the log, where it was checked on the way in.
+    pub(crate) fn trusted(name: &str) -> Self {
+        debug_assert!(Self::new(name).is_ok());
+        Self(name.to_owned())
+    }
 }
 
 impl std::fmt::Display for StreamName {
@@ -194,8 +200,7 @@ impl AppendRequest {
 
 fn validate_event(event: &NewEvent) -> Result<(), LogError> {
     let t = &event.event_type;
-    if t.is_empty() || t.len() > MAX_EVENT_TYPE_BYTES || !t.bytes().all(|b| b.is_ascii_graphic())
-    {
+    if t.is_empty() || t.len() > MAX_EVENT_TYPE_BYTES || !t.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(LogError::InvalidEventType);
     }
     if event.schema_version == 0 {

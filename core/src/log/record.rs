@@ -71,14 +71,17 @@ impl RecordedEvent {
     }
 }
 
-/// The hashed header. Field order is part of the format.
+/// The hashed header. Field order is part of the format; reads borrow from the
+/// stored bytes.
 #[derive(Serialize, Deserialize)]
-pub(crate) struct Header {
+pub(crate) struct Header<'a> {
     pub position: u64,
-    pub stream: String,
+    #[serde(borrow)]
+    pub stream: &'a str,
     pub version: u64,
     pub event_id: [u8; 16],
-    pub event_type: String,
+    #[serde(borrow)]
+    pub event_type: &'a str,
     pub schema_version: u16,
     pub recorded_at_micros: i64,
     pub correlation_id: Option<[u8; 16]>,
@@ -86,20 +89,23 @@ pub(crate) struct Header {
 }
 
 #[derive(Serialize, Deserialize)]
-struct Body {
-    payload: Vec<u8>,
+struct Body<'a> {
+    #[serde(borrow)]
+    payload: &'a [u8],
     pii: Option<SealedPii>,
 }
 
 #[derive(Serialize, Deserialize)]
-struct StoredRecord {
-    header: Vec<u8>,
+struct StoredRecord<'a> {
+    #[serde(borrow)]
+    header: &'a [u8],
     payload_digest: Hash32,
     pii_digest: Hash32,
     prev_hash: Hash32,
     hash: Hash32,
     /// `None` once pruned.
-    body: Option<Body>,
+    #[serde(borrow)]
+    body: Option<Body<'a>>,
 }
 
 pub(crate) fn sha256(bytes: &[u8]) -> Hash32 {
@@ -108,7 +114,12 @@ pub(crate) fn sha256(bytes: &[u8]) -> Hash32 {
     out
 }
 
-fn chain_hash(prev: &Hash32, header: &[u8], payload_digest: &Hash32, pii_digest: &Hash32) -> Hash32 {
+fn chain_hash(
+    prev: &Hash32,
+    header: &[u8],
+    payload_digest: &Hash32,
+    pii_digest: &Hash32,
+) -> Hash32 {
     let mut h = Sha256::new();
     h.update(CHAIN_DOMAIN);
     h.update(prev);
@@ -151,13 +162,13 @@ pub(crate) fn encode_record(
     let pii_digest = pii_digest(pii)?;
     let hash = chain_hash(prev_hash, &header_bytes, &payload_digest, &pii_digest);
     let stored = StoredRecord {
-        header: header_bytes,
+        header: &header_bytes,
         payload_digest,
         pii_digest,
         prev_hash: *prev_hash,
         hash,
         body: Some(Body {
-            payload: payload.to_vec(),
+            payload,
             pii: pii.clone(),
         }),
     };
@@ -259,9 +270,9 @@ impl<'a> GroupView<'a> {
     pub(crate) fn identity(&self, i: usize) -> Result<EventIdentity, LogError> {
         let (stored, header) = self.decode(i)?;
         Ok(EventIdentity {
-            stream: header.stream,
+            stream: header.stream.to_owned(),
             version: header.version,
-            event_type: header.event_type,
+            event_type: header.event_type.to_owned(),
             schema_version: header.schema_version,
             payload_digest: stored.payload_digest,
         })
@@ -278,7 +289,7 @@ impl<'a> GroupView<'a> {
             return Err(format!("header says position {}", header.position));
         }
         if let Some(body) = &stored.body {
-            if sha256(&body.payload) != stored.payload_digest {
+            if sha256(body.payload) != stored.payload_digest {
                 return Err("payload does not match its digest".into());
             }
             let pii = pii_digest(&body.pii).map_err(|e| e.to_string())?;
@@ -288,7 +299,7 @@ impl<'a> GroupView<'a> {
         }
         let hash = chain_hash(
             prev,
-            &stored.header,
+            stored.header,
             &stored.payload_digest,
             &stored.pii_digest,
         );
@@ -298,7 +309,17 @@ impl<'a> GroupView<'a> {
         Ok(hash)
     }
 
-    fn decode(&self, i: usize) -> Result<(StoredRecord, Header), LogError> {
+    /// The stream, version and id of record `i`: what the in-memory index needs.
+    pub(crate) fn index_entry(&self, i: usize) -> Result<(StreamName, u64, EventId), LogError> {
+        let (_, header) = self.decode(i)?;
+        Ok((
+            StreamName::trusted(header.stream),
+            header.version,
+            EventId(Uuid::from_bytes(header.event_id)),
+        ))
+    }
+
+    fn decode(&self, i: usize) -> Result<(StoredRecord<'a>, Header<'a>), LogError> {
         let position = self.first_position + i as u64;
         let corrupt = |what: &str, e: bincode::Error| LogError::Corrupt {
             position,
@@ -307,7 +328,7 @@ impl<'a> GroupView<'a> {
         let stored: StoredRecord =
             bincode::deserialize(self.raw(i)?).map_err(|e| corrupt("record", e))?;
         let header: Header =
-            bincode::deserialize(&stored.header).map_err(|e| corrupt("header", e))?;
+            bincode::deserialize(stored.header).map_err(|e| corrupt("header", e))?;
         if header.position != position {
             return Err(LogError::Corrupt {
                 position,
@@ -330,31 +351,30 @@ pub(crate) struct EventIdentity {
 
 fn into_event(
     position: u64,
-    header: Header,
-    body: Body,
+    header: Header<'_>,
+    body: Body<'_>,
     prev_hash: Hash32,
     hash: Hash32,
 ) -> Result<RecordedEvent, LogError> {
-    let corrupt = |reason: &str| LogError::Corrupt {
-        position,
-        reason: reason.into(),
-    };
-    let stream = StreamName::new(header.stream).map_err(|_| corrupt("stream name"))?;
     let recorded_at = Utc
         .timestamp_micros(header.recorded_at_micros)
         .single()
-        .ok_or_else(|| corrupt("recorded-at out of range"))?;
+        .ok_or_else(|| LogError::Corrupt {
+            position,
+            reason: "recorded-at out of range".into(),
+        })?;
     Ok(RecordedEvent {
         position,
-        stream,
+        // Checked when it was appended; the hash chain covers it since.
+        stream: StreamName::trusted(header.stream),
         version: header.version,
         id: EventId(Uuid::from_bytes(header.event_id)),
-        event_type: header.event_type,
+        event_type: header.event_type.to_owned(),
         schema_version: header.schema_version,
         recorded_at,
         correlation_id: header.correlation_id.map(Uuid::from_bytes),
         causation_id: header.causation_id.map(Uuid::from_bytes),
-        payload: body.payload,
+        payload: body.payload.to_vec(),
         pii: body.pii,
         prev_hash,
         hash,

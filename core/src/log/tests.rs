@@ -21,9 +21,17 @@ fn open(dir: &std::path::Path) -> SledLog {
     SledLog::open(&SledLogConfig::new(dir)).expect("open log")
 }
 
-async fn append_one(log: &SledLog, s: &str, expected: ExpectedVersion) -> Result<AppendOutcome, LogError> {
-    log.append(AppendRequest::single(stream(s), expected, vec![event(b"x")]))
-        .await
+async fn append_one(
+    log: &SledLog,
+    s: &str,
+    expected: ExpectedVersion,
+) -> Result<AppendOutcome, LogError> {
+    log.append(AppendRequest::single(
+        stream(s),
+        expected,
+        vec![event(b"x")],
+    ))
+    .await
 }
 
 #[tokio::test]
@@ -31,12 +39,34 @@ async fn positions_and_versions_start_at_one_and_are_dense() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path());
     assert_eq!(log.head(), 0);
-    let a1 = append_one(&log, "a-1", ExpectedVersion::NoStream).await.unwrap();
+    let a1 = append_one(&log, "a-1", ExpectedVersion::NoStream)
+        .await
+        .unwrap();
     let b1 = append_one(&log, "b-1", ExpectedVersion::Any).await.unwrap();
-    let a2 = append_one(&log, "a-1", ExpectedVersion::Exact(1)).await.unwrap();
-    assert_eq!(a1.events, vec![Appended { position: 1, version: 1 }]);
-    assert_eq!(b1.events, vec![Appended { position: 2, version: 1 }]);
-    assert_eq!(a2.events, vec![Appended { position: 3, version: 2 }]);
+    let a2 = append_one(&log, "a-1", ExpectedVersion::Exact(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        a1.events,
+        vec![Appended {
+            position: 1,
+            version: 1
+        }]
+    );
+    assert_eq!(
+        b1.events,
+        vec![Appended {
+            position: 2,
+            version: 1
+        }]
+    );
+    assert_eq!(
+        a2.events,
+        vec![Appended {
+            position: 3,
+            version: 2
+        }]
+    );
     assert_eq!(log.head(), 3);
     assert_eq!(log.stream_version(&stream("a-1")).await.unwrap(), 2);
     assert_eq!(log.stream_version(&stream("none")).await.unwrap(), 0);
@@ -46,7 +76,9 @@ async fn positions_and_versions_start_at_one_and_are_dense() {
 async fn a_conflict_on_one_stream_rejects_the_whole_append_and_names_it() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path());
-    append_one(&log, "wallet-1", ExpectedVersion::NoStream).await.unwrap();
+    append_one(&log, "wallet-1", ExpectedVersion::NoStream)
+        .await
+        .unwrap();
     let request = AppendRequest {
         writes: vec![
             StreamWrite {
@@ -102,14 +134,25 @@ async fn a_multi_stream_append_lands_in_both_streams() {
     assert_eq!(
         outcome.events,
         vec![
-            Appended { position: 1, version: 1 },
-            Appended { position: 2, version: 2 },
-            Appended { position: 3, version: 1 },
+            Appended {
+                position: 1,
+                version: 1
+            },
+            Appended {
+                position: 2,
+                version: 2
+            },
+            Appended {
+                position: 3,
+                version: 1
+            },
         ]
     );
     let all = log.read_all(1, 10).await.unwrap();
     assert_eq!(all.len(), 3);
-    assert!(all.iter().all(|e| e.correlation_id == request.correlation_id));
+    assert!(all
+        .iter()
+        .all(|e| e.correlation_id == request.correlation_id));
     assert_eq!(all[2].stream, stream("wallet-1"));
     assert_eq!(all[2].payload, b"held");
 }
@@ -118,9 +161,15 @@ async fn a_multi_stream_append_lands_in_both_streams() {
 async fn retried_appends_return_the_original_positions_and_write_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path());
-    let request = AppendRequest::single(stream("s-1"), ExpectedVersion::NoStream, vec![event(b"a"), event(b"b")]);
+    let request = AppendRequest::single(
+        stream("s-1"),
+        ExpectedVersion::NoStream,
+        vec![event(b"a"), event(b"b")],
+    );
     let first = log.append(request.clone()).await.unwrap();
-    append_one(&log, "s-1", ExpectedVersion::Exact(2)).await.unwrap();
+    append_one(&log, "s-1", ExpectedVersion::Exact(2))
+        .await
+        .unwrap();
     let again = log.append(request.clone()).await.unwrap();
     assert!(again.duplicate && !first.duplicate);
     assert_eq!(again.events, first.events);
@@ -129,18 +178,25 @@ async fn retried_appends_return_the_original_positions_and_write_nothing() {
     // The same id with another body is an error, not a silent no-op.
     let mut changed = request.clone();
     changed.writes[0].events[1].payload = b"other".to_vec();
-    assert!(matches!(log.append(changed).await, Err(LogError::EventIdReused { .. })));
+    assert!(matches!(
+        log.append(changed).await,
+        Err(LogError::EventIdReused { .. })
+    ));
     // Part old, part new: refused as a whole.
     let mut partial = request;
     partial.writes[0].events[1] = event(b"new");
-    assert!(matches!(log.append(partial).await, Err(LogError::PartialDuplicate { .. })));
+    assert!(matches!(
+        log.append(partial).await,
+        Err(LogError::PartialDuplicate { .. })
+    ));
     assert_eq!(log.head(), 3);
 }
 
 #[tokio::test]
 async fn idempotency_survives_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
-    let request = AppendRequest::single(stream("s-1"), ExpectedVersion::NoStream, vec![event(b"a")]);
+    let request =
+        AppendRequest::single(stream("s-1"), ExpectedVersion::NoStream, vec![event(b"a")]);
     let first = {
         let log = open(dir.path());
         log.append(request.clone()).await.unwrap()
@@ -159,11 +215,18 @@ async fn streams_read_forwards_and_backwards() {
     let log = open(dir.path());
     for i in 0..20u8 {
         let s = if i % 2 == 0 { "even-1" } else { "odd-1" };
-        log.append(AppendRequest::single(stream(s), ExpectedVersion::Any, vec![event(&[i])]))
-            .await
-            .unwrap();
+        log.append(AppendRequest::single(
+            stream(s),
+            ExpectedVersion::Any,
+            vec![event(&[i])],
+        ))
+        .await
+        .unwrap();
     }
-    let forwards = log.read_stream(&stream("even-1"), 3, Direction::Forwards, 4).await.unwrap();
+    let forwards = log
+        .read_stream(&stream("even-1"), 3, Direction::Forwards, 4)
+        .await
+        .unwrap();
     let versions: Vec<u64> = forwards.iter().map(|e| e.version).collect();
     assert_eq!(versions, vec![3, 4, 5, 6]);
     assert_eq!(forwards[0].payload, vec![4]);
@@ -172,47 +235,95 @@ async fn streams_read_forwards_and_backwards() {
         .await
         .unwrap();
     assert_eq!((last[0].version, last[0].payload.clone()), (10, vec![19]));
-    let back = log.read_stream(&stream("odd-1"), 4, Direction::Backwards, 10).await.unwrap();
+    let back = log
+        .read_stream(&stream("odd-1"), 4, Direction::Backwards, 10)
+        .await
+        .unwrap();
     let versions: Vec<u64> = back.iter().map(|e| e.version).collect();
     assert_eq!(versions, vec![4, 3, 2, 1]);
-    assert!(log.read_stream(&stream("none"), 1, Direction::Forwards, 10).await.unwrap().is_empty());
+    assert!(log
+        .read_stream(&stream("none"), 1, Direction::Forwards, 10)
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 #[tokio::test]
 async fn bad_input_is_a_typed_error_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path());
-    assert!(matches!(StreamName::new(""), Err(LogError::InvalidStreamName(_))));
-    assert!(matches!(StreamName::new("a".repeat(129)), Err(LogError::InvalidStreamName(_))));
-    assert!(matches!(StreamName::new("has space"), Err(LogError::InvalidStreamName(_))));
-    assert!(matches!(StreamName::new("nul\0byte"), Err(LogError::InvalidStreamName(_))));
+    assert!(matches!(
+        StreamName::new(""),
+        Err(LogError::InvalidStreamName(_))
+    ));
+    assert!(matches!(
+        StreamName::new("a".repeat(129)),
+        Err(LogError::InvalidStreamName(_))
+    ));
+    assert!(matches!(
+        StreamName::new("has space"),
+        Err(LogError::InvalidStreamName(_))
+    ));
+    assert!(matches!(
+        StreamName::new("nul\0byte"),
+        Err(LogError::InvalidStreamName(_))
+    ));
     assert!(StreamName::new("a".repeat(128)).is_ok());
 
     let s = stream("s-1");
     type Case = (AppendRequest, fn(&LogError) -> bool);
     let cases: Vec<Case> = vec![
-        (AppendRequest::default(), |e| matches!(e, LogError::EmptyAppend)),
-        (AppendRequest::single(s.clone(), ExpectedVersion::Any, vec![]), |e| {
+        (AppendRequest::default(), |e| {
             matches!(e, LogError::EmptyAppend)
         }),
         (
-            AppendRequest::single(s.clone(), ExpectedVersion::Any, vec![NewEvent { schema_version: 0, ..event(b"x") }]),
+            AppendRequest::single(s.clone(), ExpectedVersion::Any, vec![]),
+            |e| matches!(e, LogError::EmptyAppend),
+        ),
+        (
+            AppendRequest::single(
+                s.clone(),
+                ExpectedVersion::Any,
+                vec![NewEvent {
+                    schema_version: 0,
+                    ..event(b"x")
+                }],
+            ),
             |e| matches!(e, LogError::InvalidSchemaVersion),
         ),
         (
-            AppendRequest::single(s.clone(), ExpectedVersion::Any, vec![NewEvent { event_type: String::new(), ..event(b"x") }]),
+            AppendRequest::single(
+                s.clone(),
+                ExpectedVersion::Any,
+                vec![NewEvent {
+                    event_type: String::new(),
+                    ..event(b"x")
+                }],
+            ),
             |e| matches!(e, LogError::InvalidEventType),
         ),
         (
-            AppendRequest::single(s.clone(), ExpectedVersion::Any, vec![event(&vec![0; MAX_PAYLOAD_BYTES + 1])]),
+            AppendRequest::single(
+                s.clone(),
+                ExpectedVersion::Any,
+                vec![event(&vec![0; MAX_PAYLOAD_BYTES + 1])],
+            ),
             |e| matches!(e, LogError::PayloadTooLarge { .. }),
         ),
         (
-            AppendRequest::single(s.clone(), ExpectedVersion::Any, (0..=MAX_EVENTS_PER_APPEND).map(|_| event(b"x")).collect()),
+            AppendRequest::single(
+                s.clone(),
+                ExpectedVersion::Any,
+                (0..=MAX_EVENTS_PER_APPEND).map(|_| event(b"x")).collect(),
+            ),
             |e| matches!(e, LogError::TooManyEvents { .. }),
         ),
         (
-            AppendRequest::single(s.clone(), ExpectedVersion::Any, (0..9).map(|_| event(&vec![0; 60_000])).collect()),
+            AppendRequest::single(
+                s.clone(),
+                ExpectedVersion::Any,
+                (0..9).map(|_| event(&vec![0; 60_000])).collect(),
+            ),
             |e| matches!(e, LogError::PayloadTooLarge { .. }),
         ),
         (
@@ -225,8 +336,16 @@ async fn bad_input_is_a_typed_error_and_writes_nothing() {
         (
             AppendRequest {
                 writes: vec![
-                    StreamWrite { stream: s.clone(), expected: ExpectedVersion::Any, events: vec![event(b"x")] },
-                    StreamWrite { stream: s.clone(), expected: ExpectedVersion::Any, events: vec![event(b"y")] },
+                    StreamWrite {
+                        stream: s.clone(),
+                        expected: ExpectedVersion::Any,
+                        events: vec![event(b"x")],
+                    },
+                    StreamWrite {
+                        stream: s.clone(),
+                        expected: ExpectedVersion::Any,
+                        events: vec![event(b"y")],
+                    },
                 ],
                 ..AppendRequest::default()
             },
@@ -245,15 +364,27 @@ async fn decode_refuses_unknown_schema_versions_and_other_types() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path());
     let payload = bincode::serialize(&42u32).unwrap();
-    let e = NewEvent { schema_version: 3, payload, ..event(b"") };
-    log.append(AppendRequest::single(stream("s-1"), ExpectedVersion::Any, vec![e]))
-        .await
-        .unwrap();
+    let e = NewEvent {
+        schema_version: 3,
+        payload,
+        ..event(b"")
+    };
+    log.append(AppendRequest::single(
+        stream("s-1"),
+        ExpectedVersion::Any,
+        vec![e],
+    ))
+    .await
+    .unwrap();
     let recorded = &log.read_all(1, 1).await.unwrap()[0];
     assert_eq!(recorded.decode::<u32>("TestEvent", 3).unwrap(), 42);
     assert!(matches!(
         recorded.decode::<u32>("TestEvent", 2),
-        Err(LogError::UnknownSchemaVersion { found: 3, supported: 2, .. })
+        Err(LogError::UnknownSchemaVersion {
+            found: 3,
+            supported: 2,
+            ..
+        })
     ));
     assert!(matches!(
         recorded.decode::<u32>("OtherEvent", 3),
@@ -284,12 +415,19 @@ async fn verify_reports_the_first_broken_position() {
     let log = open(dir.path());
     for i in 0..10u32 {
         let payload = format!("payload-number-{i:04}");
-        log.append(AppendRequest::single(stream("s-1"), ExpectedVersion::Any, vec![event(payload.as_bytes())]))
-            .await
-            .unwrap();
+        log.append(AppendRequest::single(
+            stream("s-1"),
+            ExpectedVersion::Any,
+            vec![event(payload.as_bytes())],
+        ))
+        .await
+        .unwrap();
     }
     let good = log.verify().await.unwrap();
-    assert_eq!((good.events_checked, good.head, good.first_broken), (10, 10, None));
+    assert_eq!(
+        (good.events_checked, good.head, good.first_broken),
+        (10, 10, None)
+    );
     tamper(&log, 7, b"payload-number-0006");
     let report = log.verify().await.unwrap();
     let broken = report.first_broken.expect("tampering is found");
@@ -305,7 +443,11 @@ async fn a_corrupt_record_on_read_reports_its_position() {
         append_one(&log, "s-1", ExpectedVersion::Any).await.unwrap();
     }
     let tree = log.raw_log_tree();
-    let (key, value) = tree.range(..=2u64.to_be_bytes()).next_back().unwrap().unwrap();
+    let (key, value) = tree
+        .range(..=2u64.to_be_bytes())
+        .next_back()
+        .unwrap()
+        .unwrap();
     let first = u64::from_be_bytes(key.as_ref().try_into().unwrap());
     // Cut the record short: its offsets no longer fit.
     tree.insert(key, &value[..value.len() - 3]).unwrap();
