@@ -453,3 +453,88 @@ fn crash_recovery_keeps_every_acknowledged_event() {
         });
     }
 }
+
+// ---- Personal data through the store ---------------------------------------------
+
+fn store_config(dir: &std::path::Path) -> nexus_core::StoreConfig {
+    nexus_core::StoreConfig {
+        dir: dir.join("store"),
+        master_key: nexus_core::vault::MasterKeySource::GenerateAt(dir.join("master.key")),
+        cache_capacity_bytes: 64 << 20,
+    }
+}
+
+/// Every byte of every file under `dir`.
+fn raw_bytes_under(dir: &std::path::Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(raw_bytes_under(&path));
+        } else {
+            out.extend(std::fs::read(&path).unwrap());
+        }
+    }
+    out
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn sealed_pii_in_events_is_unreadable_on_disk_and_erased_for_good() {
+    use nexus_core::vault::{Opened, SubjectId};
+    const EMAIL: &[u8] = b"carol.known@example.org";
+    const MARKER: &[u8] = b"plain-payload-marker";
+    let dir = tempfile::tempdir().unwrap();
+    let subject = SubjectId::new("account-carol").unwrap();
+    let event_id = EventId::new();
+    {
+        let store = nexus_core::Store::open(&store_config(dir.path())).unwrap();
+        let sealed = store.vault.seal(&subject, &event_id.0, EMAIL).unwrap();
+        let mut e = event(MARKER.to_vec());
+        e.id = event_id;
+        e.pii = Some(sealed);
+        runtime().block_on(async {
+            let request = AppendRequest::single(stream("account-carol"), ExpectedVersion::NoStream, vec![e]);
+            store.log.append(request).await.unwrap();
+            let read = &store.log.read_all(1, 1).await.unwrap()[0];
+            let opened = store.vault.open_sealed(read.pii.as_ref().unwrap(), &read.id.0).unwrap();
+            assert_eq!(opened, Opened::Plain(EMAIL.to_vec()));
+        });
+    }
+    let raw = raw_bytes_under(&dir.path().join("store"));
+    // The grep works (the plain payload is found), and finds no e-mail.
+    assert!(contains(&raw, MARKER), "the event reached the files");
+    assert!(!contains(&raw, EMAIL), "the e-mail is sealed on disk");
+
+    {
+        let store = nexus_core::Store::open(&store_config(dir.path())).unwrap();
+        assert!(store.vault.erase(&subject).unwrap());
+    }
+    // After a restart, and on replay from the log, the section reads as erased.
+    let store = nexus_core::Store::open(&store_config(dir.path())).unwrap();
+    runtime().block_on(async {
+        let replayed = &store.log.read_all(1, 10).await.unwrap()[0];
+        let opened = store.vault.open_sealed(replayed.pii.as_ref().unwrap(), &replayed.id.0).unwrap();
+        assert_eq!(opened, Opened::Erased);
+        assert_eq!(store.log.verify().await.unwrap().first_broken, None, "erasure keeps the chain");
+    });
+}
+
+#[test]
+fn a_wrong_master_key_stops_the_store_from_opening() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(nexus_core::Store::open(&store_config(dir.path())).unwrap());
+    std::fs::write(dir.path().join("other.key"), format!("{}\n", "ab".repeat(32))).unwrap();
+    let mut config = store_config(dir.path());
+    config.master_key = nexus_core::vault::MasterKeySource::File(dir.path().join("other.key"));
+    let err = nexus_core::Store::open(&config).err().expect("a wrong key is refused");
+    assert!(matches!(err, nexus_core::StoreError::Vault(nexus_core::vault::VaultError::WrongMasterKey)));
+    // A missing key for the existing vault is an error too, never a fresh key.
+    std::fs::remove_file(dir.path().join("master.key")).unwrap();
+    let err = nexus_core::Store::open(&store_config(dir.path())).err().expect("a missing key is refused");
+    assert!(matches!(err, nexus_core::StoreError::Vault(nexus_core::vault::VaultError::MissingMasterKey { .. })));
+    assert!(!dir.path().join("master.key").exists());
+}

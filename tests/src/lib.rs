@@ -1,1 +1,121 @@
-//! End-to-end tests live in `tests/`; this library is empty on purpose.
+//! Harness for the end-to-end tests: builds and starts the real `nexus` binary on a
+//! free loopback port with a temp data dir, and talks HTTP to it.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// The `nexus` binary, built once per test run with the workspace's own cargo.
+pub fn nexus_binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .current_dir(workspace)
+            .args(["build", "--quiet", "-p", "nexus-api", "--bin", "nexus"])
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "building the nexus binary failed");
+        // The tests run from <target>/debug/deps; the binary sits in <target>/debug.
+        let exe = std::env::current_exe().expect("test binary path");
+        let profile_dir = exe.parent().and_then(Path::parent).expect("target profile dir");
+        let binary = profile_dir.join("nexus");
+        assert!(binary.exists(), "no nexus binary at {}", binary.display());
+        binary
+    })
+}
+
+/// A running `nexus serve`, killed on drop.
+pub struct Server {
+    child: Child,
+    pub addr: SocketAddr,
+    pub data_dir: tempfile::TempDir,
+}
+
+impl Server {
+    /// Starts `nexus serve` on the embedded default in a fresh data dir.
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(env: &[(&str, &str)]) -> Self {
+        let data_dir = tempfile::tempdir().expect("temp data dir");
+        let mut command = Command::new(nexus_binary());
+        command
+            .arg("serve")
+            .env("NEXUS_DATA_DIR", data_dir.path())
+            .env("NEXUS_LISTEN", "127.0.0.1:0")
+            .env("NEXUS_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().expect("start nexus serve");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        // Reads the log until the listening line, then keeps draining it.
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if !sent {
+                    if let Some(addr) = line.split("listening on http://").nth(1) {
+                        let _ = tx.send(addr.trim().to_owned());
+                        sent = true;
+                    }
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("nexus serve reports its address")
+            .parse()
+            .expect("a socket address");
+        Self {
+            child,
+            addr,
+            data_dir,
+        }
+    }
+
+    /// One HTTP/1.1 request; returns (status, body).
+    pub fn request(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+        let mut stream = TcpStream::connect(self.addr).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let body = body.unwrap_or("");
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            self.addr,
+            body.len()
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).expect("read response");
+        let status = response
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .expect("status code");
+        let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+        (status, body)
+    }
+
+    /// Stops the server at once (SIGKILL): every acknowledged write is durable.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
