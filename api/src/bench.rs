@@ -63,6 +63,9 @@ struct Figure {
     seconds: f64,
     fsyncs: u64,
     events_per_fsync: f64,
+    /// Resident memory after the workload (Linux only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rss_mib: Option<f64>,
 }
 
 pub fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
@@ -89,8 +92,9 @@ pub fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
     }
     let figure = runtime.block_on(appends(&args, BATCH_CLIENTS, BATCH_EVENTS, duration))?;
     report(&figure, args.json)?;
-    let figure = runtime.block_on(read_all(&args))?;
-    report(&figure, args.json)?;
+    let [open, read] = runtime.block_on(open_and_read_all(&args))?;
+    report(&open, args.json)?;
+    report(&read, args.json)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -194,6 +198,7 @@ async fn appends(
         seconds,
         fsyncs,
         events_per_fsync: events as f64 / fsyncs.max(1) as f64,
+        rss_mib: None,
     })
 }
 
@@ -205,9 +210,9 @@ fn percentile_ms(sorted_us: &[u64], q: f64) -> f64 {
     sorted_us[i] as f64 / 1000.0
 }
 
-/// Fills a log with `read_events` events, reopens it (cold start), then reads
-/// everything once with read-all.
-async fn read_all(args: &LogBench) -> anyhow::Result<Figure> {
+/// Fills a log with `read_events` events, reopens it (the open rebuilds the
+/// in-memory indexes from the log), then reads everything once with read-all.
+async fn open_and_read_all(args: &LogBench) -> anyhow::Result<[Figure; 2]> {
     const FILL_PER_APPEND: usize = 500;
     const READ_BATCH: usize = 10_000;
     let dir = temp_dir(args)?;
@@ -240,8 +245,28 @@ async fn read_all(args: &LogBench) -> anyhow::Result<Figure> {
             task.await??;
         }
     }
+    let rss_before = rss_mib();
+    let opening = Instant::now();
     let log = SledLog::open(&SledLogConfig::new(dir.path()))?;
+    let open_seconds = opening.elapsed().as_secs_f64();
     let head = log.head();
+    let open = Figure {
+        workload: "open",
+        system: "nexus",
+        clients: 1,
+        ops_per_sec: 1.0 / open_seconds,
+        events_per_sec: head as f64 / open_seconds,
+        p50_ms: open_seconds * 1000.0,
+        p99_ms: open_seconds * 1000.0,
+        ops: 1,
+        events: head,
+        seconds: open_seconds,
+        fsyncs: 0,
+        events_per_fsync: 0.0,
+        rss_mib: rss_mib()
+            .zip(rss_before)
+            .map(|(after, before)| after - before),
+    };
     let started = Instant::now();
     let mut next = 1u64;
     let mut batch_latencies_us = Vec::new();
@@ -257,7 +282,7 @@ async fn read_all(args: &LogBench) -> anyhow::Result<Figure> {
     }
     let seconds = started.elapsed().as_secs_f64();
     batch_latencies_us.sort_unstable();
-    Ok(Figure {
+    let read = Figure {
         workload: "read_all",
         system: "nexus",
         clients: 1,
@@ -270,5 +295,15 @@ async fn read_all(args: &LogBench) -> anyhow::Result<Figure> {
         seconds,
         fsyncs: 0,
         events_per_fsync: 0.0,
-    })
+        rss_mib: None,
+    };
+    Ok([open, read])
+}
+
+/// This process's resident memory, from /proc (None elsewhere).
+fn rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
 }

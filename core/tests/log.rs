@@ -497,10 +497,14 @@ fn sealed_pii_in_events_is_unreadable_on_disk_and_erased_for_good() {
         e.id = event_id;
         e.pii = Some(sealed);
         runtime().block_on(async {
-            let request = AppendRequest::single(stream("account-carol"), ExpectedVersion::NoStream, vec![e]);
+            let request =
+                AppendRequest::single(stream("account-carol"), ExpectedVersion::NoStream, vec![e]);
             store.log.append(request).await.unwrap();
             let read = &store.log.read_all(1, 1).await.unwrap()[0];
-            let opened = store.vault.open_sealed(read.pii.as_ref().unwrap(), &read.id.0).unwrap();
+            let opened = store
+                .vault
+                .open_sealed(read.pii.as_ref().unwrap(), &read.id.0)
+                .unwrap();
             assert_eq!(opened, Opened::Plain(EMAIL.to_vec()));
         });
     }
@@ -517,9 +521,16 @@ fn sealed_pii_in_events_is_unreadable_on_disk_and_erased_for_good() {
     let store = nexus_core::Store::open(&store_config(dir.path())).unwrap();
     runtime().block_on(async {
         let replayed = &store.log.read_all(1, 10).await.unwrap()[0];
-        let opened = store.vault.open_sealed(replayed.pii.as_ref().unwrap(), &replayed.id.0).unwrap();
+        let opened = store
+            .vault
+            .open_sealed(replayed.pii.as_ref().unwrap(), &replayed.id.0)
+            .unwrap();
         assert_eq!(opened, Opened::Erased);
-        assert_eq!(store.log.verify().await.unwrap().first_broken, None, "erasure keeps the chain");
+        assert_eq!(
+            store.log.verify().await.unwrap().first_broken,
+            None,
+            "erasure keeps the chain"
+        );
     });
 }
 
@@ -527,14 +538,28 @@ fn sealed_pii_in_events_is_unreadable_on_disk_and_erased_for_good() {
 fn a_wrong_master_key_stops_the_store_from_opening() {
     let dir = tempfile::tempdir().unwrap();
     drop(nexus_core::Store::open(&store_config(dir.path())).unwrap());
-    std::fs::write(dir.path().join("other.key"), format!("{}\n", "ab".repeat(32))).unwrap();
+    std::fs::write(
+        dir.path().join("other.key"),
+        format!("{}\n", "ab".repeat(32)),
+    )
+    .unwrap();
     let mut config = store_config(dir.path());
     config.master_key = nexus_core::vault::MasterKeySource::File(dir.path().join("other.key"));
-    let err = nexus_core::Store::open(&config).err().expect("a wrong key is refused");
-    assert!(matches!(err, nexus_core::StoreError::Vault(nexus_core::vault::VaultError::WrongMasterKey)));
+    let err = nexus_core::Store::open(&config)
+        .err()
+        .expect("a wrong key is refused");
+    assert!(matches!(
+        err,
+        nexus_core::StoreError::Vault(nexus_core::vault::VaultError::WrongMasterKey)
+    ));
     // A missing key for the existing vault is an error too, never a fresh key.
     std::fs::remove_file(dir.path().join("master.key")).unwrap();
-    let err = nexus_core::Store::open(&store_config(dir.path())).err().expect("a missing key is refused");
-    assert!(matches!(err, nexus_core::StoreError::Vault(nexus_core::vault::VaultError::MissingMasterKey { .. })));
+    let err = nexus_core::Store::open(&store_config(dir.path()))
+        .err()
+        .expect("a missing key is refused");
+    assert!(matches!(
+        err,
+        nexus_core::StoreError::Vault(nexus_core::vault::VaultError::MissingMasterKey { .. })
+    ));
     assert!(!dir.path().join("master.key").exists());
 }

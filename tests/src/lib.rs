@@ -12,7 +12,9 @@ use std::time::Duration;
 pub fn nexus_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY.get_or_init(|| {
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root");
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("workspace root");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
             .current_dir(workspace)
@@ -22,7 +24,10 @@ pub fn nexus_binary() -> &'static Path {
         assert!(status.success(), "building the nexus binary failed");
         // The tests run from <target>/debug/deps; the binary sits in <target>/debug.
         let exe = std::env::current_exe().expect("test binary path");
-        let profile_dir = exe.parent().and_then(Path::parent).expect("target profile dir");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target profile dir");
         let binary = profile_dir.join("nexus");
         assert!(binary.exists(), "no nexus binary at {}", binary.display());
         binary
@@ -87,7 +92,9 @@ impl Server {
     /// One HTTP/1.1 request; returns (status, body).
     pub fn request(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
         let mut stream = TcpStream::connect(self.addr).expect("connect");
-        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
         let body = body.unwrap_or("");
         write!(
             stream,
@@ -103,7 +110,10 @@ impl Server {
             .nth(1)
             .and_then(|s| s.parse().ok())
             .expect("status code");
-        let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
         (status, body)
     }
 

@@ -15,7 +15,10 @@ fn serve_answers_health_on_the_embedded_default() {
     assert!(dir.join("store").is_dir());
     let key = dir.join("master.key");
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
 }
 
 #[test]
@@ -41,6 +44,10 @@ fn verify_reports_an_intact_chain() {
         .env("NEXUS_DATA_DIR", server.data_dir.path())
         .output()
         .expect("run nexus verify");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(String::from_utf8_lossy(&output.stdout).starts_with("ok: 0 events"));
 }

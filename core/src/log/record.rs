@@ -1,17 +1,19 @@
 //! The on-disk record, its hash chain, and the commit-group encoding.
 //!
-//! A record stores its header as bytes (the exact bytes the hash covers), the
-//! digests of its payload and PII section, the chain hashes, and the body. A future
+//! The format is written by hand, not by a serializer: these are the bytes the
+//! hash chain covers, so they must never change with a library version. A record
+//! stores its header as bytes (exactly what the hash covers), the digests of its
+//! payload and PII section, the chain hashes, and the body. A future
 //! pruning step drops the body and keeps everything else: the record keeps its
 //! position and hash, and the chain still verifies end to end.
 
 use chrono::{DateTime, TimeZone, Utc};
-use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::{EventId, LogError, StreamName};
-use crate::vault::SealedPii;
+use crate::vault::{SealedPii, SubjectId};
 
 /// A SHA-256 digest.
 pub type Hash32 = [u8; 32];
@@ -71,16 +73,16 @@ impl RecordedEvent {
     }
 }
 
-/// The hashed header. Field order is part of the format; reads borrow from the
-/// stored bytes.
-#[derive(Serialize, Deserialize)]
+/// The hashed header. Its byte layout is part of the chain's format (v1), all
+/// integers big-endian:
+/// `position u64 | version u64 | event id 16 | schema u16 | recorded-at µs i64 |
+///  flags u8 (1 = correlation, 2 = causation) | [correlation 16] | [causation 16] |
+///  stream len u8 | stream | type len u8 | type`.
 pub(crate) struct Header<'a> {
     pub position: u64,
-    #[serde(borrow)]
     pub stream: &'a str,
     pub version: u64,
     pub event_id: [u8; 16],
-    #[serde(borrow)]
     pub event_type: &'a str,
     pub schema_version: u16,
     pub recorded_at_micros: i64,
@@ -88,24 +90,201 @@ pub(crate) struct Header<'a> {
     pub causation_id: Option<[u8; 16]>,
 }
 
-#[derive(Serialize, Deserialize)]
-struct Body<'a> {
-    #[serde(borrow)]
-    payload: &'a [u8],
-    pii: Option<SealedPii>,
+const HAS_CORRELATION: u8 = 1;
+const HAS_CAUSATION: u8 = 2;
+
+impl<'a> Header<'a> {
+    fn encode(&self, out: &mut Vec<u8>) {
+        debug_assert!(self.stream.len() <= super::MAX_STREAM_NAME_BYTES);
+        debug_assert!(self.event_type.len() <= super::MAX_EVENT_TYPE_BYTES);
+        out.extend_from_slice(&self.position.to_be_bytes());
+        out.extend_from_slice(&self.version.to_be_bytes());
+        out.extend_from_slice(&self.event_id);
+        out.extend_from_slice(&self.schema_version.to_be_bytes());
+        out.extend_from_slice(&self.recorded_at_micros.to_be_bytes());
+        let flags = self.correlation_id.map_or(0, |_| HAS_CORRELATION)
+            | self.causation_id.map_or(0, |_| HAS_CAUSATION);
+        out.push(flags);
+        for id in [self.correlation_id, self.causation_id]
+            .into_iter()
+            .flatten()
+        {
+            out.extend_from_slice(&id);
+        }
+        out.push(self.stream.len() as u8);
+        out.extend_from_slice(self.stream.as_bytes());
+        out.push(self.event_type.len() as u8);
+        out.extend_from_slice(self.event_type.as_bytes());
+    }
+
+    fn decode(bytes: &'a [u8]) -> Result<Self, &'static str> {
+        let mut c = Cursor(bytes);
+        let position = c.u64()?;
+        let version = c.u64()?;
+        let event_id = c.array::<16>()?;
+        let schema_version = c.u16()?;
+        let recorded_at_micros = c.u64()? as i64;
+        let flags = c.u8()?;
+        if flags & !(HAS_CORRELATION | HAS_CAUSATION) != 0 {
+            return Err("unknown header flags");
+        }
+        let correlation_id = (flags & HAS_CORRELATION != 0)
+            .then(|| c.array::<16>())
+            .transpose()?;
+        let causation_id = (flags & HAS_CAUSATION != 0)
+            .then(|| c.array::<16>())
+            .transpose()?;
+        let stream_len = c.u8()? as usize;
+        let stream = c.str(stream_len)?;
+        let type_len = c.u8()? as usize;
+        let event_type = c.str(type_len)?;
+        if !c.0.is_empty() {
+            return Err("trailing bytes after the header");
+        }
+        Ok(Self {
+            position,
+            stream,
+            version,
+            event_id,
+            event_type,
+            schema_version,
+            recorded_at_micros,
+            correlation_id,
+            causation_id,
+        })
+    }
 }
 
-#[derive(Serialize, Deserialize)]
-struct StoredRecord<'a> {
-    #[serde(borrow)]
-    header: &'a [u8],
+/// Reads big-endian fields off a byte slice.
+struct Cursor<'a>(&'a [u8]);
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], &'static str> {
+        if self.0.len() < n {
+            return Err("truncated");
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], &'static str> {
+        Ok(self.take(N)?.try_into().expect("took N bytes"))
+    }
+
+    fn u8(&mut self) -> Result<u8, &'static str> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u16(&mut self) -> Result<u16, &'static str> {
+        Ok(u16::from_be_bytes(self.array()?))
+    }
+
+    fn u32(&mut self) -> Result<u32, &'static str> {
+        Ok(u32::from_be_bytes(self.array()?))
+    }
+
+    fn u64(&mut self) -> Result<u64, &'static str> {
+        Ok(u64::from_be_bytes(self.array()?))
+    }
+
+    fn str(&mut self, len: usize) -> Result<&'a str, &'static str> {
+        std::str::from_utf8(self.take(len)?).map_err(|_| "a name is not UTF-8")
+    }
+}
+
+/// A stored record, borrowed from the group value. Layout (v1):
+/// `header len u16 | header | payload digest 32 | PII digest 32 | previous hash 32 |
+///  hash 32 | body tag u8 (0 = pruned, 1 = present) | [payload len u32 | payload |
+///  PII section (see `encode_pii`)]`.
+struct RecordView<'a> {
+    header_bytes: &'a [u8],
     payload_digest: Hash32,
     pii_digest: Hash32,
     prev_hash: Hash32,
     hash: Hash32,
-    /// `None` once pruned.
-    #[serde(borrow)]
-    body: Option<Body<'a>>,
+    /// The payload and the encoded PII section; `None` once pruned.
+    body: Option<(&'a [u8], &'a [u8])>,
+}
+
+impl<'a> RecordView<'a> {
+    fn decode(bytes: &'a [u8]) -> Result<Self, &'static str> {
+        let mut c = Cursor(bytes);
+        let header_len = c.u16()? as usize;
+        let header_bytes = c.take(header_len)?;
+        let payload_digest = c.array()?;
+        let pii_digest = c.array()?;
+        let prev_hash = c.array()?;
+        let hash = c.array()?;
+        let body = match c.u8()? {
+            0 => None,
+            1 => {
+                let payload_len = c.u32()? as usize;
+                let payload = c.take(payload_len)?;
+                Some((payload, c.0))
+            }
+            _ => return Err("unknown body tag"),
+        };
+        Ok(Self {
+            header_bytes,
+            payload_digest,
+            pii_digest,
+            prev_hash,
+            hash,
+            body,
+        })
+    }
+}
+
+/// The PII section: `0` for none, or `1 | subject len u8 | subject | nonce 24 |
+/// ciphertext len u32 | ciphertext`.
+fn encode_pii(pii: &Option<SealedPii>, out: &mut Vec<u8>) {
+    match pii {
+        None => out.push(0),
+        Some(p) => {
+            let subject = p.subject.as_str().as_bytes();
+            debug_assert!(subject.len() <= u8::MAX as usize);
+            out.push(1);
+            out.push(subject.len() as u8);
+            out.extend_from_slice(subject);
+            out.extend_from_slice(&p.nonce);
+            out.extend_from_slice(&(p.ciphertext.len() as u32).to_be_bytes());
+            out.extend_from_slice(&p.ciphertext);
+        }
+    }
+}
+
+fn decode_pii(bytes: &[u8]) -> Result<Option<SealedPii>, &'static str> {
+    let mut c = Cursor(bytes);
+    let pii = match c.u8()? {
+        0 => None,
+        1 => {
+            let subject_len = c.u8()? as usize;
+            let subject = c.str(subject_len)?;
+            let subject = SubjectId::new(subject).map_err(|_| "invalid PII subject")?;
+            let nonce = c.array::<24>()?;
+            let len = c.u32()? as usize;
+            let ciphertext = c.take(len)?.to_vec();
+            Some(SealedPii {
+                subject,
+                nonce,
+                ciphertext,
+            })
+        }
+        _ => return Err("unknown PII tag"),
+    };
+    if !c.0.is_empty() {
+        return Err("trailing bytes after the PII section");
+    }
+    Ok(pii)
+}
+
+fn pii_digest(pii_section: &[u8]) -> Hash32 {
+    if pii_section == [0] {
+        NO_PII_DIGEST
+    } else {
+        sha256(pii_section)
+    }
 }
 
 pub(crate) fn sha256(bytes: &[u8]) -> Hash32 {
@@ -132,17 +311,6 @@ fn chain_hash(
     out
 }
 
-fn pii_digest(pii: &Option<SealedPii>) -> Result<Hash32, LogError> {
-    match pii {
-        None => Ok(NO_PII_DIGEST),
-        Some(p) => Ok(sha256(&bincode::serialize(p).map_err(encode_err)?)),
-    }
-}
-
-fn encode_err(e: bincode::Error) -> LogError {
-    LogError::Io(std::io::Error::other(format!("encoding a record: {e}")))
-}
-
 /// A record ready to be written, with what the writer needs to know about it.
 pub(crate) struct EncodedRecord {
     pub bytes: Vec<u8>,
@@ -152,31 +320,35 @@ pub(crate) struct EncodedRecord {
 
 /// Builds and hashes one record.
 pub(crate) fn encode_record(
-    header: &Header,
+    header: &Header<'_>,
     payload: &[u8],
     pii: &Option<SealedPii>,
     prev_hash: &Hash32,
-) -> Result<EncodedRecord, LogError> {
-    let header_bytes = bincode::serialize(header).map_err(encode_err)?;
+) -> EncodedRecord {
+    let mut header_bytes = Vec::with_capacity(64 + header.stream.len() + header.event_type.len());
+    header.encode(&mut header_bytes);
+    let mut pii_section = Vec::new();
+    encode_pii(pii, &mut pii_section);
     let payload_digest = sha256(payload);
-    let pii_digest = pii_digest(pii)?;
+    let pii_digest = pii_digest(&pii_section);
     let hash = chain_hash(prev_hash, &header_bytes, &payload_digest, &pii_digest);
-    let stored = StoredRecord {
-        header: &header_bytes,
-        payload_digest,
-        pii_digest,
-        prev_hash: *prev_hash,
+
+    let mut bytes =
+        Vec::with_capacity(2 + header_bytes.len() + 4 * 32 + 5 + payload.len() + pii_section.len());
+    bytes.extend_from_slice(&(header_bytes.len() as u16).to_be_bytes());
+    bytes.extend_from_slice(&header_bytes);
+    for digest in [&payload_digest, &pii_digest, prev_hash, &hash] {
+        bytes.extend_from_slice(digest);
+    }
+    bytes.push(1);
+    bytes.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    bytes.extend_from_slice(payload);
+    bytes.extend_from_slice(&pii_section);
+    EncodedRecord {
+        bytes,
         hash,
-        body: Some(Body {
-            payload,
-            pii: pii.clone(),
-        }),
-    };
-    Ok(EncodedRecord {
-        bytes: bincode::serialize(&stored).map_err(encode_err)?,
-        hash,
         payload_digest,
-    })
+    }
 }
 
 /// Packs encoded records into one commit-group value:
@@ -257,56 +429,46 @@ impl<'a> GroupView<'a> {
     /// Decodes record `i` into an event, checking that it sits where it says.
     pub(crate) fn event(&self, i: usize) -> Result<RecordedEvent, LogError> {
         let position = self.first_position + i as u64;
-        let (stored, header) = self.decode(i)?;
-        let body = stored.body.ok_or_else(|| LogError::Corrupt {
+        let (record, header) = self.decode(i)?;
+        let corrupt = |reason: &str| LogError::Corrupt {
             position,
-            reason: "record was pruned".into(),
-        })?;
-        into_event(position, header, body, stored.prev_hash, stored.hash)
+            reason: reason.into(),
+        };
+        let (payload, pii_section) = record.body.ok_or_else(|| corrupt("record was pruned"))?;
+        let pii = decode_pii(pii_section).map_err(corrupt)?;
+        let recorded_at = Utc
+            .timestamp_micros(header.recorded_at_micros)
+            .single()
+            .ok_or_else(|| corrupt("recorded-at out of range"))?;
+        Ok(RecordedEvent {
+            position,
+            // Checked when it was appended; the hash chain covers it since.
+            stream: StreamName::trusted(header.stream),
+            version: header.version,
+            id: EventId(Uuid::from_bytes(header.event_id)),
+            event_type: header.event_type.to_owned(),
+            schema_version: header.schema_version,
+            recorded_at,
+            correlation_id: header.correlation_id.map(Uuid::from_bytes),
+            causation_id: header.causation_id.map(Uuid::from_bytes),
+            payload: payload.to_vec(),
+            pii,
+            prev_hash: record.prev_hash,
+            hash: record.hash,
+        })
     }
 
     /// The stream, type, schema and payload digest of record `i`: what makes two
     /// appends of one event id the same event.
     pub(crate) fn identity(&self, i: usize) -> Result<EventIdentity, LogError> {
-        let (stored, header) = self.decode(i)?;
+        let (record, header) = self.decode(i)?;
         Ok(EventIdentity {
             stream: header.stream.to_owned(),
             version: header.version,
             event_type: header.event_type.to_owned(),
             schema_version: header.schema_version,
-            payload_digest: stored.payload_digest,
+            payload_digest: record.payload_digest,
         })
-    }
-
-    /// Recomputes record `i`'s hash from its parts; `Err(reason)` if it is broken.
-    pub(crate) fn verify(&self, i: usize, prev: &Hash32) -> Result<Hash32, String> {
-        let position = self.first_position + i as u64;
-        let (stored, header) = self.decode(i).map_err(|e| e.to_string())?;
-        if stored.prev_hash != *prev {
-            return Err("previous hash does not match the record before".into());
-        }
-        if header.position != position {
-            return Err(format!("header says position {}", header.position));
-        }
-        if let Some(body) = &stored.body {
-            if sha256(body.payload) != stored.payload_digest {
-                return Err("payload does not match its digest".into());
-            }
-            let pii = pii_digest(&body.pii).map_err(|e| e.to_string())?;
-            if pii != stored.pii_digest {
-                return Err("PII section does not match its digest".into());
-            }
-        }
-        let hash = chain_hash(
-            prev,
-            stored.header,
-            &stored.payload_digest,
-            &stored.pii_digest,
-        );
-        if hash != stored.hash {
-            return Err("hash does not match the record".into());
-        }
-        Ok(hash)
     }
 
     /// The stream, version and id of record `i`: what the in-memory index needs.
@@ -319,23 +481,58 @@ impl<'a> GroupView<'a> {
         ))
     }
 
-    fn decode(&self, i: usize) -> Result<(StoredRecord<'a>, Header<'a>), LogError> {
+    /// The hash stored with record `i`.
+    pub(crate) fn hash(&self, i: usize) -> Result<Hash32, LogError> {
+        Ok(self.decode(i)?.0.hash)
+    }
+
+    /// The time of record `i`, in microseconds since the epoch.
+    pub(crate) fn recorded_at_micros(&self, i: usize) -> Result<i64, LogError> {
+        Ok(self.decode(i)?.1.recorded_at_micros)
+    }
+
+    /// Recomputes record `i`'s hash from its parts; `Err(reason)` if it is broken.
+    pub(crate) fn verify(&self, i: usize, prev: &Hash32) -> Result<Hash32, String> {
+        let (record, _) = self.decode(i).map_err(|e| e.to_string())?;
+        if record.prev_hash != *prev {
+            return Err("previous hash does not match the record before".into());
+        }
+        if let Some((payload, pii_section)) = record.body {
+            if sha256(payload) != record.payload_digest {
+                return Err("payload does not match its digest".into());
+            }
+            decode_pii(pii_section).map_err(|e| format!("PII section: {e}"))?;
+            if pii_digest(pii_section) != record.pii_digest {
+                return Err("PII section does not match its digest".into());
+            }
+        }
+        let hash = chain_hash(
+            prev,
+            record.header_bytes,
+            &record.payload_digest,
+            &record.pii_digest,
+        );
+        if hash != record.hash {
+            return Err("hash does not match the record".into());
+        }
+        Ok(hash)
+    }
+
+    fn decode(&self, i: usize) -> Result<(RecordView<'a>, Header<'a>), LogError> {
         let position = self.first_position + i as u64;
-        let corrupt = |what: &str, e: bincode::Error| LogError::Corrupt {
+        let corrupt = |what: &str, reason: &str| LogError::Corrupt {
             position,
-            reason: format!("{what}: {e}"),
+            reason: format!("{what}: {reason}"),
         };
-        let stored: StoredRecord =
-            bincode::deserialize(self.raw(i)?).map_err(|e| corrupt("record", e))?;
-        let header: Header =
-            bincode::deserialize(stored.header).map_err(|e| corrupt("header", e))?;
+        let record = RecordView::decode(self.raw(i)?).map_err(|e| corrupt("record", e))?;
+        let header = Header::decode(record.header_bytes).map_err(|e| corrupt("header", e))?;
         if header.position != position {
             return Err(LogError::Corrupt {
                 position,
                 reason: format!("header says position {}", header.position),
             });
         }
-        Ok((stored, header))
+        Ok((record, header))
     }
 }
 
@@ -347,36 +544,4 @@ pub(crate) struct EventIdentity {
     pub event_type: String,
     pub schema_version: u16,
     pub payload_digest: Hash32,
-}
-
-fn into_event(
-    position: u64,
-    header: Header<'_>,
-    body: Body<'_>,
-    prev_hash: Hash32,
-    hash: Hash32,
-) -> Result<RecordedEvent, LogError> {
-    let recorded_at = Utc
-        .timestamp_micros(header.recorded_at_micros)
-        .single()
-        .ok_or_else(|| LogError::Corrupt {
-            position,
-            reason: "recorded-at out of range".into(),
-        })?;
-    Ok(RecordedEvent {
-        position,
-        // Checked when it was appended; the hash chain covers it since.
-        stream: StreamName::trusted(header.stream),
-        version: header.version,
-        id: EventId(Uuid::from_bytes(header.event_id)),
-        event_type: header.event_type.to_owned(),
-        schema_version: header.schema_version,
-        recorded_at,
-        correlation_id: header.correlation_id.map(Uuid::from_bytes),
-        causation_id: header.causation_id.map(Uuid::from_bytes),
-        payload: body.payload.to_vec(),
-        pii: body.pii,
-        prev_hash,
-        hash,
-    })
 }

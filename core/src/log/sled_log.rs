@@ -393,9 +393,8 @@ impl Shared {
         if recovered.head > 0 {
             let (first, value) = self.group_at(recovered.head)?;
             let group = GroupView::parse(first, &value)?;
-            let last = group.event(group.count() - 1)?;
-            recovered.last_hash = last.hash;
-            recovered.last_micros = last.recorded_at.timestamp_micros();
+            recovered.last_hash = group.hash(group.count() - 1)?;
+            recovered.last_micros = group.recorded_at_micros(group.count() - 1)?;
         }
         Ok(recovered)
     }
@@ -661,7 +660,7 @@ impl Writer {
                     correlation_id: request.correlation_id.map(|u| *u.as_bytes()),
                     causation_id: request.causation_id.map(|u| *u.as_bytes()),
                 };
-                let record = encode_record(&header, &event.payload, &event.pii, &prev)?;
+                let record = encode_record(&header, &event.payload, &event.pii, &prev);
                 prev = record.hash;
                 let identity = EventIdentity {
                     stream: header.stream.to_owned(),
