@@ -11,7 +11,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use nexus_core::log::{
     AppendRequest, EventId, EventStore, ExpectedVersion, NewEvent, SledLog, SledLogConfig,
-    StreamName,
+    StreamName, SyncMode,
 };
 use serde::Serialize;
 
@@ -41,6 +41,33 @@ pub struct LogBench {
     /// Where the temp databases go (default: the system temp dir).
     #[arg(long)]
     dir: Option<std::path::PathBuf>,
+    /// `flush` skips the fdatasync (NOT durable), to measure what it costs.
+    #[arg(long, value_enum, default_value_t = SyncArg::Fdatasync)]
+    sync: SyncArg,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum SyncArg {
+    Fdatasync,
+    Flush,
+}
+
+impl LogBench {
+    fn log_config(&self, dir: &std::path::Path) -> SledLogConfig {
+        let mut config = SledLogConfig::new(dir);
+        config.sync = match self.sync {
+            SyncArg::Fdatasync => SyncMode::Fdatasync,
+            SyncArg::Flush => SyncMode::FlushOnlyNotDurable,
+        };
+        config
+    }
+
+    fn system(&self) -> &'static str {
+        match self.sync {
+            SyncArg::Fdatasync => "nexus",
+            SyncArg::Flush => "nexus-not-durable",
+        }
+    }
 }
 
 /// Most clients one workload may start.
@@ -144,7 +171,7 @@ async fn appends(
     duration: Duration,
 ) -> anyhow::Result<Figure> {
     let dir = temp_dir(args)?;
-    let log = Arc::new(SledLog::open(&SledLogConfig::new(dir.path()))?);
+    let log = Arc::new(SledLog::open(&args.log_config(dir.path()))?);
     let syncs_before = log.stats().syncs;
     let started = Instant::now();
     let deadline = started + duration;
@@ -187,7 +214,7 @@ async fn appends(
         } else {
             "append_batch"
         },
-        system: "nexus",
+        system: args.system(),
         clients,
         ops_per_sec: ops as f64 / seconds,
         events_per_sec: events as f64 / seconds,
@@ -217,7 +244,7 @@ async fn open_and_read_all(args: &LogBench) -> anyhow::Result<[Figure; 2]> {
     const READ_BATCH: usize = 10_000;
     let dir = temp_dir(args)?;
     {
-        let log = Arc::new(SledLog::open(&SledLogConfig::new(dir.path()))?);
+        let log = Arc::new(SledLog::open(&args.log_config(dir.path()))?);
         let fillers = 8u64;
         let per_filler = args.read_events.div_ceil(fillers * FILL_PER_APPEND as u64);
         let tasks: Vec<_> = (0..fillers)
@@ -247,12 +274,12 @@ async fn open_and_read_all(args: &LogBench) -> anyhow::Result<[Figure; 2]> {
     }
     let rss_before = rss_mib();
     let opening = Instant::now();
-    let log = SledLog::open(&SledLogConfig::new(dir.path()))?;
+    let log = SledLog::open(&args.log_config(dir.path()))?;
     let open_seconds = opening.elapsed().as_secs_f64();
     let head = log.head();
     let open = Figure {
         workload: "open",
-        system: "nexus",
+        system: args.system(),
         clients: 1,
         ops_per_sec: 1.0 / open_seconds,
         events_per_sec: head as f64 / open_seconds,
@@ -284,7 +311,7 @@ async fn open_and_read_all(args: &LogBench) -> anyhow::Result<[Figure; 2]> {
     batch_latencies_us.sort_unstable();
     let read = Figure {
         workload: "read_all",
-        system: "nexus",
+        system: args.system(),
         clients: 1,
         ops_per_sec: batch_latencies_us.len() as f64 / seconds,
         events_per_sec: head as f64 / seconds,

@@ -78,6 +78,14 @@ impl DurableDb {
         Ok(())
     }
 
+    /// sled's flush alone: NOT durable (see the module comment). Only for
+    /// measuring what the fdatasync costs.
+    pub(crate) fn flush_only(&self) -> io::Result<()> {
+        self.db.flush().map_err(sled_to_io)?;
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
     /// How many durable syncs were issued since open (for benchmarks).
     pub(crate) fn sync_count(&self) -> u64 {
         self.syncs.load(Ordering::Relaxed)

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::log::{LogError, SledLog, SledLogConfig};
+use crate::log::{LogError, SledLog, SledLogConfig, SyncMode};
 use crate::vault::{MasterKeySource, Vault, VaultError};
 
 /// Where the store lives and how it finds its master key.
@@ -35,11 +35,12 @@ impl Store {
         let log_config = SledLogConfig {
             dir: config.dir.clone(),
             cache_capacity_bytes: config.cache_capacity_bytes,
+            sync: SyncMode::Fdatasync,
         };
         let ddb = Arc::new(SledLog::open_db(&log_config)?);
         // The vault first: a wrong master key stops start-up before anything else.
         let vault = Arc::new(Vault::open(ddb.clone(), &config.master_key)?);
-        let log = Arc::new(SledLog::with_db(ddb)?);
+        let log = Arc::new(SledLog::with_db(ddb, log_config.sync)?);
         Ok(Self { log, vault })
     }
 }

@@ -16,7 +16,7 @@ use uuid::Uuid;
 use crate::vault::SealedPii;
 
 pub use record::{Hash32, RecordedEvent};
-pub use sled_log::{LogStats, SledLog, SledLogConfig};
+pub use sled_log::{LogStats, SledLog, SledLogConfig, SyncMode, MAX_APPEND_BYTES};
 pub use subscription::AllSubscription;
 
 #[cfg(test)]

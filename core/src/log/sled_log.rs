@@ -53,6 +53,18 @@ pub struct SledLogConfig {
     pub dir: PathBuf,
     /// sled's page cache.
     pub cache_capacity_bytes: u64,
+    pub sync: SyncMode,
+}
+
+/// What the writer does before acknowledging a commit group.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SyncMode {
+    /// sled flush, then fdatasync of the database file: durable.
+    #[default]
+    Fdatasync,
+    /// sled flush only: NOT durable (`sync_file_range` is no barrier). Exists so
+    /// the benchmark can measure what the fdatasync costs; never for serving.
+    FlushOnlyNotDurable,
 }
 
 impl SledLogConfig {
@@ -60,6 +72,7 @@ impl SledLogConfig {
         Self {
             dir: dir.into(),
             cache_capacity_bytes: 256 * 1024 * 1024,
+            sync: SyncMode::Fdatasync,
         }
     }
 }
@@ -82,6 +95,7 @@ pub struct SledLog {
 
 struct Shared {
     ddb: Arc<DurableDb>,
+    sync: SyncMode,
     log: sled::Tree,
     committed: AtomicU64,
     head_tx: watch::Sender<u64>,
@@ -188,7 +202,7 @@ impl SledLog {
     /// Opens the log in its own sled database.
     pub fn open(config: &SledLogConfig) -> Result<Self, LogError> {
         let ddb = Self::open_db(config)?;
-        Self::with_db(Arc::new(ddb))
+        Self::with_db(Arc::new(ddb), config.sync)
     }
 
     /// Opens the database that holds the log (and the vault).
@@ -199,11 +213,12 @@ impl SledLog {
     }
 
     /// Opens the log in `ddb` (from [`Self::open_db`]) and rebuilds its indexes.
-    pub(crate) fn with_db(ddb: Arc<DurableDb>) -> Result<Self, LogError> {
+    pub(crate) fn with_db(ddb: Arc<DurableDb>, sync: SyncMode) -> Result<Self, LogError> {
         let log = ddb.db().open_tree("log").map_err(sled_to_io)?;
         let (head_tx, _) = watch::channel(0);
         let shared = Arc::new(Shared {
             ddb,
+            sync,
             log,
             committed: AtomicU64::new(0),
             head_tx,
@@ -765,7 +780,10 @@ impl Writer {
             .log
             .insert(position_key(group.first_position), value)
             .map_err(sled_to_io)?;
-        self.shared.ddb.sync()?;
+        match self.shared.sync {
+            SyncMode::Fdatasync => self.shared.ddb.sync()?,
+            SyncMode::FlushOnlyNotDurable => self.shared.ddb.flush_only()?,
+        }
         Ok(())
     }
 
