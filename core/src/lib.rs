@@ -1,5 +1,6 @@
 //! The Nexus core: the append-only event log, its envelope and hash chain, and the
 //! PII vault. It depends on no other Nexus crate.
+pub mod domain;
 mod durable;
 pub mod log;
 mod store;

@@ -1,0 +1,11 @@
+//! The domain: accounts, the double-entry wallet ledger, orders, anonymous orders.
+//! Every change is an event in the log; commands decide from state folded from the
+//! log, never from a read model.
+
+pub mod aggregate;
+pub mod codec;
+pub mod ids;
+pub mod ledger;
+pub mod money;
+pub mod order;
+pub mod wallet;

@@ -1,0 +1,566 @@
+//! The wallet aggregate (stream `wallet-<owner>`): every money movement of one
+//! customer or anonymous buyer, as balanced ledger entries.
+//!
+//! Available = credits − debits on the owner's `Available` account; held = the
+//! open holds. The available balance never goes negative: a hold needs it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::aggregate::Aggregate;
+use super::codec::EventBody;
+use super::ids::{DepositId, OrderId};
+use super::ledger::{Entry, LedgerAccount, LedgerError, Owner, Reason};
+use super::money::Micros;
+use crate::domain_events;
+
+/// A crypto transaction, by network and hash: public facts, kept 7 years.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Payment {
+    pub network: String,
+    pub tx_hash: String,
+}
+
+/// How a payment compared with its invoice (see [`credit_deposit`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DepositOutcome {
+    Exact,
+    Partial,
+    Over,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WalletDepositCredited {
+    pub deposit: DepositId,
+    pub payment: Payment,
+    pub outcome: DepositOutcome,
+    /// CryptoClearing → Available, reason Deposit or AnonymousPayment.
+    pub entry: Entry,
+    /// The gateway said the invoice had expired when the money came.
+    pub late: bool,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WalletHoldPlaced {
+    pub order: OrderId,
+    /// Available → Held.
+    pub entry: Entry,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WalletHoldCaptured {
+    pub order: OrderId,
+    /// Held → Revenue: the sale.
+    pub entry: Entry,
+    /// ProviderCost → CryptoClearing: what the upstream charges, if anything.
+    pub cost: Option<Entry>,
+    pub at: DateTime<Utc>,
+}
+
+/// Why a hold was released in full.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VoidReason {
+    Cancelled,
+    Expired,
+    NoNumbers,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WalletHoldVoided {
+    pub order: OrderId,
+    /// Held → Available: the full refund.
+    pub entry: Entry,
+    pub reason: VoidReason,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WalletCashbackCredited {
+    pub order: OrderId,
+    /// CashbackExpense → Available.
+    pub entry: Entry,
+    pub at: DateTime<Utc>,
+}
+
+impl EventBody for WalletDepositCredited {}
+impl EventBody for WalletHoldPlaced {}
+impl EventBody for WalletHoldCaptured {}
+impl EventBody for WalletHoldVoided {}
+impl EventBody for WalletCashbackCredited {}
+
+domain_events! {
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub enum WalletEvent {
+        WalletDepositCredited(WalletDepositCredited) = 1,
+        WalletHoldPlaced(WalletHoldPlaced) = 1,
+        WalletHoldCaptured(WalletHoldCaptured) = 1,
+        WalletHoldVoided(WalletHoldVoided) = 1,
+        WalletCashbackCredited(WalletCashbackCredited) = 1,
+    }
+}
+
+impl WalletEvent {
+    /// The ledger entries this event posts.
+    pub fn entries(&self) -> Vec<Entry> {
+        match self {
+            WalletEvent::WalletDepositCredited(e) => vec![e.entry],
+            WalletEvent::WalletHoldPlaced(e) => vec![e.entry],
+            WalletEvent::WalletHoldCaptured(e) => std::iter::once(e.entry).chain(e.cost).collect(),
+            WalletEvent::WalletHoldVoided(e) => vec![e.entry],
+            WalletEvent::WalletCashbackCredited(e) => vec![e.entry],
+        }
+    }
+}
+
+/// A wallet's state.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Wallet {
+    pub available: Micros,
+    /// Open holds by order.
+    pub holds: BTreeMap<OrderId, Micros>,
+    /// Every order that ever had a hold here: a hold is placed once per order.
+    orders_seen: BTreeSet<OrderId>,
+    deposits: BTreeSet<DepositId>,
+}
+
+impl Wallet {
+    pub fn held(&self) -> Micros {
+        Micros(self.holds.values().map(|m| m.0).sum())
+    }
+
+    /// Available plus held: what the owner has in all.
+    pub fn balance(&self) -> Micros {
+        Micros(self.available.0 + self.held().0)
+    }
+
+    pub fn has_deposit(&self, deposit: DepositId) -> bool {
+        self.deposits.contains(&deposit)
+    }
+}
+
+impl Aggregate for Wallet {
+    type Event = WalletEvent;
+
+    fn apply(&mut self, event: &WalletEvent) {
+        match event {
+            WalletEvent::WalletDepositCredited(e) => {
+                self.deposits.insert(e.deposit);
+                self.available.0 += e.entry.amount.0;
+            }
+            WalletEvent::WalletHoldPlaced(e) => {
+                self.available.0 -= e.entry.amount.0;
+                self.holds.insert(e.order, e.entry.amount);
+                self.orders_seen.insert(e.order);
+            }
+            WalletEvent::WalletHoldCaptured(e) => {
+                self.holds.remove(&e.order);
+            }
+            WalletEvent::WalletHoldVoided(e) => {
+                self.holds.remove(&e.order);
+                self.available.0 += e.entry.amount.0;
+            }
+            WalletEvent::WalletCashbackCredited(e) => {
+                self.available.0 += e.entry.amount.0;
+            }
+        }
+        debug_assert!(self.available.0 >= 0, "a wallet never goes negative");
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WalletError {
+    #[error("insufficient funds: {available} available, {needed} needed")]
+    InsufficientFunds { available: Micros, needed: Micros },
+    #[error("this order already had a hold on the wallet")]
+    HoldExists,
+    #[error("this order has no open hold (already captured or refunded)")]
+    HoldNotOpen,
+    #[error("this deposit was already credited")]
+    DepositAlreadyCredited,
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+}
+
+/// Holds `amount` for `order`.
+pub fn place_hold(
+    wallet: &Wallet,
+    owner: Owner,
+    order: OrderId,
+    amount: Micros,
+    at: DateTime<Utc>,
+) -> Result<Vec<WalletEvent>, WalletError> {
+    if wallet.orders_seen.contains(&order) {
+        return Err(WalletError::HoldExists);
+    }
+    let entry = Entry::new(
+        LedgerAccount::Available(owner),
+        LedgerAccount::Held(owner),
+        amount,
+        Reason::Hold,
+    )?;
+    if wallet.available < amount {
+        return Err(WalletError::InsufficientFunds {
+            available: wallet.available,
+            needed: amount,
+        });
+    }
+    Ok(vec![WalletEvent::WalletHoldPlaced(WalletHoldPlaced {
+        order,
+        entry,
+        at,
+    })])
+}
+
+/// Captures `order`'s hold as revenue, records the upstream's cost, and credits
+/// cashback: `cashback_bp` basis points of the price, rounded down to a whole
+/// micro-dollar, to registered customers only (anonymous buyers have no wallet to
+/// keep it in).
+pub fn capture(
+    wallet: &Wallet,
+    owner: Owner,
+    order: OrderId,
+    provider_cost: Micros,
+    cashback_bp: u32,
+    at: DateTime<Utc>,
+) -> Result<Vec<WalletEvent>, WalletError> {
+    let amount = *wallet.holds.get(&order).ok_or(WalletError::HoldNotOpen)?;
+    let entry = Entry::new(
+        LedgerAccount::Held(owner),
+        LedgerAccount::Revenue,
+        amount,
+        Reason::Capture,
+    )?;
+    let cost = if provider_cost.is_positive() {
+        Some(Entry::new(
+            LedgerAccount::ProviderCost,
+            LedgerAccount::CryptoClearing,
+            provider_cost,
+            Reason::ProviderCost,
+        )?)
+    } else {
+        None
+    };
+    let mut events = vec![WalletEvent::WalletHoldCaptured(WalletHoldCaptured {
+        order,
+        entry,
+        cost,
+        at,
+    })];
+    let cashback = amount.percent_bp_floor(cashback_bp);
+    if matches!(owner, Owner::Account(_)) && cashback.is_positive() {
+        let entry = Entry::new(
+            LedgerAccount::CashbackExpense,
+            LedgerAccount::Available(owner),
+            cashback,
+            Reason::Cashback,
+        )?;
+        events.push(WalletEvent::WalletCashbackCredited(
+            WalletCashbackCredited { order, entry, at },
+        ));
+    }
+    Ok(events)
+}
+
+/// Releases `order`'s hold in full.
+pub fn void(
+    wallet: &Wallet,
+    owner: Owner,
+    order: OrderId,
+    reason: VoidReason,
+    at: DateTime<Utc>,
+) -> Result<Vec<WalletEvent>, WalletError> {
+    let amount = *wallet.holds.get(&order).ok_or(WalletError::HoldNotOpen)?;
+    let entry = Entry::new(
+        LedgerAccount::Held(owner),
+        LedgerAccount::Available(owner),
+        amount,
+        Reason::Void,
+    )?;
+    Ok(vec![WalletEvent::WalletHoldVoided(WalletHoldVoided {
+        order,
+        entry,
+        reason,
+        at,
+    })])
+}
+
+/// Credits a confirmed crypto payment. Exactly once per (network, tx hash) is the
+/// caller's job (a `payment-…` stream appended with `NoStream` in the same append);
+/// this refuses a second credit of the same deposit.
+///
+/// Outcomes: the gateway reports what was paid in USD; that amount is credited in
+/// full whether it is less than the invoice (`Partial`), equal (`Exact`) or more
+/// (`Over`); a payment after the invoice expired is credited all the same and marked
+/// `late`. Money that arrived is never kept back.
+#[allow(clippy::too_many_arguments)]
+pub fn credit_deposit(
+    wallet: &Wallet,
+    owner: Owner,
+    deposit: DepositId,
+    payment: Payment,
+    invoiced: Micros,
+    paid: Micros,
+    late: bool,
+    at: DateTime<Utc>,
+) -> Result<Vec<WalletEvent>, WalletError> {
+    if wallet.has_deposit(deposit) {
+        return Err(WalletError::DepositAlreadyCredited);
+    }
+    let reason = match owner {
+        Owner::Account(_) => Reason::Deposit,
+        Owner::Anonymous(_) => Reason::AnonymousPayment,
+    };
+    let entry = Entry::new(
+        LedgerAccount::CryptoClearing,
+        LedgerAccount::Available(owner),
+        paid,
+        reason,
+    )?;
+    let outcome = match paid.cmp(&invoiced) {
+        std::cmp::Ordering::Less => DepositOutcome::Partial,
+        std::cmp::Ordering::Equal => DepositOutcome::Exact,
+        std::cmp::Ordering::Greater => DepositOutcome::Over,
+    };
+    Ok(vec![WalletEvent::WalletDepositCredited(
+        WalletDepositCredited {
+            deposit,
+            payment,
+            outcome,
+            entry,
+            late,
+            at,
+        },
+    )])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::aggregate::given;
+    use crate::domain::ids::AccountId;
+
+    fn t0() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_764_000_000, 0).unwrap()
+    }
+
+    fn owner() -> Owner {
+        Owner::Account(AccountId(uuid::Uuid::from_u128(7)))
+    }
+
+    fn funded(amount: i64) -> Vec<WalletEvent> {
+        credit_deposit(
+            &Wallet::default(),
+            owner(),
+            DepositId(uuid::Uuid::from_u128(1)),
+            Payment {
+                network: "btc".into(),
+                tx_hash: "ab".into(),
+            },
+            Micros(amount),
+            Micros(amount),
+            false,
+            t0(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_hold_needs_available_funds() {
+        let order = OrderId::new();
+        given::<Wallet>(funded(1_000_000))
+            .when(|w| place_hold(w, owner(), order, Micros(1_000_001), t0()))
+            .then_err(WalletError::InsufficientFunds {
+                available: Micros(1_000_000),
+                needed: Micros(1_000_001),
+            });
+        let wallet = given::<Wallet>(funded(1_000_000))
+            .when(|w| place_hold(w, owner(), order, Micros(400_000), t0()))
+            .then(vec![WalletEvent::WalletHoldPlaced(WalletHoldPlaced {
+                order,
+                entry: Entry {
+                    debit: LedgerAccount::Available(owner()),
+                    credit: LedgerAccount::Held(owner()),
+                    amount: Micros(400_000),
+                    reason: Reason::Hold,
+                },
+                at: t0(),
+            })]);
+        assert_eq!(
+            (wallet.available, wallet.held(), wallet.balance()),
+            (Micros(600_000), Micros(400_000), Micros(1_000_000))
+        );
+    }
+
+    #[test]
+    fn capture_and_void_happen_once_per_hold() {
+        let order = OrderId::new();
+        let mut history = funded(1_000_000);
+        history.extend(
+            place_hold(
+                &Wallet::from_events(&history),
+                owner(),
+                order,
+                Micros(500_000),
+                t0(),
+            )
+            .unwrap(),
+        );
+        let captured = capture(
+            &Wallet::from_events(&history),
+            owner(),
+            order,
+            Micros(300_000),
+            200,
+            t0(),
+        )
+        .unwrap();
+        assert_eq!(captured.len(), 2, "capture and 2% cashback");
+        let mut after = history.clone();
+        after.extend(captured);
+        let wallet = Wallet::from_events(&after);
+        assert_eq!(wallet.available, Micros(500_000 + 10_000));
+        assert_eq!(wallet.held(), Micros(0));
+        given::<Wallet>(after.clone())
+            .when(|w| capture(w, owner(), order, Micros(0), 200, t0()))
+            .then_err(WalletError::HoldNotOpen);
+        given::<Wallet>(after.clone())
+            .when(|w| void(w, owner(), order, VoidReason::Cancelled, t0()))
+            .then_err(WalletError::HoldNotOpen);
+        given::<Wallet>(after)
+            .when(|w| place_hold(w, owner(), order, Micros(1), t0()))
+            .then_err(WalletError::HoldExists);
+    }
+
+    #[test]
+    fn void_refunds_in_full() {
+        let order = OrderId::new();
+        let mut history = funded(2_000_000);
+        history.extend(
+            place_hold(
+                &Wallet::from_events(&history),
+                owner(),
+                order,
+                Micros(1_500_000),
+                t0(),
+            )
+            .unwrap(),
+        );
+        let wallet = given::<Wallet>(history)
+            .when(|w| void(w, owner(), order, VoidReason::Expired, t0()))
+            .then(vec![WalletEvent::WalletHoldVoided(WalletHoldVoided {
+                order,
+                entry: Entry {
+                    debit: LedgerAccount::Held(owner()),
+                    credit: LedgerAccount::Available(owner()),
+                    amount: Micros(1_500_000),
+                    reason: Reason::Void,
+                },
+                reason: VoidReason::Expired,
+                at: t0(),
+            })]);
+        assert_eq!(wallet.available, Micros(2_000_000));
+    }
+
+    #[test]
+    fn deposits_credit_what_was_paid_once() {
+        let deposit = DepositId::new();
+        let payment = Payment {
+            network: "eth".into(),
+            tx_hash: "0x1".into(),
+        };
+        for (paid, outcome) in [
+            (5, DepositOutcome::Partial),
+            (10, DepositOutcome::Exact),
+            (12, DepositOutcome::Over),
+        ] {
+            let events = credit_deposit(
+                &Wallet::default(),
+                owner(),
+                deposit,
+                payment.clone(),
+                Micros(10),
+                Micros(paid),
+                false,
+                t0(),
+            )
+            .unwrap();
+            let WalletEvent::WalletDepositCredited(credited) = &events[0] else {
+                panic!("a credit")
+            };
+            assert_eq!(
+                (credited.outcome, credited.entry.amount),
+                (outcome, Micros(paid))
+            );
+        }
+        let history = credit_deposit(
+            &Wallet::default(),
+            owner(),
+            deposit,
+            payment.clone(),
+            Micros(10),
+            Micros(10),
+            true,
+            t0(),
+        )
+        .unwrap();
+        given::<Wallet>(history)
+            .when(|w| {
+                credit_deposit(
+                    w,
+                    owner(),
+                    deposit,
+                    payment,
+                    Micros(10),
+                    Micros(10),
+                    false,
+                    t0(),
+                )
+            })
+            .then_err(WalletError::DepositAlreadyCredited);
+    }
+
+    #[test]
+    fn anonymous_buyers_get_no_cashback() {
+        let anon = Owner::Anonymous(crate::domain::ids::AnonymousId::new());
+        let order = OrderId::new();
+        let mut history = credit_deposit(
+            &Wallet::default(),
+            anon,
+            DepositId::new(),
+            Payment {
+                network: "btc".into(),
+                tx_hash: "c".into(),
+            },
+            Micros(100),
+            Micros(100),
+            false,
+            t0(),
+        )
+        .unwrap();
+        history.extend(
+            place_hold(
+                &Wallet::from_events(&history),
+                anon,
+                order,
+                Micros(100),
+                t0(),
+            )
+            .unwrap(),
+        );
+        let events = capture(
+            &Wallet::from_events(&history),
+            anon,
+            order,
+            Micros(0),
+            200,
+            t0(),
+        )
+        .unwrap();
+        assert_eq!(events.len(), 1);
+    }
+}
