@@ -3,9 +3,14 @@
 //! log, never from a read model.
 
 pub mod aggregate;
+pub mod clock;
 pub mod codec;
+pub mod commerce;
+pub mod deposit;
+pub mod idempotency;
 pub mod ids;
 pub mod ledger;
 pub mod money;
 pub mod order;
+pub mod repo;
 pub mod wallet;

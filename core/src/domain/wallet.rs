@@ -124,7 +124,6 @@ pub struct Wallet {
     pub holds: BTreeMap<OrderId, Micros>,
     /// Every order that ever had a hold here: a hold is placed once per order.
     orders_seen: BTreeSet<OrderId>,
-    deposits: BTreeSet<DepositId>,
 }
 
 impl Wallet {
@@ -136,10 +135,6 @@ impl Wallet {
     pub fn balance(&self) -> Micros {
         Micros(self.available.0 + self.held().0)
     }
-
-    pub fn has_deposit(&self, deposit: DepositId) -> bool {
-        self.deposits.contains(&deposit)
-    }
 }
 
 impl Aggregate for Wallet {
@@ -147,10 +142,7 @@ impl Aggregate for Wallet {
 
     fn apply(&mut self, event: &WalletEvent) {
         match event {
-            WalletEvent::WalletDepositCredited(e) => {
-                self.deposits.insert(e.deposit);
-                self.available.0 += e.entry.amount.0;
-            }
+            WalletEvent::WalletDepositCredited(e) => self.available.0 += e.entry.amount.0,
             WalletEvent::WalletHoldPlaced(e) => {
                 self.available.0 -= e.entry.amount.0;
                 self.holds.insert(e.order, e.entry.amount);
@@ -180,8 +172,6 @@ pub enum WalletError {
     HoldExists,
     #[error("this order has no open hold (already captured or refunded)")]
     HoldNotOpen,
-    #[error("this deposit was already credited")]
-    DepositAlreadyCredited,
     #[error(transparent)]
     Ledger(#[from] LedgerError),
 }
@@ -290,16 +280,16 @@ pub fn void(
 }
 
 /// Credits a confirmed crypto payment. Exactly once per (network, tx hash) is the
-/// caller's job (a `payment-…` stream appended with `NoStream` in the same append);
-/// this refuses a second credit of the same deposit.
+/// caller's job (a `payment-…` stream appended with `NoStream` in the same append).
 ///
 /// Outcomes: the gateway reports what was paid in USD; that amount is credited in
 /// full whether it is less than the invoice (`Partial`), equal (`Exact`) or more
 /// (`Over`); a payment after the invoice expired is credited all the same and marked
-/// `late`. Money that arrived is never kept back.
+/// `late`; a second transaction against one invoice is credited too, each compared
+/// with the invoice on its own. Money that arrived is never kept back.
 #[allow(clippy::too_many_arguments)]
 pub fn credit_deposit(
-    wallet: &Wallet,
+    _wallet: &Wallet,
     owner: Owner,
     deposit: DepositId,
     payment: Payment,
@@ -308,9 +298,6 @@ pub fn credit_deposit(
     late: bool,
     at: DateTime<Utc>,
 ) -> Result<Vec<WalletEvent>, WalletError> {
-    if wallet.has_deposit(deposit) {
-        return Err(WalletError::DepositAlreadyCredited);
-    }
     let reason = match owner {
         Owner::Account(_) => Reason::Deposit,
         Owner::Anonymous(_) => Reason::AnonymousPayment,
@@ -508,20 +495,40 @@ mod tests {
             t0(),
         )
         .unwrap();
-        given::<Wallet>(history)
+        // A second transaction for the same invoice is money that arrived: credited.
+        let second = Payment {
+            network: "eth".into(),
+            tx_hash: "0x2".into(),
+        };
+        let wallet = given::<Wallet>(history)
             .when(|w| {
                 credit_deposit(
                     w,
                     owner(),
                     deposit,
-                    payment,
+                    second.clone(),
                     Micros(10),
-                    Micros(10),
+                    Micros(4),
                     false,
                     t0(),
                 )
             })
-            .then_err(WalletError::DepositAlreadyCredited);
+            .then(vec![WalletEvent::WalletDepositCredited(
+                WalletDepositCredited {
+                    deposit,
+                    payment: second.clone(),
+                    outcome: DepositOutcome::Partial,
+                    entry: Entry {
+                        debit: LedgerAccount::CryptoClearing,
+                        credit: LedgerAccount::Available(owner()),
+                        amount: Micros(4),
+                        reason: Reason::Deposit,
+                    },
+                    late: false,
+                    at: t0(),
+                },
+            )]);
+        assert_eq!(wallet.available, Micros(14));
     }
 
     #[test]

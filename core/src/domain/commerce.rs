@@ -1,0 +1,637 @@
+//! Commands over orders, wallets and deposits: load the aggregates from the log,
+//! decide with the pure functions, append every stream the decision touches in one
+//! atomic append with expected versions. A conflict reloads and decides again, a
+//! bounded number of times. No read model is consulted.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use super::clock::Clock;
+use super::codec::{CodecError, DomainEvent, Personal};
+use super::deposit::{
+    self, Deposit, DepositError, DepositEvent, PaymentEvent, PaymentGuard, PaymentRecorded,
+};
+use super::idempotency::{
+    fingerprint, IdempotencyEvent, IdempotencyKey, IdempotencyKeyUsed, IdempotencyRecord,
+    IdempotentResult,
+};
+use super::ids::{DepositId, OrderId};
+use super::ledger::Owner;
+use super::money::Micros;
+use super::order::{
+    self, CancelReason, Channel, CodePii, CountryCode, DeliveryChannel, Order, OrderError,
+    OrderEvent, OrderPolicy, ServiceCode, Timeout,
+};
+use super::repo::{encode, load, LoadError, Loaded};
+use super::wallet::{self, Payment, VoidReason, Wallet, WalletError, WalletEvent};
+use crate::log::{AppendRequest, EventStore, ExpectedVersion, LogError, StreamName, StreamWrite};
+use crate::vault::{Vault, VaultError};
+
+/// Attempts at a command whose streams keep changing under it.
+const MAX_ATTEMPTS: usize = 16;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CommandError {
+    #[error(transparent)]
+    Order(#[from] OrderError),
+    #[error(transparent)]
+    Wallet(#[from] WalletError),
+    #[error(transparent)]
+    Deposit(#[from] DepositError),
+    #[error("this idempotency key was used for another request")]
+    IdempotencyKeyReused,
+    #[error("the streams of this command kept changing; try again")]
+    Contention,
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error(transparent)]
+    Vault(#[from] VaultError),
+}
+
+/// What a customer asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlaceOrder {
+    pub service: ServiceCode,
+    pub country: CountryCode,
+    pub channel: Channel,
+    /// The sell price, from the catalog.
+    pub price: Micros,
+}
+
+impl PlaceOrder {
+    fn fingerprint(&self, owner: Owner) -> [u8; 32] {
+        let owner = owner.wallet_stream();
+        let channel: &[u8] = match self.channel {
+            Channel::Sms => b"sms",
+            Channel::Voice => b"voice",
+        };
+        fingerprint(&[
+            b"place-order",
+            owner.as_str().as_bytes(),
+            self.service.as_str().as_bytes(),
+            self.country.as_str().as_bytes(),
+            channel,
+            &self.price.0.to_be_bytes(),
+        ])
+    }
+}
+
+/// The answer to a placed order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Placed {
+    pub order: OrderId,
+    /// True when the idempotency key had been used for this same request: the
+    /// first result, nothing new was done.
+    pub replayed: bool,
+    /// The log position to wait for before reading the order from a projection.
+    pub position: u64,
+}
+
+/// A code read by its owner.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CodeRead {
+    pub code: String,
+    pub text: String,
+    pub received_at: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for CodeRead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CodeRead")
+            .field("received_at", &self.received_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a payment did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PaymentOutcome {
+    Credited {
+        amount: Micros,
+        position: u64,
+    },
+    /// This transaction was credited before (a retried webhook): nothing changed.
+    AlreadyCredited,
+}
+
+/// The command side for orders, wallets and deposits.
+pub struct Commerce<S: EventStore> {
+    store: Arc<S>,
+    vault: Arc<Vault>,
+    policy: OrderPolicy,
+    clock: Arc<dyn Clock>,
+}
+
+/// One stream's part of an append, before encoding.
+struct Write {
+    stream: StreamName,
+    expected: ExpectedVersion,
+    events: Vec<crate::log::NewEvent>,
+}
+
+impl<S: EventStore> Commerce<S> {
+    pub fn new(
+        store: Arc<S>,
+        vault: Arc<Vault>,
+        policy: OrderPolicy,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            store,
+            vault,
+            policy,
+            clock,
+        }
+    }
+
+    pub fn policy(&self) -> &OrderPolicy {
+        &self.policy
+    }
+
+    async fn load<A>(&self, stream: &StreamName) -> Result<Loaded<A>, CommandError>
+    where
+        A: super::aggregate::Aggregate,
+        A::Event: DomainEvent,
+    {
+        Ok(load(&*self.store, &self.vault, stream).await?)
+    }
+
+    fn write<E: DomainEvent>(
+        &self,
+        stream: StreamName,
+        expected: u64,
+        events: &[E],
+    ) -> Result<Write, CommandError> {
+        Ok(Write {
+            stream,
+            expected: ExpectedVersion::Exact(expected),
+            events: encode(events, &self.vault)?,
+        })
+    }
+
+    /// Appends; `Ok(None)` on a version conflict (the caller decides again).
+    async fn append(&self, writes: Vec<Write>) -> Result<Option<u64>, CommandError> {
+        let writes: Vec<StreamWrite> = writes
+            .into_iter()
+            .filter(|w| !w.events.is_empty())
+            .map(|w| StreamWrite {
+                stream: w.stream,
+                expected: w.expected,
+                events: w.events,
+            })
+            .collect();
+        if writes.is_empty() {
+            return Ok(Some(self.store.head()));
+        }
+        let request = AppendRequest {
+            writes,
+            ..AppendRequest::default()
+        };
+        match self.store.append(request).await {
+            Ok(outcome) => Ok(Some(outcome.last_position())),
+            Err(LogError::WrongExpectedVersion { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn wallet(&self, owner: Owner) -> Result<Wallet, CommandError> {
+        Ok(self.load::<Wallet>(&owner.wallet_stream()).await?.state)
+    }
+
+    pub async fn order(&self, order: OrderId) -> Result<Order, CommandError> {
+        Ok(self.load::<Order>(&order.stream()).await?.state)
+    }
+
+    /// The order, if `owner` owns it; another owner's order does not exist for them.
+    async fn owned_order(&self, id: OrderId, owner: Owner) -> Result<Loaded<Order>, CommandError> {
+        let loaded = self.load::<Order>(&id.stream()).await?;
+        match &loaded.state.placed {
+            Some(placed) if placed.owner == owner => Ok(loaded),
+            _ => Err(OrderError::NotFound.into()),
+        }
+    }
+
+    /// Places an order and holds its price on the owner's wallet, atomically. With
+    /// an idempotency key, a repeat of the same request returns the first order;
+    /// the same key for another request is refused.
+    pub async fn place_order(
+        &self,
+        owner: Owner,
+        request: &PlaceOrder,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<Placed, CommandError> {
+        let fingerprint = request.fingerprint(owner);
+        for _ in 0..MAX_ATTEMPTS {
+            if let Some(key) = key {
+                let record = self.load::<IdempotencyRecord>(key.stream()).await?.state;
+                if let Some(used) = record.used {
+                    return match used.result {
+                        IdempotentResult::Order(order) if used.fingerprint == fingerprint => {
+                            Ok(Placed {
+                                order,
+                                replayed: true,
+                                position: self.store.head(),
+                            })
+                        }
+                        _ => Err(CommandError::IdempotencyKeyReused),
+                    };
+                }
+            }
+            let now = self.clock.now();
+            let id = OrderId::new();
+            let wallet = self.load::<Wallet>(&owner.wallet_stream()).await?;
+            let order_events = order::place(
+                &Order::default(),
+                id,
+                owner,
+                request.service.clone(),
+                request.country,
+                request.channel,
+                request.price,
+                &self.policy,
+                now,
+            )?;
+            let wallet_events = wallet::place_hold(&wallet.state, owner, id, request.price, now)?;
+            let mut writes = vec![
+                self.write(id.stream(), 0, &order_events)?,
+                self.write(owner.wallet_stream(), wallet.version, &wallet_events)?,
+            ];
+            if let Some(key) = key {
+                let used = IdempotencyEvent::IdempotencyKeyUsed(IdempotencyKeyUsed {
+                    fingerprint,
+                    result: IdempotentResult::Order(id),
+                    at: now,
+                });
+                writes.push(self.write(key.stream().clone(), 0, &[used])?);
+            }
+            if let Some(position) = self.append(writes).await? {
+                return Ok(Placed {
+                    order: id,
+                    replayed: false,
+                    position,
+                });
+            }
+        }
+        Err(CommandError::Contention)
+    }
+
+    /// Records the number an upstream gave (the fulfilment worker).
+    pub async fn assign_number(
+        &self,
+        id: OrderId,
+        provider: &str,
+        activation_id: &str,
+        provider_cost: Micros,
+        phone: &str,
+    ) -> Result<u64, CommandError> {
+        self.order_only(id, |order, now| {
+            order::assign_number(
+                order,
+                provider.to_owned(),
+                activation_id.to_owned(),
+                provider_cost,
+                phone.to_owned(),
+                now,
+            )
+        })
+        .await
+    }
+
+    /// Records a code from the upstream (the fulfilment worker).
+    pub async fn receive_code(
+        &self,
+        id: OrderId,
+        code: &str,
+        text: &str,
+    ) -> Result<u64, CommandError> {
+        self.order_only(id, |order, now| {
+            order::receive_code(order, code.to_owned(), text.to_owned(), now)
+        })
+        .await
+    }
+
+    pub async fn request_resend(&self, id: OrderId, owner: Owner) -> Result<u64, CommandError> {
+        self.owned_order(id, owner).await?;
+        self.order_only(id, order::request_resend).await
+    }
+
+    /// A decision that touches the order's stream only.
+    async fn order_only(
+        &self,
+        id: OrderId,
+        decide: impl Fn(&Order, DateTime<Utc>) -> Result<Vec<OrderEvent>, OrderError>,
+    ) -> Result<u64, CommandError> {
+        for _ in 0..MAX_ATTEMPTS {
+            let order = self.load::<Order>(&id.stream()).await?;
+            let events = decide(&order.state, self.clock.now())?;
+            if let Some(position) = self
+                .append(vec![self.write(id.stream(), order.version, &events)?])
+                .await?
+            {
+                return Ok(position);
+            }
+        }
+        Err(CommandError::Contention)
+    }
+
+    /// The owner reads the code. The first read is the delivery: the hold is
+    /// captured (and cashback credited) in the same append.
+    pub async fn read_code(
+        &self,
+        id: OrderId,
+        owner: Owner,
+        via: DeliveryChannel,
+    ) -> Result<CodeRead, CommandError> {
+        for _ in 0..MAX_ATTEMPTS {
+            let now = self.clock.now();
+            let order = self.owned_order(id, owner).await?;
+            let events = order::read_code(&order.state, via, &self.policy, now)?;
+            let mut writes = vec![self.write(id.stream(), order.version, &events)?];
+            if !events.is_empty() && order.state.delivered_at.is_none() {
+                match self.capture_write(&order.state, owner, id, now).await {
+                    Ok(write) => writes.push(write),
+                    Err(e) if self.stale(&id.stream(), order.version).await? => {
+                        tracing::debug!(error = %e, "order changed while deciding; again");
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            if self.append(writes).await?.is_some() {
+                let code = order.state.code.as_ref().ok_or(OrderError::NoCodeYet)?;
+                return match &code.code {
+                    Personal::Plain(CodePii { code: value, text }) => Ok(CodeRead {
+                        code: value.clone(),
+                        text: text.clone(),
+                        received_at: code.at,
+                    }),
+                    _ => Err(OrderError::CodeErased.into()),
+                };
+            }
+        }
+        Err(CommandError::Contention)
+    }
+
+    /// True when `stream` moved past `version`: a decision that failed against
+    /// another stream may have used a stale snapshot of this one.
+    async fn stale(&self, stream: &StreamName, version: u64) -> Result<bool, CommandError> {
+        Ok(self.store.stream_version(stream).await? != version)
+    }
+
+    async fn capture_write(
+        &self,
+        order: &Order,
+        owner: Owner,
+        id: OrderId,
+        now: DateTime<Utc>,
+    ) -> Result<Write, CommandError> {
+        let wallet = self.load::<Wallet>(&owner.wallet_stream()).await?;
+        let cost = order
+            .assigned
+            .as_ref()
+            .map_or(Micros::ZERO, |a| a.provider_cost);
+        let events = wallet::capture(&wallet.state, owner, id, cost, self.policy.cashback_bp, now)?;
+        self.write(owner.wallet_stream(), wallet.version, &events)
+    }
+
+    async fn void_write(
+        &self,
+        owner: Owner,
+        id: OrderId,
+        reason: VoidReason,
+        now: DateTime<Utc>,
+    ) -> Result<Write, CommandError> {
+        let wallet = self.load::<Wallet>(&owner.wallet_stream()).await?;
+        let events = wallet::void(&wallet.state, owner, id, reason, now)?;
+        self.write(owner.wallet_stream(), wallet.version, &events)
+    }
+
+    /// Cancels and refunds in full, atomically. `owner` is `None` for the system
+    /// (no upstream had a number).
+    pub async fn cancel(
+        &self,
+        id: OrderId,
+        owner: Option<Owner>,
+        reason: CancelReason,
+    ) -> Result<u64, CommandError> {
+        for _ in 0..MAX_ATTEMPTS {
+            let now = self.clock.now();
+            let order = match owner {
+                Some(owner) => self.owned_order(id, owner).await?,
+                None => self.load::<Order>(&id.stream()).await?,
+            };
+            let placed = order.state.placed.as_ref().ok_or(OrderError::NotFound)?;
+            let events = order::cancel(&order.state, reason, &self.policy, now)?;
+            let void_reason = match reason {
+                CancelReason::Customer => VoidReason::Cancelled,
+                CancelReason::NoNumbers => VoidReason::NoNumbers,
+            };
+            let void = match self.void_write(placed.owner, id, void_reason, now).await {
+                Err(_) if self.stale(&id.stream(), order.version).await? => continue,
+                other => other?,
+            };
+            let writes = vec![self.write(id.stream(), order.version, &events)?, void];
+            if let Some(position) = self.append(writes).await? {
+                self.erase_due_codes(id).await?;
+                return Ok(position);
+            }
+        }
+        Err(CommandError::Contention)
+    }
+
+    /// The owner completes a delivered order.
+    pub async fn complete(&self, id: OrderId, owner: Owner) -> Result<u64, CommandError> {
+        self.owned_order(id, owner).await?;
+        let position = self
+            .order_only(id, |order, now| order::complete(order, now))
+            .await?;
+        self.erase_due_codes(id).await?;
+        Ok(position)
+    }
+
+    /// Applies the order's deadlines now: expiry with a refund, completion of an
+    /// unread code with a capture, completion after the delivery window; then
+    /// erases the code keys that are due. Returns what happened.
+    pub async fn process_deadline(&self, id: OrderId) -> Result<Timeout, CommandError> {
+        for _ in 0..MAX_ATTEMPTS {
+            let now = self.clock.now();
+            let order = self.load::<Order>(&id.stream()).await?;
+            let placed = order.state.placed.as_ref().ok_or(OrderError::NotFound)?;
+            let owner = placed.owner;
+            let timeout = order::on_deadline(&order.state, &self.policy, now)?;
+            let money = match &timeout {
+                Timeout::ExpiredWithoutCode(_) => {
+                    Some(self.void_write(owner, id, VoidReason::Expired, now).await)
+                }
+                Timeout::CompletedUnread(_) => {
+                    Some(self.capture_write(&order.state, owner, id, now).await)
+                }
+                Timeout::CompletedAfterDelivery(_) | Timeout::NotDue => None,
+            };
+            let money = match money {
+                Some(Err(_)) if self.stale(&id.stream(), order.version).await? => continue,
+                other => other.transpose()?,
+            };
+            let writes = match &timeout {
+                Timeout::NotDue => vec![],
+                Timeout::ExpiredWithoutCode(events)
+                | Timeout::CompletedUnread(events)
+                | Timeout::CompletedAfterDelivery(events) => {
+                    std::iter::once(self.write(id.stream(), order.version, events)?)
+                        .chain(money)
+                        .collect()
+                }
+            };
+            if self.append(writes).await?.is_some() {
+                self.erase_due_codes(id).await?;
+                return Ok(timeout);
+            }
+        }
+        Err(CommandError::Contention)
+    }
+
+    /// Erases the keys of codes that are due (order final, or delivery window
+    /// over), then records each erasure. The key goes first: a crash between the
+    /// two leaves a code that is unreadable and is recorded on the next run.
+    pub async fn erase_due_codes(&self, id: OrderId) -> Result<(), CommandError> {
+        for _ in 0..MAX_ATTEMPTS {
+            let order = self.load::<Order>(&id.stream()).await?;
+            let events = order::codes_to_erase(&order.state, &self.policy, self.clock.now());
+            if events.is_empty() {
+                return Ok(());
+            }
+            for event in &events {
+                if let OrderEvent::OrderCodeErased(e) = event {
+                    self.vault
+                        .erase(&order::code_subject(e.order, e.sequence))?;
+                }
+            }
+            if self
+                .append(vec![self.write(id.stream(), order.version, &events)?])
+                .await?
+                .is_some()
+            {
+                return Ok(());
+            }
+        }
+        Err(CommandError::Contention)
+    }
+
+    /// Opens an invoice for a crypto deposit of `amount`.
+    pub async fn request_deposit(
+        &self,
+        owner: Owner,
+        amount: Micros,
+    ) -> Result<DepositId, CommandError> {
+        let id = DepositId::new();
+        let events = deposit::request(&Deposit::default(), id, owner, amount, self.clock.now())?;
+        match self
+            .append(vec![self.write(id.stream(), 0, &events)?])
+            .await?
+        {
+            Some(_) => Ok(id),
+            None => Err(CommandError::Contention),
+        }
+    }
+
+    pub async fn deposit(&self, id: DepositId) -> Result<Deposit, CommandError> {
+        Ok(self.load::<Deposit>(&id.stream()).await?.state)
+    }
+
+    /// Credits a confirmed payment of `paid` (USD, as the gateway reports it) to the
+    /// deposit's owner, exactly once per (network, tx hash): the payment's guard
+    /// stream is appended with `NoStream` in the same append as the credit.
+    pub async fn record_payment(
+        &self,
+        id: DepositId,
+        payment: Payment,
+        paid: Micros,
+    ) -> Result<PaymentOutcome, CommandError> {
+        for _ in 0..MAX_ATTEMPTS {
+            let guard = self.load::<PaymentGuard>(&payment.stream()).await?;
+            if guard.state.recorded.is_some() {
+                return Ok(PaymentOutcome::AlreadyCredited);
+            }
+            let now = self.clock.now();
+            let deposit = self.load::<Deposit>(&id.stream()).await?;
+            let requested = deposit
+                .state
+                .requested
+                .clone()
+                .ok_or(DepositError::NotFound)?;
+            let wallet = self
+                .load::<Wallet>(&requested.owner.wallet_stream())
+                .await?;
+            let deposit_events = deposit::pay(&deposit.state, payment.clone(), paid, now)?;
+            let late = now > requested.expires_at;
+            let wallet_events = wallet::credit_deposit(
+                &wallet.state,
+                requested.owner,
+                id,
+                payment.clone(),
+                requested.amount,
+                paid,
+                late,
+                now,
+            )?;
+            let guard_event = PaymentEvent::PaymentRecorded(PaymentRecorded {
+                payment: payment.clone(),
+                deposit: id,
+                at: now,
+            });
+            let writes = vec![
+                self.write(payment.stream(), 0, &[guard_event])?,
+                self.write(id.stream(), deposit.version, &deposit_events)?,
+                self.write(
+                    requested.owner.wallet_stream(),
+                    wallet.version,
+                    &wallet_events,
+                )?,
+            ];
+            if let Some(position) = self.append(writes).await? {
+                return Ok(PaymentOutcome::Credited {
+                    amount: paid,
+                    position,
+                });
+            }
+        }
+        Err(CommandError::Contention)
+    }
+
+    /// Records the gateway's final failure of an unpaid invoice.
+    pub async fn fail_deposit(&self, id: DepositId, status: &str) -> Result<(), CommandError> {
+        for _ in 0..MAX_ATTEMPTS {
+            let deposit = self.load::<Deposit>(&id.stream()).await?;
+            let events: Vec<DepositEvent> =
+                deposit::fail(&deposit.state, status, self.clock.now())?;
+            if self
+                .append(vec![self.write(id.stream(), deposit.version, &events)?])
+                .await?
+                .is_some()
+            {
+                return Ok(());
+            }
+        }
+        Err(CommandError::Contention)
+    }
+}
+
+/// Every wallet event in a stream of the log posts balanced entries; this sums
+/// them (tests and the audit use it).
+pub fn post_all(
+    balances: &mut super::ledger::Balances,
+    events: &[WalletEvent],
+) -> Result<(), super::money::MoneyError> {
+    for event in events {
+        for entry in event.entries() {
+            balances.post(&entry)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,522 @@
+//! Orders, wallets and deposits through the command service, on a real sled store,
+//! with concurrent races against the real log.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use nexus_core::domain::clock::ManualClock;
+use nexus_core::domain::codec::DomainEvent;
+use nexus_core::domain::commerce::{CommandError, Commerce, PaymentOutcome, PlaceOrder};
+use nexus_core::domain::idempotency::IdempotencyKey;
+use nexus_core::domain::ids::{AccountId, OrderId};
+use nexus_core::domain::ledger::{Balances, LedgerAccount, Owner};
+use nexus_core::domain::money::Micros;
+use nexus_core::domain::order::{
+    CancelReason, Channel, CountryCode, DeliveryChannel, OrderError, OrderPolicy, OrderStatus,
+    ServiceCode, Timeout,
+};
+use nexus_core::domain::wallet::{Payment, WalletError, WalletEvent};
+use nexus_core::log::{EventStore, SledLog};
+use nexus_core::vault::MasterKeySource;
+use nexus_core::{Store, StoreConfig};
+
+struct World {
+    _dir: tempfile::TempDir,
+    store: Store,
+    clock: Arc<ManualClock>,
+    commerce: Arc<Commerce<SledLog>>,
+}
+
+fn start() -> DateTime<Utc> {
+    DateTime::from_timestamp(1_764_000_000, 0).unwrap()
+}
+
+fn world() -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&StoreConfig {
+        dir: dir.path().join("store"),
+        master_key: MasterKeySource::GenerateAt(dir.path().join("master.key")),
+        cache_capacity_bytes: 64 << 20,
+    })
+    .unwrap();
+    let clock = Arc::new(ManualClock::new(start()));
+    let commerce = Arc::new(Commerce::new(
+        store.log.clone(),
+        store.vault.clone(),
+        OrderPolicy::default(),
+        clock.clone(),
+    ));
+    World {
+        _dir: dir,
+        store,
+        clock,
+        commerce,
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn request(price_micros: i64) -> PlaceOrder {
+    PlaceOrder {
+        service: ServiceCode::new("tg").unwrap(),
+        country: CountryCode::new("DE").unwrap(),
+        channel: Channel::Sms,
+        price: Micros(price_micros),
+    }
+}
+
+fn customer() -> Owner {
+    Owner::Account(AccountId::new())
+}
+
+async fn fund(commerce: &Commerce<SledLog>, owner: Owner, micros: i64) {
+    let deposit = commerce
+        .request_deposit(owner, Micros(micros))
+        .await
+        .unwrap();
+    let tx = format!("0x{}", uuid::Uuid::new_v4().simple());
+    let outcome = commerce
+        .record_payment(deposit, Payment::new("eth", &tx).unwrap(), Micros(micros))
+        .await
+        .unwrap();
+    assert!(matches!(outcome, PaymentOutcome::Credited { .. }));
+}
+
+/// Replays every wallet event in the log: all accounts sum to zero at every
+/// position, no customer wallet is ever negative. Returns the final balances.
+async fn audit(log: &SledLog) -> Balances {
+    let mut balances = Balances::default();
+    let mut next = 1;
+    loop {
+        let batch = log.read_all(next, 1000).await.unwrap();
+        let Some(last) = batch.last() else { break };
+        next = last.position + 1;
+        for record in &batch {
+            if !record.stream.as_str().starts_with("wallet-") {
+                continue;
+            }
+            let event =
+                WalletEvent::decode(&record.event_type, record.schema_version, &record.payload)
+                    .unwrap();
+            for entry in event.entries() {
+                balances.post(&entry).unwrap();
+                assert_eq!(
+                    balances.total(),
+                    0,
+                    "accounts sum to zero at position {}",
+                    record.position
+                );
+                for (account, balance) in balances.iter() {
+                    if matches!(
+                        account,
+                        LedgerAccount::Available(_) | LedgerAccount::Held(_)
+                    ) {
+                        assert!(
+                            balance.0 >= 0,
+                            "{account:?} negative at position {}",
+                            record.position
+                        );
+                    }
+                }
+            }
+        }
+    }
+    balances
+}
+
+#[test]
+fn an_order_from_deposit_to_capture_and_cashback() {
+    let w = world();
+    runtime().block_on(async {
+        let owner = customer();
+        fund(&w.commerce, owner, 10_000_000).await;
+        let placed = w
+            .commerce
+            .place_order(owner, &request(500_000), None)
+            .await
+            .unwrap();
+        let wallet = w.commerce.wallet(owner).await.unwrap();
+        assert_eq!(
+            (wallet.available, wallet.held()),
+            (Micros(9_500_000), Micros(500_000))
+        );
+
+        w.commerce
+            .assign_number(
+                placed.order,
+                "sim-a",
+                "act-1",
+                Micros(300_000),
+                "4915112345678",
+            )
+            .await
+            .unwrap();
+        assert!(matches!(
+            w.commerce
+                .read_code(placed.order, owner, DeliveryChannel::Api)
+                .await,
+            Err(CommandError::Order(OrderError::NoCodeYet))
+        ));
+        w.commerce
+            .receive_code(placed.order, "48213", "Your Telegram code is 48213")
+            .await
+            .unwrap();
+        let read = w
+            .commerce
+            .read_code(placed.order, owner, DeliveryChannel::Api)
+            .await
+            .unwrap();
+        assert_eq!(read.code, "48213");
+        let wallet = w.commerce.wallet(owner).await.unwrap();
+        // Captured, plus 2% cashback of 0.50.
+        assert_eq!(
+            (wallet.available, wallet.held()),
+            (Micros(9_510_000), Micros(0))
+        );
+        // A retried read within the delivery window gives the same code, charges nothing.
+        assert_eq!(
+            w.commerce
+                .read_code(placed.order, owner, DeliveryChannel::Api)
+                .await
+                .unwrap()
+                .code,
+            "48213"
+        );
+        assert_eq!(
+            w.commerce.wallet(owner).await.unwrap().available,
+            Micros(9_510_000)
+        );
+
+        w.commerce.complete(placed.order, owner).await.unwrap();
+        let order = w.commerce.order(placed.order).await.unwrap();
+        assert_eq!(order.status, Some(OrderStatus::Completed));
+        assert_eq!(
+            order.erased_codes,
+            vec![1],
+            "the code's key is erased on completion"
+        );
+        assert!(matches!(
+            w.commerce
+                .read_code(placed.order, owner, DeliveryChannel::Api)
+                .await,
+            Err(CommandError::Order(OrderError::CodeErased))
+        ));
+
+        let balances = audit(&w.store.log).await;
+        assert_eq!(balances.get(LedgerAccount::Revenue), Micros(500_000));
+        assert_eq!(balances.get(LedgerAccount::ProviderCost), Micros(-300_000));
+        assert_eq!(
+            balances.get(LedgerAccount::CashbackExpense),
+            Micros(-10_000)
+        );
+        assert_eq!(w.store.log.verify().await.unwrap().first_broken, None);
+    });
+}
+
+#[test]
+fn another_customer_cannot_touch_an_order() {
+    let w = world();
+    runtime().block_on(async {
+        let (alice, mallory) = (customer(), customer());
+        fund(&w.commerce, alice, 1_000_000).await;
+        let placed = w
+            .commerce
+            .place_order(alice, &request(500_000), None)
+            .await
+            .unwrap();
+        for result in [
+            w.commerce
+                .cancel(placed.order, Some(mallory), CancelReason::Customer)
+                .await
+                .err(),
+            w.commerce.complete(placed.order, mallory).await.err(),
+            w.commerce
+                .read_code(placed.order, mallory, DeliveryChannel::Api)
+                .await
+                .err(),
+        ] {
+            assert!(
+                matches!(result, Some(CommandError::Order(OrderError::NotFound))),
+                "{result:?}"
+            );
+        }
+    });
+}
+
+#[test]
+fn many_tasks_racing_on_one_wallet_never_overdraw_it() {
+    let w = world();
+    runtime().block_on(async {
+        let owner = customer();
+        fund(&w.commerce, owner, 10_000_000).await;
+        let tasks: Vec<_> = (0..64)
+            .map(|_| {
+                let commerce = w.commerce.clone();
+                tokio::spawn(
+                    async move { commerce.place_order(owner, &request(500_000), None).await },
+                )
+            })
+            .collect();
+        let mut placed = 0;
+        for task in tasks {
+            match task.await.unwrap() {
+                Ok(_) => placed += 1,
+                Err(CommandError::Wallet(WalletError::InsufficientFunds { .. })) => {}
+                Err(other) => panic!("unexpected {other}"),
+            }
+        }
+        assert_eq!(placed, 20, "exactly as many orders as the money covers");
+        let wallet = w.commerce.wallet(owner).await.unwrap();
+        assert_eq!(
+            (wallet.available, wallet.held()),
+            (Micros(0), Micros(10_000_000))
+        );
+        audit(&w.store.log).await;
+    });
+}
+
+#[test]
+fn a_payment_is_credited_once_however_often_the_webhook_comes() {
+    let w = world();
+    runtime().block_on(async {
+        let owner = customer();
+        let deposit = w
+            .commerce
+            .request_deposit(owner, Micros(5_000_000))
+            .await
+            .unwrap();
+        let payment = Payment::new("btc", "f4b1c0ffee").unwrap();
+        let tasks: Vec<_> = (0..16)
+            .map(|_| {
+                let (commerce, payment) = (w.commerce.clone(), payment.clone());
+                tokio::spawn(async move {
+                    commerce
+                        .record_payment(deposit, payment, Micros(5_000_000))
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        let mut credited = 0;
+        for task in tasks {
+            if matches!(task.await.unwrap(), PaymentOutcome::Credited { .. }) {
+                credited += 1;
+            }
+        }
+        assert_eq!(credited, 1);
+        // The same transaction named against another invoice credits nothing either.
+        let other = w
+            .commerce
+            .request_deposit(owner, Micros(5_000_000))
+            .await
+            .unwrap();
+        assert_eq!(
+            w.commerce
+                .record_payment(other, payment, Micros(5_000_000))
+                .await
+                .unwrap(),
+            PaymentOutcome::AlreadyCredited
+        );
+        assert_eq!(
+            w.commerce.wallet(owner).await.unwrap().available,
+            Micros(5_000_000)
+        );
+        audit(&w.store.log).await;
+    });
+}
+
+#[test]
+fn an_idempotency_key_returns_the_first_order_and_refuses_another_request() {
+    let w = world();
+    runtime().block_on(async {
+        let owner = customer();
+        fund(&w.commerce, owner, 10_000_000).await;
+        let scope = owner.wallet_stream();
+        let key = IdempotencyKey::new(scope.as_str(), "order-7f3a").unwrap();
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let (commerce, key) = (w.commerce.clone(), key.clone());
+                tokio::spawn(async move {
+                    commerce
+                        .place_order(owner, &request(500_000), Some(&key))
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        let mut orders = Vec::new();
+        for task in tasks {
+            orders.push(task.await.unwrap());
+        }
+        assert!(
+            orders.iter().all(|p| p.order == orders[0].order),
+            "one order for one key"
+        );
+        assert_eq!(orders.iter().filter(|p| !p.replayed).count(), 1);
+        assert_eq!(
+            w.commerce.wallet(owner).await.unwrap().held(),
+            Micros(500_000),
+            "charged once"
+        );
+        assert!(matches!(
+            w.commerce
+                .place_order(owner, &request(600_000), Some(&key))
+                .await,
+            Err(CommandError::IdempotencyKeyReused)
+        ));
+        assert!(IdempotencyKey::new(scope.as_str(), "").is_none());
+        assert!(IdempotencyKey::new(scope.as_str(), &"k".repeat(256)).is_none());
+    });
+}
+
+#[test]
+fn cancel_and_expiry_refund_in_full_and_a_code_blocks_cancel() {
+    let w = world();
+    runtime().block_on(async {
+        let owner = customer();
+        fund(&w.commerce, owner, 3_000_000).await;
+        // Cancel before a number: at once.
+        let a = w
+            .commerce
+            .place_order(owner, &request(1_000_000), None)
+            .await
+            .unwrap()
+            .order;
+        w.commerce
+            .cancel(a, Some(owner), CancelReason::Customer)
+            .await
+            .unwrap();
+        // After a number: only after the guard.
+        let b = w
+            .commerce
+            .place_order(owner, &request(1_000_000), None)
+            .await
+            .unwrap()
+            .order;
+        w.commerce
+            .assign_number(b, "sim", "1", Micros(1), "15550001")
+            .await
+            .unwrap();
+        assert!(matches!(
+            w.commerce
+                .cancel(b, Some(owner), CancelReason::Customer)
+                .await,
+            Err(CommandError::Order(OrderError::CancelTooEarly(_)))
+        ));
+        w.clock.advance(Duration::minutes(2));
+        w.commerce
+            .cancel(b, Some(owner), CancelReason::Customer)
+            .await
+            .unwrap();
+        // A code was received: no cancel, no refund.
+        let c = w
+            .commerce
+            .place_order(owner, &request(1_000_000), None)
+            .await
+            .unwrap()
+            .order;
+        w.commerce
+            .assign_number(c, "sim", "2", Micros(1), "15550002")
+            .await
+            .unwrap();
+        w.commerce
+            .receive_code(c, "1111", "code 1111")
+            .await
+            .unwrap();
+        w.clock.advance(Duration::minutes(2));
+        assert!(matches!(
+            w.commerce
+                .cancel(c, Some(owner), CancelReason::Customer)
+                .await,
+            Err(CommandError::Order(OrderError::CodeAlreadyReceived))
+        ));
+        // Expiry without a code refunds.
+        let d = w
+            .commerce
+            .place_order(owner, &request(1_000_000), None)
+            .await
+            .unwrap()
+            .order;
+        let wallet = w.commerce.wallet(owner).await.unwrap();
+        assert_eq!(
+            (wallet.available, wallet.held()),
+            (Micros(1_000_000), Micros(2_000_000))
+        );
+        w.clock.advance(Duration::minutes(21));
+        assert!(matches!(
+            w.commerce.process_deadline(d).await.unwrap(),
+            Timeout::ExpiredWithoutCode(_)
+        ));
+        // The unread code at the deadline completes and captures.
+        assert!(matches!(
+            w.commerce.process_deadline(c).await.unwrap(),
+            Timeout::CompletedUnread(_)
+        ));
+        assert_eq!(w.commerce.order(c).await.unwrap().erased_codes, vec![1]);
+        let wallet = w.commerce.wallet(owner).await.unwrap();
+        assert_eq!(
+            (wallet.available, wallet.held()),
+            (Micros(2_000_000 + 20_000), Micros(0))
+        );
+        assert_eq!(
+            w.commerce.process_deadline(d).await.unwrap(),
+            Timeout::NotDue,
+            "final orders have nothing due"
+        );
+        audit(&w.store.log).await;
+    });
+}
+
+#[test]
+fn concurrent_reads_capture_once() {
+    let w = world();
+    runtime().block_on(async {
+        let owner = customer();
+        fund(&w.commerce, owner, 1_000_000).await;
+        let order: OrderId = w
+            .commerce
+            .place_order(owner, &request(1_000_000), None)
+            .await
+            .unwrap()
+            .order;
+        w.commerce
+            .assign_number(order, "sim", "9", Micros(0), "15550009")
+            .await
+            .unwrap();
+        w.commerce
+            .receive_code(order, "777", "code 777")
+            .await
+            .unwrap();
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let commerce = w.commerce.clone();
+                tokio::spawn(async move {
+                    commerce
+                        .read_code(order, owner, DeliveryChannel::Api)
+                        .await
+                        .unwrap()
+                        .code
+                })
+            })
+            .collect();
+        for task in tasks {
+            assert_eq!(task.await.unwrap(), "777");
+        }
+        let balances = audit(&w.store.log).await;
+        assert_eq!(
+            balances.get(LedgerAccount::Revenue),
+            Micros(1_000_000),
+            "captured exactly once"
+        );
+        assert_eq!(
+            balances.get(LedgerAccount::CashbackExpense),
+            Micros(-20_000)
+        );
+    });
+}
