@@ -520,3 +520,125 @@ fn concurrent_reads_capture_once() {
         );
     });
 }
+
+#[test]
+fn an_anonymous_order_is_paid_started_refunded_and_reordered_by_tracking_id() {
+    use nexus_core::domain::anonymous::TrackingId;
+    let w = world();
+    let tracking_id = runtime().block_on(async {
+        let created = w
+            .commerce
+            .create_anonymous_order(&request(700_000))
+            .await
+            .unwrap();
+        let tracking =
+            TrackingId::parse(created.tracking_id.as_str()).expect("a well-formed tracking ID");
+        let tracked = w.commerce.track(&tracking).await.unwrap();
+        assert!(
+            tracked.orders.is_empty(),
+            "nothing starts before the payment"
+        );
+
+        // A partial payment stays as credit; the rest starts the order.
+        let first = Payment::new("btc", "anon-tx-1").unwrap();
+        w.commerce
+            .record_payment(created.invoice, first, Micros(300_000))
+            .await
+            .unwrap();
+        let tracked = w.commerce.track(&tracking).await.unwrap();
+        assert!(tracked.orders.is_empty());
+        assert_eq!(tracked.wallet.available, Micros(300_000));
+        let second = Payment::new("btc", "anon-tx-2").unwrap();
+        w.commerce
+            .record_payment(created.invoice, second, Micros(400_000))
+            .await
+            .unwrap();
+        let tracked = w.commerce.track(&tracking).await.unwrap();
+        assert_eq!(tracked.orders.len(), 1);
+        assert_eq!(
+            (tracked.wallet.available, tracked.wallet.held()),
+            (Micros(0), Micros(700_000))
+        );
+
+        // No number comes: the order is cancelled, the money returns as credit.
+        let (first_order, _) = tracked.orders[0];
+        w.commerce
+            .cancel(first_order, None, CancelReason::NoNumbers)
+            .await
+            .unwrap();
+        assert_eq!(
+            w.commerce.track(&tracking).await.unwrap().wallet.available,
+            Micros(700_000)
+        );
+
+        // The credit buys a replacement with the same tracking ID.
+        let replacement = w
+            .commerce
+            .start_anonymous_order(tracking.anonymous_id())
+            .await
+            .unwrap();
+        assert!(matches!(
+            w.commerce
+                .start_anonymous_order(tracking.anonymous_id())
+                .await,
+            Err(CommandError::Anonymous(
+                nexus_core::domain::anonymous::AnonymousError::OrderActive
+            ))
+        ));
+        w.commerce
+            .assign_number(replacement, "sim", "5", Micros(100_000), "447700900123")
+            .await
+            .unwrap();
+        w.commerce
+            .receive_code(replacement, "5150", "code 5150")
+            .await
+            .unwrap();
+        let owner = Owner::Anonymous(tracking.anonymous_id());
+        let read = w
+            .commerce
+            .read_code(replacement, owner, DeliveryChannel::Tracking)
+            .await
+            .unwrap();
+        assert_eq!(read.code, "5150");
+        let tracked = w.commerce.track(&tracking).await.unwrap();
+        assert_eq!(tracked.orders.len(), 2);
+        assert_eq!(
+            (tracked.wallet.available, tracked.wallet.held()),
+            (Micros(0), Micros(0)),
+            "no cashback for anonymous buyers"
+        );
+
+        // An unknown (well-formed) tracking ID finds nothing.
+        let stranger = TrackingId::generate().unwrap();
+        assert!(matches!(
+            w.commerce.track(&stranger).await,
+            Err(CommandError::Anonymous(
+                nexus_core::domain::anonymous::AnonymousError::NotFound
+            ))
+        ));
+        audit(&w.store.log).await;
+        tracking.as_str().to_owned()
+    });
+    // The tracking ID is stored nowhere; the check can see stored bytes (the
+    // transaction hash, a financial fact, is there in plain).
+    let raw = raw_bytes_under(&w._dir.path().join("store"));
+    assert!(contains(&raw, b"anon-tx-1"));
+    assert!(!contains(&raw, tracking_id.as_bytes()));
+}
+
+fn raw_bytes_under(dir: &std::path::Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(raw_bytes_under(&path));
+        } else {
+            out.extend(std::fs::read(&path).unwrap());
+        }
+    }
+    out
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}

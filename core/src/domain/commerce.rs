@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
+use super::anonymous::{self, Anonymous, AnonymousError, AnonymousEvent, TrackingId};
 use super::clock::Clock;
 use super::codec::{CodecError, DomainEvent, Personal};
 use super::deposit::{
@@ -16,12 +17,12 @@ use super::idempotency::{
     fingerprint, IdempotencyEvent, IdempotencyKey, IdempotencyKeyUsed, IdempotencyRecord,
     IdempotentResult,
 };
-use super::ids::{DepositId, OrderId};
+use super::ids::{AnonymousId, DepositId, OrderId};
 use super::ledger::Owner;
 use super::money::Micros;
 use super::order::{
-    self, CancelReason, Channel, CodePii, CountryCode, DeliveryChannel, Order, OrderError,
-    OrderEvent, OrderPolicy, ServiceCode, Timeout,
+    self, CancelReason, Channel, CodePii, CountryCode, DeliveryChannel, Order, OrderDetails,
+    OrderError, OrderEvent, OrderPolicy, ServiceCode, Timeout,
 };
 use super::repo::{encode, load, LoadError, Loaded};
 use super::wallet::{self, Payment, VoidReason, Wallet, WalletError, WalletEvent};
@@ -40,6 +41,10 @@ pub enum CommandError {
     Wallet(#[from] WalletError),
     #[error(transparent)]
     Deposit(#[from] DepositError),
+    #[error(transparent)]
+    Anonymous(#[from] AnonymousError),
+    #[error("the system's random source failed")]
+    Random,
     #[error("this idempotency key was used for another request")]
     IdempotencyKeyReused,
     #[error("the streams of this command kept changing; try again")]
@@ -65,6 +70,14 @@ pub struct PlaceOrder {
 }
 
 impl PlaceOrder {
+    fn details(&self) -> OrderDetails {
+        OrderDetails {
+            service: self.service.clone(),
+            country: self.country,
+            channel: self.channel,
+        }
+    }
+
     fn fingerprint(&self, owner: Owner) -> [u8; 32] {
         let owner = owner.wallet_stream();
         let channel: &[u8] = match self.channel {
@@ -107,6 +120,26 @@ impl std::fmt::Debug for CodeRead {
             .field("received_at", &self.received_at)
             .finish_non_exhaustive()
     }
+}
+
+/// A new anonymous order: the tracking ID is shown once and stored nowhere.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AnonymousCreated {
+    pub tracking_id: TrackingId,
+    pub anon: AnonymousId,
+    /// The invoice to pay; paying it starts the order.
+    pub invoice: DepositId,
+}
+
+/// What a tracking ID shows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tracked {
+    pub anon: AnonymousId,
+    pub state: Anonymous,
+    /// The orders started with it, oldest first.
+    pub orders: Vec<(OrderId, Order)>,
+    /// The buyer's credit: paid and not spent.
+    pub wallet: Wallet,
 }
 
 /// What a payment did.
@@ -595,6 +628,9 @@ impl<S: EventStore> Commerce<S> {
                 )?,
             ];
             if let Some(position) = self.append(writes).await? {
+                if let Owner::Anonymous(anon) = requested.owner {
+                    self.start_after_payment(anon).await?;
+                }
                 return Ok(PaymentOutcome::Credited {
                     amount: paid,
                     position,
@@ -602,6 +638,128 @@ impl<S: EventStore> Commerce<S> {
             }
         }
         Err(CommandError::Contention)
+    }
+
+    /// A paid anonymous invoice starts its order; a payment too small for it, or
+    /// one for a buyer whose order is running, stays as credit.
+    async fn start_after_payment(&self, anon: AnonymousId) -> Result<(), CommandError> {
+        match self.start_anonymous_order(anon).await {
+            Ok(_) => Ok(()),
+            Err(CommandError::Wallet(WalletError::InsufficientFunds { .. }))
+            | Err(CommandError::Anonymous(AnonymousError::OrderActive)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Creates an anonymous order: a tracking ID, and an invoice for the price.
+    pub async fn create_anonymous_order(
+        &self,
+        request: &PlaceOrder,
+    ) -> Result<AnonymousCreated, CommandError> {
+        let tracking_id = TrackingId::generate().map_err(|_| CommandError::Random)?;
+        let anon = tracking_id.anonymous_id();
+        let invoice = DepositId::new();
+        let now = self.clock.now();
+        let anon_events = anonymous::create(
+            &Anonymous::default(),
+            anon,
+            invoice,
+            request.details(),
+            request.price,
+            now,
+        )?;
+        let deposit_events = deposit::request(
+            &Deposit::default(),
+            invoice,
+            Owner::Anonymous(anon),
+            request.price,
+            now,
+        )?;
+        let writes = vec![
+            self.write(anon.stream(), 0, &anon_events)?,
+            self.write(invoice.stream(), 0, &deposit_events)?,
+        ];
+        match self.append(writes).await? {
+            Some(_) => Ok(AnonymousCreated {
+                tracking_id,
+                anon,
+                invoice,
+            }),
+            None => Err(CommandError::Contention),
+        }
+    }
+
+    /// Starts an order with the buyer's credit: after the payment, or as a
+    /// replacement once the last order failed (`reorder`).
+    pub async fn start_anonymous_order(&self, anon: AnonymousId) -> Result<OrderId, CommandError> {
+        let owner = Owner::Anonymous(anon);
+        for _ in 0..MAX_ATTEMPTS {
+            let now = self.clock.now();
+            let record = self.load::<Anonymous>(&anon.stream()).await?;
+            let created = record
+                .state
+                .created
+                .as_ref()
+                .ok_or(AnonymousError::NotFound)?;
+            let details = created
+                .details
+                .plain()
+                .ok_or(AnonymousError::Erased)?
+                .clone();
+            let current_is_final = match record.state.orders.last() {
+                Some(last) => self
+                    .order(*last)
+                    .await?
+                    .status
+                    .is_some_and(|s| s.is_final()),
+                None => true,
+            };
+            let id = OrderId::new();
+            let anon_events: Vec<AnonymousEvent> =
+                anonymous::start(&record.state, id, current_is_final, now)?;
+            let wallet = self.load::<Wallet>(&owner.wallet_stream()).await?;
+            let order_events = order::place(
+                &Order::default(),
+                id,
+                owner,
+                details.service,
+                details.country,
+                details.channel,
+                created.price,
+                &self.policy,
+                now,
+            )?;
+            let wallet_events = wallet::place_hold(&wallet.state, owner, id, created.price, now)?;
+            let writes = vec![
+                self.write(id.stream(), 0, &order_events)?,
+                self.write(owner.wallet_stream(), wallet.version, &wallet_events)?,
+                self.write(anon.stream(), record.version, &anon_events)?,
+            ];
+            if self.append(writes).await?.is_some() {
+                return Ok(id);
+            }
+        }
+        Err(CommandError::Contention)
+    }
+
+    /// Everything a tracking ID may see.
+    pub async fn track(&self, tracking_id: &TrackingId) -> Result<Tracked, CommandError> {
+        let anon = tracking_id.anonymous_id();
+        let state = self.load::<Anonymous>(&anon.stream()).await?.state;
+        if state.created.is_none() {
+            return Err(AnonymousError::NotFound.into());
+        }
+        let mut orders = Vec::with_capacity(state.orders.len());
+        for id in &state.orders {
+            orders.push((*id, self.order(*id).await?));
+        }
+        let wallet = self.wallet(Owner::Anonymous(anon)).await?;
+        Ok(Tracked {
+            anon,
+            state,
+            orders,
+            wallet,
+        })
     }
 
     /// Records the gateway's final failure of an unpaid invoice.

@@ -22,6 +22,14 @@ pub enum Owner {
 }
 
 impl Owner {
+    /// The vault subject of the owner's personal data.
+    pub fn subject(&self) -> crate::vault::SubjectId {
+        match self {
+            Owner::Account(id) => id.subject(),
+            Owner::Anonymous(id) => id.subject(),
+        }
+    }
+
     /// The wallet's stream: `wallet-account-<hex>` or `wallet-anon-<hex>`.
     pub fn wallet_stream(&self) -> StreamName {
         let name = match self {

@@ -3,6 +3,7 @@
 //! log, never from a read model.
 
 pub mod aggregate;
+pub mod anonymous;
 pub mod clock;
 pub mod codec;
 pub mod commerce;

@@ -83,16 +83,24 @@ pub enum CancelReason {
     NoNumbers,
 }
 
+/// What was ordered. Personal: sealed under the owner's subject, so it goes with
+/// the account (30 days after a deletion request) or the anonymous buyer (90 days).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderDetails {
+    pub service: ServiceCode,
+    pub country: CountryCode,
+    pub channel: Channel,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderPlaced {
     pub order: OrderId,
     pub owner: Owner,
-    pub service: ServiceCode,
-    pub country: CountryCode,
-    pub channel: Channel,
     pub price: Micros,
     pub placed_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
+    #[serde(skip)]
+    pub details: Personal<OrderDetails>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,6 +112,8 @@ pub struct PhonePii {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderNumberAssigned {
     pub order: OrderId,
+    /// Whose subject seals the phone number.
+    pub owner: Owner,
     /// The upstream's name, as configured.
     pub provider: String,
     /// The upstream's id of the activation.
@@ -374,12 +384,14 @@ pub fn place(
     Ok(vec![OrderEvent::OrderPlaced(OrderPlaced {
         order: id,
         owner,
-        service,
-        country,
-        channel,
         price,
         placed_at: now,
         expires_at: now + policy.ttl,
+        details: Personal::Plain(OrderDetails {
+            service,
+            country,
+            channel,
+        }),
     })])
 }
 
@@ -398,6 +410,7 @@ pub fn assign_number(
     }
     Ok(vec![OrderEvent::OrderNumberAssigned(OrderNumberAssigned {
         order: placed.order,
+        owner: placed.owner,
         provider,
         activation_id,
         provider_cost,

@@ -1,0 +1,219 @@
+//! Anonymous orders (stream `anon-<hex>`): a buyer with no account, known only by
+//! a tracking ID. The stream is named by a hash of the tracking ID, so the ID
+//! itself is stored nowhere; what was ordered is sealed under the buyer's own key,
+//! erased after 90 days. The money (the invoice, the credit, the holds) lives in
+//! the buyer's wallet stream as for any customer, and stays for 7 years.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::aggregate::Aggregate;
+use super::codec::{EventBody, Personal};
+use super::ids::{AnonymousId, DepositId, OrderId};
+use super::money::Micros;
+use super::order::OrderDetails;
+use crate::{domain_events, personal_event_body};
+
+/// Random bytes in a tracking ID (256 bits).
+const TRACKING_ID_BYTES: usize = 32;
+const TRACKING_PREFIX: &str = "trk_";
+
+/// The secret that follows an anonymous order: `trk_` and 43 URL-safe characters.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TrackingId(String);
+
+impl std::fmt::Debug for TrackingId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TrackingId(<redacted>)")
+    }
+}
+
+impl TrackingId {
+    pub fn generate() -> Result<TrackingId, getrandom::Error> {
+        let mut bytes = [0u8; TRACKING_ID_BYTES];
+        getrandom::fill(&mut bytes)?;
+        Ok(TrackingId(format!(
+            "{TRACKING_PREFIX}{}",
+            base64url(&bytes)
+        )))
+    }
+
+    /// Checks the shape only; an unknown but well-formed ID finds no stream.
+    pub fn parse(text: &str) -> Option<TrackingId> {
+        let body = text.strip_prefix(TRACKING_PREFIX)?;
+        let ok = body.len() == 43
+            && body
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        ok.then(|| TrackingId(text.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The buyer's id: the first 16 bytes of a SHA-256 of the tracking ID.
+    pub fn anonymous_id(&self) -> AnonymousId {
+        let digest = Sha256::digest(format!("nexus-tracking-v1\n{}", self.0).as_bytes());
+        let bytes: [u8; 16] = digest[..16].try_into().expect("16 of 32 bytes");
+        AnonymousId(Uuid::from_bytes(bytes))
+    }
+}
+
+/// RFC 4648 base64url without padding.
+fn base64url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnonymousOrderCreated {
+    pub anon: AnonymousId,
+    pub invoice: DepositId,
+    pub price: Micros,
+    pub at: DateTime<Utc>,
+    #[serde(skip)]
+    pub details: Personal<OrderDetails>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnonymousOrderStarted {
+    pub anon: AnonymousId,
+    pub order: OrderId,
+    pub at: DateTime<Utc>,
+}
+
+personal_event_body!(AnonymousOrderCreated, details, |e| e.anon.subject());
+impl EventBody for AnonymousOrderStarted {}
+
+domain_events! {
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub enum AnonymousEvent {
+        AnonymousOrderCreated(AnonymousOrderCreated) = 1,
+        AnonymousOrderStarted(AnonymousOrderStarted) = 1,
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Anonymous {
+    pub created: Option<AnonymousOrderCreated>,
+    /// Every order started with this tracking ID, oldest first.
+    pub orders: Vec<OrderId>,
+}
+
+impl Aggregate for Anonymous {
+    type Event = AnonymousEvent;
+
+    fn apply(&mut self, event: &AnonymousEvent) {
+        match event {
+            AnonymousEvent::AnonymousOrderCreated(e) => self.created = Some(e.clone()),
+            AnonymousEvent::AnonymousOrderStarted(e) => self.orders.push(e.order),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AnonymousError {
+    #[error("no order has this tracking ID")]
+    NotFound,
+    #[error("the tracking ID's order is still active")]
+    OrderActive,
+    #[error("what this anonymous order was for has been erased")]
+    Erased,
+}
+
+pub fn create(
+    state: &Anonymous,
+    anon: AnonymousId,
+    invoice: DepositId,
+    details: OrderDetails,
+    price: Micros,
+    now: DateTime<Utc>,
+) -> Result<Vec<AnonymousEvent>, AnonymousError> {
+    // 256 random bits: a collision is not a case to handle, but never overwrite.
+    if state.created.is_some() {
+        return Err(AnonymousError::OrderActive);
+    }
+    Ok(vec![AnonymousEvent::AnonymousOrderCreated(
+        AnonymousOrderCreated {
+            anon,
+            invoice,
+            price,
+            at: now,
+            details: Personal::Plain(details),
+        },
+    )])
+}
+
+/// Starts an order with the buyer's credit; `current_is_final` says whether the
+/// last order (if any) is over.
+pub fn start(
+    state: &Anonymous,
+    order: OrderId,
+    current_is_final: bool,
+    now: DateTime<Utc>,
+) -> Result<Vec<AnonymousEvent>, AnonymousError> {
+    let created = state.created.as_ref().ok_or(AnonymousError::NotFound)?;
+    if !state.orders.is_empty() && !current_is_final {
+        return Err(AnonymousError::OrderActive);
+    }
+    Ok(vec![AnonymousEvent::AnonymousOrderStarted(
+        AnonymousOrderStarted {
+            anon: created.anon,
+            order,
+            at: now,
+        },
+    )])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tracking_ids_are_long_random_and_url_safe() {
+        let a = TrackingId::generate().unwrap();
+        let b = TrackingId::generate().unwrap();
+        assert_ne!(a, b);
+        assert_eq!(a.as_str().len(), 4 + 43);
+        assert_eq!(TrackingId::parse(a.as_str()), Some(a.clone()));
+        assert_eq!(
+            a.anonymous_id(),
+            TrackingId::parse(a.as_str()).unwrap().anonymous_id()
+        );
+        assert_ne!(a.anonymous_id(), b.anonymous_id());
+        for bad in [
+            "",
+            "trk_",
+            "trk_short",
+            &format!("xyz_{}", &a.as_str()[4..]),
+            &format!("{}=", a.as_str()),
+        ] {
+            assert_eq!(TrackingId::parse(bad), None, "{bad}");
+        }
+        assert_eq!(format!("{a:?}"), "TrackingId(<redacted>)");
+    }
+
+    #[test]
+    fn base64url_matches_rfc_4648() {
+        assert_eq!(base64url(b""), "");
+        assert_eq!(base64url(b"f"), "Zg");
+        assert_eq!(base64url(b"fo"), "Zm8");
+        assert_eq!(base64url(b"foo"), "Zm9v");
+        assert_eq!(base64url(b"foob"), "Zm9vYg");
+        assert_eq!(base64url(&[0xfb, 0xff]), "-_8");
+    }
+}
