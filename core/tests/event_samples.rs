@@ -9,13 +9,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
+use nexus_core::domain::account::*;
 use nexus_core::domain::anonymous::{AnonymousEvent, AnonymousOrderCreated, AnonymousOrderStarted};
 use nexus_core::domain::codec::{DomainEvent, Personal};
 use nexus_core::domain::deposit::{
     DepositEvent, DepositFailed, DepositPaid, DepositRequested, PaymentEvent, PaymentRecorded,
 };
 use nexus_core::domain::idempotency::{IdempotencyEvent, IdempotencyKeyUsed, IdempotentResult};
-use nexus_core::domain::ids::{AccountId, AnonymousId, DepositId, OrderId};
+use nexus_core::domain::ids::{AccountId, AnonymousId, ApiKeyId, DepositId, OrderId};
 use nexus_core::domain::ledger::{Entry, LedgerAccount, Owner, Reason};
 use nexus_core::domain::money::Micros;
 use nexus_core::domain::order::*;
@@ -243,6 +244,74 @@ fn anonymous_samples() -> Vec<AnonymousEvent> {
     ]
 }
 
+fn account_samples() -> Vec<AccountEvent> {
+    let Owner::Account(account) = account() else {
+        unreachable!()
+    };
+    vec![
+        AccountEvent::AccountRegistered(AccountRegistered {
+            account,
+            registered_at: at(),
+            pii: Personal::Plain(RegisteredPii {
+                email: "alice@example.com".into(),
+                password_hash: "$2b$12$abcdefghijklmnopqrstuv".into(),
+            }),
+        }),
+        AccountEvent::AccountVerificationIssued(AccountVerificationIssued {
+            token_hash: [1; 32],
+            issued_at: at(),
+            expires_at: at(),
+        }),
+        AccountEvent::AccountEmailVerified(AccountEmailVerified {
+            token_hash: [1; 32],
+            at: at(),
+        }),
+        AccountEvent::AccountPasswordChanged(AccountPasswordChanged {
+            account,
+            at: at(),
+            pii: Personal::Plain(PasswordPii {
+                password_hash: "$2b$12$zyxwvutsrqponmlkjihgfe".into(),
+            }),
+        }),
+        AccountEvent::AccountEmailChanged(AccountEmailChanged {
+            account,
+            at: at(),
+            pii: Personal::Plain(EmailPii {
+                email: "alice@example.org".into(),
+            }),
+        }),
+        AccountEvent::AccountObjectionSet(AccountObjectionSet {
+            object: true,
+            at: at(),
+        }),
+        AccountEvent::AccountDeletionRequested(AccountDeletionRequested {
+            at: at(),
+            erase_due_at: at(),
+        }),
+        AccountEvent::AccountDeletionWithdrawn(AccountDeletionWithdrawn { at: at() }),
+        AccountEvent::ApiKeyCreated(ApiKeyCreated {
+            key_id: ApiKeyId(Uuid::from_u128(5)),
+            key_hash: [0xab; 32],
+            prefix: "AbCd_-12".into(),
+            at: at(),
+        }),
+        AccountEvent::ApiKeyRevoked(ApiKeyRevoked {
+            key_id: ApiKeyId(Uuid::from_u128(5)),
+            at: at(),
+        }),
+    ]
+}
+
+fn email_samples() -> Vec<EmailReservationEvent> {
+    let Owner::Account(account) = account() else {
+        unreachable!()
+    };
+    vec![
+        EmailReservationEvent::EmailReserved(EmailReserved { account, at: at() }),
+        EmailReservationEvent::EmailReleased(EmailReleased { account, at: at() }),
+    ]
+}
+
 /// (type, schema, payload hex, personal part hex or "-") for each sample, plus
 /// the check that every type of the enum has a sample.
 fn rows<E: DomainEvent>(samples: Vec<E>) -> Vec<(String, String)> {
@@ -276,6 +345,8 @@ fn every_event_type_keeps_its_stored_bytes() {
     current.extend(rows(payment_samples()));
     current.extend(rows(idempotency_samples()));
     current.extend(rows(anonymous_samples()));
+    current.extend(rows(account_samples()));
+    current.extend(rows(email_samples()));
 
     let text = std::fs::read_to_string(SAMPLES_FILE).unwrap_or_default();
     let stored: BTreeMap<String, String> = text

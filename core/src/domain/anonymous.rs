@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use super::account::{base64, URL_SAFE_ALPHABET};
 use super::aggregate::Aggregate;
 use super::codec::{EventBody, Personal};
 use super::ids::{AnonymousId, DepositId, OrderId};
@@ -36,7 +37,7 @@ impl TrackingId {
         getrandom::fill(&mut bytes)?;
         Ok(TrackingId(format!(
             "{TRACKING_PREFIX}{}",
-            base64url(&bytes)
+            base64(&bytes, URL_SAFE_ALPHABET, false)
         )))
     }
 
@@ -60,22 +61,6 @@ impl TrackingId {
         let bytes: [u8; 16] = digest[..16].try_into().expect("16 of 32 bytes");
         AnonymousId(Uuid::from_bytes(bytes))
     }
-}
-
-/// RFC 4648 base64url without padding.
-fn base64url(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
-        for i in 0..=chunk.len() {
-            out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-        }
-    }
-    out
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -205,15 +190,5 @@ mod tests {
             assert_eq!(TrackingId::parse(bad), None, "{bad}");
         }
         assert_eq!(format!("{a:?}"), "TrackingId(<redacted>)");
-    }
-
-    #[test]
-    fn base64url_matches_rfc_4648() {
-        assert_eq!(base64url(b""), "");
-        assert_eq!(base64url(b"f"), "Zg");
-        assert_eq!(base64url(b"fo"), "Zm8");
-        assert_eq!(base64url(b"foo"), "Zm9v");
-        assert_eq!(base64url(b"foob"), "Zm9vYg");
-        assert_eq!(base64url(&[0xfb, 0xff]), "-_8");
     }
 }

@@ -481,9 +481,7 @@ impl<S: EventStore> Commerce<S> {
     /// The owner completes a delivered order.
     pub async fn complete(&self, id: OrderId, owner: Owner) -> Result<u64, CommandError> {
         self.owned_order(id, owner).await?;
-        let position = self
-            .order_only(id, |order, now| order::complete(order, now))
-            .await?;
+        let position = self.order_only(id, order::complete).await?;
         self.erase_due_codes(id).await?;
         Ok(position)
     }

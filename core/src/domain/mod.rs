@@ -2,6 +2,8 @@
 //! Every change is an event in the log; commands decide from state folded from the
 //! log, never from a read model.
 
+pub mod account;
+pub mod accounts;
 pub mod aggregate;
 pub mod anonymous;
 pub mod clock;

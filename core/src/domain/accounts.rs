@@ -1,0 +1,669 @@
+//! The account command service: loads the account (and e-mail reservation)
+//! streams from the log, runs the pure decisions of [`super::account`], and
+//! appends with expected versions. No read model is consulted.
+//!
+//! - **Optimistic concurrency.** Every command appends with the exact versions it
+//!   read; on [`LogError::WrongExpectedVersion`] it reloads and decides again, at
+//!   most [`MAX_ATTEMPTS`] times ([`AccountServiceError::Contention`] after that).
+//! - **Atomic uniqueness.** Registering appends the reservation of the address and
+//!   the account's first events in one multi-stream append; an e-mail change
+//!   releases the old reservation, reserves the new one and records the change in
+//!   one append too. Of two concurrent registrations of one address exactly one
+//!   lands; the other re-reads the reservation and gets
+//!   [`AccountError::EmailTaken`].
+//! - **bcrypt off the runtime.** Hashing and checking passwords run on tokio's
+//!   blocking pool, at most [`AccountsConfig::hashing_concurrency`] at once (a
+//!   semaphore, one slot per core by default): a login storm queues instead of
+//!   starving the async workers. The cost is 12 or more; a lower one is refused
+//!   when the service is built.
+//! - **No user enumeration at login.** An unknown address and a wrong password are
+//!   the same [`AccountError::InvalidCredentials`], and an unknown address still
+//!   spends one bcrypt check (against a dummy hash of the configured cost), so
+//!   both take about the same time. A disabled account is reported as such only
+//!   to someone who gave its right password.
+//! - **Logins before verification** are allowed; [`Login::verified`] tells the
+//!   caller, which decides what an unverified account may do.
+
+use std::fmt;
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use tokio::sync::{OnceCell, Semaphore};
+
+use super::account::{
+    bcrypt_input, check_api_key, check_login, check_password, decide_change_email,
+    decide_change_password, decide_create_api_key, decide_issue_verification, decide_register,
+    decide_release_email, decide_request_deletion, decide_reserve_email, decide_revoke_api_key,
+    decide_set_objection, decide_verify_email, decide_withdraw_deletion, make_api_key,
+    make_verification_token, parse_api_key, parse_verification_token, Account, AccountError,
+    AccountEvent, AccountView, ApiKeySummary, Email, EmailReservation, LookupKey, NewVerification,
+    Secret, Sha256Hash, API_KEY_SECRET_CHARS, DEFAULT_VERIFICATION_TTL_HOURS,
+    VERIFICATION_SECRET_BYTES,
+};
+use super::clock::{Clock, SystemClock};
+use super::codec::{CodecError, DomainEvent};
+use super::ids::{AccountId, ApiKeyId};
+use super::repo::{encode, load, LoadError, Loaded};
+use crate::log::{AppendRequest, EventStore, ExpectedVersion, LogError, StreamName, StreamWrite};
+use crate::vault::Vault;
+
+/// The lowest bcrypt cost the service accepts (the privacy policy's promise).
+pub const MIN_BCRYPT_COST: u32 = 12;
+/// bcrypt's highest cost.
+pub const MAX_BCRYPT_COST: u32 = 31;
+/// How often a command reloads and decides again after a concurrent write.
+pub const MAX_ATTEMPTS: usize = 5;
+
+/// How the service hashes passwords and how long verification tokens live.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccountsConfig {
+    /// bcrypt cost, [`MIN_BCRYPT_COST`] to [`MAX_BCRYPT_COST`]; default 12.
+    pub bcrypt_cost: u32,
+    /// Lifetime of a verification token; default 24 hours.
+    pub verification_ttl: Duration,
+    /// Most bcrypt computations at once; default: the number of cores.
+    pub hashing_concurrency: usize,
+}
+
+impl Default for AccountsConfig {
+    fn default() -> Self {
+        Self {
+            bcrypt_cost: MIN_BCRYPT_COST,
+            verification_ttl: Duration::hours(DEFAULT_VERIFICATION_TTL_HOURS),
+            hashing_concurrency: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
+        }
+    }
+}
+
+/// A configuration the service refuses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AccountsConfigError {
+    #[error("bcrypt cost {cost} is below the minimum of {MIN_BCRYPT_COST}")]
+    CostTooLow { cost: u32 },
+    #[error("bcrypt cost {cost} is above bcrypt's maximum of {MAX_BCRYPT_COST}")]
+    CostTooHigh { cost: u32 },
+    #[error("the verification token lifetime must be positive")]
+    NonPositiveVerificationTtl,
+    #[error("password hashing needs at least one concurrent slot")]
+    NoHashingConcurrency,
+}
+
+/// Why an account command failed: refused by the domain, or the machinery.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AccountServiceError {
+    #[error(transparent)]
+    Refused(#[from] AccountError),
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    #[error("stream {0} is too long to load")]
+    StreamTooLong(StreamName),
+    #[error("password hashing failed: {0}")]
+    Hashing(String),
+    #[error("the system's random source failed")]
+    Random,
+    #[error("the account changed concurrently {attempts} times in a row; try again")]
+    Contention { attempts: usize },
+}
+
+impl AccountServiceError {
+    /// The domain's refusal, if that is what this is.
+    pub fn refusal(&self) -> Option<&AccountError> {
+        match self {
+            AccountServiceError::Refused(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<LoadError> for AccountServiceError {
+    fn from(e: LoadError) -> Self {
+        match e {
+            LoadError::Log(e) => Self::Log(e),
+            LoadError::Codec(e) => Self::Codec(e),
+            LoadError::TooLong(stream) => Self::StreamTooLong(stream),
+        }
+    }
+}
+
+type Result<T, E = AccountServiceError> = std::result::Result<T, E>;
+
+/// A new account and the token to mail for its verification.
+#[derive(Debug)]
+pub struct Registration {
+    pub account: AccountId,
+    pub verification_token: Secret,
+}
+
+/// A successful login.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Login {
+    pub account: AccountId,
+    /// Whether the account's address is verified.
+    pub verified: bool,
+}
+
+/// A new API key: shown once, never stored.
+#[derive(Debug)]
+pub struct NewApiKey {
+    pub id: ApiKeyId,
+    pub key: Secret,
+    /// Public; what lists show.
+    pub prefix: String,
+}
+
+/// A request authenticated by an API key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ApiKeyLogin {
+    pub account: AccountId,
+    pub key_id: ApiKeyId,
+}
+
+/// The account commands over an event store.
+pub struct Accounts<S: EventStore> {
+    store: Arc<S>,
+    vault: Arc<Vault>,
+    lookup_key: LookupKey,
+    bcrypt_cost: u32,
+    verification_ttl: Duration,
+    hashing: Arc<Semaphore>,
+    clock: Arc<dyn Clock>,
+    /// A hash of a random password at the configured cost, made on first need:
+    /// what a login with an unknown address is checked against.
+    dummy_hash: OnceCell<String>,
+}
+
+impl<S: EventStore> fmt::Debug for Accounts<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Accounts")
+            .field("bcrypt_cost", &self.bcrypt_cost)
+            .field("verification_ttl", &self.verification_ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+fn expected(version: u64) -> ExpectedVersion {
+    if version == 0 {
+        ExpectedVersion::NoStream
+    } else {
+        ExpectedVersion::Exact(version)
+    }
+}
+
+fn random<const N: usize>() -> Result<[u8; N]> {
+    let mut bytes = [0u8; N];
+    getrandom::fill(&mut bytes).map_err(|_| AccountServiceError::Random)?;
+    Ok(bytes)
+}
+
+impl<S: EventStore> Accounts<S> {
+    /// The service with the system clock. Refuses a bcrypt cost below
+    /// [`MIN_BCRYPT_COST`].
+    pub fn new(
+        store: Arc<S>,
+        vault: Arc<Vault>,
+        lookup_key: LookupKey,
+        config: AccountsConfig,
+    ) -> Result<Self, AccountsConfigError> {
+        let cost = config.bcrypt_cost;
+        if cost < MIN_BCRYPT_COST {
+            return Err(AccountsConfigError::CostTooLow { cost });
+        }
+        if cost > MAX_BCRYPT_COST {
+            return Err(AccountsConfigError::CostTooHigh { cost });
+        }
+        if config.verification_ttl <= Duration::zero() {
+            return Err(AccountsConfigError::NonPositiveVerificationTtl);
+        }
+        if config.hashing_concurrency == 0 {
+            return Err(AccountsConfigError::NoHashingConcurrency);
+        }
+        Ok(Self {
+            store,
+            vault,
+            lookup_key,
+            bcrypt_cost: cost,
+            verification_ttl: config.verification_ttl,
+            hashing: Arc::new(Semaphore::new(config.hashing_concurrency)),
+            clock: Arc::new(SystemClock),
+            dummy_hash: OnceCell::new(),
+        })
+    }
+
+    /// Replaces the clock (tests, simulations).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// FOR TESTS ONLY: a bcrypt cost below 12 (bcrypt's minimum is 4), so test
+    /// suites do not spend a quarter second per hash. No configuration reaches
+    /// this; production code must never call it.
+    #[doc(hidden)]
+    pub fn with_insecure_cost_for_tests(mut self, cost: u32) -> Self {
+        assert!((4..=MAX_BCRYPT_COST).contains(&cost), "bcrypt cost 4 to 31");
+        tracing::warn!(cost, "accounts: insecure bcrypt cost (tests only)");
+        self.bcrypt_cost = cost;
+        self.dummy_hash = OnceCell::new();
+        self
+    }
+
+    pub fn bcrypt_cost(&self) -> u32 {
+        self.bcrypt_cost
+    }
+
+    // -- commands ------------------------------------------------------------
+
+    /// Registers an account; returns it with the first verification token (to be
+    /// mailed). [`AccountError::EmailTaken`] if the address is registered.
+    pub async fn register(&self, email: &str, password: &str) -> Result<Registration> {
+        let email = Email::parse(email)?;
+        check_password(password)?;
+        let email_stream = self.lookup_key.email_stream(&email);
+        // Refuse a taken address before spending a bcrypt hash on it.
+        let mut reservation = self.load::<EmailReservation>(&email_stream).await?;
+        if reservation.state.holder.is_some() {
+            return Err(AccountError::EmailTaken.into());
+        }
+        let password_hash = self.hash_password(password).await?;
+        let account = AccountId::new();
+        let (token, token_hash) = self.new_verification_token(account)?;
+        for attempt in 1..=MAX_ATTEMPTS {
+            if attempt > 1 {
+                reservation = self.load(&email_stream).await?;
+            }
+            let now = self.clock.now();
+            let reserve = decide_reserve_email(&reservation.state, account, now)?;
+            let events = decide_register(
+                &Account::default(),
+                account,
+                &email,
+                &password_hash,
+                self.verification(token_hash),
+                now,
+            )?;
+            let mut writes = Vec::with_capacity(2);
+            self.push_write(&mut writes, &email_stream, reservation.version, &reserve)?;
+            self.push_write(&mut writes, &account.stream(), 0, &events)?;
+            if self.append(writes).await? {
+                tracing::info!(account = %account, "account registered");
+                return Ok(Registration {
+                    account,
+                    verification_token: token,
+                });
+            }
+        }
+        Err(AccountServiceError::Contention {
+            attempts: MAX_ATTEMPTS,
+        })
+    }
+
+    /// Issues a new verification token (earlier ones stop working) and returns it
+    /// to be mailed. [`AccountError::AlreadyVerified`] once verified.
+    pub async fn issue_verification(&self, account: AccountId) -> Result<Secret> {
+        let (token, token_hash) = self.new_verification_token(account)?;
+        let verification = self.verification(token_hash);
+        self.update(account, |state, now| {
+            decide_issue_verification(state, verification, now)
+        })
+        .await?;
+        Ok(token)
+    }
+
+    /// Verifies the address of the account the token names; returns that account.
+    /// A token that is malformed, unknown, superseded or of an unknown account is
+    /// [`AccountError::VerificationTokenInvalid`].
+    pub async fn verify_email(&self, token: &str) -> Result<AccountId> {
+        let (account, token_hash) =
+            parse_verification_token(token).ok_or(AccountError::VerificationTokenInvalid)?;
+        let result = self
+            .update(account, |state, now| {
+                decide_verify_email(state, &token_hash, now)
+            })
+            .await;
+        match result {
+            Err(AccountServiceError::Refused(AccountError::AccountNotFound)) => {
+                Err(AccountError::VerificationTokenInvalid.into())
+            }
+            other => other.map(|_| account),
+        }
+    }
+
+    /// Changes the password, given the current one (else
+    /// [`AccountError::InvalidCredentials`]).
+    pub async fn change_password(
+        &self,
+        account: AccountId,
+        old_password: &str,
+        new_password: &str,
+    ) -> Result<()> {
+        check_password(new_password)?;
+        let mut checked_against: Option<String> = None;
+        let mut new_hash: Option<String> = None;
+        for _ in 0..MAX_ATTEMPTS {
+            let loaded = self.load_account(account).await?;
+            let state = &loaded.state;
+            state.enabled()?;
+            let current = state
+                .password_hash
+                .plain()
+                .ok_or(AccountError::AccountErased)?;
+            // Check again only if the hash changed since the last check.
+            if checked_against.as_ref() != Some(current) {
+                if !self.verify_password(old_password, current.clone()).await? {
+                    return Err(AccountError::InvalidCredentials.into());
+                }
+                checked_against = Some(current.clone());
+            }
+            let hash = match &new_hash {
+                Some(hash) => hash.clone(),
+                None => new_hash
+                    .insert(self.hash_password(new_password).await?)
+                    .clone(),
+            };
+            let events = decide_change_password(state, &hash, self.clock.now())?;
+            let mut writes = Vec::with_capacity(1);
+            self.push_write(&mut writes, &account.stream(), loaded.version, &events)?;
+            if self.append(writes).await? {
+                tracing::info!(account = %account, "account password changed");
+                return Ok(());
+            }
+        }
+        Err(AccountServiceError::Contention {
+            attempts: MAX_ATTEMPTS,
+        })
+    }
+
+    /// Corrects the address: the new one must be free, is unverified, and gets a
+    /// verification token (returned, to be mailed to the new address). The old
+    /// reservation is released, the new one taken and the change recorded in one
+    /// append.
+    pub async fn change_email(&self, account: AccountId, new_email: &str) -> Result<Secret> {
+        let new_email = Email::parse(new_email)?;
+        let new_stream = self.lookup_key.email_stream(&new_email);
+        let (token, token_hash) = self.new_verification_token(account)?;
+        for _ in 0..MAX_ATTEMPTS {
+            let loaded = self.load_account(account).await?;
+            let state = &loaded.state;
+            state.enabled()?;
+            let old_email = state
+                .email
+                .plain()
+                .ok_or(AccountError::AccountErased)?
+                .clone();
+            let old_stream = self.lookup_key.email_stream(&Email::from_stored(old_email));
+            let now = self.clock.now();
+            let events =
+                decide_change_email(state, &new_email, self.verification(token_hash), now)?;
+            let mut writes = Vec::with_capacity(3);
+            // A change of case only keeps the same reservation.
+            if old_stream != new_stream {
+                let new_reservation = self.load::<EmailReservation>(&new_stream).await?;
+                let reserve = decide_reserve_email(&new_reservation.state, account, now)?;
+                let old_reservation = self.load::<EmailReservation>(&old_stream).await?;
+                let release = decide_release_email(&old_reservation.state, account, now)?;
+                self.push_write(&mut writes, &new_stream, new_reservation.version, &reserve)?;
+                self.push_write(&mut writes, &old_stream, old_reservation.version, &release)?;
+            }
+            self.push_write(&mut writes, &account.stream(), loaded.version, &events)?;
+            if self.append(writes).await? {
+                tracing::info!(account = %account, "account e-mail changed");
+                return Ok(token);
+            }
+        }
+        Err(AccountServiceError::Contention {
+            attempts: MAX_ATTEMPTS,
+        })
+    }
+
+    /// Sets (true) or lifts (false) the objection to non-essential processing.
+    pub async fn set_objection(&self, account: AccountId, object: bool) -> Result<()> {
+        self.update(account, |state, now| {
+            decide_set_objection(state, object, now)
+        })
+        .await
+    }
+
+    /// Requests the account's deletion: disabled at once, erasure due in 30 days.
+    /// `has_active_orders` is what the order side reports for the account just
+    /// before; [`AccountError::ActiveOrders`] when true. (The order side refuses
+    /// new orders of a disabled account; an order placed between its check and
+    /// this append is the one race this cannot see.)
+    pub async fn request_deletion(
+        &self,
+        account: AccountId,
+        has_active_orders: bool,
+    ) -> Result<()> {
+        self.update(account, |state, now| {
+            decide_request_deletion(state, has_active_orders, now)
+        })
+        .await?;
+        tracing::info!(account = %account, "account deletion requested");
+        Ok(())
+    }
+
+    /// Withdraws a pending deletion, before its erasure is due.
+    pub async fn withdraw_deletion(&self, account: AccountId) -> Result<()> {
+        self.update(account, decide_withdraw_deletion).await?;
+        tracing::info!(account = %account, "account deletion withdrawn");
+        Ok(())
+    }
+
+    /// Creates an API key; the key is in the answer and nowhere else.
+    pub async fn create_api_key(&self, account: AccountId) -> Result<NewApiKey> {
+        let id = ApiKeyId::new();
+        let (key, key_hash, prefix) = make_api_key(account, &random::<API_KEY_SECRET_CHARS>()?);
+        self.update(account, |state, now| {
+            decide_create_api_key(state, id, key_hash, &prefix, now)
+        })
+        .await?;
+        Ok(NewApiKey { id, key, prefix })
+    }
+
+    /// Revokes an API key: [`AccountError::ApiKeyNotFound`] if it is unknown or
+    /// already revoked.
+    pub async fn revoke_api_key(&self, account: AccountId, key_id: ApiKeyId) -> Result<()> {
+        self.update(account, |state, now| {
+            decide_revoke_api_key(state, key_id, now)
+        })
+        .await
+    }
+
+    // -- queries -------------------------------------------------------------
+
+    /// Logs in with an address and a password.
+    pub async fn authenticate(&self, email: &str, password: &str) -> Result<Login> {
+        // No account can have a malformed address: nothing to hide by timing.
+        let email = Email::parse(email).map_err(|_| AccountError::InvalidCredentials)?;
+        let reservation = self
+            .load::<EmailReservation>(&self.lookup_key.email_stream(&email))
+            .await?;
+        let state = match reservation.state.holder {
+            Some(account) => Some(self.load_account(account).await?.state),
+            None => None,
+        };
+        let stored = state
+            .as_ref()
+            .and_then(|s| s.password_hash.plain().cloned());
+        match (state, stored) {
+            (Some(state), Some(hash)) => {
+                if self.verify_password(password, hash).await? {
+                    return Ok(Login {
+                        account: check_login(&state)?,
+                        verified: state.verified,
+                    });
+                }
+            }
+            // Unknown address (or erased account): spend the same work anyway.
+            _ => {
+                let dummy = self.dummy_hash().await?.clone();
+                self.verify_password(password, dummy).await?;
+            }
+        }
+        Err(AccountError::InvalidCredentials.into())
+    }
+
+    /// The account an API key belongs to, if the key is live and the account
+    /// enabled. The key names its account (`nx_<account>_<secret>`), so this reads
+    /// one stream and compares SHA-256 of the key with its keys' hashes.
+    pub async fn authenticate_api_key(&self, key: &str) -> Result<ApiKeyLogin> {
+        let (account, hash) = parse_api_key(key).ok_or(AccountError::InvalidCredentials)?;
+        let loaded = self.load_account(account).await?;
+        let key_id = check_api_key(&loaded.state, &hash)?;
+        Ok(ApiKeyLogin { account, key_id })
+    }
+
+    /// The account as its owner sees it (the address opened from the vault).
+    pub async fn account(&self, account: AccountId) -> Result<AccountView> {
+        let loaded = self.load_account(account).await?;
+        Ok(loaded.state.view().ok_or(AccountError::AccountNotFound)?)
+    }
+
+    /// Every API key of the account, revoked ones included, oldest first.
+    pub async fn list_api_keys(&self, account: AccountId) -> Result<Vec<ApiKeySummary>> {
+        let loaded = self.load_account(account).await?;
+        if loaded.state.id.is_none() {
+            return Err(AccountError::AccountNotFound.into());
+        }
+        Ok(loaded.state.api_key_summaries())
+    }
+
+    /// The account folded from its stream, with the version it was read at (for
+    /// other services that must check an account, e.g. that it is enabled).
+    pub async fn load_account(&self, account: AccountId) -> Result<Loaded<Account>> {
+        self.load(&account.stream()).await
+    }
+
+    // -- plumbing ------------------------------------------------------------
+
+    async fn load<A>(&self, stream: &StreamName) -> Result<Loaded<A>>
+    where
+        A: super::aggregate::Aggregate,
+        A::Event: DomainEvent,
+    {
+        Ok(load(&*self.store, &self.vault, stream).await?)
+    }
+
+    /// Load, decide, append on the account stream alone, retried on conflicts.
+    /// A decision with no events appends nothing.
+    async fn update(
+        &self,
+        account: AccountId,
+        mut decide: impl FnMut(&Account, DateTime<Utc>) -> Result<Vec<AccountEvent>, AccountError>,
+    ) -> Result<()> {
+        let stream = account.stream();
+        for _ in 0..MAX_ATTEMPTS {
+            let loaded = self.load_account(account).await?;
+            let events = decide(&loaded.state, self.clock.now())?;
+            let mut writes = Vec::with_capacity(1);
+            self.push_write(&mut writes, &stream, loaded.version, &events)?;
+            if self.append(writes).await? {
+                return Ok(());
+            }
+        }
+        Err(AccountServiceError::Contention {
+            attempts: MAX_ATTEMPTS,
+        })
+    }
+
+    /// Adds the write of `events` to `stream` at `version` (none if no events).
+    fn push_write<E: DomainEvent>(
+        &self,
+        writes: &mut Vec<StreamWrite>,
+        stream: &StreamName,
+        version: u64,
+        events: &[E],
+    ) -> Result<()> {
+        if !events.is_empty() {
+            writes.push(StreamWrite {
+                stream: stream.clone(),
+                expected: expected(version),
+                events: encode(events, &self.vault)?,
+            });
+        }
+        Ok(())
+    }
+
+    /// Appends atomically; false on a version conflict (reload and decide again).
+    async fn append(&self, writes: Vec<StreamWrite>) -> Result<bool> {
+        if writes.is_empty() {
+            return Ok(true);
+        }
+        let request = AppendRequest {
+            writes,
+            ..AppendRequest::default()
+        };
+        match self.store.append(request).await {
+            Ok(_) => Ok(true),
+            Err(LogError::WrongExpectedVersion { stream, .. }) => {
+                tracing::debug!(%stream, "accounts: concurrent write, deciding again");
+                Ok(false)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn verification(&self, token_hash: Sha256Hash) -> NewVerification {
+        NewVerification {
+            token_hash,
+            ttl: self.verification_ttl,
+        }
+    }
+
+    fn new_verification_token(&self, account: AccountId) -> Result<(Secret, Sha256Hash)> {
+        Ok(make_verification_token(
+            account,
+            &random::<VERIFICATION_SECRET_BYTES>()?,
+        ))
+    }
+
+    /// bcrypt of [`bcrypt_input`] of the password, off the runtime.
+    async fn hash_password(&self, password: &str) -> Result<String> {
+        let input = bcrypt_input(password);
+        let cost = self.bcrypt_cost;
+        self.off_runtime(move || bcrypt::hash(input, cost))
+            .await?
+            .map_err(|e| AccountServiceError::Hashing(e.to_string()))
+    }
+
+    /// Checks a password against a stored hash, off the runtime.
+    async fn verify_password(&self, password: &str, hash: String) -> Result<bool> {
+        let input = bcrypt_input(password);
+        self.off_runtime(move || bcrypt::verify(input, &hash))
+            .await?
+            .map_err(|e| AccountServiceError::Hashing(e.to_string()))
+    }
+
+    async fn dummy_hash(&self) -> Result<&String> {
+        self.dummy_hash
+            .get_or_try_init(|| async {
+                let password = hex::encode(random::<16>()?);
+                self.hash_password(&password).await
+            })
+            .await
+    }
+
+    /// Runs `f` on the blocking pool once a hashing slot is free. The slot is
+    /// held by the blocking task itself, so a caller that gives up does not free
+    /// it while the hash still runs.
+    async fn off_runtime<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T> {
+        let permit = Arc::clone(&self.hashing)
+            .acquire_owned()
+            .await
+            .map_err(|_| AccountServiceError::Hashing("the hashing pool is closed".into()))?;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            f()
+        })
+        .await
+        .map_err(|e| AccountServiceError::Hashing(format!("the hashing task failed: {e}")))
+    }
+}

@@ -1,0 +1,789 @@
+//! Accounts through the command service on a real sled store: registration,
+//! verification, login, e-mail uniqueness under races, e-mail change, deletion,
+//! API keys, and no e-mail address in the raw files.
+//!
+//! bcrypt runs at cost 4 here, through the test-only constructor.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use nexus_core::domain::account::{
+    AccountError, AccountViewStatus, LookupKey, Secret, MAX_LIVE_API_KEYS,
+};
+use nexus_core::domain::accounts::{
+    AccountServiceError, Accounts, AccountsConfig, AccountsConfigError,
+};
+use nexus_core::domain::clock::ManualClock;
+use nexus_core::domain::codec::Personal;
+use nexus_core::domain::ids::{AccountId, ApiKeyId};
+use nexus_core::log::{
+    AppendRequest, EventId, EventStore, ExpectedVersion, NewEvent, SledLog, StreamName,
+};
+use nexus_core::vault::MasterKeySource;
+use nexus_core::{Store, StoreConfig};
+
+const PASSWORD: &str = "correct horse battery";
+const LOOKUP_KEY: [u8; 32] = [0x5a; 32];
+
+struct World {
+    dir: tempfile::TempDir,
+    store: Store,
+    clock: Arc<ManualClock>,
+    accounts: Arc<Accounts<SledLog>>,
+}
+
+fn start() -> DateTime<Utc> {
+    DateTime::from_timestamp(1_764_000_000, 0).unwrap()
+}
+
+fn store_config(dir: &Path) -> StoreConfig {
+    StoreConfig {
+        dir: dir.join("store"),
+        master_key: MasterKeySource::GenerateAt(dir.join("master.key")),
+        cache_capacity_bytes: 64 << 20,
+    }
+}
+
+fn world() -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&store_config(dir.path())).unwrap();
+    let clock = Arc::new(ManualClock::new(start()));
+    let accounts = Accounts::new(
+        store.log.clone(),
+        store.vault.clone(),
+        LookupKey::new(LOOKUP_KEY),
+        AccountsConfig::default(),
+    )
+    .unwrap()
+    .with_insecure_cost_for_tests(4)
+    .with_clock(clock.clone());
+    World {
+        dir,
+        store,
+        clock,
+        accounts: Arc::new(accounts),
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[track_caller]
+fn refused<T: std::fmt::Debug>(result: Result<T, AccountServiceError>) -> AccountError {
+    match result {
+        Err(AccountServiceError::Refused(e)) => e,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+async fn stream_version(w: &World, stream: &StreamName) -> u64 {
+    w.store.log.stream_version(stream).await.unwrap()
+}
+
+#[test]
+fn the_configuration_refuses_a_cost_below_12() {
+    let w = world();
+    let build = |cost| {
+        Accounts::new(
+            w.store.log.clone(),
+            w.store.vault.clone(),
+            LookupKey::new(LOOKUP_KEY),
+            AccountsConfig {
+                bcrypt_cost: cost,
+                ..AccountsConfig::default()
+            },
+        )
+        .map(|a| a.bcrypt_cost())
+    };
+    assert_eq!(build(11), Err(AccountsConfigError::CostTooLow { cost: 11 }));
+    assert_eq!(build(4), Err(AccountsConfigError::CostTooLow { cost: 4 }));
+    assert_eq!(
+        build(32),
+        Err(AccountsConfigError::CostTooHigh { cost: 32 })
+    );
+    assert_eq!(build(12), Ok(12));
+    assert_eq!(build(13), Ok(13));
+    assert_eq!(AccountsConfig::default().bcrypt_cost, 12);
+    let zero_ttl = Accounts::new(
+        w.store.log.clone(),
+        w.store.vault.clone(),
+        LookupKey::new(LOOKUP_KEY),
+        AccountsConfig {
+            verification_ttl: Duration::zero(),
+            ..AccountsConfig::default()
+        },
+    );
+    assert!(zero_ttl.is_err());
+}
+
+/// The production path: cost 12 (one registration and one login, about half a
+/// second of bcrypt).
+#[test]
+fn the_default_configuration_hashes_at_cost_12() {
+    let w = world();
+    let accounts = Accounts::new(
+        w.store.log.clone(),
+        w.store.vault.clone(),
+        LookupKey::new(LOOKUP_KEY),
+        AccountsConfig::default(),
+    )
+    .unwrap();
+    runtime().block_on(async {
+        let reg = accounts
+            .register("zoe@example.com", PASSWORD)
+            .await
+            .unwrap();
+        let state = accounts.load_account(reg.account).await.unwrap().state;
+        let hash = state.password_hash.plain().unwrap();
+        assert!(hash.starts_with("$2b$12$"), "a bcrypt hash of cost 12");
+        assert_eq!(
+            accounts
+                .authenticate("zoe@example.com", PASSWORD)
+                .await
+                .unwrap()
+                .account,
+            reg.account
+        );
+    });
+}
+
+#[test]
+fn register_verify_login() {
+    let w = world();
+    runtime().block_on(async {
+        let a = &w.accounts;
+        let reg = a.register("  Alice@Example.COM ", PASSWORD).await.unwrap();
+
+        // Login before verification works and says so; any case of the address.
+        let login = a.authenticate("alice@example.com", PASSWORD).await.unwrap();
+        assert_eq!(login.account, reg.account);
+        assert!(!login.verified);
+
+        let view = a.account(reg.account).await.unwrap();
+        assert_eq!(view.email, Personal::Plain("Alice@example.com".to_owned()));
+        assert_eq!(view.status, AccountViewStatus::Active);
+        assert!(!view.verified);
+        assert_eq!(view.created_at, start());
+
+        // Verify; the token works once.
+        let token = reg.verification_token.expose();
+        assert_eq!(a.verify_email(token).await.unwrap(), reg.account);
+        assert_eq!(
+            refused(a.verify_email(token).await),
+            AccountError::VerificationTokenUsed
+        );
+        assert_eq!(
+            refused(a.issue_verification(reg.account).await),
+            AccountError::AlreadyVerified
+        );
+        let login = a.authenticate("Alice@example.com", PASSWORD).await.unwrap();
+        assert!(login.verified);
+
+        // Wrong password and unknown address: the same error.
+        assert_eq!(
+            refused(a.authenticate("alice@example.com", "wrong password!").await),
+            AccountError::InvalidCredentials
+        );
+        assert_eq!(
+            refused(a.authenticate("nobody@example.com", PASSWORD).await),
+            AccountError::InvalidCredentials
+        );
+        assert_eq!(
+            refused(a.authenticate("not an address", PASSWORD).await),
+            AccountError::InvalidCredentials
+        );
+
+        // Garbage and forged tokens.
+        for bad in ["", "x", &format!("{}.{}", reg.account, "A".repeat(43))] {
+            assert_eq!(
+                refused(a.verify_email(bad).await),
+                AccountError::VerificationTokenInvalid
+            );
+        }
+        let foreign = format!("{}{}", AccountId::new(), &token[32..]);
+        assert_eq!(
+            refused(a.verify_email(&foreign).await),
+            AccountError::VerificationTokenInvalid
+        );
+    });
+}
+
+#[test]
+fn verification_tokens_expire_and_a_new_one_replaces_the_old() {
+    let w = world();
+    runtime().block_on(async {
+        let a = &w.accounts;
+        let reg = a.register("bob@example.com", PASSWORD).await.unwrap();
+        w.clock.advance(Duration::hours(24));
+        assert_eq!(
+            refused(a.verify_email(reg.verification_token.expose()).await),
+            AccountError::VerificationTokenExpired
+        );
+        let fresh = a.issue_verification(reg.account).await.unwrap();
+        assert_eq!(
+            refused(a.verify_email(reg.verification_token.expose()).await),
+            AccountError::VerificationTokenInvalid
+        );
+        w.clock.advance(Duration::hours(23));
+        a.verify_email(fresh.expose()).await.unwrap();
+        assert!(a.account(reg.account).await.unwrap().verified);
+    });
+}
+
+#[test]
+fn registration_checks_its_input_and_refuses_a_second_registration() {
+    let w = world();
+    runtime().block_on(async {
+        let a = &w.accounts;
+        let first = a.register("carol@example.com", PASSWORD).await.unwrap();
+        for email in [
+            "carol@example.com",
+            " CAROL@EXAMPLE.COM",
+            "Carol@example.com",
+        ] {
+            assert_eq!(
+                refused(a.register(email, "another password").await),
+                AccountError::EmailTaken
+            );
+        }
+        assert!(matches!(
+            refused(a.register("carol", PASSWORD).await),
+            AccountError::InvalidEmail { .. }
+        ));
+        assert_eq!(
+            refused(a.register("dave@example.com", "short").await),
+            AccountError::PasswordTooShort
+        );
+        assert_eq!(
+            refused(a.register("dave@example.com", &"p".repeat(129)).await),
+            AccountError::PasswordTooLong
+        );
+        // Only the first registration wrote anything.
+        let login = a.authenticate("carol@example.com", PASSWORD).await.unwrap();
+        assert_eq!(login.account, first.account);
+        assert_eq!(
+            refused(
+                a.authenticate("carol@example.com", "another password")
+                    .await
+            ),
+            AccountError::InvalidCredentials
+        );
+        let stream = LookupKey::new(LOOKUP_KEY)
+            .email_stream(&nexus_core::domain::account::Email::parse("carol@example.com").unwrap());
+        assert_eq!(stream_version(&w, &stream).await, 1);
+    });
+}
+
+#[test]
+fn passwords_longer_than_72_bytes_count_in_full() {
+    let w = world();
+    runtime().block_on(async {
+        let a = &w.accounts;
+        let long = "L".repeat(128);
+        let mut other = "L".repeat(100);
+        other.push_str(&"M".repeat(28));
+        a.register("erin@example.com", &long).await.unwrap();
+        a.authenticate("erin@example.com", &long).await.unwrap();
+        assert_eq!(
+            refused(a.authenticate("erin@example.com", &other).await),
+            AccountError::InvalidCredentials
+        );
+        assert_eq!(
+            refused(a.authenticate("erin@example.com", &long[..72]).await),
+            AccountError::InvalidCredentials
+        );
+    });
+}
+
+#[test]
+fn sixteen_concurrent_registrations_of_one_address_one_wins() {
+    let w = world();
+    runtime().block_on(async {
+        let barrier = Arc::new(tokio::sync::Barrier::new(16));
+        let tasks: Vec<_> = (0..16)
+            .map(|i| {
+                let accounts = Arc::clone(&w.accounts);
+                let barrier = Arc::clone(&barrier);
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    let email = if i % 2 == 0 {
+                        "race@example.com"
+                    } else {
+                        "RACE@example.com"
+                    };
+                    accounts
+                        .register(email, &format!("password number {i}"))
+                        .await
+                })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        for task in tasks {
+            match task.await.unwrap() {
+                Ok(reg) => winners.push(reg.account),
+                Err(AccountServiceError::Refused(AccountError::EmailTaken)) => {}
+                Err(e) => panic!("unexpected error {e:?}"),
+            }
+        }
+        assert_eq!(winners.len(), 1, "exactly one registration wins");
+        let login_account = (0..16)
+            .map(|i| format!("password number {i}"))
+            .collect::<Vec<_>>();
+        let mut logged_in = Vec::new();
+        for password in &login_account {
+            if let Ok(login) = w.accounts.authenticate("race@example.com", password).await {
+                logged_in.push(login.account);
+            }
+        }
+        assert_eq!(logged_in, winners);
+        let stream = LookupKey::new(LOOKUP_KEY)
+            .email_stream(&nexus_core::domain::account::Email::parse("race@example.com").unwrap());
+        assert_eq!(stream_version(&w, &stream).await, 1);
+    });
+}
+
+#[test]
+fn an_email_change_moves_uniqueness_atomically() {
+    let w = world();
+    runtime().block_on(async {
+        let a = &w.accounts;
+        let frank = a.register("frank@old.example", PASSWORD).await.unwrap();
+        a.verify_email(frank.verification_token.expose())
+            .await
+            .unwrap();
+        let other = a.register("grace@example.com", PASSWORD).await.unwrap();
+
+        // Taken by someone else; unchanged; invalid.
+        assert_eq!(
+            refused(a.change_email(frank.account, "Grace@Example.com").await),
+            AccountError::EmailTaken
+        );
+        assert_eq!(
+            refused(a.change_email(frank.account, "frank@OLD.example").await),
+            AccountError::EmailUnchanged
+        );
+        assert!(matches!(
+            refused(a.change_email(frank.account, "frank@").await),
+            AccountError::InvalidEmail { .. }
+        ));
+
+        let token = a
+            .change_email(frank.account, "frank@new.example")
+            .await
+            .unwrap();
+        let view = a.account(frank.account).await.unwrap();
+        assert_eq!(view.email, Personal::Plain("frank@new.example".into()));
+        assert!(!view.verified, "a corrected address is verified again");
+        a.verify_email(token.expose()).await.unwrap();
+
+        // The new address logs in; the old one is free for someone else.
+        assert_eq!(
+            a.authenticate("frank@new.example", PASSWORD)
+                .await
+                .unwrap()
+                .account,
+            frank.account
+        );
+        assert_eq!(
+            refused(a.authenticate("frank@old.example", PASSWORD).await),
+            AccountError::InvalidCredentials
+        );
+        let heidi = a
+            .register("frank@old.example", "heidi's password")
+            .await
+            .unwrap();
+        assert_ne!(heidi.account, frank.account);
+        assert_eq!(
+            refused(a.register("frank@new.example", "someone else").await),
+            AccountError::EmailTaken
+        );
+        assert_eq!(
+            refused(a.change_email(other.account, "frank@new.example").await),
+            AccountError::EmailTaken
+        );
+
+        // A change of case of the local part keeps the reservation.
+        a.change_email(frank.account, "Frank@new.example")
+            .await
+            .unwrap();
+        assert_eq!(
+            a.authenticate("frank@new.example", PASSWORD)
+                .await
+                .unwrap()
+                .account,
+            frank.account
+        );
+    });
+}
+
+#[test]
+fn password_change_needs_the_old_password() {
+    let w = world();
+    runtime().block_on(async {
+        let a = &w.accounts;
+        let reg = a.register("ivan@example.com", PASSWORD).await.unwrap();
+        assert_eq!(
+            refused(
+                a.change_password(reg.account, "not the password", "new password 1")
+                    .await
+            ),
+            AccountError::InvalidCredentials
+        );
+        assert_eq!(
+            refused(a.change_password(reg.account, PASSWORD, "short").await),
+            AccountError::PasswordTooShort
+        );
+        a.change_password(reg.account, PASSWORD, "new password 1")
+            .await
+            .unwrap();
+        assert_eq!(
+            refused(a.authenticate("ivan@example.com", PASSWORD).await),
+            AccountError::InvalidCredentials
+        );
+        a.authenticate("ivan@example.com", "new password 1")
+            .await
+            .unwrap();
+        assert_eq!(
+            refused(
+                a.change_password(AccountId::new(), PASSWORD, "new password 1")
+                    .await
+            ),
+            AccountError::AccountNotFound
+        );
+    });
+}
+
+#[test]
+fn objection_is_recorded() {
+    let w = world();
+    runtime().block_on(async {
+        let a = &w.accounts;
+        let reg = a.register("judy@example.com", PASSWORD).await.unwrap();
+        assert!(!a.account(reg.account).await.unwrap().objection);
+        a.set_objection(reg.account, true).await.unwrap();
+        a.set_objection(reg.account, true).await.unwrap();
+        assert!(a.account(reg.account).await.unwrap().objection);
+        let version = stream_version(&w, &reg.account.stream()).await;
+        assert_eq!(version, 3, "registered, token issued, one objection");
+        a.set_objection(reg.account, false).await.unwrap();
+        assert!(!a.account(reg.account).await.unwrap().objection);
+    });
+}
+
+#[test]
+fn deletion_disables_login_and_api_keys_and_can_be_withdrawn_for_30_days() {
+    let w = world();
+    runtime().block_on(async {
+        let a = &w.accounts;
+        let reg = a.register("mallory@example.com", PASSWORD).await.unwrap();
+        let key = a.create_api_key(reg.account).await.unwrap();
+        a.authenticate_api_key(key.key.expose()).await.unwrap();
+
+        assert_eq!(
+            refused(a.request_deletion(reg.account, true).await),
+            AccountError::ActiveOrders
+        );
+        a.authenticate("mallory@example.com", PASSWORD)
+            .await
+            .unwrap();
+
+        a.request_deletion(reg.account, false).await.unwrap();
+        let view = a.account(reg.account).await.unwrap();
+        assert_eq!(view.status, AccountViewStatus::DeletionPending);
+        assert_eq!(view.deletion_due_at, Some(start() + Duration::days(30)));
+        assert_eq!(
+            refused(a.authenticate("mallory@example.com", PASSWORD).await),
+            AccountError::AccountDisabled
+        );
+        // A wrong password does not learn that the account is disabled.
+        assert_eq!(
+            refused(
+                a.authenticate("mallory@example.com", "wrong password")
+                    .await
+            ),
+            AccountError::InvalidCredentials
+        );
+        assert_eq!(
+            refused(a.authenticate_api_key(key.key.expose()).await),
+            AccountError::AccountDisabled
+        );
+        assert_eq!(
+            refused(a.create_api_key(reg.account).await),
+            AccountError::AccountDisabled
+        );
+        assert_eq!(
+            refused(a.request_deletion(reg.account, false).await),
+            AccountError::DeletionAlreadyRequested
+        );
+
+        w.clock.advance(Duration::days(29));
+        a.withdraw_deletion(reg.account).await.unwrap();
+        a.authenticate("mallory@example.com", PASSWORD)
+            .await
+            .unwrap();
+        a.authenticate_api_key(key.key.expose()).await.unwrap();
+
+        a.request_deletion(reg.account, false).await.unwrap();
+        w.clock.advance(Duration::days(30));
+        assert_eq!(
+            refused(a.withdraw_deletion(reg.account).await),
+            AccountError::DeletionWindowOver
+        );
+        assert_eq!(
+            refused(a.authenticate("mallory@example.com", PASSWORD).await),
+            AccountError::AccountDisabled
+        );
+    });
+}
+
+#[test]
+fn api_keys_create_authenticate_list_revoke() {
+    let w = world();
+    runtime().block_on(async {
+        let a = &w.accounts;
+        let reg = a.register("oscar@example.com", PASSWORD).await.unwrap();
+        let first = a.create_api_key(reg.account).await.unwrap();
+        let second = a.create_api_key(reg.account).await.unwrap();
+        let text = first.key.expose();
+        assert!(text.starts_with(&format!("nx_{}_", reg.account)));
+        assert_eq!(&text[36..44], first.prefix);
+        assert_eq!(format!("{:?}", first.key), "Secret(<redacted>)");
+
+        let login = a.authenticate_api_key(text).await.unwrap();
+        assert_eq!((login.account, login.key_id), (reg.account, first.id));
+        assert_eq!(
+            a.authenticate_api_key(second.key.expose())
+                .await
+                .unwrap()
+                .key_id,
+            second.id
+        );
+
+        // A forged secret, a key naming another account, garbage.
+        let mut forged = text.to_owned();
+        let last = forged.pop().unwrap();
+        forged.push(if last == 'A' { 'B' } else { 'A' });
+        let elsewhere = format!("nx_{}{}", AccountId::new(), &text[35..]);
+        for bad in [forged.as_str(), elsewhere.as_str(), "", "nx_", "Bearer x"] {
+            assert_eq!(
+                refused(a.authenticate_api_key(bad).await),
+                AccountError::InvalidCredentials,
+                "{bad:?}"
+            );
+        }
+
+        let listed = a.list_api_keys(reg.account).await.unwrap();
+        assert_eq!(listed.len(), 2);
+        assert_eq!(listed[0].id, first.id);
+        assert_eq!(listed[0].prefix, first.prefix);
+        assert!(listed.iter().all(|k| k.revoked_at.is_none()));
+
+        a.revoke_api_key(reg.account, first.id).await.unwrap();
+        assert_eq!(
+            refused(a.authenticate_api_key(text).await),
+            AccountError::InvalidCredentials
+        );
+        a.authenticate_api_key(second.key.expose()).await.unwrap();
+        assert_eq!(
+            refused(a.revoke_api_key(reg.account, first.id).await),
+            AccountError::ApiKeyNotFound
+        );
+        assert_eq!(
+            refused(a.revoke_api_key(reg.account, ApiKeyId::new()).await),
+            AccountError::ApiKeyNotFound
+        );
+        let listed = a.list_api_keys(reg.account).await.unwrap();
+        assert_eq!(listed[0].revoked_at, Some(start()));
+        assert_eq!(
+            refused(a.list_api_keys(AccountId::new()).await),
+            AccountError::AccountNotFound
+        );
+
+        // The limit counts live keys.
+        for _ in 1..MAX_LIVE_API_KEYS {
+            a.create_api_key(reg.account).await.unwrap();
+        }
+        assert_eq!(
+            refused(a.create_api_key(reg.account).await),
+            AccountError::TooManyApiKeys
+        );
+        a.revoke_api_key(reg.account, second.id).await.unwrap();
+        a.create_api_key(reg.account).await.unwrap();
+    });
+}
+
+#[test]
+fn concurrent_commands_on_one_account_all_land() {
+    let w = world();
+    runtime().block_on(async {
+        let reg = w
+            .accounts
+            .register("peggy@example.com", PASSWORD)
+            .await
+            .unwrap();
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let accounts = Arc::clone(&w.accounts);
+                tokio::spawn(async move { accounts.create_api_key(reg.account).await })
+            })
+            .collect();
+        let mut ok = 0;
+        for task in tasks {
+            match task.await.unwrap() {
+                Ok(_) => ok += 1,
+                Err(AccountServiceError::Contention { .. }) => {}
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        let listed = w.accounts.list_api_keys(reg.account).await.unwrap();
+        assert_eq!(listed.len(), ok);
+        assert!(ok >= 1);
+    });
+}
+
+#[test]
+fn an_erased_account_reads_as_erased_and_cannot_log_in() {
+    let w = world();
+    runtime().block_on(async {
+        let a = &w.accounts;
+        let reg = a.register("trent@example.com", PASSWORD).await.unwrap();
+        a.request_deletion(reg.account, false).await.unwrap();
+        w.store.vault.erase(&reg.account.subject()).unwrap();
+        let view = a.account(reg.account).await.unwrap();
+        assert_eq!(view.status, AccountViewStatus::Erased);
+        assert_eq!(view.email, Personal::Erased);
+        assert_eq!(
+            refused(a.authenticate("trent@example.com", PASSWORD).await),
+            AccountError::InvalidCredentials
+        );
+        assert_eq!(
+            refused(a.withdraw_deletion(reg.account).await),
+            AccountError::AccountErased
+        );
+    });
+}
+
+/// Every byte of every file under `dir`.
+fn raw_bytes_under(dir: &Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(raw_bytes_under(&path));
+        } else {
+            out.extend(std::fs::read(&path).unwrap());
+        }
+    }
+    out
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn the_raw_files_hold_no_address_password_token_or_key() {
+    const EMAIL: &str = "Victor.Unique-Needle@Example.org";
+    const NEW_EMAIL: &str = "victor.second-needle@example.org";
+    const MARKER: &[u8] = b"plain-payload-marker-7f3a";
+    let w = world();
+    let secrets: Vec<Secret> = runtime().block_on(async {
+        let a = &w.accounts;
+        let reg = a.register(EMAIL, PASSWORD).await.unwrap();
+        a.verify_email(reg.verification_token.expose())
+            .await
+            .unwrap();
+        let key = a.create_api_key(reg.account).await.unwrap();
+        let token = a.change_email(reg.account, NEW_EMAIL).await.unwrap();
+        a.authenticate(NEW_EMAIL, PASSWORD).await.unwrap();
+        // A plain payload, to show the search below can find what is there.
+        let marker = NewEvent {
+            id: EventId::new(),
+            event_type: "TestMarker".into(),
+            schema_version: 1,
+            payload: MARKER.to_vec(),
+            pii: None,
+        };
+        w.store
+            .log
+            .append(AppendRequest::single(
+                StreamName::new("test-marker").unwrap(),
+                ExpectedVersion::NoStream,
+                vec![marker],
+            ))
+            .await
+            .unwrap();
+        vec![reg.verification_token, key.key, token]
+    });
+    let store_dir = w.dir.path().join("store");
+    let World {
+        dir,
+        store,
+        accounts,
+        ..
+    } = w;
+    drop(accounts);
+    drop(store);
+    let raw = raw_bytes_under(&store_dir);
+    assert!(contains(&raw, MARKER), "the search finds a plain payload");
+    let mut needles: Vec<Vec<u8>> = vec![
+        EMAIL.as_bytes().to_vec(),
+        EMAIL.to_lowercase().into_bytes(),
+        b"Victor.Unique-Needle".to_vec(),
+        b"victor.unique-needle".to_vec(),
+        NEW_EMAIL.as_bytes().to_vec(),
+        b"second-needle".to_vec(),
+        PASSWORD.as_bytes().to_vec(),
+    ];
+    for secret in &secrets {
+        let text = secret.expose();
+        needles.push(text.as_bytes().to_vec());
+        // The secret part alone (after the account id).
+        needles.push(text.as_bytes()[36..].to_vec());
+    }
+    for needle in &needles {
+        assert!(
+            !contains(&raw, needle),
+            "found {:?} in the raw files",
+            String::from_utf8_lossy(needle)
+        );
+    }
+    drop(dir);
+}
+
+#[test]
+fn debug_output_shows_no_secrets() {
+    let w = world();
+    runtime().block_on(async {
+        let reg = w
+            .accounts
+            .register("wendy@example.com", PASSWORD)
+            .await
+            .unwrap();
+        let key = w.accounts.create_api_key(reg.account).await.unwrap();
+        let view = w.accounts.account(reg.account).await.unwrap();
+        let loaded = w.accounts.load_account(reg.account).await.unwrap();
+        let shown = format!("{reg:?} {key:?} {view:?} {:?} {loaded:?}", w.accounts);
+        for secret in [
+            "wendy",
+            PASSWORD,
+            reg.verification_token.expose(),
+            key.key.expose(),
+            "$2b$",
+        ] {
+            assert!(!shown.contains(secret), "{secret:?} in {shown}");
+        }
+        let err = refused(
+            w.accounts
+                .authenticate("wendy@example.com", "bad password")
+                .await,
+        );
+        assert!(!format!("{err} {err:?}").contains("wendy"));
+    });
+}
