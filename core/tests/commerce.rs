@@ -4,11 +4,14 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
+use nexus_core::domain::account::{AccountError, LookupKey};
+use nexus_core::domain::accounts::{Accounts, AccountsConfig};
 use nexus_core::domain::clock::ManualClock;
 use nexus_core::domain::codec::DomainEvent;
+use nexus_core::domain::commerce::request_account_deletion;
 use nexus_core::domain::commerce::{CommandError, Commerce, PaymentOutcome, PlaceOrder};
 use nexus_core::domain::idempotency::IdempotencyKey;
-use nexus_core::domain::ids::{AccountId, OrderId};
+use nexus_core::domain::ids::OrderId;
 use nexus_core::domain::ledger::{Balances, LedgerAccount, Owner};
 use nexus_core::domain::money::Micros;
 use nexus_core::domain::order::{
@@ -25,6 +28,7 @@ struct World {
     store: Store,
     clock: Arc<ManualClock>,
     commerce: Arc<Commerce<SledLog>>,
+    accounts: Accounts<SledLog>,
 }
 
 fn start() -> DateTime<Utc> {
@@ -46,11 +50,21 @@ fn world() -> World {
         OrderPolicy::default(),
         clock.clone(),
     ));
+    let accounts = Accounts::new(
+        store.log.clone(),
+        store.vault.clone(),
+        LookupKey::new([9; 32]),
+        AccountsConfig::default(),
+    )
+    .unwrap()
+    .with_insecure_cost_for_tests(4)
+    .with_clock(clock.clone());
     World {
         _dir: dir,
         store,
         clock,
         commerce,
+        accounts,
     }
 }
 
@@ -71,8 +85,15 @@ fn request(price_micros: i64) -> PlaceOrder {
     }
 }
 
-fn customer() -> Owner {
-    Owner::Account(AccountId::new())
+/// A registered customer.
+async fn customer(w: &World) -> Owner {
+    let email = format!("c-{}@example.com", uuid::Uuid::new_v4().simple());
+    let registration = w
+        .accounts
+        .register(&email, "correct horse battery")
+        .await
+        .unwrap();
+    Owner::Account(registration.account)
 }
 
 async fn fund(commerce: &Commerce<SledLog>, owner: Owner, micros: i64) {
@@ -134,7 +155,7 @@ async fn audit(log: &SledLog) -> Balances {
 fn an_order_from_deposit_to_capture_and_cashback() {
     let w = world();
     runtime().block_on(async {
-        let owner = customer();
+        let owner = customer(&w).await;
         fund(&w.commerce, owner, 10_000_000).await;
         let placed = w
             .commerce
@@ -223,7 +244,7 @@ fn an_order_from_deposit_to_capture_and_cashback() {
 fn another_customer_cannot_touch_an_order() {
     let w = world();
     runtime().block_on(async {
-        let (alice, mallory) = (customer(), customer());
+        let (alice, mallory) = (customer(&w).await, customer(&w).await);
         fund(&w.commerce, alice, 1_000_000).await;
         let placed = w
             .commerce
@@ -253,7 +274,7 @@ fn another_customer_cannot_touch_an_order() {
 fn many_tasks_racing_on_one_wallet_never_overdraw_it() {
     let w = world();
     runtime().block_on(async {
-        let owner = customer();
+        let owner = customer(&w).await;
         fund(&w.commerce, owner, 10_000_000).await;
         let tasks: Vec<_> = (0..64)
             .map(|_| {
@@ -285,7 +306,7 @@ fn many_tasks_racing_on_one_wallet_never_overdraw_it() {
 fn a_payment_is_credited_once_however_often_the_webhook_comes() {
     let w = world();
     runtime().block_on(async {
-        let owner = customer();
+        let owner = customer(&w).await;
         let deposit = w
             .commerce
             .request_deposit(owner, Micros(5_000_000))
@@ -335,7 +356,7 @@ fn a_payment_is_credited_once_however_often_the_webhook_comes() {
 fn an_idempotency_key_returns_the_first_order_and_refuses_another_request() {
     let w = world();
     runtime().block_on(async {
-        let owner = customer();
+        let owner = customer(&w).await;
         fund(&w.commerce, owner, 10_000_000).await;
         let scope = owner.wallet_stream();
         let key = IdempotencyKey::new(scope.as_str(), "order-7f3a").unwrap();
@@ -379,7 +400,7 @@ fn an_idempotency_key_returns_the_first_order_and_refuses_another_request() {
 fn cancel_and_expiry_refund_in_full_and_a_code_blocks_cancel() {
     let w = world();
     runtime().block_on(async {
-        let owner = customer();
+        let owner = customer(&w).await;
         fund(&w.commerce, owner, 3_000_000).await;
         // Cancel before a number: at once.
         let a = w
@@ -477,7 +498,7 @@ fn cancel_and_expiry_refund_in_full_and_a_code_blocks_cancel() {
 fn concurrent_reads_capture_once() {
     let w = world();
     runtime().block_on(async {
-        let owner = customer();
+        let owner = customer(&w).await;
         fund(&w.commerce, owner, 1_000_000).await;
         let order: OrderId = w
             .commerce
@@ -641,4 +662,92 @@ fn raw_bytes_under(dir: &std::path::Path) -> Vec<u8> {
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn deletion_is_refused_while_orders_are_active_and_stops_new_orders() {
+    let w = world();
+    runtime().block_on(async {
+        let owner = customer(&w).await;
+        let Owner::Account(account) = owner else {
+            unreachable!()
+        };
+        fund(&w.commerce, owner, 2_000_000).await;
+        let order = w
+            .commerce
+            .place_order(owner, &request(500_000), None)
+            .await
+            .unwrap()
+            .order;
+        let refused = request_account_deletion(&w.commerce, &w.accounts, account)
+            .await
+            .unwrap_err();
+        assert_eq!(refused.refusal(), Some(&AccountError::ActiveOrders));
+        // Delivered but not completed is still active.
+        w.commerce
+            .assign_number(order, "sim", "1", Micros(0), "15550001")
+            .await
+            .unwrap();
+        w.commerce.receive_code(order, "1", "code 1").await.unwrap();
+        w.commerce
+            .read_code(order, owner, DeliveryChannel::Api)
+            .await
+            .unwrap();
+        let refused = request_account_deletion(&w.commerce, &w.accounts, account)
+            .await
+            .unwrap_err();
+        assert_eq!(refused.refusal(), Some(&AccountError::ActiveOrders));
+        w.commerce.complete(order, owner).await.unwrap();
+        request_account_deletion(&w.commerce, &w.accounts, account)
+            .await
+            .unwrap();
+        // Disabled at once: no new orders.
+        assert!(matches!(
+            w.commerce.place_order(owner, &request(500_000), None).await,
+            Err(CommandError::Account(AccountError::AccountDisabled))
+        ));
+    });
+}
+
+#[test]
+fn a_deletion_racing_new_orders_never_leaves_an_active_order_behind() {
+    let w = world();
+    runtime().block_on(async {
+        for _ in 0..8 {
+            let owner = customer(&w).await;
+            let Owner::Account(account) = owner else {
+                unreachable!()
+            };
+            fund(&w.commerce, owner, 5_000_000).await;
+            let orders: Vec<_> = (0..4)
+                .map(|_| {
+                    let commerce = w.commerce.clone();
+                    tokio::spawn(async move {
+                        commerce.place_order(owner, &request(500_000), None).await
+                    })
+                })
+                .collect();
+            let deleted = request_account_deletion(&w.commerce, &w.accounts, account).await;
+            let mut placed = 0;
+            for o in orders {
+                if o.await.unwrap().is_ok() {
+                    placed += 1;
+                }
+            }
+            // Either the deletion went first (and every later order was refused),
+            // or it saw an active order and was refused.
+            match deleted {
+                Ok(()) => {
+                    let wallet = w.commerce.wallet(owner).await.unwrap();
+                    assert_eq!(
+                        wallet.held(),
+                        Micros(0),
+                        "no order was placed after the deletion"
+                    );
+                    assert_eq!(placed, 0);
+                }
+                Err(e) => assert_eq!(e.refusal(), Some(&AccountError::ActiveOrders)),
+            }
+        }
+    });
 }

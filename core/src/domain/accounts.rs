@@ -42,6 +42,7 @@ use super::account::{
 };
 use super::clock::{Clock, SystemClock};
 use super::codec::{CodecError, DomainEvent};
+use super::commerce::DeletionGuard;
 use super::ids::{AccountId, ApiKeyId};
 use super::repo::{encode, load, LoadError, Loaded};
 use crate::log::{AppendRequest, EventStore, ExpectedVersion, LogError, StreamName, StreamWrite};
@@ -109,6 +110,8 @@ pub enum AccountServiceError {
     Random,
     #[error("the account changed concurrently {attempts} times in a row; try again")]
     Contention { attempts: usize },
+    #[error("the customer's orders changed while deciding; decide again")]
+    StaleGuard,
 }
 
 impl AccountServiceError {
@@ -429,22 +432,35 @@ impl<S: EventStore> Accounts<S> {
         .await
     }
 
-    /// Requests the account's deletion: disabled at once, erasure due in 30 days.
-    /// `has_active_orders` is what the order side reports for the account just
-    /// before; [`AccountError::ActiveOrders`] when true. (The order side refuses
-    /// new orders of a disabled account; an order placed between its check and
-    /// this append is the one race this cannot see.)
-    pub async fn request_deletion(
-        &self,
-        account: AccountId,
-        has_active_orders: bool,
-    ) -> Result<()> {
-        self.update(account, |state, now| {
-            decide_request_deletion(state, has_active_orders, now)
+    /// Requests the account's deletion: disabled at once, erasure due in 30 days;
+    /// refused ([`AccountError::ActiveOrders`]) while orders are active. `guard`
+    /// comes from `Commerce::deletion_guard` and is checked in the same append: if
+    /// the wallet moved since (an order was placed), the answer is
+    /// [`AccountServiceError::StaleGuard`] and the caller asks for a new guard
+    /// (`commerce::request_account_deletion` does both).
+    pub async fn request_deletion(&self, account: AccountId, guard: &DeletionGuard) -> Result<()> {
+        let stream = account.stream();
+        for _ in 0..MAX_ATTEMPTS {
+            let loaded = self.load_account(account).await?;
+            let events = decide_request_deletion(
+                &loaded.state,
+                guard.has_active_orders(),
+                self.clock.now(),
+            )?;
+            let mut writes = Vec::with_capacity(2);
+            self.push_write(&mut writes, &stream, loaded.version, &events)?;
+            writes.push(guard.condition());
+            if self.append(writes).await? {
+                tracing::info!(account = %account, "account deletion requested");
+                return Ok(());
+            }
+            if !guard.holds(&*self.store).await? {
+                return Err(AccountServiceError::StaleGuard);
+            }
+        }
+        Err(AccountServiceError::Contention {
+            attempts: MAX_ATTEMPTS,
         })
-        .await?;
-        tracing::info!(account = %account, "account deletion requested");
-        Ok(())
     }
 
     /// Withdraws a pending deletion, before its erasure is due.

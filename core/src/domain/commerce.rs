@@ -7,6 +7,8 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
+use super::account::{Account, AccountError, AccountStatus};
+use super::accounts::{AccountServiceError, Accounts};
 use super::anonymous::{self, Anonymous, AnonymousError, AnonymousEvent, TrackingId};
 use super::clock::Clock;
 use super::codec::{CodecError, DomainEvent, Personal};
@@ -31,6 +33,9 @@ use crate::vault::{Vault, VaultError};
 
 /// Attempts at a command whose streams keep changing under it.
 const MAX_ATTEMPTS: usize = 16;
+/// Captured orders a deletion check looks at, newest first: older ones were
+/// completed by their deadline long ago.
+const MAX_CAPTURED_ORDERS_CHECKED: usize = 1000;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -43,6 +48,8 @@ pub enum CommandError {
     Deposit(#[from] DepositError),
     #[error(transparent)]
     Anonymous(#[from] AnonymousError),
+    #[error(transparent)]
+    Account(#[from] AccountError),
     #[error("the system's random source failed")]
     Random,
     #[error("this idempotency key was used for another request")]
@@ -142,6 +149,59 @@ pub struct Tracked {
     pub wallet: Wallet,
 }
 
+/// Whether a customer has active orders, as of a wallet version: a deletion
+/// request is decided on it and appended on condition that the wallet has not
+/// moved since.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeletionGuard {
+    active: bool,
+    wallet: StreamName,
+    version: u64,
+}
+
+impl DeletionGuard {
+    pub fn has_active_orders(&self) -> bool {
+        self.active
+    }
+
+    /// The condition write: the wallet is still at the version checked.
+    pub(crate) fn condition(&self) -> StreamWrite {
+        StreamWrite {
+            stream: self.wallet.clone(),
+            expected: ExpectedVersion::Exact(self.version),
+            events: Vec::new(),
+        }
+    }
+
+    pub(crate) async fn holds<S: EventStore>(&self, store: &S) -> Result<bool, LogError> {
+        Ok(store.stream_version(&self.wallet).await? == self.version)
+    }
+}
+
+/// Requests an account's deletion, refused while it has active orders, race-free
+/// against orders placed meanwhile (see [`DeletionGuard`]).
+pub async fn request_account_deletion<S: EventStore>(
+    commerce: &Commerce<S>,
+    accounts: &Accounts<S>,
+    account: super::ids::AccountId,
+) -> Result<(), AccountServiceError> {
+    for _ in 0..MAX_ATTEMPTS {
+        let guard = commerce
+            .deletion_guard(Owner::Account(account))
+            .await
+            .map_err(|e| {
+                AccountServiceError::Log(LogError::Io(std::io::Error::other(e.to_string())))
+            })?;
+        match accounts.request_deletion(account, &guard).await {
+            Err(AccountServiceError::StaleGuard) => continue,
+            other => return other,
+        }
+    }
+    Err(AccountServiceError::Contention {
+        attempts: MAX_ATTEMPTS,
+    })
+}
+
 /// What a payment did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PaymentOutcome {
@@ -210,7 +270,17 @@ impl<S: EventStore> Commerce<S> {
 
     /// Appends; `Ok(None)` on a version conflict (the caller decides again).
     async fn append(&self, writes: Vec<Write>) -> Result<Option<u64>, CommandError> {
-        let writes: Vec<StreamWrite> = writes
+        self.append_with(writes, Vec::new()).await
+    }
+
+    /// Appends the writes that have events, and the conditions (writes without
+    /// events that only check a stream's version).
+    async fn append_with(
+        &self,
+        writes: Vec<Write>,
+        conditions: Vec<StreamWrite>,
+    ) -> Result<Option<u64>, CommandError> {
+        let mut writes: Vec<StreamWrite> = writes
             .into_iter()
             .filter(|w| !w.events.is_empty())
             .map(|w| StreamWrite {
@@ -222,6 +292,7 @@ impl<S: EventStore> Commerce<S> {
         if writes.is_empty() {
             return Ok(Some(self.store.head()));
         }
+        writes.extend(conditions);
         let request = AppendRequest {
             writes,
             ..AppendRequest::default()
@@ -231,6 +302,51 @@ impl<S: EventStore> Commerce<S> {
             Err(LogError::WrongExpectedVersion { .. }) => Ok(None),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Whether `owner` has active orders: an open hold, or a captured order that
+    /// is not final yet (delivered, not completed).
+    pub async fn deletion_guard(&self, owner: Owner) -> Result<DeletionGuard, CommandError> {
+        let wallet = self.load::<Wallet>(&owner.wallet_stream()).await?;
+        let mut active = !wallet.state.holds.is_empty();
+        for id in wallet
+            .state
+            .captured
+            .iter()
+            .rev()
+            .take(MAX_CAPTURED_ORDERS_CHECKED)
+        {
+            if active {
+                break;
+            }
+            active = !self.order(*id).await?.status.is_some_and(|s| s.is_final());
+        }
+        Ok(DeletionGuard {
+            active,
+            wallet: owner.wallet_stream(),
+            version: wallet.version,
+        })
+    }
+
+    /// For a registered customer, a condition on the account stream: it must be
+    /// active now and still at this version when the order is appended.
+    async fn account_condition(&self, owner: Owner) -> Result<Option<StreamWrite>, CommandError> {
+        let Owner::Account(id) = owner else {
+            return Ok(None);
+        };
+        let account = self.load::<Account>(&id.stream()).await?;
+        match account.state.status {
+            AccountStatus::Active => {}
+            AccountStatus::Unregistered => return Err(AccountError::AccountNotFound.into()),
+            AccountStatus::DeletionPending { .. } => {
+                return Err(AccountError::AccountDisabled.into())
+            }
+        }
+        Ok(Some(StreamWrite {
+            stream: id.stream(),
+            expected: ExpectedVersion::Exact(account.version),
+            events: Vec::new(),
+        }))
     }
 
     pub async fn wallet(&self, owner: Owner) -> Result<Wallet, CommandError> {
@@ -278,6 +394,7 @@ impl<S: EventStore> Commerce<S> {
             }
             let now = self.clock.now();
             let id = OrderId::new();
+            let account = self.account_condition(owner).await?;
             let wallet = self.load::<Wallet>(&owner.wallet_stream()).await?;
             let order_events = order::place(
                 &Order::default(),
@@ -303,7 +420,10 @@ impl<S: EventStore> Commerce<S> {
                 });
                 writes.push(self.write(key.stream().clone(), 0, &[used])?);
             }
-            if let Some(position) = self.append(writes).await? {
+            if let Some(position) = self
+                .append_with(writes, account.into_iter().collect())
+                .await?
+            {
                 return Ok(Placed {
                     order: id,
                     replayed: false,

@@ -124,6 +124,9 @@ pub struct Wallet {
     pub holds: BTreeMap<OrderId, Micros>,
     /// Every order that ever had a hold here: a hold is placed once per order.
     orders_seen: BTreeSet<OrderId>,
+    /// Orders whose hold was captured, oldest first: they may still be active
+    /// (delivered, not yet completed).
+    pub captured: Vec<OrderId>,
 }
 
 impl Wallet {
@@ -150,6 +153,7 @@ impl Aggregate for Wallet {
             }
             WalletEvent::WalletHoldCaptured(e) => {
                 self.holds.remove(&e.order);
+                self.captured.push(e.order);
             }
             WalletEvent::WalletHoldVoided(e) => {
                 self.holds.remove(&e.order);

@@ -129,7 +129,9 @@ pub struct NewEvent {
     pub pii: Option<SealedPii>,
 }
 
-/// Events for one stream, with the version the stream must be at.
+/// Events for one stream, with the version the stream must be at. A write with
+/// no events is a condition: the append goes through only if the stream is at
+/// that version, and nothing is written to it (one decision read that stream).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StreamWrite {
     pub stream: StreamName,
@@ -164,7 +166,11 @@ impl AppendRequest {
 
     /// Checks every limit; the log calls this before anything is queued.
     pub fn validate(&self) -> Result<(), LogError> {
-        if self.writes.is_empty() || self.writes.iter().any(|w| w.events.is_empty()) {
+        let condition_without_check = self
+            .writes
+            .iter()
+            .any(|w| w.events.is_empty() && w.expected == ExpectedVersion::Any);
+        if self.event_count() == 0 || condition_without_check {
             return Err(LogError::EmptyAppend);
         }
         if self.writes.len() > MAX_STREAMS_PER_APPEND {
@@ -306,7 +312,9 @@ pub enum LogError {
     },
     #[error("payload of {size} bytes is over the limit of {limit}")]
     PayloadTooLarge { size: usize, limit: usize },
-    #[error("an append needs at least one stream with at least one event")]
+    #[error(
+        "an append needs at least one event, and a write without events needs an expected version"
+    )]
     EmptyAppend,
     #[error("{count} events in one append, over the limit of {limit}")]
     TooManyEvents { count: usize, limit: usize },

@@ -456,3 +456,60 @@ async fn a_corrupt_record_on_read_reports_its_position() {
         other => panic!("expected corruption, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_condition_write_checks_a_stream_and_writes_nothing_to_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    append_one(&log, "wallet-1", ExpectedVersion::NoStream)
+        .await
+        .unwrap();
+    let guarded = |expected| AppendRequest {
+        writes: vec![
+            StreamWrite {
+                stream: stream("account-1"),
+                expected: ExpectedVersion::Any,
+                events: vec![event(b"deletion")],
+            },
+            StreamWrite {
+                stream: stream("wallet-1"),
+                expected,
+                events: vec![],
+            },
+        ],
+        ..AppendRequest::default()
+    };
+    // The wallet moved since the decision: refused, nothing written.
+    assert!(matches!(
+        log.append(guarded(ExpectedVersion::NoStream)).await,
+        Err(LogError::WrongExpectedVersion { found: 1, .. })
+    ));
+    assert_eq!(log.head(), 1);
+    let outcome = log
+        .append(guarded(ExpectedVersion::Exact(1)))
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome.events,
+        vec![Appended {
+            position: 2,
+            version: 1
+        }]
+    );
+    assert_eq!(
+        log.stream_version(&stream("wallet-1")).await.unwrap(),
+        1,
+        "the condition wrote nothing"
+    );
+    // A condition alone, or one without a version to check, is refused.
+    let alone = AppendRequest::single(stream("wallet-1"), ExpectedVersion::Exact(1), vec![]);
+    assert!(matches!(
+        log.append(alone).await,
+        Err(LogError::EmptyAppend)
+    ));
+    let unchecked = guarded(ExpectedVersion::Any);
+    assert!(matches!(
+        log.append(unchecked).await,
+        Err(LogError::EmptyAppend)
+    ));
+}
