@@ -16,7 +16,12 @@ use nexus_core::domain::accounts::{
 };
 use nexus_core::domain::clock::ManualClock;
 use nexus_core::domain::codec::Personal;
+use nexus_core::domain::commerce::{request_account_deletion, Commerce, PlaceOrder};
 use nexus_core::domain::ids::{AccountId, ApiKeyId};
+use nexus_core::domain::ledger::Owner;
+use nexus_core::domain::money::Micros;
+use nexus_core::domain::order::{CancelReason, Channel, CountryCode, OrderPolicy, ServiceCode};
+use nexus_core::domain::wallet::Payment;
 use nexus_core::log::{
     AppendRequest, EventId, EventStore, ExpectedVersion, NewEvent, SledLog, StreamName,
 };
@@ -31,6 +36,13 @@ struct World {
     store: Store,
     clock: Arc<ManualClock>,
     accounts: Arc<Accounts<SledLog>>,
+    commerce: Commerce<SledLog>,
+}
+
+impl World {
+    async fn request_deletion(&self, account: AccountId) -> Result<(), AccountServiceError> {
+        request_account_deletion(&self.commerce, &self.accounts, account).await
+    }
 }
 
 fn start() -> DateTime<Utc> {
@@ -58,11 +70,18 @@ fn world() -> World {
     .unwrap()
     .with_insecure_cost_for_tests(4)
     .with_clock(clock.clone());
+    let commerce = Commerce::new(
+        store.log.clone(),
+        store.vault.clone(),
+        OrderPolicy::default(),
+        clock.clone(),
+    );
     World {
         dir,
         store,
         clock,
         accounts: Arc::new(accounts),
+        commerce,
     }
 }
 
@@ -485,15 +504,46 @@ fn deletion_disables_login_and_api_keys_and_can_be_withdrawn_for_30_days() {
         let key = a.create_api_key(reg.account).await.unwrap();
         a.authenticate_api_key(key.key.expose()).await.unwrap();
 
+        // An active order blocks the deletion; once it is cancelled, it goes through.
+        let owner = Owner::Account(reg.account);
+        let deposit = w
+            .commerce
+            .request_deposit(owner, Micros(1_000_000))
+            .await
+            .unwrap();
+        w.commerce
+            .record_payment(
+                deposit,
+                Payment::new("btc", "tx-mallory").unwrap(),
+                Micros(1_000_000),
+            )
+            .await
+            .unwrap();
+        let request = PlaceOrder {
+            service: ServiceCode::new("wa").unwrap(),
+            country: CountryCode::new("GB").unwrap(),
+            channel: Channel::Sms,
+            price: Micros(1_000_000),
+        };
+        let order = w
+            .commerce
+            .place_order(owner, &request, None)
+            .await
+            .unwrap()
+            .order;
         assert_eq!(
-            refused(a.request_deletion(reg.account, true).await),
+            refused(w.request_deletion(reg.account).await),
             AccountError::ActiveOrders
         );
+        w.commerce
+            .cancel(order, Some(owner), CancelReason::Customer)
+            .await
+            .unwrap();
         a.authenticate("mallory@example.com", PASSWORD)
             .await
             .unwrap();
 
-        a.request_deletion(reg.account, false).await.unwrap();
+        w.request_deletion(reg.account).await.unwrap();
         let view = a.account(reg.account).await.unwrap();
         assert_eq!(view.status, AccountViewStatus::DeletionPending);
         assert_eq!(view.deletion_due_at, Some(start() + Duration::days(30)));
@@ -518,7 +568,7 @@ fn deletion_disables_login_and_api_keys_and_can_be_withdrawn_for_30_days() {
             AccountError::AccountDisabled
         );
         assert_eq!(
-            refused(a.request_deletion(reg.account, false).await),
+            refused(w.request_deletion(reg.account).await),
             AccountError::DeletionAlreadyRequested
         );
 
@@ -529,7 +579,7 @@ fn deletion_disables_login_and_api_keys_and_can_be_withdrawn_for_30_days() {
             .unwrap();
         a.authenticate_api_key(key.key.expose()).await.unwrap();
 
-        a.request_deletion(reg.account, false).await.unwrap();
+        w.request_deletion(reg.account).await.unwrap();
         w.clock.advance(Duration::days(30));
         assert_eq!(
             refused(a.withdraw_deletion(reg.account).await),
@@ -653,7 +703,7 @@ fn an_erased_account_reads_as_erased_and_cannot_log_in() {
     runtime().block_on(async {
         let a = &w.accounts;
         let reg = a.register("trent@example.com", PASSWORD).await.unwrap();
-        a.request_deletion(reg.account, false).await.unwrap();
+        w.request_deletion(reg.account).await.unwrap();
         w.store.vault.erase(&reg.account.subject()).unwrap();
         let view = a.account(reg.account).await.unwrap();
         assert_eq!(view.status, AccountViewStatus::Erased);
