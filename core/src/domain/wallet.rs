@@ -574,4 +574,66 @@ mod tests {
         .unwrap();
         assert_eq!(events.len(), 1);
     }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Deposit(i64),
+        Hold(u8, i64),
+        Capture(u8),
+        Void(u8),
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (1i64..5_000_000).prop_map(Op::Deposit),
+            (0u8..8, 1i64..3_000_000).prop_map(|(o, a)| Op::Hold(o, a)),
+            (0u8..8).prop_map(Op::Capture),
+            (0u8..8).prop_map(Op::Void),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Whatever the commands, in whatever order: the wallet never goes
+        /// negative, every hold is settled at most once, the ledger balances, and
+        /// money is conserved (what came in = available + held + captured − cashback).
+        #[test]
+        fn wallet_invariants_hold_under_any_command_sequence(ops in proptest::collection::vec(op(), 0..80)) {
+            let order = |i: u8| OrderId(uuid::Uuid::from_u128(1000 + u128::from(i)));
+            let mut wallet = Wallet::default();
+            let mut balances = crate::domain::ledger::Balances::default();
+            let (mut deposited, mut captured, mut cashback) = (0i64, 0i64, 0i64);
+            let mut settled = std::collections::BTreeSet::new();
+            for op in ops {
+                let decided = match op {
+                    Op::Deposit(a) => credit_deposit(&wallet, owner(), DepositId::new(), Payment { network: "btc".into(), tx_hash: "t".into() }, Micros(a), Micros(a), false, t0()),
+                    Op::Hold(o, a) => place_hold(&wallet, owner(), order(o), Micros(a), t0()),
+                    Op::Capture(o) => capture(&wallet, owner(), order(o), Micros(1), 200, t0()),
+                    Op::Void(o) => void(&wallet, owner(), order(o), VoidReason::Cancelled, t0()),
+                };
+                let Ok(events) = decided else { continue };
+                for event in &events {
+                    match event {
+                        WalletEvent::WalletDepositCredited(e) => deposited += e.entry.amount.0,
+                        WalletEvent::WalletHoldCaptured(e) => {
+                            proptest::prop_assert!(settled.insert(e.order), "settled twice");
+                            captured += e.entry.amount.0;
+                        }
+                        WalletEvent::WalletHoldVoided(e) => proptest::prop_assert!(settled.insert(e.order), "settled twice"),
+                        WalletEvent::WalletCashbackCredited(e) => cashback += e.entry.amount.0,
+                        WalletEvent::WalletHoldPlaced(_) => {}
+                    }
+                    for entry in event.entries() {
+                        balances.post(&entry).unwrap();
+                    }
+                    wallet.apply(event);
+                }
+                proptest::prop_assert!(wallet.available.0 >= 0);
+                proptest::prop_assert_eq!(balances.total(), 0);
+                proptest::prop_assert_eq!(balances.get(LedgerAccount::Available(owner())), wallet.available);
+                proptest::prop_assert_eq!(balances.get(LedgerAccount::Held(owner())), wallet.held());
+                proptest::prop_assert_eq!(deposited + cashback, wallet.available.0 + wallet.held().0 + captured);
+            }
+        }
+    }
 }
