@@ -1,1 +1,4 @@
-//! Adapters to the outside world: SMS upstreams, routing, the payment gateway, the mailer.
+//! Adapters to the outside world: SMS upstreams, routing and failover, the
+//! fulfilment worker, the payment gateway, the mailer.
+
+pub mod upstream;
