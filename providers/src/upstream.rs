@@ -15,7 +15,8 @@ use nexus_core::domain::money::Micros;
 use nexus_core::domain::order::{Channel, CountryCode, ServiceCode};
 
 /// What every upstream call returns: boxed, so upstreams can sit behind `dyn`.
-pub type UpstreamFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, UpstreamError>> + Send + 'a>>;
+pub type UpstreamFuture<'a, T> =
+    Pin<Box<dyn Future<Output = Result<T, UpstreamError>> + Send + 'a>>;
 
 /// What to buy.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -98,7 +99,9 @@ impl std::fmt::Debug for Snapshot {
 pub enum CancelOutcome {
     Cancelled,
     /// Refused for now; try again after the hint, if one was given.
-    TooEarly { retry_after: Option<Duration> },
+    TooEarly {
+        retry_after: Option<Duration>,
+    },
     /// A code is already there: finish instead.
     AlreadyHasCode,
     /// Already closed (completed, cancelled or expired).
@@ -149,7 +152,10 @@ impl UpstreamError {
     /// tried at another upstream. False for unknown outcomes (timeouts, 5xx,
     /// garbage), where a buy may have gone through and must be reconciled.
     pub fn is_definite(&self) -> bool {
-        !matches!(self, UpstreamError::Unavailable(_) | UpstreamError::Malformed(_))
+        !matches!(
+            self,
+            UpstreamError::Unavailable(_) | UpstreamError::Malformed(_)
+        )
     }
 }
 
@@ -179,4 +185,20 @@ pub trait Upstream: Send + Sync {
     fn finish<'a>(&'a self, handle: &'a Handle) -> UpstreamFuture<'a, ()>;
 
     fn cancel<'a>(&'a self, handle: &'a Handle) -> UpstreamFuture<'a, CancelOutcome>;
+
+    /// After a buy whose outcome is unknown (timeout, 5xx): the purchase it made,
+    /// if any, so that it is used or cancelled, never left charged. Upstreams with
+    /// idempotency keys replay the buy with the same key; others search their
+    /// active activations. The default says it cannot tell.
+    fn find_purchase<'a>(
+        &'a self,
+        request: &'a BuyRequest,
+    ) -> UpstreamFuture<'a, Option<Purchase>> {
+        let _ = request;
+        Box::pin(async {
+            Err(UpstreamError::Unavailable(
+                "this upstream cannot reconcile a purchase".into(),
+            ))
+        })
+    }
 }
