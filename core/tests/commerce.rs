@@ -751,3 +751,42 @@ fn a_deletion_racing_new_orders_never_leaves_an_active_order_behind() {
         }
     });
 }
+
+#[test]
+fn order_details_and_phone_survive_a_reload_and_go_with_the_owner() {
+    use nexus_core::domain::codec::Personal;
+    use nexus_core::domain::order::{OrderDetails, PhonePii};
+    let w = world();
+    runtime().block_on(async {
+        let owner = customer(&w).await;
+        fund(&w.commerce, owner, 1_000_000).await;
+        let order = w
+            .commerce
+            .place_order(owner, &request(500_000), None)
+            .await
+            .unwrap()
+            .order;
+        w.commerce
+            .assign_number(order, "sim", "7", Micros(1), "4915112345678")
+            .await
+            .unwrap();
+        let loaded = w.commerce.order(order).await.unwrap();
+        let details = OrderDetails {
+            service: ServiceCode::new("tg").unwrap(),
+            country: CountryCode::new("DE").unwrap(),
+            channel: Channel::Sms,
+        };
+        assert_eq!(loaded.placed.unwrap().details, Personal::Plain(details));
+        assert_eq!(
+            loaded.assigned.unwrap().phone,
+            Personal::Plain(PhonePii {
+                phone: "4915112345678".into()
+            })
+        );
+        // Erasing the owner's key takes what was ordered and the number with it.
+        w.store.vault.erase(&owner.subject()).unwrap();
+        let erased = w.commerce.order(order).await.unwrap();
+        assert_eq!(erased.placed.unwrap().details, Personal::Erased);
+        assert_eq!(erased.assigned.unwrap().phone, Personal::Erased);
+    });
+}

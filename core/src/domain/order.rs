@@ -191,11 +191,11 @@ pub fn code_subject(order: OrderId, sequence: u32) -> SubjectId {
         .expect("prefix, hex digits and a number make a valid subject")
 }
 
-personal_event_body!(OrderNumberAssigned, phone, |e| e.order.subject());
+personal_event_body!(OrderPlaced, details, |e| e.owner.subject());
+personal_event_body!(OrderNumberAssigned, phone, |e| e.owner.subject());
 personal_event_body!(OrderCodeReceived, code, |e| code_subject(
     e.order, e.sequence
 ));
-impl EventBody for OrderPlaced {}
 impl EventBody for OrderCodeDelivered {}
 impl EventBody for OrderResendRequested {}
 impl EventBody for OrderCompleted {}
