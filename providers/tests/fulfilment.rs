@@ -1,0 +1,297 @@
+//! The fulfilment worker against simulated upstreams, on a real sled store: buy,
+//! poll, code, finish; failover; no numbers → refund; resuming after a restart.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use nexus_core::domain::account::LookupKey;
+use nexus_core::domain::accounts::{Accounts, AccountsConfig};
+use nexus_core::domain::clock::SystemClock;
+use nexus_core::domain::commerce::{Commerce, PlaceOrder};
+use nexus_core::domain::ids::OrderId;
+use nexus_core::domain::ledger::Owner;
+use nexus_core::domain::money::Micros;
+use nexus_core::domain::order::{
+    CancelReason, Channel, CountryCode, DeliveryChannel, OrderPolicy, OrderStatus, ServiceCode,
+};
+use nexus_core::domain::wallet::Payment;
+use nexus_core::log::SledLog;
+use nexus_core::vault::MasterKeySource;
+use nexus_core::{Store, StoreConfig};
+use nexus_providers::fulfilment::{Fulfilment, FulfilmentConfig};
+use nexus_providers::router::{Router, RouterConfig};
+use nexus_providers::simulator::{Simulator, SimulatorConfig};
+use nexus_providers::upstream::{Upstream, UpstreamState};
+use tokio::sync::watch;
+
+struct World {
+    _dir: tempfile::TempDir,
+    store: Store,
+    commerce: Arc<Commerce<SledLog>>,
+    accounts: Accounts<SledLog>,
+}
+
+fn world() -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&StoreConfig {
+        dir: dir.path().join("store"),
+        master_key: MasterKeySource::GenerateAt(dir.path().join("master.key")),
+        cache_capacity_bytes: 64 << 20,
+    })
+    .unwrap();
+    let commerce = Arc::new(Commerce::new(
+        store.log.clone(),
+        store.vault.clone(),
+        OrderPolicy::default(),
+        Arc::new(SystemClock),
+    ));
+    let accounts = Accounts::new(
+        store.log.clone(),
+        store.vault.clone(),
+        LookupKey::new([3; 32]),
+        AccountsConfig::default(),
+    )
+    .unwrap()
+    .with_insecure_cost_for_tests(4);
+    World {
+        _dir: dir,
+        store,
+        commerce,
+        accounts,
+    }
+}
+
+fn sim(name: &str, f: impl FnOnce(&mut SimulatorConfig)) -> Arc<Simulator> {
+    let mut config = SimulatorConfig {
+        latency_ms: 5,
+        jitter_ms: 2,
+        code_delay_ms: 150,
+        ..SimulatorConfig::healthy(name)
+    };
+    f(&mut config);
+    Arc::new(Simulator::with_seed(config, 11))
+}
+
+fn quick_worker() -> FulfilmentConfig {
+    FulfilmentConfig {
+        first_poll: Duration::from_millis(50),
+        max_poll_interval: Duration::from_millis(100),
+        tick: Duration::from_millis(20),
+        ..FulfilmentConfig::default()
+    }
+}
+
+async fn funded_customer(w: &World, micros: i64) -> Owner {
+    let email = format!("f-{}@example.com", uuid::Uuid::new_v4().simple());
+    let account = w
+        .accounts
+        .register(&email, "correct horse battery")
+        .await
+        .unwrap()
+        .account;
+    let owner = Owner::Account(account);
+    let deposit = w
+        .commerce
+        .request_deposit(owner, Micros(micros))
+        .await
+        .unwrap();
+    let tx = format!("tx-{}", uuid::Uuid::new_v4().simple());
+    w.commerce
+        .record_payment(deposit, Payment::new("btc", &tx).unwrap(), Micros(micros))
+        .await
+        .unwrap();
+    owner
+}
+
+fn order_request() -> PlaceOrder {
+    PlaceOrder {
+        service: ServiceCode::new("tg").unwrap(),
+        country: CountryCode::new("ID").unwrap(),
+        channel: Channel::Sms,
+        price: Micros(500_000),
+    }
+}
+
+fn start_worker(
+    w: &World,
+    upstreams: Vec<Arc<dyn Upstream>>,
+) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+    let router = Arc::new(Router::new(upstreams, RouterConfig::default()));
+    let worker = Arc::new(Fulfilment::new(
+        w.store.log.clone(),
+        w.store.vault.clone(),
+        w.commerce.clone(),
+        router,
+        quick_worker(),
+    ));
+    let (stop, stopped) = watch::channel(false);
+    let task = tokio::spawn(async move { worker.run(stopped).await.unwrap() });
+    (stop, task)
+}
+
+/// Waits (bounded) until the order reaches `status`.
+async fn wait_for(w: &World, order: OrderId, status: OrderStatus) {
+    for _ in 0..200 {
+        if w.commerce.order(order).await.unwrap().status == Some(status) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!(
+        "order did not reach {status:?}: {:?}",
+        w.commerce.order(order).await.unwrap().status
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_is_bought_polled_and_finished_upstream() {
+    let w = world();
+    let upstream = sim("sim-a", |_| {});
+    let (stop, task) = start_worker(&w, vec![upstream.clone()]);
+    let owner = funded_customer(&w, 2_000_000).await;
+    let order = w
+        .commerce
+        .place_order(owner, &order_request(), None)
+        .await
+        .unwrap()
+        .order;
+    wait_for(&w, order, OrderStatus::NumberAssigned).await;
+    wait_for(&w, order, OrderStatus::CodeReceived).await;
+    let code = w
+        .commerce
+        .read_code(order, owner, DeliveryChannel::Api)
+        .await
+        .unwrap();
+    assert_eq!(code.code.len(), 6);
+    w.commerce.complete(order, owner).await.unwrap();
+    let handle = w
+        .commerce
+        .order(order)
+        .await
+        .unwrap()
+        .assigned
+        .unwrap()
+        .activation_id;
+    // The worker closes the activation upstream.
+    for _ in 0..100 {
+        if upstream
+            .poll(&nexus_providers::upstream::Handle(handle.clone()))
+            .await
+            .unwrap()
+            .state
+            == UpstreamState::Completed
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        upstream
+            .poll(&nexus_providers::upstream::Handle(handle))
+            .await
+            .unwrap()
+            .state,
+        UpstreamState::Completed
+    );
+    stop.send(true).unwrap();
+    task.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fails_over_and_refunds_when_no_upstream_has_numbers() {
+    let w = world();
+    let (stop, task) = start_worker(
+        &w,
+        vec![sim("empty", |c| c.stock = 0), sim("full", |c| c.stock = 1)],
+    );
+    let owner = funded_customer(&w, 2_000_000).await;
+    let first = w
+        .commerce
+        .place_order(owner, &order_request(), None)
+        .await
+        .unwrap()
+        .order;
+    wait_for(&w, first, OrderStatus::NumberAssigned).await;
+    assert_eq!(
+        w.commerce
+            .order(first)
+            .await
+            .unwrap()
+            .assigned
+            .unwrap()
+            .provider,
+        "full"
+    );
+    // Now both are out of stock: the order is cancelled and refunded.
+    let second = w
+        .commerce
+        .place_order(owner, &order_request(), None)
+        .await
+        .unwrap()
+        .order;
+    wait_for(&w, second, OrderStatus::Cancelled).await;
+    let wallet = w.commerce.wallet(owner).await.unwrap();
+    assert_eq!(
+        (wallet.available, wallet.held()),
+        (Micros(1_500_000), Micros(500_000))
+    );
+    stop.send(true).unwrap();
+    task.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resumes_after_a_restart_without_buying_twice() {
+    let w = world();
+    let upstream = sim("sim-a", |c| c.code_delay_ms = 400);
+    let owner = funded_customer(&w, 5_000_000).await;
+    // Orders placed while no worker runs.
+    let a = w
+        .commerce
+        .place_order(owner, &order_request(), None)
+        .await
+        .unwrap()
+        .order;
+    let (stop, task) = start_worker(&w, vec![upstream.clone()]);
+    wait_for(&w, a, OrderStatus::NumberAssigned).await;
+    stop.send(true).unwrap();
+    task.await.unwrap();
+    let b = w
+        .commerce
+        .place_order(owner, &order_request(), None)
+        .await
+        .unwrap()
+        .order;
+    // A second worker picks up both: b gets bought, a keeps being polled.
+    let (stop, task) = start_worker(&w, vec![upstream.clone()]);
+    wait_for(&w, b, OrderStatus::NumberAssigned).await;
+    wait_for(&w, a, OrderStatus::CodeReceived).await;
+    wait_for(&w, b, OrderStatus::CodeReceived).await;
+    // Each order bought once upstream: the same idempotency key finds one purchase.
+    let offers = upstream
+        .offers(
+            Some(&ServiceCode::new("tg").unwrap()),
+            Some(CountryCode::new("ID").unwrap()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        SimulatorConfig::healthy("x").stock - offers[0].stock,
+        2,
+        "two numbers sold for two orders"
+    );
+    // Cancelling a fresh order closes it upstream too.
+    let c = w
+        .commerce
+        .place_order(owner, &order_request(), None)
+        .await
+        .unwrap()
+        .order;
+    wait_for(&w, c, OrderStatus::NumberAssigned).await;
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let _ = w
+        .commerce
+        .cancel(c, Some(owner), CancelReason::Customer)
+        .await;
+    stop.send(true).unwrap();
+    task.await.unwrap();
+}
