@@ -19,6 +19,9 @@ use serde::Serialize;
 pub enum BenchCommand {
     /// Durable appends (1, 16, 256 writers), batch appends, and read-all.
     Log(LogBench),
+    /// Orders placed at a fixed rate against simulated upstreams: time from
+    /// placed to number assigned.
+    Fulfilment(crate::bench_fulfilment::FulfilmentBench),
 }
 
 #[derive(Args)]
@@ -96,7 +99,10 @@ struct Figure {
 }
 
 pub fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
-    let BenchCommand::Log(args) = command;
+    let args = match command {
+        BenchCommand::Log(args) => args,
+        BenchCommand::Fulfilment(args) => return crate::bench_fulfilment::run(args),
+    };
     anyhow::ensure!(
         args.clients.iter().all(|c| (1..=MAX_CLIENTS).contains(c)),
         "--clients must be between 1 and {MAX_CLIENTS}"
@@ -229,7 +235,7 @@ async fn appends(
     })
 }
 
-fn percentile_ms(sorted_us: &[u64], q: f64) -> f64 {
+pub(crate) fn percentile_ms(sorted_us: &[u64], q: f64) -> f64 {
     if sorted_us.is_empty() {
         return 0.0;
     }

@@ -1,6 +1,7 @@
 //! The `nexus` binary: `serve`, `bench`, `verify`.
 
 mod bench;
+mod bench_fulfilment;
 mod config;
 mod serve;
 

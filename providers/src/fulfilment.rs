@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use nexus_core::domain::codec::DomainEvent;
 use nexus_core::domain::commerce::{CommandError, Commerce};
 use nexus_core::domain::ids::OrderId;
@@ -24,6 +25,7 @@ use nexus_core::vault::Vault;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tracing::{debug, info, warn};
 
+use crate::code_extract::extract_code;
 use crate::router::{cancel_until_done, RouteError, Router};
 use crate::upstream::{BuyRequest, Handle, Purchase, UpstreamState};
 
@@ -35,7 +37,8 @@ pub struct FulfilmentConfig {
     pub max_poll_interval: Duration,
     /// How often due polls and deadlines are looked at.
     pub tick: Duration,
-    /// Upstream calls in flight at once (buys, polls, cancels).
+    /// Buys in flight at once; polls, resends and cancels have as many slots of
+    /// their own, so polling never delays a buy.
     pub max_in_flight: usize,
     /// Events read from the log per batch.
     pub batch: usize,
@@ -65,7 +68,9 @@ struct Tracked {
     next_poll: Instant,
     interval: Duration,
     polling: bool,
-    next_deadline_check: Instant,
+    /// When the order's next deadline falls due (expiry, or the end of the
+    /// delivery window); checked again every second until the order is final.
+    deadline: DateTime<Utc>,
     buying: bool,
 }
 
@@ -81,7 +86,8 @@ pub struct Fulfilment<S: EventStore> {
     commerce: Arc<Commerce<S>>,
     router: Arc<Router>,
     config: FulfilmentConfig,
-    slots: Arc<Semaphore>,
+    buy_slots: Arc<Semaphore>,
+    call_slots: Arc<Semaphore>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -98,14 +104,16 @@ impl<S: EventStore> Fulfilment<S> {
         router: Arc<Router>,
         config: FulfilmentConfig,
     ) -> Self {
-        let slots = Arc::new(Semaphore::new(config.max_in_flight));
+        let buy_slots = Arc::new(Semaphore::new(config.max_in_flight));
+        let call_slots = Arc::new(Semaphore::new(config.max_in_flight));
         Self {
             store,
             vault,
             commerce,
             router,
             config,
-            slots,
+            buy_slots,
+            call_slots,
         }
     }
 
@@ -215,7 +223,7 @@ impl<S: EventStore> Fulfilment<S> {
                         next_poll: now,
                         interval: self.config.first_poll,
                         polling: false,
-                        next_deadline_check: now,
+                        deadline: e.expires_at,
                         buying,
                     },
                 );
@@ -263,15 +271,20 @@ impl<S: EventStore> Fulfilment<S> {
                     }
                 }
             }
-            OrderEvent::OrderCodeDelivered(_) | OrderEvent::OrderCodeErased(_) => {}
+            OrderEvent::OrderCodeDelivered(e) => {
+                if let Some(t) = orders.get_mut(&e.order) {
+                    t.deadline = e.at + self.commerce.policy().delivery_window;
+                }
+            }
+            OrderEvent::OrderCodeErased(_) => {}
         }
     }
 
     fn on_tick(&self, orders: &mut HashMap<OrderId, Tracked>, done: &mpsc::UnboundedSender<Done>) {
         let now = Instant::now();
         for (id, t) in orders.iter_mut() {
-            if now >= t.next_deadline_check {
-                t.next_deadline_check = now + Duration::from_secs(1);
+            if Utc::now() >= t.deadline {
+                t.deadline = Utc::now() + chrono::Duration::seconds(1);
                 let commerce = self.commerce.clone();
                 let id = *id;
                 tokio::spawn(async move {
@@ -311,7 +324,7 @@ impl<S: EventStore> Fulfilment<S> {
         let (router, commerce, slots) = (
             self.router.clone(),
             self.commerce.clone(),
-            self.slots.clone(),
+            self.buy_slots.clone(),
         );
         tokio::spawn(async move {
             let Ok(_slot) = slots.acquire_owned().await else {
@@ -372,7 +385,7 @@ impl<S: EventStore> Fulfilment<S> {
         let (router, commerce, slots) = (
             self.router.clone(),
             self.commerce.clone(),
-            self.slots.clone(),
+            self.call_slots.clone(),
         );
         tokio::spawn(async move {
             let Ok(_slot) = slots.acquire_owned().await else {
@@ -391,7 +404,7 @@ impl<S: EventStore> Fulfilment<S> {
                         let code = snapshot
                             .code
                             .clone()
-                            .or_else(|| snapshot.text.as_deref().and_then(extract_digits));
+                            .or_else(|| snapshot.text.as_deref().and_then(extract_code));
                         match (snapshot.state, code) {
                             (
                                 UpstreamState::CodeReceived | UpstreamState::Completed,
@@ -422,7 +435,7 @@ impl<S: EventStore> Fulfilment<S> {
     }
 
     fn spawn_upstream(&self, provider: String, handle: Handle, call: UpstreamCall) {
-        let (router, slots) = (self.router.clone(), self.slots.clone());
+        let (router, slots) = (self.router.clone(), self.call_slots.clone());
         tokio::spawn(async move {
             let Ok(_slot) = slots.acquire_owned().await else {
                 return;
@@ -473,12 +486,4 @@ async fn reconcile(router: &Router, request: &BuyRequest) -> Option<(String, Pur
         }
     }
     None
-}
-
-/// The first run of 4–8 digits in a text: a fallback where an upstream sends the
-/// text without the code.
-fn extract_digits(text: &str) -> Option<String> {
-    text.split(|c: char| !c.is_ascii_digit())
-        .find(|run| (4..=8).contains(&run.len()))
-        .map(str::to_owned)
 }

@@ -1,7 +1,10 @@
 //! Adapters to the outside world: SMS upstreams, routing and failover, the
 //! fulfilment worker, the payment gateway, the mailer.
 
+pub mod catalog;
+pub mod code_extract;
 pub mod fulfilment;
+pub mod herosms;
 pub mod router;
 pub mod simulator;
 pub mod upstream;
