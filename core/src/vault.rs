@@ -407,6 +407,18 @@ impl Vault {
         Ok(existed)
     }
 
+    /// A 256-bit key for `purpose` (e.g. `"email-lookup"`), derived from the master
+    /// key with HMAC-SHA256: stable across restarts, never stored, different per
+    /// purpose. Used for keyed lookup hashes.
+    pub fn derive_key(&self, purpose: &str) -> [u8; 32] {
+        use hmac::{Hmac, KeyInit, Mac};
+        let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&self.master.bytes)
+            .expect("HMAC takes a key of any length");
+        mac.update(b"nexus-derive-v1\n");
+        mac.update(purpose.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
     /// Whether the subject was erased (false for a subject that never had a key).
     pub fn is_erased(&self, subject: &SubjectId) -> Result<bool, VaultError> {
         match self.tree.get(subject.record_key()).map_err(sled_err)? {
