@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nexus_core::domain::money::Micros;
+use nexus_core::domain::order::{CountryCode, ServiceCode};
 use tracing::{debug, info, warn};
 
 use crate::upstream::{BuyRequest, CancelOutcome, Purchase, Upstream, UpstreamError};
@@ -99,7 +100,24 @@ struct SlotState {
 pub struct Router {
     slots: Vec<Arc<Slot>>,
     config: RouterConfig,
+    quotes: Mutex<std::collections::HashMap<(String, String), (Instant, Option<Quote>)>>,
 }
+
+/// The best current offer for a (service, country) over all healthy upstreams.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Quote {
+    /// The lowest upstream cost with stock.
+    pub cost: Micros,
+    /// Stock over all upstreams.
+    pub stock: u64,
+}
+
+/// How long a quote is reused.
+const QUOTE_TTL: Duration = Duration::from_secs(60);
+/// How long asking the upstreams for offers may take.
+const QUOTE_TIMEOUT: Duration = Duration::from_millis(1_500);
+/// Quotes kept; the cache is cleared when it grows past this.
+const MAX_QUOTES: usize = 10_000;
 
 impl Router {
     pub fn new(upstreams: Vec<Arc<dyn Upstream>>, config: RouterConfig) -> Self {
@@ -130,7 +148,68 @@ impl Router {
                 })
             })
             .collect();
-        Self { slots, config }
+        Self {
+            slots,
+            config,
+            quotes: Mutex::default(),
+        }
+    }
+
+    /// The best offer for a (service, country): asks every upstream whose breaker
+    /// is not open, in parallel and bounded in time, and caches the answer.
+    /// `None` when nobody has stock.
+    pub async fn quote(&self, service: &ServiceCode, country: CountryCode) -> Option<Quote> {
+        let key = (service.as_str().to_owned(), country.as_str().to_owned());
+        if let Some((at, quote)) = self
+            .quotes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            if at.elapsed() < QUOTE_TTL {
+                return *quote;
+            }
+        }
+        let asks = self.slots.iter().filter(|slot| {
+            let state = slot.state.lock().unwrap_or_else(|p| p.into_inner());
+            breaker_state(&state.breaker, &self.config) != BreakerState::Open
+        });
+        let mut tasks = tokio::task::JoinSet::new();
+        for slot in asks {
+            let (slot, service) = (slot.clone(), service.clone());
+            tasks.spawn(async move {
+                tokio::time::timeout(
+                    QUOTE_TIMEOUT,
+                    slot.upstream.offers(Some(&service), Some(country)),
+                )
+                .await
+            });
+        }
+        let mut best: Option<Quote> = None;
+        while let Some(answer) = tasks.join_next().await {
+            let Ok(Ok(Ok(offers))) = answer else { continue };
+            for offer in offers
+                .into_iter()
+                .filter(|o| o.stock > 0 && o.service == *service && o.country == country)
+            {
+                best = Some(match best {
+                    None => Quote {
+                        cost: offer.cost,
+                        stock: offer.stock,
+                    },
+                    Some(q) => Quote {
+                        cost: q.cost.min(offer.cost),
+                        stock: q.stock.saturating_add(offer.stock),
+                    },
+                });
+            }
+        }
+        let mut quotes = self.quotes.lock().unwrap_or_else(|p| p.into_inner());
+        if quotes.len() >= MAX_QUOTES {
+            quotes.clear();
+        }
+        quotes.insert(key, (Instant::now(), best));
+        best
     }
 
     pub fn upstream(&self, name: &str) -> Option<Arc<dyn Upstream>> {
@@ -370,7 +449,7 @@ mod tests {
     use super::*;
     use crate::simulator::{Simulator, SimulatorConfig};
     use crate::upstream::UpstreamState;
-    use nexus_core::domain::order::{Channel, CountryCode, ServiceCode};
+    use nexus_core::domain::order::Channel;
 
     fn request(key: &str) -> BuyRequest {
         BuyRequest {
@@ -400,6 +479,36 @@ mod tests {
             reconcile_interval: Duration::from_millis(10),
             ..RouterConfig::default()
         }
+    }
+
+    #[tokio::test]
+    async fn quotes_the_cheapest_upstream_with_stock() {
+        let router = Router::new(
+            vec![
+                sim("dear", |c| c.base_cost = Micros(300_000)),
+                sim("cheap", |c| c.base_cost = Micros(100_000)),
+                sim("empty", |c| {
+                    c.base_cost = Micros(1);
+                    c.stock = 0
+                }),
+            ],
+            quick(),
+        );
+        let service = ServiceCode::new("wa").unwrap();
+        let quote = router
+            .quote(&service, CountryCode::new("GB").unwrap())
+            .await
+            .unwrap();
+        assert!(
+            quote.cost >= Micros(100_000) && quote.cost < Micros(300_000),
+            "{quote:?}"
+        );
+        assert_eq!(quote.stock, 2 * 1_000_000);
+        let none = Router::new(vec![sim("empty", |c| c.stock = 0)], quick());
+        assert_eq!(
+            none.quote(&service, CountryCode::new("GB").unwrap()).await,
+            None
+        );
     }
 
     #[tokio::test]
