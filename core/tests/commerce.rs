@@ -780,7 +780,8 @@ fn order_details_and_phone_survive_a_reload_and_go_with_the_owner() {
         assert_eq!(
             loaded.assigned.unwrap().phone,
             Personal::Plain(PhonePii {
-                phone: "4915112345678".into()
+                phone: "4915112345678".into(),
+                activation_id: "7".into()
             })
         );
         // Erasing the owner's key takes what was ordered and the number with it.

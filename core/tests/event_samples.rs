@@ -146,11 +146,11 @@ fn order_samples() -> Vec<OrderEvent> {
             order,
             owner: account(),
             provider: "herosms".into(),
-            activation_id: "635468024".into(),
             provider_cost: Micros(300_000),
             at: at(),
             phone: Personal::Plain(PhonePii {
                 phone: "4915112345678".into(),
+                activation_id: "635468024".into(),
             }),
         }),
         OrderEvent::OrderCodeReceived(OrderCodeReceived {

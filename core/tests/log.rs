@@ -569,12 +569,23 @@ fn derived_keys_are_stable_per_purpose_and_differ_between_purposes() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = {
         let store = nexus_core::Store::open(&store_config(dir.path())).unwrap();
-        (store.vault.derive_key("email-lookup"), store.vault.derive_key("sessions"))
+        (
+            store.vault.derive_key("email-lookup"),
+            store.vault.derive_key("sessions"),
+        )
     };
     assert_ne!(a, b);
     let store = nexus_core::Store::open(&store_config(dir.path())).unwrap();
-    assert_eq!(store.vault.derive_key("email-lookup"), a, "the same after a restart");
+    assert_eq!(
+        store.vault.derive_key("email-lookup"),
+        a,
+        "the same after a restart"
+    );
     let other = tempfile::tempdir().unwrap();
     let other_store = nexus_core::Store::open(&store_config(other.path())).unwrap();
-    assert_ne!(other_store.vault.derive_key("email-lookup"), a, "another master key, another derived key");
+    assert_ne!(
+        other_store.vault.derive_key("email-lookup"),
+        a,
+        "another master key, another derived key"
+    );
 }

@@ -230,7 +230,11 @@ impl<S: EventStore> Fulfilment<S> {
             }
             OrderEvent::OrderNumberAssigned(e) => {
                 if let Some(t) = orders.get_mut(&e.order) {
-                    t.assigned = Some((e.provider.clone(), Handle(e.activation_id.clone())));
+                    // The handle is sealed with the number; erased with its owner.
+                    t.assigned = e
+                        .phone
+                        .plain()
+                        .map(|p| (e.provider.clone(), Handle(p.activation_id.clone())));
                     t.next_poll = now + self.config.first_poll;
                     t.interval = self.config.first_poll;
                     t.buying = false;

@@ -100,8 +100,11 @@ struct SlotState {
 pub struct Router {
     slots: Vec<Arc<Slot>>,
     config: RouterConfig,
-    quotes: Mutex<std::collections::HashMap<(String, String), (Instant, Option<Quote>)>>,
+    quotes: Mutex<QuoteCache>,
 }
+
+/// (service, country) → when asked, and the answer.
+type QuoteCache = std::collections::HashMap<(String, String), (Instant, Option<Quote>)>;
 
 /// The best current offer for a (service, country) over all healthy upstreams.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -171,7 +171,11 @@ async fn an_order_is_bought_polled_and_finished_upstream() {
         .unwrap()
         .assigned
         .unwrap()
-        .activation_id;
+        .phone
+        .plain()
+        .unwrap()
+        .activation_id
+        .clone();
     // The worker closes the activation upstream.
     for _ in 0..100 {
         if upstream

@@ -107,6 +107,9 @@ pub struct OrderPlaced {
 pub struct PhonePii {
     /// Digits only, with the country's dial code.
     pub phone: String,
+    /// The upstream's handle on the activation: sealed too, because some
+    /// upstreams address a number by the number itself.
+    pub activation_id: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,8 +119,6 @@ pub struct OrderNumberAssigned {
     pub owner: Owner,
     /// The upstream's name, as configured.
     pub provider: String,
-    /// The upstream's id of the activation.
-    pub activation_id: String,
     pub provider_cost: Micros,
     pub at: DateTime<Utc>,
     #[serde(skip)]
@@ -412,10 +413,12 @@ pub fn assign_number(
         order: placed.order,
         owner: placed.owner,
         provider,
-        activation_id,
         provider_cost,
         at: now,
-        phone: Personal::Plain(PhonePii { phone }),
+        phone: Personal::Plain(PhonePii {
+            phone,
+            activation_id,
+        }),
     })])
 }
 
