@@ -4,7 +4,9 @@
 pub mod catalog;
 pub mod code_extract;
 pub mod fulfilment;
+pub mod gateway;
 pub mod herosms;
+pub mod mailer;
 pub mod proxnum;
 pub mod pvapins;
 pub mod router;

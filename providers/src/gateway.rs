@@ -1,0 +1,135 @@
+//! The crypto payment gateway: invoices for deposits, and the gateway's signed
+//! payment notifications (IPN), NOWPayments-style.
+//!
+//! # Invoices
+//!
+//! [`PaymentGateway::create_invoice`] asks the gateway for a payment of a USD
+//! amount in a chosen crypto currency; the invoice's id is our [`DepositId`]
+//! (the gateway's `order_id`), so every notification names the deposit it pays.
+//! [`NowPayments`] speaks NOWPayments' API (`POST /v1/payment`);
+//! [`SimulatedGateway`] is the embedded default and the tests' gateway: it makes
+//! invoices at made-up rates and can "pay" them by posting a correctly signed
+//! notification to our IPN route.
+//!
+//! # Notifications
+//!
+//! The gateway POSTs JSON with the payment's status and amounts, signed with
+//! HMAC-SHA512 (key: the IPN secret) over the body re-serialized with its keys
+//! sorted recursively ([`json`]), hex in the `x-nowpayments-sig` header.
+//! [`IpnHandler`] verifies in constant time (`verify_slice`) before it reads a
+//! single field, and refuses unsigned, malformed or mis-signed calls with a
+//! typed [`IpnError`] and no state change. Amounts are parsed from the JSON
+//! number's text ([`decimal`]), never through `f64`.
+//!
+//! What each status does:
+//!
+//! | status | effect |
+//! |---|---|
+//! | `waiting`, `confirming`, `confirmed`, `sending` | nothing (logged at debug) |
+//! | `finished` | the payment is credited (see below) |
+//! | `partially_paid` | **credited as final**: what was actually paid is credited |
+//! | `failed`, `expired`, `refunded` | the deposit is marked failed ([`Commerce::fail_deposit`]); a paid deposit stays paid |
+//! | anything else | nothing (logged at warn) |
+//!
+//! **`partially_paid` is final.** NOWPayments sends it when the customer sent
+//! less than the quoted amount and the funds have reached our wallet (the
+//! payment will not move on to `finished`). The money arrived, so it is
+//! credited in full as a `Partial` deposit (DOMAIN.md: money that arrived is
+//! never kept back); the customer can top up with a new deposit. A later
+//! notification of the same transaction (same hash) is `AlreadyCredited`.
+//!
+//! **The amount credited** (USD micro-dollars, rounded down): the gateway's
+//! `actually_paid_at_fiat` when present and positive; otherwise
+//! `price_amount × actually_paid / pay_amount` in exact integer arithmetic;
+//! otherwise, for `finished` only (the gateway's word that the invoice is paid
+//! in full), `price_amount`. A non-USD `price_currency` is refused.
+//!
+//! **Exactly once** per transaction, by the domain: the payment is
+//! [`Payment::new`]`(network, tx)` where the network is `pay_currency`
+//! lowercased to 1-16 letters and digits (`USDTTRC20` → `usdttrc20`) and `tx`
+//! is `payin_hash`, or the gateway's `payment_id` when the notification has no
+//! hash (NOWPayments does not always send one). Because a retry could carry a
+//! hash that an earlier notification of the same payment lacked, a notification
+//! with a hash is also `AlreadyCredited` when the payment was credited under
+//! its `payment_id`. (The reverse, a hash first and no hash later, is not
+//! caught: NOWPayments re-sends a notification with the same body.)
+//!
+//! A `finished` after `expired` is still credited, marked late by the domain.
+//!
+//! [`Commerce::fail_deposit`]: nexus_core::domain::commerce::Commerce::fail_deposit
+//! [`Payment::new`]: nexus_core::domain::wallet::Payment::new
+
+pub mod decimal;
+pub mod ipn;
+pub mod json;
+pub mod nowpayments;
+pub mod simulated;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use chrono::{DateTime, Utc};
+use nexus_core::domain::ids::DepositId;
+use nexus_core::domain::money::Micros;
+
+pub use ipn::{
+    canonical_body, network_name, sign, verify, Ipn, IpnError, IpnHandler, IpnOutcome, IpnSecret,
+    PaymentStatus, MAX_IPN_BYTES, SIGNATURE_HEADER,
+};
+pub use nowpayments::{NowPayments, NowPaymentsConfig};
+pub use simulated::{IpnDelivery, SignedIpn, SimulatedGateway, SimulatedPayment};
+
+/// The pay currency used when a customer names none.
+pub const DEFAULT_PAY_CURRENCY: &str = "btc";
+
+/// An invoice: what to pay, where, until when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Invoice {
+    /// Our deposit id (simple form): the gateway's `order_id`.
+    pub id: String,
+    /// The gateway's own id of the payment (`payment_id`).
+    pub gateway_id: String,
+    /// The USD amount invoiced.
+    pub amount: Micros,
+    /// Lowercase, as the gateway names it (`btc`, `usdttrc20`).
+    pub pay_currency: String,
+    /// The crypto amount to send, as a plain decimal string.
+    pub pay_amount: String,
+    pub pay_address: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum GatewayError {
+    #[error("the gateway does not accept {0:?}")]
+    UnsupportedCurrency(String),
+    #[error("an invoice needs a positive amount")]
+    InvalidAmount,
+    #[error("no such invoice")]
+    UnknownInvoice,
+    #[error("not configured: {0}")]
+    NotConfigured(&'static str),
+    #[error("the gateway is unavailable: {0}")]
+    Unavailable(String),
+    #[error("the gateway refused: {0}")]
+    Rejected(String),
+    #[error("the gateway's answer is malformed: {0}")]
+    Malformed(String),
+}
+
+pub type GatewayFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, GatewayError>> + Send + 'a>>;
+
+/// A crypto payment gateway.
+pub trait PaymentGateway: Send + Sync {
+    fn name(&self) -> &str;
+
+    /// Creates the gateway's payment for deposit `deposit` of `amount` USD, to
+    /// be paid in `pay_currency`.
+    fn create_invoice<'a>(
+        &'a self,
+        deposit: DepositId,
+        amount: Micros,
+        pay_currency: &'a str,
+    ) -> GatewayFuture<'a, Invoice>;
+}

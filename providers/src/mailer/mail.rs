@@ -1,0 +1,385 @@
+//! The transactional mails and their plain-text rendering.
+
+use chrono::{DateTime, Utc};
+use lettre::message::header::{self, ContentTransferEncoding, ContentType};
+use lettre::message::{Body, Mailbox};
+use lettre::{Address, Message};
+use nexus_core::domain::ids::DepositId;
+use nexus_core::domain::money::Micros;
+
+use super::redact::redact_address;
+use super::MailError;
+
+/// Days of notice a policy change needs (the published privacy policy).
+pub const POLICY_NOTICE_DAYS: i64 = 14;
+
+/// A recipient. Shown redacted by `Debug` and `Display` (`a***@example.com`);
+/// the full address only through [`Recipient::address`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct Recipient(Address);
+
+impl Recipient {
+    pub fn parse(address: &str) -> Result<Recipient, MailError> {
+        address
+            .trim()
+            .parse::<Address>()
+            .map(Recipient)
+            .map_err(|_| MailError::InvalidAddress)
+    }
+
+    /// The full address (for the envelope only; never for logs).
+    pub fn address(&self) -> &str {
+        self.0.as_ref()
+    }
+
+    pub fn redacted(&self) -> String {
+        redact_address(self.0.as_ref())
+    }
+}
+
+impl std::fmt::Debug for Recipient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Recipient({})", self.redacted())
+    }
+}
+
+impl std::fmt::Display for Recipient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+/// The kinds of mail, for the failure report and logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum MailKind {
+    Verification,
+    DepositConfirmation,
+    DeletionScheduled,
+    DeletionDone,
+    PolicyChange,
+}
+
+impl MailKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MailKind::Verification => "verification",
+            MailKind::DepositConfirmation => "deposit_confirmation",
+            MailKind::DeletionScheduled => "deletion_scheduled",
+            MailKind::DeletionDone => "deletion_done",
+            MailKind::PolicyChange => "policy_change",
+        }
+    }
+}
+
+impl std::fmt::Display for MailKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A transactional mail. `Debug` shows the kind and the redacted recipient only.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Mail {
+    /// Confirms an address: a link `<public_url>/verify?token=TOKEN` and the
+    /// token on a line of its own.
+    Verification {
+        to: Recipient,
+        token: String,
+        expires_at: Option<DateTime<Utc>>,
+    },
+    /// A deposit was credited.
+    DepositConfirmation {
+        to: Recipient,
+        deposit: DepositId,
+        invoiced: Micros,
+        credited: Micros,
+        /// Paid after the invoice expired.
+        late: bool,
+    },
+    /// The account is disabled and will be deleted at `effective_at`.
+    DeletionScheduled {
+        to: Recipient,
+        effective_at: DateTime<Utc>,
+    },
+    /// The account's personal data is gone (sent before the address is).
+    DeletionDone { to: Recipient },
+    /// A policy change, announced at least [`POLICY_NOTICE_DAYS`] ahead.
+    PolicyChange {
+        to: Recipient,
+        title: String,
+        summary: String,
+        effective_at: DateTime<Utc>,
+        url: Option<String>,
+    },
+}
+
+impl std::fmt::Debug for Mail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mail")
+            .field("kind", &self.kind())
+            .field("to", self.to())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What every mail needs from the deployment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MailSettings {
+    /// The sender, e.g. `Nexus <no-reply@nexus.example>`.
+    pub from: String,
+    /// The public root of the service; links are made under it.
+    pub public_url: String,
+    /// The service's name in subjects and signatures.
+    pub service_name: String,
+}
+
+impl Default for MailSettings {
+    fn default() -> Self {
+        Self {
+            from: "Nexus <no-reply@nexus.localhost>".into(),
+            public_url: "http://127.0.0.1:8080".into(),
+            service_name: "Nexus".into(),
+        }
+    }
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters.
+fn query_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// One line of printable text: no control characters.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect::<String>()
+        .trim()
+        .to_owned()
+}
+
+fn day(at: DateTime<Utc>) -> String {
+    at.format("%Y-%m-%d").to_string()
+}
+
+fn minute(at: DateTime<Utc>) -> String {
+    at.format("%Y-%m-%d %H:%M UTC").to_string()
+}
+
+impl Mail {
+    pub fn to(&self) -> &Recipient {
+        match self {
+            Mail::Verification { to, .. }
+            | Mail::DepositConfirmation { to, .. }
+            | Mail::DeletionScheduled { to, .. }
+            | Mail::DeletionDone { to }
+            | Mail::PolicyChange { to, .. } => to,
+        }
+    }
+
+    pub fn kind(&self) -> MailKind {
+        match self {
+            Mail::Verification { .. } => MailKind::Verification,
+            Mail::DepositConfirmation { .. } => MailKind::DepositConfirmation,
+            Mail::DeletionScheduled { .. } => MailKind::DeletionScheduled,
+            Mail::DeletionDone { .. } => MailKind::DeletionDone,
+            Mail::PolicyChange { .. } => MailKind::PolicyChange,
+        }
+    }
+
+    /// Secrets besides the address that must never reach a log.
+    pub(crate) fn secret(&self) -> Option<&str> {
+        match self {
+            Mail::Verification { token, .. } => Some(token),
+            _ => None,
+        }
+    }
+
+    /// The verification link, for a verification mail.
+    pub fn verification_link(&self, settings: &MailSettings) -> Option<String> {
+        match self {
+            Mail::Verification { token, .. } => Some(format!(
+                "{}/verify?token={}",
+                settings.public_url.trim_end_matches('/'),
+                query_escape(token)
+            )),
+            _ => None,
+        }
+    }
+
+    /// Checks what can be checked before queueing.
+    pub(crate) fn validate(&self, now: DateTime<Utc>) -> Result<(), MailError> {
+        match self {
+            Mail::Verification { token, .. } if token.trim().is_empty() => Err(MailError::Render(
+                "a verification mail needs a token".into(),
+            )),
+            Mail::PolicyChange { effective_at, .. }
+                if *effective_at - now < chrono::Duration::days(POLICY_NOTICE_DAYS) =>
+            {
+                Err(MailError::NoticeTooShort)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    pub fn subject(&self, settings: &MailSettings) -> String {
+        let service = one_line(&settings.service_name);
+        match self {
+            Mail::Verification { .. } => format!("Confirm your e-mail address for {service}"),
+            Mail::DepositConfirmation { credited, .. } => {
+                format!("{service}: deposit of {credited} USD credited")
+            }
+            Mail::DeletionScheduled { .. } => format!("{service}: your account will be deleted"),
+            Mail::DeletionDone { .. } => format!("{service}: your account has been deleted"),
+            Mail::PolicyChange {
+                title,
+                effective_at,
+                ..
+            } => format!(
+                "{service}: {} (from {})",
+                one_line(title),
+                day(*effective_at)
+            ),
+        }
+    }
+
+    /// The plain-text body (LF line ends; the message has CRLF).
+    pub fn body(&self, settings: &MailSettings) -> String {
+        let service = one_line(&settings.service_name);
+        let mut text = String::from("Hello,\n\n");
+        match self {
+            Mail::Verification {
+                token, expires_at, ..
+            } => {
+                let link = self.verification_link(settings).unwrap_or_default();
+                text.push_str(&format!(
+                    "please confirm your e-mail address for {service} by opening this link:\n\n\
+                     {link}\n\n\
+                     or by entering this code:\n\n\
+                     {token}\n\n"
+                ));
+                if let Some(at) = expires_at {
+                    text.push_str(&format!("The code is valid until {}.\n", minute(*at)));
+                }
+                text.push_str(
+                    "If you did not register, ignore this message: nothing happens \
+                     without the confirmation.\n",
+                );
+            }
+            Mail::DepositConfirmation {
+                deposit,
+                invoiced,
+                credited,
+                late,
+                ..
+            } => {
+                text.push_str(&format!(
+                    "we credited {credited} USD to your {service} wallet.\n\n\
+                     Deposit:  {deposit}\n\
+                     Invoiced: {invoiced} USD\n\
+                     Credited: {credited} USD\n"
+                ));
+                match credited.cmp(invoiced) {
+                    std::cmp::Ordering::Less => text.push_str(
+                        "\nLess than the invoice arrived; all of it is credited. \
+                         You can top up with a new deposit.\n",
+                    ),
+                    std::cmp::Ordering::Greater => {
+                        text.push_str("\nMore than the invoice arrived; all of it is credited.\n")
+                    }
+                    std::cmp::Ordering::Equal => {}
+                }
+                if *late {
+                    text.push_str(
+                        "\nThe payment arrived after the invoice expired; it is credited \
+                         all the same.\n",
+                    );
+                }
+            }
+            Mail::DeletionScheduled { effective_at, .. } => {
+                text.push_str(&format!(
+                    "we received your request to delete your {service} account. The \
+                     account is disabled now, and its personal data will be deleted \
+                     for good on {}.\n\n\
+                     Transaction records are kept for 7 years, as the law requires, \
+                     without your personal data.\n\n\
+                     If you did not ask for this, contact us at once by replying to \
+                     this message.\n",
+                    day(*effective_at)
+                ));
+            }
+            Mail::DeletionDone { .. } => {
+                text.push_str(&format!(
+                    "your {service} account and its personal data have been deleted. \
+                     This is the last message we send to this address.\n\n\
+                     Transaction records are kept for 7 years, as the law requires, \
+                     without your personal data.\n"
+                ));
+            }
+            Mail::PolicyChange {
+                title,
+                summary,
+                effective_at,
+                url,
+                ..
+            } => {
+                text.push_str(&format!(
+                    "we are changing our terms: {}. The change takes effect on {}.\n\n\
+                     {}\n",
+                    one_line(title),
+                    day(*effective_at),
+                    summary.trim()
+                ));
+                if let Some(url) = url {
+                    text.push_str(&format!("\nThe full text: {}\n", one_line(url)));
+                }
+            }
+        }
+        text.push_str(&format!("\n-- \nThe {service} team\n"));
+        text
+    }
+
+    /// The RFC 5322 message.
+    pub fn message(&self, settings: &MailSettings) -> Result<Message, MailError> {
+        let from: Mailbox = settings
+            .from
+            .parse()
+            .map_err(|_| MailError::Config("the sender address is not valid".into()))?;
+        let message_id = format!(
+            "<{}@{}>",
+            uuid::Uuid::new_v4().simple(),
+            from.email.domain()
+        );
+        let body = self.body(settings);
+        let builder = Message::builder()
+            .from(from)
+            .to(Mailbox::new(None, self.to().0.clone()))
+            .subject(self.subject(settings))
+            .message_id(Some(message_id))
+            .header(header::MIME_VERSION_1_0)
+            .header(ContentType::TEXT_PLAIN);
+        // Plain ASCII lines up to RFC 5322's 998 octets go as 7bit, so links
+        // stay whole and readable; anything else is encoded by lettre.
+        let plain = body.is_ascii()
+            && !body.bytes().any(|b| b == 0 || b == b'\r')
+            && body.lines().all(|l| l.len() <= 998);
+        let body = if plain {
+            Body::dangerous_pre_encoded(
+                body.replace('\n', "\r\n").into_bytes(),
+                ContentTransferEncoding::SevenBit,
+            )
+        } else {
+            Body::new(body)
+        };
+        builder
+            .body(body)
+            .map_err(|e| MailError::Render(e.to_string()))
+    }
+}
