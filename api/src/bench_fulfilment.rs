@@ -45,6 +45,9 @@ pub struct FulfilmentBench {
     dir: Option<std::path::PathBuf>,
 }
 
+/// Per order: when it was settled, and by which upstream (None: cancelled).
+type Outcomes = HashMap<OrderId, (Instant, Option<String>)>;
+
 /// Most orders one run may place.
 const MAX_ORDERS: u64 = 200_000;
 const CUSTOMERS: usize = 8;
@@ -169,7 +172,7 @@ async fn load(args: &FulfilmentBench) -> anyhow::Result<Figure> {
 
     // Watch the log for assignments and cancellations.
     let placed_at: Arc<Mutex<HashMap<OrderId, Instant>>> = Arc::default();
-    let outcomes: Arc<Mutex<HashMap<OrderId, (Instant, Option<String>)>>> = Arc::default();
+    let outcomes: Arc<Mutex<Outcomes>> = Arc::default();
     let watcher = {
         let (log, vault, outcomes) = (store.log.clone(), store.vault.clone(), outcomes.clone());
         let mut subscription = AllSubscription::new(log.clone(), log.head() + 1, 1_000);

@@ -12,6 +12,20 @@ pub struct Config {
     pub listen: SocketAddr,
     pub master_key: MasterKeySource,
     pub cache_capacity_bytes: u64,
+    /// `Secure` on the session cookie; off only for plain-HTTP development.
+    pub cookie_secure: bool,
+    /// Simulated upstreams differ in price, latency and failure rates.
+    pub sim_faults: bool,
+    pub sim_code_delay_ms: u64,
+    pub cancel_guard_secs: i64,
+    pub order_ttl_secs: i64,
+    pub delivery_window_secs: i64,
+    /// `smtp://host:port` or `smtps://…`; none: mail goes to `<data>/outbox/`.
+    pub smtp_url: Option<String>,
+    /// Where links in mails point.
+    pub public_url: String,
+    pub bcrypt_cost: u32,
+    pub markup_percent: u32,
 }
 
 impl Config {
@@ -33,9 +47,19 @@ impl Config {
             .unwrap_or(256);
         Ok(Self {
             data_dir,
+            public_url: var("NEXUS_PUBLIC_URL").unwrap_or_else(|| format!("http://{listen}")),
             listen,
             master_key,
             cache_capacity_bytes: cache_mib * 1024 * 1024,
+            cookie_secure: flag("NEXUS_COOKIE_SECURE", true)?,
+            sim_faults: flag("NEXUS_SIM_FAULTS", true)?,
+            sim_code_delay_ms: number("NEXUS_SIM_CODE_DELAY_MS", 5_000)?,
+            cancel_guard_secs: number("NEXUS_CANCEL_GUARD_SECS", 120)?,
+            order_ttl_secs: number("NEXUS_ORDER_TTL_SECS", 1_200)?,
+            delivery_window_secs: number("NEXUS_DELIVERY_WINDOW_SECS", 600)?,
+            smtp_url: var("NEXUS_SMTP_URL"),
+            bcrypt_cost: number("NEXUS_BCRYPT_COST", 12)?,
+            markup_percent: number("NEXUS_MARKUP_PERCENT", 30)?,
         })
     }
 
@@ -45,6 +69,26 @@ impl Config {
             master_key: self.master_key.clone(),
             cache_capacity_bytes: self.cache_capacity_bytes,
         }
+    }
+}
+
+/// `true`/`on`/`1` or `false`/`off`/`0`.
+fn flag(name: &str, default: bool) -> anyhow::Result<bool> {
+    match var(name).as_deref() {
+        None => Ok(default),
+        Some("true" | "on" | "1") => Ok(true),
+        Some("false" | "off" | "0") => Ok(false),
+        Some(_) => anyhow::bail!("{name} must be true/on/1 or false/off/0"),
+    }
+}
+
+/// A whole number, or the default when unset.
+fn number<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> {
+    match var(name) {
+        None => Ok(default),
+        Some(v) => v
+            .parse()
+            .map_err(|_| anyhow::anyhow!("{name} must be a whole number")),
     }
 }
 

@@ -3,6 +3,7 @@
 mod bench;
 mod bench_fulfilment;
 mod config;
+mod http;
 mod serve;
 
 use clap::{Parser, Subcommand};

@@ -1,0 +1,88 @@
+//! The HTTP API: JSON under `/v1`, RFC 9457 errors. Handlers are thin: they parse,
+//! call a domain service, and shape the answer.
+
+mod accounts;
+mod auth;
+mod deposits;
+pub mod error;
+mod orders;
+pub mod sessions;
+pub mod state;
+mod wallet;
+
+use actix_web::{get, web, HttpRequest, HttpResponse};
+use nexus_core::log::EventStore;
+
+use error::ApiError;
+use state::AppState;
+
+/// Largest JSON body accepted, in bytes.
+pub const MAX_JSON_BYTES: usize = 16 * 1024;
+/// Longest query string accepted, in bytes.
+pub const MAX_QUERY_BYTES: usize = 2 * 1024;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(
+        web::JsonConfig::default()
+            .limit(MAX_JSON_BYTES)
+            .error_handler(|e, _| ApiError::bad_request("invalid_json", json_problem(&e)).into()),
+    )
+    .app_data(
+        web::QueryConfig::default()
+            .error_handler(|e, _| ApiError::bad_request("invalid_query", e.to_string()).into()),
+    )
+    .app_data(web::PathConfig::default().error_handler(|_, _| ApiError::not_found().into()))
+    .service(health)
+    .service(ready)
+    .configure(accounts::routes)
+    .configure(orders::routes)
+    .configure(wallet::routes)
+    .configure(deposits::routes)
+    .default_service(web::to(not_found));
+}
+
+/// What is wrong with a JSON body, without echoing the body.
+fn json_problem(e: &actix_web::error::JsonPayloadError) -> String {
+    use actix_web::error::JsonPayloadError as E;
+    match e {
+        E::OverflowKnownLength { .. } | E::Overflow { .. } => {
+            format!("the body is over {MAX_JSON_BYTES} bytes")
+        }
+        E::ContentType => "the body must be application/json".into(),
+        E::Deserialize(e) => {
+            // Only messages that name fields, never values: a wrong value could be
+            // a password.
+            let message = e.to_string();
+            if message.starts_with("unknown field") || message.starts_with("missing field") {
+                message
+            } else {
+                format!(
+                    "the body does not match the expected shape (line {}, column {})",
+                    e.line(),
+                    e.column()
+                )
+            }
+        }
+        _ => "the body could not be read".into(),
+    }
+}
+
+async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    if req.query_string().len() > MAX_QUERY_BYTES {
+        return Err(ApiError::bad_request(
+            "query_too_long",
+            format!("the query string is over {MAX_QUERY_BYTES} bytes"),
+        ));
+    }
+    Err(ApiError::not_found())
+}
+
+#[get("/health")]
+async fn health(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({ "status": "ok", "log_head": state.log.head() }))
+}
+
+#[get("/ready")]
+async fn ready(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({ "status": "ready", "log_head": state.log.head() }))
+}

@@ -1,0 +1,319 @@
+//! Orders: place (with an Idempotency-Key), read, the code (long-poll; the first
+//! read is the delivery), resend, cancel, complete.
+
+use std::time::{Duration, Instant};
+
+use actix_web::{get, post, web, HttpRequest, HttpResponse};
+use chrono::{DateTime, SecondsFormat, Utc};
+use nexus_core::domain::codec::Personal;
+use nexus_core::domain::commerce::{CommandError, PlaceOrder};
+use nexus_core::domain::idempotency::IdempotencyKey;
+use nexus_core::domain::ids::OrderId;
+use nexus_core::domain::ledger::Owner;
+use nexus_core::domain::money::Micros;
+use nexus_core::domain::order::{
+    CancelReason, Channel, CountryCode, DeliveryChannel, Order, OrderError, OrderStatus,
+    ServiceCode,
+};
+use serde::{Deserialize, Serialize};
+
+use super::auth::Customer;
+use super::error::ApiError;
+use super::state::AppState;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(place)
+        .service(get_order)
+        .service(code)
+        .service(resend)
+        .service(cancel)
+        .service(complete);
+}
+
+/// Longest wait for a number when placing (the provisioning promise).
+const PLACE_WAIT: Duration = Duration::from_millis(3_000);
+/// Longest long-poll for a code, in seconds.
+const MAX_CODE_WAIT_SECS: u64 = 60;
+const POLL_EVERY: Duration = Duration::from_millis(50);
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+#[derive(Serialize)]
+pub struct OrderView {
+    id: String,
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    service: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    country: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    channel: Option<&'static str>,
+    phone: Option<String>,
+    price: String,
+    created_at: String,
+    expires_at: String,
+    cancel_available_at: Option<String>,
+}
+
+pub fn status_name(status: OrderStatus) -> &'static str {
+    match status {
+        OrderStatus::Placed => "placed",
+        OrderStatus::NumberAssigned => "number_assigned",
+        OrderStatus::CodeReceived => "code_received",
+        OrderStatus::CodeDelivered => "code_delivered",
+        OrderStatus::Completed => "completed",
+        OrderStatus::Cancelled => "cancelled",
+        OrderStatus::Expired => "expired",
+    }
+}
+
+pub fn order_view(state: &AppState, id: OrderId, order: &Order) -> Option<OrderView> {
+    let placed = order.placed.as_ref()?;
+    let details = placed.details.plain();
+    Some(OrderView {
+        id: id.to_string(),
+        status: status_name(order.status?),
+        service: details.map(|d| d.service.as_str().to_owned()),
+        country: details.map(|d| d.country.as_str().to_owned()),
+        channel: details.map(|d| match d.channel {
+            Channel::Sms => "sms",
+            Channel::Voice => "voice",
+        }),
+        phone: order.assigned.as_ref().and_then(|a| match &a.phone {
+            Personal::Plain(p) => Some(p.phone.clone()),
+            _ => None,
+        }),
+        price: placed.price.to_string(),
+        created_at: rfc3339(placed.placed_at),
+        expires_at: rfc3339(placed.expires_at),
+        cancel_available_at: order
+            .cancel_available_at(state.commerce.policy())
+            .map(rfc3339),
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlaceRequest {
+    service: String,
+    country: String,
+    channel: Option<String>,
+    max_price: Option<String>,
+}
+
+#[post("/v1/orders")]
+async fn place(
+    state: web::Data<AppState>,
+    customer: Customer,
+    req: HttpRequest,
+    body: web::Json<PlaceRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let owner = Owner::Account(customer.account);
+    let service = ServiceCode::new(&body.service).map_err(ApiError::from)?;
+    let country = CountryCode::new(&body.country).map_err(ApiError::from)?;
+    if !state.catalog.is_known_service(service.as_str()) {
+        return Err(OrderError::InvalidService.into());
+    }
+    if !state.catalog.is_known_country(country) {
+        return Err(OrderError::InvalidCountry.into());
+    }
+    let channel = match body.channel.as_deref() {
+        None | Some("sms") => Channel::Sms,
+        Some("voice") => Channel::Voice,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_channel",
+                "channel is \"sms\" or \"voice\"",
+            ))
+        }
+    };
+    let max_price = body
+        .max_price
+        .as_deref()
+        .map(Micros::parse_positive)
+        .transpose()?;
+    let key = match req.headers().get("Idempotency-Key") {
+        None => None,
+        Some(v) => {
+            let text = v.to_str().map_err(|_| {
+                ApiError::bad_request(
+                    "invalid_idempotency_key",
+                    "Idempotency-Key must be printable ASCII",
+                )
+            })?;
+            let scope = owner.wallet_stream();
+            Some(IdempotencyKey::new(scope.as_str(), text).ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_idempotency_key",
+                    "Idempotency-Key is 1-255 printable ASCII characters",
+                )
+            })?)
+        }
+    };
+    let quote = state.router.quote(&service, country).await.ok_or_else(|| {
+        ApiError::conflict(
+            "no_numbers",
+            "no upstream has numbers for this service and country",
+        )
+    })?;
+    let price = state.pricing.sell_price(quote.cost);
+    if max_price.is_some_and(|max| price > max) {
+        return Err(ApiError::conflict(
+            "price_above_max",
+            format!("the price is {price}, above max_price"),
+        ));
+    }
+    let request = PlaceOrder {
+        service,
+        country,
+        channel,
+        price,
+    };
+    let placed = state
+        .commerce
+        .place_order(owner, &request, key.as_ref())
+        .await?;
+    // Wait (bounded) for the number, as promised.
+    let started = Instant::now();
+    loop {
+        let order = state.commerce.order(placed.order).await?;
+        let status = order.status;
+        let settled = !matches!(status, Some(OrderStatus::Placed));
+        if settled || started.elapsed() >= PLACE_WAIT {
+            if status == Some(OrderStatus::Cancelled) && !placed.replayed {
+                return Err(ApiError::conflict(
+                    "no_numbers",
+                    "no upstream had a number; nothing was charged",
+                ));
+            }
+            let view = order_view(&state, placed.order, &order).ok_or_else(ApiError::not_found)?;
+            return Ok(HttpResponse::Created().json(view));
+        }
+        tokio::time::sleep(POLL_EVERY).await;
+    }
+}
+
+fn order_id(path: &str) -> Result<OrderId, ApiError> {
+    OrderId::parse(path).ok_or_else(ApiError::not_found)
+}
+
+/// The order if the customer owns it; anyone else's is "not found".
+async fn owned(state: &AppState, customer: Customer, id: OrderId) -> Result<Order, ApiError> {
+    let order = state.commerce.order(id).await?;
+    match &order.placed {
+        Some(p) if p.owner == Owner::Account(customer.account) => Ok(order),
+        _ => Err(ApiError::not_found()),
+    }
+}
+
+#[get("/v1/orders/{id}")]
+async fn get_order(
+    state: web::Data<AppState>,
+    customer: Customer,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = order_id(&path)?;
+    let order = owned(&state, customer, id).await?;
+    Ok(HttpResponse::Ok().json(order_view(&state, id, &order).ok_or_else(ApiError::not_found)?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CodeQuery {
+    wait: Option<u64>,
+}
+
+#[get("/v1/orders/{id}/code")]
+async fn code(
+    state: web::Data<AppState>,
+    customer: Customer,
+    path: web::Path<String>,
+    query: web::Query<CodeQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let id = order_id(&path)?;
+    let wait = Duration::from_secs(query.wait.unwrap_or(0).min(MAX_CODE_WAIT_SECS));
+    let owner = Owner::Account(customer.account);
+    let started = Instant::now();
+    loop {
+        match state
+            .commerce
+            .read_code(id, owner, DeliveryChannel::Api)
+            .await
+        {
+            Ok(read) => {
+                return Ok(HttpResponse::Ok().json(serde_json::json!({
+                    "code": read.code, "text": read.text, "received_at": rfc3339(read.received_at)
+                })))
+            }
+            Err(CommandError::Order(OrderError::NoCodeYet)) if started.elapsed() < wait => {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(CommandError::Order(OrderError::NoCodeYet))
+            | Err(CommandError::Order(OrderError::WrongStatus(_))) => {
+                let order = owned(&state, customer, id).await?;
+                let status = order.status.map(status_name);
+                return Ok(
+                    HttpResponse::Ok().json(serde_json::json!({ "code": null, "status": status }))
+                );
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+#[post("/v1/orders/{id}/resend")]
+async fn resend(
+    state: web::Data<AppState>,
+    customer: Customer,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = order_id(&path)?;
+    state
+        .commerce
+        .request_resend(id, Owner::Account(customer.account))
+        .await?;
+    respond_with_order(&state, customer, id).await
+}
+
+#[post("/v1/orders/{id}/cancel")]
+async fn cancel(
+    state: web::Data<AppState>,
+    customer: Customer,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = order_id(&path)?;
+    state
+        .commerce
+        .cancel(
+            id,
+            Some(Owner::Account(customer.account)),
+            CancelReason::Customer,
+        )
+        .await?;
+    respond_with_order(&state, customer, id).await
+}
+
+#[post("/v1/orders/{id}/complete")]
+async fn complete(
+    state: web::Data<AppState>,
+    customer: Customer,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = order_id(&path)?;
+    state
+        .commerce
+        .complete(id, Owner::Account(customer.account))
+        .await?;
+    respond_with_order(&state, customer, id).await
+}
+
+async fn respond_with_order(
+    state: &AppState,
+    customer: Customer,
+    id: OrderId,
+) -> Result<HttpResponse, ApiError> {
+    let order = owned(state, customer, id).await?;
+    Ok(HttpResponse::Ok().json(order_view(state, id, &order).ok_or_else(ApiError::not_found)?))
+}

@@ -1,0 +1,83 @@
+//! What every handler shares (`web::Data<AppState>`).
+
+use std::sync::Arc;
+
+use nexus_core::domain::accounts::Accounts;
+use nexus_core::domain::commerce::Commerce;
+use nexus_core::domain::money::Micros;
+use nexus_core::log::SledLog;
+use nexus_providers::catalog::Catalog;
+use nexus_providers::gateway::{IpnHandler, PaymentGateway, SimulatedGateway};
+use nexus_providers::mailer::{Mail, Mailer, Recipient};
+use nexus_providers::router::Router;
+use tracing::warn;
+
+use super::sessions::SessionStore;
+
+pub struct AppState {
+    pub log: Arc<SledLog>,
+    pub accounts: Accounts<SledLog>,
+    pub commerce: Arc<Commerce<SledLog>>,
+    pub router: Arc<Router>,
+    pub catalog: &'static Catalog,
+    pub pricing: Pricing,
+    pub mailer: Mailer,
+    pub gateway: Arc<dyn PaymentGateway>,
+    /// The same gateway when it is the simulated one (the dev pay route).
+    pub simulated_gateway: Option<Arc<SimulatedGateway>>,
+    pub ipn: IpnHandler<SledLog>,
+    pub sessions: SessionStore,
+    /// `Secure` on the session cookie (off only for plain-HTTP development).
+    pub cookie_secure: bool,
+}
+
+impl AppState {
+    /// Queues the verification mail; a full queue is reported, the request goes on.
+    pub fn mail_verification(&self, email: &str, token: &str) {
+        let to = match Recipient::parse(email) {
+            Ok(to) => to,
+            Err(e) => return warn!(error = %e, "verification mail: the address does not parse"),
+        };
+        let mail = Mail::Verification {
+            to,
+            token: token.to_owned(),
+            expires_at: None,
+        };
+        if let Err(e) = self.mailer.send(mail) {
+            warn!(error = %e, "verification mail not queued");
+        }
+    }
+}
+
+/// Sell prices: the upstream's cost plus a markup, rounded up to a whole cent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pricing {
+    pub markup_percent: u32,
+}
+
+impl Pricing {
+    pub fn sell_price(&self, cost: Micros) -> Micros {
+        const CENT: i128 = 10_000;
+        let marked_up = i128::from(cost.0) * i128::from(100 + self.markup_percent);
+        // Divide by 100 and round up to a cent in one step.
+        let cents = (marked_up + 100 * CENT - 1) / (100 * CENT);
+        Micros((cents * CENT) as i64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sell_prices_round_up_to_a_cent() {
+        let p = Pricing { markup_percent: 30 };
+        assert_eq!(p.sell_price(Micros(100_000)), Micros(130_000));
+        assert_eq!(p.sell_price(Micros(100_001)), Micros(140_000));
+        assert_eq!(p.sell_price(Micros(1)), Micros(10_000));
+        assert_eq!(
+            Pricing { markup_percent: 0 }.sell_price(Micros(50_000)),
+            Micros(50_000)
+        );
+    }
+}

@@ -1,0 +1,284 @@
+//! The customer journey over HTTP against the real binary on the embedded default
+//! (healthy simulated upstreams, mail to the outbox).
+
+use std::time::{Duration, Instant};
+
+use nexus_tests::{Response, Server};
+
+const PASSWORD: &str = "correct horse battery staple";
+
+fn start() -> Server {
+    Server::start_with(&[
+        ("NEXUS_SIM_FAULTS", "off"),
+        ("NEXUS_SIM_CODE_DELAY_MS", "300"),
+        ("NEXUS_COOKIE_SECURE", "false"),
+        ("NEXUS_BCRYPT_COST", "12"),
+    ])
+}
+
+/// The verification token from the mail to `email` in the outbox: the link's
+/// token, which also stands on a line of its own.
+fn verification_token(server: &Server, email: &str) -> String {
+    let outbox = server.data_dir.path().join("outbox");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mails: Vec<String> = std::fs::read_dir(&outbox)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for text in mails.iter().filter(|t| t.contains(email)) {
+            let token = text.lines().find_map(|l| {
+                l.split_once("/verify?token=")
+                    .map(|(_, t)| t.trim().to_owned())
+            });
+            if let Some(token) = token {
+                assert!(
+                    text.lines().any(|l| l.trim() == token),
+                    "the token on a line of its own"
+                );
+                return token;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no verification mail for {email} in {} mails",
+            mails.len()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Registers, verifies, and returns an API key.
+fn customer(server: &Server, email: &str) -> String {
+    let body = format!(r#"{{"email":"{email}","password":"{PASSWORD}"}}"#);
+    let created = server.send("POST", "/v1/accounts", &[], Some(&body));
+    assert_eq!(created.status, 201, "{}", created.body);
+    let token = verification_token(server, email);
+    let verified = server.send(
+        "POST",
+        "/v1/accounts/verify",
+        &[],
+        Some(&format!(r#"{{"token":"{token}"}}"#)),
+    );
+    assert_eq!(verified.status, 200, "{}", verified.body);
+    let login = server.send("POST", "/v1/sessions", &[], Some(&body));
+    assert_eq!(login.status, 201, "{}", login.body);
+    let cookie = login
+        .header("set-cookie")
+        .expect("a session cookie")
+        .to_owned();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let session = cookie.split(';').next().unwrap().to_owned();
+    let key = server.send("POST", "/v1/api-keys", &[("Cookie", &session)], None);
+    assert_eq!(key.status, 201, "{}", key.body);
+    key.json()["key"].as_str().unwrap().to_owned()
+}
+
+fn authed<'a>(key: &'a str, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, String)> {
+    let mut headers = vec![("Authorization", format!("Bearer {key}"))];
+    headers.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
+    headers
+}
+
+fn call(
+    server: &Server,
+    method: &str,
+    path: &str,
+    key: &str,
+    extra: &[(&str, &str)],
+    body: Option<&str>,
+) -> Response {
+    let headers = authed(key, extra);
+    let refs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    server.send(method, path, &refs, body)
+}
+
+fn fund(server: &Server, key: &str, amount: &str) {
+    let deposit = call(
+        server,
+        "POST",
+        "/v1/deposits",
+        key,
+        &[],
+        Some(&format!(r#"{{"amount":"{amount}"}}"#)),
+    );
+    assert_eq!(deposit.status, 201, "{}", deposit.body);
+    let id = deposit.json()["id"].as_str().unwrap().to_owned();
+    let paid = server.send("POST", &format!("/v1/dev/payments/{id}/pay"), &[], None);
+    assert!(paid.status == 200 || paid.status == 202, "{}", paid.body);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while call(server, "GET", "/v1/wallet", key, &[], None).json()["available"] != amount {
+        assert!(Instant::now() < deadline, "the deposit was not credited");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn register_verify_deposit_order_code_complete_cashback() {
+    let server = start();
+    let key = customer(&server, "alice@example.com");
+    fund(&server, &key, "10.00");
+
+    let order = call(
+        &server,
+        "POST",
+        "/v1/orders",
+        &key,
+        &[("Idempotency-Key", "k-1")],
+        Some(r#"{"service":"tg","country":"DE","channel":"sms"}"#),
+    );
+    assert_eq!(order.status, 201, "{}", order.body);
+    let order = order.json();
+    assert_eq!(
+        order["status"], "number_assigned",
+        "a number within the provisioning deadline"
+    );
+    assert!(order["phone"]
+        .as_str()
+        .unwrap()
+        .chars()
+        .all(|c| c.is_ascii_digit()));
+    let price = order["price"].as_str().unwrap().to_owned();
+    let id = order["id"].as_str().unwrap().to_owned();
+
+    // The same key replays the same order and charges once.
+    let again = call(
+        &server,
+        "POST",
+        "/v1/orders",
+        &key,
+        &[("Idempotency-Key", "k-1")],
+        Some(r#"{"service":"tg","country":"DE","channel":"sms"}"#),
+    );
+    assert_eq!(again.json()["id"], id.as_str());
+
+    let code = call(
+        &server,
+        "GET",
+        &format!("/v1/orders/{id}/code?wait=20"),
+        &key,
+        &[],
+        None,
+    );
+    assert_eq!(code.status, 200, "{}", code.body);
+    assert!(code.json()["code"].as_str().unwrap().len() >= 4);
+    let done = call(
+        &server,
+        "POST",
+        &format!("/v1/orders/{id}/complete"),
+        &key,
+        &[],
+        None,
+    );
+    assert_eq!(done.json()["status"], "completed");
+
+    let wallet = call(&server, "GET", "/v1/wallet", &key, &[], None).json();
+    assert_eq!(wallet["held"], "0.00");
+    // 10.00 - price + 2% of the price.
+    let price_micros = to_micros(&price);
+    let expected = 10_000_000 - price_micros + price_micros * 2 / 100;
+    assert_eq!(to_micros(wallet["available"].as_str().unwrap()), expected);
+}
+
+fn to_micros(text: &str) -> i64 {
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+    let fraction = format!("{fraction:0<6}");
+    whole.parse::<i64>().unwrap() * 1_000_000 + fraction.parse::<i64>().unwrap()
+}
+
+#[test]
+fn another_customer_sees_404_and_bad_input_is_a_problem() {
+    let server = start();
+    let alice = customer(&server, "alice2@example.com");
+    let mallory = customer(&server, "mallory@example.com");
+    fund(&server, &alice, "5.00");
+    let order = call(
+        &server,
+        "POST",
+        "/v1/orders",
+        &alice,
+        &[],
+        Some(r#"{"service":"wa","country":"GB"}"#),
+    );
+    assert_eq!(order.status, 201, "{}", order.body);
+    let id = order.json()["id"].as_str().unwrap().to_owned();
+    for (method, path) in [
+        ("GET", format!("/v1/orders/{id}")),
+        ("GET", format!("/v1/orders/{id}/code")),
+        ("POST", format!("/v1/orders/{id}/cancel")),
+    ] {
+        let r = call(&server, method, &path, &mallory, &[], None);
+        assert_eq!(r.status, 404, "{method} {path}: {}", r.body);
+        assert_eq!(r.header("content-type"), Some("application/problem+json"));
+    }
+    let cases: Vec<(&str, &str, u16, &str)> = vec![
+        ("/v1/orders", "{not json", 400, "invalid_json"),
+        (
+            "/v1/orders",
+            r#"{"service":"tg","country":"DE","extra":1}"#,
+            400,
+            "invalid_json",
+        ),
+        (
+            "/v1/orders",
+            r#"{"service":"tg","country":"XX"}"#,
+            400,
+            "unknown_country",
+        ),
+        (
+            "/v1/orders",
+            r#"{"service":"nope!","country":"DE"}"#,
+            400,
+            "unknown_service",
+        ),
+        (
+            "/v1/orders",
+            r#"{"service":"tg","country":"DE","channel":"fax"}"#,
+            400,
+            "invalid_channel",
+        ),
+        (
+            "/v1/orders",
+            r#"{"service":"tg","country":"DE","max_price":"0.001"}"#,
+            409,
+            "price_above_max",
+        ),
+    ];
+    for (path, body, status, code) in cases {
+        let r = call(&server, "POST", path, &mallory, &[], Some(body));
+        assert_eq!(r.status, status, "{body}: {}", r.body);
+        assert_eq!(r.json()["code"], code, "{body}");
+    }
+    let oversized = format!(r#"{{"service":"{}","country":"DE"}}"#, "a".repeat(20_000));
+    assert_eq!(
+        call(
+            &server,
+            "POST",
+            "/v1/orders",
+            &mallory,
+            &[],
+            Some(&oversized)
+        )
+        .status,
+        400
+    );
+    assert_eq!(server.send("GET", "/v1/wallet", &[], None).status, 401);
+    let broke = call(
+        &server,
+        "POST",
+        "/v1/orders",
+        &mallory,
+        &[],
+        Some(r#"{"service":"tg","country":"DE"}"#),
+    );
+    assert_eq!(
+        (broke.status, broke.json()["code"].as_str()),
+        (402, Some("insufficient_funds"))
+    );
+}
