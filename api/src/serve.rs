@@ -19,6 +19,7 @@ use nexus_providers::catalog::Catalog;
 use nexus_providers::fulfilment::{Fulfilment, FulfilmentConfig};
 use nexus_providers::gateway::{IpnHandler, IpnSecret, SimulatedGateway};
 use nexus_providers::mailer::{MailSettings, MailTransport, Mailer, MailerConfig};
+use nexus_providers::notifier::Notifier;
 use nexus_providers::router::{Router, RouterConfig};
 use nexus_providers::simulator::{Simulator, SimulatorConfig};
 use nexus_providers::upstream::Upstream;
@@ -60,7 +61,7 @@ async fn serve(config: Config, store: Store) -> anyhow::Result<()> {
         policy,
         Arc::new(SystemClock),
     ));
-    let accounts = Accounts::new(
+    let accounts = Arc::new(Accounts::new(
         store.log.clone(),
         store.vault.clone(),
         LookupKey::new(store.vault.derive_key("email-lookup")),
@@ -69,7 +70,7 @@ async fn serve(config: Config, store: Store) -> anyhow::Result<()> {
             ..AccountsConfig::default()
         },
     )
-    .context("account settings")?;
+    .context("account settings")?);
 
     // The embedded default: three simulated upstreams.
     let upstreams: Vec<Arc<dyn Upstream>> =
@@ -102,6 +103,16 @@ async fn serve(config: Config, store: Store) -> anyhow::Result<()> {
     };
     let mailer = Mailer::start(MailerConfig::new(transport, mail_settings))
         .context("starting the mailer")?;
+
+    // Mail from events (deposit confirmations, deletion notices).
+    let notifier = Notifier::new(
+        store.log.clone(),
+        store.vault.clone(),
+        accounts.clone(),
+        mailer.clone(),
+        config.data_dir.join("notifier.position"),
+    );
+    let notifier_task = tokio::spawn(notifier.run(stop.subscribe()));
 
     let ipn_secret =
         IpnSecret::new(store.vault.derive_key("payment-ipn").to_vec()).context("the IPN secret")?;
@@ -143,6 +154,7 @@ async fn serve(config: Config, store: Store) -> anyhow::Result<()> {
     // give queued mail a moment, make sure the log is on disk.
     let _ = stop.send(true);
     let _ = worker_task.await;
+    let _ = notifier_task.await;
     let unsent = mailer.drain(MAIL_DRAIN).await;
     if unsent > 0 {
         tracing::warn!(unsent, "mail left unsent at shutdown");

@@ -7,6 +7,7 @@ pub mod fulfilment;
 pub mod gateway;
 pub mod herosms;
 pub mod mailer;
+pub mod notifier;
 pub mod proxnum;
 pub mod pvapins;
 pub mod router;

@@ -16,7 +16,7 @@ use super::sessions::SessionStore;
 
 pub struct AppState {
     pub log: Arc<SledLog>,
-    pub accounts: Accounts<SledLog>,
+    pub accounts: Arc<Accounts<SledLog>>,
     pub commerce: Arc<Commerce<SledLog>>,
     pub router: Arc<Router>,
     pub catalog: &'static Catalog,
