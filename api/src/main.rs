@@ -4,6 +4,7 @@ mod bench;
 mod bench_fulfilment;
 mod config;
 mod http;
+mod replay;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -30,6 +31,11 @@ enum Command {
     },
     /// Walk the log's hash chain and report the first broken position.
     Verify,
+    /// Drop a projection (every projection without a name) and rebuild it from the log.
+    Replay {
+        /// accounts, wallets, orders, catalog or retention.
+        name: Option<String>,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -49,6 +55,7 @@ fn run() -> anyhow::Result<std::process::ExitCode> {
         Command::Serve => serve::run(config::Config::from_env()?),
         Command::Bench { what } => bench::run(what),
         Command::Verify => serve::verify(config::Config::from_env()?),
+        Command::Replay { name } => replay::run(config::Config::from_env()?, name),
     }
 }
 

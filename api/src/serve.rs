@@ -61,16 +61,18 @@ async fn serve(config: Config, store: Store) -> anyhow::Result<()> {
         policy,
         Arc::new(SystemClock),
     ));
-    let accounts = Arc::new(Accounts::new(
-        store.log.clone(),
-        store.vault.clone(),
-        LookupKey::new(store.vault.derive_key("email-lookup")),
-        AccountsConfig {
-            bcrypt_cost: config.bcrypt_cost,
-            ..AccountsConfig::default()
-        },
-    )
-    .context("account settings")?);
+    let accounts = Arc::new(
+        Accounts::new(
+            store.log.clone(),
+            store.vault.clone(),
+            LookupKey::new(store.vault.derive_key("email-lookup")),
+            AccountsConfig {
+                bcrypt_cost: config.bcrypt_cost,
+                ..AccountsConfig::default()
+            },
+        )
+        .context("account settings")?,
+    );
 
     // The embedded default: three simulated upstreams.
     let upstreams: Vec<Arc<dyn Upstream>> =
