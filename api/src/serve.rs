@@ -15,6 +15,7 @@ use nexus_core::domain::commerce::Commerce;
 use nexus_core::domain::order::OrderPolicy;
 use nexus_core::log::EventStore;
 use nexus_core::Store;
+use nexus_projections::{ReadModels, ReadModelsConfig, Runner, RunnerConfig};
 use nexus_providers::catalog::Catalog;
 use nexus_providers::fulfilment::{Fulfilment, FulfilmentConfig};
 use nexus_providers::gateway::{IpnHandler, IpnSecret, SimulatedGateway};
@@ -121,6 +122,17 @@ async fn serve(config: Config, store: Store) -> anyhow::Result<()> {
     let simulated =
         Arc::new(SimulatedGateway::new(ipn_secret.clone(), None).context("the simulated gateway")?);
     let ipn = IpnHandler::new(commerce.clone(), store.log.clone(), ipn_secret);
+    let read_models = Arc::new(
+        ReadModels::open(
+            &ReadModelsConfig::in_data_dir(&config.data_dir),
+            store.vault.clone(),
+        )
+        .context("opening the read models")?,
+    );
+    let runner = Arc::new(
+        Runner::start(store.log.clone(), &read_models, RunnerConfig::default())
+            .context("starting the projections")?,
+    );
     let sessions = SessionStore::open(&config.data_dir.join("sessions"))
         .context("opening the session store")?;
 
@@ -138,8 +150,11 @@ async fn serve(config: Config, store: Store) -> anyhow::Result<()> {
         simulated_gateway: Some(simulated),
         ipn,
         sessions,
+        read_models: read_models.clone(),
+        runner: runner.clone(),
         cookie_secure: config.cookie_secure,
     });
+    let state_for_shutdown = state.clone();
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
@@ -152,6 +167,14 @@ async fn serve(config: Config, store: Store) -> anyhow::Result<()> {
         info!("listening on http://{addr}");
     }
     let served = server.run().await.context("serving HTTP");
+    drop(state_for_shutdown);
+    match Arc::try_unwrap(runner) {
+        Ok(runner) => runner.stop().await,
+        Err(_) => tracing::warn!("projections still referenced at shutdown; not stopped cleanly"),
+    }
+    if let Err(e) = read_models.flush() {
+        tracing::warn!(error = %e, "flushing the read models");
+    }
     // Graceful shutdown: the server finished its requests; stop the worker,
     // give queued mail a moment, make sure the log is on disk.
     let _ = stop.send(true);

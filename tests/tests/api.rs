@@ -178,6 +178,28 @@ fn register_verify_deposit_order_code_complete_cashback() {
     );
     assert_eq!(done.json()["status"], "completed");
 
+    // The list comes from the orders read model (caught up within moments).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let list = call(&server, "GET", "/v1/orders?limit=10", &key, &[], None).json();
+        let items = list["items"].as_array().unwrap();
+        if items
+            .iter()
+            .any(|o| o["id"] == id.as_str() && o["status"] == "completed")
+        {
+            assert_eq!(items.len(), 1, "one order, charged once");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the order list never showed the order: {list}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let ready = server.send("GET", "/ready", &[], None);
+    assert_eq!(ready.status, 200, "{}", ready.body);
+    assert_eq!(ready.json()["projections"].as_array().unwrap().len(), 5);
+
     let wallet = call(&server, "GET", "/v1/wallet", &key, &[], None).json();
     assert_eq!(wallet["held"], "0.00");
     // 10.00 - price + 2% of the price.

@@ -82,7 +82,37 @@ async fn health(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "status": "ok", "log_head": state.log.head() }))
 }
 
+/// Projections further behind than this make the server not ready.
+const READY_MAX_LAG_EVENTS: u64 = 10_000;
+
+/// Ready: the log is open and every projection runs within the lag bound.
 #[get("/ready")]
 async fn ready(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({ "status": "ready", "log_head": state.log.head() }))
+    let statuses = state.runner.status().await;
+    let projections: Vec<_> = statuses
+        .iter()
+        .map(|s| {
+            serde_json::json!({
+                "name": s.name,
+                "position": s.position,
+                "lag_events": s.lag_events,
+                "lag_seconds": s.lag_seconds,
+                "running": matches!(s.state, nexus_projections::RunState::Running),
+            })
+        })
+        .collect();
+    let ready = statuses.iter().all(|s| {
+        matches!(s.state, nexus_projections::RunState::Running)
+            && s.lag_events <= READY_MAX_LAG_EVENTS
+    });
+    let body = serde_json::json!({
+        "status": if ready { "ready" } else { "not_ready" },
+        "log_head": state.log.head(),
+        "projections": projections,
+    });
+    if ready {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
 }

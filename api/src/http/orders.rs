@@ -23,6 +23,7 @@ use super::state::AppState;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(place)
+        .service(list)
         .service(get_order)
         .service(code)
         .service(resend)
@@ -193,6 +194,65 @@ async fn place(
         }
         tokio::time::sleep(POLL_EVERY).await;
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    cursor: Option<String>,
+    limit: Option<usize>,
+}
+
+/// Default and largest page of a list.
+const DEFAULT_PAGE: usize = 20;
+
+/// My orders, newest first, from the orders read model.
+#[get("/v1/orders")]
+async fn list(
+    state: web::Data<AppState>,
+    customer: Customer,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = query
+        .limit
+        .unwrap_or(DEFAULT_PAGE)
+        .clamp(1, nexus_projections::MAX_PAGE_SIZE);
+    let cursor = match query.cursor.as_deref() {
+        None => None,
+        Some(c) => Some(c.parse::<nexus_projections::Cursor>().map_err(|_| {
+            ApiError::bad_request("invalid_cursor", "the cursor is not one this API gave")
+        })?),
+    };
+    let orders = state
+        .read_models
+        .orders()
+        .map_err(|e| ApiError::internal(&e))?;
+    let page = orders
+        .by_owner(&Owner::Account(customer.account), cursor, limit)
+        .map_err(|e| ApiError::internal(&e))?;
+    let policy = state.commerce.policy();
+    let items: Vec<serde_json::Value> = page
+        .items
+        .iter()
+        .map(|o| {
+            let details = o.details.plain();
+            serde_json::json!({
+                "id": o.order.to_string(),
+                "status": status_name(o.status),
+                "service": details.map(|d| d.service.as_str().to_owned()),
+                "country": details.map(|d| d.country.as_str().to_owned()),
+                "channel": details.map(|d| match d.channel { Channel::Sms => "sms", Channel::Voice => "voice" }),
+                "phone": o.phone.plain(),
+                "price": o.price.to_string(),
+                "created_at": rfc3339(o.placed_at),
+                "expires_at": rfc3339(o.expires_at),
+                "cancel_available_at": o.cancel_available_at(policy).map(rfc3339),
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(
+        serde_json::json!({ "items": items, "next_cursor": page.next.map(|c| c.to_string()) }),
+    ))
 }
 
 fn order_id(path: &str) -> Result<OrderId, ApiError> {

@@ -6,6 +6,7 @@ use nexus_core::domain::accounts::Accounts;
 use nexus_core::domain::commerce::Commerce;
 use nexus_core::domain::money::Micros;
 use nexus_core::log::SledLog;
+use nexus_projections::{ReadModels, Runner};
 use nexus_providers::catalog::Catalog;
 use nexus_providers::gateway::{IpnHandler, PaymentGateway, SimulatedGateway};
 use nexus_providers::mailer::{Mail, Mailer, Recipient};
@@ -27,6 +28,8 @@ pub struct AppState {
     pub simulated_gateway: Option<Arc<SimulatedGateway>>,
     pub ipn: IpnHandler<SledLog>,
     pub sessions: SessionStore,
+    pub read_models: Arc<ReadModels>,
+    pub runner: Arc<Runner<SledLog>>,
     /// `Secure` on the session cookie (off only for plain-HTTP development).
     pub cookie_secure: bool,
 }
