@@ -791,3 +791,120 @@ fn order_details_and_phone_survive_a_reload_and_go_with_the_owner() {
         assert_eq!(erased.assigned.unwrap().phone, Personal::Erased);
     });
 }
+
+#[test]
+fn cancel_complete_and_deposit_requests_are_idempotent_by_key() {
+    let w = world();
+    runtime().block_on(async {
+        let owner = customer(&w).await;
+        let scope = owner.wallet_stream();
+        let key = |k: &str| IdempotencyKey::new(scope.as_str(), k).unwrap();
+        // A deposit request repeated with its key returns the first deposit.
+        let first = w
+            .commerce
+            .request_deposit_keyed(owner, Micros(3_000_000), Some(&key("dep-1")))
+            .await
+            .unwrap();
+        let again = w
+            .commerce
+            .request_deposit_keyed(owner, Micros(3_000_000), Some(&key("dep-1")))
+            .await
+            .unwrap();
+        assert_eq!(first, again);
+        assert!(matches!(
+            w.commerce
+                .request_deposit_keyed(owner, Micros(1), Some(&key("dep-1")))
+                .await,
+            Err(CommandError::IdempotencyKeyReused)
+        ));
+        w.commerce
+            .record_payment(
+                first,
+                Payment::new("btc", "idem-tx").unwrap(),
+                Micros(3_000_000),
+            )
+            .await
+            .unwrap();
+
+        // A cancel repeated with its key answers as the first did; refunded once.
+        let a = w
+            .commerce
+            .place_order(owner, &request(1_000_000), None)
+            .await
+            .unwrap()
+            .order;
+        w.commerce
+            .cancel_keyed(
+                a,
+                Some(owner),
+                CancelReason::Customer,
+                Some(&key("cancel-a")),
+            )
+            .await
+            .unwrap();
+        w.commerce
+            .cancel_keyed(
+                a,
+                Some(owner),
+                CancelReason::Customer,
+                Some(&key("cancel-a")),
+            )
+            .await
+            .unwrap();
+        assert!(
+            matches!(
+                w.commerce
+                    .cancel(a, Some(owner), CancelReason::Customer)
+                    .await,
+                Err(CommandError::Order(OrderError::WrongStatus(
+                    OrderStatus::Cancelled
+                )))
+            ),
+            "without the key a second cancel is refused"
+        );
+        assert_eq!(
+            w.commerce.wallet(owner).await.unwrap().available,
+            Micros(3_000_000)
+        );
+
+        // A complete repeated with its key, likewise; the key on another order is refused.
+        let b = w
+            .commerce
+            .place_order(owner, &request(1_000_000), None)
+            .await
+            .unwrap()
+            .order;
+        w.commerce
+            .assign_number(b, "sim", "b", Micros(0), "15550100")
+            .await
+            .unwrap();
+        w.commerce
+            .receive_code(b, "2468", "code 2468")
+            .await
+            .unwrap();
+        w.commerce
+            .read_code(b, owner, DeliveryChannel::Api)
+            .await
+            .unwrap();
+        w.commerce
+            .complete_keyed(b, owner, Some(&key("complete-b")))
+            .await
+            .unwrap();
+        w.commerce
+            .complete_keyed(b, owner, Some(&key("complete-b")))
+            .await
+            .unwrap();
+        assert!(matches!(
+            w.commerce
+                .cancel_keyed(
+                    b,
+                    Some(owner),
+                    CancelReason::Customer,
+                    Some(&key("complete-b"))
+                )
+                .await,
+            Err(CommandError::IdempotencyKeyReused)
+        ));
+        audit(&w.store.log).await;
+    });
+}

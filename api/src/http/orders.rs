@@ -135,24 +135,7 @@ async fn place(
         .as_deref()
         .map(Micros::parse_positive)
         .transpose()?;
-    let key = match req.headers().get("Idempotency-Key") {
-        None => None,
-        Some(v) => {
-            let text = v.to_str().map_err(|_| {
-                ApiError::bad_request(
-                    "invalid_idempotency_key",
-                    "Idempotency-Key must be printable ASCII",
-                )
-            })?;
-            let scope = owner.wallet_stream();
-            Some(IdempotencyKey::new(scope.as_str(), text).ok_or_else(|| {
-                ApiError::bad_request(
-                    "invalid_idempotency_key",
-                    "Idempotency-Key is 1-255 printable ASCII characters",
-                )
-            })?)
-        }
-    };
+    let key = idempotency_key(&req, owner)?;
     let quote = state.router.quote(&service, country).await.ok_or_else(|| {
         ApiError::conflict(
             "no_numbers",
@@ -253,6 +236,28 @@ async fn list(
     Ok(HttpResponse::Ok().json(
         serde_json::json!({ "items": items, "next_cursor": page.next.map(|c| c.to_string()) }),
     ))
+}
+
+/// The request's `Idempotency-Key`, scoped to the caller (checked: 1–255
+/// printable ASCII characters).
+pub fn idempotency_key(
+    req: &HttpRequest,
+    owner: Owner,
+) -> Result<Option<IdempotencyKey>, ApiError> {
+    let Some(value) = req.headers().get("Idempotency-Key") else {
+        return Ok(None);
+    };
+    let invalid = || {
+        ApiError::bad_request(
+            "invalid_idempotency_key",
+            "Idempotency-Key is 1-255 printable ASCII characters",
+        )
+    };
+    let text = value.to_str().map_err(|_| invalid())?;
+    let scope = owner.wallet_stream();
+    IdempotencyKey::new(scope.as_str(), text)
+        .map(Some)
+        .ok_or_else(invalid)
 }
 
 fn order_id(path: &str) -> Result<OrderId, ApiError> {

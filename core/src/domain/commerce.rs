@@ -377,20 +377,16 @@ impl<S: EventStore> Commerce<S> {
     ) -> Result<Placed, CommandError> {
         let fingerprint = request.fingerprint(owner);
         for _ in 0..MAX_ATTEMPTS {
-            if let Some(key) = key {
-                let record = self.load::<IdempotencyRecord>(key.stream()).await?.state;
-                if let Some(used) = record.used {
-                    return match used.result {
-                        IdempotentResult::Order(order) if used.fingerprint == fingerprint => {
-                            Ok(Placed {
-                                order,
-                                replayed: true,
-                                position: self.store.head(),
-                            })
-                        }
-                        _ => Err(CommandError::IdempotencyKeyReused),
-                    };
+            match self.replayed(key, &fingerprint).await? {
+                Some(IdempotentResult::Order(order)) => {
+                    return Ok(Placed {
+                        order,
+                        replayed: true,
+                        position: self.store.head(),
+                    });
                 }
+                Some(_) => return Err(CommandError::IdempotencyKeyReused),
+                None => {}
             }
             let now = self.clock.now();
             let id = OrderId::new();
@@ -412,14 +408,7 @@ impl<S: EventStore> Commerce<S> {
                 self.write(id.stream(), 0, &order_events)?,
                 self.write(owner.wallet_stream(), wallet.version, &wallet_events)?,
             ];
-            if let Some(key) = key {
-                let used = IdempotencyEvent::IdempotencyKeyUsed(IdempotencyKeyUsed {
-                    fingerprint,
-                    result: IdempotentResult::Order(id),
-                    at: now,
-                });
-                writes.push(self.write(key.stream().clone(), 0, &[used])?);
-            }
+            writes.extend(self.key_write(key, fingerprint, IdempotentResult::Order(id), now)?);
             if let Some(position) = self
                 .append_with(writes, account.into_iter().collect())
                 .await?
@@ -573,7 +562,27 @@ impl<S: EventStore> Commerce<S> {
         owner: Option<Owner>,
         reason: CancelReason,
     ) -> Result<u64, CommandError> {
+        self.cancel_keyed(id, owner, reason, None).await
+    }
+
+    /// [`Self::cancel`] with an idempotency key: a repeat of the same cancel
+    /// answers as the first did; the key on another request is refused.
+    pub async fn cancel_keyed(
+        &self,
+        id: OrderId,
+        owner: Option<Owner>,
+        reason: CancelReason,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<u64, CommandError> {
+        let reason_tag: &[u8] = match reason {
+            CancelReason::Customer => b"customer",
+            CancelReason::NoNumbers => b"no-numbers",
+        };
+        let fingerprint = fingerprint(&[b"cancel-order", id.0.as_bytes(), reason_tag]);
         for _ in 0..MAX_ATTEMPTS {
+            if self.replayed(key, &fingerprint).await?.is_some() {
+                return Ok(self.store.head());
+            }
             let now = self.clock.now();
             let order = match owner {
                 Some(owner) => self.owned_order(id, owner).await?,
@@ -589,7 +598,8 @@ impl<S: EventStore> Commerce<S> {
                 Err(_) if self.stale(&id.stream(), order.version).await? => continue,
                 other => other?,
             };
-            let writes = vec![self.write(id.stream(), order.version, &events)?, void];
+            let mut writes = vec![self.write(id.stream(), order.version, &events)?, void];
+            writes.extend(self.key_write(key, fingerprint, IdempotentResult::Order(id), now)?);
             if let Some(position) = self.append(writes).await? {
                 self.erase_due_codes(id).await?;
                 return Ok(position);
@@ -600,10 +610,65 @@ impl<S: EventStore> Commerce<S> {
 
     /// The owner completes a delivered order.
     pub async fn complete(&self, id: OrderId, owner: Owner) -> Result<u64, CommandError> {
-        self.owned_order(id, owner).await?;
-        let position = self.order_only(id, order::complete).await?;
-        self.erase_due_codes(id).await?;
-        Ok(position)
+        self.complete_keyed(id, owner, None).await
+    }
+
+    /// [`Self::complete`] with an idempotency key.
+    pub async fn complete_keyed(
+        &self,
+        id: OrderId,
+        owner: Owner,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<u64, CommandError> {
+        let fingerprint = fingerprint(&[b"complete-order", id.0.as_bytes()]);
+        for _ in 0..MAX_ATTEMPTS {
+            if self.replayed(key, &fingerprint).await?.is_some() {
+                return Ok(self.store.head());
+            }
+            let now = self.clock.now();
+            let order = self.owned_order(id, owner).await?;
+            let events = order::complete(&order.state, now)?;
+            let mut writes = vec![self.write(id.stream(), order.version, &events)?];
+            writes.extend(self.key_write(key, fingerprint, IdempotentResult::Order(id), now)?);
+            if let Some(position) = self.append(writes).await? {
+                self.erase_due_codes(id).await?;
+                return Ok(position);
+            }
+        }
+        Err(CommandError::Contention)
+    }
+
+    /// With a key: the result of its first use if that was this same request
+    /// (`Some`), nothing if unused (`None`); the key on another request is an error.
+    async fn replayed(
+        &self,
+        key: Option<&IdempotencyKey>,
+        fingerprint: &[u8; 32],
+    ) -> Result<Option<IdempotentResult>, CommandError> {
+        let Some(key) = key else { return Ok(None) };
+        let record = self.load::<IdempotencyRecord>(key.stream()).await?.state;
+        match record.used {
+            None => Ok(None),
+            Some(used) if used.fingerprint == *fingerprint => Ok(Some(used.result)),
+            Some(_) => Err(CommandError::IdempotencyKeyReused),
+        }
+    }
+
+    /// The key's record, appended with `NoStream` beside the command's events.
+    fn key_write(
+        &self,
+        key: Option<&IdempotencyKey>,
+        fingerprint: [u8; 32],
+        result: IdempotentResult,
+        at: DateTime<Utc>,
+    ) -> Result<Option<Write>, CommandError> {
+        let Some(key) = key else { return Ok(None) };
+        let used = IdempotencyEvent::IdempotencyKeyUsed(IdempotencyKeyUsed {
+            fingerprint,
+            result,
+            at,
+        });
+        Ok(Some(self.write(key.stream().clone(), 0, &[used])?))
     }
 
     /// Applies the order's deadlines now: expiry with a refund, completion of an
@@ -680,15 +745,39 @@ impl<S: EventStore> Commerce<S> {
         owner: Owner,
         amount: Micros,
     ) -> Result<DepositId, CommandError> {
-        let id = DepositId::new();
-        let events = deposit::request(&Deposit::default(), id, owner, amount, self.clock.now())?;
-        match self
-            .append(vec![self.write(id.stream(), 0, &events)?])
-            .await?
-        {
-            Some(_) => Ok(id),
-            None => Err(CommandError::Contention),
+        self.request_deposit_keyed(owner, amount, None).await
+    }
+
+    /// [`Self::request_deposit`] with an idempotency key: a repeat returns the
+    /// first invoice's deposit.
+    pub async fn request_deposit_keyed(
+        &self,
+        owner: Owner,
+        amount: Micros,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<DepositId, CommandError> {
+        let owner_stream = owner.wallet_stream();
+        let fingerprint = fingerprint(&[
+            b"request-deposit",
+            owner_stream.as_str().as_bytes(),
+            &amount.0.to_be_bytes(),
+        ]);
+        for _ in 0..MAX_ATTEMPTS {
+            match self.replayed(key, &fingerprint).await? {
+                Some(IdempotentResult::Deposit(id)) => return Ok(id),
+                Some(_) => return Err(CommandError::IdempotencyKeyReused),
+                None => {}
+            }
+            let id = DepositId::new();
+            let now = self.clock.now();
+            let events = deposit::request(&Deposit::default(), id, owner, amount, now)?;
+            let mut writes = vec![self.write(id.stream(), 0, &events)?];
+            writes.extend(self.key_write(key, fingerprint, IdempotentResult::Deposit(id), now)?);
+            if self.append(writes).await?.is_some() {
+                return Ok(id);
+            }
         }
+        Err(CommandError::Contention)
     }
 
     pub async fn deposit(&self, id: DepositId) -> Result<Deposit, CommandError> {
