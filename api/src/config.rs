@@ -26,6 +26,8 @@ pub struct Config {
     pub public_url: String,
     pub bcrypt_cost: u32,
     pub markup_percent: u32,
+    /// Cashback on captured orders, in basis points (200 = 2%).
+    pub cashback_bp: u32,
 }
 
 impl Config {
@@ -60,6 +62,7 @@ impl Config {
             smtp_url: var("NEXUS_SMTP_URL"),
             bcrypt_cost: number("NEXUS_BCRYPT_COST", 12)?,
             markup_percent: number("NEXUS_MARKUP_PERCENT", 30)?,
+            cashback_bp: number("NEXUS_CASHBACK_BP", 200)?,
         })
     }
 

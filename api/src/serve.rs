@@ -54,7 +54,7 @@ async fn serve(config: Config, store: Store) -> anyhow::Result<()> {
         ttl: chrono::Duration::seconds(config.order_ttl_secs),
         cancel_guard: chrono::Duration::seconds(config.cancel_guard_secs),
         delivery_window: chrono::Duration::seconds(config.delivery_window_secs),
-        ..OrderPolicy::default()
+        cashback_bp: config.cashback_bp,
     };
     let commerce = Arc::new(Commerce::new(
         store.log.clone(),
