@@ -200,6 +200,26 @@ fn register_verify_deposit_order_code_complete_cashback() {
     assert_eq!(ready.status, 200, "{}", ready.body);
     assert_eq!(ready.json()["projections"].as_array().unwrap().len(), 5);
 
+    // The ledger rows and the deposit history, from the wallets read model.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let entries = call(&server, "GET", "/v1/wallet/entries", &key, &[], None).json();
+        let reasons: Vec<&str> = entries["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["reason"].as_str())
+            .collect();
+        if reasons == ["cashback", "capture", "hold", "deposit"] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "ledger rows: {reasons:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let deposits = call(&server, "GET", "/v1/deposits", &key, &[], None).json();
+    assert_eq!(deposits["items"][0]["status"], "paid");
+    assert_eq!(deposits["items"][0]["amount"], "10.00");
+
     let wallet = call(&server, "GET", "/v1/wallet", &key, &[], None).json();
     assert_eq!(wallet["held"], "0.00");
     // 10.00 - price + 2% of the price.
@@ -302,5 +322,32 @@ fn another_customer_sees_404_and_bad_input_is_a_problem() {
     assert_eq!(
         (broke.status, broke.json()["code"].as_str()),
         (402, Some("insufficient_funds"))
+    );
+}
+
+#[test]
+fn the_catalog_lists_countries_services_and_prices() {
+    let server = start();
+    let countries = server
+        .send("GET", "/v1/catalog/countries", &[], None)
+        .json();
+    assert_eq!(countries["items"].as_array().unwrap().len(), 249);
+    let services = server.send("GET", "/v1/catalog/services", &[], None).json();
+    assert!(services["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["code"] == "tg"));
+    let prices = server
+        .send("GET", "/v1/catalog/prices?service=tg&country=DE", &[], None)
+        .json();
+    let price = prices["items"][0]["price"].as_str().unwrap();
+    assert!(price.contains('.') && to_micros(price) > 0, "{prices}");
+    let bad = server.send("GET", "/v1/catalog/prices?service=tg&country=QQ", &[], None);
+    assert_eq!(bad.status, 400);
+    let missing = server.send("GET", "/v1/catalog/prices?service=tg", &[], None);
+    assert_eq!(
+        (missing.status, missing.json()["code"].as_str()),
+        (400, Some("invalid_query"))
     );
 }

@@ -3,6 +3,7 @@
 
 mod accounts;
 mod auth;
+mod catalog;
 mod deposits;
 pub mod error;
 mod orders;
@@ -38,6 +39,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .configure(orders::routes)
     .configure(wallet::routes)
     .configure(deposits::routes)
+    .configure(catalog::routes)
     .default_service(web::to(not_found));
 }
 

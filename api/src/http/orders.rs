@@ -179,33 +179,14 @@ async fn place(
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ListQuery {
-    cursor: Option<String>,
-    limit: Option<usize>,
-}
-
-/// Default and largest page of a list.
-const DEFAULT_PAGE: usize = 20;
-
 /// My orders, newest first, from the orders read model.
 #[get("/v1/orders")]
 async fn list(
     state: web::Data<AppState>,
     customer: Customer,
-    query: web::Query<ListQuery>,
+    query: web::Query<super::wallet::ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let limit = query
-        .limit
-        .unwrap_or(DEFAULT_PAGE)
-        .clamp(1, nexus_projections::MAX_PAGE_SIZE);
-    let cursor = match query.cursor.as_deref() {
-        None => None,
-        Some(c) => Some(c.parse::<nexus_projections::Cursor>().map_err(|_| {
-            ApiError::bad_request("invalid_cursor", "the cursor is not one this API gave")
-        })?),
-    };
+    let (cursor, limit) = query.page()?;
     let orders = state
         .read_models
         .orders()
