@@ -351,3 +351,66 @@ fn the_catalog_lists_countries_services_and_prices() {
         (400, Some("invalid_query"))
     );
 }
+
+#[test]
+fn an_anonymous_order_is_paid_and_followed_by_its_tracking_id() {
+    let server = start();
+    let created = server.send(
+        "POST",
+        "/v1/anonymous/orders",
+        &[],
+        Some(r#"{"service":"wa","country":"ID","channel":"sms"}"#),
+    );
+    assert_eq!(created.status, 201, "{}", created.body);
+    let created = created.json();
+    let tracking = created["tracking_id"].as_str().unwrap().to_owned();
+    assert!(tracking.starts_with("trk_") && tracking.len() > 40);
+    let track = server
+        .send("GET", &format!("/v1/track/{tracking}"), &[], None)
+        .json();
+    assert_eq!(track["status"], "awaiting_payment");
+    let invoice = created["invoice"]["id"].as_str().unwrap();
+    let paid = server.send(
+        "POST",
+        &format!("/v1/dev/payments/{invoice}/pay"),
+        &[],
+        None,
+    );
+    assert_eq!(paid.status, 200, "{}", paid.body);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let track = server
+            .send("GET", &format!("/v1/track/{tracking}"), &[], None)
+            .json();
+        if track["code"].is_string() {
+            assert!(track["phone"]
+                .as_str()
+                .unwrap()
+                .chars()
+                .all(|c| c.is_ascii_digit()));
+            assert_eq!(
+                track["status"], "code_received",
+                "the status as read, before the delivery"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no code through the tracking ID: {track}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let unknown = format!("trk_{}", "A".repeat(43));
+    assert_eq!(
+        server
+            .send("GET", &format!("/v1/track/{unknown}"), &[], None)
+            .status,
+        404
+    );
+    assert_eq!(
+        server
+            .send("GET", "/v1/track/not-a-tracking-id", &[], None)
+            .status,
+        404
+    );
+}

@@ -2,6 +2,7 @@
 //! call a domain service, and shape the answer.
 
 mod accounts;
+mod anonymous;
 mod auth;
 mod catalog;
 mod deposits;
@@ -40,6 +41,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .configure(wallet::routes)
     .configure(deposits::routes)
     .configure(catalog::routes)
+    .configure(anonymous::routes)
     .default_service(web::to(not_found));
 }
 

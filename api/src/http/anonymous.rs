@@ -1,0 +1,143 @@
+//! Anonymous orders: no account, a tracking ID only. Creating one opens an
+//! invoice; paying it starts the order; the tracking ID follows it (the first
+//! read of the code through it is the delivery) and spends left credit on a
+//! replacement.
+
+use actix_web::{get, post, web, HttpResponse};
+use nexus_core::domain::anonymous::TrackingId;
+use nexus_core::domain::commerce::{CommandError, PlaceOrder};
+use nexus_core::domain::ledger::Owner;
+use nexus_core::domain::order::{
+    Channel, CountryCode, DeliveryChannel, OrderError, OrderStatus, ServiceCode,
+};
+use nexus_providers::gateway::DEFAULT_PAY_CURRENCY;
+use serde::Deserialize;
+
+use super::error::ApiError;
+use super::orders::order_view;
+use super::state::AppState;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(create).service(track).service(reorder);
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AnonymousRequest {
+    service: String,
+    country: String,
+    channel: Option<String>,
+}
+
+#[post("/v1/anonymous/orders")]
+async fn create(
+    state: web::Data<AppState>,
+    body: web::Json<AnonymousRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let service = ServiceCode::new(&body.service).map_err(ApiError::from)?;
+    let country = CountryCode::new(&body.country).map_err(ApiError::from)?;
+    if !state.catalog.is_known_service(service.as_str()) {
+        return Err(OrderError::InvalidService.into());
+    }
+    if !state.catalog.is_known_country(country) {
+        return Err(OrderError::InvalidCountry.into());
+    }
+    let channel = match body.channel.as_deref() {
+        None | Some("sms") => Channel::Sms,
+        Some("voice") => Channel::Voice,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_channel",
+                "channel is \"sms\" or \"voice\"",
+            ))
+        }
+    };
+    let quote = state.router.quote(&service, country).await.ok_or_else(|| {
+        ApiError::conflict(
+            "no_numbers",
+            "no upstream has numbers for this service and country",
+        )
+    })?;
+    let price = state.pricing.sell_price(quote.cost);
+    let created = state
+        .commerce
+        .create_anonymous_order(&PlaceOrder {
+            service,
+            country,
+            channel,
+            price,
+        })
+        .await?;
+    let invoice = state
+        .gateway
+        .create_invoice(created.invoice, price, DEFAULT_PAY_CURRENCY)
+        .await
+        .map_err(|e| ApiError::unavailable(format!("the payment gateway: {e}")))?;
+    Ok(HttpResponse::Created().json(serde_json::json!({
+        "tracking_id": created.tracking_id.as_str(),
+        "order": { "status": "awaiting_payment", "price": price.to_string() },
+        "invoice": {
+            "id": invoice.id,
+            "amount": invoice.amount.to_string(),
+            "pay_currency": invoice.pay_currency,
+            "pay_amount": invoice.pay_amount,
+            "pay_address": invoice.pay_address,
+            "expires_at": invoice.expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        },
+    })))
+}
+
+fn tracking_id(path: &str) -> Result<TrackingId, ApiError> {
+    TrackingId::parse(path).ok_or_else(ApiError::not_found)
+}
+
+/// The current order of a tracking ID, with its code once received.
+#[get("/v1/track/{tracking_id}")]
+async fn track(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let tracking = tracking_id(&path)?;
+    let tracked = state.commerce.track(&tracking).await?;
+    let credit = tracked.wallet.available.to_string();
+    let Some((id, order)) = tracked.orders.last() else {
+        return Ok(HttpResponse::Ok()
+            .json(serde_json::json!({ "status": "awaiting_payment", "credit": credit })));
+    };
+    let mut view =
+        serde_json::to_value(order_view(&state, *id, order).ok_or_else(ApiError::not_found)?)
+            .map_err(|e| ApiError::internal(&e))?;
+    let owner = Owner::Anonymous(tracked.anon);
+    let code = match order.status {
+        Some(OrderStatus::CodeReceived | OrderStatus::CodeDelivered | OrderStatus::Completed) => {
+            match state
+                .commerce
+                .read_code(*id, owner, DeliveryChannel::Tracking)
+                .await
+            {
+                Ok(read) => serde_json::json!(read.code),
+                Err(CommandError::Order(OrderError::CodeErased)) => serde_json::Value::Null,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        _ => serde_json::Value::Null,
+    };
+    view["code"] = code;
+    view["credit"] = serde_json::json!(credit);
+    Ok(HttpResponse::Ok().json(view))
+}
+
+/// Spends the tracking ID's credit on a replacement once its order failed.
+#[post("/v1/track/{tracking_id}/reorder")]
+async fn reorder(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let tracking = tracking_id(&path)?;
+    let order = state
+        .commerce
+        .start_anonymous_order(tracking.anonymous_id())
+        .await?;
+    Ok(HttpResponse::Created()
+        .json(serde_json::json!({ "id": order.to_string(), "status": "placed" })))
+}
