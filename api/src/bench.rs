@@ -22,6 +22,9 @@ pub enum BenchCommand {
     /// Orders placed at a fixed rate against simulated upstreams: time from
     /// placed to number assigned.
     Fulfilment(crate::bench_fulfilment::FulfilmentBench),
+    /// The HTTP API under load: `GET /v1/orders/{id}` and `POST /v1/orders`
+    /// against the real server on the embedded default.
+    Http(crate::bench_http::HttpBench),
 }
 
 #[derive(Args)]
@@ -102,6 +105,7 @@ pub fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
     let args = match command {
         BenchCommand::Log(args) => args,
         BenchCommand::Fulfilment(args) => return crate::bench_fulfilment::run(args),
+        BenchCommand::Http(args) => return crate::bench_http::run(args),
     };
     anyhow::ensure!(
         args.clients.iter().all(|c| (1..=MAX_CLIENTS).contains(c)),

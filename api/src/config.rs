@@ -28,6 +28,24 @@ pub struct Config {
     pub markup_percent: u32,
     /// Cashback on captured orders, in basis points (200 = 2%).
     pub cashback_bp: u32,
+    /// Customer webhooks may use `http://` and local or private hosts
+    /// (`NEXUS_WEBHOOK_ALLOW_INSECURE_URLS`, development only; default off).
+    pub webhook_allow_insecure_urls: bool,
+    pub rate: crate::http::limits::RateSettings,
+    /// Serve HTTPS (rustls) on the listen address with this certificate chain and key.
+    pub tls: Option<TlsFiles>,
+    /// `NEXUS_ADMIN_TOKEN`: the bearer token of `/v1/admin/…`; none turns them off.
+    pub admin_token: Option<crate::http::admin::AdminToken>,
+    /// The configuration file (`--config FILE`): upstreams, gateway, SMTP;
+    /// none is the embedded default.
+    pub file: Option<FileSettings>,
+}
+
+/// PEM files for the HTTPS listener.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub cert_chain: PathBuf,
+    pub private_key: PathBuf,
 }
 
 impl Config {
@@ -63,6 +81,26 @@ impl Config {
             bcrypt_cost: number("NEXUS_BCRYPT_COST", 12)?,
             markup_percent: number("NEXUS_MARKUP_PERCENT", 30)?,
             cashback_bp: number("NEXUS_CASHBACK_BP", 200)?,
+            webhook_allow_insecure_urls: flag("NEXUS_WEBHOOK_ALLOW_INSECURE_URLS", false)?,
+            file: None,
+            admin_token: var("NEXUS_ADMIN_TOKEN")
+                .map(|t| crate::http::admin::AdminToken::new(&t))
+                .transpose()?,
+            rate: crate::http::limits::RateSettings {
+                key_per_s: number("NEXUS_RATE_KEY_PER_S", 20)?,
+                ip_per_s: number("NEXUS_RATE_IP_PER_S", 20)?,
+                auth_per_min: number("NEXUS_RATE_AUTH_PER_MIN", 10)?,
+            },
+            tls: match (var("NEXUS_TLS_CERT"), var("NEXUS_TLS_KEY")) {
+                (None, None) => None,
+                (Some(cert), Some(key)) => Some(TlsFiles {
+                    cert_chain: cert.into(),
+                    private_key: key.into(),
+                }),
+                _ => anyhow::bail!(
+                    "NEXUS_TLS_CERT and NEXUS_TLS_KEY go together: set both or neither"
+                ),
+            },
         })
     }
 
@@ -97,4 +135,929 @@ fn number<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> {
 
 fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+// ---------------------------------------------------------------------------
+// The configuration file (`nexus --config FILE serve`)
+// ---------------------------------------------------------------------------
+
+/// Largest configuration file read, in bytes.
+pub const MAX_CONFIG_FILE_BYTES: u64 = 1024 * 1024;
+/// Upstreams one file may configure.
+pub const MAX_UPSTREAMS: usize = 32;
+/// Largest secret file read (`api_key_file`, …), in bytes.
+const MAX_SECRET_FILE_BYTES: u64 = 64 * 1024;
+
+/// What the configuration file sets: real upstreams, the payment gateway, SMTP,
+/// routing and the orphan sweep. Secrets are never in it: each names an
+/// environment variable (`…_env`) or a file (`…_file`) that holds it.
+#[derive(Clone, Debug)]
+pub struct FileSettings {
+    pub environment: Environment,
+    pub upstreams: Vec<UpstreamSettings>,
+    pub gateway: Option<GatewaySettings>,
+    pub smtp: Option<SmtpSettings>,
+    pub router: nexus_providers::router::RouterConfig,
+    /// `None`: `[orphan_sweep] enabled = false`.
+    pub orphan_sweep: Option<nexus_providers::sweep::SweepConfig>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Environment {
+    /// TLS everywhere but loopback, no simulators, a real gateway and SMTP.
+    Production,
+    /// Anything goes (simulators, plain HTTP, the simulated gateway, the outbox).
+    Development,
+}
+
+/// One `[[upstream]]`, its secrets resolved.
+#[derive(Clone)]
+pub struct UpstreamSettings {
+    pub kind: UpstreamKind,
+    pub name: String,
+    pub base_url: String,
+    pub api_key: String,
+    pub timeout: std::time::Duration,
+    pub connect_timeout: std::time::Duration,
+    /// SMSCode: `v1` or `v2`.
+    pub smscode_v2: bool,
+    /// SMSCode: whole rupiah per US dollar.
+    pub idr_per_usd: u64,
+    /// SMSCode: country → `country_id`; PVAPins: country → name.
+    pub countries: Vec<(String, Ident)>,
+    /// SMSCode: service → `platform_id`; PVAPins: service → app name.
+    pub services: Vec<(String, Ident)>,
+    /// SMSCode: the webhook signing secret.
+    pub webhook_secret: Option<String>,
+    /// HeroSMS: addresses `smsIncoming` pushes are heard from.
+    pub webhook_sources: Vec<std::net::IpAddr>,
+    pub webhook_tolerance: std::time::Duration,
+}
+
+impl std::fmt::Debug for UpstreamSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamSettings")
+            .field("kind", &self.kind)
+            .field("name", &self.name)
+            .field("base_url", &self.base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamKind {
+    Herosms,
+    Pvapins,
+    Proxnum,
+    Smscode,
+    Simulator,
+}
+
+/// An upstream's id for a country or service: a number or a name.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(untagged)]
+pub enum Ident {
+    Number(u64),
+    Name(String),
+}
+
+/// `[gateway]`: NOWPayments.
+#[derive(Clone)]
+pub struct GatewaySettings {
+    pub base_url: String,
+    pub api_key: String,
+    pub ipn_secret: String,
+    pub ipn_callback_url: Option<String>,
+    pub timeout: std::time::Duration,
+}
+
+impl std::fmt::Debug for GatewaySettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewaySettings")
+            .field("base_url", &self.base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `[smtp]`.
+#[derive(Clone)]
+pub struct SmtpSettings {
+    pub url: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub from: Option<String>,
+}
+
+impl std::fmt::Debug for SmtpSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpSettings")
+            .field("has_credentials", &self.username.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+mod file {
+    //! The file's shape, as read (secrets still as names).
+
+    use std::collections::BTreeMap;
+
+    use serde::Deserialize;
+    use toml::Spanned;
+
+    use super::{Ident, UpstreamKind};
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct File {
+        pub environment: Option<Spanned<String>>,
+        #[serde(default)]
+        pub upstream: Vec<Spanned<Upstream>>,
+        pub gateway: Option<Spanned<Gateway>>,
+        pub smtp: Option<Spanned<Smtp>>,
+        #[serde(default)]
+        pub router: Router,
+        #[serde(default)]
+        pub orphan_sweep: Sweep,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Upstream {
+        pub kind: UpstreamKind,
+        pub name: String,
+        pub base_url: Option<Spanned<String>>,
+        pub api_key_env: Option<String>,
+        pub api_key_file: Option<String>,
+        pub timeout_ms: Option<u64>,
+        pub connect_timeout_ms: Option<u64>,
+        pub api: Option<String>,
+        pub idr_per_usd: Option<u64>,
+        #[serde(default)]
+        pub countries: BTreeMap<String, Ident>,
+        #[serde(default)]
+        pub services: BTreeMap<String, Ident>,
+        pub webhook_secret_env: Option<String>,
+        pub webhook_secret_file: Option<String>,
+        #[serde(default)]
+        pub webhook_sources: Vec<String>,
+        pub webhook_tolerance_secs: Option<u64>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Gateway {
+        pub kind: String,
+        pub base_url: Spanned<String>,
+        pub api_key_env: Option<String>,
+        pub api_key_file: Option<String>,
+        pub ipn_secret_env: Option<String>,
+        pub ipn_secret_file: Option<String>,
+        pub ipn_callback_url: Option<Spanned<String>>,
+        pub timeout_ms: Option<u64>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Smtp {
+        pub url: Spanned<String>,
+        pub username_env: Option<String>,
+        pub password_env: Option<String>,
+        pub password_file: Option<String>,
+        pub from: Option<String>,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct Router {
+        pub deadline_ms: Option<u64>,
+        pub attempt_timeout_ms: Option<u64>,
+        pub failures_to_open: Option<u32>,
+        pub open_for_ms: Option<u64>,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct Sweep {
+        pub enabled: Option<bool>,
+        pub interval_ms: Option<u64>,
+        pub grace_ms: Option<u64>,
+        pub max_listed: Option<usize>,
+        pub max_cancels: Option<usize>,
+    }
+}
+
+/// Line (from 1) of a byte offset in `text`.
+fn line_of(text: &str, offset: usize) -> usize {
+    text.get(..offset.min(text.len()))
+        .map_or(1, |before| before.matches('\n').count() + 1)
+}
+
+/// A TOML error as `line N, key `k`: what` — without the offending value (it
+/// could be a secret pasted in the wrong place).
+fn describe_toml_error(text: &str, error: &toml::de::Error) -> String {
+    let mut message = String::new();
+    // Quoted values are replaced; backquoted names (fields, keys) are kept.
+    let mut in_quotes = false;
+    // serde names the offending value in `invalid type`, `invalid value` and
+    // `unknown variant` messages: only what was expected is kept.
+    let raw = error.message();
+    let valueless = ["invalid type: ", "invalid value: ", "unknown variant "]
+        .iter()
+        .find_map(|prefix| raw.strip_prefix(prefix))
+        .map(|rest| match rest.split_once(", expected ") {
+            Some((_, expected)) => format!("invalid value, expected {expected}"),
+            None => "invalid value".to_owned(),
+        });
+    let raw = valueless.unwrap_or_else(|| raw.to_owned());
+    for c in raw.chars() {
+        match c {
+            '"' if !in_quotes => {
+                in_quotes = true;
+                message.push_str("<value>");
+            }
+            '"' => in_quotes = false,
+            _ if in_quotes => {}
+            '\n' => message.push_str("; "),
+            c => message.push(c),
+        }
+    }
+    match error.span() {
+        Some(span) => {
+            let line = line_of(text, span.start);
+            let key = text
+                .lines()
+                .nth(line - 1)
+                .and_then(|l| l.split_once('='))
+                .map(|(k, _)| k.trim().to_owned())
+                .filter(|k| !k.is_empty() && !k.starts_with('['));
+            match key {
+                Some(key) => format!("line {line}, key `{key}`: {message}"),
+                None => format!("line {line}: {message}"),
+            }
+        }
+        None => message,
+    }
+}
+
+/// A secret from an environment variable or a file; the error names the
+/// variable or the file, never the content.
+fn secret(
+    what: &str,
+    env: Option<&str>,
+    path: Option<&str>,
+    env_key: &str,
+    file_key: &str,
+) -> anyhow::Result<Option<String>> {
+    match (env, path) {
+        (Some(_), Some(_)) => {
+            anyhow::bail!("{what}: set `{env_key}` or `{file_key}`, not both")
+        }
+        (Some(name), None) => match std::env::var(name) {
+            Ok(value) if !value.trim().is_empty() => Ok(Some(value.trim().to_owned())),
+            _ => anyhow::bail!(
+                "{what}: the environment variable {name} (named by `{env_key}`) is not set"
+            ),
+        },
+        (None, Some(path)) => {
+            let size = std::fs::metadata(path)
+                .with_context(|| format!("{what}: reading `{file_key}` {path}"))?
+                .len();
+            anyhow::ensure!(
+                size <= MAX_SECRET_FILE_BYTES,
+                "{what}: `{file_key}` {path} is over {MAX_SECRET_FILE_BYTES} bytes"
+            );
+            let value = std::fs::read_to_string(path)
+                .with_context(|| format!("{what}: reading `{file_key}` {path}"))?;
+            anyhow::ensure!(
+                !value.trim().is_empty(),
+                "{what}: `{file_key}` {path} is empty"
+            );
+            Ok(Some(value.trim().to_owned()))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+/// Whether `host` is a loopback name or address.
+fn is_loopback_host(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    bare.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The scheme and host of a URL; `None` if it is not one.
+fn scheme_and_host(url: &str) -> Option<(String, String)> {
+    let parsed = reqwest::Url::parse(url).ok()?;
+    let host = parsed.host_str()?.to_owned();
+    Some((parsed.scheme().to_ascii_lowercase(), host))
+}
+
+impl FileSettings {
+    /// Reads and checks the file; every error names the file, and the line and
+    /// key where there is one.
+    pub fn load(path: &std::path::Path) -> anyhow::Result<FileSettings> {
+        let shown = path.display();
+        let size = std::fs::metadata(path)
+            .with_context(|| format!("config {shown}: cannot read it"))?
+            .len();
+        anyhow::ensure!(
+            size <= MAX_CONFIG_FILE_BYTES,
+            "config {shown}: over {MAX_CONFIG_FILE_BYTES} bytes"
+        );
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("config {shown}: cannot read it as UTF-8 text"))?;
+        Self::parse(&text).map_err(|e| anyhow::anyhow!("config {shown}: {e:#}"))
+    }
+
+    /// Parses the file's text (see [`FileSettings::load`]).
+    pub fn parse(text: &str) -> anyhow::Result<FileSettings> {
+        use std::time::Duration;
+        let raw: file::File =
+            toml::from_str(text).map_err(|e| anyhow::anyhow!(describe_toml_error(text, &e)))?;
+        let at = |span: std::ops::Range<usize>| line_of(text, span.start);
+
+        let environment = match &raw.environment {
+            None => Environment::Production,
+            Some(e) => match e.get_ref().as_str() {
+                "production" => Environment::Production,
+                "development" => Environment::Development,
+                _ => anyhow::bail!(
+                    "line {}, key `environment`: must be \"production\" or \"development\"",
+                    at(e.span())
+                ),
+            },
+        };
+        let production = environment == Environment::Production;
+        anyhow::ensure!(
+            !production || !raw.upstream.is_empty(),
+            "production requires at least one [[upstream]]"
+        );
+        // In production every remote URL is TLS, unless its host is loopback.
+        let check_url = |what: &str,
+                         line: usize,
+                         url: &str,
+                         tls_schemes: &[&str],
+                         plain: &[&str]| {
+            let Some((scheme, host)) = scheme_and_host(url) else {
+                anyhow::bail!("line {line}, {what}: not a URL");
+            };
+            anyhow::ensure!(
+                tls_schemes.contains(&scheme.as_str()) || plain.contains(&scheme.as_str()),
+                "line {line}, {what}: the scheme must be one of {}",
+                [tls_schemes, plain].concat().join(", ")
+            );
+            if production && !tls_schemes.contains(&scheme.as_str()) && !is_loopback_host(&host) {
+                anyhow::bail!(
+                    "line {line}, {what}: production requires TLS ({}) for a host that is not loopback",
+                    tls_schemes.join(" or ")
+                );
+            }
+            Ok(())
+        };
+
+        anyhow::ensure!(
+            raw.upstream.len() <= MAX_UPSTREAMS,
+            "at most {MAX_UPSTREAMS} [[upstream]] entries"
+        );
+        let mut upstreams = Vec::new();
+        for entry in &raw.upstream {
+            let line = at(entry.span());
+            let u = entry.get_ref();
+            let what = format!("upstream `{}` (line {line})", u.name);
+            anyhow::ensure!(
+                !u.name.trim().is_empty()
+                    && u.name.len() <= 64
+                    && u.name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+                "line {line}, key `name`: 1-64 letters, digits, `-` or `_`"
+            );
+            anyhow::ensure!(
+                !upstreams
+                    .iter()
+                    .any(|o: &UpstreamSettings| o.name == u.name),
+                "line {line}, key `name`: `{}` is configured twice",
+                u.name
+            );
+            if u.kind == UpstreamKind::Simulator {
+                anyhow::ensure!(
+                    !production,
+                    "{what}: a simulator is for development only (set environment = \"development\")"
+                );
+            }
+            let base_url = match (&u.base_url, u.kind) {
+                (Some(url), _) => {
+                    check_url(
+                        &format!("key `base_url` of upstream `{}`", u.name),
+                        at(url.span()),
+                        url.get_ref(),
+                        &["https"],
+                        &["http"],
+                    )?;
+                    url.get_ref().clone()
+                }
+                (None, UpstreamKind::Simulator) => String::new(),
+                (None, _) => anyhow::bail!("{what}: `base_url` is required"),
+            };
+            let api_key = secret(
+                &what,
+                u.api_key_env.as_deref(),
+                u.api_key_file.as_deref(),
+                "api_key_env",
+                "api_key_file",
+            )?;
+            let api_key = match (api_key, u.kind) {
+                (Some(key), _) => key,
+                (None, UpstreamKind::Simulator) => String::new(),
+                (None, _) => anyhow::bail!("{what}: `api_key_env` or `api_key_file` is required"),
+            };
+            let webhook_secret = secret(
+                &what,
+                u.webhook_secret_env.as_deref(),
+                u.webhook_secret_file.as_deref(),
+                "webhook_secret_env",
+                "webhook_secret_file",
+            )?;
+            let mut webhook_sources = Vec::new();
+            for source in &u.webhook_sources {
+                webhook_sources.push(source.trim().parse().map_err(|_| {
+                    anyhow::anyhow!(
+                        "{what}: `webhook_sources` holds an entry that is not an IP address"
+                    )
+                })?);
+            }
+            let smscode_v2 = match u.api.as_deref() {
+                None | Some("v1") => false,
+                Some("v2") => true,
+                Some(_) => anyhow::bail!("{what}: `api` must be \"v1\" or \"v2\""),
+            };
+            if u.kind == UpstreamKind::Smscode {
+                anyhow::ensure!(
+                    u.idr_per_usd.is_some_and(|r| r > 0),
+                    "{what}: `idr_per_usd` (whole rupiah per dollar, more than 0) is required"
+                );
+            }
+            let timeout = Duration::from_millis(u.timeout_ms.unwrap_or(8_000));
+            let connect_timeout = Duration::from_millis(u.connect_timeout_ms.unwrap_or(2_000));
+            anyhow::ensure!(
+                !timeout.is_zero() && !connect_timeout.is_zero(),
+                "{what}: timeouts must be more than 0"
+            );
+            upstreams.push(UpstreamSettings {
+                kind: u.kind,
+                name: u.name.clone(),
+                base_url,
+                api_key,
+                timeout,
+                connect_timeout,
+                smscode_v2,
+                idr_per_usd: u.idr_per_usd.unwrap_or(0),
+                countries: u.countries.clone().into_iter().collect(),
+                services: u.services.clone().into_iter().collect(),
+                webhook_secret,
+                webhook_sources,
+                webhook_tolerance: Duration::from_secs(u.webhook_tolerance_secs.unwrap_or(600)),
+            });
+        }
+
+        let gateway = match &raw.gateway {
+            None => {
+                anyhow::ensure!(
+                    !production,
+                    "production requires a [gateway] (the simulated one pays invoices for free)"
+                );
+                None
+            }
+            Some(g) => {
+                let line = at(g.span());
+                let g = g.get_ref();
+                let what = format!("[gateway] (line {line})");
+                anyhow::ensure!(
+                    g.kind == "nowpayments",
+                    "{what}: `kind` must be \"nowpayments\""
+                );
+                check_url(
+                    "key `base_url` of [gateway]",
+                    at(g.base_url.span()),
+                    g.base_url.get_ref(),
+                    &["https"],
+                    &["http"],
+                )?;
+                if let Some(url) = &g.ipn_callback_url {
+                    check_url(
+                        "key `ipn_callback_url` of [gateway]",
+                        at(url.span()),
+                        url.get_ref(),
+                        &["https"],
+                        &["http"],
+                    )?;
+                }
+                let api_key = secret(
+                    &what,
+                    g.api_key_env.as_deref(),
+                    g.api_key_file.as_deref(),
+                    "api_key_env",
+                    "api_key_file",
+                )?
+                .ok_or_else(|| {
+                    anyhow::anyhow!("{what}: `api_key_env` or `api_key_file` is required")
+                })?;
+                let ipn_secret = secret(
+                    &what,
+                    g.ipn_secret_env.as_deref(),
+                    g.ipn_secret_file.as_deref(),
+                    "ipn_secret_env",
+                    "ipn_secret_file",
+                )?
+                .ok_or_else(|| {
+                    anyhow::anyhow!("{what}: `ipn_secret_env` or `ipn_secret_file` is required")
+                })?;
+                Some(GatewaySettings {
+                    base_url: g.base_url.get_ref().clone(),
+                    api_key,
+                    ipn_secret,
+                    ipn_callback_url: g.ipn_callback_url.as_ref().map(|u| u.get_ref().clone()),
+                    timeout: Duration::from_millis(g.timeout_ms.unwrap_or(10_000).max(1)),
+                })
+            }
+        };
+
+        let smtp = match &raw.smtp {
+            None => {
+                anyhow::ensure!(
+                    !production,
+                    "production requires [smtp] (the outbox is a development aid)"
+                );
+                None
+            }
+            Some(s) => {
+                let line = at(s.span());
+                let s = s.get_ref();
+                let what = format!("[smtp] (line {line})");
+                let url = s.url.get_ref();
+                let url_line = at(s.url.span());
+                let Some((scheme, host)) = scheme_and_host(url) else {
+                    anyhow::bail!("line {url_line}, key `url` of [smtp]: not a URL");
+                };
+                anyhow::ensure!(
+                    matches!(scheme.as_str(), "smtp" | "smtps"),
+                    "line {url_line}, key `url` of [smtp]: the scheme must be smtps or smtp"
+                );
+                anyhow::ensure!(
+                    !url.contains('@'),
+                    "line {url_line}, key `url` of [smtp]: no credentials in the URL; use `username_env` and `password_env`"
+                );
+                let starttls_required = url
+                    .split_once('?')
+                    .is_some_and(|(_, query)| query.split('&').any(|p| p == "tls=required"));
+                if production && scheme == "smtp" && !starttls_required && !is_loopback_host(&host)
+                {
+                    anyhow::bail!(
+                        "line {url_line}, key `url` of [smtp]: production requires TLS (smtps://, or smtp:// with ?tls=required for STARTTLS) for a host that is not loopback"
+                    );
+                }
+                let username = secret(&what, s.username_env.as_deref(), None, "username_env", "-")?;
+                let password = secret(
+                    &what,
+                    s.password_env.as_deref(),
+                    s.password_file.as_deref(),
+                    "password_env",
+                    "password_file",
+                )?;
+                anyhow::ensure!(
+                    username.is_some() == password.is_some(),
+                    "{what}: a username goes with a password"
+                );
+                Some(SmtpSettings {
+                    url: url.clone(),
+                    username,
+                    password,
+                    from: s.from.clone(),
+                })
+            }
+        };
+
+        let defaults = nexus_providers::router::RouterConfig::default();
+        let ms = |v: Option<u64>, d: Duration| v.map_or(d, Duration::from_millis);
+        let router = nexus_providers::router::RouterConfig {
+            deadline: ms(raw.router.deadline_ms, defaults.deadline),
+            attempt_timeout: ms(raw.router.attempt_timeout_ms, defaults.attempt_timeout),
+            failures_to_open: raw
+                .router
+                .failures_to_open
+                .unwrap_or(defaults.failures_to_open)
+                .max(1),
+            open_for: ms(raw.router.open_for_ms, defaults.open_for),
+            ..defaults
+        };
+        anyhow::ensure!(
+            !router.deadline.is_zero() && !router.attempt_timeout.is_zero(),
+            "[router]: `deadline_ms` and `attempt_timeout_ms` must be more than 0"
+        );
+        let sweep_defaults = nexus_providers::sweep::SweepConfig::default();
+        let orphan_sweep = nexus_providers::sweep::SweepConfig {
+            interval: ms(raw.orphan_sweep.interval_ms, sweep_defaults.interval)
+                .max(Duration::from_secs(1)),
+            grace: ms(raw.orphan_sweep.grace_ms, sweep_defaults.grace).max(Duration::from_secs(30)),
+            max_listed: raw
+                .orphan_sweep
+                .max_listed
+                .unwrap_or(sweep_defaults.max_listed)
+                .clamp(1, 10_000),
+            max_cancels: raw
+                .orphan_sweep
+                .max_cancels
+                .unwrap_or(sweep_defaults.max_cancels)
+                .clamp(1, 1_000),
+            ..sweep_defaults
+        };
+        let orphan_sweep = (raw.orphan_sweep.enabled != Some(false)).then_some(orphan_sweep);
+        Ok(FileSettings {
+            environment,
+            upstreams,
+            gateway,
+            smtp,
+            router,
+            orphan_sweep,
+        })
+    }
+}
+
+impl UpstreamSettings {
+    /// The adapter. `sim_code_delay_ms` is for simulators.
+    pub fn build(
+        &self,
+        sim_code_delay_ms: u64,
+    ) -> anyhow::Result<std::sync::Arc<dyn nexus_providers::upstream::Upstream>> {
+        use std::collections::HashMap;
+        use std::sync::Arc;
+
+        use nexus_core::domain::order::{CountryCode, ServiceCode};
+        use nexus_providers::catalog::Catalog;
+
+        let what = format!("upstream `{}`", self.name);
+        let url = || -> anyhow::Result<reqwest::Url> {
+            reqwest::Url::parse(&self.base_url).with_context(|| format!("{what}: `base_url`"))
+        };
+        let country = |code: &str| {
+            CountryCode::new(code).map_err(|_| {
+                anyhow::anyhow!("{what}: `countries` has `{code}`, not an ISO country code")
+            })
+        };
+        let service = |code: &str| {
+            ServiceCode::new(code)
+                .map_err(|_| anyhow::anyhow!("{what}: `services` has `{code}`, not a service code"))
+        };
+        let numbers =
+            |pairs: &[(String, Ident)], key: &str| -> anyhow::Result<Vec<(String, u64)>> {
+                pairs
+                    .iter()
+                    .map(|(k, v)| match v {
+                        Ident::Number(n) => Ok((k.clone(), *n)),
+                        Ident::Name(_) => anyhow::bail!("{what}: `{key}.{k}` must be a number"),
+                    })
+                    .collect()
+            };
+        let names =
+            |pairs: &[(String, Ident)], key: &str| -> anyhow::Result<Vec<(String, String)>> {
+                pairs
+                    .iter()
+                    .map(|(k, v)| match v {
+                        Ident::Name(n) if !n.trim().is_empty() => Ok((k.clone(), n.clone())),
+                        _ => anyhow::bail!("{what}: `{key}.{k}` must be a name"),
+                    })
+                    .collect()
+            };
+        Ok(match self.kind {
+            UpstreamKind::Herosms => Arc::new(
+                nexus_providers::herosms::HeroSms::new(
+                    self.name.clone(),
+                    &self.base_url,
+                    self.api_key.clone(),
+                    self.timeout,
+                    Catalog::shipped(),
+                )
+                .with_context(|| what.clone())?
+                .with_webhook_sources(self.webhook_sources.clone(), self.webhook_tolerance),
+            ),
+            UpstreamKind::Smscode => {
+                let mut countries = HashMap::new();
+                for (k, v) in numbers(&self.countries, "countries")? {
+                    countries.insert(country(&k)?, v);
+                }
+                let mut platforms = HashMap::new();
+                for (k, v) in numbers(&self.services, "services")? {
+                    platforms.insert(service(&k)?, v);
+                }
+                let mut config = nexus_providers::smscode::SmsCodeConfig::new(
+                    &self.name,
+                    url()?,
+                    &self.api_key,
+                    self.idr_per_usd,
+                    countries,
+                    platforms,
+                );
+                if self.smscode_v2 {
+                    config.api = nexus_providers::smscode::SmsCodeApi::V2;
+                }
+                config.timeout = self.timeout;
+                config.connect_timeout = self.connect_timeout;
+                config.webhook_secret = self.webhook_secret.clone();
+                config.webhook_tolerance = self.webhook_tolerance;
+                Arc::new(
+                    nexus_providers::smscode::SmsCode::new(config)
+                        .map_err(|e| anyhow::anyhow!("{what}: HTTP client: {}", e.without_url()))?,
+                )
+            }
+            UpstreamKind::Pvapins => {
+                let mut countries = HashMap::new();
+                for (k, v) in names(&self.countries, "countries")? {
+                    countries.insert(country(&k)?, v);
+                }
+                let mut apps = HashMap::new();
+                for (k, v) in names(&self.services, "services")? {
+                    apps.insert(service(&k)?, v);
+                }
+                let mut config = nexus_providers::pvapins::PvaPinsConfig::new(
+                    &self.name,
+                    url()?,
+                    &self.api_key,
+                    countries,
+                    apps,
+                );
+                config.timeout = self.timeout;
+                config.connect_timeout = self.connect_timeout;
+                Arc::new(
+                    nexus_providers::pvapins::PvaPins::new(config)
+                        .map_err(|e| anyhow::anyhow!("{what}: HTTP client: {}", e.without_url()))?,
+                )
+            }
+            UpstreamKind::Proxnum => {
+                let mut config =
+                    nexus_providers::proxnum::ProxnumConfig::new(&self.name, url()?, &self.api_key);
+                config.timeout = self.timeout;
+                config.connect_timeout = self.connect_timeout;
+                Arc::new(
+                    nexus_providers::proxnum::Proxnum::new(config)
+                        .map_err(|e| anyhow::anyhow!("{what}: HTTP client: {}", e.without_url()))?,
+                )
+            }
+            UpstreamKind::Simulator => {
+                let mut config = nexus_providers::simulator::SimulatorConfig::healthy(&self.name);
+                config.code_delay_ms = sim_code_delay_ms;
+                Arc::new(nexus_providers::simulator::Simulator::new(config))
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PRODUCTION: &str = r#"
+[[upstream]]
+kind = "herosms"
+name = "herosms"
+base_url = "https://hero-sms.example/stubs/handler_api.php"
+api_key_env = "NEXUS_TEST_CONFIG_KEY"
+webhook_sources = ["203.0.113.7"]
+
+[gateway]
+kind = "nowpayments"
+base_url = "https://api.nowpayments.example"
+api_key_env = "NEXUS_TEST_CONFIG_KEY"
+ipn_secret_env = "NEXUS_TEST_CONFIG_KEY"
+
+[smtp]
+url = "smtps://mail.example:465"
+"#;
+
+    fn with_key() {
+        // Only this module's tests read this variable; all set the same value.
+        std::env::set_var("NEXUS_TEST_CONFIG_KEY", "k-3f9a-secret");
+    }
+
+    fn error_of(text: &str) -> String {
+        format!("{:#}", FileSettings::parse(text).unwrap_err())
+    }
+
+    #[test]
+    fn a_production_file_with_tls_everywhere_is_read() {
+        with_key();
+        let settings = FileSettings::parse(PRODUCTION).unwrap();
+        assert_eq!(settings.environment, Environment::Production);
+        assert_eq!(settings.upstreams.len(), 1);
+        assert_eq!(settings.upstreams[0].api_key, "k-3f9a-secret");
+        assert_eq!(
+            settings.upstreams[0].webhook_sources,
+            vec!["203.0.113.7".parse::<std::net::IpAddr>().unwrap()]
+        );
+        assert!(settings.gateway.is_some() && settings.smtp.is_some());
+        assert!(settings.orphan_sweep.is_some());
+    }
+
+    #[test]
+    fn production_refuses_plain_urls_except_on_loopback() {
+        with_key();
+        let plain = PRODUCTION.replace("https://hero-sms", "http://hero-sms");
+        let e = error_of(&plain);
+        assert!(
+            e.contains("line 5") && e.contains("base_url") && e.contains("TLS"),
+            "{e}"
+        );
+        let loopback = PRODUCTION.replace("https://hero-sms.example", "http://127.0.0.1:9");
+        FileSettings::parse(&loopback).unwrap();
+        let gateway = PRODUCTION.replace("https://api.nowpayments", "http://api.nowpayments");
+        assert!(error_of(&gateway).contains("[gateway]"));
+        let smtp = PRODUCTION.replace("smtps://mail.example:465", "smtp://mail.example:25");
+        assert!(error_of(&smtp).contains("STARTTLS"), "{}", error_of(&smtp));
+        let starttls = PRODUCTION.replace(
+            "smtps://mail.example:465",
+            "smtp://mail.example:587?tls=required",
+        );
+        FileSettings::parse(&starttls).unwrap();
+        let development = format!("environment = \"development\"\n{plain}");
+        FileSettings::parse(&development).unwrap();
+    }
+
+    #[test]
+    fn production_refuses_simulators_and_a_missing_gateway_or_smtp() {
+        with_key();
+        let sim = format!("{PRODUCTION}\n[[upstream]]\nkind = \"simulator\"\nname = \"sim\"\n");
+        assert!(error_of(&sim).contains("development only"));
+        let no_gateway = PRODUCTION.replace("[gateway]", "[ignored]");
+        assert!(
+            error_of(&no_gateway).contains("line"),
+            "unknown table named"
+        );
+        let (before, _) = PRODUCTION.split_once("[gateway]").unwrap();
+        let smtp_only = format!("{before}[smtp]\nurl = \"smtps://mail.example\"\n");
+        assert!(error_of(&smtp_only).contains("[gateway]"));
+    }
+
+    #[test]
+    fn parse_errors_name_the_line_and_key_but_not_the_value() {
+        with_key();
+        let pasted = PRODUCTION.replace(
+            "api_key_env = \"NEXUS_TEST_CONFIG_KEY\"\nwebhook",
+            "api_key_env = 12345678\nwebhook",
+        );
+        let e = error_of(&pasted);
+        assert!(e.contains("line 6") && e.contains("api_key_env"), "{e}");
+        assert!(!e.contains("12345678"), "{e}");
+        let typo = PRODUCTION.replace(
+            "api_key_env = \"NEXUS_TEST_CONFIG_KEY\"\nwebhook",
+            "api_kee = \"sk-live-abc\"\nwebhook",
+        );
+        let e = error_of(&typo);
+        assert!(e.contains("line 6") && e.contains("api_kee"), "{e}");
+        assert!(!e.contains("sk-live-abc"), "{e}");
+        let missing = PRODUCTION.replace(
+            "NEXUS_TEST_CONFIG_KEY\"\nwebhook",
+            "NEXUS_TEST_CONFIG_UNSET\"\nwebhook",
+        );
+        let e = error_of(&missing);
+        assert!(
+            e.contains("NEXUS_TEST_CONFIG_UNSET") && e.contains("not set"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_example_file_is_valid() {
+        let example = include_str!("../../docs/nexus.example.toml").replace(
+            "api_key_file = \"/run/secrets/smscode_token\"",
+            "api_key_env = \"NEXUS_TEST_CONFIG_KEY\"",
+        );
+        with_key();
+        for line in example.lines() {
+            if let Some((key, value)) = line.split('#').next().unwrap().split_once('=') {
+                if key.trim().ends_with("_env") {
+                    let name = value.trim().trim_matches('"');
+                    if name.starts_with("NEXUS_") && std::env::var(name).is_err() {
+                        std::env::set_var(name, "example-secret");
+                    }
+                }
+            }
+        }
+        let settings = FileSettings::parse(&example).unwrap();
+        assert_eq!(settings.upstreams.len(), 4);
+        for upstream in &settings.upstreams {
+            upstream.build(0).unwrap();
+        }
+    }
+
+    #[test]
+    fn loopback_hosts() {
+        for host in ["127.0.0.1", "127.8.0.1", "[::1]", "localhost", "LOCALHOST"] {
+            assert!(is_loopback_host(host), "{host}");
+        }
+        for host in ["10.0.0.1", "example.com", "localhost.example", "[::2]"] {
+            assert!(!is_loopback_host(host), "{host}");
+        }
+    }
 }

@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_fulfilment;
+mod bench_http;
 mod config;
 mod http;
 mod replay;
@@ -16,6 +17,10 @@ use clap::{Parser, Subcommand};
     about = "Nexus: phone-verification backend on an event-sourced ledger"
 )]
 struct Cli {
+    /// A TOML configuration file: upstreams, payment gateway, SMTP (see
+    /// docs/nexus.example.toml). Without it, `serve` is the embedded default.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -52,7 +57,19 @@ fn run() -> anyhow::Result<std::process::ExitCode> {
     let cli = Cli::parse();
     init_tracing();
     match cli.command {
-        Command::Serve => serve::run(config::Config::from_env()?),
+        Command::Serve => {
+            let mut settings = config::Config::from_env()?;
+            // `--config FILE`, or the file named by NEXUS_CONFIG.
+            let path = cli
+                .config
+                .clone()
+                .or_else(|| std::env::var_os("NEXUS_CONFIG").map(std::path::PathBuf::from))
+                .filter(|p| !p.as_os_str().is_empty());
+            if let Some(path) = &path {
+                settings.file = Some(config::FileSettings::load(path)?);
+            }
+            serve::run(settings)
+        }
         Command::Bench { what } => bench::run(what),
         Command::Verify => serve::verify(config::Config::from_env()?),
         Command::Replay { name } => replay::run(config::Config::from_env()?, name),

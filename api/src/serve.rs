@@ -17,8 +17,11 @@ use nexus_core::log::EventStore;
 use nexus_core::Store;
 use nexus_projections::{ReadModels, ReadModelsConfig, Runner, RunnerConfig};
 use nexus_providers::catalog::Catalog;
+use nexus_providers::customer_webhooks::{CustomerWebhooks, CustomerWebhooksConfig};
 use nexus_providers::fulfilment::{Fulfilment, FulfilmentConfig};
-use nexus_providers::gateway::{IpnHandler, IpnSecret, SimulatedGateway};
+use nexus_providers::gateway::{
+    IpnHandler, IpnSecret, NowPayments, NowPaymentsConfig, PaymentGateway, SimulatedGateway,
+};
 use nexus_providers::mailer::{MailSettings, MailTransport, Mailer, MailerConfig};
 use nexus_providers::notifier::Notifier;
 use nexus_providers::router::{Router, RouterConfig};
@@ -26,12 +29,49 @@ use nexus_providers::simulator::{Simulator, SimulatorConfig};
 use nexus_providers::upstream::Upstream;
 use tracing::info;
 
-use crate::config::Config;
+use crate::config::{Config, TlsFiles};
+use crate::http::gate::Gate;
+use crate::http::limits::{self, RateLimits};
 use crate::http::sessions::SessionStore;
 use crate::http::state::{AppState, Pricing};
+use crate::http::usage::UsageLog;
+
+/// Upstream buys in flight at once (and as many polls, cancels and resends).
+const BUYS_IN_FLIGHT: usize = 4_096;
 
 /// How long shutdown waits for queued mail.
 const MAIL_DRAIN: Duration = Duration::from_secs(5);
+/// How long in-flight requests may run on after a stop signal (long polls wait
+/// up to 60 s; past the grace they are cut).
+const SHUTDOWN_GRACE_SECS: u64 = 30;
+
+/// The HTTPS listener's settings: rustls with ring, the certificate chain and
+/// key from PEM files.
+fn tls_config(files: &TlsFiles) -> anyhow::Result<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_file_iter(&files.cert_chain)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .with_context(|| format!("reading certificates from {}", files.cert_chain.display()))?;
+    anyhow::ensure!(
+        !chain.is_empty(),
+        "no certificate in {}",
+        files.cert_chain.display()
+    );
+    // The key's content never goes into an error message.
+    let key = PrivateKeyDer::from_pem_file(&files.private_key).with_context(|| {
+        format!(
+            "reading the private key from {}",
+            files.private_key.display()
+        )
+    })?;
+    rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .context("the TLS certificate and key do not make a valid pair")
+}
 
 pub fn run(config: Config) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&config.data_dir)
@@ -69,38 +109,78 @@ async fn serve(config: Config, store: Store) -> anyhow::Result<()> {
             LookupKey::new(store.vault.derive_key("email-lookup")),
             AccountsConfig {
                 bcrypt_cost: config.bcrypt_cost,
+                webhook_urls: nexus_core::domain::account::WebhookUrlPolicy {
+                    allow_insecure: config.webhook_allow_insecure_urls,
+                },
                 ..AccountsConfig::default()
             },
         )
         .context("account settings")?,
     );
 
-    // The embedded default: three simulated upstreams.
-    let upstreams: Vec<Arc<dyn Upstream>> =
-        SimulatorConfig::embedded_defaults(config.sim_faults, config.sim_code_delay_ms)
+    // The configuration file's upstreams, or the embedded default: three
+    // simulated upstreams.
+    let file = config.file.as_ref();
+    if let Some(file) = file {
+        info!(environment = ?file.environment, upstreams = file.upstreams.len(), "configuration file read");
+    }
+    let upstreams: Vec<Arc<dyn Upstream>> = match file.filter(|f| !f.upstreams.is_empty()) {
+        Some(file) => file
+            .upstreams
+            .iter()
+            .map(|u| u.build(config.sim_code_delay_ms))
+            .collect::<anyhow::Result<_>>()?,
+        None => SimulatorConfig::embedded_defaults(config.sim_faults, config.sim_code_delay_ms)
             .into_iter()
             .map(|c| Arc::new(Simulator::new(c)) as Arc<dyn Upstream>)
-            .collect();
-    let router = Arc::new(Router::new(upstreams, RouterConfig::default()));
+            .collect(),
+    };
+    for upstream in &upstreams {
+        info!(upstream = upstream.name(), "upstream configured");
+    }
+    let router_config = file.map_or_else(RouterConfig::default, |f| f.router.clone());
+    let router = Arc::new(Router::new(upstreams, router_config));
     let worker = Arc::new(Fulfilment::new(
         store.log.clone(),
         store.vault.clone(),
         commerce.clone(),
         router.clone(),
-        FulfilmentConfig::default(),
+        FulfilmentConfig {
+            orphan_sweep: file.map_or_else(
+                || FulfilmentConfig::default().orphan_sweep,
+                |f| f.orphan_sweep.clone(),
+            ),
+            // A buy waits on its upstream for most of a second: thousands of
+            // orders a second need thousands in flight.
+            max_in_flight: BUYS_IN_FLIGHT,
+            ..FulfilmentConfig::default()
+        },
     ));
+    let upstream_hints = worker.hints();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let worker_task = tokio::spawn(worker.run(stopped));
 
-    let transport = match &config.smtp_url {
-        Some(url) => MailTransport::Smtp {
+    let smtp = file.and_then(|f| f.smtp.as_ref());
+    let transport = match (smtp, &config.smtp_url) {
+        (Some(smtp), _) => MailTransport::Smtp {
+            url: smtp.url.clone(),
+            credentials: smtp.username.clone().zip(smtp.password.clone()).map(
+                |(username, password)| nexus_providers::mailer::SmtpCredentials {
+                    username,
+                    password,
+                },
+            ),
+        },
+        (None, Some(url)) => MailTransport::Smtp {
             url: url.clone(),
             credentials: None,
         },
-        None => MailTransport::outbox_in(&config.data_dir),
+        (None, None) => MailTransport::outbox_in(&config.data_dir),
     };
     let mail_settings = MailSettings {
-        from: "Nexus <no-reply@nexus.example>".into(),
+        from: smtp
+            .and_then(|s| s.from.clone())
+            .unwrap_or_else(|| "Nexus <no-reply@nexus.example>".into()),
         public_url: config.public_url.clone(),
         service_name: "Nexus".into(),
     };
@@ -117,10 +197,42 @@ async fn serve(config: Config, store: Store) -> anyhow::Result<()> {
     );
     let notifier_task = tokio::spawn(notifier.run(stop.subscribe()));
 
-    let ipn_secret =
-        IpnSecret::new(store.vault.derive_key("payment-ipn").to_vec()).context("the IPN secret")?;
-    let simulated =
-        Arc::new(SimulatedGateway::new(ipn_secret.clone(), None).context("the simulated gateway")?);
+    // Customer webhooks: order events to each account's endpoint.
+    let customer_webhooks = CustomerWebhooks::new(
+        store.log.clone(),
+        store.vault.clone(),
+        accounts.clone(),
+        commerce.clone(),
+        CustomerWebhooksConfig::new(config.data_dir.join("webhooks.position")),
+    )
+    .context("starting the customer webhooks")?;
+    let customer_webhooks_task = tokio::spawn(customer_webhooks.run(stop.subscribe()));
+
+    // NOWPayments when the configuration file names it; else the simulated
+    // gateway (and its development pay route).
+    let (gateway, simulated, ipn_secret): (Arc<dyn PaymentGateway>, _, _) =
+        match file.and_then(|f| f.gateway.as_ref()) {
+            Some(g) => {
+                let secret =
+                    IpnSecret::new(g.ipn_secret.as_bytes().to_vec()).context("the IPN secret")?;
+                let now_payments = NowPayments::new(NowPaymentsConfig {
+                    base_url: g.base_url.clone(),
+                    api_key: g.api_key.clone(),
+                    ipn_callback_url: g.ipn_callback_url.clone(),
+                    timeout: g.timeout,
+                })
+                .context("the NOWPayments gateway")?;
+                (Arc::new(now_payments), None, secret)
+            }
+            None => {
+                let secret = IpnSecret::new(store.vault.derive_key("payment-ipn").to_vec())
+                    .context("the IPN secret")?;
+                let simulated = Arc::new(
+                    SimulatedGateway::new(secret.clone(), None).context("the simulated gateway")?,
+                );
+                (simulated.clone(), Some(simulated), secret)
+            }
+        };
     let ipn = IpnHandler::new(commerce.clone(), store.log.clone(), ipn_secret);
     let read_models = Arc::new(
         ReadModels::open(
@@ -146,28 +258,75 @@ async fn serve(config: Config, store: Store) -> anyhow::Result<()> {
             markup_percent: config.markup_percent,
         },
         mailer: mailer.clone(),
-        gateway: simulated.clone(),
-        simulated_gateway: Some(simulated),
+        gateway,
+        simulated_gateway: simulated,
         ipn,
         sessions,
         read_models: read_models.clone(),
         runner: runner.clone(),
         cookie_secure: config.cookie_secure,
+        upstream_hints,
+        admin_token: config.admin_token.clone(),
+        legal_holds: Arc::new(nexus_core::domain::legal_hold::LegalHoldService::new(
+            store.log.clone(),
+            store.vault.clone(),
+            Arc::new(SystemClock),
+        )),
+        policy: Arc::new(nexus_core::domain::policy::PolicyService::new(
+            store.log.clone(),
+            store.vault.clone(),
+            Arc::new(SystemClock),
+        )),
     });
     let state_for_shutdown = state.clone();
+    let gate = web::Data::new(Gate {
+        limits: RateLimits::new(config.rate),
+        usage: Some(UsageLog::start(&config.data_dir.join("usage")).context("the usage log")?),
+    });
+    let sweeper = {
+        let gate = gate.clone();
+        let mut stopped = stop.subscribe();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(limits::SWEEP_INTERVAL);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => gate.limits.sweep(),
+                    _ = stopped.changed() => break,
+                }
+            }
+        })
+    };
+    let gate_for_shutdown = gate.clone();
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
+            .app_data(gate.clone())
+            .wrap(actix_web::middleware::from_fn(crate::http::gate::gate))
             .configure(crate::http::configure)
     })
-    .bind(config.listen)
-    .with_context(|| format!("listening on {}", config.listen))?;
+    .shutdown_timeout(SHUTDOWN_GRACE_SECS);
+    let (server, scheme) = match &config.tls {
+        None => (server.bind(config.listen), "http"),
+        Some(files) => (
+            server.bind_rustls_0_23(config.listen, tls_config(files)?),
+            "https",
+        ),
+    };
+    let server = server.with_context(|| format!("listening on {}", config.listen))?;
     for addr in server.addrs() {
         // Tests and scripts read this line to find the port.
-        info!("listening on http://{addr}");
+        info!("listening on {scheme}://{addr}");
     }
     let served = server.run().await.context("serving HTTP");
     drop(state_for_shutdown);
+    sweeper.abort();
+    if let Some(usage) = &gate_for_shutdown.usage {
+        usage.close();
+        let dropped = usage.dropped();
+        if dropped > 0 {
+            tracing::warn!(dropped, "usage records dropped (queue full)");
+        }
+    }
     match Arc::try_unwrap(runner) {
         Ok(runner) => runner.stop().await,
         Err(_) => tracing::warn!("projections still referenced at shutdown; not stopped cleanly"),
@@ -180,6 +339,7 @@ async fn serve(config: Config, store: Store) -> anyhow::Result<()> {
     let _ = stop.send(true);
     let _ = worker_task.await;
     let _ = notifier_task.await;
+    let _ = customer_webhooks_task.await;
     let unsent = mailer.drain(MAIL_DRAIN).await;
     if unsent > 0 {
         tracing::warn!(unsent, "mail left unsent at shutdown");

@@ -272,6 +272,9 @@ pub struct Vault {
     master: MasterKey,
     cache: RwLock<KeyCache>,
     cache_limit: usize,
+    /// Subjects erased since open: caches of opened data compare it to know
+    /// they hold nothing erased since they were filled.
+    erasures: std::sync::atomic::AtomicU64,
 }
 
 impl fmt::Debug for Vault {
@@ -310,6 +313,7 @@ impl Vault {
                 epoch: 0,
             }),
             cache_limit: MAX_CACHED_KEYS,
+            erasures: std::sync::atomic::AtomicU64::new(0),
         };
         match check {
             Some(record) => vault.verify_check(&record)?,
@@ -384,6 +388,12 @@ impl Vault {
             .map_err(|_| VaultError::Tampered)
     }
 
+    /// How many erasures happened since open. Read it before opening sealed
+    /// data to cache: if it changed since, the cached plaintext may be erased.
+    pub fn erasures(&self) -> u64 {
+        self.erasures.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Deletes the subject's key durably (calls DurableDb::sync). Returns true if a key existed.
     ///
     /// A tombstone takes the key's place, so the subject can never get a new key:
@@ -401,6 +411,8 @@ impl Vault {
             cache.keys.remove(subject);
             cache.epoch = cache.epoch.wrapping_add(1);
         }
+        self.erasures
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.durable.sync()?;
         let existed = matches!(previous, Some(value) if value.as_ref() != TOMBSTONE);
         tracing::info!(subject = %subject, existed, "vault: subject erased");

@@ -837,3 +837,222 @@ fn debug_output_shows_no_secrets() {
         assert!(!format!("{err} {err:?}").contains("wendy"));
     });
 }
+
+#[test]
+fn the_holder_of_a_pending_deletion_can_authenticate_with_the_password_to_withdraw() {
+    let w = world();
+    runtime().block_on(async {
+        let a = &w.accounts;
+        let reg = a.register("peggy@example.com", PASSWORD).await.unwrap();
+        let other = a.register("quentin@example.com", PASSWORD).await.unwrap();
+
+        // Active: the holder is the account, as a login would say.
+        assert_eq!(
+            a.authenticate_holder("Peggy@Example.com", PASSWORD)
+                .await
+                .unwrap(),
+            reg.account
+        );
+
+        w.request_deletion(reg.account).await.unwrap();
+        assert_eq!(
+            refused(a.authenticate("peggy@example.com", PASSWORD).await),
+            AccountError::AccountDisabled
+        );
+        // Pending deletion: the password still names the account.
+        let holder = a
+            .authenticate_holder("peggy@example.com", PASSWORD)
+            .await
+            .unwrap();
+        assert_eq!(holder, reg.account);
+        assert_ne!(holder, other.account);
+        a.withdraw_deletion(holder).await.unwrap();
+        a.authenticate("peggy@example.com", PASSWORD).await.unwrap();
+
+        // Wrong password, unknown or malformed address: one answer for all.
+        for (email, password) in [
+            ("peggy@example.com", "wrong password"),
+            ("nobody@example.com", PASSWORD),
+            ("not an address", PASSWORD),
+        ] {
+            assert_eq!(
+                refused(a.authenticate_holder(email, password).await),
+                AccountError::InvalidCredentials
+            );
+        }
+
+        // Erased: nothing left to authenticate against.
+        w.store.vault.erase(&reg.account.subject()).unwrap();
+        assert_eq!(
+            refused(a.authenticate_holder("peggy@example.com", PASSWORD).await),
+            AccountError::InvalidCredentials
+        );
+    });
+}
+
+// -- erasure of a deleted account ----------------------------------------------
+
+mod erasure {
+    use super::*;
+    use nexus_core::domain::account::{
+        decide_create_api_key, decide_erase_account, decide_withdraw_deletion, Account,
+        AccountDeletionRequested, AccountDeletionWithdrawn, AccountErased, AccountEvent,
+        AccountRegistered, RegisteredPii, DELETION_GRACE_DAYS,
+    };
+    use nexus_core::domain::aggregate::given;
+    use nexus_core::log::Direction;
+
+    fn registered(account: AccountId, pii: Personal<RegisteredPii>) -> AccountEvent {
+        AccountEvent::AccountRegistered(AccountRegistered {
+            account,
+            registered_at: start(),
+            pii,
+        })
+    }
+
+    fn plain_pii() -> Personal<RegisteredPii> {
+        Personal::Plain(RegisteredPii {
+            email: "erin@example.com".into(),
+            password_hash: "$2b$04$abcdefghijklmnopqrstuuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ01".into(),
+        })
+    }
+
+    fn deletion_requested(at: DateTime<Utc>) -> AccountEvent {
+        AccountEvent::AccountDeletionRequested(AccountDeletionRequested {
+            at,
+            erase_due_at: at + Duration::days(DELETION_GRACE_DAYS),
+        })
+    }
+
+    fn due() -> DateTime<Utc> {
+        start() + Duration::days(DELETION_GRACE_DAYS)
+    }
+
+    #[test]
+    fn an_account_is_erased_once_its_deletion_is_due_and_only_once() {
+        let account = AccountId::new();
+        let history = vec![
+            registered(account, plain_pii()),
+            deletion_requested(start()),
+        ];
+
+        given::<Account>(history.clone())
+            .when(|s| decide_erase_account(s, due() - Duration::seconds(1)))
+            .then_err(AccountError::ErasureNotDue);
+
+        let state = given::<Account>(history.clone())
+            .when(|s| decide_erase_account(s, due()))
+            .then(vec![AccountEvent::AccountErased(AccountErased {
+                at: due(),
+            })]);
+        assert!(state.is_erased());
+        assert_eq!(state.erased_at, Some(due()));
+        assert_eq!(state.email, Personal::Erased);
+        assert_eq!(state.password_hash, Personal::Erased);
+        assert_eq!(state.view().unwrap().status, AccountViewStatus::Erased);
+
+        let mut erased = history;
+        erased.push(AccountEvent::AccountErased(AccountErased { at: due() }));
+        given::<Account>(erased)
+            .when(|s| decide_erase_account(s, due() + Duration::days(1)))
+            .then_err(AccountError::AccountErased);
+    }
+
+    #[test]
+    fn only_an_account_with_a_pending_deletion_can_be_erased() {
+        let account = AccountId::new();
+        let late = due() + Duration::days(365);
+        given::<Account>(vec![])
+            .when(|s| decide_erase_account(s, late))
+            .then_err(AccountError::AccountNotFound);
+        given::<Account>(vec![registered(account, plain_pii())])
+            .when(|s| decide_erase_account(s, late))
+            .then_err(AccountError::NoDeletionPending);
+        given::<Account>(vec![
+            registered(account, plain_pii()),
+            deletion_requested(start()),
+            AccountEvent::AccountDeletionWithdrawn(AccountDeletionWithdrawn {
+                at: start() + Duration::days(1),
+            }),
+        ])
+        .when(|s| decide_erase_account(s, late))
+        .then_err(AccountError::NoDeletionPending);
+    }
+
+    #[test]
+    fn an_erasure_whose_key_is_gone_but_not_recorded_yet_is_recorded() {
+        // The stream as it reads after the vault erase, before the append landed.
+        let account = AccountId::new();
+        given::<Account>(vec![
+            registered(account, Personal::Erased),
+            deletion_requested(start()),
+        ])
+        .when(|s| decide_erase_account(s, due()))
+        .then(vec![AccountEvent::AccountErased(AccountErased {
+            at: due(),
+        })]);
+    }
+
+    #[test]
+    fn nothing_can_be_done_to_an_erased_account() {
+        let account = AccountId::new();
+        let history = vec![
+            registered(account, plain_pii()),
+            deletion_requested(start()),
+            AccountEvent::AccountErased(AccountErased { at: due() }),
+        ];
+        given::<Account>(history.clone())
+            .when(|s| decide_withdraw_deletion(s, due()))
+            .then_err(AccountError::AccountErased);
+        given::<Account>(history)
+            .when(|s| decide_create_api_key(s, ApiKeyId::new(), [1; 32], "abcdefgh", due()))
+            .then_err(AccountError::AccountErased);
+    }
+
+    #[test]
+    fn erase_account_erases_the_vault_subject_and_records_it_when_due() {
+        let w = world();
+        runtime().block_on(async {
+            let a = &w.accounts;
+            let reg = a.register("erin@example.com", PASSWORD).await.unwrap();
+            let kept = a.register("frank@example.com", PASSWORD).await.unwrap();
+            assert_eq!(
+                refused(a.erase_account(reg.account).await),
+                AccountError::NoDeletionPending
+            );
+            w.request_deletion(reg.account).await.unwrap();
+            w.clock
+                .advance(Duration::days(DELETION_GRACE_DAYS) - Duration::seconds(1));
+            assert_eq!(
+                refused(a.erase_account(reg.account).await),
+                AccountError::ErasureNotDue
+            );
+            assert!(!w.store.vault.is_erased(&reg.account.subject()).unwrap());
+
+            w.clock.advance(Duration::seconds(1));
+            a.erase_account(reg.account).await.unwrap();
+            assert!(w.store.vault.is_erased(&reg.account.subject()).unwrap());
+            let last = w
+                .store
+                .log
+                .read_stream(&reg.account.stream(), u64::MAX, Direction::Backwards, 1)
+                .await
+                .unwrap();
+            assert_eq!(last[0].event_type, "AccountErased");
+            let view = a.account(reg.account).await.unwrap();
+            assert_eq!(view.status, AccountViewStatus::Erased);
+            assert_eq!(view.email, Personal::Erased);
+            assert_eq!(
+                refused(a.erase_account(reg.account).await),
+                AccountError::AccountErased
+            );
+            assert_eq!(
+                refused(a.authenticate("erin@example.com", PASSWORD).await),
+                AccountError::InvalidCredentials
+            );
+            // Another account is untouched.
+            assert!(!w.store.vault.is_erased(&kept.account.subject()).unwrap());
+            a.authenticate("frank@example.com", PASSWORD).await.unwrap();
+        });
+    }
+}

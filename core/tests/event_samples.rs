@@ -299,6 +299,16 @@ fn account_samples() -> Vec<AccountEvent> {
             key_id: ApiKeyId(Uuid::from_u128(5)),
             at: at(),
         }),
+        AccountEvent::WebhookEndpointSet(WebhookEndpointSet {
+            account,
+            at: at(),
+            pii: Personal::Plain(WebhookEndpointPii {
+                url: "https://hooks.example.com/nexus".into(),
+                secret: "whsec_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789-_AbCd".into(),
+            }),
+        }),
+        AccountEvent::WebhookEndpointRemoved(WebhookEndpointRemoved { at: at() }),
+        AccountEvent::AccountErased(AccountErased { at: at() }),
     ]
 }
 
@@ -310,6 +320,37 @@ fn email_samples() -> Vec<EmailReservationEvent> {
         EmailReservationEvent::EmailReserved(EmailReserved { account, at: at() }),
         EmailReservationEvent::EmailReleased(EmailReleased { account, at: at() }),
     ]
+}
+
+fn legal_hold_samples() -> Vec<nexus_core::domain::legal_hold::LegalHoldEvent> {
+    use nexus_core::domain::legal_hold::*;
+    let subject = HoldSubject::Order(order_id());
+    vec![
+        LegalHoldEvent::LegalHoldPlaced(LegalHoldPlaced {
+            subject,
+            reason_code: HoldReason::Regulator,
+            reference: CaseReference::new("CASE-2026/114").unwrap(),
+            placed_at: at(),
+        }),
+        LegalHoldEvent::LegalHoldReleased(LegalHoldReleased {
+            subject,
+            released_at: at(),
+        }),
+    ]
+}
+
+fn policy_samples() -> Vec<nexus_core::domain::policy::PolicyEvent> {
+    use nexus_core::domain::policy::*;
+    vec![PolicyEvent::PolicyChangeAnnounced(PolicyChangeAnnounced {
+        id: PolicyChangeId(Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0005)),
+        title: "New retention periods".into(),
+        summary: "Anonymous order data is kept 60 days.".into(),
+        effective_at: at() + chrono::Duration::days(30),
+        url: Some("https://nexus.example/privacy".into()),
+        announced_at: at(),
+        key: AnnouncementKey::new("announce-1"),
+        fingerprint: [7; 32],
+    })]
 }
 
 /// (type, schema, payload hex, personal part hex or "-") for each sample, plus
@@ -347,6 +388,8 @@ fn every_event_type_keeps_its_stored_bytes() {
     current.extend(rows(anonymous_samples()));
     current.extend(rows(account_samples()));
     current.extend(rows(email_samples()));
+    current.extend(rows(legal_hold_samples()));
+    current.extend(rows(policy_samples()));
 
     let text = std::fs::read_to_string(SAMPLES_FILE).unwrap_or_default();
     let stored: BTreeMap<String, String> = text

@@ -9,6 +9,9 @@ use uuid::Uuid;
 /// The checkpoint's key in every projection's tree. Every other key starts
 /// with an ASCII letter, so it can never collide with this one.
 pub const CHECKPOINT_KEY: &[u8] = b"\0checkpoint";
+/// Present while a rebuild writes the tree (without sled batches): a tree
+/// holding it is incomplete, whatever else it holds, and reads as unbuilt.
+pub const REBUILDING_KEY: &[u8] = b"\0rebuilding";
 
 /// An owner in 17 bytes: `a` (account) or `n` (anonymous) and the id's bytes.
 pub const OWNER_BYTES: usize = 17;

@@ -10,10 +10,11 @@ use nexus_core::vault::Vault;
 use crate::accounts::{self, AccountsProjection, AccountsView};
 use crate::catalog::{self, CatalogProjection, CatalogView};
 use crate::error::StorageError;
+use crate::keys::REBUILDING_KEY;
 use crate::orders::{self, OrdersProjection, OrdersView};
 use crate::projection::Projection;
 use crate::retention::{self, RetentionProjection, RetentionView};
-use crate::staging::read_checkpoint;
+use crate::staging::{is_rebuilding, read_checkpoint};
 use crate::wallets::{self, WalletsProjection, WalletsView};
 
 /// The names of the standard projections, in the order they are built.
@@ -108,6 +109,31 @@ impl ReadModels {
         let mut trees = self.trees.lock().unwrap_or_else(PoisonError::into_inner);
         trees.remove(name);
         self.db.drop_tree(name)?;
+        Ok(())
+    }
+
+    /// Whether a rebuild of the projection began and did not end: its tree is
+    /// incomplete (its checkpoint reads 0) and must be dropped before use.
+    pub fn is_rebuilding(&self, name: &str) -> Result<bool, StorageError> {
+        is_rebuilding(&self.tree(name)?)
+    }
+
+    /// Drops the projection's tree and marks the new, empty one as being
+    /// rebuilt. The mark is durable after the next [`ReadModels::flush`]; write
+    /// nothing else before it.
+    pub(crate) fn begin_rebuild(&self, name: &str) -> Result<sled::Tree, StorageError> {
+        self.drop_projection(name)?;
+        let tree = self.tree(name)?;
+        tree.insert(REBUILDING_KEY, &[])?;
+        Ok(tree)
+    }
+
+    /// Removes the rebuilding mark: the tree is complete up to its checkpoint.
+    /// Call after a [`ReadModels::flush`] that made all its contents durable
+    /// (sled recovers a prefix of its writes, so the contents come back
+    /// whenever the removal does).
+    pub(crate) fn end_rebuild(&self, name: &str) -> Result<(), StorageError> {
+        self.tree(name)?.remove(REBUILDING_KEY)?;
         Ok(())
     }
 

@@ -1,12 +1,29 @@
 //! Rebuild: drop projections' trees and replay the log from position 0.
 //!
 //! One reader feeds every projection being rebuilt (each event is read once);
-//! each projection applies on a thread of its own. A rebuild commits in large
-//! windows ([`RebuildOptions::window_events`]): the trees were just dropped, so
-//! a window's state is kept in memory and written once, which is what makes a
-//! rebuild fast on sled (its cost is per key written). Every commit carries the
-//! checkpoint, as in the runner: a rebuild that is interrupted resumes like any
-//! catch-up, from its last window.
+//! each projection applies on a thread of its own and keeps its rows in memory
+//! (decoded), so a row changed by many events is written once.
+//!
+//! sled costs about 10 µs per key written, and its atomic batches take a
+//! process-wide lock: trees committing batches take turns, and so do the log's
+//! reads. A rebuild therefore writes without batches: plain inserts, in key
+//! order, each tree from its own thread, behind a durable mark:
+//!
+//! 1. every tree being rebuilt is dropped and marked `\0rebuilding`, and the
+//!    marks are flushed to disk before anything else is written;
+//! 2. the projections apply the log and write their rows (at the end, or when
+//!    [`RebuildOptions::max_staged_keys`] or [`RebuildOptions::window_events`]
+//!    is reached), then their checkpoint;
+//! 3. once every row is flushed to disk, the marks are removed and flushed.
+//!
+//! A marked tree reads checkpoint 0, and [`crate::Runner`] drops it before it
+//! starts: a rebuild interrupted at any moment starts over, and never leaves a
+//! projection that looks complete (sled recovers a prefix of its writes, so a
+//! mark's removal never comes back without what was written before it).
+//!
+//! A projection that fails at position `p` is rebuilt once more, alone, up to
+//! `p - 1`, so it ends exactly as the incremental build would: stopped before
+//! the failing event with everything before it applied and its checkpoint.
 //!
 //! A rebuild applies the same code to the same events as the incremental
 //! build, so the trees end byte for byte equal (tested), whatever the windows.
@@ -19,8 +36,9 @@ use nexus_core::log::{EventStore, LogError, RecordedEvent, MAX_READ_COUNT};
 use tokio::sync::mpsc;
 
 use crate::error::StorageError;
+use crate::keys::CHECKPOINT_KEY;
 use crate::models::ReadModels;
-use crate::projection::{Applier, Failure, Projection};
+use crate::projection::{apply_events, Failure, Projection};
 use crate::staging::Staging;
 
 /// Batches read ahead of the slowest projection.
@@ -31,11 +49,14 @@ const READ_AHEAD_BATCHES: usize = 16;
 pub struct RebuildOptions {
     /// Events per log read, 1 to the log's limit (10,000).
     pub read_batch: usize,
-    /// Most events between two commits (each commit is one sled batch).
+    /// Every this many events, a projection writes the changed rows that no
+    /// event changed in the last window (so rows are written about once, and
+    /// while other projections apply); the rest is written at the end.
     pub window_events: u64,
-    /// A commit happens earlier when this many keys are staged.
+    /// Changed rows are written when this many keys are staged (bounds the
+    /// memory of what is not written yet).
     pub max_staged_keys: usize,
-    /// Rows each projection keeps in memory (decoded); beyond it committed rows
+    /// Rows each projection keeps in memory (decoded); beyond it written rows
     /// are dropped and read back from sled (slower, same result).
     pub max_cached_rows: usize,
 }
@@ -45,7 +66,7 @@ impl Default for RebuildOptions {
         Self {
             read_batch: MAX_READ_COUNT,
             window_events: 100_000,
-            max_staged_keys: 250_000,
+            max_staged_keys: 1_000_000,
             max_cached_rows: 2_000_000,
         }
     }
@@ -55,7 +76,8 @@ impl Default for RebuildOptions {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RebuildOutcome {
     pub name: &'static str,
-    /// The last position applied and committed.
+    /// The last position applied and committed (0 if the projection is left
+    /// marked as being rebuilt: it starts again from 0).
     pub position: u64,
     pub failure: Option<Failure>,
 }
@@ -82,7 +104,7 @@ impl RebuildReport {
 }
 
 /// Why a rebuild could not run to its end (a projection's own failure is in
-/// its [`RebuildOutcome`] instead).
+/// its [`RebuildOutcome`] instead). Trees still marked start again from 0.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RebuildError {
@@ -98,14 +120,20 @@ pub enum RebuildError {
     ShortLog(u64),
     #[error("a rebuild thread could not start: {0}")]
     Thread(std::io::Error),
+    #[error("the rebuild thread of {0} panicked")]
+    Panicked(&'static str),
 }
+
+/// What a projection's thread hands back: the projection (for a second pass)
+/// and the last position it wrote, or where it failed.
+type Replayed = (Box<dyn Projection>, Result<u64, Failure>);
 
 struct Worker {
     name: &'static str,
     sender: Option<mpsc::Sender<Arc<Vec<RecordedEvent>>>>,
     position: Arc<AtomicU64>,
     done: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<Result<u64, Failure>>>,
+    thread: Option<std::thread::JoinHandle<Replayed>>,
 }
 
 /// Drops the trees of `projections` and replays the log into them up to its
@@ -120,12 +148,90 @@ pub async fn rebuild<S: EventStore>(
 ) -> Result<RebuildReport, RebuildError> {
     let started = Instant::now();
     let head = store.head();
-    let mut workers = Vec::with_capacity(projections.len());
-    for projection in projections {
+    let names: Vec<&'static str> = projections.iter().map(|p| p.name()).collect();
+    let jobs = projections.into_iter().map(|p| (p, head)).collect();
+    let mut finished = Vec::with_capacity(names.len());
+    let mut failed = Vec::new();
+    for (projection, result) in pass(store, models, jobs, head, options, &mut progress).await? {
+        match result {
+            Ok(position) => finished.push((projection.name(), position, None)),
+            Err(failure) => failed.push((projection, failure)),
+        }
+    }
+    // A failed projection stops before its failing event, as the incremental
+    // build does: rebuild it alone up to there.
+    if !failed.is_empty() {
+        let (projections, failures): (Vec<_>, Vec<_>) = failed.into_iter().unzip();
+        let jobs = projections
+            .into_iter()
+            .zip(&failures)
+            .map(|(projection, failure)| (projection, failure.position.saturating_sub(1)))
+            .collect();
+        let again = pass(store, models, jobs, head, options, &mut progress).await?;
+        for ((projection, result), failure) in again.into_iter().zip(failures) {
+            let (position, failure) = match result {
+                Ok(position) => (position, failure),
+                Err(second) => (
+                    0,
+                    Failure {
+                        position: second.position,
+                        reason: format!(
+                            "{} (and rebuilding before it: {})",
+                            failure.reason, second.reason
+                        ),
+                    },
+                ),
+            };
+            finished.push((projection.name(), position, Some(failure)));
+        }
+    }
+    models.flush()?;
+    let mut outcomes = Vec::with_capacity(names.len());
+    for name in names {
+        let Some((_, position, failure)) = finished.iter().find(|f| f.0 == name).cloned() else {
+            continue;
+        };
+        // Position 0 after a failure: nothing could be kept, the mark stays.
+        if position > 0 || failure.is_none() {
+            models.end_rebuild(name)?;
+        }
+        outcomes.push(RebuildOutcome {
+            name,
+            position,
+            failure,
+        });
+    }
+    models.flush()?;
+    progress(head, head);
+    Ok(RebuildReport {
+        head,
+        elapsed: started.elapsed(),
+        outcomes,
+    })
+}
+
+/// One replay of the log from position 1 into freshly dropped and marked
+/// trees, each projection up to its own last position. Returns each
+/// projection with the position it wrote its checkpoint at, or its failure.
+async fn pass<S: EventStore>(
+    store: &Arc<S>,
+    models: &ReadModels,
+    jobs: Vec<(Box<dyn Projection>, u64)>,
+    head: u64,
+    options: &RebuildOptions,
+    progress: &mut impl FnMut(u64, u64),
+) -> Result<Vec<Replayed>, RebuildError> {
+    let mut trees = Vec::with_capacity(jobs.len());
+    for (projection, _) in &jobs {
+        trees.push(models.begin_rebuild(projection.name())?);
+    }
+    // The marks are on disk before any row is written.
+    models.flush()?;
+    let until_all = jobs.iter().map(|j| j.1).max().unwrap_or(0);
+    let mut workers = Vec::with_capacity(jobs.len());
+    for ((projection, until), tree) in jobs.into_iter().zip(trees) {
         let name = projection.name();
-        models.drop_projection(name)?;
-        let staging = Staging::new(models.tree(name)?, options.max_cached_rows)?;
-        let applier = Applier::new(projection, staging)?;
+        let staging = Staging::new(tree, options.max_cached_rows)?;
         let (sender, receiver) = mpsc::channel(READ_AHEAD_BATCHES);
         let position = Arc::new(AtomicU64::new(0));
         let done = Arc::new(AtomicBool::new(false));
@@ -134,7 +240,7 @@ pub async fn rebuild<S: EventStore>(
             std::thread::Builder::new()
                 .name(format!("rebuild-{name}"))
                 .spawn(move || {
-                    let result = replay(applier, receiver, &position, &options);
+                    let result = replay(projection, staging, receiver, until, &position, &options);
                     done.store(true, Ordering::Release);
                     result
                 })
@@ -158,8 +264,8 @@ pub async fn rebuild<S: EventStore>(
     };
     let mut next = 1u64;
     let read_batch = options.read_batch.clamp(1, MAX_READ_COUNT);
-    while next <= head {
-        let count = read_batch.min((head - next + 1) as usize);
+    while next <= until_all && workers.iter().any(|w| w.sender.is_some()) {
+        let count = read_batch.min((until_all - next + 1) as usize);
         let events = store
             .read_all(next, count)
             .await
@@ -174,7 +280,7 @@ pub async fn rebuild<S: EventStore>(
         let events = Arc::new(events);
         for worker in &mut workers {
             if let Some(sender) = &worker.sender {
-                // A worker that stopped (failed) just stops receiving.
+                // A worker that stopped (failed, or at its end) stops receiving.
                 if sender.send(events.clone()).await.is_err() {
                     worker.sender = None;
                 }
@@ -186,51 +292,91 @@ pub async fn rebuild<S: EventStore>(
         worker.sender = None;
     }
     while !workers.iter().all(|w| w.done.load(Ordering::Acquire)) {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
         progress(slowest(&workers), head);
     }
-    let mut outcomes = Vec::with_capacity(workers.len());
+    let mut replayed = Vec::with_capacity(workers.len());
     for worker in &mut workers {
-        let result = match worker.thread.take().map(|t| t.join()) {
-            Some(Ok(result)) => result,
-            _ => Err(Failure {
-                position: worker.position.load(Ordering::Acquire) + 1,
-                reason: "the rebuild thread panicked".into(),
-            }),
-        };
-        outcomes.push(RebuildOutcome {
-            name: worker.name,
-            position: worker.position.load(Ordering::Acquire),
-            failure: result.err(),
-        });
+        match worker.thread.take().map(|t| t.join()) {
+            Some(Ok(result)) => replayed.push(result),
+            _ => {
+                let position = worker.position.load(Ordering::Acquire) + 1;
+                tracing::error!(
+                    projection = worker.name,
+                    position,
+                    "a rebuild thread panicked"
+                );
+                return Err(RebuildError::Panicked(worker.name));
+            }
+        }
     }
-    models.flush()?;
-    progress(slowest(&workers), head);
-    Ok(RebuildReport {
-        head,
-        elapsed: started.elapsed(),
-        outcomes,
-    })
+    Ok(replayed)
 }
 
-/// One projection's side of a rebuild: apply what the reader sends, commit
-/// per window, and the rest at the end (or before a failure).
+/// One projection's side of a pass: apply what the reader sends up to
+/// `until`, write the rows (in windows, and at the end) and the checkpoint.
 fn replay(
-    mut applier: Applier,
+    mut projection: Box<dyn Projection>,
+    mut staging: Staging,
     mut receiver: mpsc::Receiver<Arc<Vec<RecordedEvent>>>,
+    until: u64,
+    position: &AtomicU64,
+    options: &RebuildOptions,
+) -> Replayed {
+    let result = replay_into(
+        &mut *projection,
+        &mut staging,
+        &mut receiver,
+        until,
+        position,
+        options,
+    );
+    (projection, result)
+}
+
+fn replay_into(
+    projection: &mut dyn Projection,
+    staging: &mut Staging,
+    receiver: &mut mpsc::Receiver<Arc<Vec<RecordedEvent>>>,
+    until: u64,
     position: &AtomicU64,
     options: &RebuildOptions,
 ) -> Result<u64, Failure> {
-    while let Some(events) = receiver.blocking_recv() {
-        let result = applier.apply(events);
-        let window_full = applier.applied() - applier.committed() >= options.window_events
-            || applier.staged_keys() >= options.max_staged_keys;
-        if result.is_err() || window_full {
-            position.store(applier.commit()?, Ordering::Release);
+    let mut next = 1u64;
+    let mut written = 0u64;
+    let storage = |next: u64| {
+        move |e: StorageError| Failure {
+            position: next,
+            reason: format!("writing the read model: {e}"),
         }
-        result?;
+    };
+    while next <= until {
+        let Some(events) = receiver.blocking_recv() else {
+            break;
+        };
+        let upto = events.partition_point(|e| e.position <= until);
+        apply_events(projection, staging, &events[..upto], &mut next)?;
+        position.store(next - 1, Ordering::Release);
+        if staging.dirty_len() >= options.max_staged_keys {
+            staging.write_unbatched().map_err(storage(next))?;
+            written = next - 1;
+        } else if next - 1 - written >= options.window_events {
+            staging.write_idle_unbatched().map_err(storage(next))?;
+            written = next - 1;
+        }
     }
-    let committed = applier.commit()?;
-    position.store(committed, Ordering::Release);
-    Ok(committed)
+    receiver.close();
+    let applied = next - 1;
+    if applied < until {
+        return Err(Failure {
+            position: next,
+            reason: "the log ended before the rebuild's head".into(),
+        });
+    }
+    staging.write_unbatched().map_err(storage(next))?;
+    staging
+        .tree()
+        .insert(CHECKPOINT_KEY, &applied.to_be_bytes())
+        .map_err(|e| storage(next)(e.into()))?;
+    Ok(applied)
 }

@@ -20,7 +20,11 @@ use crate::models::ReadModels;
 use crate::projection::{Applier, Failure, Projection};
 use crate::staging::Staging;
 
-/// Events per batch unless configured otherwise.
+/// Events per batch unless configured otherwise. A commit is one sled batch,
+/// and sled's batches take a process-wide lock that the log's appends wait for
+/// while a commit writes its keys: smaller batches shorten that wait at the
+/// cost of more commits (measured in docs/PROJECTIONS.md, "Appends behind
+/// commits").
 pub const DEFAULT_BATCH_EVENTS: usize = 1_000;
 /// The largest batch (one log read).
 pub const MAX_BATCH_EVENTS: usize = nexus_core::log::MAX_READ_COUNT;
@@ -136,6 +140,11 @@ impl<S: EventStore> Runner<S> {
         let mut slots = Vec::with_capacity(projections.len());
         for projection in projections {
             let name = projection.name();
+            // A rebuild that did not end left an incomplete tree: start over.
+            if models.is_rebuilding(name)? {
+                tracing::warn!(projection = name, "an interrupted rebuild: starting from 0");
+                models.drop_projection(name)?;
+            }
             let staging = Staging::new(models.tree(name)?, config.max_cached_rows)?;
             let applier = Applier::new(projection, staging)?;
             let (progress_tx, progress) = watch::channel(Progress {

@@ -28,7 +28,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::{ApplyError, StorageError, StoredValueError};
-use crate::keys::CHECKPOINT_KEY;
+use crate::keys::{CHECKPOINT_KEY, REBUILDING_KEY};
 
 /// What can be stored in a projection's tree.
 pub trait Row: Serialize + DeserializeOwned + Send + 'static {}
@@ -45,6 +45,8 @@ struct Entry {
     dirty: bool,
     /// Whether the tree holds the key (`None`: not known).
     in_tree: Option<bool>,
+    /// The period ([`Staging::write_idle_unbatched`]) it last changed in.
+    touched: u64,
 }
 
 fn encode_as<T: Row>(value: &(dyn Any + Send)) -> Option<Vec<u8>> {
@@ -73,6 +75,9 @@ impl Hasher for KeyHasher {
 
 type Entries = HashMap<Vec<u8>, Entry, BuildHasherDefault<KeyHasher>>;
 
+/// A key to write: its new bytes, or `None` to remove it.
+type Change<'a> = (&'a [u8], Option<Vec<u8>>);
+
 /// The staged, uncommitted changes of one projection, and its cache of rows.
 pub struct Staging {
     tree: sled::Tree,
@@ -81,6 +86,8 @@ pub struct Staging {
     max_entries: usize,
     /// The entries hold every key of the tree: a miss means absent.
     complete: bool,
+    /// The current period of [`Staging::write_idle_unbatched`].
+    period: u64,
 }
 
 fn wrong_type(key: &[u8]) -> ApplyError {
@@ -98,6 +105,7 @@ impl Staging {
             dirty: 0,
             max_entries,
             complete,
+            period: 0,
         })
     }
 
@@ -137,6 +145,7 @@ impl Staging {
                     encode: encode_as::<T>,
                     dirty: false,
                     in_tree: Some(in_tree),
+                    touched: 0,
                 },
             );
         }
@@ -156,10 +165,12 @@ impl Staging {
 
     /// The current value of `key`, to change in place (it will be written).
     pub fn get_mut<T: Row>(&mut self, key: &[u8]) -> Result<Option<&mut T>, ApplyError> {
+        let period = self.period;
         let entry = self.entry::<T>(key)?;
         if entry.value.is_none() {
             return Ok(None);
         }
+        entry.touched = period;
         if !entry.dirty {
             entry.dirty = true;
             self.dirty += 1;
@@ -180,11 +191,13 @@ impl Staging {
         key: &[u8],
         default: impl FnOnce() -> T,
     ) -> Result<&mut T, ApplyError> {
+        let period = self.period;
         let entry = self.entry::<T>(key)?;
         if entry.value.is_none() {
             entry.value = Some(Box::new(default()));
             entry.encode = encode_as::<T>;
         }
+        entry.touched = period;
         if !entry.dirty {
             entry.dirty = true;
             self.dirty += 1;
@@ -199,10 +212,12 @@ impl Staging {
 
     /// Removes `key` and returns its value.
     pub fn take<T: Row>(&mut self, key: &[u8]) -> Result<Option<T>, ApplyError> {
+        let period = self.period;
         let entry = self.entry::<T>(key)?;
         let Some(value) = entry.value.take() else {
             return Ok(None);
         };
+        entry.touched = period;
         if !entry.dirty {
             entry.dirty = true;
             self.dirty += 1;
@@ -223,9 +238,11 @@ impl Staging {
             encode: encode_as::<T>,
             dirty: false,
             in_tree,
+            touched: 0,
         });
         entry.value = Some(Box::new(value));
         entry.encode = encode_as::<T>;
+        entry.touched = self.period;
         if !entry.dirty {
             entry.dirty = true;
             *dirty += 1;
@@ -238,6 +255,7 @@ impl Staging {
         match self.entries.get_mut(key) {
             Some(entry) => {
                 entry.value = None;
+                entry.touched = self.period;
                 if !entry.dirty {
                     entry.dirty = true;
                     self.dirty += 1;
@@ -251,6 +269,7 @@ impl Staging {
                         encode: encode_as::<()>,
                         dirty: true,
                         in_tree: if complete { Some(false) } else { None },
+                        touched: self.period,
                     },
                 );
                 self.dirty += 1;
@@ -267,15 +286,16 @@ impl Staging {
         self.complete = false;
     }
 
-    /// Writes every change and `checkpoint` in one atomic sled batch.
-    pub fn commit(&mut self, checkpoint: u64) -> Result<(), StorageError> {
-        let mut batch = sled::Batch::default();
-        for (key, entry) in self.entries.iter_mut().filter(|(_, e)| e.dirty) {
+    /// The changes to write, in key order (sled writes sorted keys faster:
+    /// consecutive keys land in the same node). `None`: remove the key.
+    fn changes(&self, wanted: impl Fn(&Entry) -> bool) -> Result<Vec<Change<'_>>, StorageError> {
+        let mut changes = Vec::with_capacity(self.dirty);
+        for (key, entry) in self.entries.iter().filter(|(_, e)| e.dirty && wanted(e)) {
             match &entry.value {
                 Some(value) => {
                     let bytes = (entry.encode)(value.as_ref())
                         .ok_or_else(|| StoredValueError::new(key, "does not encode"))?;
-                    batch.insert(key.as_slice(), bytes);
+                    changes.push((key.as_slice(), Some(bytes)));
                 }
                 None => {
                     let in_tree = match entry.in_tree {
@@ -283,34 +303,93 @@ impl Staging {
                         None => self.tree.contains_key(key)?,
                     };
                     if in_tree {
-                        batch.remove(key.as_slice());
+                        changes.push((key.as_slice(), None));
                     }
                 }
             }
         }
-        batch.insert(CHECKPOINT_KEY, &checkpoint.to_be_bytes());
-        self.tree.apply_batch(batch)?;
-        for entry in self.entries.values_mut() {
-            if entry.dirty {
-                entry.dirty = false;
-                entry.in_tree = Some(entry.value.is_some());
+        changes.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        Ok(changes)
+    }
+
+    /// Writes every change and `checkpoint` in one atomic sled batch.
+    pub fn commit(&mut self, checkpoint: u64) -> Result<(), StorageError> {
+        let mut batch = sled::Batch::default();
+        for (key, value) in self.changes(|_| true)? {
+            match value {
+                Some(bytes) => batch.insert(key, bytes),
+                None => batch.remove(key),
             }
         }
+        batch.insert(CHECKPOINT_KEY, &checkpoint.to_be_bytes());
+        self.tree.apply_batch(batch)?;
+        self.written(|_| true);
+        Ok(())
+    }
+
+    /// Writes every change with plain sled inserts and removes, in key order,
+    /// without a checkpoint. Not atomic, and sled's batch lock is not taken (it
+    /// is process-wide: no other tree's writes, and no log append, wait for
+    /// these). Only for a tree marked as being rebuilt, which reads as unbuilt
+    /// until the rebuild ends ([`crate::rebuild()`]).
+    pub(crate) fn write_unbatched(&mut self) -> Result<(), StorageError> {
+        self.write_unbatched_where(|_| true)
+    }
+
+    /// [`Staging::write_unbatched`] of the rows no event changed since the
+    /// last call (rows whose events are likely over: an order settled, a
+    /// customer gone quiet), so that each is written about once while the
+    /// events still come; then a new period begins.
+    pub(crate) fn write_idle_unbatched(&mut self) -> Result<(), StorageError> {
+        let period = self.period;
+        self.write_unbatched_where(|e| e.touched < period)?;
+        self.period += 1;
+        Ok(())
+    }
+
+    fn write_unbatched_where(
+        &mut self,
+        wanted: impl Fn(&Entry) -> bool,
+    ) -> Result<(), StorageError> {
+        for (key, value) in self.changes(&wanted)? {
+            match value {
+                Some(bytes) => self.tree.insert(key, bytes)?,
+                None => self.tree.remove(key)?,
+            };
+        }
+        self.written(wanted);
+        Ok(())
+    }
+
+    /// After a write of the `wanted` changes: they are not dirty any more, and
+    /// the cache knows what the tree holds for them.
+    fn written(&mut self, wanted: impl Fn(&Entry) -> bool) {
+        let mut written = 0;
+        for entry in self.entries.values_mut() {
+            if entry.dirty && wanted(entry) {
+                entry.dirty = false;
+                entry.in_tree = Some(entry.value.is_some());
+                written += 1;
+            }
+        }
+        self.dirty -= written;
         if self.complete {
             // A complete cache needs no record of what is absent.
-            self.entries.retain(|_, e| e.value.is_some());
+            self.entries.retain(|_, e| e.value.is_some() || e.dirty);
         }
-        self.dirty = 0;
         if self.entries.len() > self.max_entries {
-            self.entries.clear();
+            self.entries.retain(|_, e| e.dirty);
             self.complete = false;
         }
-        Ok(())
     }
 }
 
-/// The checkpoint stored in a projection's tree (0: none).
+/// The checkpoint stored in a projection's tree (0: none, or a rebuild of the
+/// tree did not end).
 pub fn read_checkpoint(tree: &sled::Tree) -> Result<u64, StorageError> {
+    if is_rebuilding(tree)? {
+        return Ok(0);
+    }
     match tree.get(CHECKPOINT_KEY)? {
         None => Ok(0),
         Some(bytes) => {
@@ -321,6 +400,12 @@ pub fn read_checkpoint(tree: &sled::Tree) -> Result<u64, StorageError> {
             Ok(u64::from_be_bytes(raw))
         }
     }
+}
+
+/// Whether the tree is marked as being rebuilt: its contents are incomplete
+/// (a rebuild that did not end); the projection must start again from 0.
+pub fn is_rebuilding(tree: &sled::Tree) -> Result<bool, StorageError> {
+    Ok(tree.contains_key(REBUILDING_KEY)?)
 }
 
 #[cfg(test)]

@@ -92,6 +92,18 @@ pub fn decode<E: DomainEvent>(record: &RecordedEvent) -> Result<E, ApplyError> {
     })
 }
 
+/// Whether the record is one of the `ignored` types of `E` at the schema
+/// version this build knows: a projection that does nothing with it need not
+/// decode it (most of a projection's cost per event is the decoding). A type or
+/// version this build does not know still goes to the decoder, and fails.
+pub fn known_and_ignored<E: DomainEvent>(record: &RecordedEvent, ignored: &[&str]) -> bool {
+    let event_type = record.event_type.as_str();
+    ignored.contains(&event_type)
+        && E::TYPES
+            .iter()
+            .any(|(t, v)| *t == event_type && *v == record.schema_version)
+}
+
 fn bad(record: &RecordedEvent, category: Category, reason: &'static str) -> ApplyError {
     ApplyError::BadStream {
         stream: record.stream.as_str().to_owned(),
@@ -159,6 +171,45 @@ pub fn email_hash_of(record: &RecordedEvent, rest: &str) -> Result<[u8; 32], App
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_known_types_at_known_versions_are_ignored_without_decoding() {
+        use nexus_core::domain::order::OrderEvent;
+        let mut record = RecordedEvent {
+            position: 1,
+            stream: nexus_core::log::StreamName::new("order-1").unwrap(),
+            version: 1,
+            id: nexus_core::log::EventId::new(),
+            event_type: "OrderCodeErased".into(),
+            schema_version: 1,
+            recorded_at: chrono::Utc::now(),
+            correlation_id: None,
+            causation_id: None,
+            payload: Vec::new(),
+            pii: None,
+            prev_hash: [0; 32],
+            hash: [0; 32],
+        };
+        assert!(known_and_ignored::<OrderEvent>(
+            &record,
+            &["OrderCodeErased"]
+        ));
+        assert!(!known_and_ignored::<OrderEvent>(
+            &record,
+            &["OrderCompleted"]
+        ));
+        record.schema_version = 2;
+        assert!(!known_and_ignored::<OrderEvent>(
+            &record,
+            &["OrderCodeErased"]
+        ));
+        record.event_type = "OrderTeleported".into();
+        record.schema_version = 1;
+        assert!(!known_and_ignored::<OrderEvent>(
+            &record,
+            &["OrderTeleported"]
+        ));
+    }
 
     #[test]
     fn categories_by_prefix() {

@@ -269,3 +269,115 @@ fn no_plaintext_personal_data_in_the_projection_files() {
     // The search does find what is there: a provider name, in plain.
     assert!(!files_containing(&projections, b"sim-a").is_empty());
 }
+
+/// Whether any value of the tree holds `needle`.
+fn tree_holds(world: &World, name: &str, needle: &[u8]) -> bool {
+    world
+        .models
+        .dump(name)
+        .unwrap()
+        .iter()
+        .any(|(_, value)| value.windows(needle.len()).any(|w| w == needle))
+}
+
+#[test]
+fn an_erased_account_reads_erased_and_leaves_the_schedule_incrementally_and_after_a_rebuild() {
+    use nexus_core::domain::account::DELETION_GRACE_DAYS;
+    use nexus_core::domain::commerce::request_account_deletion;
+    use nexus_core::log::Direction;
+    use nexus_projections::retention::DueSubject;
+
+    let dir = tempfile::tempdir().unwrap();
+    let world = Arc::new(World::open(dir.path()));
+    runtime().block_on(async {
+        let runner = Runner::start(world.log(), &world.models, RunnerConfig::default()).unwrap();
+        let leaving = register(&world, "leaving@example.com").await;
+        let staying = register(&world, "staying@example.com").await;
+        request_account_deletion(&world.commerce, &world.accounts, leaving)
+            .await
+            .unwrap();
+        let due = start() + chrono::Duration::days(DELETION_GRACE_DAYS);
+        runner
+            .wait_for(None, world.store.log.head(), Duration::from_secs(10))
+            .await
+            .unwrap();
+        let retention = world.models.retention().unwrap();
+        assert_eq!(
+            retention.due_at(DueSubject::Account(leaving)).unwrap(),
+            Some(due)
+        );
+        // The sealed address of the registration, as the read model keeps it.
+        let registration = world
+            .store
+            .log
+            .read_stream(&leaving.stream(), 1, Direction::Forwards, 1)
+            .await
+            .unwrap();
+        let sealed = registration[0].pii.clone().expect("a sealed section");
+        assert!(tree_holds(&world, "accounts", &sealed.ciphertext));
+
+        world
+            .clock
+            .advance(chrono::Duration::days(DELETION_GRACE_DAYS));
+        world.accounts.erase_account(leaving).await.unwrap();
+        let head = world.store.log.head();
+        runner
+            .wait_for(None, head, Duration::from_secs(10))
+            .await
+            .unwrap();
+        runner.stop().await;
+
+        let check = |what: &str| {
+            let accounts = world.models.accounts().unwrap();
+            let summary = accounts.account(leaving).unwrap().expect("the account");
+            assert_eq!(summary.status, AccountStatusView::Erased, "{what}");
+            assert_eq!(summary.email, Personal::Erased, "{what}");
+            assert_eq!(summary.erased_at, Some(due), "{what}");
+            assert!(
+                !tree_holds(&world, "accounts", &sealed.ciphertext),
+                "{what}: the sealed address is gone from the row"
+            );
+            let retention = world.models.retention().unwrap();
+            assert_eq!(
+                retention.due_at(DueSubject::Account(leaving)).unwrap(),
+                None,
+                "{what}: off the schedule"
+            );
+            assert!(retention
+                .schedule(None, 100)
+                .unwrap()
+                .iter()
+                .all(|s| s.subject != DueSubject::Account(leaving)));
+            let other = accounts.account(staying).unwrap().expect("the other");
+            assert_eq!(other.status, AccountStatusView::Active, "{what}");
+            assert_eq!(
+                other.email,
+                Personal::Plain("staying@example.com".to_owned())
+            );
+        };
+        check("incremental");
+        let incremental = (
+            world.models.dump("accounts").unwrap(),
+            world.models.dump("retention").unwrap(),
+        );
+
+        rebuild(
+            &world.log(),
+            &world.models,
+            world.models.projections(),
+            &RebuildOptions::default(),
+            |_, _| {},
+        )
+        .await
+        .unwrap();
+        check("rebuilt");
+        assert_eq!(
+            incremental,
+            (
+                world.models.dump("accounts").unwrap(),
+                world.models.dump("retention").unwrap(),
+            ),
+            "the rebuild writes what the incremental build wrote"
+        );
+    });
+}

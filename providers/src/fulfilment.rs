@@ -8,8 +8,17 @@
 //! polled, and an order that was placed but not assigned is first reconciled
 //! with every upstream (a buy in flight at the crash may have gone through) and
 //! only then bought — never twice where the upstream can tell.
+//!
+//! Pushes from upstreams ([`crate::inbound`]) arrive as hints through
+//! [`Fulfilment::hints`]: the worker finds the order that holds the pushed
+//! handle and handles it like a poll that is due now — with the push's own
+//! snapshot when it was signed, else by reading the upstream. Either way the
+//! revision check of polling applies, so a code is recorded once however many
+//! times and ways it arrives. Periodically, the [`OrphanSweep`] closes
+//! activations that no open order holds.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,8 +35,10 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tracing::{debug, info, warn};
 
 use crate::code_extract::extract_code;
+use crate::inbound::{Hint, HintSender, HINT_QUEUE_CAPACITY};
 use crate::router::{cancel_until_done, RouteError, Router};
-use crate::upstream::{BuyRequest, Handle, Purchase, UpstreamState};
+use crate::sweep::{OrphanSweep, SweepConfig};
+use crate::upstream::{BuyRequest, Handle, Purchase, Snapshot, UpstreamState};
 
 #[derive(Clone, Debug)]
 pub struct FulfilmentConfig {
@@ -42,6 +53,8 @@ pub struct FulfilmentConfig {
     pub max_in_flight: usize,
     /// Events read from the log per batch.
     pub batch: usize,
+    /// The orphan sweep; `None`: no sweep.
+    pub orphan_sweep: Option<SweepConfig>,
 }
 
 impl Default for FulfilmentConfig {
@@ -52,6 +65,7 @@ impl Default for FulfilmentConfig {
             tick: Duration::from_millis(200),
             max_in_flight: 512,
             batch: 1_000,
+            orphan_sweep: Some(SweepConfig::default()),
         }
     }
 }
@@ -68,6 +82,9 @@ struct Tracked {
     next_poll: Instant,
     interval: Duration,
     polling: bool,
+    /// A snapshot pushed by the upstream, handled at the next due poll
+    /// instead of reading the upstream.
+    hinted: Option<Snapshot>,
     /// When the order's next deadline falls due (expiry, or the end of the
     /// delivery window); checked again every second until the order is final.
     deadline: DateTime<Utc>,
@@ -88,7 +105,15 @@ pub struct Fulfilment<S: EventStore> {
     config: FulfilmentConfig,
     buy_slots: Arc<Semaphore>,
     call_slots: Arc<Semaphore>,
+    hint_tx: mpsc::Sender<Hint>,
+    /// Taken by `run`.
+    hint_rx: std::sync::Mutex<Option<mpsc::Receiver<Hint>>>,
+    sweep: Option<Arc<OrphanSweep>>,
+    sweeping: Arc<AtomicBool>,
 }
+
+/// Open orders by the (upstream, handle) they hold.
+type HandleIndex = HashMap<(String, Handle), OrderId>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FulfilmentError {
@@ -106,6 +131,11 @@ impl<S: EventStore> Fulfilment<S> {
     ) -> Self {
         let buy_slots = Arc::new(Semaphore::new(config.max_in_flight));
         let call_slots = Arc::new(Semaphore::new(config.max_in_flight));
+        let (hint_tx, hint_rx) = mpsc::channel(HINT_QUEUE_CAPACITY);
+        let sweep = config
+            .orphan_sweep
+            .clone()
+            .map(|c| Arc::new(OrphanSweep::new(c)));
         Self {
             store,
             vault,
@@ -114,7 +144,16 @@ impl<S: EventStore> Fulfilment<S> {
             config,
             buy_slots,
             call_slots,
+            hint_tx,
+            hint_rx: std::sync::Mutex::new(Some(hint_rx)),
+            sweep,
+            sweeping: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Where verified upstream pushes go (bounded; see [`crate::inbound`]).
+    pub fn hints(&self) -> HintSender {
+        HintSender(self.hint_tx.clone())
     }
 
     /// Runs until `shutdown` turns true.
@@ -123,24 +162,37 @@ impl<S: EventStore> Fulfilment<S> {
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<(), FulfilmentError> {
         let mut orders: HashMap<OrderId, Tracked> = HashMap::new();
+        let mut by_handle: HandleIndex = HashMap::new();
+        let mut hint_rx = self
+            .hint_rx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .unwrap_or_else(|| mpsc::channel(1).1);
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
         let mut subscription = AllSubscription::new(self.store.clone(), 1, self.config.batch);
         // Replay what happened before this start without acting on it.
         let start_head = self.store.head();
         while subscription.next_position() <= start_head {
             for record in subscription.next_batch().await? {
-                self.observe(&mut orders, &record, false, &done_tx);
+                self.observe(&mut orders, &mut by_handle, &record, false, &done_tx);
             }
         }
         self.resume(&mut orders, &done_tx);
         info!(open_orders = orders.len(), "fulfilment caught up");
         let mut tick = tokio::time::interval(self.config.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let sweep_every = self
+            .sweep
+            .as_ref()
+            .map_or(Duration::from_secs(3_600), |s| s.config().interval);
+        let mut sweep_tick = tokio::time::interval(sweep_every);
+        sweep_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 batch = subscription.next_batch() => {
                     for record in batch? {
-                        self.observe(&mut orders, &record, true, &done_tx);
+                        self.observe(&mut orders, &mut by_handle, &record, true, &done_tx);
                     }
                 }
                 Some(done) = done_rx.recv() => match done {
@@ -158,7 +210,9 @@ impl<S: EventStore> Fulfilment<S> {
                         }
                     }
                 },
+                Some(hint) = hint_rx.recv() => self.on_hint(&mut orders, &by_handle, hint),
                 _ = tick.tick() => self.on_tick(&mut orders, &done_tx),
+                _ = sweep_tick.tick() => self.start_sweep(&orders),
                 _ = shutdown.changed() => {
                     if *shutdown.borrow() {
                         return Ok(());
@@ -181,9 +235,64 @@ impl<S: EventStore> Fulfilment<S> {
         }
     }
 
+    /// A verified push: the order holding the handle is polled now, with the
+    /// pushed snapshot if there is one.
+    fn on_hint(&self, orders: &mut HashMap<OrderId, Tracked>, by_handle: &HandleIndex, hint: Hint) {
+        let Some(id) = by_handle.get(&(hint.provider.clone(), hint.handle)) else {
+            debug!(upstream = %hint.provider, "a push for an activation no open order holds");
+            return;
+        };
+        let Some(t) = orders.get_mut(id) else {
+            return;
+        };
+        match hint.snapshot {
+            Some(snapshot) => {
+                if t
+                    .hinted
+                    .as_ref()
+                    .is_none_or(|held| held.revision < snapshot.revision)
+                {
+                    t.hinted = Some(snapshot);
+                }
+            }
+            // Read the upstream: its answer covers any snapshot pushed before.
+            None => t.hinted = None,
+        }
+        t.next_poll = Instant::now();
+        t.interval = self.config.first_poll;
+    }
+
+    /// Starts a sweep unless one is running; it sees the purchases open orders
+    /// hold now.
+    fn start_sweep(&self, orders: &HashMap<OrderId, Tracked>) {
+        let Some(sweep) = self.sweep.clone() else {
+            return;
+        };
+        if self.sweeping.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let held: HashSet<(String, Handle)> =
+            orders.values().filter_map(|t| t.assigned.clone()).collect();
+        let (router, sweeping) = (self.router.clone(), self.sweeping.clone());
+        tokio::spawn(async move {
+            let report = sweep.sweep(&router, &held).await;
+            if report.cancelled > 0 || report.failed > 0 {
+                info!(
+                    listed = report.listed,
+                    unheld = report.unheld,
+                    cancelled = report.cancelled,
+                    failed = report.failed,
+                    "orphan sweep"
+                );
+            }
+            sweeping.store(false, Ordering::Release);
+        });
+    }
+
     fn observe(
         &self,
         orders: &mut HashMap<OrderId, Tracked>,
+        by_handle: &mut HandleIndex,
         record: &RecordedEvent,
         live: bool,
         done: &mpsc::UnboundedSender<Done>,
@@ -220,6 +329,7 @@ impl<S: EventStore> Fulfilment<S> {
                         codes: 0,
                         last_revision: Some(0),
                         resend_pending: false,
+                        hinted: None,
                         next_poll: now,
                         interval: self.config.first_poll,
                         polling: false,
@@ -235,6 +345,9 @@ impl<S: EventStore> Fulfilment<S> {
                         .phone
                         .plain()
                         .map(|p| (e.provider.clone(), Handle(p.activation_id.clone())));
+                    if let Some(held) = t.assigned.clone() {
+                        by_handle.insert(held, e.order);
+                    }
                     t.next_poll = now + self.config.first_poll;
                     t.interval = self.config.first_poll;
                     t.buying = false;
@@ -262,6 +375,7 @@ impl<S: EventStore> Fulfilment<S> {
             }
             OrderEvent::OrderCompleted(e) => {
                 if let Some((provider, handle)) = orders.remove(&e.order).and_then(|t| t.assigned) {
+                    by_handle.remove(&(provider.clone(), handle.clone()));
                     if live {
                         self.spawn_upstream(provider, handle, UpstreamCall::Finish);
                     }
@@ -270,6 +384,7 @@ impl<S: EventStore> Fulfilment<S> {
             OrderEvent::OrderCancelled(OrderCancelled { order, .. })
             | OrderEvent::OrderExpired(OrderExpired { order, .. }) => {
                 if let Some((provider, handle)) = orders.remove(&order).and_then(|t| t.assigned) {
+                    by_handle.remove(&(provider.clone(), handle.clone()));
                     if live {
                         self.spawn_upstream(provider, handle, UpstreamCall::Cancel);
                     }
@@ -313,6 +428,7 @@ impl<S: EventStore> Fulfilment<S> {
                 handle,
                 t.last_revision,
                 t.codes,
+                t.hinted.take(),
                 done.clone(),
             );
         }
@@ -384,6 +500,7 @@ impl<S: EventStore> Fulfilment<S> {
         handle: Handle,
         last_revision: Option<u64>,
         codes: u32,
+        pushed: Option<Snapshot>,
         done: mpsc::UnboundedSender<Done>,
     ) {
         let (router, commerce, slots) = (
@@ -396,8 +513,14 @@ impl<S: EventStore> Fulfilment<S> {
                 return;
             };
             let mut seen = None;
-            if let Some(upstream) = router.upstream(&provider) {
-                match upstream.poll(&handle).await {
+            // A pushed snapshot stands for the poll's answer.
+            let answer = match (pushed, router.upstream(&provider)) {
+                (Some(snapshot), _) => Some(Ok(snapshot)),
+                (None, Some(upstream)) => Some(upstream.poll(&handle).await),
+                (None, None) => None,
+            };
+            if let Some(answer) = answer {
+                match answer {
                     Ok(snapshot) => {
                         seen = Some(snapshot.revision);
                         let new = match last_revision {

@@ -22,6 +22,7 @@
 //! **Money.** Amounts are JSON numbers (`0.1200`) or decimal text; they are read
 //! as decimal text and converted exactly, see [`decimal_to_micros`].
 
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -35,6 +36,7 @@ use sha2::Sha256;
 
 use crate::catalog::{Catalog, MappingReport};
 use crate::code_extract::extract_code;
+use crate::inbound::{source_allowed, InboundError, InboundHint, InboundRequest};
 use crate::upstream::{
     BuyRequest, CancelOutcome, Handle, Offer, Purchase, Snapshot, Upstream, UpstreamError,
     UpstreamFuture, UpstreamState,
@@ -84,7 +86,15 @@ pub struct HeroSms {
     client: reqwest::Client,
     catalog: Catalog,
     last_mapping: Mutex<MappingReport>,
+    /// Addresses `smsIncoming` pushes are heard from (HeroSMS signs nothing).
+    webhook_sources: Vec<IpAddr>,
+    /// Pushes whose `receivedAt` is further than this from now are refused.
+    webhook_tolerance: Duration,
 }
+
+/// HeroSMS retries a push at least 7 times 20–30 s apart: a push is heard for
+/// this long after its `receivedAt`.
+pub const DEFAULT_WEBHOOK_TOLERANCE: Duration = Duration::from_secs(10 * 60);
 
 impl std::fmt::Debug for HeroSms {
     /// The key is a secret and the URL's host is configuration: only the name.
@@ -231,7 +241,17 @@ impl HeroSms {
             client,
             catalog: catalog.clone(),
             last_mapping: Mutex::new(MappingReport::default()),
+            webhook_sources: Vec::new(),
+            webhook_tolerance: DEFAULT_WEBHOOK_TOLERANCE,
         })
+    }
+
+    /// Hears `smsIncoming` pushes from these addresses only (none: pushes are
+    /// refused), within `tolerance` of their `receivedAt`.
+    pub fn with_webhook_sources(mut self, sources: Vec<IpAddr>, tolerance: Duration) -> HeroSms {
+        self.webhook_sources = sources;
+        self.webhook_tolerance = tolerance;
+        self
     }
 
     /// What the latest price query skipped (unknown countries and services).
@@ -347,8 +367,20 @@ impl HeroSms {
     /// HeroSMS shape) and tolerates a bare list and the SMS-Activate
     /// `activeActivations` key (a list, or `{row, rows}`).
     pub async fn active_activations(&self) -> Result<Vec<(Handle, String)>, UpstreamError> {
+        self.active_activations_upto(ACTIVE_PAGE_SIZE * ACTIVE_MAX_PAGES)
+            .await
+    }
+
+    /// [`HeroSms::active_activations`], stopping after `limit` activations.
+    async fn active_activations_upto(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<(Handle, String)>, UpstreamError> {
         let mut found: Vec<(Handle, String)> = Vec::new();
         for page in 0..ACTIVE_MAX_PAGES {
+            if found.len() >= limit {
+                break;
+            }
             let params = [
                 ("start", (page * ACTIVE_PAGE_SIZE).to_string()),
                 ("limit", ACTIVE_PAGE_SIZE.to_string()),
@@ -387,6 +419,7 @@ impl HeroSms {
                 break;
             }
         }
+        found.truncate(limit);
         Ok(found)
     }
 
@@ -1088,6 +1121,61 @@ impl Upstream for HeroSms {
     fn cancel<'a>(&'a self, handle: &'a Handle) -> UpstreamFuture<'a, CancelOutcome> {
         Box::pin(self.cancel_activation(handle))
     }
+
+    /// `getActiveActivations`, paged, at most `limit`.
+    fn active_purchases(&self, limit: usize) -> UpstreamFuture<'_, Option<Vec<Handle>>> {
+        Box::pin(async move {
+            let found = self.active_activations_upto(limit).await?;
+            Ok(Some(found.into_iter().map(|(handle, _)| handle).collect()))
+        })
+    }
+
+    /// `smsIncoming`: unsigned, so heard only from the configured addresses,
+    /// and only a hint: the worker confirms with `getStatusV2` before anything
+    /// is recorded.
+    fn inbound(&self, request: &InboundRequest<'_>) -> Result<Option<InboundHint>, InboundError> {
+        if self.webhook_sources.is_empty() {
+            return Err(InboundError::NotConfigured);
+        }
+        if !source_allowed(&self.webhook_sources, request.peer) {
+            return Err(InboundError::SourceNotAllowed);
+        }
+        let handle = parse_sms_incoming(request.body, request.now, self.webhook_tolerance)?;
+        Ok(Some(InboundHint {
+            handle,
+            snapshot: None,
+        }))
+    }
+}
+
+/// Reads an `smsIncoming` push: `{activationId (string or integer), service,
+/// text, code, country, receivedAt (ISO-8601)}`; the activation's handle, if
+/// `receivedAt` lies within `tolerance` of `now`. The code and text are not
+/// read: they are confirmed by a status read.
+pub fn parse_sms_incoming(
+    body: &[u8],
+    now: DateTime<Utc>,
+    tolerance: Duration,
+) -> Result<Handle, InboundError> {
+    let value: Value = serde_json::from_slice(body).map_err(|_| InboundError::Malformed)?;
+    let handle = value
+        .get("activationId")
+        .and_then(json_id)
+        .ok_or(InboundError::Malformed)?;
+    let received_at = value
+        .get("receivedAt")
+        .and_then(Value::as_str)
+        .and_then(|text| DateTime::parse_from_rfc3339(text.trim()).ok())
+        .ok_or(InboundError::Malformed)?
+        .with_timezone(&Utc);
+    let distance = (now - received_at)
+        .abs()
+        .to_std()
+        .map_err(|_| InboundError::Stale)?;
+    if distance > tolerance {
+        return Err(InboundError::Stale);
+    }
+    Ok(handle)
 }
 
 #[cfg(test)]

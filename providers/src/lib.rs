@@ -3,9 +3,11 @@
 
 pub mod catalog;
 pub mod code_extract;
+pub mod customer_webhooks;
 pub mod fulfilment;
 pub mod gateway;
 pub mod herosms;
+pub mod inbound;
 pub mod mailer;
 pub mod notifier;
 pub mod proxnum;
@@ -13,4 +15,5 @@ pub mod pvapins;
 pub mod router;
 pub mod simulator;
 pub mod smscode;
+pub mod sweep;
 pub mod upstream;

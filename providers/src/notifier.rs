@@ -4,26 +4,53 @@
 //! (written atomically), so a restart neither skips an event nor mails twice for
 //! one it had finished. The verification mail is not here: its token exists only
 //! in the request that made it (the log keeps a hash).
+//!
+//! # Policy-change announcements
+//!
+//! On a `PolicyChangeAnnounced` event, every account registered before the
+//! announcement (its `AccountRegistered` sits at a lower log position) that is
+//! still active when its turn comes is mailed the notice, verified or not. An
+//! account with a deletion pending, or erased, is not mailed: it is disabled
+//! and its owner asked to leave. Accounts are taken in log order, and the
+//! position of the last one handed to the mailer is kept in a progress file
+//! per announcement (`notifier.policy-<id>.position`, written atomically and
+//! synced) *before* that group of mails is queued: after a restart or a crash
+//! the walk resumes after it, so no account is mailed twice for one
+//! announcement. The price of that order is that mails queued in memory and
+//! not yet delivered when the process dies are not sent again (at most
+//! [`POLICY_MAILS_PER_STEP`] plus the mails waiting in the mailer's queue,
+//! which the walk keeps under [`MAX_PENDING_MAILS`]). A graceful stop drains
+//! the queue, and the walk stops between two groups.
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
-use nexus_core::domain::account::AccountEvent;
+use nexus_core::domain::account::{AccountEvent, AccountViewStatus};
 use nexus_core::domain::accounts::Accounts;
 use nexus_core::domain::codec::{DomainEvent, Personal};
 use nexus_core::domain::deposit::{DepositEvent, DepositRequested};
 use nexus_core::domain::ids::AccountId;
 use nexus_core::domain::ledger::Owner;
+use nexus_core::domain::policy::{PolicyChangeAnnounced, PolicyEvent, POLICY_CHANGES_STREAM};
 use nexus_core::domain::wallet::{DepositOutcome, WalletEvent};
 use nexus_core::log::{AllSubscription, EventStore, LogError, RecordedEvent};
 use nexus_core::vault::Vault;
 use tokio::sync::watch;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::mailer::{Mail, Mailer, Recipient};
 
 /// Events read per batch.
 const BATCH: usize = 500;
+/// Policy notices handed to the mailer per step of an announcement's walk (the
+/// progress file is written once per step).
+pub const POLICY_MAILS_PER_STEP: usize = 50;
+/// The walk waits while the mailer has this many mails or more not finished,
+/// so a large user base never fills the mailer's queue.
+pub const MAX_PENDING_MAILS: usize = 1_000;
+/// How often a waiting walk looks at the mailer's queue again.
+const PENDING_POLL: Duration = Duration::from_millis(50);
 
 #[derive(Debug, thiserror::Error)]
 pub enum NotifierError {
@@ -97,7 +124,12 @@ impl<S: EventStore> Notifier<S> {
                 }
             };
             for record in &batch {
-                self.handle(record).await;
+                if !self.handle(record, &shutdown).await? {
+                    // Stopped inside an announcement's walk: it resumes from
+                    // its progress file at the next start.
+                    self.write_checkpoint(record.position.saturating_sub(1))?;
+                    return Ok(());
+                }
             }
             if let Some(last) = batch.last() {
                 self.write_checkpoint(last.position)?;
@@ -105,14 +137,25 @@ impl<S: EventStore> Notifier<S> {
         }
     }
 
-    async fn handle(&self, record: &RecordedEvent) {
+    /// Handles one event; false when a shutdown stopped it half-way.
+    async fn handle(
+        &self,
+        record: &RecordedEvent,
+        shutdown: &watch::Receiver<bool>,
+    ) -> Result<bool, NotifierError> {
         let stream = record.stream.as_str();
-        if stream.starts_with("wallet-account-") {
+        if stream == POLICY_CHANGES_STREAM {
+            if let Ok(PolicyEvent::PolicyChangeAnnounced(e)) =
+                PolicyEvent::decode(&record.event_type, record.schema_version, &record.payload)
+            {
+                return self.announce(record.position, &e, shutdown).await;
+            }
+        } else if stream.starts_with("wallet-account-") {
             if let Ok(WalletEvent::WalletDepositCredited(e)) =
                 WalletEvent::decode(&record.event_type, record.schema_version, &record.payload)
             {
                 let Some(Owner::Account(account)) = self.deposit_owner(e.deposit).await else {
-                    return;
+                    return Ok(true);
                 };
                 let invoiced = self.invoiced(e.deposit).await.unwrap_or(e.entry.amount);
                 let late = e.late;
@@ -135,13 +178,149 @@ impl<S: EventStore> Notifier<S> {
                 AccountEvent::decode(&record.event_type, record.schema_version, &record.payload)
             {
                 let Some(account) = AccountId::parse(hex) else {
-                    return;
+                    return Ok(true);
                 };
                 self.mail(account, |to| Mail::DeletionScheduled {
                     to,
                     effective_at: e.erase_due_at,
                 })
                 .await;
+            }
+        }
+        Ok(true)
+    }
+
+    /// The progress file of one announcement's walk.
+    fn policy_progress_path(&self, change: &PolicyChangeAnnounced) -> PathBuf {
+        self.checkpoint
+            .with_file_name(format!("notifier.policy-{}.position", change.id))
+    }
+
+    fn read_policy_progress(&self, path: &std::path::Path) -> Result<u64, NotifierError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Ok(text.trim().parse().unwrap_or(0)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Writes the progress durably (a synced temporary file, renamed) before
+    /// the mails it covers are queued.
+    fn write_policy_progress(
+        &self,
+        path: &std::path::Path,
+        position: u64,
+    ) -> Result<(), NotifierError> {
+        use std::io::Write as _;
+        let tmp = path.with_extension("tmp");
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(position.to_string().as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        if let Some(dir) = path.parent() {
+            if let Ok(dir) = std::fs::File::open(dir) {
+                let _ = dir.sync_all();
+            }
+        }
+        Ok(())
+    }
+
+    /// Mails the announcement to every account registered before `position`,
+    /// resuming after the progress file. False when a shutdown stopped it.
+    async fn announce(
+        &self,
+        position: u64,
+        change: &PolicyChangeAnnounced,
+        shutdown: &watch::Receiver<bool>,
+    ) -> Result<bool, NotifierError> {
+        let progress = self.policy_progress_path(change);
+        let mut done = self.read_policy_progress(&progress)?;
+        let mut mailed = 0u64;
+        while done + 1 < position {
+            let limit = usize::try_from(position - 1 - done).map_or(BATCH, |n| n.min(BATCH));
+            let records = self.store.read_all(done + 1, limit).await?;
+            let Some(last) = records.last().map(|r| r.position) else {
+                break;
+            };
+            let registered: Vec<(u64, AccountId)> = records
+                .iter()
+                .filter(|r| r.position < position && r.event_type == "AccountRegistered")
+                .filter_map(|r| {
+                    let id = r.stream.as_str().strip_prefix("account-")?;
+                    AccountId::parse(id).map(|account| (r.position, account))
+                })
+                .collect();
+            for step in registered.chunks(POLICY_MAILS_PER_STEP) {
+                if !self.wait_for_mailer(shutdown).await {
+                    return Ok(false);
+                }
+                let step_end = step.last().map_or(done, |(p, _)| *p);
+                self.write_policy_progress(&progress, step_end)?;
+                for (_, account) in step {
+                    if self.mail_policy(*account, change).await {
+                        mailed += 1;
+                    }
+                }
+                done = step_end;
+            }
+            done = done.max(last.min(position - 1));
+        }
+        self.write_policy_progress(&progress, position.saturating_sub(1))?;
+        info!(
+            announcement = %change.id,
+            mailed,
+            "policy change: notices queued"
+        );
+        Ok(true)
+    }
+
+    /// Waits while the mailer's queue is long; false on shutdown.
+    async fn wait_for_mailer(&self, shutdown: &watch::Receiver<bool>) -> bool {
+        loop {
+            if *shutdown.borrow() {
+                return false;
+            }
+            if self.mailer.report().pending < MAX_PENDING_MAILS {
+                return true;
+            }
+            tokio::time::sleep(PENDING_POLL).await;
+        }
+    }
+
+    /// Queues the notice to an active account (verified or not); true if queued.
+    async fn mail_policy(&self, account: AccountId, change: &PolicyChangeAnnounced) -> bool {
+        let view = match self.accounts.account(account).await {
+            Ok(view) => view,
+            Err(e) => {
+                debug!(error = %e, "no policy notice: the account cannot be read");
+                return false;
+            }
+        };
+        if view.status != AccountViewStatus::Active {
+            return false;
+        }
+        let Personal::Plain(address) = view.email else {
+            return false;
+        };
+        let to = match Recipient::parse(&address) {
+            Ok(to) => to,
+            Err(e) => {
+                warn!(error = %e, "no policy notice: the address does not parse");
+                return false;
+            }
+        };
+        let mail = Mail::PolicyChange {
+            to,
+            title: change.title.clone(),
+            summary: change.summary.clone(),
+            effective_at: change.effective_at,
+            url: change.url.clone(),
+        };
+        match self.mailer.send(mail) {
+            Ok(()) => true,
+            Err(e) => {
+                warn!(error = %e, announcement = %change.id, "a policy notice was not queued");
+                false
             }
         }
     }

@@ -215,6 +215,11 @@ impl Router {
         best
     }
 
+    /// Every upstream, in configuration order.
+    pub fn upstreams(&self) -> Vec<Arc<dyn Upstream>> {
+        self.slots.iter().map(|s| s.upstream.clone()).collect()
+    }
+
     pub fn upstream(&self, name: &str) -> Option<Arc<dyn Upstream>> {
         self.slots
             .iter()

@@ -37,6 +37,7 @@ use sha2::{Digest, Sha256};
 use tracing::{debug, warn};
 
 use crate::herosms::decimal_to_micros;
+use crate::inbound::{InboundError, InboundHint, InboundRequest};
 use crate::upstream::{
     BuyRequest, CancelOutcome, Handle, Offer, Purchase, Snapshot, Upstream, UpstreamError,
     UpstreamFuture, UpstreamState,
@@ -83,6 +84,11 @@ pub struct SmsCodeConfig {
     pub extract_code: fn(&str) -> Option<String>,
     pub connect_timeout: Duration,
     pub timeout: Duration,
+    /// The secret SMSCode signs its webhooks with (set with `PATCH /vN/webhook`);
+    /// `None`: webhooks are refused.
+    pub webhook_secret: Option<String>,
+    /// Webhook events further than this from now are refused as stale.
+    pub webhook_tolerance: Duration,
 }
 
 impl SmsCodeConfig {
@@ -107,6 +113,8 @@ impl SmsCodeConfig {
             extract_code: crate::code_extract::extract_code,
             connect_timeout: Duration::from_secs(2),
             timeout: Duration::from_secs(8),
+            webhook_secret: None,
+            webhook_tolerance: DEFAULT_WEBHOOK_TOLERANCE,
         }
     }
 }
@@ -122,6 +130,7 @@ impl std::fmt::Debug for SmsCodeConfig {
             .field("platforms", &self.platforms.len())
             .field("connect_timeout", &self.connect_timeout)
             .field("timeout", &self.timeout)
+            .field("has_webhook_secret", &self.webhook_secret.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -1008,6 +1017,74 @@ impl Upstream for SmsCode {
             }
         })
     }
+
+    /// A webhook: the signature (constant time, raw body) and the event's age
+    /// are checked first; an `order.otp_received` event then carries the
+    /// message as a snapshot (same revision as a poll would see), other order
+    /// events make the worker read the order.
+    fn inbound(&self, request: &InboundRequest<'_>) -> Result<Option<InboundHint>, InboundError> {
+        let secret = self
+            .config
+            .webhook_secret
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .ok_or(InboundError::NotConfigured)?;
+        let event = verify_webhook_at(
+            secret.as_bytes(),
+            request.signature,
+            request.body,
+            self.config.webhook_tolerance,
+            request.now,
+        )
+        .map_err(|e| match e {
+            WebhookError::NoSecret => InboundError::NotConfigured,
+            WebhookError::MissingSignature => InboundError::Unsigned,
+            WebhookError::MalformedSignature | WebhookError::BadSignature => {
+                InboundError::BadSignature
+            }
+            WebhookError::MalformedBody => InboundError::Malformed,
+            WebhookError::Stale => InboundError::Stale,
+        })?;
+        let Some(hint) = event.hint else {
+            return Ok(None);
+        };
+        let snapshot = match event.kind {
+            WebhookEventKind::OtpReceived => {
+                webhook_snapshot(request.body, self.config.extract_code)
+            }
+            _ => None,
+        };
+        Ok(Some(InboundHint {
+            handle: hint.handle(),
+            snapshot,
+        }))
+    }
+}
+
+/// The message of a verified `order.otp_received` event, as a poll of the order
+/// would report it; `None` when the event carries no revision or no message.
+fn webhook_snapshot(body: &[u8], extract_code: fn(&str) -> Option<String>) -> Option<Snapshot> {
+    let value: Value = serde_json::from_slice(body).ok()?;
+    let data = value.get("data")?;
+    let revision = data.get("sms_revision").and_then(Value::as_u64)?;
+    let text_of = |key: &str| {
+        data.get(key)
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .filter(|s| !s.trim().is_empty())
+    };
+    let message = text_of("otp_message");
+    let code = text_of("otp_code").or_else(|| message.as_deref().and_then(extract_code));
+    if code.is_none() && message.is_none() {
+        return None;
+    }
+    Some(Snapshot {
+        state: UpstreamState::CodeReceived,
+        code,
+        text: message,
+        revision: revision.max(1),
+        by_call: false,
+    })
 }
 
 // ---------------------------------------------------------------------------

@@ -14,6 +14,8 @@ use chrono::{DateTime, Utc};
 use nexus_core::domain::money::Micros;
 use nexus_core::domain::order::{Channel, CountryCode, ServiceCode};
 
+use crate::inbound::{InboundError, InboundHint, InboundRequest};
+
 /// What every upstream call returns: boxed, so upstreams can sit behind `dyn`.
 pub type UpstreamFuture<'a, T> =
     Pin<Box<dyn Future<Output = Result<T, UpstreamError>> + Send + 'a>>;
@@ -200,5 +202,21 @@ pub trait Upstream: Send + Sync {
                 "this upstream cannot reconcile a purchase".into(),
             ))
         })
+    }
+
+    /// The purchases this upstream account holds as active, at most `limit`,
+    /// for the orphan sweep. `None`: this upstream cannot list them (the
+    /// default).
+    fn active_purchases(&self, limit: usize) -> UpstreamFuture<'_, Option<Vec<Handle>>> {
+        let _ = limit;
+        Box::pin(async { Ok(None) })
+    }
+
+    /// Verifies and reads a push (webhook) from this upstream; `Ok(None)` for a
+    /// verified push that concerns no purchase (a test event). The default: this
+    /// upstream sends no pushes.
+    fn inbound(&self, request: &InboundRequest<'_>) -> Result<Option<InboundHint>, InboundError> {
+        let _ = request;
+        Err(InboundError::NotSupported)
     }
 }

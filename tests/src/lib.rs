@@ -1,6 +1,8 @@
 //! Harness for the end-to-end tests: builds and starts the real `nexus` binary on a
 //! free loopback port with a temp data dir, and talks HTTP to it.
 
+pub mod journey;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -86,13 +88,31 @@ impl Server {
     }
 
     pub fn start_with(env: &[(&str, &str)]) -> Self {
-        let data_dir = tempfile::tempdir().expect("temp data dir");
+        Self::start_in(tempfile::tempdir().expect("temp data dir"), env)
+    }
+
+    /// Stops this server at once (SIGKILL, as a crash) and starts a new one on
+    /// the same data dir.
+    pub fn restart_with(mut self, env: &[(&str, &str)]) -> Self {
+        self.kill();
+        let placeholder = tempfile::tempdir().expect("temp data dir");
+        let data_dir = std::mem::replace(&mut self.data_dir, placeholder);
+        Self::start_in(data_dir, env)
+    }
+
+    /// Starts `nexus serve` on an existing data dir.
+    pub fn start_in(data_dir: tempfile::TempDir, env: &[(&str, &str)]) -> Self {
         let mut command = Command::new(nexus_binary());
         command
             .arg("serve")
             .env("NEXUS_DATA_DIR", data_dir.path())
             .env("NEXUS_LISTEN", "127.0.0.1:0")
             .env("NEXUS_LOG", "info")
+            // Rate limits off unless a test turns them on: one test's many
+            // sign-ups and logins all come from 127.0.0.1.
+            .env("NEXUS_RATE_KEY_PER_S", "0")
+            .env("NEXUS_RATE_IP_PER_S", "0")
+            .env("NEXUS_RATE_AUTH_PER_MIN", "0")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -108,7 +128,11 @@ impl Server {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 if !sent {
-                    if let Some(addr) = line.split("listening on http://").nth(1) {
+                    let addr = line
+                        .split("listening on http://")
+                        .nth(1)
+                        .or_else(|| line.split("listening on https://").nth(1));
+                    if let Some(addr) = addr {
                         let _ = tx.send(addr.trim().to_owned());
                         sent = true;
                     }
@@ -183,6 +207,31 @@ impl Server {
             status,
             headers,
             body,
+        }
+    }
+
+    /// Asks the server to stop (SIGTERM): it stops accepting, finishes what is in
+    /// flight, and flushes.
+    pub fn signal_terminate(&self) {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -TERM failed");
+    }
+
+    /// Waits for the process to exit on its own; panics past `timeout`.
+    pub fn wait_for_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for nexus") {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "nexus did not exit within {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 

@@ -8,7 +8,10 @@ use super::error::ApiError;
 use super::state::AppState;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(countries).service(services).service(prices);
+    cfg.service(countries)
+        .service(services)
+        .service(prices)
+        .service(availability);
 }
 
 #[get("/v1/catalog/countries")]
@@ -64,4 +67,184 @@ async fn prices(
         }
     };
     Ok(HttpResponse::Ok().json(serde_json::json!({ "items": [item] })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AvailabilityQuery {
+    service: Option<String>,
+    country: Option<String>,
+    cursor: Option<String>,
+    limit: Option<usize>,
+}
+
+/// Availability answers per page, by default and at most.
+const AVAILABILITY_DEFAULT_PAGE: usize = 50;
+const AVAILABILITY_MAX_PAGE: usize = nexus_projections::MAX_PAGE_SIZE;
+
+/// One (service, country) over every provider.
+#[derive(Debug, Default, PartialEq)]
+struct Availability {
+    orders: u64,
+    successes: u64,
+    /// (median seconds, successes) of each provider with codes.
+    medians: Vec<(i64, u64)>,
+}
+
+impl Availability {
+    fn add(&mut self, route: &nexus_projections::catalog::RouteStats) {
+        self.orders += route.orders;
+        self.successes += route.successes;
+        if let Some(median) = route.median_time_to_code_secs {
+            self.medians.push((median, route.successes.max(1)));
+        }
+    }
+
+    /// The median over providers: the providers' medians weighted by their
+    /// successes (exact for one provider; an estimate for several, since only
+    /// each provider's median is kept).
+    fn median_time_to_code_secs(&self) -> Option<i64> {
+        let mut medians = self.medians.clone();
+        medians.sort_unstable();
+        let total: u64 = medians.iter().map(|(_, weight)| weight).sum();
+        let half = total.div_ceil(2);
+        let mut seen = 0u64;
+        for (median, weight) in medians {
+            seen += weight;
+            if seen >= half {
+                return Some(median);
+            }
+        }
+        None
+    }
+
+    /// Successes per settled order in basis points (10000 = every order).
+    fn success_rate_bp(&self) -> u64 {
+        (self.successes * 10_000)
+            .checked_div(self.orders)
+            .unwrap_or(0)
+    }
+}
+
+/// Public: per (service, country), the orders settled since the log began, the
+/// share that got a code, and the median time from the number to the code; from
+/// the catalog statistics read model (routes with an unknown service or country
+/// are left out). Filters `service` and `country`; pages by `cursor`
+/// (`service/country` of the last item) and `limit` (at most 100).
+#[get("/v1/catalog/availability")]
+async fn availability(
+    state: web::Data<AppState>,
+    query: web::Query<AvailabilityQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let service = query
+        .service
+        .as_deref()
+        .map(ServiceCode::new)
+        .transpose()
+        .map_err(ApiError::from)?;
+    let country = query
+        .country
+        .as_deref()
+        .map(CountryCode::new)
+        .transpose()
+        .map_err(ApiError::from)?;
+    let after = match query.cursor.as_deref() {
+        None => None,
+        Some(text) => Some(
+            text.split_once('/')
+                .map(|(s, c)| (s.to_owned(), c.to_owned()))
+                .ok_or_else(|| {
+                    ApiError::bad_request("invalid_cursor", "the cursor is not one this API gave")
+                })?,
+        ),
+    };
+    let limit = query
+        .limit
+        .unwrap_or(AVAILABILITY_DEFAULT_PAGE)
+        .clamp(1, AVAILABILITY_MAX_PAGE);
+    let view = state
+        .read_models
+        .catalog()
+        .map_err(|e| ApiError::internal(&e))?;
+    let routes = match (&service, &country) {
+        (Some(s), Some(c)) => view.providers_for(s.as_str(), c.as_str()),
+        _ => view.routes(),
+    }
+    .map_err(|e| ApiError::internal(&e))?;
+    let mut grouped: std::collections::BTreeMap<(String, String), Availability> =
+        std::collections::BTreeMap::new();
+    for route in &routes {
+        let (Some(s), Some(c)) = (&route.key.service, &route.key.country) else {
+            continue;
+        };
+        if service.as_ref().is_some_and(|want| want.as_str() != s)
+            || country.as_ref().is_some_and(|want| want.as_str() != c)
+        {
+            continue;
+        }
+        grouped
+            .entry((s.clone(), c.clone()))
+            .or_default()
+            .add(route);
+    }
+    let start = match &after {
+        Some(key) => std::ops::Bound::Excluded(key.clone()),
+        None => std::ops::Bound::Unbounded,
+    };
+    let page: Vec<_> = grouped
+        .range((start, std::ops::Bound::Unbounded))
+        .take(limit)
+        .collect();
+    let next_cursor = (page.len() == limit)
+        .then(|| page.last().map(|((s, c), _)| format!("{s}/{c}")))
+        .flatten();
+    let items: Vec<serde_json::Value> = page
+        .iter()
+        .map(|((s, c), a)| {
+            serde_json::json!({
+                "service": s,
+                "country": c,
+                "orders": a.orders,
+                "successes": a.successes,
+                "success_rate_bp": a.success_rate_bp(),
+                "median_time_to_code_secs": a.median_time_to_code_secs(),
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items, "next_cursor": next_cursor })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nexus_projections::catalog::{RouteKey, RouteStats};
+
+    fn route(provider: &str, orders: u64, successes: u64, median: Option<i64>) -> RouteStats {
+        RouteStats {
+            key: RouteKey {
+                service: Some("tg".into()),
+                country: Some("DE".into()),
+                provider: Some(provider.into()),
+            },
+            orders,
+            successes,
+            failures: orders - successes,
+            median_time_to_code_secs: median,
+        }
+    }
+
+    #[test]
+    fn availability_sums_providers_and_weights_their_medians() {
+        let mut a = Availability::default();
+        assert_eq!(a.success_rate_bp(), 0);
+        assert_eq!(a.median_time_to_code_secs(), None);
+        a.add(&route("a", 10, 9, Some(4)));
+        assert_eq!(a.median_time_to_code_secs(), Some(4));
+        a.add(&route("b", 10, 1, Some(90)));
+        a.add(&route("c", 5, 0, None));
+        assert_eq!((a.orders, a.successes), (25, 10));
+        assert_eq!(a.success_rate_bp(), 4_000);
+        // Nine of ten codes came through the fast provider.
+        assert_eq!(a.median_time_to_code_secs(), Some(4));
+    }
 }

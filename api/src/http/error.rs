@@ -22,6 +22,8 @@ pub struct ApiError {
     pub code: &'static str,
     pub title: &'static str,
     pub detail: String,
+    /// Seconds for a `Retry-After` header (429, 503).
+    pub retry_after_s: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -59,7 +61,11 @@ impl ResponseError for ApiError {
             detail: &self.detail,
             code: self.code,
         };
-        HttpResponse::build(self.status)
+        let mut response = HttpResponse::build(self.status);
+        if let Some(seconds) = self.retry_after_s {
+            response.insert_header((actix_web::http::header::RETRY_AFTER, seconds));
+        }
+        response
             .content_type("application/problem+json")
             .json(problem)
     }
@@ -77,7 +83,13 @@ impl ApiError {
             code,
             title,
             detail: detail.into(),
+            retry_after_s: None,
         }
+    }
+
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after_s = Some(seconds);
+        self
     }
 
     pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {

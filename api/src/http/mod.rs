@@ -2,15 +2,23 @@
 //! call a domain service, and shape the answer.
 
 mod accounts;
+pub mod admin;
 mod anonymous;
 mod auth;
 mod catalog;
 mod deposits;
 pub mod error;
+pub mod gate;
+pub mod limits;
+mod me;
 mod orders;
 pub mod sessions;
+mod smsactivate;
 pub mod state;
+mod upstream_hooks;
+pub mod usage;
 mod wallet;
+mod webhook;
 
 use actix_web::{get, web, HttpRequest, HttpResponse};
 use nexus_core::log::EventStore;
@@ -42,6 +50,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .configure(deposits::routes)
     .configure(catalog::routes)
     .configure(anonymous::routes)
+    .configure(webhook::routes)
+    .configure(admin::routes)
+    .configure(me::routes)
+    .configure(smsactivate::routes)
+    .configure(upstream_hooks::routes)
     .default_service(web::to(not_found));
 }
 

@@ -15,6 +15,7 @@ use nexus_core::domain::order::{
     CancelReason, Channel, CountryCode, DeliveryChannel, Order, OrderError, OrderStatus,
     ServiceCode,
 };
+use nexus_core::log::EventStore;
 use serde::{Deserialize, Serialize};
 
 use super::auth::Customer;
@@ -159,9 +160,23 @@ async fn place(
         .commerce
         .place_order(owner, &request, key.as_ref())
         .await?;
-    // Wait (bounded) for the number, as promised.
+    // Wait (bounded) for the number, as promised, folding the order only when
+    // its stream moved (its version is an in-memory lookup). Not woken by the
+    // log's head: under load it moves every few milliseconds.
     let started = Instant::now();
+    let stream = placed.order.stream();
+    let mut seen_version = 0;
     loop {
+        let version = state
+            .log
+            .stream_version(&stream)
+            .await
+            .map_err(|e| ApiError::internal(&e))?;
+        if version == seen_version && started.elapsed() < PLACE_WAIT {
+            tokio::time::sleep(POLL_EVERY).await;
+            continue;
+        }
+        seen_version = version;
         let order = state.commerce.order(placed.order).await?;
         let status = order.status;
         let settled = !matches!(status, Some(OrderStatus::Placed));

@@ -32,6 +32,12 @@ pub struct AppState {
     pub runner: Arc<Runner<SledLog>>,
     /// `Secure` on the session cookie (off only for plain-HTTP development).
     pub cookie_secure: bool,
+    /// Verified upstream pushes go to the fulfilment worker through this.
+    pub upstream_hints: nexus_providers::inbound::HintSender,
+    /// The admin surface's token (`NEXUS_ADMIN_TOKEN`); none: admin routes are off.
+    pub admin_token: Option<super::admin::AdminToken>,
+    pub legal_holds: Arc<nexus_core::domain::legal_hold::LegalHoldService<SledLog>>,
+    pub policy: Arc<nexus_core::domain::policy::PolicyService<SledLog>>,
 }
 
 impl AppState {

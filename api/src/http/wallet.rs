@@ -55,7 +55,7 @@ async fn wallet(state: web::Data<AppState>, customer: Customer) -> Result<HttpRe
     })))
 }
 
-fn reason_name(reason: Reason) -> &'static str {
+pub(super) fn reason_name(reason: Reason) -> &'static str {
     match reason {
         Reason::Deposit => "deposit",
         Reason::AnonymousPayment => "anonymous_payment",

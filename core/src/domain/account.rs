@@ -68,6 +68,13 @@ pub const API_KEY_PUBLIC_CHARS: usize = 8;
 /// Random bytes in a verification token's secret part.
 pub const VERIFICATION_SECRET_BYTES: usize = 32;
 
+/// Longest accepted webhook URL, in bytes.
+pub const MAX_WEBHOOK_URL_BYTES: usize = 2048;
+/// The prefix of every webhook signing secret.
+pub const WEBHOOK_SECRET_PREFIX: &str = "whsec_";
+/// Random bytes in a webhook signing secret.
+pub const WEBHOOK_SECRET_BYTES: usize = 32;
+
 /// SHA-256 digest of a token or key.
 pub type Sha256Hash = [u8; 32];
 
@@ -116,10 +123,15 @@ pub enum AccountError {
     NoDeletionPending,
     #[error("the {DELETION_GRACE_DAYS}-day window to withdraw the deletion is over")]
     DeletionWindowOver,
+    #[error("the account's erasure is not due yet")]
+    ErasureNotDue,
     #[error("at most {MAX_LIVE_API_KEYS} API keys may be active at once; revoke one first")]
     TooManyApiKeys,
     #[error("no such API key (or it is already revoked)")]
     ApiKeyNotFound,
+    /// The reason names the rule broken, never the URL.
+    #[error("invalid webhook URL: {reason}")]
+    InvalidWebhookUrl { reason: &'static str },
 }
 
 // ---------------------------------------------------------------------------
@@ -390,6 +402,194 @@ pub fn parse_api_key(key: &str) -> Option<(AccountId, Sha256Hash)> {
 }
 
 // ---------------------------------------------------------------------------
+// Webhook endpoints
+// ---------------------------------------------------------------------------
+
+/// Which webhook URLs are accepted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WebhookUrlPolicy {
+    /// Also accept `http://` and hosts that are loopback, private, link-local or
+    /// otherwise internal addresses (`localhost`, `127.0.0.1`, `10.…`, `[::1]`):
+    /// for development only. Off by default.
+    pub allow_insecure: bool,
+}
+
+/// A customer's webhook URL in normal form. Debug never prints it (a path or
+/// query may carry the receiver's own token).
+///
+/// Accepted ([`WebhookUrl::parse`]):
+/// - surrounding whitespace is trimmed; at most [`MAX_WEBHOOK_URL_BYTES`] bytes of
+///   printable ASCII remain (no spaces; non-ASCII must be percent-encoded or
+///   punycode);
+/// - the scheme is `https` (or `http` under [`WebhookUrlPolicy::allow_insecure`]);
+/// - no user name or password (`user:pass@host`) and no fragment (`#…`);
+/// - a host name of letters, digits, `-` and `.` without empty labels, an IPv4
+///   address in dotted-quad form or a bracketed IPv6 address, and an optional
+///   port 1–65535; a host whose last label is numeric must be a dotted quad
+///   (`127.1` or `2130706433` are refused, since resolvers read them as
+///   addresses);
+/// - unless insecure URLs are allowed, the host is not `localhost` (or under
+///   `.localhost`) nor a loopback, private, link-local, shared, unspecified,
+///   broadcast, multicast or documentation address.
+///
+/// The scheme and host are lowercased; path and query are kept as given.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WebhookUrl(String);
+
+impl WebhookUrl {
+    pub fn parse(raw: &str, policy: WebhookUrlPolicy) -> Result<WebhookUrl, AccountError> {
+        let invalid = |reason| Err(AccountError::InvalidWebhookUrl { reason });
+        let text = raw.trim();
+        if text.is_empty() {
+            return invalid("empty");
+        }
+        if text.len() > MAX_WEBHOOK_URL_BYTES {
+            return invalid("longer than 2048 bytes");
+        }
+        if !text.bytes().all(|b| b.is_ascii_graphic()) {
+            return invalid("only printable ASCII without spaces is allowed");
+        }
+        if text.contains('#') {
+            return invalid("a fragment (#) is not allowed");
+        }
+        let Some((scheme, rest)) = text.split_once("://") else {
+            return invalid("no scheme (https://)");
+        };
+        let scheme = scheme.to_ascii_lowercase();
+        match scheme.as_str() {
+            "https" => {}
+            "http" if policy.allow_insecure => {}
+            "http" => return invalid("https is required"),
+            _ => return invalid("the scheme must be https"),
+        }
+        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (authority, path) = rest.split_at(authority_end);
+        if authority.contains('@') {
+            return invalid("credentials in the URL are not allowed");
+        }
+        let (host, port) = split_host_port(authority)?;
+        if let Some(port) = port {
+            match port.parse::<u16>() {
+                Ok(p) if p > 0 && !port.starts_with('0') => {}
+                _ => return invalid("the port must be a number from 1 to 65535"),
+            }
+        }
+        let host = host.to_ascii_lowercase();
+        let internal = host_is_internal(&host)?;
+        if internal && !policy.allow_insecure {
+            return invalid("the host is a local or private address");
+        }
+        let port = port.map(|p| format!(":{p}")).unwrap_or_default();
+        Ok(WebhookUrl(format!("{scheme}://{host}{port}{path}")))
+    }
+
+    /// The normalized URL, where deliveries are sent.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for WebhookUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("WebhookUrl(<redacted>)")
+    }
+}
+
+/// Splits `host[:port]` or `[v6][:port]`.
+fn split_host_port(authority: &str) -> Result<(&str, Option<&str>), AccountError> {
+    let invalid = |reason| Err(AccountError::InvalidWebhookUrl { reason });
+    if authority.is_empty() {
+        return invalid("no host");
+    }
+    if let Some(rest) = authority.strip_prefix('[') {
+        let Some((v6, after)) = rest.split_once(']') else {
+            return invalid("an IPv6 address must end with ']'");
+        };
+        let port = match after {
+            "" => None,
+            _ => match after.strip_prefix(':') {
+                Some(port) => Some(port),
+                None => return invalid("unexpected text after the IPv6 address"),
+            },
+        };
+        return Ok((&authority[..v6.len() + 2], port));
+    }
+    match authority.rsplit_once(':') {
+        Some((host, port)) => Ok((host, Some(port))),
+        None => Ok((authority, None)),
+    }
+}
+
+/// Whether a (lowercased) host names this machine or an internal network;
+/// refuses hosts that are not shaped like a name or an address.
+fn host_is_internal(host: &str) -> Result<bool, AccountError> {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    let invalid = |reason| Err(AccountError::InvalidWebhookUrl { reason });
+    if let Some(inner) = host.strip_prefix('[') {
+        let Ok(ip) = inner.trim_end_matches(']').parse::<Ipv6Addr>() else {
+            return invalid("not a valid IPv6 address");
+        };
+        if let Some(v4) = ip.to_ipv4_mapped() {
+            return Ok(ipv4_is_internal(v4));
+        }
+        let first = ip.segments()[0];
+        return Ok(ip.is_loopback()
+            || ip.is_unspecified()
+            || ip.is_multicast()
+            || (first & 0xfe00) == 0xfc00 // unique local fc00::/7
+            || (first & 0xffc0) == 0xfe80 // link-local fe80::/10
+            || (first == 0x2001 && ip.segments()[1] == 0x0db8)); // documentation
+    }
+    let name = host.strip_suffix('.').unwrap_or(host);
+    if name.is_empty() || name.len() > 253 {
+        return invalid("not a valid host name");
+    }
+    let labels: Vec<&str> = name.split('.').collect();
+    let well_formed = labels.iter().all(|l| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    });
+    if !well_formed {
+        return invalid("not a valid host name");
+    }
+    let last = labels.last().copied().unwrap_or_default();
+    if last.bytes().all(|b| b.is_ascii_digit()) || last.starts_with("0x") {
+        let Ok(ip) = name.parse::<Ipv4Addr>() else {
+            return invalid("a numeric host must be a dotted-quad IPv4 address");
+        };
+        return Ok(ipv4_is_internal(ip));
+    }
+    Ok(name == "localhost" || name.ends_with(".localhost"))
+}
+
+fn ipv4_is_internal(ip: std::net::Ipv4Addr) -> bool {
+    let [a, b, ..] = ip.octets();
+    ip.is_loopback()
+        || ip.is_private()
+        || ip.is_link_local()
+        || ip.is_unspecified()
+        || ip.is_broadcast()
+        || ip.is_multicast()
+        || ip.is_documentation()
+        || a == 0
+        || (a == 100 && (64..128).contains(&b)) // shared address space
+        || (a == 198 && (b == 18 || b == 19)) // benchmarking
+        || a >= 240
+}
+
+/// A new webhook signing secret from 32 random bytes: `whsec_` and 43 URL-safe
+/// base64 characters. Receivers use the whole string as the HMAC key.
+pub fn make_webhook_secret(random: &[u8; WEBHOOK_SECRET_BYTES]) -> Secret {
+    Secret(format!(
+        "{WEBHOOK_SECRET_PREFIX}{}",
+        base64(random, URL_SAFE_ALPHABET, false)
+    ))
+}
+
+// ---------------------------------------------------------------------------
 // Events
 // ---------------------------------------------------------------------------
 
@@ -509,6 +709,15 @@ pub struct AccountDeletionWithdrawn {
 }
 impl EventBody for AccountDeletionWithdrawn {}
 
+/// The account's personal data was erased at `at`: its deletion had fallen due
+/// and its vault subject's key is deleted (e-mail, password hash and webhook
+/// endpoint read back as erased). Final: nothing follows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountErased {
+    pub at: DateTime<Utc>,
+}
+impl EventBody for AccountErased {}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiKeyCreated {
     pub key_id: ApiKeyId,
@@ -527,6 +736,42 @@ pub struct ApiKeyRevoked {
 }
 impl EventBody for ApiKeyRevoked {}
 
+/// The personal part of [`WebhookEndpointSet`]: where deliveries go and the
+/// secret they are signed with.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookEndpointPii {
+    /// The normalized URL ([`WebhookUrl`]).
+    pub url: String,
+    /// `whsec_…` ([`make_webhook_secret`]).
+    pub secret: String,
+}
+
+impl fmt::Debug for WebhookEndpointPii {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("WebhookEndpointPii(<redacted>)")
+    }
+}
+
+/// The account's webhook endpoint was set, or replaced with a new URL and a new
+/// signing secret (a rotation).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookEndpointSet {
+    pub account: AccountId,
+    pub at: DateTime<Utc>,
+    #[serde(skip)]
+    pub pii: Personal<WebhookEndpointPii>,
+}
+personal_event_body!(WebhookEndpointSet, pii, |e: &WebhookEndpointSet| e
+    .account
+    .subject());
+
+/// The account's webhook endpoint was removed: nothing is sent any more.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookEndpointRemoved {
+    pub at: DateTime<Utc>,
+}
+impl EventBody for WebhookEndpointRemoved {}
+
 domain_events! {
     /// The events of an account stream.
     #[derive(Clone, Debug, PartialEq, Eq)]
@@ -541,6 +786,9 @@ domain_events! {
         AccountDeletionWithdrawn(AccountDeletionWithdrawn) = 1,
         ApiKeyCreated(ApiKeyCreated) = 1,
         ApiKeyRevoked(ApiKeyRevoked) = 1,
+        WebhookEndpointSet(WebhookEndpointSet) = 1,
+        WebhookEndpointRemoved(WebhookEndpointRemoved) = 1,
+        AccountErased(AccountErased) = 1,
     }
 }
 
@@ -625,6 +873,14 @@ pub struct ApiKeySummary {
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
+/// The account's webhook endpoint, as its events tell it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebhookEndpoint {
+    /// URL and secret, opened from the vault (or `Erased`).
+    pub pii: Personal<WebhookEndpointPii>,
+    pub set_at: DateTime<Utc>,
+}
+
 /// What the owner (and the API) sees of an account.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AccountView {
@@ -666,12 +922,18 @@ pub struct Account {
     pub objection: bool,
     /// Every key ever created, revoked ones included, oldest first.
     pub api_keys: Vec<ApiKey>,
+    /// Where order events are posted, if anywhere.
+    pub webhook: Option<WebhookEndpoint>,
+    /// When the erasure of the personal data was recorded ([`AccountErased`]).
+    pub erased_at: Option<DateTime<Utc>>,
 }
 
 impl Account {
     /// Whether the personal data of the account was erased (it reads back so).
     pub fn is_erased(&self) -> bool {
-        matches!(self.email, Personal::Erased) || matches!(self.password_hash, Personal::Erased)
+        self.erased_at.is_some()
+            || matches!(self.email, Personal::Erased)
+            || matches!(self.password_hash, Personal::Erased)
     }
 
     pub fn live_api_keys(&self) -> usize {
@@ -795,6 +1057,20 @@ impl Aggregate for Account {
                 if let Some(key) = self.api_keys.iter_mut().find(|k| k.id == e.key_id) {
                     key.revoked_at.get_or_insert(e.at);
                 }
+            }
+            AccountEvent::WebhookEndpointSet(e) => {
+                self.webhook = Some(WebhookEndpoint {
+                    pii: e.pii.clone(),
+                    set_at: e.at,
+                })
+            }
+            AccountEvent::WebhookEndpointRemoved(_) => self.webhook = None,
+            AccountEvent::AccountErased(e) => {
+                self.erased_at = Some(e.at);
+                self.email = Personal::Erased;
+                self.password_hash = Personal::Erased;
+                self.webhook = None;
+                self.verification = None;
             }
         }
     }
@@ -1054,6 +1330,30 @@ pub fn decide_withdraw_deletion(
     }
 }
 
+/// Records the erasure of the account's personal data: only an account whose
+/// deletion is pending and due (`now` at or after `erase_due_at`) can be erased,
+/// and only once. The caller erases the account's vault subject before
+/// appending; an account whose subject is already erased but whose erasure is
+/// not recorded yet (the append did not land) is recorded now.
+pub fn decide_erase_account(
+    state: &Account,
+    now: DateTime<Utc>,
+) -> Result<Vec<AccountEvent>, AccountError> {
+    if state.id.is_none() {
+        return Err(AccountError::AccountNotFound);
+    }
+    if state.erased_at.is_some() {
+        return Err(AccountError::AccountErased);
+    }
+    match state.status {
+        AccountStatus::DeletionPending { erase_due_at, .. } if now >= erase_due_at => {
+            Ok(vec![AccountEvent::AccountErased(AccountErased { at: now })])
+        }
+        AccountStatus::DeletionPending { .. } => Err(AccountError::ErasureNotDue),
+        _ => Err(AccountError::NoDeletionPending),
+    }
+}
+
 /// Creates an API key (made by [`make_api_key`]); at most [`MAX_LIVE_API_KEYS`]
 /// unrevoked keys at once.
 pub fn decide_create_api_key(
@@ -1094,6 +1394,40 @@ pub fn decide_revoke_api_key(
         }
         _ => Err(AccountError::ApiKeyNotFound),
     }
+}
+
+/// Sets the webhook endpoint, or replaces it (a new URL, or the same one with a
+/// new secret: a rotation). The secret is made by [`make_webhook_secret`].
+pub fn decide_set_webhook(
+    state: &Account,
+    url: &WebhookUrl,
+    secret: &Secret,
+    now: DateTime<Utc>,
+) -> Result<Vec<AccountEvent>, AccountError> {
+    let account = state.enabled()?;
+    Ok(vec![AccountEvent::WebhookEndpointSet(WebhookEndpointSet {
+        account,
+        at: now,
+        pii: Personal::Plain(WebhookEndpointPii {
+            url: url.as_str().to_owned(),
+            secret: secret.expose().to_owned(),
+        }),
+    })])
+}
+
+/// Removes the webhook endpoint; nothing to do if there is none. Allowed on a
+/// disabled account: it only stops deliveries.
+pub fn decide_remove_webhook(
+    state: &Account,
+    now: DateTime<Utc>,
+) -> Result<Vec<AccountEvent>, AccountError> {
+    state.existing()?;
+    if state.webhook.is_none() {
+        return Ok(vec![]);
+    }
+    Ok(vec![AccountEvent::WebhookEndpointRemoved(
+        WebhookEndpointRemoved { at: now },
+    )])
 }
 
 /// The live key whose hash is `key_hash`, on an enabled account. Unknown and
@@ -1736,6 +2070,208 @@ mod tests {
         ] {
             assert!(!err.to_string().contains("alice"));
         }
+    }
+
+    const STRICT: WebhookUrlPolicy = WebhookUrlPolicy {
+        allow_insecure: false,
+    };
+    const INSECURE: WebhookUrlPolicy = WebhookUrlPolicy {
+        allow_insecure: true,
+    };
+
+    fn hook(url: &str) -> WebhookUrl {
+        WebhookUrl::parse(url, STRICT).unwrap()
+    }
+
+    #[test]
+    fn webhook_url_table() {
+        let good = [
+            (
+                "https://hooks.example.com/nexus",
+                "https://hooks.example.com/nexus",
+            ),
+            (
+                "  HTTPS://Hooks.Example.COM:8443/In?Token=AbC  ",
+                "https://hooks.example.com:8443/In?Token=AbC",
+            ),
+            ("https://example.com", "https://example.com"),
+            ("https://example.com?x=1", "https://example.com?x=1"),
+            ("https://93.184.216.34/h", "https://93.184.216.34/h"),
+            (
+                "https://[2606:2800:220:1::1]:443/h",
+                "https://[2606:2800:220:1::1]:443/h",
+            ),
+            ("https://xn--exmple-cua.de/h", "https://xn--exmple-cua.de/h"),
+        ];
+        for (raw, normal) in good {
+            assert_eq!(
+                WebhookUrl::parse(raw, STRICT).unwrap().as_str(),
+                normal,
+                "{raw:?}"
+            );
+        }
+        let at_limit = format!("https://example.com/{}", "p".repeat(2048 - 20));
+        assert_eq!(at_limit.len(), 2048);
+        WebhookUrl::parse(&at_limit, STRICT).unwrap();
+        let over = format!("{at_limit}p");
+        let bad = [
+            ("", "empty"),
+            ("example.com/hook", "no scheme"),
+            ("ftp://example.com/", "the scheme"),
+            ("http://example.com/", "https is required"),
+            ("https://user:pass@example.com/", "credentials"),
+            ("https://token@example.com/", "credentials"),
+            ("https://example.com/#frag", "fragment"),
+            ("https://exa mple.com/", "printable ASCII"),
+            ("https://exämple.com/", "printable ASCII"),
+            ("https:///path", "no host"),
+            ("https://example.com:0/", "port"),
+            ("https://example.com:65536/", "port"),
+            ("https://example.com:/", "port"),
+            ("https://example.com:08/", "port"),
+            ("https://exa_mple.com/", "host name"),
+            ("https://example..com/", "host name"),
+            ("https://-example.com/", "host name"),
+            ("https://[::1/", "IPv6"),
+            ("https://[zz::1]/", "IPv6"),
+            ("https://127.1/", "dotted-quad"),
+            ("https://2130706433/", "dotted-quad"),
+            ("https://0x7f.0x0.0x0.0x1/", "dotted-quad"),
+            ("https://localhost/", "local or private"),
+            ("https://api.localhost/", "local or private"),
+            ("https://127.0.0.1:8080/", "local or private"),
+            ("https://10.1.2.3/", "local or private"),
+            ("https://172.16.0.1/", "local or private"),
+            ("https://192.168.1.1/", "local or private"),
+            (
+                "https://169.254.169.254/latest/meta-data",
+                "local or private",
+            ),
+            ("https://100.64.0.1/", "local or private"),
+            ("https://0.0.0.0/", "local or private"),
+            ("https://[::1]/", "local or private"),
+            ("https://[fd00::1]/", "local or private"),
+            ("https://[fe80::1]/", "local or private"),
+            ("https://[::ffff:127.0.0.1]/", "local or private"),
+            (over.as_str(), "2048"),
+        ];
+        for (raw, why) in bad {
+            match WebhookUrl::parse(raw, STRICT) {
+                Err(AccountError::InvalidWebhookUrl { reason }) => {
+                    assert!(reason.contains(why), "{raw:?}: {reason}")
+                }
+                other => panic!("{raw:?} should be refused, got {other:?}"),
+            }
+        }
+        // Development: plain HTTP and this machine are allowed; the rest holds.
+        for raw in [
+            "http://127.0.0.1:8080/hook",
+            "http://localhost:3000/",
+            "https://[::1]:9000/",
+            "http://10.0.0.5/",
+        ] {
+            WebhookUrl::parse(raw, INSECURE).unwrap();
+        }
+        for raw in [
+            "http://u:p@127.0.0.1/",
+            "ftp://127.0.0.1/",
+            "http://127.1/",
+            "http://127.0.0.1/#x",
+        ] {
+            assert!(WebhookUrl::parse(raw, INSECURE).is_err(), "{raw:?}");
+        }
+        // Reasons never echo the URL.
+        let err = WebhookUrl::parse("https://user:hunter2@example.com/", STRICT).unwrap_err();
+        assert!(!err.to_string().contains("hunter2"));
+        assert_eq!(
+            format!("{:?}", hook("https://example.com/t?k=s3cret")),
+            "WebhookUrl(<redacted>)"
+        );
+    }
+
+    #[test]
+    fn webhook_secrets_are_prefixed_url_safe_and_random() {
+        let secret = make_webhook_secret(&[0xfb; 32]);
+        let text = secret.expose();
+        assert!(text.starts_with("whsec_"));
+        assert_eq!(text.len(), 6 + 43);
+        assert!(text[6..].bytes().all(|b| URL_SAFE_ALPHABET.contains(&b)));
+        assert_ne!(make_webhook_secret(&[1; 32]), secret);
+        assert_eq!(format!("{secret:?}"), "Secret(<redacted>)");
+    }
+
+    fn webhook_set(url: &str, secret: &str) -> AccountEvent {
+        AccountEvent::WebhookEndpointSet(WebhookEndpointSet {
+            account: id(),
+            at: t0(),
+            pii: Personal::Plain(WebhookEndpointPii {
+                url: url.into(),
+                secret: secret.into(),
+            }),
+        })
+    }
+
+    #[test]
+    fn set_rotate_and_remove_a_webhook() {
+        let first = make_webhook_secret(&[1; 32]);
+        let state = given::<Account>(verified())
+            .when(|s| decide_set_webhook(s, &hook("https://a.example/h"), &first, t0()))
+            .then(vec![webhook_set("https://a.example/h", first.expose())]);
+        let endpoint = state.webhook.as_ref().unwrap();
+        assert_eq!(endpoint.pii.plain().unwrap().url, "https://a.example/h");
+        assert_eq!(endpoint.set_at, t0());
+        assert!(!format!("{state:?}").contains(first.expose()));
+
+        // Setting again replaces the URL and the secret (a rotation).
+        let mut events = verified();
+        events.push(webhook_set("https://a.example/h", first.expose()));
+        let second = make_webhook_secret(&[2; 32]);
+        let rotated = given::<Account>(events.clone())
+            .when(|s| decide_set_webhook(s, &hook("https://b.example/h"), &second, t0()))
+            .then(vec![webhook_set("https://b.example/h", second.expose())]);
+        assert_eq!(
+            rotated.webhook.unwrap().pii.plain().unwrap().secret,
+            second.expose()
+        );
+
+        let removed = given::<Account>(events.clone())
+            .when(|s| decide_remove_webhook(s, t0()))
+            .then(vec![AccountEvent::WebhookEndpointRemoved(
+                WebhookEndpointRemoved { at: t0() },
+            )]);
+        assert_eq!(removed.webhook, None);
+        // Nothing to remove: nothing happens.
+        given::<Account>(verified())
+            .when(|s| decide_remove_webhook(s, t0()))
+            .then(vec![]);
+        given::<Account>(vec![])
+            .when(|s| decide_remove_webhook(s, t0()))
+            .then_err(AccountError::AccountNotFound);
+
+        // A disabled account cannot set one, but can still remove it.
+        events.push(deletion_requested(t0()));
+        given::<Account>(events.clone())
+            .when(|s| decide_set_webhook(s, &hook("https://c.example/"), &second, t0()))
+            .then_err(AccountError::AccountDisabled);
+        given::<Account>(events)
+            .when(|s| decide_remove_webhook(s, t0()))
+            .result()
+            .unwrap();
+        given::<Account>(vec![])
+            .when(|s| decide_set_webhook(s, &hook("https://c.example/"), &second, t0()))
+            .then_err(AccountError::AccountNotFound);
+    }
+
+    #[test]
+    fn an_erased_webhook_reads_as_erased() {
+        let mut events = verified();
+        events.push(AccountEvent::WebhookEndpointSet(WebhookEndpointSet {
+            account: id(),
+            at: t0(),
+            pii: Personal::Erased,
+        }));
+        let state = given::<Account>(events).state().clone();
+        assert_eq!(state.webhook.unwrap().pii, Personal::Erased);
     }
 
     #[test]

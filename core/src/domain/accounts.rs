@@ -30,6 +30,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, Utc};
 use tokio::sync::{OnceCell, Semaphore};
 
+use super::account::decide_erase_account;
 use super::account::{
     bcrypt_input, check_api_key, check_login, check_password, decide_change_email,
     decide_change_password, decide_create_api_key, decide_issue_verification, decide_register,
@@ -40,11 +41,15 @@ use super::account::{
     Secret, Sha256Hash, API_KEY_SECRET_CHARS, DEFAULT_VERIFICATION_TTL_HOURS,
     VERIFICATION_SECRET_BYTES,
 };
+use super::account::{
+    decide_remove_webhook, decide_set_webhook, make_webhook_secret, WebhookUrl, WebhookUrlPolicy,
+    WEBHOOK_SECRET_BYTES,
+};
 use super::clock::{Clock, SystemClock};
 use super::codec::{CodecError, DomainEvent};
 use super::commerce::DeletionGuard;
 use super::ids::{AccountId, ApiKeyId};
-use super::repo::{encode, load, LoadError, Loaded};
+use super::repo::{encode, load_cached, AggregateCache, LoadError, Loaded};
 use crate::log::{AppendRequest, EventStore, ExpectedVersion, LogError, StreamName, StreamWrite};
 use crate::vault::Vault;
 
@@ -64,6 +69,8 @@ pub struct AccountsConfig {
     pub verification_ttl: Duration,
     /// Most bcrypt computations at once; default: the number of cores.
     pub hashing_concurrency: usize,
+    /// Which webhook URLs are accepted; default: public `https` only.
+    pub webhook_urls: WebhookUrlPolicy,
 }
 
 impl Default for AccountsConfig {
@@ -74,6 +81,7 @@ impl Default for AccountsConfig {
             hashing_concurrency: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(2),
+            webhook_urls: WebhookUrlPolicy::default(),
         }
     }
 }
@@ -112,6 +120,8 @@ pub enum AccountServiceError {
     Contention { attempts: usize },
     #[error("the customer's orders changed while deciding; decide again")]
     StaleGuard,
+    #[error(transparent)]
+    Vault(#[from] crate::vault::VaultError),
 }
 
 impl AccountServiceError {
@@ -160,6 +170,22 @@ pub struct NewApiKey {
     pub prefix: String,
 }
 
+/// A webhook endpoint just set: the signing secret is shown once, here.
+#[derive(Debug)]
+pub struct NewWebhookEndpoint {
+    /// The normalized URL.
+    pub url: String,
+    pub secret: Secret,
+    pub set_at: DateTime<Utc>,
+}
+
+/// The webhook endpoint as its owner sees it (never the secret).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebhookEndpointView {
+    pub url: String,
+    pub set_at: DateTime<Utc>,
+}
+
 /// A request authenticated by an API key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ApiKeyLogin {
@@ -175,10 +201,13 @@ pub struct Accounts<S: EventStore> {
     bcrypt_cost: u32,
     verification_ttl: Duration,
     hashing: Arc<Semaphore>,
+    webhook_urls: WebhookUrlPolicy,
     clock: Arc<dyn Clock>,
     /// A hash of a random password at the configured cost, made on first need:
     /// what a login with an unknown address is checked against.
     dummy_hash: OnceCell<String>,
+    /// Folded accounts at their last version: every authenticated call loads one.
+    folded: AggregateCache,
 }
 
 impl<S: EventStore> fmt::Debug for Accounts<S> {
@@ -233,8 +262,10 @@ impl<S: EventStore> Accounts<S> {
             bcrypt_cost: cost,
             verification_ttl: config.verification_ttl,
             hashing: Arc::new(Semaphore::new(config.hashing_concurrency)),
+            webhook_urls: config.webhook_urls,
             clock: Arc::new(SystemClock),
             dummy_hash: OnceCell::new(),
+            folded: AggregateCache::default(),
         })
     }
 
@@ -470,6 +501,31 @@ impl<S: EventStore> Accounts<S> {
         Ok(())
     }
 
+    /// Erases the account's personal data once its deletion is due (what the
+    /// retention sweep calls): erases the account's vault subject, then records
+    /// `AccountErased`. Refused unless a deletion is pending and due
+    /// ([`AccountError::ErasureNotDue`], [`AccountError::NoDeletionPending`]);
+    /// [`AccountError::AccountErased`] once recorded. The key goes first, so a
+    /// crash between the two leaves the data erased and the account still on
+    /// the schedule: the next call records the erasure.
+    pub async fn erase_account(&self, account: AccountId) -> Result<()> {
+        let stream = account.stream();
+        for _ in 0..MAX_ATTEMPTS {
+            let loaded = self.load_account(account).await?;
+            let events = decide_erase_account(&loaded.state, self.clock.now())?;
+            self.vault.erase(&account.subject())?;
+            let mut writes = Vec::with_capacity(1);
+            self.push_write(&mut writes, &stream, loaded.version, &events)?;
+            if self.append(writes).await? {
+                tracing::info!(account = %account, "account erased");
+                return Ok(());
+            }
+        }
+        Err(AccountServiceError::Contention {
+            attempts: MAX_ATTEMPTS,
+        })
+    }
+
     /// Creates an API key; the key is in the answer and nowhere else.
     pub async fn create_api_key(&self, account: AccountId) -> Result<NewApiKey> {
         let id = ApiKeyId::new();
@@ -488,6 +544,33 @@ impl<S: EventStore> Accounts<S> {
             decide_revoke_api_key(state, key_id, now)
         })
         .await
+    }
+
+    /// Sets the account's webhook endpoint, or replaces it: every call makes a new
+    /// signing secret (the answer is the only place it is shown), so setting the
+    /// same URL again rotates the secret.
+    pub async fn set_webhook(&self, account: AccountId, url: &str) -> Result<NewWebhookEndpoint> {
+        let url = WebhookUrl::parse(url, self.webhook_urls)?;
+        let secret = make_webhook_secret(&random::<WEBHOOK_SECRET_BYTES>()?);
+        let mut set_at = self.clock.now();
+        self.update(account, |state, now| {
+            set_at = now;
+            decide_set_webhook(state, &url, &secret, now)
+        })
+        .await?;
+        tracing::info!(account = %account, "webhook endpoint set");
+        Ok(NewWebhookEndpoint {
+            url: url.as_str().to_owned(),
+            secret,
+            set_at,
+        })
+    }
+
+    /// Removes the account's webhook endpoint (nothing to do if there is none).
+    pub async fn remove_webhook(&self, account: AccountId) -> Result<()> {
+        self.update(account, decide_remove_webhook).await?;
+        tracing::info!(account = %account, "webhook endpoint removed");
+        Ok(())
     }
 
     // -- queries -------------------------------------------------------------
@@ -524,6 +607,38 @@ impl<S: EventStore> Accounts<S> {
         Err(AccountError::InvalidCredentials.into())
     }
 
+    /// Checks an address and password like [`Accounts::authenticate`], but also
+    /// admits an account whose deletion is pending: the way back in to withdraw
+    /// the request once no session is left (a login refuses such an account).
+    /// An unknown address, a wrong password and an erased account are all
+    /// [`AccountError::InvalidCredentials`], at the cost of one bcrypt check.
+    pub async fn authenticate_holder(&self, email: &str, password: &str) -> Result<AccountId> {
+        let email = Email::parse(email).map_err(|_| AccountError::InvalidCredentials)?;
+        let reservation = self
+            .load::<EmailReservation>(&self.lookup_key.email_stream(&email))
+            .await?;
+        let state = match reservation.state.holder {
+            Some(account) => Some(self.load_account(account).await?.state),
+            None => None,
+        };
+        let holder = state.as_ref().and_then(|s| {
+            let hash = s.password_hash.plain()?.clone();
+            Some((s.id?, hash))
+        });
+        match holder {
+            Some((account, hash)) => {
+                if self.verify_password(password, hash).await? {
+                    return Ok(account);
+                }
+            }
+            None => {
+                let dummy = self.dummy_hash().await?.clone();
+                self.verify_password(password, dummy).await?;
+            }
+        }
+        Err(AccountError::InvalidCredentials.into())
+    }
+
     /// The account an API key belongs to, if the key is live and the account
     /// enabled. The key names its account (`nx_<account>_<secret>`), so this reads
     /// one stream and compares SHA-256 of the key with its keys' hashes.
@@ -538,6 +653,18 @@ impl<S: EventStore> Accounts<S> {
     pub async fn account(&self, account: AccountId) -> Result<AccountView> {
         let loaded = self.load_account(account).await?;
         Ok(loaded.state.view().ok_or(AccountError::AccountNotFound)?)
+    }
+
+    /// The account's webhook endpoint, if it has one (`None` once erased too).
+    pub async fn webhook(&self, account: AccountId) -> Result<Option<WebhookEndpointView>> {
+        let loaded = self.load_account(account).await?;
+        loaded.state.enabled()?;
+        Ok(loaded.state.webhook.and_then(|w| {
+            w.pii.plain().map(|pii| WebhookEndpointView {
+                url: pii.url.clone(),
+                set_at: w.set_at,
+            })
+        }))
     }
 
     /// Every API key of the account, revoked ones included, oldest first.
@@ -559,10 +686,10 @@ impl<S: EventStore> Accounts<S> {
 
     async fn load<A>(&self, stream: &StreamName) -> Result<Loaded<A>>
     where
-        A: super::aggregate::Aggregate,
+        A: super::aggregate::Aggregate + Clone + Send + Sync + 'static,
         A::Event: DomainEvent,
     {
-        Ok(load(&*self.store, &self.vault, stream).await?)
+        Ok(load_cached(&*self.store, &self.vault, stream, &self.folded).await?)
     }
 
     /// Load, decide, append on the account stream alone, retried on conflicts.

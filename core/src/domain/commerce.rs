@@ -26,7 +26,7 @@ use super::order::{
     self, CancelReason, Channel, CodePii, CountryCode, DeliveryChannel, Order, OrderDetails,
     OrderError, OrderEvent, OrderPolicy, ServiceCode, Timeout,
 };
-use super::repo::{encode, load, LoadError, Loaded};
+use super::repo::{encode, load_cached, AggregateCache, LoadError, Loaded};
 use super::wallet::{self, Payment, VoidReason, Wallet, WalletError, WalletEvent};
 use crate::log::{AppendRequest, EventStore, ExpectedVersion, LogError, StreamName, StreamWrite};
 use crate::vault::{Vault, VaultError};
@@ -219,6 +219,37 @@ pub struct Commerce<S: EventStore> {
     vault: Arc<Vault>,
     policy: OrderPolicy,
     clock: Arc<dyn Clock>,
+    /// Folded orders, wallets, … at their last version.
+    folded: AggregateCache,
+    /// Orders placed on one wallet queue here instead of racing for its next
+    /// version (a burst from one customer would otherwise end in `Contention`).
+    placing: WalletStripes,
+}
+
+/// Striped locks by wallet stream: bounded memory, one stripe held at a time.
+struct WalletStripes {
+    stripes: Vec<tokio::sync::Mutex<()>>,
+}
+
+/// Stripes for [`WalletStripes`]: unrelated wallets rarely share one.
+const WALLET_STRIPES: usize = 1_024;
+
+impl WalletStripes {
+    fn new() -> Self {
+        Self {
+            stripes: (0..WALLET_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+        }
+    }
+
+    async fn lock(&self, wallet: &StreamName) -> tokio::sync::MutexGuard<'_, ()> {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        wallet.as_str().hash(&mut hasher);
+        let stripe = (hasher.finish() % WALLET_STRIPES as u64) as usize;
+        self.stripes[stripe].lock().await
+    }
 }
 
 /// One stream's part of an append, before encoding.
@@ -240,6 +271,8 @@ impl<S: EventStore> Commerce<S> {
             vault,
             policy,
             clock,
+            folded: AggregateCache::default(),
+            placing: WalletStripes::new(),
         }
     }
 
@@ -249,10 +282,10 @@ impl<S: EventStore> Commerce<S> {
 
     async fn load<A>(&self, stream: &StreamName) -> Result<Loaded<A>, CommandError>
     where
-        A: super::aggregate::Aggregate,
+        A: super::aggregate::Aggregate + Clone + Send + Sync + 'static,
         A::Event: DomainEvent,
     {
-        Ok(load(&*self.store, &self.vault, stream).await?)
+        Ok(load_cached(&*self.store, &self.vault, stream, &self.folded).await?)
     }
 
     fn write<E: DomainEvent>(
@@ -357,6 +390,19 @@ impl<S: EventStore> Commerce<S> {
         Ok(self.load::<Order>(&order.stream()).await?.state)
     }
 
+    /// The first use of an idempotency key, if it was used: for callers that
+    /// derive keys themselves and must know whether one is taken.
+    pub async fn idempotency_key_use(
+        &self,
+        key: &IdempotencyKey,
+    ) -> Result<Option<IdempotencyKeyUsed>, CommandError> {
+        Ok(self
+            .load::<IdempotencyRecord>(key.stream())
+            .await?
+            .state
+            .used)
+    }
+
     /// The order, if `owner` owns it; another owner's order does not exist for them.
     async fn owned_order(&self, id: OrderId, owner: Owner) -> Result<Loaded<Order>, CommandError> {
         let loaded = self.load::<Order>(&id.stream()).await?;
@@ -376,6 +422,8 @@ impl<S: EventStore> Commerce<S> {
         key: Option<&IdempotencyKey>,
     ) -> Result<Placed, CommandError> {
         let fingerprint = request.fingerprint(owner);
+        // Held until the append is decided; nothing called below takes a stripe.
+        let _placing = self.placing.lock(&owner.wallet_stream()).await;
         for _ in 0..MAX_ATTEMPTS {
             match self.replayed(key, &fingerprint).await? {
                 Some(IdempotentResult::Order(order)) => {

@@ -21,6 +21,9 @@ impl Projection for AccountsProjection {
     fn apply(&mut self, record: &RecordedEvent, st: &mut Staging) -> Result<(), ApplyError> {
         match Category::of(record.stream.as_str()) {
             Some((Category::Account, rest)) => {
+                if stream::known_and_ignored::<AccountEvent>(record, IGNORED_ACCOUNT_EVENTS) {
+                    return Ok(());
+                }
                 let account = stream::account_of(record, rest)?;
                 account_event(record, account, stream::decode(record)?, st)
             }
@@ -32,6 +35,14 @@ impl Projection for AccountsProjection {
         }
     }
 }
+
+/// Account events that change nothing here.
+const IGNORED_ACCOUNT_EVENTS: &[&str] = &[
+    "AccountVerificationIssued",
+    "AccountPasswordChanged",
+    "WebhookEndpointSet",
+    "WebhookEndpointRemoved",
+];
 
 fn missing(record: &RecordedEvent, what: &'static str, id: impl std::fmt::Display) -> ApplyError {
     ApplyError::Missing {
@@ -62,9 +73,10 @@ fn account_event(
             st.put(key, row);
             return Ok(());
         }
-        AccountEvent::AccountVerificationIssued(_) | AccountEvent::AccountPasswordChanged(_) => {
-            return Ok(())
-        }
+        AccountEvent::AccountVerificationIssued(_)
+        | AccountEvent::AccountPasswordChanged(_)
+        | AccountEvent::WebhookEndpointSet(_)
+        | AccountEvent::WebhookEndpointRemoved(_) => return Ok(()),
         AccountEvent::ApiKeyCreated(e) => {
             let key_row = ApiKeyRow {
                 account,
@@ -96,6 +108,7 @@ fn account_event(
     let row = st
         .get_mut::<AccountRow>(&key)?
         .ok_or_else(|| missing(record, "account", account))?;
+    let mut erased = None;
     match event {
         AccountEvent::AccountEmailVerified(_) => row.verified = true,
         AccountEvent::AccountEmailChanged(_) => {
@@ -117,9 +130,19 @@ fn account_event(
         AccountEvent::ApiKeyCreated(_) | AccountEvent::ApiKeyRevoked(_) => {
             row.live_api_keys = row.live_api_keys.saturating_add_signed(keys_changed as i32);
         }
+        AccountEvent::AccountErased(e) => {
+            // The key is gone: the sealed address could only read `Erased`.
+            row.email = None;
+            erased = Some(ErasedRow { at: e.at });
+        }
         AccountEvent::AccountRegistered(_)
         | AccountEvent::AccountVerificationIssued(_)
-        | AccountEvent::AccountPasswordChanged(_) => {}
+        | AccountEvent::AccountPasswordChanged(_)
+        | AccountEvent::WebhookEndpointSet(_)
+        | AccountEvent::WebhookEndpointRemoved(_) => {}
+    }
+    if let Some(erased) = erased {
+        st.put(erased_key(account), erased);
     }
     Ok(())
 }

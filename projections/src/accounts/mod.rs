@@ -10,11 +10,16 @@
 //! | `e` hmac(32) | account(16): the holder of the address whose lookup hash this is |
 //! | `k` sha256(32) | `ApiKeyRow` |
 //! | `i` key id(16) | sha256(32) of that key (to revoke by id) |
+//! | `x` account(16) | `ErasedRow`: the erasure of the account's personal data was recorded |
 //!
 //! The address is kept only as the event's sealed section; the e-mail index
 //! key is the HMAC already in the `email-<hmac>` stream name, meaningless
 //! without the lookup key. The password hash is never used here (it is inside
 //! the sealed registration section, which is opened only for the address).
+//! `AccountErased` drops the sealed address from the account's row (its key
+//! is gone from the vault already) and records the erasure under `x`, so the
+//! account reads `Erased` from the read model alone, incrementally and after a
+//! rebuild alike.
 
 mod apply;
 mod query;
@@ -60,6 +65,13 @@ pub(crate) struct AccountRow {
     pub live_api_keys: u32,
 }
 
+/// When the erasure of an account's personal data was recorded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ErasedRow {
+    #[serde(with = "crate::keys::ts")]
+    pub at: DateTime<Utc>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct ApiKeyRow {
     pub account: AccountId,
@@ -85,4 +97,8 @@ fn api_key_key(hash: &[u8; 32]) -> Vec<u8> {
 
 fn key_id_key(id: ApiKeyId) -> Vec<u8> {
     keys::key(b'i', &[id.0.as_bytes()])
+}
+
+fn erased_key(account: AccountId) -> Vec<u8> {
+    keys::key(b'x', &[account.0.as_bytes()])
 }

@@ -35,6 +35,9 @@ pub struct AccountSummary {
     /// The address, opened from the vault.
     pub email: Personal<String>,
     pub live_api_keys: u32,
+    /// When the erasure was recorded (`AccountErased`); the status is `Erased`
+    /// from the vault's erasure on, even before it is recorded.
+    pub erased_at: Option<DateTime<Utc>>,
 }
 
 /// An API key found by its hash.
@@ -69,7 +72,8 @@ impl AccountsView {
         let Some(row) = get::<AccountRow>(&self.tree, &account_key(id))? else {
             return Ok(None);
         };
-        let erased = self.vault.is_erased(&id.subject())?;
+        let erased_at = get::<ErasedRow>(&self.tree, &erased_key(id))?.map(|e| e.at);
+        let erased = erased_at.is_some() || self.vault.is_erased(&id.subject())?;
         let email = match (&row.email, erased) {
             (_, true) => Personal::Erased,
             (None, false) => Personal::Unopened,
@@ -95,6 +99,7 @@ impl AccountsView {
             registered_at: row.registered_at,
             email,
             live_api_keys: row.live_api_keys,
+            erased_at,
         }))
     }
 

@@ -35,6 +35,9 @@ impl Projection for CatalogProjection {
     fn apply(&mut self, record: &RecordedEvent, st: &mut Staging) -> Result<(), ApplyError> {
         match Category::of(record.stream.as_str()) {
             Some((Category::Order, rest)) => {
+                if stream::known_and_ignored::<OrderEvent>(record, IGNORED_ORDER_EVENTS) {
+                    return Ok(());
+                }
                 let order = stream::order_of(record, rest)?;
                 self.order_event(record, order, stream::decode(record)?, st)
             }
@@ -43,6 +46,13 @@ impl Projection for CatalogProjection {
         }
     }
 }
+
+/// Order events that change no count.
+const IGNORED_ORDER_EVENTS: &[&str] = &[
+    "OrderCodeDelivered",
+    "OrderResendRequested",
+    "OrderCodeErased",
+];
 
 fn missing(record: &RecordedEvent, what: &'static str, id: impl std::fmt::Display) -> ApplyError {
     ApplyError::Missing {

@@ -23,6 +23,10 @@ impl Projection for OrdersProjection {
     fn apply(&mut self, record: &RecordedEvent, st: &mut Staging) -> Result<(), ApplyError> {
         match Category::of(record.stream.as_str()) {
             Some((Category::Order, rest)) => {
+                // Codes are never kept here: nothing to erase.
+                if stream::known_and_ignored::<OrderEvent>(record, &["OrderCodeErased"]) {
+                    return Ok(());
+                }
                 let order = stream::order_of(record, rest)?;
                 order_event(record, order, stream::decode(record)?, st)
             }

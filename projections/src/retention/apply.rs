@@ -30,12 +30,21 @@ impl Projection for RetentionProjection {
         }
         match category {
             Category::Account => {
+                if !matches!(
+                    record.event_type.as_str(),
+                    "AccountDeletionRequested" | "AccountDeletionWithdrawn" | "AccountErased"
+                ) && stream::known_and_ignored::<AccountEvent>(
+                    record,
+                    &[record.event_type.as_str()],
+                ) {
+                    return Ok(());
+                }
                 let account = stream::account_of(record, rest)?;
                 match stream::decode::<AccountEvent>(record)? {
                     AccountEvent::AccountDeletionRequested(e) => {
                         schedule(st, ACCOUNT, &account.0, Some(keys::time(e.erase_due_at)))
                     }
-                    AccountEvent::AccountDeletionWithdrawn(_) => {
+                    AccountEvent::AccountDeletionWithdrawn(_) | AccountEvent::AccountErased(_) => {
                         schedule(st, ACCOUNT, &account.0, None)
                     }
                     _ => Ok(()),

@@ -4,7 +4,7 @@
 //!
 //! - An account is due at the `erase_due_at` of its `AccountDeletionRequested`
 //!   (30 days after the request), and leaves the schedule when the request is
-//!   withdrawn.
+//!   withdrawn or when its erasure is recorded (`AccountErased`).
 //! - An anonymous buyer is due [`ANONYMOUS_RETENTION_DAYS`] after its order
 //!   was created.
 //! - Financial records (the records of `wallet-`, `deposit-` and `payment-`

@@ -103,6 +103,9 @@ pub struct Behaviour {
     pub active_shape: ActiveShape,
     /// Answer every request after this long.
     pub delay: Option<Duration>,
+    /// Do the work at once, then answer this late (a buy that times out at the
+    /// client has still bought its number).
+    pub late_answer: Option<Duration>,
     /// Content types swapped (JSON as `text/html`, tokens as JSON).
     pub wrong_content_type: bool,
     /// Action → canned reply, instead of the simulation.
@@ -128,6 +131,7 @@ impl Default for Behaviour {
             cancelled_status: CancelledStatus::PlainToken,
             active_shape: ActiveShape::Data,
             delay: None,
+            late_answer: None,
             wrong_content_type: false,
             canned: HashMap::new(),
         }
@@ -347,7 +351,7 @@ async fn handle(
 ) -> HttpResponse {
     let mut params = query.into_inner();
     let key = params.remove("api_key");
-    let (delay, style, wrong_type) = {
+    let (delay, late_answer, style, wrong_type) = {
         let mut state = state.lock().unwrap();
         state.seen.push(Seen {
             method: request.method().to_string(),
@@ -355,7 +359,7 @@ async fn handle(
             key: key.clone(),
         });
         let b = &state.behaviour;
-        (b.delay, b.error_style, b.wrong_content_type)
+        (b.delay, b.late_answer, b.error_style, b.wrong_content_type)
     };
     if let Some(delay) = delay {
         actix_web::rt::time::sleep(delay).await;
@@ -364,6 +368,9 @@ async fn handle(
         let mut state = state.lock().unwrap();
         simulate(&mut state, &params, key.as_deref())
     };
+    if let Some(late) = late_answer {
+        actix_web::rt::time::sleep(late).await;
+    }
     match answer {
         Answer::Raw(canned) => {
             let mut response = HttpResponse::build(StatusCode::from_u16(canned.status).unwrap());

@@ -1,0 +1,573 @@
+//! The admin surface under `/v1/admin/`: projection lags, provider health, the
+//! retention schedule, legal holds and policy-change announcements.
+//!
+//! Off unless `NEXUS_ADMIN_TOKEN` is set: then every admin route answers 404, as
+//! if it did not exist. When set, a request needs `Authorization: Bearer
+//! <token>`; the presented token is compared with the configured one in
+//! constant time (over their SHA-256 digests, so neither length nor content
+//! leaks through timing). A wrong or missing token is a 401 problem. The token
+//! is never logged nor echoed.
+
+use std::future::{ready, Ready};
+
+use actix_web::http::StatusCode;
+use actix_web::{delete, get, post, web, FromRequest, HttpRequest, HttpResponse};
+use chrono::{DateTime, SecondsFormat, Utc};
+use nexus_core::domain::legal_hold::{
+    CaseReference, HoldReason, HoldSubject, LegalHold, LegalHoldError, LegalHoldServiceError,
+};
+use nexus_core::domain::policy::{
+    AnnouncementKey, PolicyChangeAnnounced, PolicyChangeRequest, PolicyError, PolicyServiceError,
+};
+use nexus_core::log::EventStore;
+use nexus_projections::retention::{DueSubject, ScheduledSubject};
+use nexus_projections::{RunState, MAX_PAGE_SIZE};
+use nexus_providers::router::BreakerState;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use super::error::ApiError;
+use super::state::AppState;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(projections)
+        .service(providers)
+        .service(retention)
+        .service(place_hold)
+        .service(release_hold)
+        .service(list_holds)
+        .service(announce)
+        .service(list_policy_changes);
+}
+
+/// Longest Authorization header value considered.
+const MAX_AUTHORIZATION_BYTES: usize = 512;
+/// Shortest admin token accepted in the configuration.
+pub const MIN_ADMIN_TOKEN_BYTES: usize = 16;
+/// Schedule entries counted for `due_now`, at most (the count says when it
+/// stopped there).
+const MAX_DUE_COUNT: usize = 100_000;
+const DEFAULT_PAGE: usize = 50;
+
+/// The configured admin token, kept as its SHA-256 digest. Never printed.
+#[derive(Clone)]
+pub struct AdminToken {
+    digest: [u8; 32],
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
+}
+
+/// Why a configured admin token is refused (the message never holds the token).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AdminTokenError {
+    #[error("NEXUS_ADMIN_TOKEN must be at least {MIN_ADMIN_TOKEN_BYTES} printable ASCII characters without spaces")]
+    Weak,
+}
+
+impl AdminToken {
+    pub fn new(token: &str) -> Result<AdminToken, AdminTokenError> {
+        let ok = token.len() >= MIN_ADMIN_TOKEN_BYTES
+            && token.len() <= MAX_AUTHORIZATION_BYTES
+            && token.bytes().all(|b| b.is_ascii_graphic());
+        if !ok {
+            return Err(AdminTokenError::Weak);
+        }
+        Ok(AdminToken {
+            digest: Sha256::digest(token.as_bytes()).into(),
+        })
+    }
+
+    /// Whether `presented` is the token, in time independent of both.
+    pub fn matches(&self, presented: &str) -> bool {
+        let other: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        let difference = self
+            .digest
+            .iter()
+            .zip(other.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        std::hint::black_box(difference) == 0
+    }
+}
+
+/// An operator holding the admin token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Admin;
+
+fn admin_unauthorized() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "Unauthorized",
+        "a valid admin token is required",
+    )
+}
+
+impl FromRequest for Admin {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let Some(state) = req.app_data::<web::Data<AppState>>() else {
+            return ready(Err(ApiError::internal(&"application state missing")));
+        };
+        // No token configured: the admin surface does not exist.
+        let Some(token) = &state.admin_token else {
+            return ready(Err(ApiError::not_found()));
+        };
+        let presented = req
+            .headers()
+            .get(actix_web::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| v.len() <= MAX_AUTHORIZATION_BYTES)
+            .and_then(|v| v.strip_prefix("Bearer "));
+        ready(match presented {
+            Some(presented) if token.matches(presented) => Ok(Admin),
+            _ => Err(admin_unauthorized()),
+        })
+    }
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+fn parse_time(field: &'static str, text: &str) -> Result<DateTime<Utc>, ApiError> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| {
+            ApiError::bad_request(
+                "invalid_time",
+                format!("{field} must be an RFC 3339 time, e.g. 2026-12-01T00:00:00Z"),
+            )
+        })
+}
+
+// ---------------------------------------------------------------------------
+// Projections and providers
+// ---------------------------------------------------------------------------
+
+/// Each projection's position, lag (events and seconds) and state.
+#[get("/v1/admin/projections")]
+async fn projections(state: web::Data<AppState>, _: Admin) -> HttpResponse {
+    let items: Vec<serde_json::Value> = state
+        .runner
+        .status()
+        .await
+        .into_iter()
+        .map(|s| {
+            let (run_state, failure) = match &s.state {
+                RunState::Running => ("running", None),
+                RunState::Stopped => ("stopped", None),
+                RunState::Failed(f) => (
+                    "failed",
+                    Some(serde_json::json!({ "position": f.position, "reason": f.reason })),
+                ),
+            };
+            serde_json::json!({
+                "name": s.name,
+                "position": s.position,
+                "head": s.head,
+                "lag_events": s.lag_events,
+                "lag_seconds": s.lag_seconds,
+                "state": run_state,
+                "failure": failure,
+            })
+        })
+        .collect();
+    HttpResponse::Ok().json(serde_json::json!({ "log_head": state.log.head(), "items": items }))
+}
+
+/// The router's view of each upstream: breaker, recent failures, latency.
+#[get("/v1/admin/providers")]
+async fn providers(state: web::Data<AppState>, _: Admin) -> HttpResponse {
+    let items: Vec<serde_json::Value> = state
+        .router
+        .health()
+        .into_iter()
+        .map(|h| {
+            serde_json::json!({
+                "name": h.name,
+                "breaker": match h.breaker {
+                    BreakerState::Closed => "closed",
+                    BreakerState::Open => "open",
+                    BreakerState::HalfOpen => "half_open",
+                },
+                "consecutive_failures": h.consecutive_failures,
+                "latency_ms": h.latency_ms.round() as u64,
+                "successes": h.successes,
+                "failures": h.failures,
+                "reconciled_cancelled": h.reconciled_cancelled,
+                "unreconciled": h.unreconciled,
+            })
+        })
+        .collect();
+    HttpResponse::Ok().json(serde_json::json!({ "items": items }))
+}
+
+// ---------------------------------------------------------------------------
+// Retention
+// ---------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetentionQuery {
+    until: Option<String>,
+    cursor: Option<String>,
+    limit: Option<usize>,
+}
+
+fn due_subject_text(subject: DueSubject) -> String {
+    subject.subject().as_str().to_owned()
+}
+
+fn hold_subject_of(subject: DueSubject) -> HoldSubject {
+    match subject {
+        DueSubject::Account(id) => HoldSubject::Account(id),
+        DueSubject::Anonymous(id) => HoldSubject::Anonymous(id),
+    }
+}
+
+/// A page cursor: `<due_at in µs since the epoch>.<subject>`.
+fn retention_cursor(entry: &ScheduledSubject) -> String {
+    format!(
+        "{}.{}",
+        entry.due_at.timestamp_micros(),
+        due_subject_text(entry.subject)
+    )
+}
+
+fn parse_retention_cursor(text: &str) -> Result<ScheduledSubject, ApiError> {
+    let invalid = || ApiError::bad_request("invalid_cursor", "the cursor is not one this API gave");
+    let (micros, subject) = text.split_once('.').ok_or_else(invalid)?;
+    let due_at = micros
+        .parse::<i64>()
+        .ok()
+        .and_then(DateTime::from_timestamp_micros)
+        .ok_or_else(invalid)?;
+    let subject = match HoldSubject::parse(subject).map_err(|_| invalid())? {
+        HoldSubject::Account(id) => DueSubject::Account(id),
+        HoldSubject::Anonymous(id) => DueSubject::Anonymous(id),
+        HoldSubject::Order(_) => return Err(invalid()),
+    };
+    Ok(ScheduledSubject { subject, due_at })
+}
+
+/// Subjects due for erasure by `until` (default: now), earliest first, each
+/// with whether a legal hold freezes it; and how many are due now.
+#[get("/v1/admin/retention")]
+async fn retention(
+    state: web::Data<AppState>,
+    _: Admin,
+    query: web::Query<RetentionQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let now = Utc::now();
+    let until = match query.until.as_deref() {
+        Some(text) => parse_time("until", text)?,
+        None => now,
+    };
+    let after = query
+        .cursor
+        .as_deref()
+        .map(parse_retention_cursor)
+        .transpose()?;
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE_SIZE);
+    let view = state
+        .read_models
+        .retention()
+        .map_err(|e| ApiError::internal(&e))?;
+    let page = view
+        .due(until, after, limit)
+        .map_err(|e| ApiError::internal(&e))?;
+    let holds = state.legal_holds.register().await?.state;
+    // Count what is due now, page by page, up to a bound.
+    let mut due_now = 0usize;
+    let mut counted_after = None;
+    loop {
+        let batch = view
+            .due(now, counted_after, MAX_PAGE_SIZE)
+            .map_err(|e| ApiError::internal(&e))?;
+        due_now += batch.len();
+        counted_after = batch.last().copied();
+        if batch.len() < MAX_PAGE_SIZE || due_now >= MAX_DUE_COUNT {
+            break;
+        }
+    }
+    let items: Vec<serde_json::Value> = page
+        .iter()
+        .map(|entry| {
+            serde_json::json!({
+                "subject": due_subject_text(entry.subject),
+                "kind": match entry.subject {
+                    DueSubject::Account(_) => "account",
+                    DueSubject::Anonymous(_) => "anonymous",
+                },
+                "due_at": rfc3339(entry.due_at),
+                "held": holds.is_held(&hold_subject_of(entry.subject)),
+            })
+        })
+        .collect();
+    let next_cursor = (page.len() == limit)
+        .then(|| page.last().map(retention_cursor))
+        .flatten();
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "until": rfc3339(until),
+        "due_now": due_now,
+        "due_now_capped": due_now >= MAX_DUE_COUNT,
+        "items": items,
+        "next_cursor": next_cursor,
+    })))
+}
+
+// ---------------------------------------------------------------------------
+// Legal holds
+// ---------------------------------------------------------------------------
+
+impl From<LegalHoldError> for ApiError {
+    fn from(e: LegalHoldError) -> Self {
+        use LegalHoldError as E;
+        let detail = e.to_string();
+        match e {
+            E::InvalidSubject => ApiError::bad_request("invalid_subject", detail),
+            E::InvalidReason => ApiError::bad_request("invalid_reason", detail),
+            E::InvalidReference => ApiError::bad_request("invalid_reference", detail),
+            E::AlreadyHeld => ApiError::conflict("already_held", detail),
+            E::NotHeld => ApiError::not_found(),
+            E::TooManyHolds => ApiError::conflict("too_many_holds", detail),
+            other => ApiError::internal(&other),
+        }
+    }
+}
+
+impl From<LegalHoldServiceError> for ApiError {
+    fn from(e: LegalHoldServiceError) -> Self {
+        match e {
+            LegalHoldServiceError::Refused(e) => e.into(),
+            LegalHoldServiceError::Contention(_) => {
+                ApiError::conflict("contention", "the resource changed concurrently; try again")
+            }
+            other => ApiError::internal(&other),
+        }
+    }
+}
+
+fn hold_view(hold: &LegalHold) -> serde_json::Value {
+    serde_json::json!({
+        "subject": hold.subject.to_string(),
+        "reason": hold.reason_code.as_str(),
+        "reference": hold.reference.as_str(),
+        "placed_at": rfc3339(hold.placed_at),
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlaceHold {
+    subject: String,
+    reference: String,
+    /// `litigation` (default), `regulator` or `law_enforcement`.
+    reason: Option<String>,
+}
+
+#[post("/v1/admin/legal-holds")]
+async fn place_hold(
+    state: web::Data<AppState>,
+    _: Admin,
+    body: web::Json<PlaceHold>,
+) -> Result<HttpResponse, ApiError> {
+    let subject = HoldSubject::parse(&body.subject)?;
+    let reference = CaseReference::new(&body.reference)?;
+    let reason = match body.reason.as_deref() {
+        None => HoldReason::Litigation,
+        Some(text) => HoldReason::parse(text)?,
+    };
+    let hold = state.legal_holds.place(subject, reason, reference).await?;
+    Ok(HttpResponse::Created().json(hold_view(&hold)))
+}
+
+#[delete("/v1/admin/legal-holds/{subject}")]
+async fn release_hold(
+    state: web::Data<AppState>,
+    _: Admin,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let subject = HoldSubject::parse(&path).map_err(|_| ApiError::not_found())?;
+    state.legal_holds.release(subject).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Active holds in subject order (at most [`nexus_core::domain::legal_hold::MAX_ACTIVE_HOLDS`]).
+#[get("/v1/admin/legal-holds")]
+async fn list_holds(state: web::Data<AppState>, _: Admin) -> Result<HttpResponse, ApiError> {
+    let holds = state.legal_holds.active().await?;
+    let items: Vec<serde_json::Value> = holds.iter().map(hold_view).collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items })))
+}
+
+// ---------------------------------------------------------------------------
+// Policy-change announcements
+// ---------------------------------------------------------------------------
+
+impl From<PolicyError> for ApiError {
+    fn from(e: PolicyError) -> Self {
+        use PolicyError as E;
+        let detail = e.to_string();
+        match e {
+            E::InvalidTitle => ApiError::unprocessable("invalid_title", detail),
+            E::InvalidSummary => ApiError::unprocessable("invalid_summary", detail),
+            E::InvalidUrl => ApiError::unprocessable("invalid_url", detail),
+            E::NoticeTooShort => ApiError::unprocessable("notice_too_short", detail),
+            E::NoticeTooLong => ApiError::unprocessable("notice_too_long", detail),
+            E::KeyReused => ApiError::unprocessable("idempotency_key_reused", detail),
+            E::TooManyAnnouncements => ApiError::conflict("too_many_announcements", detail),
+            other => ApiError::internal(&other),
+        }
+    }
+}
+
+impl From<PolicyServiceError> for ApiError {
+    fn from(e: PolicyServiceError) -> Self {
+        match e {
+            PolicyServiceError::Refused(e) => e.into(),
+            PolicyServiceError::Contention(_) => {
+                ApiError::conflict("contention", "the resource changed concurrently; try again")
+            }
+            other => ApiError::internal(&other),
+        }
+    }
+}
+
+fn announcement_view(change: &PolicyChangeAnnounced) -> serde_json::Value {
+    serde_json::json!({
+        "id": change.id.to_string(),
+        "title": change.title,
+        "summary": change.summary,
+        "effective_at": rfc3339(change.effective_at),
+        "url": change.url,
+        "announced_at": rfc3339(change.announced_at),
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Announce {
+    title: String,
+    summary: String,
+    effective_at: String,
+    url: Option<String>,
+}
+
+/// Announces a policy change (at least 14 days ahead); every active account is
+/// mailed once by the notifier. A repeat with the same `Idempotency-Key`
+/// answers the first announcement (200) instead of announcing again.
+#[post("/v1/admin/policy-changes")]
+async fn announce(
+    state: web::Data<AppState>,
+    _: Admin,
+    req: HttpRequest,
+    body: web::Json<Announce>,
+) -> Result<HttpResponse, ApiError> {
+    let key = match req.headers().get("Idempotency-Key") {
+        None => None,
+        Some(value) => Some(
+            value
+                .to_str()
+                .ok()
+                .and_then(AnnouncementKey::new)
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_idempotency_key",
+                        "Idempotency-Key is 1-255 printable ASCII characters",
+                    )
+                })?,
+        ),
+    };
+    let body = body.into_inner();
+    let request = PolicyChangeRequest {
+        effective_at: parse_time("effective_at", &body.effective_at)?,
+        title: body.title,
+        summary: body.summary,
+        url: body.url,
+    };
+    let announced = state.policy.announce(&request, key).await?;
+    let view = announcement_view(&announced.change);
+    Ok(if announced.replayed {
+        HttpResponse::Ok().json(view)
+    } else {
+        HttpResponse::Created().json(view)
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AnnouncementsQuery {
+    cursor: Option<String>,
+    limit: Option<usize>,
+}
+
+/// Announcements, oldest first; `cursor` is how many to skip (the list only grows).
+#[get("/v1/admin/policy-changes")]
+async fn list_policy_changes(
+    state: web::Data<AppState>,
+    _: Admin,
+    query: web::Query<AnnouncementsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let skip = match query.cursor.as_deref() {
+        None => 0,
+        Some(text) => text.parse::<usize>().map_err(|_| {
+            ApiError::bad_request("invalid_cursor", "the cursor is not one this API gave")
+        })?,
+    };
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE_SIZE);
+    let changes = state.policy.changes().await?.state;
+    let all = changes.announced();
+    let page: Vec<serde_json::Value> = all
+        .iter()
+        .skip(skip)
+        .take(limit)
+        .map(announcement_view)
+        .collect();
+    let next = skip.saturating_add(page.len());
+    let next_cursor = (next < all.len()).then(|| next.to_string());
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": page, "next_cursor": next_cursor })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_matches_itself_only() {
+        let token = AdminToken::new("s3cret-admin-token-0123").unwrap();
+        assert!(token.matches("s3cret-admin-token-0123"));
+        assert!(!token.matches("s3cret-admin-token-0124"));
+        assert!(!token.matches("s3cret-admin-token-012"));
+        assert!(!token.matches(""));
+    }
+
+    #[test]
+    fn weak_tokens_are_refused_and_never_shown() {
+        assert_eq!(AdminToken::new("short").unwrap_err(), AdminTokenError::Weak);
+        assert!(AdminToken::new("has a space in the middle").is_err());
+        let token = AdminToken::new("s3cret-admin-token-0123").unwrap();
+        assert!(!format!("{token:?}").contains("s3cret"));
+        assert!(!AdminTokenError::Weak.to_string().contains("s3cret"));
+    }
+
+    #[test]
+    fn retention_cursors_round_trip() {
+        let entry = ScheduledSubject {
+            subject: DueSubject::Account(nexus_core::domain::ids::AccountId(
+                uuid::Uuid::from_u128(9),
+            )),
+            due_at: DateTime::from_timestamp(1_764_000_000, 123_000).unwrap(),
+        };
+        let cursor = retention_cursor(&entry);
+        assert_eq!(parse_retention_cursor(&cursor).unwrap(), entry);
+        assert!(parse_retention_cursor("garbage").is_err());
+        assert!(parse_retention_cursor("12.order-00000000000000000000000000000009").is_err());
+    }
+}

@@ -1,0 +1,792 @@
+//! The customer's rights over their own data (the privacy policy's access,
+//! correction, deletion, portability and objection):
+//!
+//! - `GET /v1/me`: the account (id, e-mail, verification, status with the
+//!   deletion's due date, objection, creation time).
+//! - `PATCH /v1/me` `{"email"}`: corrects the address; the new one is unverified
+//!   and a verification mail goes to it.
+//! - `POST /v1/me/deletion`: requests the deletion (refused while orders are
+//!   active); the account is disabled at once and erased 30 days later.
+//! - `DELETE /v1/me/deletion`: withdraws it within those 30 days.
+//! - `PUT /v1/me/objection` `{"object": bool}`: objection to non-essential
+//!   processing.
+//! - `GET /v1/me/export`: everything held about the customer as one JSON
+//!   document (schema in `docs/EXPORT.md`), streamed.
+//!
+//! # Who may call while a deletion is pending
+//!
+//! The account is disabled: API keys stop working at once (401), a new login is
+//! refused (403 `account_disabled`), and every route but four refuses a session
+//! (401). A session cookie of the account, made before the request or at any
+//! time before, still reaches `GET /v1/me`, `GET /v1/me/export`, `POST
+//! /v1/me/deletion` (409, already requested) and `DELETE /v1/me/deletion`.
+//! Without a session left, `DELETE /v1/me/deletion` takes the account's
+//! `{"email", "password"}` as its body instead, checked like a login (one bcrypt
+//! check, one answer for every wrong pair): that is the way back in.
+
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use actix_web::body::{BodySize, MessageBody};
+use actix_web::error::JsonPayloadError;
+use actix_web::web::Bytes;
+use actix_web::{delete, get, patch, post, put, web, HttpResponse};
+use chrono::{DateTime, SecondsFormat, Utc};
+use nexus_core::domain::account::{Account, AccountStatus, Email};
+use nexus_core::domain::codec::Personal;
+use nexus_core::domain::commerce::request_account_deletion;
+use nexus_core::domain::ids::AccountId;
+use nexus_core::domain::ledger::Owner;
+use nexus_core::domain::order::{CancelReason, Channel, CodePii, DeliveryChannel, OrderStatus};
+use nexus_core::domain::wallet::DepositOutcome;
+use nexus_core::log::EventStore;
+use nexus_projections::orders::OrderView;
+use nexus_projections::wallets::{DepositRecord, DepositStatus, LedgerRow, Reference};
+use nexus_projections::{Cursor, Page, QueryError, MAX_PAGE_SIZE};
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, Semaphore};
+
+use super::auth::{Customer, Holder};
+use super::error::ApiError;
+use super::orders::status_name;
+use super::state::AppState;
+use super::wallet::reason_name;
+use super::MAX_JSON_BYTES;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(me)
+        .service(correct_email)
+        .service(request_deletion)
+        .service(withdraw_deletion)
+        .service(set_objection)
+        .service(export);
+}
+
+/// The version of the export document's schema (`docs/EXPORT.md`).
+pub const EXPORT_SCHEMA_VERSION: u32 = 1;
+/// Exports streaming at once, server-wide; one more is answered 503.
+pub const MAX_CONCURRENT_EXPORTS: usize = 4;
+/// Chunks (one page of a list each) produced ahead of a slow reader.
+const EXPORT_CHUNKS_IN_FLIGHT: usize = 2;
+/// Longest wait for the read models to catch up with the log before an export.
+const EXPORT_CATCH_UP_WAIT: Duration = Duration::from_secs(5);
+/// Seconds a refused export is told to wait before trying again.
+const EXPORT_RETRY_AFTER_S: u64 = 5;
+
+static EXPORTS: Semaphore = Semaphore::const_new(MAX_CONCURRENT_EXPORTS);
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// A request body that must be a JSON object: serde reads a struct from an
+/// array too (`["a@example.com"]`, by position), which no client means.
+struct ObjectBody<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for ObjectBody<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor<T>(PhantomData<T>);
+
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectVisitor<T> {
+            type Value = T;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+
+        deserializer
+            .deserialize_map(ObjectVisitor(PhantomData))
+            .map(ObjectBody)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The account
+// ---------------------------------------------------------------------------
+
+#[derive(Serialize)]
+struct DeletionView {
+    requested_at: String,
+    /// When the personal data is erased; the deletion can be withdrawn until then.
+    erase_due_at: String,
+}
+
+/// The account as its holder sees it (also the `account` of the export).
+#[derive(Serialize)]
+struct MeView {
+    id: String,
+    /// `None` once erased.
+    email: Option<String>,
+    verified: bool,
+    verified_at: Option<String>,
+    /// `active` or `deletion_pending`.
+    status: &'static str,
+    deletion: Option<DeletionView>,
+    objection: bool,
+    created_at: String,
+}
+
+fn me_view(account: &Account) -> Option<MeView> {
+    let (id, created_at) = (account.id?, account.registered_at?);
+    let (status, deletion) = match account.status {
+        AccountStatus::Unregistered => return None,
+        AccountStatus::Active => ("active", None),
+        AccountStatus::DeletionPending {
+            requested_at,
+            erase_due_at,
+        } => (
+            "deletion_pending",
+            Some(DeletionView {
+                requested_at: rfc3339(requested_at),
+                erase_due_at: rfc3339(erase_due_at),
+            }),
+        ),
+    };
+    Some(MeView {
+        id: id.to_string(),
+        email: account.email.plain().cloned(),
+        verified: account.verified,
+        verified_at: account.verified_at.map(rfc3339),
+        status,
+        deletion,
+        objection: account.objection,
+        created_at: rfc3339(created_at),
+    })
+}
+
+/// The account as it is now, as a response with `status`.
+async fn respond_with_me(
+    state: &AppState,
+    account: AccountId,
+    mut response: actix_web::HttpResponseBuilder,
+) -> Result<HttpResponse, ApiError> {
+    let loaded = state.accounts.load_account(account).await?;
+    let view = me_view(&loaded.state).ok_or_else(ApiError::not_found)?;
+    Ok(response.json(view))
+}
+
+#[get("/v1/me")]
+async fn me(state: web::Data<AppState>, holder: Holder) -> Result<HttpResponse, ApiError> {
+    respond_with_me(&state, holder.account, HttpResponse::Ok()).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EmailCorrection {
+    email: String,
+}
+
+/// Corrects the address. The new one must be free (409 `email_taken`), is
+/// unverified from now on, and gets a verification mail; the old one no longer
+/// logs in.
+#[patch("/v1/me")]
+async fn correct_email(
+    state: web::Data<AppState>,
+    customer: Customer,
+    body: web::Json<ObjectBody<EmailCorrection>>,
+) -> Result<HttpResponse, ApiError> {
+    let ObjectBody(correction) = body.into_inner();
+    let email = Email::parse(&correction.email)?;
+    let token = state
+        .accounts
+        .change_email(customer.account, email.as_str())
+        .await?;
+    state.mail_verification(email.as_str(), token.expose());
+    respond_with_me(&state, customer.account, HttpResponse::Ok()).await
+}
+
+// ---------------------------------------------------------------------------
+// Deletion and objection
+// ---------------------------------------------------------------------------
+
+/// Requests the deletion: 202 with the account, whose `deletion.erase_due_at`
+/// says when the data goes. 409 `active_orders` while an order is not final,
+/// 409 `deletion_already_requested` if it is pending already.
+#[post("/v1/me/deletion")]
+async fn request_deletion(
+    state: web::Data<AppState>,
+    holder: Holder,
+) -> Result<HttpResponse, ApiError> {
+    request_account_deletion(&state.commerce, &state.accounts, holder.account).await?;
+    respond_with_me(&state, holder.account, HttpResponse::Accepted()).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HolderCredentials {
+    email: String,
+    password: String,
+}
+
+/// Withdraws a pending deletion, within its window (409 `deletion_window_over`
+/// after; 409 `no_deletion_pending` if none is). Authenticated by a session of
+/// the account, or, with no session, by `{"email", "password"}` in the body.
+#[delete("/v1/me/deletion")]
+async fn withdraw_deletion(
+    state: web::Data<AppState>,
+    holder: Option<Holder>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let account = if body.iter().all(u8::is_ascii_whitespace) {
+        holder.ok_or_else(ApiError::unauthorized)?.account
+    } else {
+        if body.len() > MAX_JSON_BYTES {
+            return Err(ApiError::bad_request(
+                "invalid_json",
+                format!("the body is over {MAX_JSON_BYTES} bytes"),
+            ));
+        }
+        let ObjectBody(credentials) =
+            serde_json::from_slice::<ObjectBody<HolderCredentials>>(&body).map_err(|e| {
+                ApiError::bad_request(
+                    "invalid_json",
+                    super::json_problem(&JsonPayloadError::Deserialize(e)),
+                )
+            })?;
+        state
+            .accounts
+            .authenticate_holder(&credentials.email, &credentials.password)
+            .await?
+    };
+    state.accounts.withdraw_deletion(account).await?;
+    respond_with_me(&state, account, HttpResponse::Ok()).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Objection {
+    object: bool,
+}
+
+/// Sets (`true`) or lifts (`false`) the objection to non-essential processing;
+/// setting it as it already is changes nothing.
+#[put("/v1/me/objection")]
+async fn set_objection(
+    state: web::Data<AppState>,
+    customer: Customer,
+    body: web::Json<ObjectBody<Objection>>,
+) -> Result<HttpResponse, ApiError> {
+    let ObjectBody(objection) = body.into_inner();
+    state
+        .accounts
+        .set_objection(customer.account, objection.object)
+        .await?;
+    respond_with_me(&state, customer.account, HttpResponse::Ok()).await
+}
+
+// ---------------------------------------------------------------------------
+// The export
+// ---------------------------------------------------------------------------
+
+#[derive(Serialize)]
+struct ApiKeyExport {
+    id: String,
+    /// The public first characters of the key's secret part.
+    prefix: String,
+    created_at: String,
+    revoked_at: Option<String>,
+}
+
+#[derive(Serialize)]
+struct ReferenceExport {
+    /// `order` or `deposit`.
+    kind: &'static str,
+    id: String,
+}
+
+#[derive(Serialize)]
+struct LedgerEntryExport {
+    position: u64,
+    at: String,
+    reason: &'static str,
+    reference: ReferenceExport,
+    available_change: String,
+    held_change: String,
+    available: String,
+    held: String,
+    balance: String,
+}
+
+fn ledger_entry(row: &LedgerRow) -> LedgerEntryExport {
+    let reference = match row.reference {
+        Reference::Order(id) => ReferenceExport {
+            kind: "order",
+            id: id.to_string(),
+        },
+        Reference::Deposit(id) => ReferenceExport {
+            kind: "deposit",
+            id: id.to_string(),
+        },
+    };
+    LedgerEntryExport {
+        position: row.position,
+        at: rfc3339(row.at),
+        reason: reason_name(row.reason),
+        reference,
+        available_change: row.available_change.to_string(),
+        held_change: row.held_change.to_string(),
+        available: row.available.to_string(),
+        held: row.held.to_string(),
+        balance: row.balance().to_string(),
+    }
+}
+
+#[derive(Serialize)]
+struct PaymentExport {
+    network: String,
+    tx_hash: String,
+    amount: String,
+    /// `exact`, `partial` or `over` (against the invoice).
+    outcome: &'static str,
+    late: bool,
+    at: String,
+}
+
+#[derive(Serialize)]
+struct DepositExport {
+    id: String,
+    amount: String,
+    paid: String,
+    status: &'static str,
+    failure: Option<String>,
+    created_at: String,
+    expires_at: String,
+    payment_count: u32,
+    payments: Vec<PaymentExport>,
+}
+
+fn deposit_export(d: &DepositRecord) -> DepositExport {
+    DepositExport {
+        id: d.deposit.to_string(),
+        amount: d.invoiced.to_string(),
+        paid: d.paid.to_string(),
+        status: match d.status {
+            DepositStatus::Waiting => "waiting",
+            DepositStatus::Paid => "paid",
+            DepositStatus::Failed => "failed",
+        },
+        failure: d.failure.clone(),
+        created_at: rfc3339(d.requested_at),
+        expires_at: rfc3339(d.expires_at),
+        payment_count: d.payment_count,
+        payments: d
+            .payments
+            .iter()
+            .map(|p| PaymentExport {
+                network: p.network.clone(),
+                tx_hash: p.tx_hash.clone(),
+                amount: p.amount.to_string(),
+                outcome: match p.outcome {
+                    DepositOutcome::Exact => "exact",
+                    DepositOutcome::Partial => "partial",
+                    DepositOutcome::Over => "over",
+                },
+                late: p.late,
+                at: rfc3339(p.at),
+            })
+            .collect(),
+    }
+}
+
+/// Where an order's code stands in the export.
+#[derive(Serialize)]
+struct CodeExport {
+    /// `none` (no code received), `awaiting_first_read` (received, not yet
+    /// delivered: the export does not deliver it), `readable` (delivered, within
+    /// the delivery window: `value` and `text` are given) or `erased`.
+    state: &'static str,
+    value: Option<String>,
+    text: Option<String>,
+    received_at: Option<String>,
+}
+
+#[derive(Serialize)]
+struct OrderExport {
+    id: String,
+    status: &'static str,
+    service: Option<String>,
+    country: Option<String>,
+    channel: Option<&'static str>,
+    phone: Option<String>,
+    price: String,
+    placed_at: String,
+    expires_at: String,
+    number_assigned_at: Option<String>,
+    provider: Option<String>,
+    codes_received: u32,
+    first_code_at: Option<String>,
+    delivered_at: Option<String>,
+    delivered_via: Option<&'static str>,
+    resend_requested: bool,
+    closed_at: Option<String>,
+    cancel_reason: Option<&'static str>,
+    code: CodeExport,
+}
+
+fn order_export(o: &OrderView, code: CodeExport) -> OrderExport {
+    let details = o.details.plain();
+    OrderExport {
+        id: o.order.to_string(),
+        status: status_name(o.status),
+        service: details.map(|d| d.service.as_str().to_owned()),
+        country: details.map(|d| d.country.as_str().to_owned()),
+        channel: details.map(|d| match d.channel {
+            Channel::Sms => "sms",
+            Channel::Voice => "voice",
+        }),
+        phone: o.phone.plain().cloned(),
+        price: o.price.to_string(),
+        placed_at: rfc3339(o.placed_at),
+        expires_at: rfc3339(o.expires_at),
+        number_assigned_at: o.assigned_at.map(rfc3339),
+        provider: o.provider.clone(),
+        codes_received: o.codes_received,
+        first_code_at: o.first_code_at.map(rfc3339),
+        delivered_at: o.delivered_at.map(rfc3339),
+        delivered_via: o.delivered_via.map(|via| match via {
+            DeliveryChannel::Api => "api",
+            DeliveryChannel::CompatibleApi => "compatible_api",
+            DeliveryChannel::Webhook => "webhook",
+            DeliveryChannel::Tracking => "tracking",
+        }),
+        resend_requested: o.resend_requested,
+        closed_at: o.closed_at.map(rfc3339),
+        cancel_reason: o.cancel_reason.map(|r| match r {
+            CancelReason::Customer => "customer",
+            CancelReason::NoNumbers => "no_numbers",
+        }),
+        code,
+    }
+}
+
+/// The code of an order as the export shows it: its value only while the owner
+/// could read it again without side effects (delivered, within the delivery
+/// window, key not erased). A code not yet delivered is not shown: its first
+/// read is the delivery that captures the payment, which an export must not do.
+async fn code_export(
+    state: &AppState,
+    o: &OrderView,
+    now: DateTime<Utc>,
+) -> Result<CodeExport, ApiError> {
+    let mut code = CodeExport {
+        state: "none",
+        value: None,
+        text: None,
+        received_at: None,
+    };
+    if o.codes_received == 0 {
+        return Ok(code);
+    }
+    code.state = "erased";
+    if o.status == OrderStatus::CodeReceived {
+        code.state = "awaiting_first_read";
+        return Ok(code);
+    }
+    let window = state.commerce.policy().delivery_window;
+    let within_window = o.delivered_at.is_some_and(|at| now < at + window);
+    if !within_window
+        || !matches!(
+            o.status,
+            OrderStatus::CodeDelivered | OrderStatus::Completed
+        )
+    {
+        return Ok(code);
+    }
+    let order = state.commerce.order(o.order).await?;
+    let Some(received) = order.code.as_ref() else {
+        return Ok(code);
+    };
+    if order.erased_codes.contains(&received.sequence) {
+        return Ok(code);
+    }
+    if let Personal::Plain(CodePii { code: value, text }) = &received.code {
+        code.state = "readable";
+        code.value = Some(value.clone());
+        code.text = Some(text.clone());
+        code.received_at = Some(rfc3339(received.at));
+    }
+    Ok(code)
+}
+
+/// Why an export stopped after its first byte: the connection is closed without
+/// the document's end, so a reader sees it is incomplete.
+#[derive(Debug, thiserror::Error)]
+#[error("the export stopped before its end")]
+struct ExportStopped;
+
+/// The streamed body: chunks from the producer task, in order.
+struct ExportBody {
+    chunks: mpsc::Receiver<Result<Bytes, ExportStopped>>,
+}
+
+impl MessageBody for ExportBody {
+    type Error = ExportStopped;
+
+    fn size(&self) -> BodySize {
+        BodySize::Stream
+    }
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        self.chunks.poll_recv(cx)
+    }
+}
+
+/// The export's header: everything up to the first ledger entry.
+#[derive(Serialize)]
+struct ExportHeader {
+    schema_version: u32,
+    generated_at: String,
+    as_of_log_position: u64,
+    account: MeView,
+    api_keys: Vec<ApiKeyExport>,
+    webhook: Option<WebhookExport>,
+}
+
+/// The account's webhook endpoint: the URL, never its signing secret.
+#[derive(Serialize)]
+struct WebhookExport {
+    url: String,
+    set_at: String,
+}
+
+#[derive(Serialize)]
+struct WalletHeader {
+    currency: &'static str,
+    balance: String,
+    held: String,
+    available: String,
+}
+
+/// Everything held about me as one JSON document (`docs/EXPORT.md`), streamed
+/// one list page at a time. 503 (with `Retry-After`) while
+/// [`MAX_CONCURRENT_EXPORTS`] are streaming or the read models lag.
+#[get("/v1/me/export")]
+async fn export(state: web::Data<AppState>, holder: Holder) -> Result<HttpResponse, ApiError> {
+    let permit = Semaphore::try_acquire(&EXPORTS).map_err(|_| {
+        ApiError::unavailable("too many exports are running; try again shortly")
+            .with_retry_after(EXPORT_RETRY_AFTER_S)
+    })?;
+    // Read-your-writes: the read models hold everything the log held just now.
+    let position = state.log.head();
+    for name in [
+        nexus_projections::orders::NAME,
+        nexus_projections::wallets::NAME,
+    ] {
+        state
+            .runner
+            .wait_for(Some(name), position, EXPORT_CATCH_UP_WAIT)
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "export: the read models lag");
+                ApiError::unavailable("the read models are catching up; try again shortly")
+                    .with_retry_after(EXPORT_RETRY_AFTER_S)
+            })?;
+    }
+    let loaded = state.accounts.load_account(holder.account).await?;
+    let account = me_view(&loaded.state).ok_or_else(ApiError::not_found)?;
+    let api_keys = loaded
+        .state
+        .api_key_summaries()
+        .into_iter()
+        .map(|k| ApiKeyExport {
+            id: k.id.to_string(),
+            prefix: k.prefix,
+            created_at: rfc3339(k.created_at),
+            revoked_at: k.revoked_at.map(rfc3339),
+        })
+        .collect();
+    let webhook = loaded.state.webhook.as_ref().and_then(|w| {
+        w.pii.plain().map(|pii| WebhookExport {
+            url: pii.url.clone(),
+            set_at: rfc3339(w.set_at),
+        })
+    });
+    let header = ExportHeader {
+        schema_version: EXPORT_SCHEMA_VERSION,
+        generated_at: rfc3339(Utc::now()),
+        as_of_log_position: position,
+        account,
+        api_keys,
+        webhook,
+    };
+    let (sender, chunks) = mpsc::channel(EXPORT_CHUNKS_IN_FLIGHT);
+    let task_state = state.clone();
+    let owner = Owner::Account(holder.account);
+    actix_web::rt::spawn(async move {
+        produce_export(&task_state, owner, header, &sender).await;
+        drop(permit);
+    });
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .insert_header((
+            actix_web::http::header::CONTENT_DISPOSITION,
+            format!(
+                "attachment; filename=\"nexus-export-{}.json\"",
+                holder.account
+            ),
+        ))
+        .body(ExportBody { chunks }))
+}
+
+/// Why the producer stopped early.
+enum Stop {
+    /// The reader went away: nothing to report.
+    Gone,
+    /// A read failed: logged, and the body ends with an error.
+    Failed(String),
+}
+
+impl From<QueryError> for Stop {
+    fn from(e: QueryError) -> Self {
+        Stop::Failed(e.to_string())
+    }
+}
+
+impl From<ApiError> for Stop {
+    fn from(e: ApiError) -> Self {
+        Stop::Failed(e.to_string())
+    }
+}
+
+impl From<serde_json::Error> for Stop {
+    fn from(e: serde_json::Error) -> Self {
+        Stop::Failed(e.to_string())
+    }
+}
+
+type Sender = mpsc::Sender<Result<Bytes, ExportStopped>>;
+
+async fn produce_export(state: &AppState, owner: Owner, header: ExportHeader, sender: &Sender) {
+    match write_export(state, owner, header, sender).await {
+        Ok(()) | Err(Stop::Gone) => {}
+        Err(Stop::Failed(cause)) => {
+            tracing::error!(cause = %cause, "export: stopped before its end");
+            let _ = sender.send(Err(ExportStopped)).await;
+        }
+    }
+}
+
+async fn send(sender: &Sender, chunk: Vec<u8>) -> Result<(), Stop> {
+    sender
+        .send(Ok(Bytes::from(chunk)))
+        .await
+        .map_err(|_| Stop::Gone)
+}
+
+/// Appends `items` to a JSON array being written, after a comma unless first.
+fn push_items<T: Serialize>(
+    out: &mut Vec<u8>,
+    first: &mut bool,
+    items: impl IntoIterator<Item = T>,
+) -> Result<(), Stop> {
+    for item in items {
+        if !std::mem::take(first) {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut *out, &item)?;
+    }
+    Ok(())
+}
+
+/// Writes every page of a newest-first list, one chunk per page.
+async fn write_list<T, U: Serialize>(
+    sender: &Sender,
+    mut fetch: impl FnMut(Option<Cursor>) -> Result<Page<T>, QueryError>,
+    to_export: impl Fn(&T) -> U,
+) -> Result<(), Stop> {
+    let mut first = true;
+    let mut cursor = None;
+    loop {
+        let page = fetch(cursor)?;
+        let mut chunk = Vec::new();
+        push_items(&mut chunk, &mut first, page.items.iter().map(&to_export))?;
+        if !chunk.is_empty() {
+            send(sender, chunk).await?;
+        }
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => return Ok(()),
+        }
+    }
+}
+
+async fn write_export(
+    state: &AppState,
+    owner: Owner,
+    header: ExportHeader,
+    sender: &Sender,
+) -> Result<(), Stop> {
+    let wallets = state
+        .read_models
+        .wallets()
+        .map_err(|e| Stop::Failed(e.to_string()))?;
+    let orders = state
+        .read_models
+        .orders()
+        .map_err(|e| Stop::Failed(e.to_string()))?;
+    let balance = wallets.balance(&owner)?;
+
+    // `{…header…,"wallet":{…,"entries":[`
+    let mut chunk = serde_json::to_vec(&header)?;
+    chunk.pop(); // the header's closing brace: the document goes on
+    chunk.extend_from_slice(b",\"wallet\":");
+    let mut wallet = serde_json::to_vec(&WalletHeader {
+        currency: "USD",
+        balance: balance.balance().to_string(),
+        held: balance.held.to_string(),
+        available: balance.available.to_string(),
+    })?;
+    wallet.pop();
+    chunk.extend_from_slice(&wallet);
+    chunk.extend_from_slice(b",\"entries\":[");
+    send(sender, chunk).await?;
+
+    write_list(
+        sender,
+        |cursor| wallets.ledger(&owner, cursor, MAX_PAGE_SIZE),
+        ledger_entry,
+    )
+    .await?;
+    send(sender, b"]},\"deposits\":[".to_vec()).await?;
+
+    write_list(
+        sender,
+        |cursor| wallets.deposits(&owner, cursor, MAX_PAGE_SIZE),
+        deposit_export,
+    )
+    .await?;
+    send(sender, b"],\"orders\":[".to_vec()).await?;
+
+    // Orders: a code may need the order's stream, so this list is written here.
+    let mut first = true;
+    let mut cursor = None;
+    loop {
+        let page = orders.by_owner(&owner, cursor, MAX_PAGE_SIZE)?;
+        let now = Utc::now();
+        let mut items = Vec::with_capacity(page.items.len());
+        for o in &page.items {
+            items.push(order_export(o, code_export(state, o, now).await?));
+        }
+        let mut chunk = Vec::new();
+        push_items(&mut chunk, &mut first, items)?;
+        if !chunk.is_empty() {
+            send(sender, chunk).await?;
+        }
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    send(sender, b"],\"complete\":true}".to_vec()).await
+}

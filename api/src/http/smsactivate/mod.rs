@@ -1,0 +1,192 @@
+//! The SMS-Activate-compatible endpoint, `GET`/`POST /stubs/handler_api.php`: a
+//! view over the same orders and wallet as `/v1`, for bots and client libraries
+//! that speak that protocol (answers as in PROTOCOLS.md section 6).
+//!
+//! - Parameters come from the query string or an `application/x-www-form-urlencoded`
+//!   body (the body wins where both name one; the last of a repeated name wins);
+//!   unknown parameters are ignored.
+//! - `api_key` is one of the customer's API keys, on every action.
+//! - Answers are exact plain tokens (`text/plain`) or JSON (`application/json`),
+//!   with the HTTP status of the protocol's rule 2. `getStatusV2` always answers
+//!   JSON, refusals included (`{title, details, info?}`).
+//! - Activation ids are integers: the log position of the order's first event
+//!   (see [`activations`]).
+//! - Buying is idempotent per (API key, request, short window), see [`purchase`].
+
+mod activations;
+mod answer;
+mod catalog;
+mod purchase;
+
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
+use nexus_core::domain::account::AccountError;
+use nexus_core::domain::accounts::ApiKeyLogin;
+use nexus_core::domain::commerce::CommandError;
+use nexus_core::domain::ledger::Owner;
+use nexus_core::domain::order::OrderError;
+use nexus_core::domain::wallet::WalletError;
+
+use super::gate::note_caller;
+use super::state::AppState;
+use super::usage::Caller;
+use answer::{text, Refusal};
+
+/// The path every SMS-Activate client calls.
+pub const PATH: &str = "/stubs/handler_api.php";
+/// Longest query string, and longest form body, accepted, in bytes.
+pub const MAX_PARAMS_BYTES: usize = 2 * 1024;
+/// Most parameters read from one request (query and body together).
+pub const MAX_PARAMS: usize = 64;
+/// Longest `api_key` looked at; longer ones are no key of ours.
+const MAX_API_KEY_BYTES: usize = 256;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource(PATH)
+            .app_data(web::PayloadConfig::new(MAX_PARAMS_BYTES))
+            .route(web::get().to(handle))
+            .route(web::post().to(handle)),
+    );
+}
+
+/// The request's parameters, in order of arrival.
+struct Params(Vec<(String, String)>);
+
+impl Params {
+    fn read(req: &HttpRequest, body: &[u8]) -> Result<Params, Refusal> {
+        let query = req.query_string();
+        if query.len() > MAX_PARAMS_BYTES || body.len() > MAX_PARAMS_BYTES {
+            return Err(Refusal::BadAction);
+        }
+        let mut pairs = parse_pairs(query)?;
+        if req.content_type() == "application/x-www-form-urlencoded" && !body.is_empty() {
+            let body = std::str::from_utf8(body).map_err(|_| Refusal::BadAction)?;
+            pairs.extend(parse_pairs(body)?);
+        }
+        if pairs.len() > MAX_PARAMS {
+            return Err(Refusal::BadAction);
+        }
+        Ok(Params(pairs))
+    }
+
+    /// The value of `name` (the last one given), if any.
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The value of `name`, empty values as absent.
+    fn non_empty(&self, name: &str) -> Option<&str> {
+        self.get(name).map(str::trim).filter(|v| !v.is_empty())
+    }
+}
+
+fn parse_pairs(text: &str) -> Result<Vec<(String, String)>, Refusal> {
+    web::Query::<Vec<(String, String)>>::from_query(text)
+        .map(web::Query::into_inner)
+        .map_err(|_| Refusal::BadAction)
+}
+
+async fn handle(state: web::Data<AppState>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+    let params = match Params::read(&req, &body) {
+        Ok(params) => params,
+        Err(refusal) => return refusal.plain(),
+    };
+    let action = params.get("action").unwrap_or_default().to_owned();
+    // getStatusV2 answers JSON whatever happens (herosms validates the shape).
+    let render = |refusal: Refusal| {
+        if action == "getStatusV2" {
+            refusal.json()
+        } else {
+            refusal.plain()
+        }
+    };
+    let login = match authenticate(&state, &req, &params).await {
+        Ok(login) => login,
+        Err(refusal) => return render(refusal),
+    };
+    let answer = match action.as_str() {
+        "getBalance" => balance(&state, login).await,
+        "getNumber" => purchase::get_number(&state, login, &params, purchase::Form::V1).await,
+        "getNumberV2" => purchase::get_number(&state, login, &params, purchase::Form::V2).await,
+        "getStatus" => activations::status_v1(&state, login, &params).await,
+        "getStatusV2" => activations::status_v2(&state, login, &params).await,
+        "setStatus" => activations::set_status(&state, login, &params).await,
+        "finishActivation" => activations::finish(&state, login, &params).await,
+        "cancelActivation" => activations::cancel(&state, login, &params).await,
+        "getActiveActivations" => activations::active(&state, login, &params).await,
+        "getPrices" => catalog::prices(&state, &params).await,
+        "getCountries" => Ok(catalog::countries(&state)),
+        "getServicesList" => Ok(catalog::services(&state)),
+        "getOperators" => catalog::operators(&state, &params),
+        _ => Err(Refusal::BadAction),
+    };
+    answer.unwrap_or_else(render)
+}
+
+/// The API key's owner; the caller is noted for the usage log.
+async fn authenticate(
+    state: &AppState,
+    req: &HttpRequest,
+    params: &Params,
+) -> Result<ApiKeyLogin, Refusal> {
+    let key = params.non_empty("api_key").ok_or(Refusal::NoKey)?;
+    if key.len() > MAX_API_KEY_BYTES {
+        return Err(Refusal::BadKey);
+    }
+    match state.accounts.authenticate_api_key(key).await {
+        Ok(login) => {
+            note_caller(
+                req,
+                Caller {
+                    account: login.account,
+                    key_id: Some(login.key_id),
+                },
+            );
+            Ok(login)
+        }
+        Err(e) if e.refusal().is_some() => Err(Refusal::BadKey),
+        Err(e) => Err(internal(&e)),
+    }
+}
+
+async fn balance(state: &AppState, login: ApiKeyLogin) -> Result<HttpResponse, Refusal> {
+    let wallet = state
+        .commerce
+        .wallet(Owner::Account(login.account))
+        .await
+        .map_err(refusal_of)?;
+    Ok(text(format!("ACCESS_BALANCE:{}", wallet.available)))
+}
+
+/// An internal failure: logged with its cause, answered without it.
+fn internal(cause: &dyn std::fmt::Display) -> Refusal {
+    tracing::error!(cause = %cause, "sms-activate endpoint: internal error");
+    Refusal::Unavailable
+}
+
+/// A domain refusal as the protocol's token.
+fn refusal_of(e: CommandError) -> Refusal {
+    match e {
+        CommandError::Order(OrderError::NotFound) => Refusal::WrongActivationId,
+        CommandError::Order(OrderError::CodeErased) => Refusal::NoActivation,
+        CommandError::Order(
+            OrderError::WrongStatus(_)
+            | OrderError::CodeAlreadyReceived
+            | OrderError::NoCodeYet
+            | OrderError::PastDeadline
+            | OrderError::CancelTooEarly(_),
+        ) => Refusal::BadStatus,
+        CommandError::Order(OrderError::InvalidService) => Refusal::BadService,
+        CommandError::Order(OrderError::InvalidCountry) => Refusal::WrongCountry,
+        CommandError::Wallet(WalletError::InsufficientFunds { .. }) => Refusal::NoBalance,
+        CommandError::Account(AccountError::AccountDisabled | AccountError::AccountNotFound) => {
+            Refusal::BadKey
+        }
+        CommandError::Contention => Refusal::Unavailable,
+        other => internal(&other),
+    }
+}

@@ -1,0 +1,96 @@
+//! Pushes from upstream providers: `POST /v1/upstreams/{name}/webhook`, where
+//! `name` is the upstream's configured name (SMSCode's signed webhooks, HeroSMS'
+//! `smsIncoming`).
+//!
+//! The body is read up to [`MAX_INBOUND_BYTES`]; the adapter verifies it before
+//! a field is read (signature in constant time, or source address, and age);
+//! a verified push goes to the fulfilment worker's bounded queue and is
+//! answered `200` at once (HeroSMS wants an answer within 3 s). A refused push
+//! changes nothing and is answered with a problem: 401 unsigned or mis-signed,
+//! 403 from an address not allowed, 400 stale or malformed, 404 an unknown
+//! upstream or one without pushes, 413 too large, 503 queue full (the upstream
+//! retries). Nothing of the body is logged.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use nexus_providers::inbound::{Hint, InboundError, InboundRequest, MAX_INBOUND_BYTES};
+use nexus_providers::smscode::WEBHOOK_SIGNATURE_HEADER;
+use tracing::{debug, info};
+
+use super::error::ApiError;
+use super::state::AppState;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/v1/upstreams/{name}/webhook").route(web::post().to(webhook)));
+}
+
+async fn webhook(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    name: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let Some(upstream) = state.router.upstream(&name) else {
+        return Err(ApiError::not_found());
+    };
+    let body = match payload.to_bytes_limited(MAX_INBOUND_BYTES).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(_)) => {
+            return Err(ApiError::bad_request(
+                "unreadable_body",
+                "the body could not be read",
+            ))
+        }
+        Err(_) => {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                "Payload too large",
+                format!("a push is at most {MAX_INBOUND_BYTES} bytes"),
+            ))
+        }
+    };
+    let signature = req
+        .headers()
+        .get(WEBHOOK_SIGNATURE_HEADER)
+        .and_then(|v| v.to_str().ok());
+    let request = InboundRequest {
+        signature,
+        peer: req.peer_addr().map(|a| a.ip()),
+        body: &body,
+        now: chrono::Utc::now(),
+    };
+    let provider = upstream.name().to_owned();
+    let verified = upstream.inbound(&request).and_then(|hint| match hint {
+        None => Ok(false),
+        Some(hint) => state
+            .upstream_hints
+            .send(Hint {
+                provider: provider.clone(),
+                handle: hint.handle,
+                snapshot: hint.snapshot,
+            })
+            .map(|()| true),
+    });
+    match verified {
+        Ok(queued) => {
+            debug!(upstream = %provider, queued, "upstream push accepted");
+            Ok(HttpResponse::Ok().json(serde_json::json!({
+                "status": if queued { "accepted" } else { "ignored" }
+            })))
+        }
+        Err(e) => {
+            info!(upstream = %provider, reason = e.code(), "upstream push refused");
+            Err(problem(&e))
+        }
+    }
+}
+
+fn problem(e: &InboundError) -> ApiError {
+    let status = StatusCode::from_u16(e.status_code()).unwrap_or(StatusCode::BAD_REQUEST);
+    let error = ApiError::new(status, e.code(), "Push refused", e.to_string());
+    match e {
+        InboundError::Busy => error.with_retry_after(5),
+        _ => error,
+    }
+}

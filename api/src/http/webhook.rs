@@ -1,0 +1,102 @@
+//! The customer's webhook endpoint: set (and rotate the signing secret), read,
+//! remove. Deliveries are the dispatcher's (`nexus_providers::customer_webhooks`);
+//! the wire format is in `docs/WEBHOOKS.md`.
+
+use actix_web::{delete, get, put, web, HttpResponse};
+use chrono::SecondsFormat;
+use nexus_core::domain::account::AccountError;
+use nexus_core::domain::accounts::AccountServiceError;
+use serde::{Deserialize, Serialize};
+
+use super::auth::Customer;
+use super::error::ApiError;
+use super::state::AppState;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(set_webhook)
+        .service(get_webhook)
+        .service(remove_webhook);
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetWebhook {
+    url: String,
+}
+
+#[derive(Serialize)]
+struct WebhookView {
+    url: String,
+    set_at: String,
+    /// Only in the answer to a PUT: shown once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    secret: Option<String>,
+}
+
+/// An invalid URL is the caller's mistake (400, naming the rule, never the
+/// URL); everything else maps as every account error does.
+fn problem(e: AccountServiceError) -> ApiError {
+    match e {
+        AccountServiceError::Refused(AccountError::InvalidWebhookUrl { reason }) => {
+            ApiError::bad_request(
+                "invalid_webhook_url",
+                format!("invalid webhook URL: {reason}"),
+            )
+        }
+        other => other.into(),
+    }
+}
+
+/// Sets the endpoint, or replaces it; every PUT makes a new signing secret, shown
+/// in this answer only.
+#[put("/v1/me/webhook")]
+async fn set_webhook(
+    state: web::Data<AppState>,
+    customer: Customer,
+    body: web::Json<SetWebhook>,
+) -> Result<HttpResponse, ApiError> {
+    let endpoint = state
+        .accounts
+        .set_webhook(customer.account, &body.url)
+        .await
+        .map_err(problem)?;
+    Ok(HttpResponse::Ok()
+        .insert_header(("Cache-Control", "no-store"))
+        .json(WebhookView {
+            url: endpoint.url,
+            set_at: endpoint.set_at.to_rfc3339_opts(SecondsFormat::Secs, true),
+            secret: Some(endpoint.secret.into_string()),
+        }))
+}
+
+#[get("/v1/me/webhook")]
+async fn get_webhook(
+    state: web::Data<AppState>,
+    customer: Customer,
+) -> Result<HttpResponse, ApiError> {
+    let endpoint = state
+        .accounts
+        .webhook(customer.account)
+        .await
+        .map_err(problem)?
+        .ok_or_else(ApiError::not_found)?;
+    Ok(HttpResponse::Ok().json(WebhookView {
+        url: endpoint.url,
+        set_at: endpoint.set_at.to_rfc3339_opts(SecondsFormat::Secs, true),
+        secret: None,
+    }))
+}
+
+/// Removes the endpoint; no deliveries from now on (also when there was none).
+#[delete("/v1/me/webhook")]
+async fn remove_webhook(
+    state: web::Data<AppState>,
+    customer: Customer,
+) -> Result<HttpResponse, ApiError> {
+    state
+        .accounts
+        .remove_webhook(customer.account)
+        .await
+        .map_err(problem)?;
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -1,0 +1,164 @@
+//! Pushes from upstreams: webhooks that say a purchase changed (a code came, the
+//! order ended).
+//!
+//! An adapter verifies a push ([`Upstream::inbound`]) before it reads a field:
+//! SMSCode signs its webhooks (HMAC-SHA256 over the raw body, compared in
+//! constant time); HeroSMS signs nothing, so only configured source addresses
+//! are heard and its push is a hint that makes the worker read the activation
+//! (`getStatusV2`) at once. A refused push changes nothing.
+//!
+//! A verified push becomes a [`Hint`]: the upstream's name, its handle of the
+//! purchase and, when the push is signed and carries the message, a
+//! [`Snapshot`]. Hints go to the fulfilment worker through a bounded queue
+//! ([`HintSender`]); the worker maps the handle to the order that holds it and
+//! treats the snapshot exactly like the answer of a poll, so a code that comes
+//! both by push and by poll (same revision) is recorded once.
+//!
+//! [`Upstream::inbound`]: crate::upstream::Upstream::inbound
+
+use std::net::IpAddr;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::mpsc;
+
+use crate::upstream::{Handle, Snapshot};
+
+/// The largest push body read, in bytes (SMSCode's events are under 2 KiB).
+pub const MAX_INBOUND_BYTES: usize = 64 * 1024;
+
+/// Hints waiting for the worker, at most; a push that finds the queue full is
+/// answered 503 so that the upstream retries it.
+pub const HINT_QUEUE_CAPACITY: usize = 4_096;
+
+/// One push as it came in.
+#[derive(Clone, Copy, Debug)]
+pub struct InboundRequest<'a> {
+    /// The value of the upstream's signature header, if any.
+    pub signature: Option<&'a str>,
+    /// The address the push came from (the TCP peer).
+    pub peer: Option<IpAddr>,
+    /// The raw body.
+    pub body: &'a [u8],
+    pub now: DateTime<Utc>,
+}
+
+/// What a verified push says about one purchase.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InboundHint {
+    pub handle: Handle,
+    /// The purchase's state as the (signed) push tells it; `None`: read the
+    /// purchase from the upstream now.
+    pub snapshot: Option<Snapshot>,
+}
+
+/// Why a push was refused. Nothing happens for a refused push.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InboundError {
+    #[error("this upstream sends no pushes")]
+    NotSupported,
+    #[error("pushes from this upstream are not configured")]
+    NotConfigured,
+    #[error("the push carries no signature")]
+    Unsigned,
+    #[error("the push signature is malformed or does not match its body")]
+    BadSignature,
+    #[error("the push comes from an address that is not allowed")]
+    SourceNotAllowed,
+    #[error("the push is outside the accepted time window")]
+    Stale,
+    #[error("the push body is not this upstream's event")]
+    Malformed,
+    #[error("too many pushes waiting; retry later")]
+    Busy,
+}
+
+impl InboundError {
+    /// The HTTP status to answer with.
+    pub fn status_code(&self) -> u16 {
+        match self {
+            InboundError::NotSupported => 404,
+            InboundError::NotConfigured => 404,
+            InboundError::Unsigned | InboundError::BadSignature => 401,
+            InboundError::SourceNotAllowed => 403,
+            InboundError::Stale => 400,
+            InboundError::Malformed => 400,
+            InboundError::Busy => 503,
+        }
+    }
+
+    /// A stable machine code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            InboundError::NotSupported => "push_not_supported",
+            InboundError::NotConfigured => "push_not_configured",
+            InboundError::Unsigned => "push_unsigned",
+            InboundError::BadSignature => "push_bad_signature",
+            InboundError::SourceNotAllowed => "push_source_not_allowed",
+            InboundError::Stale => "push_stale",
+            InboundError::Malformed => "push_malformed",
+            InboundError::Busy => "push_busy",
+        }
+    }
+}
+
+/// A verified push, addressed to the worker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hint {
+    /// The configured name of the upstream that pushed.
+    pub provider: String,
+    pub handle: Handle,
+    pub snapshot: Option<Snapshot>,
+}
+
+/// The sending side of the worker's hint queue.
+#[derive(Clone, Debug)]
+pub struct HintSender(pub(crate) mpsc::Sender<Hint>);
+
+impl HintSender {
+    /// Queues a hint without waiting; `Busy` when the queue is full or the
+    /// worker has stopped.
+    pub fn send(&self, hint: Hint) -> Result<(), InboundError> {
+        self.0.try_send(hint).map_err(|_| InboundError::Busy)
+    }
+}
+
+/// Whether `peer` is one of `allowed` (IPv4-mapped IPv6 addresses compare as
+/// their IPv4 form).
+pub fn source_allowed(allowed: &[IpAddr], peer: Option<IpAddr>) -> bool {
+    let Some(peer) = peer else {
+        return false;
+    };
+    let canonical = |ip: IpAddr| match ip {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    };
+    let peer = canonical(peer);
+    allowed.iter().any(|ip| canonical(*ip) == peer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_match_exactly_and_through_ipv4_mapping() {
+        let allowed: Vec<IpAddr> = vec!["203.0.113.7".parse().unwrap()];
+        assert!(source_allowed(
+            &allowed,
+            Some("203.0.113.7".parse().unwrap())
+        ));
+        assert!(source_allowed(
+            &allowed,
+            Some("::ffff:203.0.113.7".parse().unwrap())
+        ));
+        assert!(!source_allowed(
+            &allowed,
+            Some("203.0.113.8".parse().unwrap())
+        ));
+        assert!(!source_allowed(&allowed, None));
+        assert!(!source_allowed(&[], Some("203.0.113.7".parse().unwrap())));
+    }
+}

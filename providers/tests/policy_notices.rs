@@ -1,0 +1,181 @@
+//! Policy-change notices: one mail per active account registered before the
+//! announcement, none to an account with a deletion pending; a walk cut by a
+//! crash resumes after the last group handed to the mailer, and a replay of the
+//! announcement after a restart mails nobody twice.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use nexus_core::domain::account::LookupKey;
+use nexus_core::domain::accounts::{Accounts, AccountsConfig};
+use nexus_core::domain::clock::SystemClock;
+use nexus_core::domain::commerce::{request_account_deletion, Commerce};
+use nexus_core::domain::order::OrderPolicy;
+use nexus_core::domain::policy::{PolicyChangeRequest, PolicyService};
+use nexus_core::log::EventStore;
+use nexus_core::vault::MasterKeySource;
+use nexus_core::{Store, StoreConfig};
+use nexus_providers::mailer::{MailSettings, MailTransport, Mailer, MailerConfig};
+use nexus_providers::notifier::{Notifier, POLICY_MAILS_PER_STEP};
+use tokio::sync::watch;
+
+const ACCOUNTS: usize = 2 * POLICY_MAILS_PER_STEP + 20;
+
+/// The recipients of the policy notices in the outbox, one entry per mail.
+fn notice_recipients(dir: &Path) -> Vec<String> {
+    let mut to: Vec<String> = std::fs::read_dir(dir.join("outbox"))
+        .map(|d| {
+            d.flatten()
+                .filter(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    name.ends_with(".eml") && name.contains("-policy_change-")
+                })
+                .filter_map(|e| {
+                    let text = std::fs::read_to_string(e.path()).unwrap();
+                    text.lines()
+                        .find_map(|l| l.strip_prefix("To: ").map(str::to_owned))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    to.sort();
+    to
+}
+
+async fn wait_for_notices(dir: &Path, n: usize) -> Vec<String> {
+    for _ in 0..400 {
+        let to = notice_recipients(dir);
+        if to.len() >= n {
+            return to;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    notice_recipients(dir)
+}
+
+fn address(n: usize) -> String {
+    format!("user{n:03}@example.com")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_active_account_is_mailed_once_across_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&StoreConfig {
+        dir: dir.path().join("store"),
+        master_key: MasterKeySource::GenerateAt(dir.path().join("master.key")),
+        cache_capacity_bytes: 64 << 20,
+    })
+    .unwrap();
+    let commerce = Commerce::new(
+        store.log.clone(),
+        store.vault.clone(),
+        OrderPolicy::default(),
+        Arc::new(SystemClock),
+    );
+    let accounts = Arc::new(
+        Accounts::new(
+            store.log.clone(),
+            store.vault.clone(),
+            LookupKey::new([5; 32]),
+            AccountsConfig::default(),
+        )
+        .unwrap()
+        .with_insecure_cost_for_tests(4),
+    );
+    let policy = PolicyService::new(
+        store.log.clone(),
+        store.vault.clone(),
+        Arc::new(SystemClock),
+    );
+    let mailer = Mailer::start(MailerConfig::new(
+        MailTransport::outbox_in(dir.path()),
+        MailSettings::default(),
+    ))
+    .unwrap();
+    let checkpoint = dir.path().join("notifier.position");
+    let start = || {
+        let notifier = Notifier::new(
+            store.log.clone(),
+            store.vault.clone(),
+            accounts.clone(),
+            mailer.clone(),
+            checkpoint.clone(),
+        );
+        let (stop, stopped) = watch::channel(false);
+        (stop, tokio::spawn(notifier.run(stopped)))
+    };
+
+    let mut ids = Vec::new();
+    for n in 0..ACCOUNTS {
+        let registration = accounts
+            .register(&address(n), "correct horse battery")
+            .await
+            .unwrap();
+        ids.push(registration.account);
+    }
+    // One account in the second group asked to be deleted: it gets no notice.
+    let leaving = POLICY_MAILS_PER_STEP + 3;
+    request_account_deletion(&commerce, &accounts, ids[leaving])
+        .await
+        .unwrap();
+    // The notifier's first start was before the announcement.
+    let before_announcement = store.log.head();
+    std::fs::write(&checkpoint, before_announcement.to_string()).unwrap();
+
+    let announced = policy
+        .announce(
+            &PolicyChangeRequest {
+                title: "New retention periods".into(),
+                summary: "Anonymous order data is kept 60 days.".into(),
+                effective_at: Utc::now() + chrono::Duration::days(20),
+                url: None,
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(!announced.replayed);
+
+    // A crash cut the walk after its first group went to the mailer (and
+    // was lost with the process): the progress file says so.
+    let registrations: Vec<u64> = store
+        .log
+        .read_all(1, 10_000)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.event_type == "AccountRegistered")
+        .map(|r| r.position)
+        .collect();
+    assert_eq!(registrations.len(), ACCOUNTS);
+    let progress = dir
+        .path()
+        .join(format!("notifier.policy-{}.position", announced.change.id));
+    std::fs::write(
+        &progress,
+        registrations[POLICY_MAILS_PER_STEP - 1].to_string(),
+    )
+    .unwrap();
+
+    let (stop, task) = start();
+    let expected: Vec<String> = (POLICY_MAILS_PER_STEP..ACCOUNTS)
+        .filter(|n| *n != leaving)
+        .map(address)
+        .collect();
+    let to = wait_for_notices(dir.path(), expected.len()).await;
+    assert_eq!(to, expected, "the walk resumed after the first group");
+    stop.send(true).unwrap();
+    task.await.unwrap().unwrap();
+
+    // Another crash, before the notifier's checkpoint passed the announcement:
+    // it is handled again, and nobody is mailed twice.
+    std::fs::write(&checkpoint, before_announcement.to_string()).unwrap();
+    let (stop, task) = start();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    mailer.idle().await;
+    assert_eq!(notice_recipients(dir.path()), expected, "no second notice");
+    stop.send(true).unwrap();
+    task.await.unwrap().unwrap();
+}
