@@ -49,6 +49,10 @@ pub struct HttpBench {
 
 /// At most this many connections per workload.
 const MAX_CONNECTIONS: usize = 4_096;
+/// How long the server may take to stop after SIGTERM (its own grace is 30 s).
+const STOP_GRACE: Duration = Duration::from_secs(45);
+/// Longest wait for one answer.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
 /// At most this many customers.
 const MAX_CUSTOMERS: usize = 256;
 /// Longest answer head or body read by the client.
@@ -224,7 +228,12 @@ async fn load(
                 let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let (method, path, headers, body) = make(n);
                 let sent = Instant::now();
-                let (status, answer) = connection.send(method, &path, &headers, &body).await?;
+                let (status, answer) = tokio::time::timeout(
+                    ANSWER_TIMEOUT,
+                    connection.send(method, &path, &headers, &body),
+                )
+                .await
+                .map_err(|_| anyhow::anyhow!("no answer within {ANSWER_TIMEOUT:?}"))??;
                 if !matches!(status, 200 | 201) {
                     samples.entry(status).or_insert(answer);
                 }
@@ -488,10 +497,20 @@ impl ServerProcess {
         Ok(Self { child, addr })
     }
 
+    /// SIGTERM, then SIGKILL if it has not exited within [`STOP_GRACE`].
     fn stop(&mut self) {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
+        let deadline = Instant::now() + STOP_GRACE;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        eprintln!("the server did not stop within {STOP_GRACE:?} of SIGTERM; killing it");
+        let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }

@@ -204,12 +204,13 @@ impl Simulator {
     }
 
     fn record(&self, request: &BuyRequest) -> Result<Purchase, UpstreamError> {
-        if let Some(handle) = self
+        let known = self
             .by_key
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&request.idempotency_key)
-        {
+            .cloned();
+        if let Some(handle) = &known {
             let activations = self.activations.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(a) = activations.get(handle) {
                 return Ok(Self::purchase_of(
@@ -255,10 +256,15 @@ impl Simulator {
             });
         }
         activations.insert(handle.clone(), activation);
-        self.by_key
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(request.idempotency_key.clone(), handle);
+        drop(activations);
+        // Lock order everywhere: `by_key`, then `activations`.
+        let mut by_key = self.by_key.lock().unwrap_or_else(|p| p.into_inner());
+        if by_key.len() >= MAX_ACTIVATIONS {
+            // Keys of pruned activations go too (bounded like the activations).
+            let activations = self.activations.lock().unwrap_or_else(|p| p.into_inner());
+            by_key.retain(|_, h| activations.contains_key(h));
+        }
+        by_key.insert(request.idempotency_key.clone(), handle);
         Ok(purchase)
     }
 
@@ -472,13 +478,16 @@ impl Upstream for Simulator {
     ) -> UpstreamFuture<'a, Option<Purchase>> {
         Box::pin(async move {
             self.answer(false).await?;
-            let by_key = self.by_key.lock().unwrap_or_else(|p| p.into_inner());
-            let Some(handle) = by_key.get(&request.idempotency_key) else {
-                return Ok(None);
+            let handle = {
+                let by_key = self.by_key.lock().unwrap_or_else(|p| p.into_inner());
+                match by_key.get(&request.idempotency_key) {
+                    Some(handle) => handle.clone(),
+                    None => return Ok(None),
+                }
             };
             let activations = self.activations.lock().unwrap_or_else(|p| p.into_inner());
-            Ok(activations.get(handle).map(|a| {
-                Self::purchase_of(handle, a, self.cost(&request.service, request.country))
+            Ok(activations.get(&handle).map(|a| {
+                Self::purchase_of(&handle, a, self.cost(&request.service, request.country))
             }))
         })
     }
@@ -555,6 +564,33 @@ mod tests {
             sim.poll(&p.handle).await.unwrap().state,
             UpstreamState::Completed
         );
+    }
+
+    /// Buys and reconciliation lookups racing on two threads never deadlock
+    /// (they once took the simulator's two locks in opposite orders).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn buys_and_lookups_racing_finish() {
+        let sim = std::sync::Arc::new(Simulator::with_seed(fast("s"), 3));
+        let mut tasks = Vec::new();
+        for i in 0..2_000 {
+            let sim = sim.clone();
+            tasks.push(tokio::spawn(async move {
+                let key = format!("o{}", i % 500);
+                if i % 2 == 0 {
+                    sim.buy(&request(&key)).await.map(|_| ())
+                } else {
+                    sim.find_purchase(&request(&key)).await.map(|_| ())
+                }
+            }));
+        }
+        let all = async {
+            for task in tasks {
+                task.await.unwrap().unwrap();
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(60), all)
+            .await
+            .expect("no deadlock");
     }
 
     #[tokio::test]
