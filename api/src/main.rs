@@ -21,6 +21,10 @@ struct Cli {
     /// docs/nexus.example.toml). Without it, `serve` is the embedded default.
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<std::path::PathBuf>,
+    /// The data directory (the store, vault key, outbox, usage log); overrides
+    /// `NEXUS_DATA_DIR`. Default `./data`.
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -55,6 +59,10 @@ fn main() -> std::process::ExitCode {
 
 fn run() -> anyhow::Result<std::process::ExitCode> {
     let cli = Cli::parse();
+    if let Some(dir) = &cli.data_dir {
+        // Before any thread starts: every setting is read from the environment.
+        std::env::set_var("NEXUS_DATA_DIR", dir);
+    }
     init_tracing();
     match cli.command {
         Command::Serve => {

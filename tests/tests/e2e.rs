@@ -51,3 +51,24 @@ fn verify_reports_an_intact_chain() {
     );
     assert!(String::from_utf8_lossy(&output.stdout).starts_with("ok: 0 events"));
 }
+
+#[test]
+fn the_data_dir_flag_overrides_the_environment() {
+    let flagged = tempfile::tempdir().unwrap();
+    let ignored = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(nexus_tests::nexus_binary())
+        .arg("--data-dir")
+        .arg(flagged.path())
+        .arg("verify")
+        .env("NEXUS_DATA_DIR", ignored.path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(flagged.path().join("store").exists());
+    assert!(!ignored.path().join("store").exists());
+}
