@@ -247,8 +247,7 @@ impl<S: EventStore> Fulfilment<S> {
         };
         match hint.snapshot {
             Some(snapshot) => {
-                if t
-                    .hinted
+                if t.hinted
                     .as_ref()
                     .is_none_or(|held| held.revision < snapshot.revision)
                 {
