@@ -17,6 +17,21 @@ pub fn start() -> Server {
     ])
 }
 
+/// The verification token in one mail (as sent, from any transport): the
+/// token of the `…/verify?token=` link, which also stands on a line of its
+/// own. None when the mail has no such link.
+pub fn verification_token_in(mail: &str) -> Option<String> {
+    let token = mail.lines().find_map(|l| {
+        l.split_once("/verify?token=")
+            .map(|(_, t)| t.trim().to_owned())
+    })?;
+    assert!(
+        mail.lines().any(|l| l.trim() == token),
+        "the token on a line of its own"
+    );
+    Some(token)
+}
+
 /// The verification token from the mail to `email` in the outbox: the link's
 /// token, which also stands on a line of its own.
 pub fn verification_token(server: &Server, email: &str) -> String {
@@ -30,18 +45,12 @@ pub fn verification_token(server: &Server, email: &str) -> String {
                     .collect()
             })
             .unwrap_or_default();
-        for text in mails.iter().filter(|t| t.contains(email)) {
-            let token = text.lines().find_map(|l| {
-                l.split_once("/verify?token=")
-                    .map(|(_, t)| t.trim().to_owned())
-            });
-            if let Some(token) = token {
-                assert!(
-                    text.lines().any(|l| l.trim() == token),
-                    "the token on a line of its own"
-                );
-                return token;
-            }
+        let token = mails
+            .iter()
+            .filter(|t| t.contains(email))
+            .find_map(|text| verification_token_in(text));
+        if let Some(token) = token {
+            return token;
         }
         assert!(
             Instant::now() < deadline,
@@ -54,10 +63,20 @@ pub fn verification_token(server: &Server, email: &str) -> String {
 
 /// Registers, verifies, and returns an API key.
 pub fn customer(server: &Server, email: &str) -> String {
+    customer_verified_by(server, email, |email| verification_token(server, email))
+}
+
+/// Registers, verifies with the token `token_for(email)` finds in the mail,
+/// logs in, and returns an API key.
+pub fn customer_verified_by(
+    server: &Server,
+    email: &str,
+    token_for: impl FnOnce(&str) -> String,
+) -> String {
     let body = format!(r#"{{"email":"{email}","password":"{PASSWORD}"}}"#);
     let created = server.send("POST", "/v1/accounts", &[], Some(&body));
     assert_eq!(created.status, 201, "{}", created.body);
-    let token = verification_token(server, email);
+    let token = token_for(email);
     let verified = server.send(
         "POST",
         "/v1/accounts/verify",
@@ -100,6 +119,28 @@ pub fn call(
     server.send(method, path, &refs, body)
 }
 
+/// A decimal amount as the API writes it ("10.00", "0.065", "-3.50") in
+/// integer micros.
+pub fn to_micros(text: &str) -> i64 {
+    let (sign, digits) = match text.strip_prefix('-') {
+        Some(rest) => (-1, rest),
+        None => (1, text),
+    };
+    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
+    assert!(
+        fraction.len() <= 6 && !whole.starts_with(['-', '+']),
+        "not an amount: {text}"
+    );
+    let fraction = format!("{fraction:0<6}");
+    let whole: i64 = whole
+        .parse()
+        .unwrap_or_else(|_| panic!("not an amount: {text}"));
+    let fraction: i64 = fraction
+        .parse()
+        .unwrap_or_else(|_| panic!("not an amount: {text}"));
+    sign * (whole * 1_000_000 + fraction)
+}
+
 pub fn fund(server: &Server, key: &str, amount: &str) {
     let deposit = call(
         server,
@@ -117,5 +158,25 @@ pub fn fund(server: &Server, key: &str, amount: &str) {
     while call(server, "GET", "/v1/wallet", key, &[], None).json()["available"] != amount {
         assert!(Instant::now() < deadline, "the deposit was not credited");
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amounts_read_as_integer_micros() {
+        assert_eq!(to_micros("10.00"), 10_000_000);
+        assert_eq!(to_micros("0.065"), 65_000);
+        assert_eq!(to_micros("-3.50"), -3_500_000);
+        assert_eq!(to_micros("7"), 7_000_000);
+    }
+
+    #[test]
+    fn the_token_comes_from_the_link_and_stands_on_its_own_line() {
+        let mail = "Subject: Confirm\r\n\r\nhttp://x/verify?token=abc123\r\n\r\nabc123\r\n";
+        assert_eq!(verification_token_in(mail).as_deref(), Some("abc123"));
+        assert_eq!(verification_token_in("Credited: 5.00 USD\n"), None);
     }
 }

@@ -2,6 +2,7 @@
 //! free loopback port with a temp data dir, and talks HTTP to it.
 
 pub mod journey;
+pub mod smtp;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -140,7 +141,7 @@ impl Server {
             }
         });
         let addr = rx
-            .recv_timeout(Duration::from_secs(60))
+            .recv_timeout(Duration::from_secs(180))
             .expect("nexus serve reports its address")
             .parse()
             .expect("a socket address");

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use nexus_tests::journey::{call, customer, fund, start};
+use nexus_tests::journey::{call, customer, fund, start, to_micros};
 
 #[test]
 fn register_verify_deposit_order_code_complete_cashback() {
@@ -112,12 +112,6 @@ fn register_verify_deposit_order_code_complete_cashback() {
     let price_micros = to_micros(&price);
     let expected = 10_000_000 - price_micros + price_micros * 2 / 100;
     assert_eq!(to_micros(wallet["available"].as_str().unwrap()), expected);
-}
-
-fn to_micros(text: &str) -> i64 {
-    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
-    let fraction = format!("{fraction:0<6}");
-    whole.parse::<i64>().unwrap() * 1_000_000 + fraction.parse::<i64>().unwrap()
 }
 
 #[test]

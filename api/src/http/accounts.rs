@@ -7,6 +7,7 @@ use nexus_core::domain::ids::ApiKeyId;
 use serde::{Deserialize, Serialize};
 
 use super::auth::Customer;
+use super::body::ObjectBody;
 use super::error::ApiError;
 use super::sessions::{COOKIE_NAME, SESSION_HOURS};
 use super::state::AppState;
@@ -37,7 +38,7 @@ struct Created {
 #[post("/v1/accounts")]
 async fn register(
     state: web::Data<AppState>,
-    body: web::Json<Credentials>,
+    body: ObjectBody<Credentials>,
 ) -> Result<HttpResponse, ApiError> {
     let registration = state.accounts.register(&body.email, &body.password).await?;
     state.mail_verification(&body.email, registration.verification_token.expose());
@@ -55,7 +56,7 @@ struct VerifyRequest {
 #[post("/v1/accounts/verify")]
 async fn verify(
     state: web::Data<AppState>,
-    body: web::Json<VerifyRequest>,
+    body: ObjectBody<VerifyRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let account = state.accounts.verify_email(&body.token).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "id": account.to_string(), "verified": true })))
@@ -64,7 +65,7 @@ async fn verify(
 #[post("/v1/sessions")]
 async fn login(
     state: web::Data<AppState>,
-    body: web::Json<Credentials>,
+    body: ObjectBody<Credentials>,
 ) -> Result<HttpResponse, ApiError> {
     let login = state
         .accounts
@@ -110,7 +111,7 @@ struct PasswordChange {
 async fn change_password(
     state: web::Data<AppState>,
     customer: Customer,
-    body: web::Json<PasswordChange>,
+    body: ObjectBody<PasswordChange>,
 ) -> Result<HttpResponse, ApiError> {
     state
         .accounts

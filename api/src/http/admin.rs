@@ -13,12 +13,8 @@ use std::future::{ready, Ready};
 use actix_web::http::StatusCode;
 use actix_web::{delete, get, post, web, FromRequest, HttpRequest, HttpResponse};
 use chrono::{DateTime, SecondsFormat, Utc};
-use nexus_core::domain::legal_hold::{
-    CaseReference, HoldReason, HoldSubject, LegalHold, LegalHoldError, LegalHoldServiceError,
-};
-use nexus_core::domain::policy::{
-    AnnouncementKey, PolicyChangeAnnounced, PolicyChangeRequest, PolicyError, PolicyServiceError,
-};
+use nexus_core::domain::legal_hold::{CaseReference, HoldReason, HoldSubject, LegalHold};
+use nexus_core::domain::policy::{AnnouncementKey, PolicyChangeAnnounced, PolicyChangeRequest};
 use nexus_core::log::EventStore;
 use nexus_projections::retention::{DueSubject, ScheduledSubject};
 use nexus_projections::{RunState, MAX_PAGE_SIZE};
@@ -26,6 +22,7 @@ use nexus_providers::router::BreakerState;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use super::body::ObjectBody;
 use super::error::ApiError;
 use super::state::AppState;
 
@@ -326,34 +323,6 @@ async fn retention(
 // Legal holds
 // ---------------------------------------------------------------------------
 
-impl From<LegalHoldError> for ApiError {
-    fn from(e: LegalHoldError) -> Self {
-        use LegalHoldError as E;
-        let detail = e.to_string();
-        match e {
-            E::InvalidSubject => ApiError::bad_request("invalid_subject", detail),
-            E::InvalidReason => ApiError::bad_request("invalid_reason", detail),
-            E::InvalidReference => ApiError::bad_request("invalid_reference", detail),
-            E::AlreadyHeld => ApiError::conflict("already_held", detail),
-            E::NotHeld => ApiError::not_found(),
-            E::TooManyHolds => ApiError::conflict("too_many_holds", detail),
-            other => ApiError::internal(&other),
-        }
-    }
-}
-
-impl From<LegalHoldServiceError> for ApiError {
-    fn from(e: LegalHoldServiceError) -> Self {
-        match e {
-            LegalHoldServiceError::Refused(e) => e.into(),
-            LegalHoldServiceError::Contention(_) => {
-                ApiError::conflict("contention", "the resource changed concurrently; try again")
-            }
-            other => ApiError::internal(&other),
-        }
-    }
-}
-
 fn hold_view(hold: &LegalHold) -> serde_json::Value {
     serde_json::json!({
         "subject": hold.subject.to_string(),
@@ -376,7 +345,7 @@ struct PlaceHold {
 async fn place_hold(
     state: web::Data<AppState>,
     _: Admin,
-    body: web::Json<PlaceHold>,
+    body: ObjectBody<PlaceHold>,
 ) -> Result<HttpResponse, ApiError> {
     let subject = HoldSubject::parse(&body.subject)?;
     let reference = CaseReference::new(&body.reference)?;
@@ -411,35 +380,6 @@ async fn list_holds(state: web::Data<AppState>, _: Admin) -> Result<HttpResponse
 // Policy-change announcements
 // ---------------------------------------------------------------------------
 
-impl From<PolicyError> for ApiError {
-    fn from(e: PolicyError) -> Self {
-        use PolicyError as E;
-        let detail = e.to_string();
-        match e {
-            E::InvalidTitle => ApiError::unprocessable("invalid_title", detail),
-            E::InvalidSummary => ApiError::unprocessable("invalid_summary", detail),
-            E::InvalidUrl => ApiError::unprocessable("invalid_url", detail),
-            E::NoticeTooShort => ApiError::unprocessable("notice_too_short", detail),
-            E::NoticeTooLong => ApiError::unprocessable("notice_too_long", detail),
-            E::KeyReused => ApiError::unprocessable("idempotency_key_reused", detail),
-            E::TooManyAnnouncements => ApiError::conflict("too_many_announcements", detail),
-            other => ApiError::internal(&other),
-        }
-    }
-}
-
-impl From<PolicyServiceError> for ApiError {
-    fn from(e: PolicyServiceError) -> Self {
-        match e {
-            PolicyServiceError::Refused(e) => e.into(),
-            PolicyServiceError::Contention(_) => {
-                ApiError::conflict("contention", "the resource changed concurrently; try again")
-            }
-            other => ApiError::internal(&other),
-        }
-    }
-}
-
 fn announcement_view(change: &PolicyChangeAnnounced) -> serde_json::Value {
     serde_json::json!({
         "id": change.id.to_string(),
@@ -468,7 +408,7 @@ async fn announce(
     state: web::Data<AppState>,
     _: Admin,
     req: HttpRequest,
-    body: web::Json<Announce>,
+    body: ObjectBody<Announce>,
 ) -> Result<HttpResponse, ApiError> {
     let key = match req.headers().get("Idempotency-Key") {
         None => None,

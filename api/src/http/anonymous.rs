@@ -13,6 +13,7 @@ use nexus_core::domain::order::{
 use nexus_providers::gateway::DEFAULT_PAY_CURRENCY;
 use serde::Deserialize;
 
+use super::body::ObjectBody;
 use super::error::ApiError;
 use super::orders::order_view;
 use super::state::AppState;
@@ -32,7 +33,7 @@ struct AnonymousRequest {
 #[post("/v1/anonymous/orders")]
 async fn create(
     state: web::Data<AppState>,
-    body: web::Json<AnonymousRequest>,
+    body: ObjectBody<AnonymousRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let service = ServiceCode::new(&body.service).map_err(ApiError::from)?;
     let country = CountryCode::new(&body.country).map_err(ApiError::from)?;

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use tracing::info;
 
 use super::auth::Customer;
+use super::body::ObjectBody;
 use super::error::ApiError;
 use super::state::AppState;
 
@@ -43,7 +44,7 @@ fn invoice_json(invoice: &Invoice, status: &str) -> serde_json::Value {
 async fn create(
     state: web::Data<AppState>,
     customer: Customer,
-    body: web::Json<DepositRequest>,
+    body: ObjectBody<DepositRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let amount = Micros::parse_positive(&body.amount)?;
     let currency = body.pay_currency.as_deref().unwrap_or(DEFAULT_PAY_CURRENCY);

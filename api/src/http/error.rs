@@ -9,8 +9,10 @@ use nexus_core::domain::accounts::AccountServiceError;
 use nexus_core::domain::anonymous::AnonymousError;
 use nexus_core::domain::commerce::CommandError;
 use nexus_core::domain::deposit::DepositError;
+use nexus_core::domain::legal_hold::{LegalHoldError, LegalHoldServiceError};
 use nexus_core::domain::money::MoneyError;
 use nexus_core::domain::order::OrderError;
+use nexus_core::domain::policy::{PolicyError, PolicyServiceError};
 use nexus_core::domain::wallet::WalletError;
 use serde::Serialize;
 use tracing::error;
@@ -195,6 +197,9 @@ impl From<AccountError> for ApiError {
             E::DeletionWindowOver => ApiError::conflict("deletion_window_over", detail),
             E::TooManyApiKeys => ApiError::conflict("too_many_api_keys", detail),
             E::ApiKeyNotFound => ApiError::not_found(),
+            E::ErasureNotDue => ApiError::conflict("erasure_not_due", detail),
+            // The reason names the rule broken, never the URL.
+            E::InvalidWebhookUrl { .. } => ApiError::bad_request("invalid_webhook_url", detail),
             other => ApiError::internal(&other),
         }
     }
@@ -207,6 +212,7 @@ impl From<AccountServiceError> for ApiError {
             AccountServiceError::Contention { .. } | AccountServiceError::StaleGuard => {
                 ApiError::conflict("contention", "the resource changed concurrently; try again")
             }
+            AccountServiceError::OrderCheck(e) => (*e).into(),
             other => ApiError::internal(&other),
         }
     }
@@ -255,6 +261,63 @@ impl From<CommandError> for ApiError {
                 "this Idempotency-Key was used for another request",
             ),
             CommandError::Contention => {
+                ApiError::conflict("contention", "the resource changed concurrently; try again")
+            }
+            other => ApiError::internal(&other),
+        }
+    }
+}
+
+impl From<LegalHoldError> for ApiError {
+    fn from(e: LegalHoldError) -> Self {
+        use LegalHoldError as E;
+        let detail = e.to_string();
+        match e {
+            E::InvalidSubject => ApiError::bad_request("invalid_subject", detail),
+            E::InvalidReason => ApiError::bad_request("invalid_reason", detail),
+            E::InvalidReference => ApiError::bad_request("invalid_reference", detail),
+            E::AlreadyHeld => ApiError::conflict("already_held", detail),
+            E::NotHeld => ApiError::not_found(),
+            E::TooManyHolds => ApiError::conflict("too_many_holds", detail),
+            other => ApiError::internal(&other),
+        }
+    }
+}
+
+impl From<LegalHoldServiceError> for ApiError {
+    fn from(e: LegalHoldServiceError) -> Self {
+        match e {
+            LegalHoldServiceError::Refused(e) => e.into(),
+            LegalHoldServiceError::Contention(_) => {
+                ApiError::conflict("contention", "the resource changed concurrently; try again")
+            }
+            other => ApiError::internal(&other),
+        }
+    }
+}
+
+impl From<PolicyError> for ApiError {
+    fn from(e: PolicyError) -> Self {
+        use PolicyError as E;
+        let detail = e.to_string();
+        match e {
+            E::InvalidTitle => ApiError::unprocessable("invalid_title", detail),
+            E::InvalidSummary => ApiError::unprocessable("invalid_summary", detail),
+            E::InvalidUrl => ApiError::unprocessable("invalid_url", detail),
+            E::NoticeTooShort => ApiError::unprocessable("notice_too_short", detail),
+            E::NoticeTooLong => ApiError::unprocessable("notice_too_long", detail),
+            E::KeyReused => ApiError::unprocessable("idempotency_key_reused", detail),
+            E::TooManyAnnouncements => ApiError::conflict("too_many_announcements", detail),
+            other => ApiError::internal(&other),
+        }
+    }
+}
+
+impl From<PolicyServiceError> for ApiError {
+    fn from(e: PolicyServiceError) -> Self {
+        match e {
+            PolicyServiceError::Refused(e) => e.into(),
+            PolicyServiceError::Contention(_) => {
                 ApiError::conflict("contention", "the resource changed concurrently; try again")
             }
             other => ApiError::internal(&other),

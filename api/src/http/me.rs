@@ -24,7 +24,6 @@
 //! `{"email", "password"}` as its body instead, checked like a login (one bcrypt
 //! check, one answer for every wrong pair): that is the way back in.
 
-use std::marker::PhantomData;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -45,11 +44,11 @@ use nexus_core::log::EventStore;
 use nexus_projections::orders::OrderView;
 use nexus_projections::wallets::{DepositRecord, DepositStatus, LedgerRow, Reference};
 use nexus_projections::{Cursor, Page, QueryError, MAX_PAGE_SIZE};
-use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, Semaphore};
 
 use super::auth::{Customer, Holder};
+use super::body::{JsonObject, ObjectBody};
 use super::error::ApiError;
 use super::orders::status_name;
 use super::state::AppState;
@@ -80,32 +79,6 @@ static EXPORTS: Semaphore = Semaphore::const_new(MAX_CONCURRENT_EXPORTS);
 
 fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
-}
-
-/// A request body that must be a JSON object: serde reads a struct from an
-/// array too (`["a@example.com"]`, by position), which no client means.
-struct ObjectBody<T>(T);
-
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for ObjectBody<T> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct ObjectVisitor<T>(PhantomData<T>);
-
-        impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectVisitor<T> {
-            type Value = T;
-
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
-                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
-            }
-        }
-
-        deserializer
-            .deserialize_map(ObjectVisitor(PhantomData))
-            .map(ObjectBody)
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -191,9 +164,9 @@ struct EmailCorrection {
 async fn correct_email(
     state: web::Data<AppState>,
     customer: Customer,
-    body: web::Json<ObjectBody<EmailCorrection>>,
+    body: ObjectBody<EmailCorrection>,
 ) -> Result<HttpResponse, ApiError> {
-    let ObjectBody(correction) = body.into_inner();
+    let correction = body.into_inner();
     let email = Email::parse(&correction.email)?;
     let token = state
         .accounts
@@ -244,8 +217,8 @@ async fn withdraw_deletion(
                 format!("the body is over {MAX_JSON_BYTES} bytes"),
             ));
         }
-        let ObjectBody(credentials) =
-            serde_json::from_slice::<ObjectBody<HolderCredentials>>(&body).map_err(|e| {
+        let JsonObject(credentials) =
+            serde_json::from_slice::<JsonObject<HolderCredentials>>(&body).map_err(|e| {
                 ApiError::bad_request(
                     "invalid_json",
                     super::json_problem(&JsonPayloadError::Deserialize(e)),
@@ -272,9 +245,9 @@ struct Objection {
 async fn set_objection(
     state: web::Data<AppState>,
     customer: Customer,
-    body: web::Json<ObjectBody<Objection>>,
+    body: ObjectBody<Objection>,
 ) -> Result<HttpResponse, ApiError> {
-    let ObjectBody(objection) = body.into_inner();
+    let objection = body.into_inner();
     state
         .accounts
         .set_objection(customer.account, objection.object)

@@ -5,12 +5,14 @@ mod accounts;
 pub mod admin;
 mod anonymous;
 mod auth;
+pub mod body;
 mod catalog;
 mod deposits;
 pub mod error;
 pub mod gate;
 pub mod limits;
 mod me;
+mod openapi;
 mod orders;
 pub mod sessions;
 mod smsactivate;
@@ -55,6 +57,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .configure(me::routes)
     .configure(smsactivate::routes)
     .configure(upstream_hooks::routes)
+    .configure(openapi::routes)
     .default_service(web::to(not_found));
 }
 

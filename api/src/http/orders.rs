@@ -19,6 +19,7 @@ use nexus_core::log::EventStore;
 use serde::{Deserialize, Serialize};
 
 use super::auth::Customer;
+use super::body::ObjectBody;
 use super::error::ApiError;
 use super::state::AppState;
 
@@ -110,7 +111,7 @@ async fn place(
     state: web::Data<AppState>,
     customer: Customer,
     req: HttpRequest,
-    body: web::Json<PlaceRequest>,
+    body: ObjectBody<PlaceRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let owner = Owner::Account(customer.account);
     let service = ServiceCode::new(&body.service).map_err(ApiError::from)?;

@@ -4,11 +4,10 @@
 
 use actix_web::{delete, get, put, web, HttpResponse};
 use chrono::SecondsFormat;
-use nexus_core::domain::account::AccountError;
-use nexus_core::domain::accounts::AccountServiceError;
 use serde::{Deserialize, Serialize};
 
 use super::auth::Customer;
+use super::body::ObjectBody;
 use super::error::ApiError;
 use super::state::AppState;
 
@@ -33,33 +32,18 @@ struct WebhookView {
     secret: Option<String>,
 }
 
-/// An invalid URL is the caller's mistake (400, naming the rule, never the
-/// URL); everything else maps as every account error does.
-fn problem(e: AccountServiceError) -> ApiError {
-    match e {
-        AccountServiceError::Refused(AccountError::InvalidWebhookUrl { reason }) => {
-            ApiError::bad_request(
-                "invalid_webhook_url",
-                format!("invalid webhook URL: {reason}"),
-            )
-        }
-        other => other.into(),
-    }
-}
-
 /// Sets the endpoint, or replaces it; every PUT makes a new signing secret, shown
 /// in this answer only.
 #[put("/v1/me/webhook")]
 async fn set_webhook(
     state: web::Data<AppState>,
     customer: Customer,
-    body: web::Json<SetWebhook>,
+    body: ObjectBody<SetWebhook>,
 ) -> Result<HttpResponse, ApiError> {
     let endpoint = state
         .accounts
         .set_webhook(customer.account, &body.url)
-        .await
-        .map_err(problem)?;
+        .await?;
     Ok(HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))
         .json(WebhookView {
@@ -77,8 +61,7 @@ async fn get_webhook(
     let endpoint = state
         .accounts
         .webhook(customer.account)
-        .await
-        .map_err(problem)?
+        .await?
         .ok_or_else(ApiError::not_found)?;
     Ok(HttpResponse::Ok().json(WebhookView {
         url: endpoint.url,
@@ -93,10 +76,6 @@ async fn remove_webhook(
     state: web::Data<AppState>,
     customer: Customer,
 ) -> Result<HttpResponse, ApiError> {
-    state
-        .accounts
-        .remove_webhook(customer.account)
-        .await
-        .map_err(problem)?;
+    state.accounts.remove_webhook(customer.account).await?;
     Ok(HttpResponse::NoContent().finish())
 }

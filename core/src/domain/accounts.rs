@@ -122,6 +122,9 @@ pub enum AccountServiceError {
     StaleGuard,
     #[error(transparent)]
     Vault(#[from] crate::vault::VaultError),
+    /// Checking the account's orders and wallet before a deletion failed.
+    #[error("checking the account's orders failed: {0}")]
+    OrderCheck(#[source] Box<super::commerce::CommandError>),
 }
 
 impl AccountServiceError {
@@ -577,6 +580,16 @@ impl<S: EventStore> Accounts<S> {
 
     /// Logs in with an address and a password.
     pub async fn authenticate(&self, email: &str, password: &str) -> Result<Login> {
+        let state = self.check_password(email, password).await?;
+        Ok(Login {
+            account: check_login(&state)?,
+            verified: state.verified,
+        })
+    }
+
+    /// The account whose address and password these are, whatever its status;
+    /// `InvalidCredentials` otherwise, after the same bcrypt work either way.
+    async fn check_password(&self, email: &str, password: &str) -> Result<Account> {
         // No account can have a malformed address: nothing to hide by timing.
         let email = Email::parse(email).map_err(|_| AccountError::InvalidCredentials)?;
         let reservation = self
@@ -592,10 +605,7 @@ impl<S: EventStore> Accounts<S> {
         match (state, stored) {
             (Some(state), Some(hash)) => {
                 if self.verify_password(password, hash).await? {
-                    return Ok(Login {
-                        account: check_login(&state)?,
-                        verified: state.verified,
-                    });
+                    return Ok(state);
                 }
             }
             // Unknown address (or erased account): spend the same work anyway.
@@ -613,30 +623,8 @@ impl<S: EventStore> Accounts<S> {
     /// An unknown address, a wrong password and an erased account are all
     /// [`AccountError::InvalidCredentials`], at the cost of one bcrypt check.
     pub async fn authenticate_holder(&self, email: &str, password: &str) -> Result<AccountId> {
-        let email = Email::parse(email).map_err(|_| AccountError::InvalidCredentials)?;
-        let reservation = self
-            .load::<EmailReservation>(&self.lookup_key.email_stream(&email))
-            .await?;
-        let state = match reservation.state.holder {
-            Some(account) => Some(self.load_account(account).await?.state),
-            None => None,
-        };
-        let holder = state.as_ref().and_then(|s| {
-            let hash = s.password_hash.plain()?.clone();
-            Some((s.id?, hash))
-        });
-        match holder {
-            Some((account, hash)) => {
-                if self.verify_password(password, hash).await? {
-                    return Ok(account);
-                }
-            }
-            None => {
-                let dummy = self.dummy_hash().await?.clone();
-                self.verify_password(password, dummy).await?;
-            }
-        }
-        Err(AccountError::InvalidCredentials.into())
+        let state = self.check_password(email, password).await?;
+        Ok(state.id.ok_or(AccountError::InvalidCredentials)?)
     }
 
     /// The account an API key belongs to, if the key is live and the account

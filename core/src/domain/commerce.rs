@@ -189,9 +189,7 @@ pub async fn request_account_deletion<S: EventStore>(
         let guard = commerce
             .deletion_guard(Owner::Account(account))
             .await
-            .map_err(|e| {
-                AccountServiceError::Log(LogError::Io(std::io::Error::other(e.to_string())))
-            })?;
+            .map_err(|e| AccountServiceError::OrderCheck(Box::new(e)))?;
         match accounts.request_deletion(account, &guard).await {
             Err(AccountServiceError::StaleGuard) => continue,
             other => return other,

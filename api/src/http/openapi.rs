@@ -1,0 +1,1406 @@
+//! The OpenAPI 3.1 document of the HTTP API, served at `GET /openapi.json`.
+//!
+//! Built in code (no handler annotations), once, and cached. A unit test scans the
+//! route registrations in this directory and fails when the document disagrees.
+
+use std::sync::OnceLock;
+
+use actix_web::{get, web, HttpResponse};
+use serde_json::{json, Map, Value};
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(openapi_json);
+}
+
+#[get("/openapi.json")]
+async fn openapi_json() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .json(document())
+}
+
+/// Every stable problem `code` the API answers with.
+pub const ERROR_CODES: &[&str] = &[
+    "account_disabled",
+    "active_orders",
+    "already_held",
+    "already_registered",
+    "already_verified",
+    "anonymous_order_conflict",
+    "body_too_large",
+    "cancel_too_early",
+    "code_erased",
+    "contention",
+    "deletion_already_requested",
+    "deletion_window_over",
+    "email_taken",
+    "email_unchanged",
+    "erasure_not_due",
+    "idempotency_key_reused",
+    "insufficient_funds",
+    "internal",
+    "invalid_amount",
+    "invalid_channel",
+    "invalid_credentials",
+    "invalid_cursor",
+    "invalid_deposit",
+    "invalid_email",
+    "invalid_idempotency_key",
+    "invalid_json",
+    "invalid_query",
+    "invalid_reason",
+    "invalid_reference",
+    "invalid_subject",
+    "invalid_summary",
+    "invalid_time",
+    "invalid_title",
+    "invalid_url",
+    "invalid_webhook_url",
+    "ipn_bad_signature",
+    "ipn_failed",
+    "ipn_invalid_field",
+    "ipn_malformed_body",
+    "ipn_malformed_signature",
+    "ipn_missing_field",
+    "ipn_not_configured",
+    "ipn_nothing_paid",
+    "ipn_unsigned",
+    "ipn_unsupported_currency",
+    "no_code_yet",
+    "no_deletion_pending",
+    "no_numbers",
+    "not_found",
+    "notice_too_long",
+    "notice_too_short",
+    "order_exists",
+    "order_expired",
+    "order_not_cancellable",
+    "order_wrong_status",
+    "password_too_long",
+    "password_too_short",
+    "price_above_max",
+    "push_bad_signature",
+    "push_busy",
+    "push_malformed",
+    "push_not_configured",
+    "push_not_supported",
+    "push_source_not_allowed",
+    "push_stale",
+    "push_unsigned",
+    "query_too_long",
+    "rate_limited",
+    "too_many_announcements",
+    "too_many_api_keys",
+    "too_many_holds",
+    "unauthorized",
+    "unavailable",
+    "unknown_country",
+    "unknown_deposit",
+    "unknown_service",
+    "unreadable_body",
+    "verification_token_expired",
+    "verification_token_invalid",
+    "verification_token_used",
+    "wallet_conflict",
+];
+
+/// The document, built on first use.
+pub fn document() -> &'static Value {
+    static DOCUMENT: OnceLock<Value> = OnceLock::new();
+    DOCUMENT.get_or_init(build)
+}
+
+/// Who may call a route.
+#[derive(Clone, Copy)]
+enum Auth {
+    None,
+    /// An API key (bearer) or the session cookie.
+    Customer,
+    /// The session cookie only.
+    Session,
+    Admin,
+}
+
+/// One operation: method, path and what it takes and answers.
+struct Op {
+    method: &'static str,
+    path: &'static str,
+    summary: &'static str,
+    tag: &'static str,
+    auth: Auth,
+    params: Vec<Value>,
+    body: Option<Value>,
+    success: (u16, &'static str, Option<Value>),
+    errors: Vec<(u16, &'static [&'static str])>,
+}
+
+fn schema_ref(name: &str) -> Value {
+    json!({ "$ref": format!("#/components/schemas/{name}") })
+}
+
+fn path_param(name: &str, description: &str) -> Value {
+    json!({ "name": name, "in": "path", "required": true, "description": description,
+            "schema": { "type": "string", "maxLength": 256 } })
+}
+
+fn query_param(name: &str, description: &str, schema: Value) -> Value {
+    json!({ "name": name, "in": "query", "required": false, "description": description,
+            "schema": schema })
+}
+
+fn list_params() -> Vec<Value> {
+    vec![
+        query_param(
+            "cursor",
+            "Opaque cursor from a previous page's `next_cursor`.",
+            json!({ "type": "string" }),
+        ),
+        query_param(
+            "limit",
+            "Page size.",
+            json!({ "type": "integer", "minimum": 1, "maximum": 100, "default": 20 }),
+        ),
+    ]
+}
+
+fn idempotency_header() -> Value {
+    json!({ "name": "Idempotency-Key", "in": "header", "required": false,
+            "description": "Replays the first answer for the same request; another request with the same key is 422 `idempotency_key_reused`.",
+            "schema": { "type": "string", "maxLength": 255 } })
+}
+
+fn list_of(item: &str) -> Value {
+    json!({ "allOf": [ schema_ref("List"),
+        { "type": "object", "properties": { "items": { "type": "array", "items": schema_ref(item) } } } ] })
+}
+
+fn problem_response(codes: &[&str]) -> Value {
+    let mut schema = json!({ "allOf": [ schema_ref("Problem") ] });
+    if !codes.is_empty() {
+        if let Some(parts) = schema["allOf"].as_array_mut() {
+            parts.push(json!({ "type": "object", "properties": { "code": { "enum": codes } } }));
+        }
+    }
+    json!({ "description": format!("Problem ({})", codes.join(", ")),
+            "content": { "application/problem+json": { "schema": schema } } })
+}
+
+fn operation(op: &Op) -> Value {
+    let mut responses = Map::new();
+    let (status, description, schema) = &op.success;
+    let mut ok = json!({ "description": description });
+    if let Some(schema) = schema {
+        ok["content"] = json!({ "application/json": { "schema": schema } });
+    }
+    responses.insert(status.to_string(), ok);
+    let mut errors = op.errors.clone();
+    match op.auth {
+        Auth::None => {}
+        _ => errors.push((401, &["unauthorized"])),
+    }
+    errors.push((429, &["rate_limited"]));
+    errors.push((500, &["internal"]));
+    for (status, codes) in errors {
+        responses.insert(status.to_string(), problem_response(codes));
+    }
+    let security = match op.auth {
+        Auth::None => json!([]),
+        Auth::Customer => json!([{ "apiKey": [] }, { "session": [] }]),
+        Auth::Session => json!([{ "session": [] }]),
+        Auth::Admin => json!([{ "adminToken": [] }]),
+    };
+    let mut value = json!({
+        "summary": op.summary,
+        "tags": [op.tag],
+        "operationId": format!("{}_{}", op.method, op.path.trim_start_matches('/')
+            .replace(['/', '.', '-'], "_").replace(['{', '}'], "")),
+        "parameters": op.params,
+        "responses": responses,
+        "security": security,
+    });
+    if let Some(body) = &op.body {
+        value["requestBody"] = json!({ "required": true,
+            "content": { "application/json": { "schema": body } } });
+    }
+    value
+}
+
+fn obj(required: &[&str], properties: Value) -> Value {
+    json!({ "type": "object", "required": required, "properties": properties })
+}
+
+fn money() -> Value {
+    schema_ref("Money")
+}
+
+fn time() -> Value {
+    schema_ref("Timestamp")
+}
+
+fn schemas() -> Value {
+    json!({
+        "Money": { "type": "string", "pattern": "^-?[0-9]+(\\.[0-9]{1,6})?$",
+            "description": "US dollars as a decimal string (stored as integer micro-dollars).",
+            "examples": ["1.50"] },
+        "Timestamp": { "type": "string", "format": "date-time", "description": "RFC 3339, UTC." },
+        "Problem": {
+            "type": "object", "required": ["type", "title", "status", "code"],
+            "description": "RFC 9457 problem details with a stable machine `code`.",
+            "properties": {
+                "type": { "type": "string" }, "title": { "type": "string" },
+                "status": { "type": "integer" }, "detail": { "type": "string" },
+                "code": { "type": "string", "enum": ERROR_CODES }
+            }
+        },
+        "List": obj(&["items", "next_cursor"], json!({
+            "items": { "type": "array", "maxItems": 100 },
+            "next_cursor": { "type": ["string", "null"] }
+        })),
+        "Order": obj(&["id", "status", "price", "created_at", "expires_at"], json!({
+            "id": { "type": "string" },
+            "status": { "type": "string", "enum": ["awaiting_payment", "placed", "number_assigned",
+                "code_received", "code_delivered", "completed", "cancelled", "expired"] },
+            "service": { "type": ["string", "null"] },
+            "country": { "type": ["string", "null"] },
+            "channel": { "type": ["string", "null"], "enum": ["sms", "voice", null] },
+            "phone": { "type": ["string", "null"] },
+            "price": money(),
+            "created_at": time(), "expires_at": time(),
+            "cancel_available_at": { "oneOf": [time(), { "type": "null" }] }
+        })),
+        "PlaceOrder": { "type": "object", "additionalProperties": false,
+            "required": ["service", "country"], "properties": {
+            "service": { "type": "string" }, "country": { "type": "string" },
+            "channel": { "type": "string", "enum": ["sms", "voice"] },
+            "max_price": money() } },
+        "Code": { "type": "object", "properties": {
+            "code": { "type": ["string", "null"] }, "text": { "type": ["string", "null"] },
+            "received_at": time(), "status": { "type": "string" } } },
+        "Wallet": { "type": "object", "properties": {
+            "balance": money(), "available": money(), "held": money() } },
+        "LedgerEntry": { "type": "object", "properties": {
+            "amount": money(), "reason": { "type": "string" }, "at": time() } },
+        "Deposit": obj(&["id", "amount", "status"], json!({
+            "id": { "type": "string" }, "amount": money(), "status": { "type": "string" },
+            "pay_currency": { "type": "string" }, "pay_amount": { "type": "string" },
+            "pay_address": { "type": "string" }, "expires_at": time() })),
+        "DepositRequest": obj(&["amount"], json!({ "amount": money() })),
+        "ApiKey": obj(&["id", "prefix", "created_at"], json!({
+            "id": { "type": "string" }, "prefix": { "type": "string" }, "created_at": time() })),
+        "NewApiKey": obj(&["id", "key", "prefix", "created_at"], json!({
+            "id": { "type": "string" }, "key": { "type": "string", "description": "Shown only once." },
+            "prefix": { "type": "string" }, "created_at": time() })),
+        "Credentials": obj(&["email", "password"], json!({
+            "email": { "type": "string", "format": "email", "maxLength": 254 },
+            "password": { "type": "string", "minLength": 8, "maxLength": 72 } })),
+        "Me": { "type": "object", "description": "The signed-in account." },
+        "Export": { "type": "object",
+            "description": "Machine-readable export of the account's data; format in docs/EXPORT.md." },
+        "Webhook": obj(&["url"], json!({ "url": { "type": "string", "format": "uri" } })),
+        "AnonymousOrder": obj(&["tracking_id", "order", "invoice"], json!({
+            "tracking_id": { "type": "string" }, "order": schema_ref("Order"),
+            "invoice": schema_ref("Deposit") })),
+        "Status": { "type": "object", "properties": { "status": { "type": "string" } } }
+    })
+}
+
+fn operations() -> Vec<Op> {
+    use Auth::*;
+    let obj_any = || json!({ "type": "object" });
+    let op = |method, path, summary, tag, auth, params, body, success, errors| Op {
+        method,
+        path,
+        summary,
+        tag,
+        auth,
+        params,
+        body,
+        success,
+        errors,
+    };
+    let order_id = || vec![path_param("id", "Order id.")];
+    vec![
+        op(
+            "get",
+            "/health",
+            "Liveness and log head",
+            "ops",
+            None,
+            vec![],
+            Option::None,
+            (200, "Up", Some(schema_ref("Status"))),
+            vec![],
+        ),
+        op(
+            "get",
+            "/ready",
+            "Readiness: projections within lag bound",
+            "ops",
+            None,
+            vec![],
+            Option::None,
+            (
+                200,
+                "Ready (503 with the same body when not)",
+                Some(schema_ref("Status")),
+            ),
+            vec![],
+        ),
+        op(
+            "get",
+            "/openapi.json",
+            "This document",
+            "ops",
+            None,
+            vec![],
+            Option::None,
+            (200, "OpenAPI 3.1 document", Some(obj_any())),
+            vec![],
+        ),
+        op(
+            "post",
+            "/v1/accounts",
+            "Register",
+            "accounts",
+            None,
+            vec![],
+            Some(schema_ref("Credentials")),
+            (
+                201,
+                "Registered; a verification mail is sent",
+                Some(obj_any()),
+            ),
+            vec![
+                (
+                    400,
+                    &[
+                        "invalid_json",
+                        "invalid_email",
+                        "password_too_short",
+                        "password_too_long",
+                    ],
+                ),
+                (409, &["already_registered", "email_taken"]),
+            ],
+        ),
+        op(
+            "post",
+            "/v1/accounts/verify",
+            "Verify the e-mail with the mailed token",
+            "accounts",
+            None,
+            vec![],
+            Some(obj(&["token"], json!({ "token": { "type": "string" } }))),
+            (200, "Verified", Some(obj_any())),
+            vec![
+                (400, &["invalid_json", "verification_token_invalid"]),
+                (409, &["already_verified", "verification_token_used"]),
+                (410, &["verification_token_expired"]),
+            ],
+        ),
+        op(
+            "post",
+            "/v1/sessions",
+            "Sign in (sets the session cookie)",
+            "accounts",
+            None,
+            vec![],
+            Some(schema_ref("Credentials")),
+            (200, "Signed in", Some(obj_any())),
+            vec![
+                (400, &["invalid_json"]),
+                (401, &["invalid_credentials"]),
+                (403, &["account_disabled"]),
+            ],
+        ),
+        op(
+            "delete",
+            "/v1/sessions",
+            "Sign out",
+            "accounts",
+            Session,
+            vec![],
+            Option::None,
+            (204, "Signed out", Option::None),
+            vec![],
+        ),
+        op(
+            "post",
+            "/v1/me/password",
+            "Change the password",
+            "accounts",
+            Session,
+            vec![],
+            Some(obj(
+                &["current_password", "new_password"],
+                json!({
+                "current_password": { "type": "string" }, "new_password": { "type": "string" } }),
+            )),
+            (204, "Changed", Option::None),
+            vec![
+                (
+                    400,
+                    &["invalid_json", "password_too_short", "password_too_long"],
+                ),
+                (401, &["invalid_credentials"]),
+            ],
+        ),
+        op(
+            "post",
+            "/v1/api-keys",
+            "Create an API key",
+            "accounts",
+            Customer,
+            vec![],
+            Option::None,
+            (201, "Created", Some(schema_ref("NewApiKey"))),
+            vec![(409, &["too_many_api_keys"])],
+        ),
+        op(
+            "get",
+            "/v1/api-keys",
+            "List API keys",
+            "accounts",
+            Customer,
+            list_params(),
+            Option::None,
+            (200, "Page", Some(list_of("ApiKey"))),
+            vec![(400, &["invalid_cursor", "invalid_query"])],
+        ),
+        op(
+            "delete",
+            "/v1/api-keys/{id}",
+            "Revoke an API key",
+            "accounts",
+            Customer,
+            vec![path_param("id", "API key id.")],
+            Option::None,
+            (204, "Revoked", Option::None),
+            vec![(404, &["not_found"])],
+        ),
+        op(
+            "post",
+            "/v1/orders",
+            "Buy a number",
+            "orders",
+            Customer,
+            vec![idempotency_header()],
+            Some(schema_ref("PlaceOrder")),
+            (201, "Placed", Some(schema_ref("Order"))),
+            vec![
+                (400, &["invalid_json", "invalid_amount"]),
+                (404, &["unknown_country", "unknown_service"]),
+                (
+                    409,
+                    &[
+                        "insufficient_funds",
+                        "no_numbers",
+                        "wallet_conflict",
+                        "contention",
+                    ],
+                ),
+                (422, &["idempotency_key_reused"]),
+            ],
+        ),
+        op(
+            "get",
+            "/v1/orders",
+            "List orders",
+            "orders",
+            Customer,
+            list_params(),
+            Option::None,
+            (200, "Page", Some(list_of("Order"))),
+            vec![(400, &["invalid_cursor", "invalid_query"])],
+        ),
+        op(
+            "get",
+            "/v1/orders/{id}",
+            "An order",
+            "orders",
+            Customer,
+            order_id(),
+            Option::None,
+            (200, "The order", Some(schema_ref("Order"))),
+            vec![(404, &["not_found"])],
+        ),
+        op(
+            "get",
+            "/v1/orders/{id}/code",
+            "Read the code (the first read is the delivery)",
+            "orders",
+            Customer,
+            {
+                let mut p = order_id();
+                p.push(query_param(
+                    "wait",
+                    "Seconds to wait for a code.",
+                    json!({ "type": "integer", "minimum": 0 }),
+                ));
+                p
+            },
+            Option::None,
+            (
+                200,
+                "The code, or `code: null` with the status",
+                Some(schema_ref("Code")),
+            ),
+            vec![(404, &["not_found"]), (410, &["code_erased"])],
+        ),
+        op(
+            "post",
+            "/v1/orders/{id}/resend",
+            "Ask for another code",
+            "orders",
+            Customer,
+            order_id(),
+            Option::None,
+            (200, "The order", Some(schema_ref("Order"))),
+            vec![
+                (404, &["not_found"]),
+                (409, &["order_wrong_status", "order_expired"]),
+            ],
+        ),
+        op(
+            "post",
+            "/v1/orders/{id}/cancel",
+            "Cancel (full refund)",
+            "orders",
+            Customer,
+            order_id(),
+            Option::None,
+            (
+                200,
+                "Cancelled (202 while the upstream confirms)",
+                Some(schema_ref("Order")),
+            ),
+            vec![
+                (404, &["not_found"]),
+                (409, &["order_not_cancellable", "cancel_too_early"]),
+            ],
+        ),
+        op(
+            "post",
+            "/v1/orders/{id}/complete",
+            "Complete",
+            "orders",
+            Customer,
+            order_id(),
+            Option::None,
+            (200, "Completed", Some(schema_ref("Order"))),
+            vec![
+                (404, &["not_found"]),
+                (409, &["order_wrong_status", "no_code_yet"]),
+            ],
+        ),
+        op(
+            "get",
+            "/v1/wallet",
+            "Wallet balance",
+            "wallet",
+            Customer,
+            vec![],
+            Option::None,
+            (200, "Wallet", Some(schema_ref("Wallet"))),
+            vec![],
+        ),
+        op(
+            "get",
+            "/v1/wallet/entries",
+            "Ledger entries of the wallet",
+            "wallet",
+            Customer,
+            list_params(),
+            Option::None,
+            (200, "Page", Some(list_of("LedgerEntry"))),
+            vec![(400, &["invalid_cursor", "invalid_query"])],
+        ),
+        op(
+            "get",
+            "/v1/deposits",
+            "List deposits",
+            "wallet",
+            Customer,
+            list_params(),
+            Option::None,
+            (200, "Page", Some(list_of("Deposit"))),
+            vec![(400, &["invalid_cursor", "invalid_query"])],
+        ),
+        op(
+            "post",
+            "/v1/deposits",
+            "Create a crypto deposit invoice",
+            "wallet",
+            Customer,
+            vec![idempotency_header()],
+            Some(schema_ref("DepositRequest")),
+            (201, "Invoice", Some(schema_ref("Deposit"))),
+            vec![
+                (400, &["invalid_json", "invalid_amount"]),
+                (422, &["idempotency_key_reused"]),
+            ],
+        ),
+        op(
+            "post",
+            "/v1/payments/ipn",
+            "Payment gateway notification (signed)",
+            "wallet",
+            None,
+            vec![],
+            Some(obj_any()),
+            (200, "Accepted", Option::None),
+            vec![(400, &["invalid_deposit"]), (401, &["unauthorized"])],
+        ),
+        op(
+            "post",
+            "/v1/dev/payments/{id}/pay",
+            "Pay an invoice with the simulated gateway (embedded default only)",
+            "wallet",
+            None,
+            vec![path_param("id", "Invoice id.")],
+            Option::None,
+            (200, "Paid", Some(obj_any())),
+            vec![(404, &["not_found"])],
+        ),
+        op(
+            "get",
+            "/v1/catalog/countries",
+            "Countries",
+            "catalog",
+            None,
+            vec![],
+            Option::None,
+            (200, "Countries", Some(obj_any())),
+            vec![],
+        ),
+        op(
+            "get",
+            "/v1/catalog/services",
+            "Services",
+            "catalog",
+            None,
+            vec![],
+            Option::None,
+            (200, "Services", Some(obj_any())),
+            vec![],
+        ),
+        op(
+            "get",
+            "/v1/catalog/prices",
+            "Prices",
+            "catalog",
+            None,
+            vec![
+                query_param("country", "ISO country code.", json!({ "type": "string" })),
+                query_param("service", "Service id.", json!({ "type": "string" })),
+            ],
+            Option::None,
+            (200, "Prices", Some(obj_any())),
+            vec![
+                (400, &["invalid_query"]),
+                (404, &["unknown_country", "unknown_service"]),
+            ],
+        ),
+        op(
+            "get",
+            "/v1/catalog/availability",
+            "Availability",
+            "catalog",
+            None,
+            vec![
+                query_param("country", "ISO country code.", json!({ "type": "string" })),
+                query_param("service", "Service id.", json!({ "type": "string" })),
+            ],
+            Option::None,
+            (200, "Availability", Some(obj_any())),
+            vec![
+                (400, &["invalid_query"]),
+                (404, &["unknown_country", "unknown_service"]),
+            ],
+        ),
+        op(
+            "post",
+            "/v1/anonymous/orders",
+            "Anonymous order, paid by crypto",
+            "anonymous",
+            None,
+            vec![],
+            Some(schema_ref("PlaceOrder")),
+            (
+                201,
+                "Tracking id, order and invoice",
+                Some(schema_ref("AnonymousOrder")),
+            ),
+            vec![
+                (400, &["invalid_json"]),
+                (404, &["unknown_country", "unknown_service"]),
+                (409, &["no_numbers", "anonymous_order_conflict"]),
+            ],
+        ),
+        op(
+            "get",
+            "/v1/track/{tracking_id}",
+            "Follow an anonymous order",
+            "anonymous",
+            None,
+            vec![path_param("tracking_id", "Tracking id.")],
+            Option::None,
+            (200, "The order", Some(obj_any())),
+            vec![(404, &["not_found"]), (410, &["code_erased"])],
+        ),
+        op(
+            "post",
+            "/v1/track/{tracking_id}/reorder",
+            "Another number for an anonymous order",
+            "anonymous",
+            None,
+            vec![path_param("tracking_id", "Tracking id.")],
+            Option::None,
+            (201, "Placed", Some(schema_ref("AnonymousOrder"))),
+            vec![
+                (404, &["not_found"]),
+                (409, &["order_exists", "order_wrong_status", "no_numbers"]),
+            ],
+        ),
+        op(
+            "put",
+            "/v1/me/webhook",
+            "Set the order webhook",
+            "webhook",
+            Customer,
+            vec![],
+            Some(schema_ref("Webhook")),
+            (200, "Set", Some(schema_ref("Webhook"))),
+            vec![(400, &["invalid_json", "invalid_webhook_url", "invalid_url"])],
+        ),
+        op(
+            "get",
+            "/v1/me/webhook",
+            "The order webhook",
+            "webhook",
+            Customer,
+            vec![],
+            Option::None,
+            (200, "Webhook", Some(schema_ref("Webhook"))),
+            vec![(404, &["not_found"])],
+        ),
+        op(
+            "delete",
+            "/v1/me/webhook",
+            "Remove the order webhook",
+            "webhook",
+            Customer,
+            vec![],
+            Option::None,
+            (204, "Removed", Option::None),
+            vec![(404, &["not_found"])],
+        ),
+        op(
+            "get",
+            "/v1/me",
+            "The account",
+            "me",
+            Customer,
+            vec![],
+            Option::None,
+            (200, "Account", Some(schema_ref("Me"))),
+            vec![],
+        ),
+        op(
+            "patch",
+            "/v1/me",
+            "Correct the account (e-mail)",
+            "me",
+            Session,
+            vec![],
+            Some(obj(
+                &[],
+                json!({ "email": { "type": "string", "format": "email" } }),
+            )),
+            (200, "Account", Some(schema_ref("Me"))),
+            vec![
+                (400, &["invalid_json", "invalid_email"]),
+                (409, &["email_taken", "email_unchanged"]),
+            ],
+        ),
+        op(
+            "post",
+            "/v1/me/deletion",
+            "Request deletion (30 days)",
+            "me",
+            Session,
+            vec![],
+            Option::None,
+            (202, "Requested", Some(obj_any())),
+            vec![(409, &["active_orders", "deletion_already_requested"])],
+        ),
+        op(
+            "delete",
+            "/v1/me/deletion",
+            "Withdraw the deletion request",
+            "me",
+            Session,
+            vec![],
+            Option::None,
+            (200, "Withdrawn", Some(obj_any())),
+            vec![(409, &["no_deletion_pending", "deletion_window_over"])],
+        ),
+        op(
+            "put",
+            "/v1/me/objection",
+            "Object to processing",
+            "me",
+            Customer,
+            vec![],
+            Some(obj_any()),
+            (200, "Recorded", Some(obj_any())),
+            vec![(400, &["invalid_json"])],
+        ),
+        op(
+            "get",
+            "/v1/me/export",
+            "Export all data (portability)",
+            "me",
+            Customer,
+            vec![],
+            Option::None,
+            (200, "Export (docs/EXPORT.md)", Some(schema_ref("Export"))),
+            vec![],
+        ),
+        op(
+            "get",
+            "/v1/admin/projections",
+            "Projection status",
+            "admin",
+            Admin,
+            vec![],
+            Option::None,
+            (200, "Projections", Some(obj_any())),
+            vec![],
+        ),
+        op(
+            "get",
+            "/v1/admin/providers",
+            "Upstream providers",
+            "admin",
+            Admin,
+            vec![],
+            Option::None,
+            (200, "Providers", Some(obj_any())),
+            vec![],
+        ),
+        op(
+            "get",
+            "/v1/admin/retention",
+            "Retention schedule",
+            "admin",
+            Admin,
+            vec![],
+            Option::None,
+            (200, "Retention", Some(obj_any())),
+            vec![],
+        ),
+        op(
+            "post",
+            "/v1/admin/legal-holds",
+            "Place a legal hold",
+            "admin",
+            Admin,
+            vec![],
+            Some(obj_any()),
+            (201, "Held", Some(obj_any())),
+            vec![
+                (
+                    400,
+                    &[
+                        "invalid_json",
+                        "invalid_subject",
+                        "invalid_reason",
+                        "invalid_reference",
+                    ],
+                ),
+                (409, &["already_held", "too_many_holds"]),
+            ],
+        ),
+        op(
+            "delete",
+            "/v1/admin/legal-holds/{subject}",
+            "Release a legal hold",
+            "admin",
+            Admin,
+            vec![path_param("subject", "Held subject.")],
+            Option::None,
+            (200, "Released", Some(obj_any())),
+            vec![(404, &["not_found"])],
+        ),
+        op(
+            "get",
+            "/v1/admin/legal-holds",
+            "Legal holds",
+            "admin",
+            Admin,
+            vec![],
+            Option::None,
+            (200, "Holds", Some(obj_any())),
+            vec![],
+        ),
+        op(
+            "post",
+            "/v1/admin/policy-changes",
+            "Announce a policy change (>= 14 days ahead)",
+            "admin",
+            Admin,
+            vec![],
+            Some(obj_any()),
+            (201, "Announced", Some(obj_any())),
+            vec![
+                (
+                    400,
+                    &[
+                        "invalid_json",
+                        "invalid_title",
+                        "invalid_summary",
+                        "notice_too_short",
+                        "notice_too_long",
+                    ],
+                ),
+                (409, &["too_many_announcements"]),
+            ],
+        ),
+        op(
+            "get",
+            "/v1/admin/policy-changes",
+            "Policy changes",
+            "admin",
+            Admin,
+            vec![],
+            Option::None,
+            (200, "Announcements", Some(obj_any())),
+            vec![],
+        ),
+        op(
+            "post",
+            "/v1/upstreams/{name}/webhook",
+            "Signed push from an upstream provider",
+            "upstreams",
+            None,
+            vec![path_param("name", "Configured upstream name.")],
+            Some(obj_any()),
+            (200, "Accepted", Option::None),
+            vec![(401, &["unauthorized"]), (404, &["not_found"])],
+        ),
+        op(
+            "get",
+            "/stubs/handler_api.php",
+            "SMS-Activate-compatible endpoint (plain-text tokens)",
+            "compat",
+            None,
+            vec![
+                query_param(
+                    "api_key",
+                    "API key.",
+                    json!({ "type": "string", "maxLength": 256 }),
+                ),
+                query_param(
+                    "action",
+                    "SMS-Activate action.",
+                    json!({ "type": "string" }),
+                ),
+            ],
+            Option::None,
+            (
+                200,
+                "SMS-Activate answer",
+                Some(json!({ "type": "string" })),
+            ),
+            vec![],
+        ),
+        op(
+            "post",
+            "/stubs/handler_api.php",
+            "SMS-Activate-compatible endpoint, form-encoded",
+            "compat",
+            None,
+            vec![],
+            Option::None,
+            (
+                200,
+                "SMS-Activate answer",
+                Some(json!({ "type": "string" })),
+            ),
+            vec![],
+        ),
+    ]
+}
+
+fn build() -> Value {
+    let mut paths = Map::new();
+    for op in operations() {
+        let entry = paths.entry(op.path.to_owned()).or_insert_with(|| json!({}));
+        entry[op.method] = operation(&op);
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": { "title": "Nexus API", "version": env!("CARGO_PKG_VERSION"),
+            "description": "Phone-verification backend. Money is a decimal string in USD; errors are RFC 9457 problem+json with a stable `code`." },
+        "paths": paths,
+        "components": {
+            "schemas": schemas(),
+            "securitySchemes": {
+                "apiKey": { "type": "http", "scheme": "bearer", "description": "A customer API key." },
+                "session": { "type": "apiKey", "in": "cookie", "name": super::sessions::COOKIE_NAME },
+                "adminToken": { "type": "http", "scheme": "bearer", "description": "The admin token from config." }
+            }
+        },
+        "x-error-codes": ERROR_CODES,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    /// (method, path) pairs registered in the source files of this directory.
+    fn registered_routes() -> BTreeSet<(String, String)> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/http");
+        let mut found = BTreeSet::new();
+        let mut stack = vec![dir];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).expect("read src/http") {
+                let path = entry.expect("dir entry").path();
+                if path.is_dir() {
+                    stack.push(path);
+                    continue;
+                }
+                if path.extension().and_then(|e| e.to_str()) != Some("rs") {
+                    continue;
+                }
+                let source = std::fs::read_to_string(&path).expect("read source");
+                scan(&source, &mut found);
+            }
+        }
+        found
+    }
+
+    fn scan(source: &str, found: &mut BTreeSet<(String, String)>) {
+        let consts: Vec<(String, String)> = source
+            .lines()
+            .filter_map(|l| {
+                let l = l.trim().strip_prefix("pub ").unwrap_or(l.trim());
+                let rest = l.strip_prefix("const ")?;
+                let (name, value) = rest.split_once(": &str = \"")?;
+                Some((name.to_owned(), value.split('"').next()?.to_owned()))
+            })
+            .collect();
+        let lines: Vec<&str> = source.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            let line = line.trim();
+            for method in ["get", "post", "put", "patch", "delete"] {
+                if let Some(rest) = line.strip_prefix(&format!("#[{method}(\"")) {
+                    let path = rest.split('"').next().unwrap_or_default();
+                    found.insert((method.to_owned(), path.to_owned()));
+                }
+            }
+            if let Some(idx) = line.find("web::resource(") {
+                let arg = line[idx + "web::resource(".len()..]
+                    .split(')')
+                    .next()
+                    .unwrap_or_default();
+                let path = match arg.strip_prefix('"') {
+                    Some(literal) => literal.trim_end_matches('"').to_owned(),
+                    None => consts
+                        .iter()
+                        .find(|(name, _)| name == arg.trim())
+                        .map(|(_, v)| v.clone())
+                        .unwrap_or_else(|| panic!("unresolved resource path {arg}")),
+                };
+                // The methods follow on this line or the next few, until the `;`.
+                let mut tail = String::new();
+                for next in &lines[i..] {
+                    tail.push_str(next);
+                    if next.contains(';') {
+                        break;
+                    }
+                }
+                let tail = &tail[tail.find("web::resource(").unwrap_or(0)..];
+                for method in ["get", "post", "put", "patch", "delete"] {
+                    if tail.contains(&format!("web::{method}()")) {
+                        found.insert((method.to_owned(), path.clone()));
+                    }
+                }
+            }
+        }
+    }
+
+    fn documented_routes() -> BTreeSet<(String, String)> {
+        let mut found = BTreeSet::new();
+        for (path, item) in document()["paths"].as_object().expect("paths") {
+            for method in item.as_object().expect("path item").keys() {
+                found.insert((method.clone(), path.clone()));
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn document_lists_exactly_the_registered_routes() {
+        let registered = registered_routes();
+        assert!(
+            registered.len() > 40,
+            "scan found too few routes: {registered:?}"
+        );
+        let documented = documented_routes();
+        let missing: Vec<_> = registered.difference(&documented).collect();
+        let extra: Vec<_> = documented.difference(&registered).collect();
+        assert!(
+            missing.is_empty() && extra.is_empty(),
+            "undocumented routes: {missing:?}; documented but not registered: {extra:?}"
+        );
+    }
+
+    fn refs<'a>(value: &'a Value, out: &mut Vec<&'a str>) {
+        match value {
+            Value::Object(map) => {
+                for (key, v) in map {
+                    match (key.as_str(), v) {
+                        ("$ref", Value::String(s)) => out.push(s),
+                        _ => refs(v, out),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn every_ref_resolves() {
+        let doc = document();
+        let mut found = Vec::new();
+        refs(doc, &mut found);
+        assert!(!found.is_empty());
+        for reference in found {
+            let pointer = reference.strip_prefix('#').expect("local ref");
+            assert!(doc.pointer(pointer).is_some(), "unresolved {reference}");
+        }
+    }
+
+    /// Source files outside this directory whose `fn code` answers are passed
+    /// through as problem codes (the IPN and upstream-push refusals).
+    const DELEGATED_CODE_SOURCES: &[&str] = &[
+        "../providers/src/gateway/ipn.rs",
+        "../providers/src/inbound.rs",
+    ];
+
+    /// The `ApiError` constructors that take a code, and the index of the code
+    /// among their arguments.
+    const CODE_CONSTRUCTORS: &[(&str, usize)] = &[
+        ("ApiError::new(", 1),
+        ("Self::new(", 1),
+        ("ApiError::bad_request(", 0),
+        ("ApiError::conflict(", 0),
+        ("ApiError::unprocessable(", 0),
+    ];
+
+    /// The code argument of a constructor call starting right after its `(`:
+    /// Some(literal) when it is a string literal, None otherwise.
+    fn code_argument(call: &str, index: usize) -> Option<String> {
+        let mut depth = 0usize;
+        let mut argument = 0usize;
+        let mut chars = call.char_indices();
+        while let Some((at, c)) = chars.next() {
+            match c {
+                '(' | '[' | '{' => depth += 1,
+                ')' | ']' | '}' if depth == 0 => return None,
+                ')' | ']' | '}' => depth -= 1,
+                ',' if depth == 0 => argument += 1,
+                '"' => {
+                    let rest = &call[at + 1..];
+                    let end = rest.find('"')?;
+                    if depth == 0
+                        && argument == index
+                        && call[..at].split(',').next_back()?.trim().is_empty()
+                    {
+                        return Some(rest[..end].to_owned());
+                    }
+                    for _ in 0..=rest[..end].chars().count() {
+                        chars.next();
+                    }
+                }
+                c if depth == 0 && argument == index && !c.is_whitespace() => return None,
+                _ => {}
+            }
+        }
+        None
+    }
+
+    fn sources_under(dir: std::path::PathBuf) -> Vec<(std::path::PathBuf, String)> {
+        let mut found = Vec::new();
+        let mut stack = vec![dir];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).expect("read source dir") {
+                let path = entry.expect("dir entry").path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if path.extension().and_then(|e| e.to_str()) == Some("rs") {
+                    let source = std::fs::read_to_string(&path).expect("read source");
+                    found.push((path, source));
+                }
+            }
+        }
+        found
+    }
+
+    /// Every code literal passed to an `ApiError` constructor in this directory,
+    /// plus the codes of the error types whose `code()` is answered as is.
+    fn used_codes() -> BTreeSet<String> {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut used = BTreeSet::new();
+        for (_, source) in sources_under(root.join("src/http")) {
+            // Tests of a file may build errors that no route answers.
+            let source = source
+                .split("\n#[cfg(test)]\nmod ")
+                .next()
+                .unwrap_or_default();
+            for (constructor, index) in CODE_CONSTRUCTORS {
+                for (at, _) in source.match_indices(constructor) {
+                    let call = &source[at + constructor.len()..];
+                    if let Some(code) = code_argument(call, *index) {
+                        used.insert(code);
+                    }
+                }
+            }
+        }
+        for file in DELEGATED_CODE_SOURCES {
+            let source = std::fs::read_to_string(root.join(file)).expect("read delegated source");
+            let body = source
+                .split("pub fn code(&self) -> &'static str {")
+                .nth(1)
+                .expect("a `code` function");
+            let body = body.split("\n    }\n").next().unwrap_or_default();
+            for line in body.lines() {
+                if let Some((_, literal)) = line.split_once("=> \"") {
+                    used.insert(literal.split('"').next().unwrap_or_default().to_owned());
+                }
+            }
+        }
+        used
+    }
+
+    #[test]
+    fn code_arguments_are_read_from_calls() {
+        assert_eq!(
+            code_argument("StatusCode::GONE, \"code_erased\", \"Gone\", detail)", 1).as_deref(),
+            Some("code_erased")
+        );
+        assert_eq!(
+            code_argument("\"invalid_json\", format!(\"a, b\"))", 0).as_deref(),
+            Some("invalid_json")
+        );
+        assert_eq!(
+            code_argument("status, e.code(), \"Push refused\", x)", 1),
+            None
+        );
+        assert_eq!(
+            code_argument("StatusCode::BAD_REQUEST, code, \"Bad request\", detail)", 1),
+            None
+        );
+    }
+
+    #[test]
+    fn error_codes_are_exactly_the_codes_the_source_answers_with() {
+        let used = used_codes();
+        for expected in [
+            "unauthorized",
+            "not_found",
+            "internal",
+            "unavailable",
+            "rate_limited",
+        ] {
+            assert!(
+                used.contains(expected),
+                "the scan missed {expected}: {used:?}"
+            );
+        }
+        let listed: BTreeSet<String> = ERROR_CODES.iter().map(|c| (*c).to_owned()).collect();
+        assert_eq!(
+            listed.len(),
+            ERROR_CODES.len(),
+            "ERROR_CODES has duplicates"
+        );
+        let missing: Vec<_> = used.difference(&listed).collect();
+        let unused: Vec<_> = listed.difference(&used).collect();
+        assert!(
+            missing.is_empty() && unused.is_empty(),
+            "used but not in ERROR_CODES: {missing:?}; in ERROR_CODES but never used: {unused:?}"
+        );
+    }
+
+    #[test]
+    fn every_documented_problem_code_is_listed() {
+        let doc = document();
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for (method, op) in item.as_object().expect("item") {
+                for (status, response) in op["responses"].as_object().expect("responses") {
+                    let Some(parts) =
+                        response.pointer("/content/application~1problem+json/schema/allOf")
+                    else {
+                        continue;
+                    };
+                    for code in parts[1]["properties"]["code"]["enum"]
+                        .as_array()
+                        .expect("codes")
+                    {
+                        let code = code.as_str().expect("code");
+                        assert!(
+                            ERROR_CODES.contains(&code),
+                            "{method} {path} {status}: {code}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn document_has_the_openapi_31_structure() {
+        let doc = document();
+        assert_eq!(doc["openapi"], "3.1.0");
+        assert!(doc["info"]["title"].is_string() && doc["info"]["version"].is_string());
+        let schemes = doc["components"]["securitySchemes"]
+            .as_object()
+            .expect("schemes");
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            assert!(path.starts_with('/'));
+            for (method, op) in item.as_object().expect("item") {
+                assert!(op["summary"].is_string(), "{method} {path} lacks a summary");
+                let responses = op["responses"].as_object().expect("responses");
+                assert!(
+                    responses.keys().any(|s| s.starts_with('2')),
+                    "{method} {path}: no success"
+                );
+                for requirement in op["security"].as_array().expect("security") {
+                    for scheme in requirement.as_object().expect("requirement").keys() {
+                        assert!(schemes.contains_key(scheme), "unknown scheme {scheme}");
+                    }
+                }
+                // Every path template parameter is declared.
+                for segment in path.split('/').filter(|s| s.starts_with('{')) {
+                    let name = segment.trim_matches(|c| c == '{' || c == '}');
+                    let declared = op["parameters"]
+                        .as_array()
+                        .expect("parameters")
+                        .iter()
+                        .any(|p| p["in"] == "path" && p["name"] == name);
+                    assert!(
+                        declared,
+                        "{method} {path}: path parameter {name} undeclared"
+                    );
+                }
+            }
+        }
+        let codes = doc["x-error-codes"].as_array().expect("codes");
+        assert!(codes.iter().any(|c| c == "insufficient_funds"));
+    }
+}

@@ -1,0 +1,161 @@
+//! Request bodies against the real binary: anything but a JSON object of at most
+//! 16 KiB, sent as `application/json`, is a 400 `invalid_json` problem that
+//! neither echoes the body nor writes anything.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use nexus_tests::journey::{customer, start};
+use nexus_tests::Server;
+
+/// The server's body limit (`MAX_JSON_BYTES`).
+const MAX_JSON_BYTES: usize = 16 * 1024;
+
+/// One request with raw body bytes and a chosen content type; returns the
+/// status, the content type and the body of the answer.
+fn send_raw(
+    server: &Server,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    content_type: &str,
+    body: &[u8],
+) -> (u16, String, String) {
+    let mut stream = TcpStream::connect(server.addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n",
+        server.addr,
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    // The server may answer (and close) before reading an oversized body.
+    let _ = stream.write_all(body);
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("status code");
+    let content_type = lines
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-type"))
+        .map(|(_, v)| v.trim().to_owned())
+        .unwrap_or_default();
+    (status, content_type, body.to_owned())
+}
+
+/// The bodies every JSON route must refuse, with a name for the failure message.
+fn refused_bodies() -> Vec<(&'static str, &'static str, Vec<u8>)> {
+    let json = "application/json";
+    let mut oversized = br#"{"email":""#.to_vec();
+    oversized.extend(std::iter::repeat_n(b'a', MAX_JSON_BYTES));
+    oversized.extend_from_slice(br#"@example.com","password":"long enough password"}"#);
+    vec![
+        (
+            "an array",
+            json,
+            br#"["victim@example.com","long enough password"]"#.to_vec(),
+        ),
+        ("a number", json, b"42".to_vec()),
+        ("null", json, b"null".to_vec()),
+        ("a string", json, br#""victim@example.com""#.to_vec()),
+        (
+            "bad UTF-8",
+            json,
+            b"{\"email\":\"\xff\xfe@example.com\"}".to_vec(),
+        ),
+        ("an oversized body", json, oversized),
+        (
+            "a wrong content type",
+            "text/plain",
+            br#"{"email":"victim@example.com","password":"long enough password"}"#.to_vec(),
+        ),
+    ]
+}
+
+/// A method, a path and the extra headers it needs.
+type Route<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
+
+fn assert_invalid_json(route: &str, what: &str, answer: &(u16, String, String)) {
+    let (status, content_type, body) = answer;
+    assert_eq!(*status, 400, "{route} with {what}: {body}");
+    assert_eq!(
+        content_type, "application/problem+json",
+        "{route} with {what}"
+    );
+    let problem: serde_json::Value =
+        serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON: {body}"));
+    assert_eq!(
+        problem["code"], "invalid_json",
+        "{route} with {what}: {body}"
+    );
+    assert_eq!(problem["status"], 400);
+    assert!(
+        !body.contains("victim") && !body.contains("long enough password"),
+        "{route} with {what} echoed the body: {body}"
+    );
+}
+
+#[test]
+fn only_json_objects_are_read_and_nothing_is_written_otherwise() {
+    let server = start();
+
+    // Unauthenticated routes: registration and login.
+    for route in ["/v1/accounts", "/v1/sessions"] {
+        for (what, content_type, body) in refused_bodies() {
+            let answer = send_raw(&server, "POST", route, &[], content_type, &body);
+            assert_invalid_json(route, what, &answer);
+        }
+    }
+    // Nothing was registered: the address is still free.
+    let registered = server.send(
+        "POST",
+        "/v1/accounts",
+        &[],
+        Some(r#"{"email":"victim@example.com","password":"long enough password"}"#),
+    );
+    assert_eq!(registered.status, 201, "{}", registered.body);
+
+    // Authenticated routes: orders, deposits, the webhook, the objection.
+    let key = customer(&server, "owner@example.com");
+    let bearer = format!("Bearer {key}");
+    let routes: [Route; 4] = [
+        ("POST", "/v1/orders", &[("Idempotency-Key", "bodies-1")]),
+        ("POST", "/v1/deposits", &[]),
+        ("PUT", "/v1/me/webhook", &[]),
+        ("PUT", "/v1/me/objection", &[]),
+    ];
+    for (method, route, extra) in routes {
+        let mut headers = vec![("Authorization", bearer.as_str())];
+        headers.extend_from_slice(extra);
+        for (what, content_type, body) in refused_bodies() {
+            let answer = send_raw(&server, method, route, &headers, content_type, &body);
+            assert_invalid_json(route, what, &answer);
+        }
+    }
+    // Nothing was written: no order, no deposit, no webhook.
+    let auth = [("Authorization", bearer.as_str())];
+    let orders = server.send("GET", "/v1/orders", &auth, None);
+    assert_eq!(orders.status, 200, "{}", orders.body);
+    let items = orders.json()["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(items.is_empty(), "{}", orders.body);
+    let webhook = server.send("GET", "/v1/me/webhook", &auth, None);
+    assert_eq!(webhook.status, 404, "{}", webhook.body);
+    let me = server.send("GET", "/v1/me", &auth, None);
+    assert_eq!(me.status, 200, "{}", me.body);
+}
