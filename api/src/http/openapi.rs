@@ -170,8 +170,16 @@ fn idempotency_header() -> Value {
 }
 
 fn list_of(item: &str) -> Value {
-    json!({ "allOf": [ schema_ref("List"),
-        { "type": "object", "properties": { "items": { "type": "array", "items": schema_ref(item) } } } ] })
+    obj(
+        &["items", "next_cursor"],
+        json!({ "items": { "type": "array", "maxItems": 100, "items": schema_ref(item) },
+                "next_cursor": { "type": ["string", "null"] } }),
+    )
+}
+
+fn required_query_param(name: &str, description: &str) -> Value {
+    json!({ "name": name, "in": "query", "required": true, "description": description,
+            "schema": { "type": "string" } })
 }
 
 fn problem_response(codes: &[&str]) -> Value {
@@ -200,8 +208,18 @@ fn operation(op: &Op) -> Value {
     }
     errors.push((429, &["rate_limited"]));
     errors.push((500, &["internal"]));
+    // One response per status: codes listed under the same status are merged.
+    let mut by_status: std::collections::BTreeMap<u16, Vec<&str>> = Default::default();
     for (status, codes) in errors {
-        responses.insert(status.to_string(), problem_response(codes));
+        let listed = by_status.entry(status).or_default();
+        for code in codes {
+            if !listed.contains(code) {
+                listed.push(code);
+            }
+        }
+    }
+    for (status, codes) in by_status {
+        responses.insert(status.to_string(), problem_response(&codes));
     }
     let security = match op.auth {
         Auth::None => json!([]),
@@ -225,8 +243,10 @@ fn operation(op: &Op) -> Value {
     value
 }
 
+/// A closed object: exactly these properties, `required` always present.
 fn obj(required: &[&str], properties: Value) -> Value {
-    json!({ "type": "object", "required": required, "properties": properties })
+    json!({ "type": "object", "additionalProperties": false, "required": required,
+            "properties": properties })
 }
 
 fn money() -> Value {
@@ -237,76 +257,212 @@ fn time() -> Value {
     schema_ref("Timestamp")
 }
 
+/// `schema` or `null`.
+fn nullable(schema: Value) -> Value {
+    json!({ "oneOf": [schema, { "type": "null" }] })
+}
+
+fn string() -> Value {
+    json!({ "type": "string" })
+}
+
+fn string_or_null() -> Value {
+    json!({ "type": ["string", "null"] })
+}
+
+fn integer() -> Value {
+    json!({ "type": "integer", "minimum": 0 })
+}
+
+fn boolean() -> Value {
+    json!({ "type": "boolean" })
+}
+
+fn string_enum(values: &[&str]) -> Value {
+    json!({ "type": "string", "enum": values })
+}
+
+fn array_of(items: Value) -> Value {
+    json!({ "type": "array", "items": items })
+}
+
+/// `{"items": [...]}`, the whole collection in one answer.
+fn items_of(item: Value) -> Value {
+    obj(&["items"], json!({ "items": array_of(item) }))
+}
+
+/// The order statuses a placed order can have.
+const ORDER_STATUSES: &[&str] = &[
+    "placed",
+    "number_assigned",
+    "code_received",
+    "code_delivered",
+    "completed",
+    "cancelled",
+    "expired",
+];
+
+/// The properties of an order as `orders::order_view` writes them.
+fn order_properties() -> Map<String, Value> {
+    let properties = json!({
+        "id": string(),
+        "status": string_enum(ORDER_STATUSES),
+        "service": string_or_null(),
+        "country": string_or_null(),
+        "channel": { "type": ["string", "null"], "enum": ["sms", "voice", null] },
+        "phone": { "type": ["string", "null"], "description": "Assigned number; null before assignment or once erased." },
+        "price": money(),
+        "created_at": time(),
+        "expires_at": time(),
+        "cancel_available_at": nullable(time())
+    });
+    match properties {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    }
+}
+
+const ORDER_REQUIRED: &[&str] = &[
+    "id",
+    "status",
+    "phone",
+    "price",
+    "created_at",
+    "expires_at",
+    "cancel_available_at",
+];
+
 fn schemas() -> Value {
+    let mut tracked = order_properties();
+    tracked.insert(
+        "code".into(),
+        json!({ "type": ["string", "null"], "description": "The code once received; null before, and once erased." }),
+    );
+    tracked.insert(
+        "credit".into(),
+        json!({ "allOf": [money()], "description": "The anonymous credit left." }),
+    );
+    let mut tracked_required = ORDER_REQUIRED.to_vec();
+    tracked_required.extend(["code", "credit"]);
     json!({
         "Money": { "type": "string", "pattern": "^-?[0-9]+(\\.[0-9]{1,6})?$",
             "description": "US dollars as a decimal string (stored as integer micro-dollars).",
             "examples": ["1.50"] },
         "Timestamp": { "type": "string", "format": "date-time", "description": "RFC 3339, UTC." },
         "Problem": {
-            "type": "object", "required": ["type", "title", "status", "code"],
+            "type": "object", "required": ["type", "title", "status", "detail", "code"],
+            "additionalProperties": false,
             "description": "RFC 9457 problem details with a stable machine `code`.",
             "properties": {
-                "type": { "type": "string" }, "title": { "type": "string" },
+                "type": { "type": "string", "format": "uri" }, "title": { "type": "string" },
                 "status": { "type": "integer" }, "detail": { "type": "string" },
                 "code": { "type": "string", "enum": ERROR_CODES }
             }
         },
-        "List": obj(&["items", "next_cursor"], json!({
-            "items": { "type": "array", "maxItems": 100 },
-            "next_cursor": { "type": ["string", "null"] }
-        })),
-        "Order": obj(&["id", "status", "price", "created_at", "expires_at"], json!({
-            "id": { "type": "string" },
-            "status": { "type": "string", "enum": ["awaiting_payment", "placed", "number_assigned",
-                "code_received", "code_delivered", "completed", "cancelled", "expired"] },
-            "service": { "type": ["string", "null"] },
-            "country": { "type": ["string", "null"] },
-            "channel": { "type": ["string", "null"], "enum": ["sms", "voice", null] },
-            "phone": { "type": ["string", "null"] },
-            "price": money(),
-            "created_at": time(), "expires_at": time(),
-            "cancel_available_at": { "oneOf": [time(), { "type": "null" }] }
-        })),
-        "PlaceOrder": { "type": "object", "additionalProperties": false,
-            "required": ["service", "country"], "properties": {
-            "service": { "type": "string" }, "country": { "type": "string" },
-            "channel": { "type": "string", "enum": ["sms", "voice"] },
-            "max_price": money() } },
-        "Code": { "type": "object", "properties": {
-            "code": { "type": ["string", "null"] }, "text": { "type": ["string", "null"] },
-            "received_at": time(), "status": { "type": "string" } } },
-        "Wallet": { "type": "object", "properties": {
-            "balance": money(), "available": money(), "held": money() } },
-        "LedgerEntry": { "type": "object", "properties": {
-            "amount": money(), "reason": { "type": "string" }, "at": time() } },
-        "Deposit": obj(&["id", "amount", "status"], json!({
-            "id": { "type": "string" }, "amount": money(), "status": { "type": "string" },
-            "pay_currency": { "type": "string" }, "pay_amount": { "type": "string" },
-            "pay_address": { "type": "string" }, "expires_at": time() })),
-        "DepositRequest": obj(&["amount"], json!({ "amount": money() })),
+        "Order": {
+            "type": "object", "additionalProperties": false, "required": ORDER_REQUIRED,
+            "description": "`service`, `country` and `channel` are left out (single order) or null (lists) once the order's personal details are erased.",
+            "properties": order_properties()
+        },
+        "TrackedOrder": {
+            "type": "object", "additionalProperties": false, "required": tracked_required,
+            "properties": tracked
+        },
+        "PlaceOrder": obj(&["service", "country"], json!({
+            "service": string(), "country": string(),
+            "channel": { "type": "string", "enum": ["sms", "voice"], "default": "sms" },
+            "max_price": money() })),
+        "PlaceAnonymousOrder": obj(&["service", "country"], json!({
+            "service": string(), "country": string(),
+            "channel": { "type": "string", "enum": ["sms", "voice"], "default": "sms" } })),
+        "Code": { "oneOf": [
+            obj(&["code", "text", "received_at"], json!({
+                "code": string(), "text": { "type": "string", "description": "The SMS text or call transcript." },
+                "received_at": time() })),
+            obj(&["code", "status"], json!({
+                "code": { "type": "null" }, "status": string_enum(ORDER_STATUSES) }))
+        ] },
+        "Wallet": obj(&["balance", "held", "available"], json!({
+            "balance": money(), "held": money(), "available": money() })),
+        "LedgerEntry": obj(&["at", "reason", "available_change", "held_change", "available", "held", "balance"], json!({
+            "at": time(),
+            "reason": string_enum(&["deposit", "anonymous_payment", "hold", "capture", "void",
+                "cashback", "provider_cost", "unclaimed"]),
+            "available_change": money(), "held_change": money(),
+            "available": money(), "held": money(), "balance": money() })),
+        "Deposit": obj(&["id", "amount", "paid", "status", "created_at", "expires_at"], json!({
+            "id": string(), "amount": money(), "paid": money(),
+            "status": string_enum(&["waiting", "paid", "failed"]),
+            "created_at": time(), "expires_at": time() })),
+        "Invoice": obj(&["id", "amount", "status", "pay_currency", "pay_amount", "pay_address", "expires_at"], json!({
+            "id": string(), "amount": money(), "status": string_enum(&["waiting"]),
+            "pay_currency": string(),
+            "pay_amount": { "type": "string", "description": "Amount in `pay_currency`, as the gateway quotes it." },
+            "pay_address": string(), "expires_at": time() })),
+        "DepositRequest": obj(&["amount"], json!({
+            "amount": money(),
+            "pay_currency": { "type": "string", "description": "Crypto to pay with; the gateway's default when absent." } })),
         "ApiKey": obj(&["id", "prefix", "created_at"], json!({
-            "id": { "type": "string" }, "prefix": { "type": "string" }, "created_at": time() })),
+            "id": string(), "prefix": string(), "created_at": time(),
+            "revoked_at": { "allOf": [time()], "description": "Present once revoked." } })),
         "NewApiKey": obj(&["id", "key", "prefix", "created_at"], json!({
-            "id": { "type": "string" }, "key": { "type": "string", "description": "Shown only once." },
-            "prefix": { "type": "string" }, "created_at": time() })),
+            "id": string(), "key": { "type": "string", "description": "Shown only once." },
+            "prefix": string(), "created_at": time() })),
         "Credentials": obj(&["email", "password"], json!({
             "email": { "type": "string", "format": "email", "maxLength": 254 },
             "password": { "type": "string", "minLength": 8, "maxLength": 72 } })),
-        "Me": { "type": "object", "description": "The signed-in account." },
+        "Me": obj(&["id", "email", "verified", "verified_at", "status", "deletion", "objection", "created_at"], json!({
+            "id": string(),
+            "email": { "type": ["string", "null"], "description": "null once erased." },
+            "verified": boolean(),
+            "verified_at": nullable(time()),
+            "status": string_enum(&["active", "deletion_pending"]),
+            "deletion": nullable(obj(&["requested_at", "erase_due_at"], json!({
+                "requested_at": time(), "erase_due_at": time() }))),
+            "objection": boolean(),
+            "created_at": time() })),
         "Export": { "type": "object",
-            "description": "Machine-readable export of the account's data; format in docs/EXPORT.md." },
-        "Webhook": obj(&["url"], json!({ "url": { "type": "string", "format": "uri" } })),
+            "description": "Machine-readable export of the account's data, streamed; every field in docs/EXPORT.md.",
+            "required": ["schema_version", "generated_at", "as_of_log_position", "account", "api_keys",
+                "webhook", "wallet", "deposits", "orders", "complete"],
+            "properties": {
+                "schema_version": { "type": "integer", "const": 1 },
+                "generated_at": time(),
+                "as_of_log_position": integer(),
+                "account": schema_ref("Me"),
+                "api_keys": { "type": "array" },
+                "webhook": { "type": ["object", "null"] },
+                "wallet": { "type": "object" },
+                "deposits": { "type": "array" },
+                "orders": { "type": "array" },
+                "complete": { "const": true }
+            } },
+        "Webhook": obj(&["url", "set_at"], json!({
+            "url": { "type": "string", "format": "uri" }, "set_at": time() })),
+        "NewWebhook": obj(&["url", "set_at", "secret"], json!({
+            "url": { "type": "string", "format": "uri" }, "set_at": time(),
+            "secret": { "type": "string", "description": "Signing secret; shown only in this answer." } })),
+        "SetWebhook": obj(&["url"], json!({ "url": { "type": "string", "format": "uri" } })),
         "AnonymousOrder": obj(&["tracking_id", "order", "invoice"], json!({
-            "tracking_id": { "type": "string" }, "order": schema_ref("Order"),
-            "invoice": schema_ref("Deposit") })),
-        "Status": { "type": "object", "properties": { "status": { "type": "string" } } }
+            "tracking_id": { "type": "string", "description": "The only handle on the order; keep it." },
+            "order": obj(&["status", "price"], json!({
+                "status": string_enum(&["awaiting_payment"]), "price": money() })),
+            "invoice": obj(&["id", "amount", "pay_currency", "pay_amount", "pay_address", "expires_at"], json!({
+                "id": string(), "amount": money(), "pay_currency": string(), "pay_amount": string(),
+                "pay_address": string(), "expires_at": time() })) })),
+        "Outcome": obj(&["outcome"], json!({ "outcome": string() })),
+        "LegalHold": obj(&["subject", "reason", "reference", "placed_at"], json!({
+            "subject": string(),
+            "reason": string_enum(&["litigation", "regulator", "law_enforcement"]),
+            "reference": string(), "placed_at": time() })),
+        "PolicyChange": obj(&["id", "title", "summary", "effective_at", "url", "announced_at"], json!({
+            "id": string(), "title": string(), "summary": string(), "effective_at": time(),
+            "url": string_or_null(), "announced_at": time() }))
     })
 }
 
 fn operations() -> Vec<Op> {
     use Auth::*;
-    let obj_any = || json!({ "type": "object" });
     let op = |method, path, summary, tag, auth, params, body, success, errors| Op {
         method,
         path,
@@ -319,6 +475,7 @@ fn operations() -> Vec<Op> {
         errors,
     };
     let order_id = || vec![path_param("id", "Order id.")];
+    let admin_missing: (u16, &'static [&'static str]) = (404, &["not_found"]);
     vec![
         op(
             "get",
@@ -328,7 +485,14 @@ fn operations() -> Vec<Op> {
             None,
             vec![],
             Option::None,
-            (200, "Up", Some(schema_ref("Status"))),
+            (
+                200,
+                "Up",
+                Some(obj(
+                    &["status", "log_head"],
+                    json!({ "status": string_enum(&["ok"]), "log_head": integer() }),
+                )),
+            ),
             vec![],
         ),
         op(
@@ -341,8 +505,19 @@ fn operations() -> Vec<Op> {
             Option::None,
             (
                 200,
-                "Ready (503 with the same body when not)",
-                Some(schema_ref("Status")),
+                "Ready (503 with the same body, `status: not_ready`, when not)",
+                Some(obj(
+                    &["status", "log_head", "projections"],
+                    json!({
+                        "status": string_enum(&["ready", "not_ready"]),
+                        "log_head": integer(),
+                        "projections": array_of(obj(
+                            &["name", "position", "lag_events", "lag_seconds", "running"],
+                            json!({
+                                "name": string(), "position": integer(), "lag_events": integer(),
+                                "lag_seconds": { "type": ["number", "null"] },
+                                "running": boolean() }))) }),
+                )),
             ),
             vec![],
         ),
@@ -354,7 +529,15 @@ fn operations() -> Vec<Op> {
             None,
             vec![],
             Option::None,
-            (200, "OpenAPI 3.1 document", Some(obj_any())),
+            (
+                200,
+                "OpenAPI 3.1 document",
+                Some(json!({ "type": "object",
+                    "required": ["openapi", "info", "paths", "components", "x-error-codes"],
+                    "properties": { "openapi": { "const": "3.1.0" }, "info": { "type": "object" },
+                        "paths": { "type": "object" }, "components": { "type": "object" },
+                        "x-error-codes": array_of(string()) } })),
+            ),
             vec![],
         ),
         op(
@@ -368,7 +551,7 @@ fn operations() -> Vec<Op> {
             (
                 201,
                 "Registered; a verification mail is sent",
-                Some(obj_any()),
+                Some(obj(&["id"], json!({ "id": string() }))),
             ),
             vec![
                 (
@@ -380,7 +563,7 @@ fn operations() -> Vec<Op> {
                         "password_too_long",
                     ],
                 ),
-                (409, &["already_registered", "email_taken"]),
+                (409, &["already_registered", "email_taken", "contention"]),
             ],
         ),
         op(
@@ -390,11 +573,22 @@ fn operations() -> Vec<Op> {
             "accounts",
             None,
             vec![],
-            Some(obj(&["token"], json!({ "token": { "type": "string" } }))),
-            (200, "Verified", Some(obj_any())),
+            Some(obj(&["token"], json!({ "token": string() }))),
+            (
+                200,
+                "Verified",
+                Some(obj(
+                    &["id", "verified"],
+                    json!({ "id": string(), "verified": { "const": true } }),
+                )),
+            ),
             vec![
                 (400, &["invalid_json", "verification_token_invalid"]),
-                (409, &["already_verified", "verification_token_used"]),
+                (404, &["not_found"]),
+                (
+                    409,
+                    &["already_verified", "verification_token_used", "contention"],
+                ),
                 (410, &["verification_token_expired"]),
             ],
         ),
@@ -406,7 +600,14 @@ fn operations() -> Vec<Op> {
             None,
             vec![],
             Some(schema_ref("Credentials")),
-            (200, "Signed in", Some(obj_any())),
+            (
+                201,
+                "Signed in; `Set-Cookie` carries the session",
+                Some(obj(
+                    &["account", "verified"],
+                    json!({ "account": string(), "verified": boolean() }),
+                )),
+            ),
             vec![
                 (400, &["invalid_json"]),
                 (401, &["invalid_credentials"]),
@@ -416,9 +617,9 @@ fn operations() -> Vec<Op> {
         op(
             "delete",
             "/v1/sessions",
-            "Sign out",
+            "Sign out (ends the cookie's session, if any)",
             "accounts",
-            Session,
+            None,
             vec![],
             Option::None,
             (204, "Signed out", Option::None),
@@ -429,12 +630,12 @@ fn operations() -> Vec<Op> {
             "/v1/me/password",
             "Change the password",
             "accounts",
-            Session,
+            Customer,
             vec![],
             Some(obj(
-                &["current_password", "new_password"],
-                json!({
-                "current_password": { "type": "string" }, "new_password": { "type": "string" } }),
+                &["old_password", "new_password"],
+                json!({ "old_password": string(),
+                    "new_password": { "type": "string", "minLength": 8, "maxLength": 72 } }),
             )),
             (204, "Changed", Option::None),
             vec![
@@ -443,6 +644,8 @@ fn operations() -> Vec<Op> {
                     &["invalid_json", "password_too_short", "password_too_long"],
                 ),
                 (401, &["invalid_credentials"]),
+                (404, &["not_found"]),
+                (409, &["contention"]),
             ],
         ),
         op(
@@ -454,18 +657,28 @@ fn operations() -> Vec<Op> {
             vec![],
             Option::None,
             (201, "Created", Some(schema_ref("NewApiKey"))),
-            vec![(409, &["too_many_api_keys"])],
+            vec![
+                (404, &["not_found"]),
+                (409, &["too_many_api_keys", "contention"]),
+            ],
         ),
         op(
             "get",
             "/v1/api-keys",
-            "List API keys",
+            "List API keys, newest first (all of them: their number is capped)",
             "accounts",
             Customer,
-            list_params(),
+            vec![],
             Option::None,
-            (200, "Page", Some(list_of("ApiKey"))),
-            vec![(400, &["invalid_cursor", "invalid_query"])],
+            (
+                200,
+                "Every key, revoked ones included",
+                Some(obj(
+                    &["items", "next_cursor"],
+                    json!({ "items": array_of(schema_ref("ApiKey")), "next_cursor": { "type": "null" } }),
+                )),
+            ),
+            vec![(404, &["not_found"])],
         ),
         op(
             "delete",
@@ -476,7 +689,7 @@ fn operations() -> Vec<Op> {
             vec![path_param("id", "API key id.")],
             Option::None,
             (204, "Revoked", Option::None),
-            vec![(404, &["not_found"])],
+            vec![(404, &["not_found"]), (409, &["contention"])],
         ),
         op(
             "post",
@@ -486,15 +699,31 @@ fn operations() -> Vec<Op> {
             Customer,
             vec![idempotency_header()],
             Some(schema_ref("PlaceOrder")),
-            (201, "Placed", Some(schema_ref("Order"))),
+            (
+                201,
+                "Placed (waits up to 3 s for a number)",
+                Some(schema_ref("Order")),
+            ),
             vec![
-                (400, &["invalid_json", "invalid_amount"]),
-                (404, &["unknown_country", "unknown_service"]),
+                (
+                    400,
+                    &[
+                        "invalid_json",
+                        "unknown_service",
+                        "unknown_country",
+                        "invalid_channel",
+                        "invalid_amount",
+                        "invalid_idempotency_key",
+                    ],
+                ),
+                (402, &["insufficient_funds"]),
+                (404, &["not_found"]),
                 (
                     409,
                     &[
-                        "insufficient_funds",
                         "no_numbers",
+                        "price_above_max",
+                        "order_exists",
                         "wallet_conflict",
                         "contention",
                     ],
@@ -534,8 +763,8 @@ fn operations() -> Vec<Op> {
                 let mut p = order_id();
                 p.push(query_param(
                     "wait",
-                    "Seconds to wait for a code.",
-                    json!({ "type": "integer", "minimum": 0 }),
+                    "Seconds to wait for a code (at most 60).",
+                    json!({ "type": "integer", "minimum": 0, "maximum": 60 }),
                 ));
                 p
             },
@@ -545,7 +774,12 @@ fn operations() -> Vec<Op> {
                 "The code, or `code: null` with the status",
                 Some(schema_ref("Code")),
             ),
-            vec![(404, &["not_found"]), (410, &["code_erased"])],
+            vec![
+                (400, &["invalid_query"]),
+                (404, &["not_found"]),
+                (409, &["order_expired", "contention"]),
+                (410, &["code_erased"]),
+            ],
         ),
         op(
             "post",
@@ -558,7 +792,7 @@ fn operations() -> Vec<Op> {
             (200, "The order", Some(schema_ref("Order"))),
             vec![
                 (404, &["not_found"]),
-                (409, &["order_wrong_status", "order_expired"]),
+                (409, &["order_wrong_status", "order_expired", "contention"]),
             ],
         ),
         op(
@@ -569,14 +803,18 @@ fn operations() -> Vec<Op> {
             Customer,
             order_id(),
             Option::None,
-            (
-                200,
-                "Cancelled (202 while the upstream confirms)",
-                Some(schema_ref("Order")),
-            ),
+            (200, "Cancelled", Some(schema_ref("Order"))),
             vec![
                 (404, &["not_found"]),
-                (409, &["order_not_cancellable", "cancel_too_early"]),
+                (
+                    409,
+                    &[
+                        "order_not_cancellable",
+                        "cancel_too_early",
+                        "order_wrong_status",
+                        "contention",
+                    ],
+                ),
             ],
         ),
         op(
@@ -590,7 +828,7 @@ fn operations() -> Vec<Op> {
             (200, "Completed", Some(schema_ref("Order"))),
             vec![
                 (404, &["not_found"]),
-                (409, &["order_wrong_status", "no_code_yet"]),
+                (409, &["order_wrong_status", "no_code_yet", "contention"]),
             ],
         ),
         op(
@@ -632,12 +870,13 @@ fn operations() -> Vec<Op> {
             "Create a crypto deposit invoice",
             "wallet",
             Customer,
-            vec![idempotency_header()],
+            vec![],
             Some(schema_ref("DepositRequest")),
-            (201, "Invoice", Some(schema_ref("Deposit"))),
+            (201, "Invoice", Some(schema_ref("Invoice"))),
             vec![
-                (400, &["invalid_json", "invalid_amount"]),
-                (422, &["idempotency_key_reused"]),
+                (400, &["invalid_json", "invalid_amount", "invalid_deposit"]),
+                (409, &["wallet_conflict", "contention"]),
+                (503, &["unavailable"]),
             ],
         ),
         op(
@@ -646,10 +885,49 @@ fn operations() -> Vec<Op> {
             "Payment gateway notification (signed)",
             "wallet",
             None,
-            vec![],
-            Some(obj_any()),
-            (200, "Accepted", Option::None),
-            vec![(400, &["invalid_deposit"]), (401, &["unauthorized"])],
+            vec![
+                json!({ "name": "x-nowpayments-sig", "in": "header", "required": true,
+                "description": "HMAC-SHA512 of the canonical body.", "schema": string() }),
+            ],
+            Some(json!({ "type": "object",
+                "description": "The gateway's notification; fields Nexus does not read are ignored.",
+                "required": ["payment_id", "payment_status", "order_id"],
+                "properties": {
+                    "payment_id": { "type": ["string", "integer"] },
+                    "payment_status": string_enum(&["waiting", "confirming", "confirmed", "sending",
+                        "partially_paid", "finished", "failed", "refunded", "expired"]),
+                    "order_id": string(),
+                    "price_amount": { "type": ["string", "number", "null"] },
+                    "price_currency": string_or_null(),
+                    "pay_amount": { "type": ["string", "number", "null"] },
+                    "actually_paid": { "type": ["string", "number", "null"] },
+                    "actually_paid_at_fiat": { "type": ["string", "number", "null"] },
+                    "pay_currency": string_or_null(),
+                    "outcome_amount": { "type": ["string", "number", "null"] },
+                    "payin_hash": string_or_null() } })),
+            (200, "Accepted", Some(schema_ref("Outcome"))),
+            vec![
+                (400, &["body_too_large", "ipn_malformed_body"]),
+                (
+                    401,
+                    &[
+                        "ipn_unsigned",
+                        "ipn_malformed_signature",
+                        "ipn_bad_signature",
+                    ],
+                ),
+                (404, &["unknown_deposit"]),
+                (
+                    422,
+                    &[
+                        "ipn_missing_field",
+                        "ipn_invalid_field",
+                        "ipn_unsupported_currency",
+                        "ipn_nothing_paid",
+                    ],
+                ),
+                (503, &["ipn_not_configured", "ipn_failed"]),
+            ],
         ),
         op(
             "post",
@@ -659,7 +937,7 @@ fn operations() -> Vec<Op> {
             None,
             vec![path_param("id", "Invoice id.")],
             Option::None,
-            (200, "Paid", Some(obj_any())),
+            (200, "Paid", Some(schema_ref("Outcome"))),
             vec![(404, &["not_found"])],
         ),
         op(
@@ -670,7 +948,14 @@ fn operations() -> Vec<Op> {
             None,
             vec![],
             Option::None,
-            (200, "Countries", Some(obj_any())),
+            (
+                200,
+                "Countries",
+                Some(items_of(obj(
+                    &["code", "name", "dial_code"],
+                    json!({ "code": string(), "name": string(), "dial_code": string() }),
+                ))),
+            ),
             vec![],
         ),
         op(
@@ -681,42 +966,81 @@ fn operations() -> Vec<Op> {
             None,
             vec![],
             Option::None,
-            (200, "Services", Some(obj_any())),
+            (
+                200,
+                "Services",
+                Some(items_of(obj(
+                    &["code", "name"],
+                    json!({ "code": string(), "name": string() }),
+                ))),
+            ),
             vec![],
         ),
         op(
             "get",
             "/v1/catalog/prices",
-            "Prices",
+            "Price and stock of one service in one country",
             "catalog",
             None,
             vec![
-                query_param("country", "ISO country code.", json!({ "type": "string" })),
-                query_param("service", "Service id.", json!({ "type": "string" })),
+                required_query_param("country", "ISO country code."),
+                required_query_param("service", "Service code."),
             ],
             Option::None,
-            (200, "Prices", Some(obj_any())),
-            vec![
-                (400, &["invalid_query"]),
-                (404, &["unknown_country", "unknown_service"]),
-            ],
+            (
+                200,
+                "One item; `price: null` and `stock: 0` when no upstream has numbers",
+                Some(items_of(obj(
+                    &["service", "country", "price", "stock"],
+                    json!({ "service": string(), "country": string(),
+                        "price": nullable(money()), "stock": integer() }),
+                ))),
+            ),
+            vec![(
+                400,
+                &["invalid_query", "unknown_service", "unknown_country"],
+            )],
         ),
         op(
             "get",
             "/v1/catalog/availability",
-            "Availability",
+            "Availability: success rate and time to code per route",
             "catalog",
             None,
-            vec![
-                query_param("country", "ISO country code.", json!({ "type": "string" })),
-                query_param("service", "Service id.", json!({ "type": "string" })),
-            ],
+            {
+                let mut p = vec![
+                    query_param("country", "ISO country code.", string()),
+                    query_param("service", "Service code.", string()),
+                ];
+                p.extend(list_params());
+                p
+            },
             Option::None,
-            (200, "Availability", Some(obj_any())),
-            vec![
-                (400, &["invalid_query"]),
-                (404, &["unknown_country", "unknown_service"]),
-            ],
+            (
+                200,
+                "Page",
+                Some(obj(
+                    &["items", "next_cursor"],
+                    json!({ "items": array_of(obj(
+                        &["service", "country", "orders", "successes", "success_rate_bp",
+                          "median_time_to_code_secs"],
+                        json!({ "service": string(), "country": string(),
+                            "orders": integer(), "successes": integer(),
+                            "success_rate_bp": { "type": "integer", "minimum": 0, "maximum": 10000,
+                                "description": "Basis points." },
+                            "median_time_to_code_secs": { "type": ["integer", "null"] } }))),
+                        "next_cursor": string_or_null() }),
+                )),
+            ),
+            vec![(
+                400,
+                &[
+                    "invalid_query",
+                    "invalid_cursor",
+                    "unknown_service",
+                    "unknown_country",
+                ],
+            )],
         ),
         op(
             "post",
@@ -725,16 +1049,28 @@ fn operations() -> Vec<Op> {
             "anonymous",
             None,
             vec![],
-            Some(schema_ref("PlaceOrder")),
+            Some(schema_ref("PlaceAnonymousOrder")),
             (
                 201,
                 "Tracking id, order and invoice",
                 Some(schema_ref("AnonymousOrder")),
             ),
             vec![
-                (400, &["invalid_json"]),
-                (404, &["unknown_country", "unknown_service"]),
-                (409, &["no_numbers", "anonymous_order_conflict"]),
+                (
+                    400,
+                    &[
+                        "invalid_json",
+                        "unknown_service",
+                        "unknown_country",
+                        "invalid_channel",
+                        "invalid_deposit",
+                    ],
+                ),
+                (
+                    409,
+                    &["no_numbers", "anonymous_order_conflict", "contention"],
+                ),
+                (503, &["unavailable"]),
             ],
         ),
         op(
@@ -745,21 +1081,48 @@ fn operations() -> Vec<Op> {
             None,
             vec![path_param("tracking_id", "Tracking id.")],
             Option::None,
-            (200, "The order", Some(obj_any())),
-            vec![(404, &["not_found"]), (410, &["code_erased"])],
+            (
+                200,
+                "Awaiting payment, or the latest order with its code and the credit left",
+                Some(json!({ "oneOf": [
+                    obj(&["status", "credit"], json!({
+                        "status": string_enum(&["awaiting_payment"]), "credit": money() })),
+                    schema_ref("TrackedOrder")
+                ] })),
+            ),
+            vec![
+                (404, &["not_found"]),
+                (409, &["order_expired", "contention"]),
+            ],
         ),
         op(
             "post",
             "/v1/track/{tracking_id}/reorder",
-            "Another number for an anonymous order",
+            "Another number for an anonymous order, from its credit",
             "anonymous",
             None,
             vec![path_param("tracking_id", "Tracking id.")],
             Option::None,
-            (201, "Placed", Some(schema_ref("AnonymousOrder"))),
+            (
+                201,
+                "Placed",
+                Some(obj(
+                    &["id", "status"],
+                    json!({ "id": string(), "status": string_enum(&["placed"]) }),
+                )),
+            ),
             vec![
+                (402, &["insufficient_funds"]),
                 (404, &["not_found"]),
-                (409, &["order_exists", "order_wrong_status", "no_numbers"]),
+                (
+                    409,
+                    &[
+                        "anonymous_order_conflict",
+                        "order_exists",
+                        "wallet_conflict",
+                        "contention",
+                    ],
+                ),
             ],
         ),
         op(
@@ -769,9 +1132,17 @@ fn operations() -> Vec<Op> {
             "webhook",
             Customer,
             vec![],
-            Some(schema_ref("Webhook")),
-            (200, "Set", Some(schema_ref("Webhook"))),
-            vec![(400, &["invalid_json", "invalid_webhook_url", "invalid_url"])],
+            Some(schema_ref("SetWebhook")),
+            (
+                200,
+                "Set; the signing secret is shown only here",
+                Some(schema_ref("NewWebhook")),
+            ),
+            vec![
+                (400, &["invalid_json", "invalid_webhook_url"]),
+                (404, &["not_found"]),
+                (409, &["contention"]),
+            ],
         ),
         op(
             "get",
@@ -793,68 +1164,89 @@ fn operations() -> Vec<Op> {
             vec![],
             Option::None,
             (204, "Removed", Option::None),
-            vec![(404, &["not_found"])],
+            vec![(404, &["not_found"]), (409, &["contention"])],
         ),
         op(
             "get",
             "/v1/me",
-            "The account",
+            "The account (also while a deletion is pending)",
             "me",
             Customer,
             vec![],
             Option::None,
             (200, "Account", Some(schema_ref("Me"))),
-            vec![],
+            vec![(404, &["not_found"])],
         ),
         op(
             "patch",
             "/v1/me",
             "Correct the account (e-mail)",
             "me",
-            Session,
+            Customer,
             vec![],
             Some(obj(
-                &[],
-                json!({ "email": { "type": "string", "format": "email" } }),
+                &["email"],
+                json!({ "email": { "type": "string", "format": "email", "maxLength": 254 } }),
             )),
             (200, "Account", Some(schema_ref("Me"))),
             vec![
                 (400, &["invalid_json", "invalid_email"]),
-                (409, &["email_taken", "email_unchanged"]),
+                (404, &["not_found"]),
+                (409, &["email_taken", "contention"]),
+                (422, &["email_unchanged"]),
             ],
         ),
         op(
             "post",
             "/v1/me/deletion",
-            "Request deletion (30 days)",
+            "Request deletion (erased 30 days later)",
             "me",
-            Session,
+            Customer,
             vec![],
             Option::None,
-            (202, "Requested", Some(obj_any())),
-            vec![(409, &["active_orders", "deletion_already_requested"])],
+            (202, "Requested", Some(schema_ref("Me"))),
+            vec![
+                (404, &["not_found"]),
+                (
+                    409,
+                    &["active_orders", "deletion_already_requested", "contention"],
+                ),
+            ],
         ),
         op(
             "delete",
             "/v1/me/deletion",
-            "Withdraw the deletion request",
+            "Withdraw the deletion request (session, or credentials in the body)",
             "me",
             Session,
             vec![],
-            Option::None,
-            (200, "Withdrawn", Some(obj_any())),
-            vec![(409, &["no_deletion_pending", "deletion_window_over"])],
+            Some(schema_ref("Credentials")),
+            (200, "Withdrawn", Some(schema_ref("Me"))),
+            vec![
+                (400, &["invalid_json"]),
+                (401, &["invalid_credentials"]),
+                (403, &["account_disabled"]),
+                (404, &["not_found"]),
+                (
+                    409,
+                    &["no_deletion_pending", "deletion_window_over", "contention"],
+                ),
+            ],
         ),
         op(
             "put",
             "/v1/me/objection",
-            "Object to processing",
+            "Object to non-essential processing (or withdraw the objection)",
             "me",
             Customer,
             vec![],
-            Some(obj_any()),
-            (200, "Recorded", Some(obj_any())),
-            vec![(400, &["invalid_json"])],
+            Some(obj(&["object"], json!({ "object": boolean() }))),
+            (200, "Recorded", Some(schema_ref("Me"))),
+            vec![
+                (400, &["invalid_json"]),
+                (404, &["not_found"]),
+                (409, &["contention"]),
+            ],
         ),
         op(
             "get",
@@ -865,7 +1257,7 @@ fn operations() -> Vec<Op> {
             vec![],
             Option::None,
             (200, "Export (docs/EXPORT.md)", Some(schema_ref("Export"))),
-            vec![],
+            vec![(404, &["not_found"]), (503, &["unavailable"])],
         ),
         op(
             "get",
@@ -875,8 +1267,21 @@ fn operations() -> Vec<Op> {
             Admin,
             vec![],
             Option::None,
-            (200, "Projections", Some(obj_any())),
-            vec![],
+            (
+                200,
+                "Projections",
+                Some(obj(
+                    &["log_head", "items"],
+                    json!({ "log_head": integer(), "items": array_of(obj(
+                        &["name", "position", "head", "lag_events", "lag_seconds", "state", "failure"],
+                        json!({ "name": string(), "position": integer(), "head": integer(),
+                            "lag_events": integer(), "lag_seconds": { "type": ["number", "null"] },
+                            "state": string_enum(&["running", "stopped", "failed"]),
+                            "failure": nullable(obj(&["position", "reason"], json!({
+                                "position": integer(), "reason": string() }))) }))) }),
+                )),
+            ),
+            vec![admin_missing],
         ),
         op(
             "get",
@@ -886,19 +1291,61 @@ fn operations() -> Vec<Op> {
             Admin,
             vec![],
             Option::None,
-            (200, "Providers", Some(obj_any())),
-            vec![],
+            (
+                200,
+                "Providers",
+                Some(items_of(obj(
+                    &[
+                        "name",
+                        "breaker",
+                        "consecutive_failures",
+                        "latency_ms",
+                        "successes",
+                        "failures",
+                        "reconciled_cancelled",
+                        "unreconciled",
+                    ],
+                    json!({ "name": string(),
+                        "breaker": string_enum(&["closed", "open", "half_open"]),
+                        "consecutive_failures": integer(), "latency_ms": integer(),
+                        "successes": integer(), "failures": integer(),
+                        "reconciled_cancelled": integer(), "unreconciled": integer() }),
+                ))),
+            ),
+            vec![admin_missing],
         ),
         op(
             "get",
             "/v1/admin/retention",
-            "Retention schedule",
+            "Retention schedule: subjects due by `until`",
             "admin",
             Admin,
-            vec![],
+            {
+                let mut p = vec![query_param(
+                    "until",
+                    "RFC 3339 time; now when absent.",
+                    json!({ "type": "string", "format": "date-time" }),
+                )];
+                p.extend(list_params());
+                p
+            },
             Option::None,
-            (200, "Retention", Some(obj_any())),
-            vec![],
+            (
+                200,
+                "Page",
+                Some(obj(
+                    &["until", "due_now", "due_now_capped", "items", "next_cursor"],
+                    json!({ "until": time(), "due_now": integer(), "due_now_capped": boolean(),
+                        "items": array_of(obj(&["subject", "kind", "due_at", "held"], json!({
+                            "subject": string(), "kind": string_enum(&["account", "anonymous"]),
+                            "due_at": time(), "held": boolean() }))),
+                        "next_cursor": string_or_null() }),
+                )),
+            ),
+            vec![
+                (400, &["invalid_query", "invalid_time", "invalid_cursor"]),
+                admin_missing,
+            ],
         ),
         op(
             "post",
@@ -907,8 +1354,13 @@ fn operations() -> Vec<Op> {
             "admin",
             Admin,
             vec![],
-            Some(obj_any()),
-            (201, "Held", Some(obj_any())),
+            Some(obj(
+                &["subject", "reference"],
+                json!({ "subject": string(), "reference": string(),
+                    "reason": { "type": "string", "enum": ["litigation", "regulator", "law_enforcement"],
+                        "default": "litigation" } }),
+            )),
+            (201, "Held", Some(schema_ref("LegalHold"))),
             vec![
                 (
                     400,
@@ -919,7 +1371,8 @@ fn operations() -> Vec<Op> {
                         "invalid_reference",
                     ],
                 ),
-                (409, &["already_held", "too_many_holds"]),
+                admin_missing,
+                (409, &["already_held", "too_many_holds", "contention"]),
             ],
         ),
         op(
@@ -930,19 +1383,19 @@ fn operations() -> Vec<Op> {
             Admin,
             vec![path_param("subject", "Held subject.")],
             Option::None,
-            (200, "Released", Some(obj_any())),
-            vec![(404, &["not_found"])],
+            (204, "Released", Option::None),
+            vec![admin_missing, (409, &["contention"])],
         ),
         op(
             "get",
             "/v1/admin/legal-holds",
-            "Legal holds",
+            "Legal holds in force",
             "admin",
             Admin,
             vec![],
             Option::None,
-            (200, "Holds", Some(obj_any())),
-            vec![],
+            (200, "Holds", Some(items_of(schema_ref("LegalHold")))),
+            vec![admin_missing],
         ),
         op(
             "post",
@@ -950,21 +1403,35 @@ fn operations() -> Vec<Op> {
             "Announce a policy change (>= 14 days ahead)",
             "admin",
             Admin,
-            vec![],
-            Some(obj_any()),
-            (201, "Announced", Some(obj_any())),
+            vec![idempotency_header()],
+            Some(obj(
+                &["title", "summary", "effective_at"],
+                json!({ "title": string(), "summary": string(),
+                    "effective_at": time(), "url": { "type": "string", "format": "uri" } }),
+            )),
+            (
+                201,
+                "Announced (200 when an Idempotency-Key replays it)",
+                Some(schema_ref("PolicyChange")),
+            ),
             vec![
                 (
                     400,
+                    &["invalid_json", "invalid_time", "invalid_idempotency_key"],
+                ),
+                admin_missing,
+                (409, &["too_many_announcements", "contention"]),
+                (
+                    422,
                     &[
-                        "invalid_json",
                         "invalid_title",
                         "invalid_summary",
+                        "invalid_url",
                         "notice_too_short",
                         "notice_too_long",
+                        "idempotency_key_reused",
                     ],
                 ),
-                (409, &["too_many_announcements"]),
             ],
         ),
         op(
@@ -973,10 +1440,10 @@ fn operations() -> Vec<Op> {
             "Policy changes",
             "admin",
             Admin,
-            vec![],
+            list_params(),
             Option::None,
-            (200, "Announcements", Some(obj_any())),
-            vec![],
+            (200, "Page", Some(list_of("PolicyChange"))),
+            vec![(400, &["invalid_cursor", "invalid_query"]), admin_missing],
         ),
         op(
             "post",
@@ -985,9 +1452,31 @@ fn operations() -> Vec<Op> {
             "upstreams",
             None,
             vec![path_param("name", "Configured upstream name.")],
-            Some(obj_any()),
-            (200, "Accepted", Option::None),
-            vec![(401, &["unauthorized"]), (404, &["not_found"])],
+            Some(json!({ "type": "object",
+                "description": "The upstream's own push format, verified by its signature before it is read." })),
+            (
+                200,
+                "Accepted (queued for the worker) or ignored",
+                Some(obj(
+                    &["status"],
+                    json!({ "status": string_enum(&["accepted", "ignored"]) }),
+                )),
+            ),
+            vec![
+                (
+                    400,
+                    &[
+                        "unreadable_body",
+                        "body_too_large",
+                        "push_stale",
+                        "push_malformed",
+                    ],
+                ),
+                (401, &["push_unsigned", "push_bad_signature"]),
+                (403, &["push_source_not_allowed"]),
+                (404, &["push_not_supported", "push_not_configured"]),
+                (503, &["push_busy"]),
+            ],
         ),
         op(
             "get",
@@ -1001,18 +1490,10 @@ fn operations() -> Vec<Op> {
                     "API key.",
                     json!({ "type": "string", "maxLength": 256 }),
                 ),
-                query_param(
-                    "action",
-                    "SMS-Activate action.",
-                    json!({ "type": "string" }),
-                ),
+                query_param("action", "SMS-Activate action.", string()),
             ],
             Option::None,
-            (
-                200,
-                "SMS-Activate answer",
-                Some(json!({ "type": "string" })),
-            ),
+            (200, "SMS-Activate answer", Some(string())),
             vec![],
         ),
         op(
@@ -1023,11 +1504,7 @@ fn operations() -> Vec<Op> {
             None,
             vec![],
             Option::None,
-            (
-                200,
-                "SMS-Activate answer",
-                Some(json!({ "type": "string" })),
-            ),
+            (200, "SMS-Activate answer", Some(string())),
             vec![],
         ),
     ]
@@ -1038,6 +1515,16 @@ fn build() -> Value {
     for op in operations() {
         let entry = paths.entry(op.path.to_owned()).or_insert_with(|| json!({}));
         entry[op.method] = operation(&op);
+    }
+    // Withdrawing a deletion takes credentials in the body only without a session.
+    if let Some(body) = paths
+        .get_mut("/v1/me/deletion")
+        .and_then(|item| item.get_mut("delete"))
+        .and_then(|op| op.get_mut("requestBody"))
+    {
+        body["required"] = json!(false);
+        body["description"] =
+            json!("Credentials, when there is no session (a deletion pending disables API keys).");
     }
     json!({
         "openapi": "3.1.0",
@@ -1360,6 +1847,42 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// An object schema that says nothing of its fields.
+    fn is_bare_object(schema: &Value) -> bool {
+        schema["type"] == "object"
+            && schema.get("properties").is_none()
+            && schema.get("$ref").is_none()
+            && schema.get("oneOf").is_none()
+            && schema.get("allOf").is_none()
+    }
+
+    #[test]
+    fn no_body_is_a_bare_object() {
+        let doc = document();
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for (method, op) in item.as_object().expect("item") {
+                let request = op.pointer("/requestBody/content/application~1json/schema");
+                // An upstream's push is in that upstream's own format.
+                if path != "/v1/upstreams/{name}/webhook" {
+                    assert!(
+                        !request.is_some_and(is_bare_object),
+                        "{method} {path}: bare request body"
+                    );
+                }
+                for (status, response) in op["responses"].as_object().expect("responses") {
+                    let schema = response.pointer("/content/application~1json/schema");
+                    assert!(
+                        !schema.is_some_and(is_bare_object),
+                        "{method} {path} {status}: bare response body"
+                    );
+                }
+            }
+        }
+        for (name, schema) in doc["components"]["schemas"].as_object().expect("schemas") {
+            assert!(!is_bare_object(schema), "schema {name} is bare");
         }
     }
 
