@@ -6,9 +6,9 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use nexus_tests::journey::{customer, fund, to_micros};
 use nexus_tests::{Response, Server};
 
-const PASSWORD: &str = "correct horse battery staple";
 const PATH: &str = "/stubs/handler_api.php";
 
 fn start(code_delay_ms: &str, cancel_guard_secs: &str) -> Server {
@@ -24,99 +24,14 @@ fn start(code_delay_ms: &str, cancel_guard_secs: &str) -> Server {
     ])
 }
 
-/// The verification token from the mail to `email` in the outbox.
-fn verification_token(server: &Server, email: &str) -> String {
-    let outbox = server.data_dir.path().join("outbox");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let token = std::fs::read_dir(&outbox)
-            .map(|d| {
-                d.flatten()
-                    .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
-                    .filter(|text| text.contains(email))
-                    .find_map(|text| {
-                        text.lines().find_map(|l| {
-                            l.split_once("/verify?token=")
-                                .map(|(_, t)| t.trim().to_owned())
-                        })
-                    })
-            })
-            .ok()
-            .flatten();
-        if let Some(token) = token {
-            return token;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no verification mail for {email}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Registers, verifies, and returns an API key.
-fn customer(server: &Server, email: &str) -> String {
-    let body = format!(r#"{{"email":"{email}","password":"{PASSWORD}"}}"#);
-    let created = server.send("POST", "/v1/accounts", &[], Some(&body));
-    assert_eq!(created.status, 201, "{}", created.body);
-    let token = verification_token(server, email);
-    let verified = server.send(
-        "POST",
-        "/v1/accounts/verify",
-        &[],
-        Some(&format!(r#"{{"token":"{token}"}}"#)),
-    );
-    assert_eq!(verified.status, 200, "{}", verified.body);
-    let login = server.send("POST", "/v1/sessions", &[], Some(&body));
-    assert_eq!(login.status, 201, "{}", login.body);
-    let cookie = login.header("set-cookie").expect("a session cookie");
-    let session = cookie.split(';').next().unwrap().to_owned();
-    let key = server.send("POST", "/v1/api-keys", &[("Cookie", &session)], None);
-    assert_eq!(key.status, 201, "{}", key.body);
-    key.json()["key"].as_str().unwrap().to_owned()
-}
-
 fn bearer(server: &Server, method: &str, path: &str, key: &str, body: Option<&str>) -> Response {
     let auth = format!("Bearer {key}");
     server.send(method, path, &[("Authorization", &auth)], body)
 }
 
-/// Deposits through the dev pay route and waits for the credit.
-fn fund(server: &Server, key: &str, amount: &str) {
-    let deposit = bearer(
-        server,
-        "POST",
-        "/v1/deposits",
-        key,
-        Some(&format!(r#"{{"amount":"{amount}"}}"#)),
-    );
-    assert_eq!(deposit.status, 201, "{}", deposit.body);
-    let id = deposit.json()["id"].as_str().unwrap().to_owned();
-    let paid = server.send("POST", &format!("/v1/dev/payments/{id}/pay"), &[], None);
-    assert!(paid.status == 200 || paid.status == 202, "{}", paid.body);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while available(server, key) != amount {
-        assert!(Instant::now() < deadline, "the deposit was not credited");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn available(server: &Server, key: &str) -> String {
-    bearer(server, "GET", "/v1/wallet", key, None).json()["available"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
 /// One GET of the compatible endpoint with `api_key` and these parameters.
 fn compat(server: &Server, key: &str, params: &str) -> Response {
     server.send("GET", &format!("{PATH}?api_key={key}&{params}"), &[], None)
-}
-
-fn to_micros(text: &str) -> i64 {
-    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
-    let fraction = format!("{fraction:0<6}");
-    whole.parse::<i64>().unwrap() * 1_000_000 + fraction.parse::<i64>().unwrap()
 }
 
 /// The balance as `getBalance` tells it, in micro-dollars.

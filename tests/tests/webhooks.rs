@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use hmac::{Hmac, KeyInit, Mac};
+use nexus_tests::journey::{customer, fund};
 use nexus_tests::{Response, Server};
 use serde_json::Value;
 use sha2::Sha256;
 
-const PASSWORD: &str = "correct horse battery staple";
 /// The replay window a receiver applies to the signature's timestamp.
 const REPLAY_WINDOW_SECS: i64 = 300;
 
@@ -27,84 +27,9 @@ fn start(insecure_urls: bool) -> Server {
     ])
 }
 
-/// The verification token from the mail to `email` in the outbox.
-fn verification_token(server: &Server, email: &str) -> String {
-    let outbox = server.data_dir.path().join("outbox");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let mails: Vec<String> = std::fs::read_dir(&outbox)
-            .map(|d| {
-                d.flatten()
-                    .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
-                    .collect()
-            })
-            .unwrap_or_default();
-        let token = mails.iter().filter(|t| t.contains(email)).find_map(|text| {
-            text.lines().find_map(|l| {
-                l.split_once("/verify?token=")
-                    .map(|(_, t)| t.trim().to_owned())
-            })
-        });
-        if let Some(token) = token {
-            return token;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no verification mail for {email}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Registers, verifies, logs in and returns an API key.
-fn customer(server: &Server, email: &str) -> String {
-    let body = format!(r#"{{"email":"{email}","password":"{PASSWORD}"}}"#);
-    let created = server.send("POST", "/v1/accounts", &[], Some(&body));
-    assert_eq!(created.status, 201, "{}", created.body);
-    let token = verification_token(server, email);
-    let verified = server.send(
-        "POST",
-        "/v1/accounts/verify",
-        &[],
-        Some(&format!(r#"{{"token":"{token}"}}"#)),
-    );
-    assert_eq!(verified.status, 200, "{}", verified.body);
-    let login = server.send("POST", "/v1/sessions", &[], Some(&body));
-    assert_eq!(login.status, 201, "{}", login.body);
-    let session = login
-        .header("set-cookie")
-        .expect("a session cookie")
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
-    let key = server.send("POST", "/v1/api-keys", &[("Cookie", &session)], None);
-    assert_eq!(key.status, 201, "{}", key.body);
-    key.json()["key"].as_str().unwrap().to_owned()
-}
-
 fn call(server: &Server, method: &str, path: &str, key: &str, body: Option<&str>) -> Response {
     let bearer = format!("Bearer {key}");
     server.send(method, path, &[("Authorization", &bearer)], body)
-}
-
-fn fund(server: &Server, key: &str, amount: &str) {
-    let deposit = call(
-        server,
-        "POST",
-        "/v1/deposits",
-        key,
-        Some(&format!(r#"{{"amount":"{amount}"}}"#)),
-    );
-    assert_eq!(deposit.status, 201, "{}", deposit.body);
-    let id = deposit.json()["id"].as_str().unwrap().to_owned();
-    let paid = server.send("POST", &format!("/v1/dev/payments/{id}/pay"), &[], None);
-    assert!(paid.status == 200 || paid.status == 202, "{}", paid.body);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while call(server, "GET", "/v1/wallet", key, None).json()["available"] != amount {
-        assert!(Instant::now() < deadline, "the deposit was not credited");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// One request the receiver saw.
