@@ -1053,6 +1053,28 @@ mod erasure {
             // Another account is untouched.
             assert!(!w.store.vault.is_erased(&kept.account.subject()).unwrap());
             a.authenticate("frank@example.com", PASSWORD).await.unwrap();
+
+            // The erased account's address is free again (any case), for a new
+            // account that owns none of the old one's data.
+            let again = a
+                .register("Erin@Example.com", "another long passphrase")
+                .await;
+            let again = again.unwrap();
+            assert_ne!(again.account, reg.account);
+            let login = a
+                .authenticate("erin@example.com", "another long passphrase")
+                .await
+                .unwrap();
+            assert_eq!(login.account, again.account);
+            assert_eq!(
+                refused(a.authenticate("erin@example.com", PASSWORD).await),
+                AccountError::InvalidCredentials
+            );
+            // A taken address stays taken.
+            assert_eq!(
+                refused(a.register("frank@example.com", PASSWORD).await),
+                AccountError::EmailTaken
+            );
         });
     }
 }

@@ -516,6 +516,16 @@ impl<S: EventStore> Accounts<S> {
         for _ in 0..MAX_ATTEMPTS {
             let loaded = self.load_account(account).await?;
             let events = decide_erase_account(&loaded.state, self.clock.now())?;
+            // The address goes free first, in its own append: its reservation
+            // stream is named by a hash of the address, which cannot be computed
+            // once the vault subject is gone. A crash after this append leaves a
+            // disabled account without its reservation (a retry erases it); a
+            // crash after the vault erase finds the reservation already released.
+            if let Some(email) = loaded.state.email.plain() {
+                if !self.release_email(account, email.clone()).await? {
+                    continue;
+                }
+            }
             self.vault.erase(&account.subject())?;
             let mut writes = Vec::with_capacity(1);
             self.push_write(&mut writes, &stream, loaded.version, &events)?;
@@ -527,6 +537,20 @@ impl<S: EventStore> Accounts<S> {
         Err(AccountServiceError::Contention {
             attempts: MAX_ATTEMPTS,
         })
+    }
+
+    /// Releases `account`'s reservation of `email` if it still holds it; false
+    /// if the reservation moved meanwhile (the caller retries).
+    async fn release_email(&self, account: AccountId, email: String) -> Result<bool> {
+        let email_stream = self.lookup_key.email_stream(&Email::from_stored(email));
+        let reservation = self.load::<EmailReservation>(&email_stream).await?;
+        let release = decide_release_email(&reservation.state, account, self.clock.now())?;
+        if release.is_empty() {
+            return Ok(true);
+        }
+        let mut writes = Vec::with_capacity(1);
+        self.push_write(&mut writes, &email_stream, reservation.version, &release)?;
+        self.append(writes).await
     }
 
     /// Creates an API key; the key is in the answer and nowhere else.
