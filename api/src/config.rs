@@ -28,6 +28,8 @@ pub struct Config {
     pub markup_percent: u32,
     /// Cashback on captured orders, in basis points (200 = 2%).
     pub cashback_bp: u32,
+    /// How often the retention sweeps run; 0: never (run `nexus retention run`).
+    pub retention_sweep_secs: u64,
     /// Customer webhooks may use `http://` and local or private hosts
     /// (`NEXUS_WEBHOOK_ALLOW_INSECURE_URLS`, development only; default off).
     pub webhook_allow_insecure_urls: bool,
@@ -81,6 +83,7 @@ impl Config {
             bcrypt_cost: number("NEXUS_BCRYPT_COST", 12)?,
             markup_percent: number("NEXUS_MARKUP_PERCENT", 30)?,
             cashback_bp: number("NEXUS_CASHBACK_BP", 200)?,
+            retention_sweep_secs: number("NEXUS_RETENTION_SWEEP_SECS", 3_600)?,
             webhook_allow_insecure_urls: flag("NEXUS_WEBHOOK_ALLOW_INSECURE_URLS", false)?,
             file: None,
             admin_token: var("NEXUS_ADMIN_TOKEN")

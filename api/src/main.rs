@@ -1,11 +1,13 @@
-//! The `nexus` binary: `serve`, `bench`, `verify`.
+//! The `nexus` binary: `serve`, `replay`, `audit`, `retention`, `verify`, `bench`.
 
+mod audit;
 mod bench;
 mod bench_fulfilment;
 mod bench_http;
 mod config;
 mod http;
 mod replay;
+mod retention;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -40,6 +42,16 @@ enum Command {
     },
     /// Walk the log's hash chain and report the first broken position.
     Verify,
+    /// The finance audit: verify, balance, export (on a stopped server).
+    Audit {
+        #[command(subcommand)]
+        what: audit::AuditCommand,
+    },
+    /// The retention sweeps: status, run, verify (on a stopped server).
+    Retention {
+        #[command(subcommand)]
+        what: retention::RetentionCommand,
+    },
     /// Drop a projection (every projection without a name) and rebuild it from the log.
     Replay {
         /// accounts, wallets, orders, catalog or retention.
@@ -81,6 +93,8 @@ fn run() -> anyhow::Result<std::process::ExitCode> {
         Command::Bench { what } => bench::run(what),
         Command::Verify => serve::verify(config::Config::from_env()?),
         Command::Replay { name } => replay::run(config::Config::from_env()?, name),
+        Command::Audit { what } => audit::run(config::Config::from_env()?, what),
+        Command::Retention { what } => retention::run(config::Config::from_env()?, what),
     }
 }
 

@@ -13,7 +13,7 @@ use nexus_core::domain::accounts::{Accounts, AccountsConfig};
 use nexus_core::domain::clock::SystemClock;
 use nexus_core::domain::commerce::Commerce;
 use nexus_core::domain::order::OrderPolicy;
-use nexus_core::log::EventStore;
+use nexus_core::log::{EventStore, SledLog};
 use nexus_core::Store;
 use nexus_projections::{ReadModels, ReadModelsConfig, Runner, RunnerConfig};
 use nexus_providers::catalog::Catalog;
@@ -89,7 +89,12 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn serve(config: Config, store: Store) -> anyhow::Result<()> {
+/// The order and account command services.
+type DomainServices = (Arc<Commerce<SledLog>>, Arc<Accounts<SledLog>>);
+
+/// The order and account command services as configured (shared by `serve`
+/// and the offline commands).
+pub(crate) fn domain_services(config: &Config, store: &Store) -> anyhow::Result<DomainServices> {
     let policy = OrderPolicy {
         ttl: chrono::Duration::seconds(config.order_ttl_secs),
         cancel_guard: chrono::Duration::seconds(config.cancel_guard_secs),
@@ -117,6 +122,11 @@ async fn serve(config: Config, store: Store) -> anyhow::Result<()> {
         )
         .context("account settings")?,
     );
+    Ok((commerce, accounts))
+}
+
+async fn serve(config: Config, store: Store) -> anyhow::Result<()> {
+    let (commerce, accounts) = domain_services(&config, &store)?;
 
     // The configuration file's upstreams, or the embedded default: three
     // simulated upstreams.
@@ -184,8 +194,16 @@ async fn serve(config: Config, store: Store) -> anyhow::Result<()> {
         public_url: config.public_url.clone(),
         service_name: "Nexus".into(),
     };
-    let mailer = Mailer::start(MailerConfig::new(transport, mail_settings))
-        .context("starting the mailer")?;
+    // Mail is spooled durably, sealed under each recipient's vault key.
+    let mailer = Mailer::start(
+        MailerConfig::new(
+            transport,
+            mail_settings,
+            MailerConfig::spool_in(&config.data_dir),
+        ),
+        store.vault.clone(),
+    )
+    .context("starting the mailer")?;
 
     // Mail from events (deposit confirmations, deletion notices).
     let notifier = Notifier::new(
@@ -203,7 +221,10 @@ async fn serve(config: Config, store: Store) -> anyhow::Result<()> {
         store.vault.clone(),
         accounts.clone(),
         commerce.clone(),
-        CustomerWebhooksConfig::new(config.data_dir.join("webhooks.position")),
+        CustomerWebhooksConfig {
+            allow_internal_addresses: config.webhook_allow_insecure_urls,
+            ..CustomerWebhooksConfig::new(config.data_dir.join("webhooks.position"))
+        },
     )
     .context("starting the customer webhooks")?;
     let customer_webhooks_task = tokio::spawn(customer_webhooks.run(stop.subscribe()));
@@ -245,6 +266,27 @@ async fn serve(config: Config, store: Store) -> anyhow::Result<()> {
         Runner::start(store.log.clone(), &read_models, RunnerConfig::default())
             .context("starting the projections")?,
     );
+    let legal_holds = Arc::new(nexus_core::domain::legal_hold::LegalHoldService::new(
+        store.log.clone(),
+        store.vault.clone(),
+        Arc::new(SystemClock),
+    ));
+    let retention = Arc::new(nexus_retention::Sweeper::new(
+        store.log.clone(),
+        store.vault.clone(),
+        accounts.clone(),
+        commerce.clone(),
+        legal_holds.clone(),
+        read_models
+            .retention()
+            .context("opening the retention schedule")?,
+        Arc::new(SystemClock),
+    ));
+    let retention_task = tokio::spawn(run_retention_sweeps(
+        retention.clone(),
+        config.retention_sweep_secs,
+        stop.subscribe(),
+    ));
     let sessions = SessionStore::open(&config.data_dir.join("sessions"))
         .context("opening the session store")?;
 
@@ -267,11 +309,8 @@ async fn serve(config: Config, store: Store) -> anyhow::Result<()> {
         cookie_secure: config.cookie_secure,
         upstream_hints,
         admin_token: config.admin_token.clone(),
-        legal_holds: Arc::new(nexus_core::domain::legal_hold::LegalHoldService::new(
-            store.log.clone(),
-            store.vault.clone(),
-            Arc::new(SystemClock),
-        )),
+        legal_holds: legal_holds.clone(),
+        retention: retention.clone(),
         policy: Arc::new(nexus_core::domain::policy::PolicyService::new(
             store.log.clone(),
             store.vault.clone(),
@@ -339,6 +378,7 @@ async fn serve(config: Config, store: Store) -> anyhow::Result<()> {
     let _ = stop.send(true);
     let _ = worker_task.await;
     let _ = notifier_task.await;
+    let _ = retention_task.await;
     let _ = customer_webhooks_task.await;
     let unsent = mailer.drain(MAIL_DRAIN).await;
     if unsent > 0 {
@@ -346,6 +386,33 @@ async fn serve(config: Config, store: Store) -> anyhow::Result<()> {
     }
     store.log.sync().context("final sync of the log")?;
     served
+}
+
+/// The retention sweeps every `every_secs` (none when 0), the first a minute
+/// after start so the schedule's projection has caught up after a restart.
+async fn run_retention_sweeps(
+    sweeper: Arc<nexus_retention::Sweeper<SledLog>>,
+    every_secs: u64,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    if every_secs == 0 {
+        return;
+    }
+    const FIRST_AFTER: Duration = Duration::from_secs(60);
+    let every = Duration::from_secs(every_secs);
+    let mut tick =
+        tokio::time::interval_at(tokio::time::Instant::now() + FIRST_AFTER.min(every), every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if let Err(e) = sweeper.sweep().await {
+                    tracing::warn!(error = %e, "retention sweep failed; tried again at the next tick");
+                }
+            }
+            _ = stopped.changed() => break,
+        }
+    }
 }
 
 pub fn verify(config: Config) -> anyhow::Result<ExitCode> {

@@ -10,7 +10,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use nexus_core::domain::account::*;
-use nexus_core::domain::anonymous::{AnonymousEvent, AnonymousOrderCreated, AnonymousOrderStarted};
+use nexus_core::domain::anonymous::{
+    AnonymousDataErased, AnonymousEvent, AnonymousOrderCreated, AnonymousOrderStarted,
+};
 use nexus_core::domain::codec::{DomainEvent, Personal};
 use nexus_core::domain::deposit::{
     DepositEvent, DepositFailed, DepositPaid, DepositRequested, PaymentEvent, PaymentRecorded,
@@ -239,6 +241,10 @@ fn anonymous_samples() -> Vec<AnonymousEvent> {
         AnonymousEvent::AnonymousOrderStarted(AnonymousOrderStarted {
             anon: anon_id(),
             order: order_id(),
+            at: at(),
+        }),
+        AnonymousEvent::AnonymousDataErased(AnonymousDataErased {
+            anon: anon_id(),
             at: at(),
         }),
     ]

@@ -127,6 +127,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         options.window_events = window;
         options.max_staged_keys = usize::MAX;
     }
+    let cpu_before = process_cpu_seconds();
     let report = runtime.block_on(rebuild(
         &log,
         &models,
@@ -143,8 +144,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .iter()
         .map(|name| Ok(format!("{name} {}", models.tree(name)?.len())))
         .collect::<Result<_, nexus_projections::StorageError>>()?;
+    let cpu = match (cpu_before, process_cpu_seconds()) {
+        (Some(before), Some(after)) => format!(", {:.2} CPU-s", after - before),
+        _ => String::new(),
+    };
     println!(
-        "rebuilt {} projections over {} events in {:.2} s: {:.0} events/s (keys: {})",
+        "rebuilt {} projections over {} events in {:.2} s{cpu}: {:.0} events/s (keys: {})",
         report.outcomes.len(),
         report.head,
         report.elapsed.as_secs_f64(),
@@ -152,4 +157,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         keys.join(", ")
     );
     Ok(())
+}
+
+/// User and system CPU time of this process so far (Linux: `/proc/self/stat`,
+/// in clock ticks of 10 ms), or `None` where that is not available.
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which is in parentheses): state is the
+    // 3rd field of the line, utime the 14th and stime the 15th.
+    let after_name = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i)?.parse::<u64>().ok();
+    const TICKS_PER_SECOND: f64 = 100.0;
+    Some((ticks(11)? + ticks(12)?) as f64 / TICKS_PER_SECOND)
 }

@@ -9,6 +9,11 @@ use uuid::Uuid;
 /// The checkpoint's key in every projection's tree. Every other key starts
 /// with an ASCII letter, so it can never collide with this one.
 pub const CHECKPOINT_KEY: &[u8] = b"\0checkpoint";
+/// The format version of the tree's rows (u32 BE), written with the first
+/// commit (and at the end of a rebuild). A tree holding another version, or
+/// rows and no version (written before versions were recorded), is rebuilt
+/// from position 0 by [`crate::Runner`].
+pub const FORMAT_KEY: &[u8] = b"\0format";
 /// Present while a rebuild writes the tree (without sled batches): a tree
 /// holding it is incomplete, whatever else it holds, and reads as unbuilt.
 pub const REBUILDING_KEY: &[u8] = b"\0rebuilding";

@@ -13,6 +13,7 @@
 //! sections and open them with the vault on read ([`sealed`]), or keyed hashes.
 
 pub mod accounts;
+pub mod audit;
 pub mod catalog;
 mod error;
 pub mod keys;

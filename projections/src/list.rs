@@ -75,6 +75,11 @@ impl<T> ListHead<T> {
         } else {
             None
         };
+        if self.items.capacity() == 0 {
+            // A new page: room for all of it at once (growing it item by item
+            // moves it several times).
+            self.items.reserve_exact(page_len.max(1));
+        }
         self.items.push(item);
         self.count = self.count.saturating_add(1);
         full

@@ -14,7 +14,7 @@ use crate::keys::REBUILDING_KEY;
 use crate::orders::{self, OrdersProjection, OrdersView};
 use crate::projection::Projection;
 use crate::retention::{self, RetentionProjection, RetentionView};
-use crate::staging::{is_rebuilding, read_checkpoint};
+use crate::staging::{is_rebuilding, read_checkpoint, read_format};
 use crate::wallets::{self, WalletsProjection, WalletsView};
 
 /// The names of the standard projections, in the order they are built.
@@ -116,6 +116,24 @@ impl ReadModels {
     /// incomplete (its checkpoint reads 0) and must be dropped before use.
     pub fn is_rebuilding(&self, name: &str) -> Result<bool, StorageError> {
         is_rebuilding(&self.tree(name)?)
+    }
+
+    /// The format version the projection's rows were written with (`None`:
+    /// not recorded, see [`crate::keys::FORMAT_KEY`]).
+    pub fn format_version(&self, name: &str) -> Result<Option<u32>, StorageError> {
+        read_format(&self.tree(name)?)
+    }
+
+    /// Whether the projection's tree cannot be used by `projection` as it is:
+    /// a rebuild of it did not end, or it holds rows written with another
+    /// format version than the projection's (or with none recorded). Such a
+    /// tree must be dropped and built again from position 0.
+    pub fn needs_rebuild(&self, projection: &dyn Projection) -> Result<bool, StorageError> {
+        let tree = self.tree(projection.name())?;
+        if is_rebuilding(&tree)? {
+            return Ok(true);
+        }
+        Ok(!tree.is_empty() && read_format(&tree)? != Some(projection.format_version()))
     }
 
     /// Drops the projection's tree and marks the new, empty one as being

@@ -20,6 +20,14 @@ pub trait Projection: Send {
     /// The projection's name, which is also its tree's name.
     fn name(&self) -> &'static str;
 
+    /// The version of the format of the rows this projection writes. Bump it
+    /// whenever a row's encoding or the key layout changes: a tree written
+    /// with another version is dropped and rebuilt from position 0 when the
+    /// runner starts, instead of read.
+    fn format_version(&self) -> u32 {
+        1
+    }
+
     /// Applies one event: events of categories it does not read are ignored.
     /// An error stops the projection at this event, with nothing of it applied
     /// (what the event staged before failing is discarded by the caller).
@@ -64,6 +72,10 @@ impl Applier {
         staging: Staging,
     ) -> Result<Self, crate::StorageError> {
         let committed = staging.checkpoint()?;
+        let mut staging = staging;
+        if crate::staging::read_format(staging.tree())? != Some(projection.format_version()) {
+            staging.write_format_with_next_commit(projection.format_version());
+        }
         Ok(Self {
             projection,
             staging,

@@ -28,6 +28,7 @@
 //! A rebuild applies the same code to the same events as the incremental
 //! build, so the trees end byte for byte equal (tested), whatever the windows.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,7 +37,7 @@ use nexus_core::log::{EventStore, LogError, RecordedEvent, MAX_READ_COUNT};
 use tokio::sync::mpsc;
 
 use crate::error::StorageError;
-use crate::keys::CHECKPOINT_KEY;
+use crate::keys::{CHECKPOINT_KEY, FORMAT_KEY};
 use crate::models::ReadModels;
 use crate::projection::{apply_events, Failure, Projection};
 use crate::staging::Staging;
@@ -264,6 +265,10 @@ async fn pass<S: EventStore>(
     };
     let mut next = 1u64;
     let read_batch = options.read_batch.clamp(1, MAX_READ_COUNT);
+    // Batches sent, freed here once every worker is done with them: freeing a
+    // batch's events is a good part of a worker's time otherwise, and the
+    // reader waits for the slowest worker anyway.
+    let mut sent: VecDeque<Arc<Vec<RecordedEvent>>> = VecDeque::new();
     while next <= until_all && workers.iter().any(|w| w.sender.is_some()) {
         let count = read_batch.min((until_all - next + 1) as usize);
         let events = store
@@ -285,6 +290,13 @@ async fn pass<S: EventStore>(
                     worker.sender = None;
                 }
             }
+        }
+        sent.push_back(events);
+        while sent
+            .front()
+            .is_some_and(|batch| Arc::strong_count(batch) == 1)
+        {
+            sent.pop_front();
         }
         progress(slowest(&workers), head);
     }
@@ -377,6 +389,10 @@ fn replay_into(
     staging
         .tree()
         .insert(CHECKPOINT_KEY, &applied.to_be_bytes())
+        .map_err(|e| storage(next)(e.into()))?;
+    staging
+        .tree()
+        .insert(FORMAT_KEY, &projection.format_version().to_be_bytes())
         .map_err(|e| storage(next)(e.into()))?;
     Ok(applied)
 }

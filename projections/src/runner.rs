@@ -140,9 +140,15 @@ impl<S: EventStore> Runner<S> {
         let mut slots = Vec::with_capacity(projections.len());
         for projection in projections {
             let name = projection.name();
-            // A rebuild that did not end left an incomplete tree: start over.
-            if models.is_rebuilding(name)? {
-                tracing::warn!(projection = name, "an interrupted rebuild: starting from 0");
+            // A rebuild that did not end left an incomplete tree, and rows of
+            // another format cannot be read: start over.
+            if models.needs_rebuild(&*projection)? {
+                tracing::warn!(
+                    projection = name,
+                    format_version = projection.format_version(),
+                    stored_format_version = ?models.format_version(name)?,
+                    "an interrupted rebuild or rows of another format: starting from 0"
+                );
                 models.drop_projection(name)?;
             }
             let staging = Staging::new(models.tree(name)?, config.max_cached_rows)?;

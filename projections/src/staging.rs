@@ -28,7 +28,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::{ApplyError, StorageError, StoredValueError};
-use crate::keys::{CHECKPOINT_KEY, REBUILDING_KEY};
+use crate::keys::{CHECKPOINT_KEY, FORMAT_KEY, REBUILDING_KEY};
 
 /// What can be stored in a projection's tree.
 pub trait Row: Serialize + DeserializeOwned + Send + 'static {}
@@ -69,7 +69,12 @@ impl Hasher for KeyHasher {
     }
 
     fn finish(&self) -> u64 {
-        self.0
+        // The multiplications carry each byte's bits upwards only: fold the
+        // high bits into the low ones, which pick the table's slot (keys that
+        // differ only in their last bytes, such as bucket numbers, would
+        // otherwise share slots).
+        let x = (self.0 ^ (self.0 >> 33)).wrapping_mul(0xff51_afd7_ed55_8ccd);
+        x ^ (x >> 33)
     }
 }
 
@@ -88,7 +93,12 @@ pub struct Staging {
     complete: bool,
     /// The current period of [`Staging::write_idle_unbatched`].
     period: u64,
+    /// A format version to write with the next commit.
+    format_to_write: Option<u32>,
 }
+
+/// The keys of a tree that are not rows (never read through a staging).
+const META_KEYS: [&[u8]; 3] = [CHECKPOINT_KEY, FORMAT_KEY, REBUILDING_KEY];
 
 fn wrong_type(key: &[u8]) -> ApplyError {
     StoredValueError::new(key, "read with another type than it was written with").into()
@@ -98,7 +108,16 @@ impl Staging {
     /// Stages changes to `tree`, keeping up to `max_entries` rows in memory
     /// (beyond, committed rows are dropped and read again from the tree).
     pub fn new(tree: sled::Tree, max_entries: usize) -> Result<Self, StorageError> {
-        let complete = max_entries > 0 && tree.is_empty();
+        // No row yet (a new tree, or one being rebuilt: it holds only the
+        // mark, never read through a staging): every row will pass through
+        // the cache, so a miss means absent.
+        let mut complete = max_entries > 0;
+        for key in tree.iter().keys().take(META_KEYS.len() + 1) {
+            if !META_KEYS.contains(&key?.as_ref()) {
+                complete = false;
+                break;
+            }
+        }
         Ok(Self {
             tree,
             entries: Entries::default(),
@@ -106,6 +125,7 @@ impl Staging {
             max_entries,
             complete,
             period: 0,
+            format_to_write: None,
         })
     }
 
@@ -118,6 +138,12 @@ impl Staging {
         read_checkpoint(&self.tree)
     }
 
+    /// Records the format `version` of the rows in the same batch as the next
+    /// commit (see [`crate::keys::FORMAT_KEY`]).
+    pub fn write_format_with_next_commit(&mut self, version: u32) {
+        self.format_to_write = Some(version);
+    }
+
     /// Keys changed since the last commit.
     pub fn dirty_len(&self) -> usize {
         self.dirty
@@ -125,31 +151,7 @@ impl Staging {
 
     /// The entry of `key`, loaded from the tree as a `T` if not staged yet.
     fn entry<T: Row>(&mut self, key: &[u8]) -> Result<&mut Entry, ApplyError> {
-        if !self.entries.contains_key(key) {
-            let value = if self.complete {
-                None
-            } else {
-                match self.tree.get(key)? {
-                    None => None,
-                    Some(bytes) => {
-                        let value: T = crate::value::decode(key, &bytes)?;
-                        Some(Box::new(value) as Box<dyn Any + Send>)
-                    }
-                }
-            };
-            let in_tree = value.is_some();
-            self.entries.insert(
-                key.to_vec(),
-                Entry {
-                    value,
-                    encode: encode_as::<T>,
-                    dirty: false,
-                    in_tree: Some(in_tree),
-                    touched: 0,
-                },
-            );
-        }
-        self.entries.get_mut(key).ok_or_else(|| wrong_type(key))
+        entry_in::<T>(&mut self.entries, &self.tree, self.complete, key)
     }
 
     /// The current value of `key`.
@@ -165,24 +167,19 @@ impl Staging {
 
     /// The current value of `key`, to change in place (it will be written).
     pub fn get_mut<T: Row>(&mut self, key: &[u8]) -> Result<Option<&mut T>, ApplyError> {
-        let period = self.period;
-        let entry = self.entry::<T>(key)?;
-        if entry.value.is_none() {
+        let entry = entry_in::<T>(&mut self.entries, &self.tree, self.complete, key)?;
+        let Some(value) = entry.value.as_mut() else {
             return Ok(None);
-        }
-        entry.touched = period;
+        };
+        entry.touched = self.period;
         if !entry.dirty {
             entry.dirty = true;
             self.dirty += 1;
         }
-        let entry = self.entries.get_mut(key).ok_or_else(|| wrong_type(key))?;
-        match &mut entry.value {
-            Some(value) => value
-                .downcast_mut()
-                .map(Some)
-                .ok_or_else(|| wrong_type(key)),
-            None => Ok(None),
-        }
+        value
+            .downcast_mut()
+            .map(Some)
+            .ok_or_else(|| wrong_type(key))
     }
 
     /// The value of `key`, created with `default` if absent, to change in place.
@@ -191,18 +188,16 @@ impl Staging {
         key: &[u8],
         default: impl FnOnce() -> T,
     ) -> Result<&mut T, ApplyError> {
-        let period = self.period;
-        let entry = self.entry::<T>(key)?;
+        let entry = entry_in::<T>(&mut self.entries, &self.tree, self.complete, key)?;
         if entry.value.is_none() {
             entry.value = Some(Box::new(default()));
             entry.encode = encode_as::<T>;
         }
-        entry.touched = period;
+        entry.touched = self.period;
         if !entry.dirty {
             entry.dirty = true;
             self.dirty += 1;
         }
-        let entry = self.entries.get_mut(key).ok_or_else(|| wrong_type(key))?;
         entry
             .value
             .as_mut()
@@ -322,7 +317,11 @@ impl Staging {
             }
         }
         batch.insert(CHECKPOINT_KEY, &checkpoint.to_be_bytes());
+        if let Some(version) = self.format_to_write {
+            batch.insert(FORMAT_KEY, &version.to_be_bytes());
+        }
         self.tree.apply_batch(batch)?;
+        self.format_to_write = None;
         self.written(|_| true);
         Ok(())
     }
@@ -384,6 +383,41 @@ impl Staging {
     }
 }
 
+/// The entry of `key` in `entries`, loaded from `tree` as a `T` if not there
+/// yet (`complete`: the entries hold every key of the tree).
+fn entry_in<'a, T: Row>(
+    entries: &'a mut Entries,
+    tree: &sled::Tree,
+    complete: bool,
+    key: &[u8],
+) -> Result<&'a mut Entry, ApplyError> {
+    if !entries.contains_key(key) {
+        let value = if complete {
+            None
+        } else {
+            match tree.get(key)? {
+                None => None,
+                Some(bytes) => {
+                    let value: T = crate::value::decode(key, &bytes)?;
+                    Some(Box::new(value) as Box<dyn Any + Send>)
+                }
+            }
+        };
+        let in_tree = value.is_some();
+        entries.insert(
+            key.to_vec(),
+            Entry {
+                value,
+                encode: encode_as::<T>,
+                dirty: false,
+                in_tree: Some(in_tree),
+                touched: 0,
+            },
+        );
+    }
+    entries.get_mut(key).ok_or_else(|| wrong_type(key))
+}
+
 /// The checkpoint stored in a projection's tree (0: none, or a rebuild of the
 /// tree did not end).
 pub fn read_checkpoint(tree: &sled::Tree) -> Result<u64, StorageError> {
@@ -398,6 +432,21 @@ pub fn read_checkpoint(tree: &sled::Tree) -> Result<u64, StorageError> {
                 .try_into()
                 .map_err(|_| StoredValueError::new(CHECKPOINT_KEY, "not 8 bytes"))?;
             Ok(u64::from_be_bytes(raw))
+        }
+    }
+}
+
+/// The format version the tree's rows were written with (`None`: not
+/// recorded: an empty tree, or one written before versions were recorded).
+pub fn read_format(tree: &sled::Tree) -> Result<Option<u32>, StorageError> {
+    match tree.get(FORMAT_KEY)? {
+        None => Ok(None),
+        Some(bytes) => {
+            let raw: [u8; 4] = bytes
+                .as_ref()
+                .try_into()
+                .map_err(|_| StoredValueError::new(FORMAT_KEY, "not 4 bytes"))?;
+            Ok(Some(u32::from_be_bytes(raw)))
         }
     }
 }
@@ -481,6 +530,24 @@ mod tests {
         for i in 0u8..20 {
             assert_eq!(s.get::<u64>(&[b'k', i]).unwrap(), Some(&u64::from(i)));
         }
+    }
+
+    #[test]
+    fn only_a_tree_without_rows_starts_with_a_complete_cache() {
+        let (_dir, tree) = tree();
+        assert!(Staging::new(tree.clone(), 10).unwrap().complete);
+        tree.insert(REBUILDING_KEY, &[]).unwrap();
+        tree.insert(FORMAT_KEY, &1u32.to_be_bytes()).unwrap();
+        tree.insert(CHECKPOINT_KEY, &7u64.to_be_bytes()).unwrap();
+        assert!(
+            Staging::new(tree.clone(), 10).unwrap().complete,
+            "the mark, the format and the checkpoint are not rows"
+        );
+        tree.insert([0u8, 1], &[]).unwrap();
+        let mut s = Staging::new(tree.clone(), 10).unwrap();
+        assert!(!s.complete, "a row, whatever its key");
+        assert_eq!(s.get::<()>(&[0u8, 1]).unwrap(), Some(&()));
+        assert!(!Staging::new(tree, 0).unwrap().complete, "no cache");
     }
 
     #[test]

@@ -13,13 +13,32 @@ fn options() -> impl Options {
     bincode::DefaultOptions::new()
 }
 
-/// The stored bytes of a row.
+/// The stored bytes of a row. (bincode's own `serialize` walks the value twice:
+/// once for the size, once to write.)
 pub fn encode<T: Serialize>(value: &T) -> Option<Vec<u8>> {
-    options().serialize(value).ok()
+    // Transient (sled copies it): room for most rows at once.
+    let mut out = Vec::with_capacity(512);
+    options().serialize_into(&mut out, value).ok()?;
+    Some(out)
+}
+
+/// Appends the stored bytes of a row to `out`.
+pub fn encode_into<T: Serialize>(out: &mut Vec<u8>, value: &T) -> Option<()> {
+    options().serialize_into(out, value).ok()
 }
 
 /// A row from its stored bytes.
 pub fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoredValueError> {
+    options()
+        .deserialize(bytes)
+        .map_err(|e| StoredValueError::new(key, e))
+}
+
+/// A value that borrows from its stored bytes (e.g. `&[u8]`).
+pub fn decode_borrowed<'a, T: serde::Deserialize<'a>>(
+    key: &[u8],
+    bytes: &'a [u8],
+) -> Result<T, StoredValueError> {
     options()
         .deserialize(bytes)
         .map_err(|e| StoredValueError::new(key, e))

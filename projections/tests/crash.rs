@@ -188,24 +188,31 @@ async fn check(dir: &Path) -> HashMap<&'static str, u64> {
 
     // Orders: one row per OrderPlaced up to the checkpoint.
     let at = checkpoints["orders"];
-    let mut placed = 0;
+    let mut placed = Vec::new();
     let mut next = 1;
     while next <= at {
         let batch = store.log.read_all(next, 1000).await.unwrap();
         let Some(last) = batch.last() else { break };
         next = last.position + 1;
-        placed += batch
-            .iter()
-            .filter(|r| r.position <= at && r.event_type == "OrderPlaced")
-            .count();
+        placed.extend(
+            batch
+                .iter()
+                .filter(|r| r.position <= at && r.event_type == "OrderPlaced")
+                .map(|r| {
+                    let hex = r.stream.as_str().strip_prefix("order-").unwrap();
+                    nexus_core::domain::ids::OrderId(uuid::Uuid::parse_str(hex).unwrap())
+                }),
+        );
     }
-    let rows = models
-        .dump("orders")
-        .unwrap()
-        .iter()
-        .filter(|(k, _)| k[0] == b'o')
-        .count();
-    assert_eq!(rows, placed, "orders at {at}");
+    let orders = models.orders().unwrap();
+    assert_eq!(
+        orders.order_count().unwrap(),
+        placed.len() as u64,
+        "orders at {at}"
+    );
+    for order in placed {
+        assert!(orders.order(order).unwrap().is_some(), "{order} at {at}");
+    }
     checkpoints
 }
 

@@ -190,9 +190,11 @@ fn a_malformed_event_stops_the_projections_that_read_it_with_a_typed_reason() {
     runtime().block_on(async {
         let runner = Runner::start(world.log(), &world.models, RunnerConfig::default()).unwrap();
         let stream = StreamName::new(format!("order-{}", uuid::Uuid::now_v7().simple())).unwrap();
+        // A type whose payload both orders and catalog read (each projection
+        // decodes only the payloads it reads).
         let bad = NewEvent {
             id: EventId::new(),
-            event_type: "OrderPlaced".into(),
+            event_type: "OrderNumberAssigned".into(),
             schema_version: 1,
             payload: vec![0xff; 3],
             pii: None,

@@ -106,6 +106,11 @@ pub struct CustomerWebhooksConfig {
     pub max_pending: usize,
     /// HTTP requests in flight at once; default 16.
     pub max_concurrent_requests: usize,
+    /// Deliver to host names that resolve to loopback, private or link-local
+    /// addresses too (development only); default false: such addresses are
+    /// dropped from every resolution, so a public name pointed at an internal
+    /// host (or re-pointed after the URL was accepted) is never reached.
+    pub allow_internal_addresses: bool,
 }
 
 impl CustomerWebhooksConfig {
@@ -120,6 +125,7 @@ impl CustomerWebhooksConfig {
             max_retry_delay_ms: 600_000,
             max_pending: 10_000,
             max_concurrent_requests: 16,
+            allow_internal_addresses: false,
         }
     }
 
@@ -269,6 +275,34 @@ struct Message {
     carries_code: bool,
 }
 
+/// Resolves host names with the system resolver and keeps only public
+/// addresses: a webhook URL is checked when it is set, but the name's records
+/// can point anywhere at delivery time. (An IP literal is never resolved; the
+/// URL check refuses internal ones.)
+struct PublicAddressesOnly;
+
+/// Why a webhook host was not connected to. Names no address: the customer's
+/// host name is not logged either.
+#[derive(Debug, thiserror::Error)]
+#[error("the webhook host resolves to no public address")]
+struct NoPublicAddress;
+
+impl reqwest::dns::Resolve for PublicAddressesOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        Box::pin(async move {
+            let host = name.as_str().to_owned();
+            let resolved = tokio::net::lookup_host((host.as_str(), 0)).await?;
+            let public: Vec<std::net::SocketAddr> = resolved
+                .filter(|addr| !nexus_core::domain::account::ip_is_internal(addr.ip()))
+                .collect();
+            if public.is_empty() {
+                return Err(Box::new(NoPublicAddress) as Box<dyn std::error::Error + Send + Sync>);
+            }
+            Ok(Box::new(public.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
 /// What every delivery task shares.
 struct Shared<S: EventStore> {
     store: Arc<S>,
@@ -299,11 +333,15 @@ impl<S: EventStore> CustomerWebhooks<S> {
         config.check()?;
         // reqwest brings no TLS crypto provider of its own; ring is the one.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
             .timeout(Duration::from_millis(config.attempt_timeout_ms))
             .redirect(reqwest::redirect::Policy::none())
-            .user_agent("Nexus-Webhooks/1")
+            .user_agent("Nexus-Webhooks/1");
+        if !config.allow_internal_addresses {
+            http = http.dns_resolver(Arc::new(PublicAddressesOnly));
+        }
+        let http = http
             .build()
             .map_err(|e| CustomerWebhooksError::Client(e.without_url().to_string()))?;
         Ok(Self {

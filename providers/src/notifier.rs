@@ -1,9 +1,16 @@
 //! Transactional mail queued from events: a process manager that follows the log
 //! and asks the mailer to send a deposit confirmation for every credited deposit
-//! and a notice for every deletion request. It keeps its position in a small file
-//! (written atomically), so a restart neither skips an event nor mails twice for
-//! one it had finished. The verification mail is not here: its token exists only
-//! in the request that made it (the log keeps a hash).
+//! and a notice for every deletion request. Each mail's id is derived from the
+//! event that caused it ([`MailId::for_event`]), and the mailer spools it durably
+//! before answering, then drops a repeat of an id it holds or delivered
+//! recently. The notifier keeps its position in a small file (written
+//! atomically) *after* the mails of a batch are spooled: a crash in between
+//! handles those events again, and their mails are deduplicated by id. So every
+//! mail is sent exactly once up to the SMTP server's acceptance. A mail the
+//! mailer refuses for a passing reason (a full queue, a disk error) is asked
+//! for again until spooled or until shutdown; the position does not pass its
+//! event before. The verification mail is not here: its token exists only in
+//! the request that made it (the log keeps a hash).
 //!
 //! # Policy-change announcements
 //!
@@ -11,16 +18,18 @@
 //! announcement (its `AccountRegistered` sits at a lower log position) that is
 //! still active when its turn comes is mailed the notice, verified or not. An
 //! account with a deletion pending, or erased, is not mailed: it is disabled
-//! and its owner asked to leave. Accounts are taken in log order, and the
-//! position of the last one handed to the mailer is kept in a progress file
-//! per announcement (`notifier.policy-<id>.position`, written atomically and
-//! synced) *before* that group of mails is queued: after a restart or a crash
-//! the walk resumes after it, so no account is mailed twice for one
-//! announcement. The price of that order is that mails queued in memory and
-//! not yet delivered when the process dies are not sent again (at most
-//! [`POLICY_MAILS_PER_STEP`] plus the mails waiting in the mailer's queue,
-//! which the walk keeps under [`MAX_PENDING_MAILS`]). A graceful stop drains
-//! the queue, and the walk stops between two groups.
+//! and its owner asked to leave. Accounts are taken in log order, in groups of
+//! [`POLICY_MAILS_PER_STEP`]: a group's notices are spooled first (each with
+//! the id [`MailId::for_policy_notice`] of the announcement and the account),
+//! and only then is the position of its last account written to a progress
+//! file per announcement (`notifier.policy-<id>.position`, written atomically
+//! and synced). A crash in between resumes the walk at the same group, whose
+//! notices the mailer recognizes by id and does not send again; a crash after
+//! it resumes after the group, whose notices are safe in the spool. So every
+//! registered, non-erased account is mailed once per announcement, exactly once
+//! up to the SMTP server's acceptance. The walk waits while the mailer has
+//! [`MAX_PENDING_MAILS`] or more mails pending, and stops between two groups
+//! on shutdown.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -39,7 +48,7 @@ use nexus_core::vault::Vault;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use crate::mailer::{Mail, Mailer, Recipient};
+use crate::mailer::{Mail, MailId, MailKind, Mailer, Recipient};
 
 /// Events read per batch.
 const BATCH: usize = 500;
@@ -51,6 +60,9 @@ pub const POLICY_MAILS_PER_STEP: usize = 50;
 pub const MAX_PENDING_MAILS: usize = 1_000;
 /// How often a waiting walk looks at the mailer's queue again.
 const PENDING_POLL: Duration = Duration::from_millis(50);
+/// The wait before asking again for a mail the mailer refused for a passing
+/// reason (a full queue, a disk error).
+const SPOOL_RETRY: Duration = Duration::from_millis(500);
 
 #[derive(Debug, thiserror::Error)]
 pub enum NotifierError {
@@ -164,14 +176,15 @@ impl<S: EventStore> Notifier<S> {
                     e.outcome,
                     DepositOutcome::Exact | DepositOutcome::Partial | DepositOutcome::Over
                 ));
-                self.mail(account, |to| Mail::DepositConfirmation {
+                let id = MailId::for_event(MailKind::DepositConfirmation, record.id.0);
+                let make = |to| Mail::DepositConfirmation {
                     to,
                     deposit: e.deposit,
                     invoiced,
                     credited,
                     late,
-                })
-                .await;
+                };
+                return Ok(self.mail(id, account, make, shutdown).await);
             }
         } else if let Some(hex) = stream.strip_prefix("account-") {
             if let Ok(AccountEvent::AccountDeletionRequested(e)) =
@@ -180,11 +193,12 @@ impl<S: EventStore> Notifier<S> {
                 let Some(account) = AccountId::parse(hex) else {
                     return Ok(true);
                 };
-                self.mail(account, |to| Mail::DeletionScheduled {
+                let id = MailId::for_event(MailKind::DeletionScheduled, record.id.0);
+                let make = |to| Mail::DeletionScheduled {
                     to,
                     effective_at: e.erase_due_at,
-                })
-                .await;
+                };
+                return Ok(self.mail(id, account, make, shutdown).await);
             }
         }
         Ok(true)
@@ -204,8 +218,8 @@ impl<S: EventStore> Notifier<S> {
         }
     }
 
-    /// Writes the progress durably (a synced temporary file, renamed) before
-    /// the mails it covers are queued.
+    /// Writes the progress durably (a synced temporary file, renamed) after
+    /// the mails it covers are spooled.
     fn write_policy_progress(
         &self,
         path: &std::path::Path,
@@ -255,12 +269,17 @@ impl<S: EventStore> Notifier<S> {
                     return Ok(false);
                 }
                 let step_end = step.last().map_or(done, |(p, _)| *p);
-                self.write_policy_progress(&progress, step_end)?;
                 for (_, account) in step {
-                    if self.mail_policy(*account, change).await {
-                        mailed += 1;
+                    match self.mail_policy(*account, change, shutdown).await {
+                        Some(true) => mailed += 1,
+                        Some(false) => {}
+                        // Stopped before the group was spooled: the progress
+                        // stays before it, and its spooled notices are
+                        // recognized by id at the next start.
+                        None => return Ok(false),
                     }
                 }
+                self.write_policy_progress(&progress, step_end)?;
                 done = step_end;
             }
             done = done.max(last.min(position - 1));
@@ -269,7 +288,7 @@ impl<S: EventStore> Notifier<S> {
         info!(
             announcement = %change.id,
             mailed,
-            "policy change: notices queued"
+            "policy change: notices spooled"
         );
         Ok(true)
     }
@@ -287,26 +306,33 @@ impl<S: EventStore> Notifier<S> {
         }
     }
 
-    /// Queues the notice to an active account (verified or not); true if queued.
-    async fn mail_policy(&self, account: AccountId, change: &PolicyChangeAnnounced) -> bool {
+    /// Spools the notice to an active account (verified or not): whether it
+    /// was asked for, `None` when a shutdown stopped the wait for a mailer
+    /// that refused for a passing reason.
+    async fn mail_policy(
+        &self,
+        account: AccountId,
+        change: &PolicyChangeAnnounced,
+        shutdown: &watch::Receiver<bool>,
+    ) -> Option<bool> {
         let view = match self.accounts.account(account).await {
             Ok(view) => view,
             Err(e) => {
                 debug!(error = %e, "no policy notice: the account cannot be read");
-                return false;
+                return Some(false);
             }
         };
         if view.status != AccountViewStatus::Active {
-            return false;
+            return Some(false);
         }
         let Personal::Plain(address) = view.email else {
-            return false;
+            return Some(false);
         };
         let to = match Recipient::parse(&address) {
             Ok(to) => to,
             Err(e) => {
                 warn!(error = %e, "no policy notice: the address does not parse");
-                return false;
+                return Some(false);
             }
         };
         let mail = Mail::PolicyChange {
@@ -316,11 +342,40 @@ impl<S: EventStore> Notifier<S> {
             effective_at: change.effective_at,
             url: change.url.clone(),
         };
-        match self.mailer.send(mail) {
-            Ok(()) => true,
-            Err(e) => {
-                warn!(error = %e, announcement = %change.id, "a policy notice was not queued");
-                false
+        let id = MailId::for_policy_notice(&change.id.to_string(), account.0);
+        self.spool(id, account, mail, shutdown)
+            .await
+            .then_some(true)
+    }
+
+    /// Hands a mail to the mailer; a refusal for a passing reason is asked
+    /// again after [`SPOOL_RETRY`]. False only when a shutdown stopped it
+    /// before the mail was spooled.
+    async fn spool(
+        &self,
+        id: MailId,
+        account: AccountId,
+        mail: Mail,
+        shutdown: &watch::Receiver<bool>,
+    ) -> bool {
+        let mut warned = false;
+        loop {
+            match self.mailer.send(id, account, mail.clone()) {
+                Ok(_) => return true,
+                Err(e) if e.is_transient() => {
+                    if !warned {
+                        warn!(error = %e, kind = mail.kind().as_str(), "a mail was not spooled; asking again");
+                        warned = true;
+                    }
+                    tokio::time::sleep(SPOOL_RETRY).await;
+                    if *shutdown.borrow() {
+                        return false;
+                    }
+                }
+                Err(e) => {
+                    warn!(error = %e, kind = mail.kind().as_str(), "a mail was not spooled");
+                    return true;
+                }
             }
         }
     }
@@ -356,21 +411,32 @@ impl<S: EventStore> Notifier<S> {
         }
     }
 
-    /// Queues a mail to the account's current address (nothing once erased).
-    async fn mail(&self, account: AccountId, make: impl FnOnce(Recipient) -> Mail) {
+    /// Spools a mail to the account's current address (nothing once erased);
+    /// false when a shutdown stopped it before the mail was spooled.
+    async fn mail(
+        &self,
+        id: MailId,
+        account: AccountId,
+        make: impl FnOnce(Recipient) -> Mail,
+        shutdown: &watch::Receiver<bool>,
+    ) -> bool {
         let view = match self.accounts.account(account).await {
             Ok(view) => view,
-            Err(e) => return debug!(error = %e, "no mail: the account cannot be read"),
+            Err(e) => {
+                debug!(error = %e, "no mail: the account cannot be read");
+                return true;
+            }
         };
         let Personal::Plain(address) = view.email else {
-            return;
+            return true;
         };
         let to = match Recipient::parse(&address) {
             Ok(to) => to,
-            Err(e) => return warn!(error = %e, "no mail: the address does not parse"),
+            Err(e) => {
+                warn!(error = %e, "no mail: the address does not parse");
+                return true;
+            }
         };
-        if let Err(e) = self.mailer.send(make(to)) {
-            warn!(error = %e, "a mail was not queued");
-        }
+        self.spool(id, account, make(to), shutdown).await
     }
 }

@@ -630,3 +630,40 @@ async fn a_rotated_secret_signs_the_next_events_and_urls_are_checked() {
     stop.send(true).unwrap();
     task.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_name_resolving_to_an_internal_address_is_never_connected_to() {
+    // The receiver by a name (`localhost`) instead of its IP literal: the URL
+    // passes the development policy, but delivery resolves the name and drops
+    // internal addresses unless they are allowed.
+    let mut w = world();
+    w.url = w.url.replace("127.0.0.1", "localhost");
+    let account = w.customer("heidi@example.com").await;
+    let config = CustomerWebhooksConfig {
+        max_attempts: 2,
+        ..quick_config(&w)
+    };
+    let (stop, stats, task) = w.start(config);
+    let id = w.order_with_code(account, "22222").await;
+    wait_until("the delivery to be given up", || {
+        DeliveryStats::get(&stats.failed) == 1
+    })
+    .await;
+    assert!(w.seen().is_empty(), "nothing reached the internal host");
+    assert_eq!(w.captures(account, id).await, 0);
+    stop.send(true).unwrap();
+    task.await.unwrap().unwrap();
+
+    // Allowed (development), the same name is delivered to.
+    let config = CustomerWebhooksConfig {
+        allow_internal_addresses: true,
+        checkpoint: w.dir.path().join("webhooks-allowed.position"),
+        ..quick_config(&w)
+    };
+    let (stop, stats, task) = w.start(config);
+    w.order_with_code(account, "33333").await;
+    wait_until("the delivery", || DeliveryStats::get(&stats.delivered) >= 1).await;
+    assert!(!w.seen().is_empty());
+    stop.send(true).unwrap();
+    task.await.unwrap().unwrap();
+}

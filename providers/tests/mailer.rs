@@ -1,20 +1,24 @@
-//! The mailer through a real SMTP connection to a small SMTP server started by
-//! each test (RFC 5321: EHLO/HELO, MAIL, RCPT, DATA with dot-unstuffing, RSET,
-//! NOOP, QUIT), and through the outbox folder.
+//! The mailer through a real SMTP server (aiosmtpd on loopback, delivering
+//! into a Maildir), and through the outbox folder. Replies aiosmtpd's stock
+//! handler never gives (a 451 then success, a 550 to every recipient, a 554
+//! echoing the message) come from aiosmtpd with a scripted handler hook
+//! (`nexus_tests::smtp::Replies`); a refused connection is a loopback port
+//! nothing listens on.
+
+mod mail_support;
 
 use std::fmt::Write as _;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use nexus_core::domain::ids::DepositId;
+use mail_support::{config, header, idle, open_store, parse_message, refused, smtp, spool_files};
+use nexus_core::domain::ids::{AccountId, DepositId};
 use nexus_core::domain::money::Micros;
 use nexus_providers::mailer::{
-    Mail, MailError, MailKind, MailSettings, MailTransport, Mailer, MailerConfig, Recipient,
-    RetryPolicy,
+    Accepted, Mail, MailError, MailId, MailKind, MailTransport, Mailer, MailerConfig, Recipient,
 };
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use nexus_tests::smtp::{Replies, SmtpServer};
 
 // ---------------------------------------------------------------------------
 // Every log line of the test binary, for the redaction test.
@@ -83,263 +87,7 @@ fn log_lines() -> Vec<String> {
         .clone()
 }
 
-// ---------------------------------------------------------------------------
-// The SMTP server.
-
-#[derive(Clone, Debug)]
-enum Script {
-    Accept,
-    /// RCPT is answered 451 in the first `n` transactions, then accepted.
-    BusyFirst(usize),
-    /// RCPT is always answered with this line (`{rcpt}` → the address).
-    RejectRcpt(&'static str),
-    /// The end of DATA is answered 554, echoing the body's line holding `token=`.
-    RejectData,
-    /// Accepts connections and never answers.
-    Silent,
-}
-
-#[derive(Clone, Debug)]
-struct Captured {
-    from: String,
-    to: Vec<String>,
-    data: String,
-}
-
-#[derive(Debug)]
-struct ServerState {
-    script: Script,
-    rcpt_commands: usize,
-    messages: Vec<Captured>,
-}
-
-struct SmtpServer {
-    port: u16,
-    state: Arc<Mutex<ServerState>>,
-}
-
-impl SmtpServer {
-    async fn start(script: Script) -> SmtpServer {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let state = Arc::new(Mutex::new(ServerState {
-            script,
-            rcpt_commands: 0,
-            messages: Vec::new(),
-        }));
-        let shared = state.clone();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(session(stream, shared.clone()));
-            }
-        });
-        SmtpServer { port, state }
-    }
-
-    fn url(&self) -> String {
-        format!("smtp://127.0.0.1:{}", self.port)
-    }
-
-    fn messages(&self) -> Vec<Captured> {
-        self.state.lock().unwrap().messages.clone()
-    }
-
-    fn rcpt_commands(&self) -> usize {
-        self.state.lock().unwrap().rcpt_commands
-    }
-}
-
-/// The address inside `MAIL FROM:<…>` / `RCPT TO:<…>`.
-fn path_of(argument: &str) -> String {
-    let start = argument.find('<').map_or(0, |i| i + 1);
-    let end = argument[start..]
-        .find('>')
-        .map_or(argument.len(), |i| start + i);
-    argument[start..end].to_owned()
-}
-
-async fn session(stream: TcpStream, state: Arc<Mutex<ServerState>>) {
-    let script = state.lock().unwrap().script.clone();
-    if let Script::Silent = script {
-        tokio::time::sleep(Duration::from_secs(3600)).await;
-        drop(stream);
-        return;
-    }
-    let (reader, mut writer) = stream.into_split();
-    let mut reader = BufReader::new(reader);
-    let mut from: Option<String> = None;
-    let mut to: Vec<String> = Vec::new();
-    let _ = writer.write_all(b"220 smtp.test ESMTP ready\r\n").await;
-    loop {
-        let mut line = String::new();
-        match reader.read_line(&mut line).await {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
-        }
-        let command = line.trim_end_matches(['\r', '\n']);
-        let upper = command.to_ascii_uppercase();
-        let reply: String = if upper.starts_with("EHLO ") {
-            "250-smtp.test greets you\r\n250-8BITMIME\r\n250 SIZE 10485760".into()
-        } else if upper.starts_with("HELO ") {
-            "250 smtp.test".into()
-        } else if upper.starts_with("MAIL FROM:") {
-            from = Some(path_of(&command[10..]));
-            to.clear();
-            "250 2.1.0 sender ok".into()
-        } else if upper.starts_with("RCPT TO:") {
-            let rcpt = path_of(&command[8..]);
-            let mut state = state.lock().unwrap();
-            state.rcpt_commands += 1;
-            let transaction = state.rcpt_commands;
-            if from.is_none() {
-                "503 5.5.1 MAIL first".into()
-            } else {
-                match &state.script {
-                    Script::BusyFirst(n) if transaction <= *n => "451 4.3.2 try again later".into(),
-                    Script::RejectRcpt(answer) => answer.replace("{rcpt}", &rcpt),
-                    _ => {
-                        to.push(rcpt);
-                        "250 2.1.5 recipient ok".into()
-                    }
-                }
-            }
-        } else if upper == "DATA" {
-            if to.is_empty() {
-                "503 5.5.1 RCPT first".into()
-            } else {
-                if writer
-                    .write_all(b"354 end data with <CR><LF>.<CR><LF>\r\n")
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-                let mut data = String::new();
-                loop {
-                    let mut line = String::new();
-                    match reader.read_line(&mut line).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(_) => {}
-                    }
-                    if line == ".\r\n" {
-                        break;
-                    }
-                    // Dot-unstuffing (RFC 5321 4.5.2).
-                    let line = line.strip_prefix('.').unwrap_or(&line);
-                    data.push_str(line);
-                }
-                let captured = Captured {
-                    from: from.take().unwrap_or_default(),
-                    to: std::mem::take(&mut to),
-                    data,
-                };
-                let mut state = state.lock().unwrap();
-                if let Script::RejectData = state.script {
-                    let echo = captured
-                        .data
-                        .lines()
-                        .find(|l| l.contains("token="))
-                        .unwrap_or("")
-                        .to_owned();
-                    format!("554 5.7.1 rejected for {}: {echo}", captured.to.join(","))
-                } else {
-                    state.messages.push(captured);
-                    "250 2.0.0 queued".into()
-                }
-            }
-        } else if upper == "RSET" {
-            from = None;
-            to.clear();
-            "250 2.0.0 reset".into()
-        } else if upper == "NOOP" {
-            "250 2.0.0 ok".into()
-        } else if upper == "QUIT" {
-            let _ = writer.write_all(b"221 2.0.0 bye\r\n").await;
-            return;
-        } else {
-            "502 5.5.2 command not recognized".into()
-        };
-        if writer
-            .write_all(format!("{reply}\r\n").as_bytes())
-            .await
-            .is_err()
-        {
-            return;
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Reading messages.
-
-/// Headers (unfolded, names lowercased) and the body of an RFC 5322 message;
-/// checks the line ends and lengths on the way.
-fn parse_message(raw: &str) -> (Vec<(String, String)>, String) {
-    let (head, body) = raw
-        .split_once("\r\n\r\n")
-        .expect("a blank line after the headers");
-    for line in raw.split("\r\n") {
-        assert!(
-            !line.contains('\n') && !line.contains('\r'),
-            "bare CR or LF"
-        );
-        assert!(line.len() <= 998, "line over 998 octets");
-    }
-    let mut headers: Vec<(String, String)> = Vec::new();
-    for line in head.split("\r\n") {
-        if line.starts_with([' ', '\t']) {
-            let last = headers.last_mut().expect("a folded line follows a header");
-            last.1.push(' ');
-            last.1.push_str(line.trim());
-        } else {
-            let (name, value) = line.split_once(':').expect("a header line");
-            assert!(
-                !name.is_empty() && name.bytes().all(|b| (33..=126).contains(&b)),
-                "header name {name:?}"
-            );
-            headers.push((name.to_ascii_lowercase(), value.trim().to_owned()));
-        }
-    }
-    (headers, body.to_owned())
-}
-
-fn header<'a>(headers: &'a [(String, String)], name: &str) -> &'a str {
-    headers
-        .iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, v)| v.as_str())
-        .unwrap_or_else(|| panic!("no {name} header"))
-}
-
-// ---------------------------------------------------------------------------
-
 const TOKEN: &str = "vT0k3n_Q8s-2xYz9LmNoPqRsTuVwXyZ0123456789ab";
-
-fn settings() -> MailSettings {
-    MailSettings {
-        from: "Nexus <no-reply@nexus.test>".into(),
-        public_url: "https://nexus.test/".into(),
-        service_name: "Nexus".into(),
-    }
-}
-
-fn config(transport: MailTransport) -> MailerConfig {
-    let mut config = MailerConfig::new(transport, settings());
-    config.retry = RetryPolicy {
-        max_attempts: 8,
-        first_delay: Duration::from_millis(40),
-        max_delay: Duration::from_millis(200),
-    };
-    config.smtp_timeout = Duration::from_secs(5);
-    config
-}
-
-fn smtp(server: &SmtpServer) -> MailTransport {
-    MailTransport::Smtp {
-        url: server.url(),
-        credentials: None,
-    }
-}
 
 fn to(address: &str) -> Recipient {
     Recipient::parse(address).unwrap()
@@ -353,26 +101,34 @@ fn verification(address: &str) -> Mail {
     }
 }
 
-async fn idle(mailer: &Mailer) {
-    tokio::time::timeout(Duration::from_secs(30), mailer.idle())
-        .await
-        .expect("the mailer finishes");
+/// Sends `mail` under a fresh id for a fresh account.
+fn send(mailer: &Mailer, mail: Mail) -> Result<Accepted, MailError> {
+    mailer.send(
+        MailId::derive(&[uuid::Uuid::new_v4().as_bytes()]),
+        AccountId::new(),
+        mail,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_verification_mail_arrives_with_its_link_and_token_line() {
     capture_logs();
-    let server = SmtpServer::start(Script::Accept).await;
-    let mailer = Mailer::start(config(smtp(&server))).unwrap();
-    mailer.send(verification("alice@example.com")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    let server = SmtpServer::start();
+    let mailer = Mailer::start(config(smtp(&server), dir.path()), store.vault.clone()).unwrap();
+    let id = MailId::for_verification(TOKEN);
+    assert_eq!(
+        mailer.send(id, AccountId::new(), verification("alice@example.com")),
+        Ok(Accepted::Spooled)
+    );
     idle(&mailer).await;
 
-    let messages = server.messages();
-    assert_eq!(messages.len(), 1);
-    let message = &messages[0];
-    assert_eq!(message.from, "no-reply@nexus.test");
-    assert_eq!(message.to, ["alice@example.com"]);
-    let (headers, body) = parse_message(&message.data);
+    let mails = server.mails_to("alice@example.com");
+    assert_eq!(mails.len(), 1);
+    let (headers, body) = parse_message(&mails[0]);
+    assert_eq!(header(&headers, "x-mailfrom"), "no-reply@nexus.test");
+    assert_eq!(header(&headers, "x-rcptto"), "alice@example.com");
     assert_eq!(header(&headers, "to"), "alice@example.com");
     assert_eq!(header(&headers, "from"), "Nexus <no-reply@nexus.test>");
     assert_eq!(
@@ -381,9 +137,13 @@ async fn a_verification_mail_arrives_with_its_link_and_token_line() {
     );
     assert_eq!(header(&headers, "content-transfer-encoding"), "7bit");
     assert!(header(&headers, "content-type").starts_with("text/plain"));
-    assert!(header(&headers, "message-id").ends_with("@nexus.test>"));
+    assert_eq!(
+        header(&headers, "message-id"),
+        format!("<{id}@nexus.test>"),
+        "the Message-ID is the mail id"
+    );
     DateTime::parse_from_rfc2822(header(&headers, "date")).expect("an RFC 5322 date");
-    let lines: Vec<&str> = body.split("\r\n").collect();
+    let lines: Vec<&str> = body.split('\n').collect();
     assert!(
         lines.contains(&format!("https://nexus.test/verify?token={TOKEN}").as_str()),
         "{body}"
@@ -396,51 +156,63 @@ async fn a_verification_mail_arrives_with_its_link_and_token_line() {
     let report = mailer.report();
     assert_eq!((report.sent, report.retried, report.failed), (1, 0, 0));
     assert_eq!(report.pending, 0);
+    assert!(
+        spool_files(dir.path(), "queued").is_empty(),
+        "delivered: removed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lines_starting_with_a_dot_survive_the_smtp_transfer() {
     capture_logs();
-    let server = SmtpServer::start(Script::Accept).await;
-    let mailer = Mailer::start(config(smtp(&server))).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    let server = SmtpServer::start();
+    let mailer = Mailer::start(config(smtp(&server), dir.path()), store.vault.clone()).unwrap();
     let summary = ".hidden files are now listed\n..two dots\n.\nthe line above is one dot";
-    mailer
-        .send(Mail::PolicyChange {
+    send(
+        &mailer,
+        Mail::PolicyChange {
             to: to("dora@example.com"),
             title: "Privacy policy v2".into(),
             summary: summary.into(),
             effective_at: Utc::now() + chrono::Duration::days(30),
             url: Some("https://nexus.test/privacy".into()),
-        })
-        .unwrap();
+        },
+    )
+    .unwrap();
     idle(&mailer).await;
-    let messages = server.messages();
-    assert_eq!(messages.len(), 1);
-    let (headers, body) = parse_message(&messages[0].data);
+    let mails = server.mails_to("dora@example.com");
+    assert_eq!(mails.len(), 1);
+    let (headers, body) = parse_message(&mails[0]);
     assert!(header(&headers, "subject").starts_with("Nexus: Privacy policy v2 (from "));
-    assert!(body.contains(&summary.replace('\n', "\r\n")), "{body}");
+    assert!(body.contains(summary), "{body}");
     assert!(body.contains("The full text: https://nexus.test/privacy"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_temporary_failure_is_retried_then_sent() {
     capture_logs();
-    let server = SmtpServer::start(Script::BusyFirst(2)).await;
-    let mailer = Mailer::start(config(smtp(&server))).unwrap();
-    mailer
-        .send(Mail::DepositConfirmation {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    let server = SmtpServer::start_replying(Replies::BusyFirst(2));
+    let mailer = Mailer::start(config(smtp(&server), dir.path()), store.vault.clone()).unwrap();
+    send(
+        &mailer,
+        Mail::DepositConfirmation {
             to: to("erin@example.com"),
             deposit: DepositId::new(),
             invoiced: Micros::from_usd(10),
             credited: Micros(12_500_000),
             late: true,
-        })
-        .unwrap();
+        },
+    )
+    .unwrap();
     idle(&mailer).await;
     assert_eq!(server.rcpt_commands(), 3, "451, 451, then accepted");
-    let messages = server.messages();
-    assert_eq!(messages.len(), 1);
-    let (headers, body) = parse_message(&messages[0].data);
+    let mails = server.mails_to("erin@example.com");
+    assert_eq!(mails.len(), 1);
+    let (headers, body) = parse_message(&mails[0]);
     assert_eq!(
         header(&headers, "subject"),
         "Nexus: deposit of 12.50 USD credited"
@@ -454,25 +226,27 @@ async fn a_temporary_failure_is_retried_then_sent() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_permanent_failure_ends_in_the_report_after_the_bounded_attempts() {
+async fn a_permanent_failure_is_reported_kept_and_sent_after_a_restart() {
     capture_logs();
-    let server = SmtpServer::start(Script::RejectRcpt(
-        "550 5.1.1 <{rcpt}>: mailbox unavailable",
-    ))
-    .await;
-    let mut config = config(smtp(&server));
-    config.retry.max_attempts = 3;
-    let mailer = Mailer::start(config).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    let server = SmtpServer::start_replying(Replies::RejectRecipients(
+        "550 5.1.1 <{rcpt}>: mailbox unavailable".into(),
+    ));
+    let mut config_550 = config(smtp(&server), dir.path());
+    config_550.retry.max_attempts = 3;
+    let mailer = Mailer::start(config_550, store.vault.clone()).unwrap();
     let effective_at = Utc::now() + chrono::Duration::days(30);
-    mailer
-        .send(Mail::DeletionScheduled {
-            to: to("frank.ghost@example.com"),
-            effective_at,
-        })
-        .unwrap();
+    let id = MailId::derive(&[b"deletion scheduled"]);
+    let account = AccountId::new();
+    let mail = Mail::DeletionScheduled {
+        to: to("frank.ghost@example.com"),
+        effective_at,
+    };
+    mailer.send(id, account, mail.clone()).unwrap();
     idle(&mailer).await;
     assert_eq!(server.rcpt_commands(), 3, "exactly the bounded attempts");
-    assert!(server.messages().is_empty());
+    assert!(server.mails().is_empty());
     let report = mailer.report();
     assert_eq!((report.sent, report.retried, report.failed), (0, 2, 1));
     let failure = &report.failures[&MailKind::DeletionScheduled];
@@ -490,25 +264,50 @@ async fn a_permanent_failure_ends_in_the_report_after_the_bounded_attempts() {
         failure.last_error
     );
     assert_eq!(report.pending, 0);
+    // Not lost: kept, sealed, in the failed part, and not queued twice.
+    assert_eq!(report.failed_spooled, 1);
+    assert_eq!(spool_files(dir.path(), "failed"), [format!("{id}.mail")]);
+    assert!(spool_files(dir.path(), "queued").is_empty());
+    assert_eq!(mailer.send(id, account, mail), Ok(Accepted::Duplicate));
+    drop(mailer);
+
+    // The relay is fixed; the next start sends it.
+    let fixed = SmtpServer::start();
+    let mailer = Mailer::start(config(smtp(&fixed), dir.path()), store.vault.clone()).unwrap();
+    assert_eq!(mailer.report().restored, 1);
+    idle(&mailer).await;
+    assert_eq!(fixed.mails_to("frank.ghost@example.com").len(), 1);
+    let report = mailer.report();
+    assert_eq!((report.sent, report.failed_spooled), (1, 0));
+    assert!(spool_files(dir.path(), "failed").is_empty());
+    assert!(spool_files(dir.path(), "queued").is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_refuses_with_a_typed_error_and_counts_it() {
     capture_logs();
-    let server = SmtpServer::start(Script::Silent).await;
-    let mut config = config(smtp(&server));
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    // Refused connections and a long wait between attempts: mails stay pending.
+    let mut config = config(refused(), dir.path());
     config.queue_capacity = 2;
-    config.smtp_timeout = Duration::from_secs(60);
-    let mailer = Mailer::start(config).unwrap();
-    mailer.send(verification("gina@example.com")).unwrap();
-    mailer.send(verification("hank@example.com")).unwrap();
+    config.retry.first_delay = Duration::from_secs(60);
+    config.retry.max_delay = Duration::from_secs(60);
+    let mailer = Mailer::start(config, store.vault.clone()).unwrap();
+    send(&mailer, verification("gina@example.com")).unwrap();
+    send(&mailer, verification("hank@example.com")).unwrap();
     assert_eq!(
-        mailer.send(verification("ivan@example.com")),
+        send(&mailer, verification("ivan@example.com")),
         Err(MailError::QueueFull { capacity: 2 })
     );
     let report = mailer.report();
     assert_eq!(report.pending, 2);
     assert_eq!(report.rejected_queue_full, 1);
+    assert_eq!(
+        spool_files(dir.path(), "queued").len(),
+        2,
+        "only the accepted are spooled"
+    );
 
     // Refused up front, without using the queue.
     assert_eq!(
@@ -516,23 +315,34 @@ async fn a_full_queue_refuses_with_a_typed_error_and_counts_it() {
         Err(MailError::InvalidAddress)
     );
     assert_eq!(
-        mailer.send(Mail::PolicyChange {
-            to: to("jill@example.com"),
-            title: "Terms".into(),
-            summary: "Shorter notice.".into(),
-            effective_at: Utc::now() + chrono::Duration::days(13),
-            url: None,
-        }),
+        send(
+            &mailer,
+            Mail::PolicyChange {
+                to: to("jill@example.com"),
+                title: "Terms".into(),
+                summary: "Shorter notice.".into(),
+                effective_at: Utc::now() + chrono::Duration::days(13),
+                url: None,
+            }
+        ),
         Err(MailError::NoticeTooShort)
     );
     assert_eq!(mailer.report().pending, 2);
+    // A graceful stop waits its grace and leaves them spooled.
+    assert_eq!(mailer.drain(Duration::from_millis(100)).await, 2);
+    assert_eq!(spool_files(dir.path(), "queued").len(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_outbox_holds_one_parseable_eml_file_per_mail() {
     capture_logs();
     let data = tempfile::tempdir().unwrap();
-    let mailer = Mailer::start(config(MailTransport::outbox_in(data.path()))).unwrap();
+    let store = open_store(data.path());
+    let mailer = Mailer::start(
+        config(MailTransport::outbox_in(data.path()), data.path()),
+        store.vault.clone(),
+    )
+    .unwrap();
     let mails = [
         verification("kim@example.com"),
         Mail::DepositConfirmation {
@@ -559,7 +369,7 @@ async fn the_outbox_holds_one_parseable_eml_file_per_mail() {
         },
     ];
     for mail in mails {
-        mailer.send(mail).unwrap();
+        send(&mailer, mail).unwrap();
     }
     idle(&mailer).await;
     assert_eq!(mailer.report().sent, 5);
@@ -589,6 +399,12 @@ async fn the_outbox_holds_one_parseable_eml_file_per_mail() {
             assert_eq!(mode & 0o777, 0o600, "{name}");
         }
         let raw = String::from_utf8(std::fs::read(&path).unwrap()).unwrap();
+        assert!(
+            raw.replace("\r\n", "")
+                .bytes()
+                .all(|b| b != b'\n' && b != b'\r'),
+            "CRLF line ends only"
+        );
         let (headers, body) = parse_message(&raw);
         assert_eq!(header(&headers, "to"), "kim@example.com");
         assert_eq!(header(&headers, "mime-version"), "1.0");
@@ -598,7 +414,7 @@ async fn the_outbox_holds_one_parseable_eml_file_per_mail() {
         let encoding = header(&headers, "content-transfer-encoding");
         if name.contains("verification") {
             assert_eq!(encoding, "7bit");
-            let lines: Vec<&str> = body.split("\r\n").collect();
+            let lines: Vec<&str> = body.split('\n').collect();
             assert!(lines.contains(&TOKEN));
             assert!(lines.contains(&format!("https://nexus.test/verify?token={TOKEN}").as_str()));
         }
@@ -620,19 +436,22 @@ async fn the_outbox_holds_one_parseable_eml_file_per_mail() {
             "verification"
         ]
     );
+    assert!(spool_files(data.path(), "queued").is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_log_line_holds_an_address_or_a_token() {
+async fn no_log_line_or_spool_file_holds_an_address_or_a_token() {
     capture_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
     // The server echoes the recipient and the link (with the token) in its
     // refusal: the mailer's logs and report must not.
-    let server = SmtpServer::start(Script::RejectData).await;
-    let mut config = config(smtp(&server));
-    config.retry.max_attempts = 2;
-    let mailer = Mailer::start(config).unwrap();
+    let server = SmtpServer::start_replying(Replies::RejectData);
+    let mut config_554 = config(smtp(&server), dir.path());
+    config_554.retry.max_attempts = 2;
+    let mailer = Mailer::start(config_554, store.vault.clone()).unwrap();
     let address = "Lara.Secret@Example.com";
-    mailer.send(verification(address)).unwrap();
+    send(&mailer, verification(address)).unwrap();
     idle(&mailer).await;
     let report = mailer.report();
     assert_eq!(report.failed, 1);
@@ -645,14 +464,21 @@ async fn no_log_line_holds_an_address_or_a_token() {
         "{}",
         failure.last_error
     );
+    drop(mailer);
 
-    // Queue-full refusals are logged too, redacted.
-    let silent = SmtpServer::start(Script::Silent).await;
-    let mut full = MailerConfig::new(smtp(&silent), settings());
+    // Queue-full refusals are logged too, redacted; spooled mails are sealed.
+    let other = tempfile::tempdir().unwrap();
+    let other_store = open_store(other.path());
+    let mut full = MailerConfig::new(
+        refused(),
+        mail_support::settings(),
+        mail_support::spool_dir(other.path()),
+    );
     full.queue_capacity = 1;
-    let full = Mailer::start(full).unwrap();
-    full.send(verification("mona.secret@example.com")).unwrap();
-    assert!(full.send(verification("nina.secret@example.com")).is_err());
+    full.retry.first_delay = Duration::from_secs(60);
+    let full = Mailer::start(full, other_store.vault.clone()).unwrap();
+    send(&full, verification("mona.secret@example.com")).unwrap();
+    assert!(send(&full, verification("nina.secret@example.com")).is_err());
 
     let lines = log_lines();
     let ours: Vec<&String> = lines
@@ -686,6 +512,29 @@ async fn no_log_line_holds_an_address_or_a_token() {
             assert!(!lower.contains(secret), "{text}");
         }
     }
+    // Every file the spools hold (queued, failed, the delivered record).
+    let mut files = 0;
+    for root in [dir.path(), other.path()] {
+        for part in ["queued", "failed"] {
+            for name in spool_files(root, part) {
+                let bytes =
+                    std::fs::read(mail_support::spool_dir(root).join(part).join(&name)).unwrap();
+                let lower = String::from_utf8_lossy(&bytes).to_ascii_lowercase();
+                for secret in forbidden {
+                    assert!(
+                        !lower.contains(secret),
+                        "{part}/{name} holds a secret in plain"
+                    );
+                }
+                assert!(
+                    !lower.contains("example.com"),
+                    "{part}/{name} holds an address"
+                );
+                files += 1;
+            }
+        }
+    }
+    assert_eq!(files, 2, "one failed, one queued");
     // Debug output of a mail is redacted too.
     let shown = format!("{:?}", verification(address));
     assert!(

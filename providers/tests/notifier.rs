@@ -1,5 +1,6 @@
 //! Mail queued from events: deposit confirmations and deletion notices reach the
-//! outbox once each, also across a restart of the notifier.
+//! outbox once each, also across a restart of the notifier and a replay of
+//! events whose mails were spooled already.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -71,10 +72,14 @@ async fn deposit_and_deletion_mails_are_sent_once_from_the_events() {
         public_url: "http://127.0.0.1".into(),
         service_name: "Nexus".into(),
     };
-    let mailer = Mailer::start(MailerConfig::new(
-        MailTransport::outbox_in(dir.path()),
-        settings,
-    ))
+    let mailer = Mailer::start(
+        MailerConfig::new(
+            MailTransport::outbox_in(dir.path()),
+            settings,
+            MailerConfig::spool_in(dir.path()),
+        ),
+        store.vault.clone(),
+    )
     .unwrap();
     let checkpoint = dir.path().join("notifier.position");
     let start = |mailer: Mailer| {
@@ -126,6 +131,23 @@ async fn deposit_and_deletion_mails_are_sent_once_from_the_events() {
     assert_eq!(mails.len(), 2, "{mails:?}");
     assert_eq!(mails_later.len(), 2, "no duplicates");
     assert!(mails.iter().any(|m| m.to_lowercase().contains("delet")));
+    stop.send(true).unwrap();
+    task.await.unwrap().unwrap();
+
+    // A crash after the mails were spooled and before the checkpoint was
+    // written: the events are handled again, and their mails (same ids) are
+    // recognized by the mailer and not sent twice.
+    std::fs::write(&checkpoint, "0").unwrap();
+    let (stop, task) = start(mailer.clone());
+    for _ in 0..200 {
+        if mailer.report().duplicates >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    mailer.idle().await;
+    assert_eq!(mailer.report().duplicates, 2, "both mails asked for again");
+    assert_eq!(mails_in(dir.path()).len(), 2, "and not sent again");
     stop.send(true).unwrap();
     task.await.unwrap().unwrap();
 }

@@ -1,7 +1,9 @@
 //! Policy-change notices: one mail per active account registered before the
-//! announcement, none to an account with a deletion pending; a walk cut by a
-//! crash resumes after the last group handed to the mailer, and a replay of the
-//! announcement after a restart mails nobody twice.
+//! announcement, none to an account with a deletion pending. Each group of
+//! notices is spooled before the walk's progress is written: a walk cut by a
+//! crash between the two spools the same notices again, which the mailer
+//! recognizes by id, and a replay of the announcement after a restart mails
+//! nobody twice.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -89,10 +91,14 @@ async fn every_active_account_is_mailed_once_across_a_crash() {
         store.vault.clone(),
         Arc::new(SystemClock),
     );
-    let mailer = Mailer::start(MailerConfig::new(
-        MailTransport::outbox_in(dir.path()),
-        MailSettings::default(),
-    ))
+    let mailer = Mailer::start(
+        MailerConfig::new(
+            MailTransport::outbox_in(dir.path()),
+            MailSettings::default(),
+            MailerConfig::spool_in(dir.path()),
+        ),
+        store.vault.clone(),
+    )
     .unwrap();
     let checkpoint = dir.path().join("notifier.position");
     let start = || {
@@ -138,8 +144,22 @@ async fn every_active_account_is_mailed_once_across_a_crash() {
         .unwrap();
     assert!(!announced.replayed);
 
-    // A crash cut the walk after its first group went to the mailer (and
-    // was lost with the process): the progress file says so.
+    let (stop, task) = start();
+    let expected: Vec<String> = (0..ACCOUNTS)
+        .filter(|n| *n != leaving)
+        .map(address)
+        .collect();
+    let to = wait_for_notices(dir.path(), expected.len()).await;
+    mailer.idle().await;
+    assert_eq!(to, expected, "every active account, once");
+    stop.send(true).unwrap();
+    task.await.unwrap().unwrap();
+    assert_eq!(mailer.report().duplicates, 0);
+
+    // A crash cut the walk after the notices of the second and third groups
+    // were spooled and before their progress was written: the progress file
+    // still says "after the first group", the checkpoint is before the
+    // announcement.
     let registrations: Vec<u64> = store
         .log
         .read_all(1, 10_000)
@@ -159,13 +179,26 @@ async fn every_active_account_is_mailed_once_across_a_crash() {
     )
     .unwrap();
 
+    std::fs::write(&checkpoint, before_announcement.to_string()).unwrap();
     let (stop, task) = start();
-    let expected: Vec<String> = (POLICY_MAILS_PER_STEP..ACCOUNTS)
-        .filter(|n| *n != leaving)
-        .map(address)
-        .collect();
-    let to = wait_for_notices(dir.path(), expected.len()).await;
-    assert_eq!(to, expected, "the walk resumed after the first group");
+    let respooled = (ACCOUNTS - POLICY_MAILS_PER_STEP - 1) as u64;
+    for _ in 0..400 {
+        if mailer.report().duplicates >= respooled {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    mailer.idle().await;
+    assert_eq!(
+        mailer.report().duplicates,
+        respooled,
+        "the walk resumed after the first group and spooled the same ids"
+    );
+    assert_eq!(
+        notice_recipients(dir.path()),
+        expected,
+        "nobody mailed twice"
+    );
     stop.send(true).unwrap();
     task.await.unwrap().unwrap();
 

@@ -29,6 +29,58 @@ const MAX_MAIL_BYTES: u64 = 1024 * 1024;
 /// Most bytes of the server's own output shown when it fails to start.
 const MAX_LOG_BYTES_SHOWN: usize = 4_000;
 
+/// An aiosmtpd handler that decides some replies by a script, and otherwise
+/// delivers into the Maildir like `aiosmtpd.handlers.Mailbox` (it is one). The
+/// SMTP protocol is still aiosmtpd's own: only the hook's answers change.
+const SCRIPTED_HANDLER: &str = r#"
+from aiosmtpd.handlers import Mailbox
+
+
+class Scripted(Mailbox):
+    def __init__(self, mail_dir, script, argument, rcpt_log):
+        super().__init__(mail_dir)
+        self.script = script
+        self.argument = argument
+        self.rcpt_log = rcpt_log
+        self.rcpts = 0
+
+    @classmethod
+    def from_cli(cls, parser, *args):
+        if len(args) != 4:
+            parser.error("maildir, script, argument and RCPT log are required")
+        return cls(*args)
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        self.rcpts += 1
+        with open(self.rcpt_log, "a") as log:
+            log.write("rcpt\n")
+        if self.script == "busy-first" and self.rcpts <= int(self.argument):
+            return "451 4.3.2 try again later"
+        if self.script == "reject-rcpt":
+            return self.argument.replace("{rcpt}", address)
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        if self.script == "reject-data":
+            text = envelope.content.decode("utf8", errors="replace")
+            echo = next((line for line in text.splitlines() if "token=" in line), "")
+            return "554 5.7.1 rejected for %s: %s" % (",".join(envelope.rcpt_tos), echo)
+        return await super().handle_DATA(server, session, envelope)
+"#;
+
+/// How a scripted server ([`SmtpServer::start_replying`]) answers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Replies {
+    /// `RCPT` is answered `451` in the first `n` transactions, then accepted.
+    BusyFirst(usize),
+    /// Every `RCPT` is answered with this line (`{rcpt}` → the address).
+    RejectRecipients(String),
+    /// The end of `DATA` is answered `554`, echoing the recipients and the
+    /// body's line holding `token=` (as careless servers do).
+    RejectData,
+}
+
 /// Makes sure `aiosmtpd` can be imported, installing it with pip if needed;
 /// runs once per test process. Panics with the reason when it cannot.
 fn ensure_aiosmtpd() {
@@ -101,12 +153,28 @@ pub struct SmtpServer {
 impl SmtpServer {
     /// Starts a server on a free loopback port and waits until it greets.
     pub fn start() -> Self {
+        Self::start_handler(None)
+    }
+
+    /// Starts a server whose handler answers by `replies` (see [`Replies`]).
+    pub fn start_replying(replies: Replies) -> Self {
+        Self::start_handler(Some(replies))
+    }
+
+    /// How many `RCPT` commands a scripted server received.
+    pub fn rcpt_commands(&self) -> usize {
+        std::fs::read_to_string(self.dir.path().join("rcpt.log"))
+            .map(|log| log.lines().count())
+            .unwrap_or(0)
+    }
+
+    fn start_handler(replies: Option<Replies>) -> Self {
         ensure_aiosmtpd();
         let dir = tempfile::tempdir().expect("temp dir for the SMTP server");
         let mut failures = Vec::new();
         for _ in 0..START_ATTEMPTS {
             let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_loopback_port()));
-            match Self::spawn(dir.path(), addr) {
+            match Self::spawn(dir.path(), addr, replies.as_ref()) {
                 Ok(child) => return Self { child, addr, dir },
                 Err(reason) => failures.push(reason),
             }
@@ -117,15 +185,36 @@ impl SmtpServer {
         );
     }
 
-    fn spawn(dir: &Path, addr: SocketAddr) -> Result<Child, String> {
+    fn spawn(dir: &Path, addr: SocketAddr, replies: Option<&Replies>) -> Result<Child, String> {
         let maildir = dir.join("maildir");
         let log_path = dir.join("aiosmtpd.log");
         let log = std::fs::File::create(&log_path).map_err(|e| format!("log file: {e}"))?;
         let log_err = log.try_clone().map_err(|e| format!("log file: {e}"))?;
-        let mut child = Command::new(PYTHON)
-            .args(["-m", "aiosmtpd", "-n", "-l", &addr.to_string()])
-            .args(["-c", "aiosmtpd.handlers.Mailbox"])
-            .arg(&maildir)
+        let mut command = Command::new(PYTHON);
+        command.args(["-m", "aiosmtpd", "-n", "-l", &addr.to_string()]);
+        match replies {
+            None => {
+                command
+                    .args(["-c", "aiosmtpd.handlers.Mailbox"])
+                    .arg(&maildir);
+            }
+            Some(replies) => {
+                std::fs::write(dir.join("nexus_scripted.py"), SCRIPTED_HANDLER)
+                    .map_err(|e| format!("handler file: {e}"))?;
+                let (script, argument) = match replies {
+                    Replies::BusyFirst(n) => ("busy-first", n.to_string()),
+                    Replies::RejectRecipients(line) => ("reject-rcpt", line.clone()),
+                    Replies::RejectData => ("reject-data", String::new()),
+                };
+                command
+                    .env("PYTHONPATH", dir)
+                    .args(["-c", "nexus_scripted.Scripted"])
+                    .arg(&maildir)
+                    .args([script, &argument])
+                    .arg(dir.join("rcpt.log"));
+            }
+        }
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err)

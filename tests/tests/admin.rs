@@ -123,6 +123,8 @@ fn without_a_token_the_admin_routes_do_not_exist() {
         ("GET", "/v1/admin/projections"),
         ("GET", "/v1/admin/providers"),
         ("GET", "/v1/admin/retention"),
+        ("POST", "/v1/admin/retention/sweep"),
+        ("GET", "/v1/admin/retention/verify"),
         ("GET", "/v1/admin/legal-holds"),
         ("POST", "/v1/admin/legal-holds"),
         ("GET", "/v1/admin/policy-changes"),
@@ -264,6 +266,20 @@ fn the_admin_surface_with_real_data() {
     assert_eq!(now["items"], serde_json::json!([]), "{now}");
     let bad = admin(&server, "GET", "/v1/admin/retention?until=tomorrow", None);
     assert_problem(&bad, 400, "invalid_time");
+    // A sweep now erases nothing (Carol is due in 30 days), and the proof holds.
+    let swept = admin(&server, "POST", "/v1/admin/retention/sweep", None);
+    assert_eq!(swept.status, 200, "{}", swept.body);
+    assert_eq!(swept.json()["examined"], 0, "{}", swept.body);
+    assert_eq!(swept.json()["accounts_erased"], 0, "{}", swept.body);
+    let proof = admin(&server, "GET", "/v1/admin/retention/verify", None);
+    assert_eq!(proof.status, 200, "{}", proof.body);
+    assert_eq!(proof.json()["ok"], true, "{}", proof.body);
+    assert_eq!(proof.json()["erasures_recorded"], 0, "{}", proof.body);
+    assert!(
+        proof.json()["events_checked"].as_u64().unwrap() > 10,
+        "{}",
+        proof.body
+    );
 
     // Legal holds: on an order, and on Carol's account (which the retention
     // view then shows as held).

@@ -41,7 +41,11 @@ async fn register(
     body: ObjectBody<Credentials>,
 ) -> Result<HttpResponse, ApiError> {
     let registration = state.accounts.register(&body.email, &body.password).await?;
-    state.mail_verification(&body.email, registration.verification_token.expose());
+    state.mail_verification(
+        registration.account,
+        &body.email,
+        registration.verification_token.expose(),
+    );
     Ok(HttpResponse::Created().json(Created {
         id: registration.account.to_string(),
     }))

@@ -52,7 +52,6 @@ use super::body::{JsonObject, ObjectBody};
 use super::error::ApiError;
 use super::orders::status_name;
 use super::state::AppState;
-use super::wallet::reason_name;
 use super::MAX_JSON_BYTES;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -172,7 +171,7 @@ async fn correct_email(
         .accounts
         .change_email(customer.account, email.as_str())
         .await?;
-    state.mail_verification(email.as_str(), token.expose());
+    state.mail_verification(customer.account, email.as_str(), token.expose());
     respond_with_me(&state, customer.account, HttpResponse::Ok()).await
 }
 
@@ -302,7 +301,7 @@ fn ledger_entry(row: &LedgerRow) -> LedgerEntryExport {
     LedgerEntryExport {
         position: row.position,
         at: rfc3339(row.at),
-        reason: reason_name(row.reason),
+        reason: row.reason.as_str(),
         reference,
         available_change: row.available_change.to_string(),
         held_change: row.held_change.to_string(),

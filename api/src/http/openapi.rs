@@ -430,11 +430,12 @@ fn schemas() -> Value {
                 "generated_at": time(),
                 "as_of_log_position": integer(),
                 "account": schema_ref("Me"),
-                "api_keys": { "type": "array" },
-                "webhook": { "type": ["object", "null"] },
-                "wallet": { "type": "object" },
-                "deposits": { "type": "array" },
-                "orders": { "type": "array" },
+                "api_keys": export_api_keys(),
+                "webhook": nullable(obj(&["url", "set_at"], json!({
+                    "url": string(), "set_at": time() }))),
+                "wallet": export_wallet(),
+                "deposits": export_deposits(),
+                "orders": export_orders(),
                 "complete": { "const": true }
             } },
         "Webhook": obj(&["url", "set_at"], json!({
@@ -459,6 +460,103 @@ fn schemas() -> Value {
             "id": string(), "title": string(), "summary": string(), "effective_at": time(),
             "url": string_or_null(), "announced_at": time() }))
     })
+}
+
+// The export's parts, apart: one `json!` for all of them is too deep for the macro.
+
+fn export_api_keys() -> Value {
+    array_of(obj(
+        &["id", "prefix", "created_at", "revoked_at"],
+        json!({
+                    "id": string(), "prefix": string(), "created_at": time(),
+                    "revoked_at": nullable(time()) }),
+    ))
+}
+
+fn export_wallet() -> Value {
+    obj(
+        &["currency", "balance", "held", "available", "entries"],
+        json!({
+                    "currency": { "const": "USD" }, "balance": money(), "held": money(),
+                    "available": money(),
+                    "entries": array_of(obj(
+                        &["position", "at", "reason", "reference", "available_change",
+                          "held_change", "available", "held", "balance"],
+                        json!({ "position": integer(), "at": time(),
+                            "reason": string_enum(&["deposit", "hold", "capture", "void", "cashback",
+                                "anonymous_payment", "provider_cost", "unclaimed"]),
+                            "reference": obj(&["kind", "id"], json!({
+                                "kind": string_enum(&["order", "deposit"]), "id": string() })),
+                            "available_change": money(), "held_change": money(),
+                            "available": money(), "held": money(), "balance": money() }))) }),
+    )
+}
+
+fn export_deposits() -> Value {
+    array_of(obj(
+        &[
+            "id",
+            "amount",
+            "paid",
+            "status",
+            "failure",
+            "created_at",
+            "expires_at",
+            "payment_count",
+            "payments",
+        ],
+        json!({ "id": string(), "amount": money(), "paid": money(),
+                        "status": string_enum(&["waiting", "paid", "failed"]),
+                        "failure": string_or_null(), "created_at": time(), "expires_at": time(),
+                        "payment_count": integer(),
+                        "payments": { "type": "array", "maxItems": 16, "items": obj(
+                            &["network", "tx_hash", "amount", "outcome", "late", "at"],
+                            json!({ "network": string(), "tx_hash": string(), "amount": money(),
+                                "outcome": string_enum(&["exact", "partial", "over"]),
+                                "late": boolean(), "at": time() })) } }),
+    ))
+}
+
+fn export_orders() -> Value {
+    array_of(obj(
+        &[
+            "id",
+            "status",
+            "service",
+            "country",
+            "channel",
+            "phone",
+            "price",
+            "placed_at",
+            "expires_at",
+            "number_assigned_at",
+            "provider",
+            "codes_received",
+            "first_code_at",
+            "delivered_at",
+            "delivered_via",
+            "resend_requested",
+            "closed_at",
+            "cancel_reason",
+            "code",
+        ],
+        json!({ "id": string(),
+                        "status": string_enum(&["placed", "number_assigned", "code_received",
+                            "code_delivered", "completed", "cancelled", "expired"]),
+                        "service": string_or_null(), "country": string_or_null(),
+                        "channel": nullable(string_enum(&["sms", "voice"])),
+                        "phone": string_or_null(), "price": money(), "placed_at": time(),
+                        "expires_at": time(), "number_assigned_at": nullable(time()),
+                        "provider": string_or_null(), "codes_received": integer(),
+                        "first_code_at": nullable(time()), "delivered_at": nullable(time()),
+                        "delivered_via": nullable(string_enum(&["api", "compatible_api", "webhook", "tracking"])),
+                        "resend_requested": boolean(), "closed_at": nullable(time()),
+                        "cancel_reason": nullable(string_enum(&["customer", "no_numbers"])),
+                        "code": obj(&["state", "value", "text", "received_at"], json!({
+                            "state": string_enum(&["none", "awaiting_first_read", "readable", "erased"]),
+                            "value": string_or_null(), "text": string_or_null(),
+                            "received_at": nullable(time()) })) }),
+    ))
 }
 
 fn operations() -> Vec<Op> {
@@ -1349,6 +1447,60 @@ fn operations() -> Vec<Op> {
         ),
         op(
             "post",
+            "/v1/admin/retention/sweep",
+            "Run the retention sweeps now: erase what is due and not held",
+            "admin",
+            Admin,
+            vec![],
+            Option::None,
+            (
+                200,
+                "What the sweep did",
+                Some(obj(
+                    &[
+                        "examined",
+                        "accounts_erased",
+                        "anonymous_erased",
+                        "held",
+                        "skipped",
+                        "failed",
+                        "more_due",
+                    ],
+                    json!({ "examined": integer(), "accounts_erased": integer(),
+                        "anonymous_erased": integer(), "held": integer(), "skipped": integer(),
+                        "failed": integer(), "more_due": boolean() }),
+                )),
+            ),
+            vec![admin_missing],
+        ),
+        op(
+            "get",
+            "/v1/admin/retention/verify",
+            "Prove the sweeps: recorded erasures have no key left, nothing overdue unless held",
+            "admin",
+            Admin,
+            vec![],
+            Option::None,
+            (
+                200,
+                "The proof",
+                Some(obj(
+                    &[
+                        "ok",
+                        "events_checked",
+                        "erasures_recorded",
+                        "keys_still_present",
+                        "overdue",
+                    ],
+                    json!({ "ok": boolean(), "events_checked": integer(),
+                        "erasures_recorded": integer(),
+                        "keys_still_present": array_of(string()), "overdue": array_of(string()) }),
+                )),
+            ),
+            vec![admin_missing],
+        ),
+        op(
+            "post",
             "/v1/admin/legal-holds",
             "Place a legal hold",
             "admin",
@@ -1510,6 +1662,97 @@ fn operations() -> Vec<Op> {
     ]
 }
 
+/// The actions of the SMS-Activate-compatible endpoint and how each answers.
+const COMPAT_ACTIONS: [(&str, &str); 13] = [
+    ("getBalance", "text: `ACCESS_BALANCE:<available>`"),
+    ("getNumber", "text: `ACCESS_NUMBER:<activation id>:<phone>`; params `service`, `country`, opt. `maxPrice`"),
+    ("getNumberV2", "JSON: `{activationId, phoneNumber, activationCost, currency, countryCode, countryPhoneCode, canGetAnotherSms, activationTime, activationEndTime, activationOperator, serviceCode, subtype}`; params as `getNumber`"),
+    ("getStatus", "text: `STATUS_WAIT_CODE`, `STATUS_WAIT_RESEND`, `STATUS_OK:<code>`, `STATUS_WAIT_RETRY:<code>`, `STATUS_CANCEL`; param `id`"),
+    ("getStatusV2", "JSON always (refusals too): `{verificationType, sms, call}`; param `id`"),
+    ("setStatus", "text: `ACCESS_READY` (1), `ACCESS_RETRY_GET` (3: another SMS), `ACCESS_ACTIVATION` (6: complete), `ACCESS_CANCEL` (8 or -1: cancel); params `id`, `status`"),
+    ("finishActivation", "text: `ACCESS_ACTIVATION`; param `id`"),
+    ("cancelActivation", "text: `ACCESS_CANCEL`; param `id`"),
+    ("getActiveActivations", "JSON: a bare list of `{activationId, serviceCode, phoneNumber, activationCost, activationStatus, smsCode, smsText, activationTime, discount, repeated, canGetAnotherSms, countryCode, countryName, currency}`; opt. `start`, `limit`"),
+    ("getPrices", "JSON: `{<country id>: {<service>: {cost, count, physicalCount}}}`; opt. `service`, `country`"),
+    ("getCountries", "JSON: `{<id>: {id, rus, eng, chn, visible, retry, rent}}`"),
+    ("getServicesList", "JSON: a bare list `[{code, name}]`"),
+    ("getOperators", "JSON: `{status, countryOperators: {<id>: [\"any\"]}}`; opt. `country`"),
+];
+
+/// The compatible endpoint answers the protocol's tokens, not problems: its
+/// actions, success forms and refusals (with the status of each), from the
+/// handler's own list.
+fn describe_compat(op: &mut Value, method: &str) {
+    let actions: Vec<&str> = COMPAT_ACTIONS.iter().map(|(name, _)| *name).collect();
+    let table: Vec<String> = COMPAT_ACTIONS
+        .iter()
+        .map(|(name, answer)| format!("- `{name}`: {answer}"))
+        .collect();
+    let mut by_status: std::collections::BTreeMap<u16, Vec<String>> = Default::default();
+    for refusal in crate::http::smsactivate::Refusal::ALL {
+        let token = match refusal {
+            crate::http::smsactivate::Refusal::WrongMaxPrice(_) => {
+                "WRONG_MAX_PRICE:<price>".to_owned()
+            }
+            other => other.token(),
+        };
+        by_status
+            .entry(refusal.status().as_u16())
+            .or_default()
+            .push(token);
+    }
+    let mut responses = Map::new();
+    responses.insert(
+        "200".into(),
+        json!({
+            "description": format!("The action's answer:\n{}", table.join("\n")),
+            "content": {
+                "text/plain": { "schema": string() },
+                "application/json": { "schema": {} },
+            },
+        }),
+    );
+    for (status, tokens) in by_status {
+        responses.insert(
+            status.to_string(),
+            json!({
+                "description": format!(
+                    "One of these tokens as the whole body (`getStatusV2`: JSON `{{title, details}}` with the token as `title`): {}",
+                    tokens.join(", ")
+                ),
+                "content": {
+                    "text/plain": { "schema": string_enum_owned(&tokens) },
+                    "application/json": { "schema": obj(&["title", "details"], json!({
+                        "title": string(), "details": string(),
+                        "info": { "type": "object" } })) },
+                },
+            }),
+        );
+    }
+    op["responses"] = Value::Object(responses);
+    let action = json!({ "name": "action", "in": "query", "required": true,
+        "description": "The SMS-Activate action.", "schema": { "type": "string", "enum": actions } });
+    if method == "get" {
+        if let Some(params) = op["parameters"].as_array_mut() {
+            for param in params.iter_mut() {
+                if param["name"] == "action" {
+                    *param = action.clone();
+                }
+            }
+        }
+    } else {
+        op["requestBody"] = json!({ "required": true, "content": {
+            "application/x-www-form-urlencoded": { "schema": {
+                "type": "object", "required": ["api_key", "action"],
+                "properties": { "api_key": { "type": "string", "maxLength": 256 },
+                    "action": { "type": "string", "enum": actions } } } } } });
+    }
+}
+
+fn string_enum_owned(values: &[String]) -> Value {
+    json!({ "type": "string", "enum": values })
+}
+
 fn build() -> Value {
     let mut paths = Map::new();
     for op in operations() {
@@ -1525,6 +1768,14 @@ fn build() -> Value {
         body["required"] = json!(false);
         body["description"] =
             json!("Credentials, when there is no session (a deletion pending disables API keys).");
+    }
+    for method in ["get", "post"] {
+        if let Some(op) = paths
+            .get_mut("/stubs/handler_api.php")
+            .and_then(|item| item.get_mut(method))
+        {
+            describe_compat(op, method);
+        }
     }
     json!({
         "openapi": "3.1.0",

@@ -4,12 +4,13 @@ use std::sync::Arc;
 
 use nexus_core::domain::accounts::Accounts;
 use nexus_core::domain::commerce::Commerce;
+use nexus_core::domain::ids::AccountId;
 use nexus_core::domain::money::Micros;
 use nexus_core::log::SledLog;
 use nexus_projections::{ReadModels, Runner};
 use nexus_providers::catalog::Catalog;
 use nexus_providers::gateway::{IpnHandler, PaymentGateway, SimulatedGateway};
-use nexus_providers::mailer::{Mail, Mailer, Recipient};
+use nexus_providers::mailer::{Mail, MailId, Mailer, Recipient};
 use nexus_providers::router::Router;
 use tracing::warn;
 
@@ -38,11 +39,14 @@ pub struct AppState {
     pub admin_token: Option<super::admin::AdminToken>,
     pub legal_holds: Arc<nexus_core::domain::legal_hold::LegalHoldService<SledLog>>,
     pub policy: Arc<nexus_core::domain::policy::PolicyService<SledLog>>,
+    /// The retention sweeps (run on a schedule and from the admin surface).
+    pub retention: Arc<nexus_retention::Sweeper<SledLog>>,
 }
 
 impl AppState {
-    /// Queues the verification mail; a full queue is reported, the request goes on.
-    pub fn mail_verification(&self, email: &str, token: &str) {
+    /// Spools the verification mail for `account` (its id: the token's hash);
+    /// a full queue is reported, the request goes on.
+    pub fn mail_verification(&self, account: AccountId, email: &str, token: &str) {
         let to = match Recipient::parse(email) {
             Ok(to) => to,
             Err(e) => return warn!(error = %e, "verification mail: the address does not parse"),
@@ -52,7 +56,10 @@ impl AppState {
             token: token.to_owned(),
             expires_at: None,
         };
-        if let Err(e) = self.mailer.send(mail) {
+        if let Err(e) = self
+            .mailer
+            .send(MailId::for_verification(token), account, mail)
+        {
             warn!(error = %e, "verification mail not queued");
         }
     }

@@ -3,7 +3,7 @@
 
 use actix_web::{get, web, HttpResponse};
 use chrono::SecondsFormat;
-use nexus_core::domain::ledger::{Owner, Reason};
+use nexus_core::domain::ledger::Owner;
 use nexus_projections::wallets::DepositStatus;
 use nexus_projections::Cursor;
 use serde::Deserialize;
@@ -55,19 +55,6 @@ async fn wallet(state: web::Data<AppState>, customer: Customer) -> Result<HttpRe
     })))
 }
 
-pub(super) fn reason_name(reason: Reason) -> &'static str {
-    match reason {
-        Reason::Deposit => "deposit",
-        Reason::AnonymousPayment => "anonymous_payment",
-        Reason::Hold => "hold",
-        Reason::Capture => "capture",
-        Reason::Void => "void",
-        Reason::Cashback => "cashback",
-        Reason::ProviderCost => "provider_cost",
-        Reason::Unclaimed => "unclaimed",
-    }
-}
-
 #[get("/v1/wallet/entries")]
 async fn entries(
     state: web::Data<AppState>,
@@ -88,7 +75,7 @@ async fn entries(
         .map(|row| {
             serde_json::json!({
                 "at": row.at.to_rfc3339_opts(SecondsFormat::Secs, true),
-                "reason": reason_name(row.reason),
+                "reason": row.reason.as_str(),
                 "available_change": row.available_change.to_string(),
                 "held_change": row.held_change.to_string(),
                 "available": row.available.to_string(),

@@ -529,16 +529,7 @@ fn host_is_internal(host: &str) -> Result<bool, AccountError> {
         let Ok(ip) = inner.trim_end_matches(']').parse::<Ipv6Addr>() else {
             return invalid("not a valid IPv6 address");
         };
-        if let Some(v4) = ip.to_ipv4_mapped() {
-            return Ok(ipv4_is_internal(v4));
-        }
-        let first = ip.segments()[0];
-        return Ok(ip.is_loopback()
-            || ip.is_unspecified()
-            || ip.is_multicast()
-            || (first & 0xfe00) == 0xfc00 // unique local fc00::/7
-            || (first & 0xffc0) == 0xfe80 // link-local fe80::/10
-            || (first == 0x2001 && ip.segments()[1] == 0x0db8)); // documentation
+        return Ok(ip_is_internal(std::net::IpAddr::V6(ip)));
     }
     let name = host.strip_suffix('.').unwrap_or(host);
     if name.is_empty() || name.len() > 253 {
@@ -563,6 +554,27 @@ fn host_is_internal(host: &str) -> Result<bool, AccountError> {
         return Ok(ipv4_is_internal(ip));
     }
     Ok(name == "localhost" || name.ends_with(".localhost"))
+}
+
+/// Whether an address is loopback, private, link-local or otherwise not a
+/// public internet host: webhooks never go there (checked on the URL, and again
+/// on every address its host name resolves to when delivering).
+pub fn ip_is_internal(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => ipv4_is_internal(v4),
+        std::net::IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return ipv4_is_internal(v4);
+            }
+            let first = v6.segments()[0];
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00 // unique local fc00::/7
+                || (first & 0xffc0) == 0xfe80 // link-local fe80::/10
+                || (first == 0x2001 && v6.segments()[1] == 0x0db8) // documentation
+        }
+    }
 }
 
 fn ipv4_is_internal(ip: std::net::Ipv4Addr) -> bool {

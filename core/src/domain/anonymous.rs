@@ -81,21 +81,38 @@ pub struct AnonymousOrderStarted {
 }
 
 personal_event_body!(AnonymousOrderCreated, details, |e| e.anon.subject());
+/// The buyer's personal data (the order's details, the tracking ID's link to
+/// its orders, the phone numbers) was erased: [`RETENTION_DAYS`] after the
+/// order's creation, its vault subject is deleted. Money stays where it is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnonymousDataErased {
+    pub anon: AnonymousId,
+    pub at: DateTime<Utc>,
+}
+
 impl EventBody for AnonymousOrderStarted {}
+impl EventBody for AnonymousDataErased {}
 
 domain_events! {
     #[derive(Clone, Debug, PartialEq, Eq)]
     pub enum AnonymousEvent {
         AnonymousOrderCreated(AnonymousOrderCreated) = 1,
         AnonymousOrderStarted(AnonymousOrderStarted) = 1,
+        AnonymousDataErased(AnonymousDataErased) = 1,
     }
 }
+
+/// Anonymous order data is kept this many days after the order's creation,
+/// then erased (the privacy policy's promise).
+pub const RETENTION_DAYS: i64 = 90;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Anonymous {
     pub created: Option<AnonymousOrderCreated>,
     /// Every order started with this tracking ID, oldest first.
     pub orders: Vec<OrderId>,
+    /// When the erasure of the personal data was recorded.
+    pub erased_at: Option<DateTime<Utc>>,
 }
 
 impl Aggregate for Anonymous {
@@ -105,6 +122,7 @@ impl Aggregate for Anonymous {
         match event {
             AnonymousEvent::AnonymousOrderCreated(e) => self.created = Some(e.clone()),
             AnonymousEvent::AnonymousOrderStarted(e) => self.orders.push(e.order),
+            AnonymousEvent::AnonymousDataErased(e) => self.erased_at = Some(e.at),
         }
     }
 }
@@ -118,6 +136,8 @@ pub enum AnonymousError {
     OrderActive,
     #[error("what this anonymous order was for has been erased")]
     Erased,
+    #[error("the anonymous order's data is not due for erasure yet")]
+    ErasureNotDue,
 }
 
 pub fn create(
@@ -164,9 +184,78 @@ pub fn start(
     )])
 }
 
+/// Records the erasure of the buyer's personal data once it is due
+/// ([`RETENTION_DAYS`] after creation) and no order of it is still active
+/// (`current_is_final`: the last order, if any, is over). The caller erases the
+/// buyer's vault subject before appending.
+pub fn decide_erase(
+    state: &Anonymous,
+    current_is_final: bool,
+    now: DateTime<Utc>,
+) -> Result<Vec<AnonymousEvent>, AnonymousError> {
+    let created = state.created.as_ref().ok_or(AnonymousError::NotFound)?;
+    if state.erased_at.is_some() {
+        return Err(AnonymousError::Erased);
+    }
+    if now < created.at + chrono::Duration::days(RETENTION_DAYS) {
+        return Err(AnonymousError::ErasureNotDue);
+    }
+    if !current_is_final {
+        return Err(AnonymousError::OrderActive);
+    }
+    Ok(vec![AnonymousEvent::AnonymousDataErased(
+        AnonymousDataErased {
+            anon: created.anon,
+            at: now,
+        },
+    )])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::aggregate::given;
+    use crate::domain::order::{Channel, CountryCode, ServiceCode};
+
+    fn created(at: DateTime<Utc>) -> AnonymousEvent {
+        AnonymousEvent::AnonymousOrderCreated(AnonymousOrderCreated {
+            anon: AnonymousId(Uuid::from_u128(7)),
+            invoice: DepositId(Uuid::from_u128(8)),
+            price: Micros(500_000),
+            at,
+            details: Personal::Plain(OrderDetails {
+                service: ServiceCode::new("tg").unwrap(),
+                country: CountryCode::new("de").unwrap(),
+                channel: Channel::Sms,
+            }),
+        })
+    }
+
+    #[test]
+    fn anonymous_data_is_erased_once_due_and_its_orders_are_over() {
+        let t0: DateTime<Utc> = "2026-01-01T00:00:00Z".parse().unwrap();
+        let due = t0 + chrono::Duration::days(RETENTION_DAYS);
+        given::<Anonymous>(vec![])
+            .when(|s| decide_erase(s, true, due))
+            .then_err(AnonymousError::NotFound);
+        given::<Anonymous>(vec![created(t0)])
+            .when(|s| decide_erase(s, true, due - chrono::Duration::seconds(1)))
+            .then_err(AnonymousError::ErasureNotDue);
+        given::<Anonymous>(vec![created(t0)])
+            .when(|s| decide_erase(s, false, due))
+            .then_err(AnonymousError::OrderActive);
+        let erased = AnonymousEvent::AnonymousDataErased(AnonymousDataErased {
+            anon: AnonymousId(Uuid::from_u128(7)),
+            at: due,
+        });
+        let state = given::<Anonymous>(vec![created(t0)])
+            .when(|s| decide_erase(s, true, due))
+            .then(vec![erased.clone()]);
+        assert_eq!(state.erased_at, Some(due));
+        given::<Anonymous>(vec![created(t0), erased])
+            .when(|s| decide_erase(s, true, due + chrono::Duration::days(1)))
+            .then_err(AnonymousError::Erased);
+    }
 
     #[test]
     fn tracking_ids_are_long_random_and_url_safe() {

@@ -995,11 +995,38 @@ impl<S: EventStore> Commerce<S> {
         Err(CommandError::Contention)
     }
 
-    /// Everything a tracking ID may see.
+    /// Erases an anonymous buyer's personal data once it is due
+    /// ([`anonymous::RETENTION_DAYS`] after creation, its last order over): the
+    /// vault subject first (the order's details, the phone numbers), then the
+    /// record of it. A crash between the two leaves data that is unreadable and
+    /// is recorded on the next run. The buyer's money is not touched.
+    pub async fn erase_anonymous(&self, anon: AnonymousId) -> Result<(), CommandError> {
+        for _ in 0..MAX_ATTEMPTS {
+            let record = self.load::<Anonymous>(&anon.stream()).await?;
+            let current_is_final = match record.state.orders.last() {
+                Some(last) => self.order(*last).await?.status.is_none_or(|s| s.is_final()),
+                None => true,
+            };
+            let events =
+                anonymous::decide_erase(&record.state, current_is_final, self.clock.now())?;
+            self.vault.erase(&anon.subject())?;
+            if self
+                .append(vec![self.write(anon.stream(), record.version, &events)?])
+                .await?
+                .is_some()
+            {
+                tracing::info!(anon = %anon, "anonymous order data erased");
+                return Ok(());
+            }
+        }
+        Err(CommandError::Contention)
+    }
+
+    /// Everything a tracking ID may see; nothing once its data was erased.
     pub async fn track(&self, tracking_id: &TrackingId) -> Result<Tracked, CommandError> {
         let anon = tracking_id.anonymous_id();
         let state = self.load::<Anonymous>(&anon.stream()).await?.state;
-        if state.created.is_none() {
+        if state.created.is_none() || state.erased_at.is_some() {
             return Err(AnonymousError::NotFound.into());
         }
         let mut orders = Vec::with_capacity(state.orders.len());

@@ -72,6 +72,22 @@ pub enum Reason {
     Unclaimed,
 }
 
+impl Reason {
+    /// The name in reports and JSON (`deposit`, `anonymous_payment`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Deposit => "deposit",
+            Reason::AnonymousPayment => "anonymous_payment",
+            Reason::Hold => "hold",
+            Reason::Capture => "capture",
+            Reason::Void => "void",
+            Reason::Cashback => "cashback",
+            Reason::ProviderCost => "provider_cost",
+            Reason::Unclaimed => "unclaimed",
+        }
+    }
+}
+
 /// One balanced movement of money.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {

@@ -18,6 +18,10 @@ impl Projection for AccountsProjection {
         NAME
     }
 
+    fn format_version(&self) -> u32 {
+        FORMAT_VERSION
+    }
+
     fn apply(&mut self, record: &RecordedEvent, st: &mut Staging) -> Result<(), ApplyError> {
         match Category::of(record.stream.as_str()) {
             Some((Category::Account, rest)) => {

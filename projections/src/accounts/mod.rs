@@ -36,6 +36,8 @@ pub use query::{AccountStatusView, AccountSummary, AccountsView, ApiKeyView};
 
 /// The projection's (and its tree's) name.
 pub const NAME: &str = "accounts";
+/// The format of this tree's rows (see [`crate::Projection::format_version`]).
+pub const FORMAT_VERSION: u32 = 1;
 
 /// Where the current address is sealed: which personal struct it is in.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use nexus_core::domain::anonymous::AnonymousEvent;
 use nexus_core::domain::codec::Personal;
 use nexus_core::domain::ids::OrderId;
@@ -32,14 +33,19 @@ impl Projection for CatalogProjection {
         NAME
     }
 
+    fn format_version(&self) -> u32 {
+        FORMAT_VERSION
+    }
+
     fn apply(&mut self, record: &RecordedEvent, st: &mut Staging) -> Result<(), ApplyError> {
         match Category::of(record.stream.as_str()) {
             Some((Category::Order, rest)) => {
-                if stream::known_and_ignored::<OrderEvent>(record, IGNORED_ORDER_EVENTS) {
+                let change = order_change(record)?;
+                if let OrderChange::Nothing = change {
                     return Ok(());
                 }
                 let order = stream::order_of(record, rest)?;
-                self.order_event(record, order, stream::decode(record)?, st)
+                self.order_event(record, order, change, st)
             }
             Some((Category::Anonymous, _)) => anon_event(record, stream::decode(record)?, st),
             _ => Ok(()),
@@ -68,17 +74,61 @@ enum Outcome {
     Failure,
 }
 
+/// What the catalog takes from an order event.
+enum OrderChange {
+    Placed,
+    Assigned { provider: String, at: DateTime<Utc> },
+    CodeReceived { at: DateTime<Utc> },
+    Settled(Outcome),
+    Nothing,
+}
+
+/// What an order event changes here. Only the types whose payload is read
+/// (the number and the first code: provider and times) are decoded; of the
+/// others the type is enough (most of the cost per event is the decoding, and
+/// the orders projection decodes every one of them anyway). A type or schema
+/// version this build does not know goes to the decoder, and fails.
+fn order_change(record: &RecordedEvent) -> Result<OrderChange, ApplyError> {
+    if stream::known_and_ignored::<OrderEvent>(record, IGNORED_ORDER_EVENTS) {
+        return Ok(OrderChange::Nothing);
+    }
+    if stream::known_as::<OrderEvent>(record, &["OrderPlaced"]) {
+        return Ok(OrderChange::Placed);
+    }
+    if stream::known_as::<OrderEvent>(record, &["OrderCompleted"]) {
+        return Ok(OrderChange::Settled(Outcome::Success));
+    }
+    if stream::known_as::<OrderEvent>(record, &["OrderCancelled", "OrderExpired"]) {
+        return Ok(OrderChange::Settled(Outcome::Failure));
+    }
+    Ok(match stream::decode::<OrderEvent>(record)? {
+        OrderEvent::OrderPlaced(_) => OrderChange::Placed,
+        OrderEvent::OrderNumberAssigned(e) => OrderChange::Assigned {
+            provider: e.provider,
+            at: e.at,
+        },
+        OrderEvent::OrderCodeReceived(e) => OrderChange::CodeReceived { at: e.at },
+        OrderEvent::OrderCompleted(_) => OrderChange::Settled(Outcome::Success),
+        OrderEvent::OrderCancelled(_) | OrderEvent::OrderExpired(_) => {
+            OrderChange::Settled(Outcome::Failure)
+        }
+        OrderEvent::OrderCodeDelivered(_)
+        | OrderEvent::OrderResendRequested(_)
+        | OrderEvent::OrderCodeErased(_) => OrderChange::Nothing,
+    })
+}
+
 impl CatalogProjection {
     fn order_event(
         &self,
         record: &RecordedEvent,
         order: OrderId,
-        event: OrderEvent,
+        change: OrderChange,
         st: &mut Staging,
     ) -> Result<(), ApplyError> {
         let key = pending_key(order);
-        let outcome = match event {
-            OrderEvent::OrderPlaced(_) => {
+        let outcome = match change {
+            OrderChange::Placed => {
                 let pending = Pending {
                     details: StoredPii::of(record),
                     provider: None,
@@ -88,26 +138,23 @@ impl CatalogProjection {
                 st.put(key, pending);
                 return Ok(());
             }
-            OrderEvent::OrderNumberAssigned(e) => {
+            OrderChange::Assigned { provider, at } => {
                 let pending = st
                     .get_mut::<Pending>(&key)?
                     .ok_or_else(|| missing(record, "order", order))?;
-                pending.provider = Some(e.provider);
-                pending.assigned_at = Some(e.at);
+                pending.provider = Some(provider);
+                pending.assigned_at = Some(at);
                 return Ok(());
             }
-            OrderEvent::OrderCodeReceived(e) => {
+            OrderChange::CodeReceived { at } => {
                 // After the order settled (none in practice) there is nothing to do.
                 if let Some(pending) = st.get_mut::<Pending>(&key)? {
-                    pending.first_code_at.get_or_insert(e.at);
+                    pending.first_code_at.get_or_insert(at);
                 }
                 return Ok(());
             }
-            OrderEvent::OrderCompleted(_) => Outcome::Success,
-            OrderEvent::OrderCancelled(_) | OrderEvent::OrderExpired(_) => Outcome::Failure,
-            OrderEvent::OrderCodeDelivered(_)
-            | OrderEvent::OrderResendRequested(_)
-            | OrderEvent::OrderCodeErased(_) => return Ok(()),
+            OrderChange::Settled(outcome) => outcome,
+            OrderChange::Nothing => return Ok(()),
         };
         let pending = st
             .take::<Pending>(&key)?
@@ -179,6 +226,7 @@ fn anon_event(
                 }
             }
         }
+        AnonymousEvent::AnonymousDataErased(e) => st.delete(&anon_key(e.anon)),
     }
     Ok(())
 }

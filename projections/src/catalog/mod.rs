@@ -36,6 +36,8 @@ pub use query::{CatalogView, RouteKey, RouteStats};
 
 /// The projection's (and its tree's) name.
 pub const NAME: &str = "catalog";
+/// The format of this tree's rows (see [`crate::Projection::format_version`]).
+pub const FORMAT_VERSION: u32 = 1;
 
 /// Time-to-code histogram buckets: upper bounds in seconds (exclusive); the
 /// last bucket takes everything slower. 1 s steps up to a minute, 10 s to five

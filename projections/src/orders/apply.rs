@@ -20,6 +20,10 @@ impl Projection for OrdersProjection {
         NAME
     }
 
+    fn format_version(&self) -> u32 {
+        FORMAT_VERSION
+    }
+
     fn apply(&mut self, record: &RecordedEvent, st: &mut Staging) -> Result<(), ApplyError> {
         match Category::of(record.stream.as_str()) {
             Some((Category::Order, rest)) => {
@@ -42,6 +46,46 @@ fn missing(record: &RecordedEvent, what: &'static str, id: impl std::fmt::Displa
         what,
         id: id.to_string(),
     }
+}
+
+/// Where the order rows are (none yet: one empty bucket).
+fn bucket_state(st: &mut Staging) -> Result<BucketState, ApplyError> {
+    Ok(st
+        .get::<BucketState>(BUCKET_STATE_KEY)?
+        .copied()
+        .unwrap_or_default())
+}
+
+/// The row of `order`, to change in place.
+fn order_row_mut(st: &mut Staging, order: OrderId) -> Result<Option<&mut OrderRow>, ApplyError> {
+    let state = bucket_state(st)?;
+    Ok(st
+        .get_mut::<OrderBucket>(&bucket_key(state.bucket_of(order)))?
+        .and_then(|bucket| bucket.get_mut(order)))
+}
+
+/// Splits `bucket` after `state` counted it as split: its rows that now hash
+/// to the new bucket move there.
+fn split_bucket(st: &mut Staging, state: &BucketState, bucket: u32) -> Result<(), ApplyError> {
+    let Some(old) = st.take::<OrderBucket>(&bucket_key(bucket))? else {
+        return Ok(());
+    };
+    let (mut stay, mut moved) = (OrderBucket::with_room(), OrderBucket::with_room());
+    for row in old.rows {
+        if state.bucket_of(row.order) == bucket {
+            stay.rows.push(row);
+        } else {
+            moved.rows.push(row);
+        }
+    }
+    if let Some(first) = moved.rows.first() {
+        let to = state.bucket_of(first.order);
+        st.put(bucket_key(to).to_vec(), moved);
+    }
+    if !stay.rows.is_empty() {
+        st.put(bucket_key(bucket).to_vec(), stay);
+    }
+    Ok(())
 }
 
 fn placed(
@@ -71,7 +115,17 @@ fn placed(
         details: StoredPii::of(record),
         phone: None,
     };
-    st.put(order_key(order), row);
+    let state = bucket_state(st)?;
+    let bucket =
+        st.get_or_insert_with(&bucket_key(state.bucket_of(order)), OrderBucket::with_room)?;
+    if bucket.upsert(row) {
+        let mut state = state;
+        let split = state.add_order();
+        st.put(BUCKET_STATE_KEY.to_vec(), state);
+        if let Some(bucket) = split {
+            split_bucket(st, &state, bucket)?;
+        }
+    }
     st.put(active_key(e.expires_at, order), ());
     let list = st.get_or_insert_with(&owner_key(&e.owner), ListHead::<OrderId>::default)?;
     if let Some((page, ids)) = list.push(order, OWNER_PAGE_IDS) {
@@ -92,9 +146,7 @@ fn order_event(
         OrderEvent::OrderCodeErased(_) => return Ok(()),
         _ => {}
     }
-    let row = st
-        .get_mut::<OrderRow>(&order_key(order))?
-        .ok_or_else(|| missing(record, "order", order))?;
+    let row = order_row_mut(st, order)?.ok_or_else(|| missing(record, "order", order))?;
     let was_final = row.status.is_final();
     match event {
         OrderEvent::OrderPlaced(_) | OrderEvent::OrderCodeErased(_) => {}
@@ -167,14 +219,16 @@ fn anon_event(
                 .ok_or_else(|| missing(record, "anonymous buyer", e.anon))?;
             anon.orders_started = anon.orders_started.saturating_add(1);
             let details = anon.details.clone();
-            let order = st
-                .get_mut::<OrderRow>(&order_key(e.order))?
-                .ok_or_else(|| missing(record, "order", e.order))?;
+            let order =
+                order_row_mut(st, e.order)?.ok_or_else(|| missing(record, "order", e.order))?;
             // Orders placed before `OrderPlaced` sealed its details.
             if order.details.is_none() {
                 order.details = details;
             }
         }
+        // The tracking ID no longer finds anything (its sealed copy is unreadable
+        // anyway); the orders themselves stay, as financial records.
+        AnonymousEvent::AnonymousDataErased(e) => st.delete(&anon_key(e.anon)),
     }
     Ok(())
 }

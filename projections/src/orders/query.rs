@@ -84,6 +84,10 @@ pub struct AnonymousView {
     pub orders_started: u32,
 }
 
+/// Lookups of one order that find the bucket state changed before giving up
+/// (each change is a bucket split committed meanwhile).
+const MAX_LOOKUP_ATTEMPTS: usize = 8;
+
 /// Read access to the orders read model.
 #[derive(Clone)]
 pub struct OrdersView {
@@ -136,8 +140,44 @@ impl OrdersView {
         })
     }
 
+    /// Where the order rows are.
+    fn bucket_state(&self) -> Result<BucketState, QueryError> {
+        Ok(get(&self.tree, BUCKET_STATE_KEY)?.unwrap_or_default())
+    }
+
+    /// The row of `id` in its bucket under `state`.
+    fn row_in(&self, state: &BucketState, id: OrderId) -> Result<Option<OrderRow>, QueryError> {
+        let key = bucket_key(state.bucket_of(id));
+        match self.tree.get(key)? {
+            Some(stored) => Ok(find_in_bucket(&key, &stored, id)?),
+            None => Ok(None),
+        }
+    }
+
+    /// The row of `id`. A bucket split committed between the read of the
+    /// state and the read of the bucket can move the row: a miss is certain
+    /// only once the state read again is the state the bucket was chosen by.
+    fn row(&self, id: OrderId, mut state: BucketState) -> Result<Option<OrderRow>, QueryError> {
+        for _ in 0..MAX_LOOKUP_ATTEMPTS {
+            if let Some(row) = self.row_in(&state, id)? {
+                return Ok(Some(row));
+            }
+            let now = self.bucket_state()?;
+            if now == state {
+                return Ok(None);
+            }
+            state = now;
+        }
+        self.row_in(&state, id)
+    }
+
+    /// How many orders the read model holds.
+    pub fn order_count(&self) -> Result<u64, QueryError> {
+        Ok(self.bucket_state()?.orders)
+    }
+
     pub fn order(&self, id: OrderId) -> Result<Option<OrderView>, QueryError> {
-        match get::<OrderRow>(&self.tree, &order_key(id))? {
+        match self.row(id, self.bucket_state()?)? {
             Some(row) => {
                 let erased = self.owner_erased(&row.owner)?;
                 self.view(row, erased).map(Some)
@@ -166,8 +206,9 @@ impl OrdersView {
 
     fn rows(&self, ids: &[OrderId]) -> Result<Vec<OrderRow>, QueryError> {
         let mut rows = Vec::with_capacity(ids.len());
+        let state = self.bucket_state()?;
         for id in ids {
-            if let Some(row) = get::<OrderRow>(&self.tree, &order_key(*id))? {
+            if let Some(row) = self.row(*id, state)? {
                 rows.push(row);
             }
         }

@@ -21,6 +21,10 @@ impl Projection for RetentionProjection {
         NAME
     }
 
+    fn format_version(&self) -> u32 {
+        FORMAT_VERSION
+    }
+
     fn apply(&mut self, record: &RecordedEvent, st: &mut Staging) -> Result<(), ApplyError> {
         let Some((category, rest)) = Category::of(record.stream.as_str()) else {
             return Ok(());
@@ -56,6 +60,7 @@ impl Projection for RetentionProjection {
                     schedule(st, ANONYMOUS, &e.anon.0, Some(keys::time(due)))
                 }
                 AnonymousEvent::AnonymousOrderStarted(_) => Ok(()),
+                AnonymousEvent::AnonymousDataErased(e) => schedule(st, ANONYMOUS, &e.anon.0, None),
             },
             _ => Ok(()),
         }

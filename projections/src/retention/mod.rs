@@ -30,8 +30,10 @@ pub use query::{DueMonth, DueSubject, RetentionView, ScheduledSubject};
 
 /// The projection's (and its tree's) name.
 pub const NAME: &str = "retention";
+/// The format of this tree's rows (see [`crate::Projection::format_version`]).
+pub const FORMAT_VERSION: u32 = 1;
 /// Anonymous order data is erased this many days after the order's creation.
-pub const ANONYMOUS_RETENTION_DAYS: i64 = 90;
+pub const ANONYMOUS_RETENTION_DAYS: i64 = nexus_core::domain::anonymous::RETENTION_DAYS;
 /// Financial records are kept this many years.
 pub const FINANCIAL_RETENTION_YEARS: i32 = 7;
 

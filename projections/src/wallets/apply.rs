@@ -21,6 +21,10 @@ impl Projection for WalletsProjection {
         NAME
     }
 
+    fn format_version(&self) -> u32 {
+        FORMAT_VERSION
+    }
+
     fn apply(&mut self, record: &RecordedEvent, st: &mut Staging) -> Result<(), ApplyError> {
         match Category::of(record.stream.as_str()) {
             Some((Category::Wallet, rest)) => {

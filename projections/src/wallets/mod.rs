@@ -33,6 +33,8 @@ pub use query::{WalletBalance, WalletsView};
 
 /// The projection's (and its tree's) name.
 pub const NAME: &str = "wallets";
+/// The format of this tree's rows (see [`crate::Projection::format_version`]).
+pub const FORMAT_VERSION: u32 = 1;
 /// Ledger rows per archived page (and at most in the head).
 pub const LEDGER_PAGE_ROWS: usize = 32;
 /// Deposit ids per archived page.

@@ -346,17 +346,33 @@ impl Mail {
         text
     }
 
-    /// The RFC 5322 message.
+    /// The RFC 5322 message, with a random `Message-ID`.
     pub fn message(&self, settings: &MailSettings) -> Result<Message, MailError> {
+        self.message_with_id(settings, &uuid::Uuid::new_v4().simple().to_string())
+    }
+
+    /// The RFC 5322 message whose `Message-ID` is `<local@sender's domain>`
+    /// (`local`: letters, digits and hyphens; the mailer passes the mail id, so
+    /// a mail sent again after a crash keeps its `Message-ID`).
+    pub fn message_with_id(
+        &self,
+        settings: &MailSettings,
+        local: &str,
+    ) -> Result<Message, MailError> {
         let from: Mailbox = settings
             .from
             .parse()
             .map_err(|_| MailError::Config("the sender address is not valid".into()))?;
-        let message_id = format!(
-            "<{}@{}>",
-            uuid::Uuid::new_v4().simple(),
-            from.email.domain()
-        );
+        if local.is_empty()
+            || !local
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            return Err(MailError::Render(
+                "a Message-ID part is letters, digits and hyphens".into(),
+            ));
+        }
+        let message_id = format!("<{local}@{}>", from.email.domain());
         let body = self.body(settings);
         let builder = Message::builder()
             .from(from)

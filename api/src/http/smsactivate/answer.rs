@@ -45,6 +45,26 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// One of each refusal (for the OpenAPI document).
+    pub const ALL: [Refusal; 14] = [
+        Refusal::NoKey,
+        Refusal::BadKey,
+        Refusal::BadAction,
+        Refusal::BadService,
+        Refusal::WrongCountry,
+        Refusal::WrongMaxPrice(Micros(0)),
+        Refusal::NoNumbers,
+        Refusal::NoBalance,
+        Refusal::WrongActivationId,
+        Refusal::NoActivation,
+        Refusal::BadStatus,
+        Refusal::EarlyCancelDenied {
+            min_activation_secs: 0,
+        },
+        Refusal::StatusCancel,
+        Refusal::Unavailable,
+    ];
+
     /// The token as the body carries it.
     pub fn token(&self) -> String {
         match self {
@@ -212,6 +232,35 @@ mod tests {
             content_type,
             String::from_utf8(bytes.to_vec()).unwrap(),
         )
+    }
+
+    #[test]
+    fn all_lists_every_refusal_once() {
+        // A new variant does not compile here until it is given an index, and
+        // the assertion fails until it is listed in ALL.
+        fn index(r: &Refusal) -> usize {
+            match r {
+                Refusal::NoKey => 0,
+                Refusal::BadKey => 1,
+                Refusal::BadAction => 2,
+                Refusal::BadService => 3,
+                Refusal::WrongCountry => 4,
+                Refusal::WrongMaxPrice(_) => 5,
+                Refusal::NoNumbers => 6,
+                Refusal::NoBalance => 7,
+                Refusal::WrongActivationId => 8,
+                Refusal::NoActivation => 9,
+                Refusal::BadStatus => 10,
+                Refusal::EarlyCancelDenied { .. } => 11,
+                Refusal::StatusCancel => 12,
+                Refusal::Unavailable => 13,
+            }
+        }
+        let mut seen = [false; Refusal::ALL.len()];
+        for refusal in Refusal::ALL {
+            assert!(!std::mem::replace(&mut seen[index(&refusal)], true));
+        }
+        assert!(seen.iter().all(|s| *s));
     }
 
     #[test]

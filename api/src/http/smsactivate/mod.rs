@@ -15,6 +15,8 @@
 
 mod activations;
 mod answer;
+
+pub use answer::Refusal;
 mod catalog;
 mod purchase;
 
@@ -29,7 +31,7 @@ use nexus_core::domain::wallet::WalletError;
 use super::gate::note_caller;
 use super::state::AppState;
 use super::usage::Caller;
-use answer::{text, Refusal};
+use answer::text;
 
 /// The path every SMS-Activate client calls.
 pub const PATH: &str = "/stubs/handler_api.php";

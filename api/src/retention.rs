@@ -1,0 +1,220 @@
+//! `nexus retention status|run|verify`: the retention sweeps from the command
+//! line, on a stopped server (sled locks the store: while `nexus serve` runs,
+//! use `POST /v1/admin/retention/sweep` and `GET /v1/admin/retention/verify`,
+//! and the server's own schedule, `NEXUS_RETENTION_SWEEP_SECS`).
+//!
+//! The read models are caught up with the log first, so the schedule is
+//! current. Output is for people; `--json` gives one JSON object.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::SecondsFormat;
+use clap::Subcommand;
+use nexus_core::domain::clock::SystemClock;
+use nexus_core::domain::legal_hold::LegalHoldService;
+use nexus_core::log::EventStore;
+use nexus_core::Store;
+use nexus_projections::{ReadModels, ReadModelsConfig, Runner, RunnerConfig};
+use nexus_retention::{describe, Sweeper};
+
+use crate::config::Config;
+
+/// How long the read models may take to catch up before the command gives up.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(600);
+
+#[derive(Subcommand)]
+pub enum RetentionCommand {
+    /// What is scheduled, what is due now, what is held, and when each month of
+    /// financial records is due.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the sweeps now: erase every due subject not under a legal hold.
+    Run {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Prove the sweeps: recorded erasures have no key left and nothing is
+    /// overdue unless held. Exit status 2 when the proof fails.
+    Verify {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run(config: Config, command: RetentionCommand) -> anyhow::Result<ExitCode> {
+    let store = Store::open(&config.store()).context(
+        "opening the store (while `nexus serve` runs, use the admin routes \
+         /v1/admin/retention/sweep and /v1/admin/retention/verify)",
+    )?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let _entered = runtime.enter();
+    let (commerce, accounts) = crate::serve::domain_services(&config, &store)?;
+    let models = ReadModels::open(
+        &ReadModelsConfig::in_data_dir(&config.data_dir),
+        store.vault.clone(),
+    )
+    .context("opening the read models")?;
+    let runner = Runner::start(store.log.clone(), &models, RunnerConfig::default())
+        .context("starting the projections")?;
+    let holds = Arc::new(LegalHoldService::new(
+        store.log.clone(),
+        store.vault.clone(),
+        Arc::new(SystemClock),
+    ));
+    let sweeper = Sweeper::new(
+        store.log.clone(),
+        store.vault.clone(),
+        accounts,
+        commerce,
+        holds,
+        models
+            .retention()
+            .context("opening the retention schedule")?,
+        Arc::new(SystemClock),
+    );
+    let code = runtime.block_on(async {
+        runner
+            .wait_for(Some("retention"), store.log.head(), CATCH_UP_TIMEOUT)
+            .await
+            .context("catching the retention schedule up with the log")?;
+        let code = match command {
+            RetentionCommand::Status { json } => status(&sweeper, json).await?,
+            RetentionCommand::Run { json } => sweep(&sweeper, json).await?,
+            RetentionCommand::Verify { json } => verify(&sweeper, json).await?,
+        };
+        runner.stop().await;
+        anyhow::Ok(code)
+    })?;
+    Ok(code)
+}
+
+async fn status<S: EventStore>(sweeper: &Sweeper<S>, json: bool) -> anyhow::Result<ExitCode> {
+    let status = sweeper.status().await?;
+    let next_due = status.next_due.map(|next| {
+        (
+            describe(next.subject),
+            next.due_at.to_rfc3339_opts(SecondsFormat::Secs, true),
+        )
+    });
+    if json {
+        let months: Vec<_> = status
+            .financial_months
+            .iter()
+            .map(|m| {
+                serde_json::json!({
+                    "month": format!("{:04}-{:02}", m.year, m.month),
+                    "records": m.records,
+                    "due_at": m.due_at.to_rfc3339_opts(SecondsFormat::Secs, true),
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({
+                "scheduled": status.scheduled,
+                "due_now": status.due_now,
+                "held": status.held,
+                "next_due": next_due.map(|(subject, at)| serde_json::json!({"subject": subject, "due_at": at})),
+                "financial_months": months,
+            })
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "subjects scheduled for erasure: {} ({} due now, {} under a legal hold)",
+        status.scheduled, status.due_now, status.held
+    );
+    if let Some((subject, at)) = next_due {
+        println!("next due: {subject} at {at}");
+    }
+    println!("financial records (kept 7 years; pruning is not built yet):");
+    for m in &status.financial_months {
+        println!(
+            "  {:04}-{:02}: {} records, due {}",
+            m.year,
+            m.month,
+            m.records,
+            m.due_at.to_rfc3339_opts(SecondsFormat::Secs, true)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn sweep<S: EventStore>(sweeper: &Sweeper<S>, json: bool) -> anyhow::Result<ExitCode> {
+    let r = sweeper.sweep().await?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "examined": r.examined,
+                "accounts_erased": r.accounts_erased,
+                "anonymous_erased": r.anonymous_erased,
+                "held": r.held,
+                "skipped": r.skipped,
+                "failed": r.failed,
+                "more_due": r.more_due,
+            })
+        );
+    } else {
+        println!(
+            "examined {}: {} accounts erased, {} anonymous buyers erased, {} held, {} skipped, {} failed{}",
+            r.examined,
+            r.accounts_erased,
+            r.anonymous_erased,
+            r.held,
+            r.skipped,
+            r.failed,
+            if r.more_due { " (more due: run again)" } else { "" }
+        );
+    }
+    Ok(if r.failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn verify<S: EventStore>(sweeper: &Sweeper<S>, json: bool) -> anyhow::Result<ExitCode> {
+    let r = sweeper.verify().await?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "ok": r.ok(),
+                "events_checked": r.events_checked,
+                "erasures_recorded": r.erasures_recorded,
+                "keys_still_present": r.keys_still_present,
+                "overdue": r.overdue,
+            })
+        );
+    } else if r.ok() {
+        println!(
+            "ok: {} events checked, {} erasures recorded, every key gone, nothing overdue",
+            r.events_checked, r.erasures_recorded
+        );
+    } else {
+        println!(
+            "FAILED: {} events checked, {} erasures recorded",
+            r.events_checked, r.erasures_recorded
+        );
+        for subject in &r.keys_still_present {
+            println!("  erasure recorded but its key is still in the vault: {subject}");
+        }
+        for subject in &r.overdue {
+            println!("  overdue (not held, not erased): {subject}");
+        }
+    }
+    Ok(if r.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}
