@@ -11,8 +11,19 @@
 //! **No idempotency.** HeroSMS takes no idempotency key: a buy that times out or
 //! gets a 5xx or an unreadable answer may still have bought a number. Those come
 //! back as `Unavailable`/`Malformed` (not definite), and the router reconciles
-//! them through [`HeroSms::active_activations`] (an activation it does not know
-//! is cancelled or used, never left charged).
+//! them: first by the call's late answer, then through
+//! [`Upstream::open_purchases_like`], which reads `getActiveActivations` and
+//! returns the open activations of the same service and country with the time
+//! HeroSMS says each was bought. The router claims one that no order holds and
+//! that no unsettled buy may still name, and cancels it (see `router.rs` for
+//! why that is safe). [`Upstream::find_purchase`] is not implemented: without
+//! the router's knowledge of the activations this process holds, a search by
+//! service, country and time could adopt another order's number.
+//!
+//! **Times.** `activationTime` is provider-local with no zone. The adapter
+//! learns HeroSMS's offset from UTC from the `activationTime` of its own buys
+//! (see [`ZonelessClock`]); until one buy has answered, listed activations
+//! have no usable purchase time and are never claimed.
 //!
 //! **Secrets.** The key travels in the query string, so request URLs are never
 //! logged (transport errors are stripped of theirs); logged bodies are cut to
@@ -38,8 +49,8 @@ use crate::catalog::{Catalog, MappingReport};
 use crate::code_extract::extract_code;
 use crate::inbound::{source_allowed, InboundError, InboundHint, InboundRequest};
 use crate::upstream::{
-    BuyRequest, CancelOutcome, Handle, Offer, Purchase, Snapshot, Upstream, UpstreamError,
-    UpstreamFuture, UpstreamState,
+    BuyRequest, CancelOutcome, Handle, ListedPurchase, Offer, Purchase, Snapshot, Upstream,
+    UpstreamError, UpstreamFuture, UpstreamState, ZonelessClock,
 };
 
 /// Logged bodies are cut to this many characters.
@@ -90,6 +101,8 @@ pub struct HeroSms {
     webhook_sources: Vec<IpAddr>,
     /// Pushes whose `receivedAt` is further than this from now are refused.
     webhook_tolerance: Duration,
+    /// HeroSMS's zone, learnt from the `activationTime` of buys.
+    clock: ZonelessClock,
 }
 
 /// HeroSMS retries a push at least 7 times 20–30 s apart: a push is heard for
@@ -243,6 +256,7 @@ impl HeroSms {
             last_mapping: Mutex::new(MappingReport::default()),
             webhook_sources: Vec::new(),
             webhook_tolerance: DEFAULT_WEBHOOK_TOLERANCE,
+            clock: ZonelessClock::default(),
         })
     }
 
@@ -376,7 +390,22 @@ impl HeroSms {
         &self,
         limit: usize,
     ) -> Result<Vec<(Handle, String)>, UpstreamError> {
-        let mut found: Vec<(Handle, String)> = Vec::new();
+        Ok(self
+            .active_items_upto(limit)
+            .await?
+            .into_iter()
+            .map(|(handle, phone, _)| (handle, phone))
+            .collect())
+    }
+
+    /// The items of `getActiveActivations`, paged, each with its activation
+    /// id and phone; items without either are skipped (and counted in a log
+    /// line). At most `limit`.
+    async fn active_items_upto(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<(Handle, String, Value)>, UpstreamError> {
+        let mut found: Vec<(Handle, String, Value)> = Vec::new();
         for page in 0..ACTIVE_MAX_PAGES {
             if found.len() >= limit {
                 break;
@@ -398,8 +427,8 @@ impl HeroSms {
             let mut unreadable = 0;
             for item in &items {
                 match active_item(item) {
-                    Some(pair) if !found.iter().any(|(h, _)| *h == pair.0) => {
-                        found.push(pair);
+                    Some((handle, phone)) if !found.iter().any(|(h, ..)| *h == handle) => {
+                        found.push((handle, phone, (*item).clone()));
                         fresh += 1;
                     }
                     Some(_) => {}
@@ -421,6 +450,89 @@ impl HeroSms {
         }
         found.truncate(limit);
         Ok(found)
+    }
+
+    /// The open activations of `request`'s service and country (HeroSMS sells
+    /// no voice: none for a voice request), with their purchase times in UTC
+    /// where the zone is known. Activations HeroSMS reports as completed (6),
+    /// cancelled (8) or refunded (10) are left out. An item that names no
+    /// service or country may be anyone's: it is listed without a purchase
+    /// time, so that it is never claimed but keeps a search from concluding
+    /// that nothing was bought (and counted in a log line).
+    async fn open_activations_like(
+        &self,
+        request: &BuyRequest,
+    ) -> Result<Vec<ListedPurchase>, UpstreamError> {
+        if request.channel == Channel::Voice
+            || !self.catalog.is_known_service(request.service.as_str())
+        {
+            return Ok(Vec::new());
+        }
+        let Some(country) = self.catalog.sms_activate_country(request.country) else {
+            return Ok(Vec::new());
+        };
+        let items = self
+            .active_items_upto(ACTIVE_PAGE_SIZE * ACTIVE_MAX_PAGES)
+            .await?;
+        let mut listed = Vec::new();
+        let mut unmatchable = 0usize;
+        for (handle, phone, item) in items {
+            let status = item.get("activationStatus").and_then(json_count);
+            if matches!(status, Some(6 | 8 | 10)) {
+                continue;
+            }
+            let service = item.get("serviceCode").and_then(Value::as_str);
+            let item_country = item.get("countryCode").and_then(json_count);
+            let matchable = match (service, item_country) {
+                (Some(service), Some(item_country)) => {
+                    if service.trim() != request.service.as_str()
+                        || item_country != u64::from(country)
+                    {
+                        continue;
+                    }
+                    true
+                }
+                _ => {
+                    unmatchable += 1;
+                    false
+                }
+            };
+            let time = |key: &str| {
+                item.get(key)
+                    .and_then(Value::as_str)
+                    .and_then(|text| self.upstream_time(text))
+            };
+            listed.push(ListedPurchase {
+                bought_at: time("activationTime").filter(|_| matchable),
+                purchase: Purchase {
+                    handle,
+                    phone,
+                    // Unread, the cost is not needed to close the activation.
+                    cost: item
+                        .get("activationCost")
+                        .and_then(json_micros)
+                        .unwrap_or_default(),
+                    expires_at: time("activationEndTime"),
+                },
+            });
+        }
+        if unmatchable > 0 {
+            tracing::warn!(
+                upstream = %self.name,
+                unmatchable,
+                "HeroSMS active activations: items without a service or country cannot be matched"
+            );
+        }
+        Ok(listed)
+    }
+
+    /// An upstream time in UTC: exact when it carries a zone, else placed by
+    /// the learnt offset (`None` before one is learnt).
+    fn upstream_time(&self, text: &str) -> Option<DateTime<Utc>> {
+        if let Ok(at) = DateTime::parse_from_rfc3339(text.trim()) {
+            return Some(at.with_timezone(&Utc));
+        }
+        self.clock.to_utc(parse_time(text)?)
     }
 
     async fn get_balance(&self) -> Result<Micros, UpstreamError> {
@@ -457,11 +569,21 @@ impl HeroSms {
             params.push(("maxPrice", max_cost.to_string()));
         }
         let body = self.exchange("getNumberV2", &params, &[]).await?;
+        let received_at = Utc::now();
         // A 2xx answer we cannot read may still have bought a number: Malformed
         // (not definite), so the router reconciles.
         let Body::Json(Value::Object(object)) = &body else {
             return Err(self.unexpected("getNumberV2", &body));
         };
+        // The activation time is HeroSMS's "now", in its own zone.
+        if let Some(written) = object
+            .get("activationTime")
+            .and_then(Value::as_str)
+            .filter(|text| DateTime::parse_from_rfc3339(text.trim()).is_err())
+            .and_then(parse_time)
+        {
+            self.clock.learn(written, received_at);
+        }
         let handle = object.get("activationId").and_then(json_id);
         let phone = object.get("phoneNumber").and_then(json_phone);
         let cost = object.get("activationCost").and_then(json_micros);
@@ -1120,6 +1242,14 @@ impl Upstream for HeroSms {
 
     fn cancel<'a>(&'a self, handle: &'a Handle) -> UpstreamFuture<'a, CancelOutcome> {
         Box::pin(self.cancel_activation(handle))
+    }
+
+    /// `getActiveActivations`, filtered to the request's service and country.
+    fn open_purchases_like<'a>(
+        &'a self,
+        request: &'a BuyRequest,
+    ) -> UpstreamFuture<'a, Option<Vec<ListedPurchase>>> {
+        Box::pin(async move { self.open_activations_like(request).await.map(Some) })
     }
 
     /// `getActiveActivations`, paged, at most `limit`.

@@ -27,6 +27,24 @@
 //! Money: `amount_paid` / `sell_price` are JSON numbers with up to 7 decimals,
 //! read from their decimal text and rounded up to a whole micro-dollar. Proxnum
 //! takes no price cap: with a cap, `GET /resell/price` is read before buying.
+//!
+//! **No idempotency.** A buy that times out, gets a 5xx or an unreadable answer
+//! may have bought (and Proxnum charges at purchase). The router reconciles it:
+//! first by the call's late answer, then through
+//! [`Upstream::open_purchases_like`], which pages through `GET
+//! /resell/activations` (documented only as "paginated": the Laravel shapes
+//! `{data, current_page, last_page}` nested under `activations` or at the top,
+//! `{data, meta}`, a plain `activations` list and a bare list are all read)
+//! and returns the open activations of the same service and country with the
+//! time Proxnum says each was created. Activations a resend of this adapter
+//! moved an order to are left out (the router never sees those ids). The
+//! router claims one that no order holds and cancels it (see `router.rs`).
+//! [`Upstream::find_purchase`] is not implemented: without the router's
+//! knowledge of the activations this process holds, a search could adopt
+//! another order's number. `date_created` has no zone: Proxnum's offset from
+//! UTC is learnt from the `date_created` of this adapter's buys (see
+//! [`ZonelessClock`]); until one buy has answered, listed activations have no
+//! usable time and are never claimed.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -44,12 +62,20 @@ use tracing::{debug, warn};
 use crate::catalog::{Catalog, MappingReport};
 use crate::herosms::decimal_to_micros;
 use crate::upstream::{
-    BuyRequest, CancelOutcome, Handle, Offer, Purchase, Snapshot, Upstream, UpstreamError,
-    UpstreamFuture, UpstreamState,
+    BuyRequest, CancelOutcome, Handle, ListedPurchase, Offer, Purchase, Snapshot, Upstream,
+    UpstreamError, UpstreamFuture, UpstreamState, ZonelessClock,
 };
 
 const MAX_HANDLE_LEN: usize = 512;
 const MAX_BODY: usize = 1 << 20;
+/// `GET /resell/activations`: items asked per page, and the most pages read
+/// for one reconciliation (the newest come first).
+const LIST_PAGE_SIZE: usize = 100;
+const LIST_MAX_PAGES: usize = 20;
+/// Activation ids a resend moved an order to, remembered for the listing:
+/// at most this many (the oldest are dropped first; they are also dropped
+/// after twice the lifetime).
+const MAX_RESENT_IDS: usize = 100_000;
 
 /// How to reach Proxnum.
 #[derive(Clone)]
@@ -282,6 +308,54 @@ pub struct Proxnum {
     config: ProxnumConfig,
     client: reqwest::Client,
     seen: Mutex<HashMap<String, Seen>>,
+    /// Proxnum's zone, learnt from the `date_created` of buys.
+    clock: ZonelessClock,
+    /// Activation ids a resend moved an order to → when.
+    resent: Mutex<HashMap<String, Instant>>,
+}
+
+/// The items of one `/resell/activations` page and, if said, the last page.
+fn list_page(value: &Value) -> Option<(&Vec<Value>, Option<u64>)> {
+    let last_page = |v: &Value| {
+        v.get("last_page")
+            .or_else(|| v.pointer("/meta/last_page"))
+            .or_else(|| v.pointer("/pagination/last_page"))
+            .and_then(u64_of)
+    };
+    if let Value::Array(items) = value {
+        return Some((items, None));
+    }
+    for key in ["activations", "data"] {
+        match value.get(key) {
+            Some(Value::Array(items)) => return Some((items, last_page(value))),
+            Some(inner @ Value::Object(_)) => {
+                if let Some(Value::Array(items)) = inner.get("data") {
+                    return Some((items, last_page(inner).or_else(|| last_page(value))));
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Whether a listed status says the activation is over.
+fn closed_status(status: &Value) -> bool {
+    match status {
+        Value::String(text) => matches!(
+            text.trim().to_ascii_lowercase().as_str(),
+            "cancelled"
+                | "canceled"
+                | "cancel"
+                | "refunded"
+                | "expired"
+                | "timeout"
+                | "timed_out"
+                | "finished"
+                | "closed"
+        ),
+        _ => false,
+    }
 }
 
 impl Proxnum {
@@ -295,6 +369,8 @@ impl Proxnum {
             config,
             client,
             seen: Mutex::new(HashMap::new()),
+            clock: ZonelessClock::default(),
+            resent: Mutex::new(HashMap::new()),
         })
     }
 
@@ -414,6 +490,128 @@ impl Proxnum {
                 "",
             )
         })
+    }
+
+    /// An upstream time in UTC: exact with a zone, else placed by the learnt
+    /// offset (`None` before one is learnt).
+    fn upstream_time(&self, text: &str) -> Option<chrono::DateTime<Utc>> {
+        if let Ok(at) = chrono::DateTime::parse_from_rfc3339(text.trim()) {
+            return Some(at.with_timezone(&Utc));
+        }
+        let naive = chrono::NaiveDateTime::parse_from_str(text.trim(), "%Y-%m-%d %H:%M:%S")
+            .or_else(|_| chrono::NaiveDateTime::parse_from_str(text.trim(), "%Y-%m-%dT%H:%M:%S"))
+            .ok()?;
+        self.clock.to_utc(naive.and_utc())
+    }
+
+    /// The open activations of `request`'s service and country, newest pages
+    /// first, at most [`LIST_PAGE_SIZE`] × [`LIST_MAX_PAGES`] read. An item
+    /// that names no service or country may be anyone's: it is listed without
+    /// a time (never claimed, but no proof that nothing was bought).
+    async fn open_activations_like(
+        &self,
+        request: &BuyRequest,
+    ) -> Result<Vec<ListedPurchase>, UpstreamError> {
+        if request.channel == Channel::Voice {
+            return Ok(Vec::new());
+        }
+        let (Ok(service), Ok(country)) = (
+            self.service_code(&request.service),
+            self.country_id(request.country),
+        ) else {
+            return Ok(Vec::new());
+        };
+        let resent: std::collections::HashSet<String> = {
+            let mut resent = self.resent.lock().unwrap_or_else(|p| p.into_inner());
+            let keep = self.config.lifetime * 2;
+            resent.retain(|_, at| at.elapsed() < keep);
+            resent.keys().cloned().collect()
+        };
+        let path = "/resell/activations";
+        let mut listed: Vec<ListedPurchase> = Vec::new();
+        let mut ids = std::collections::HashSet::new();
+        let (mut unreadable, mut unmatchable) = (0usize, 0usize);
+        for page in 1..=LIST_MAX_PAGES {
+            let query = [
+                ("page", page.to_string()),
+                ("per_page", LIST_PAGE_SIZE.to_string()),
+            ];
+            let value = self.call_mapped(Method::GET, path, &query, None).await?;
+            let Some((items, last_page)) = list_page(&value) else {
+                return Err(self.unexpected(path, "no list of activations", &value.to_string()));
+            };
+            let mut fresh = 0;
+            for item in items {
+                let activation_id = item.get("activation_id").and_then(text_of);
+                let phone = ["phone", "phone_number", "number"]
+                    .iter()
+                    .find_map(|k| item.get(*k).and_then(text_of))
+                    .as_deref()
+                    .and_then(phone_digits);
+                let (Some(activation_id), Some(phone)) = (activation_id, phone) else {
+                    unreadable += 1;
+                    continue;
+                };
+                if !ids.insert(activation_id.clone()) {
+                    continue;
+                }
+                fresh += 1;
+                if item.get("status").is_some_and(closed_status) || resent.contains(&activation_id)
+                {
+                    continue;
+                }
+                let item_service = ["service", "service_code"]
+                    .iter()
+                    .find_map(|k| item.get(*k).and_then(text_of));
+                let item_country = ["country", "country_id", "country_code"]
+                    .iter()
+                    .find_map(|k| item.get(*k).and_then(u64_of));
+                let matchable = match (item_service, item_country) {
+                    (Some(s), Some(c)) if s == service && c == u64::from(country) => true,
+                    (Some(_), Some(_)) => continue,
+                    _ => {
+                        unmatchable += 1;
+                        false
+                    }
+                };
+                let handle = ProxHandle {
+                    activation_id,
+                    id: item.get("id").and_then(u64_of),
+                    rev: 0,
+                }
+                .encode()?;
+                let bought_at = ["date_created", "created_at"]
+                    .iter()
+                    .find_map(|k| item.get(*k).and_then(Value::as_str))
+                    .and_then(|text| self.upstream_time(text));
+                listed.push(ListedPurchase {
+                    bought_at: bought_at.filter(|_| matchable),
+                    purchase: Purchase {
+                        handle,
+                        phone,
+                        // Unread, the cost is not needed to close the activation.
+                        cost: ["amount_paid", "price", "cost"]
+                            .iter()
+                            .find_map(|k| item.get(*k).and_then(json_usd))
+                            .unwrap_or_default(),
+                        expires_at: bought_at.map(|at| at + self.config.lifetime),
+                    },
+                });
+            }
+            let last = last_page.is_some_and(|last| page as u64 >= last);
+            if last || items.len() < LIST_PAGE_SIZE || fresh == 0 {
+                break;
+            }
+        }
+        if unreadable + unmatchable > 0 {
+            warn!(
+                upstream = %self.config.name,
+                unreadable,
+                unmatchable,
+                "Proxnum activations: items without an id or phone skipped, items without a service or country not matched"
+            );
+        }
+        Ok(listed)
     }
 
     fn service_code(&self, service: &ServiceCode) -> Result<String, UpstreamError> {
@@ -666,9 +864,20 @@ impl Proxnum {
                 Some(json!({ "service": service, "country": country })),
             )
             .await?;
+        let received_at = Utc::now();
         let Some(activation) = value.get("activation").filter(|a| a.is_object()) else {
             return Err(self.unexpected(path, "no activation", &value.to_string()));
         };
+        // `date_created` is Proxnum's "now", in its own zone.
+        if let Some(written) = activation
+            .get("date_created")
+            .and_then(Value::as_str)
+            .and_then(|text| {
+                chrono::NaiveDateTime::parse_from_str(text.trim(), "%Y-%m-%d %H:%M:%S").ok()
+            })
+        {
+            self.clock.learn(written.and_utc(), received_at);
+        }
         let activation_id = activation.get("activation_id").and_then(text_of);
         let id = activation.get("id").and_then(u64_of);
         let phone = activation
@@ -723,6 +932,19 @@ impl Proxnum {
         let mut next = handle.clone();
         next.rev = current.revision.max(handle.rev);
         if let Some(new_id) = new_id.filter(|id| *id != handle.activation_id) {
+            {
+                let mut resent = self.resent.lock().unwrap_or_else(|p| p.into_inner());
+                if resent.len() >= MAX_RESENT_IDS {
+                    if let Some(oldest) = resent
+                        .iter()
+                        .min_by_key(|(_, at)| **at)
+                        .map(|(id, _)| id.clone())
+                    {
+                        resent.remove(&oldest);
+                    }
+                }
+                resent.insert(new_id.clone(), Instant::now());
+            }
             next.activation_id = new_id;
             next.id = local_id.or(handle.id);
             debug!(upstream = %self.config.name, "Proxnum resend moved the order to a new activation");
@@ -845,6 +1067,19 @@ impl Upstream for Proxnum {
 
     fn cancel<'a>(&'a self, handle: &'a Handle) -> UpstreamFuture<'a, CancelOutcome> {
         Box::pin(async move { self.cancel_inner(&ProxHandle::decode(handle)?).await })
+    }
+
+    /// `GET /resell/activations`, filtered to the request's service and country.
+    fn open_purchases_like<'a>(
+        &'a self,
+        request: &'a BuyRequest,
+    ) -> UpstreamFuture<'a, Option<Vec<ListedPurchase>>> {
+        Box::pin(async move { self.open_activations_like(request).await.map(Some) })
+    }
+
+    /// The `activation_id`: a handle also carries the local id and revision.
+    fn activation_key(&self, handle: &Handle) -> String {
+        ProxHandle::decode(handle).map_or_else(|_| handle.0.clone(), |h| h.activation_id)
     }
 }
 

@@ -33,6 +33,22 @@
 //!
 //! The key is in every URL: URLs are never logged, and transport errors are
 //! reported without them.
+//!
+//! **No reconciliation.** PVAPins takes no idempotency key and offers no way
+//! to find the purchase of a buy whose answer was lost: it has no order ids,
+//! and its only listing, `get_history.php`, is documented with nothing but
+//! `number` and `message` per entry (no app, country or purchase time, and
+//! whether it shows numbers still waiting is unknown), so a lost buy cannot be
+//! told apart from another order's number. [`Upstream::find_purchase`] and
+//! [`Upstream::open_purchases_like`] therefore keep their defaults, and a buy
+//! whose outcome stays unknown is counted `unreconciled` by the router. What
+//! limits them: `get_number.php` gets its own, longer timeout
+//! ([`PvaPinsConfig::buy_timeout`], 30 s by default), and the router keeps
+//! awaiting a buy it stopped waiting for (its late-answer wait, 60 s by
+//! default, must stay above it), so a slow purchase still brings its number,
+//! which the router then rejects. A buy is never retried blindly. Per one
+//! report, PVAPins charges only when a code arrives, and an unused number is
+//! released after about 20 minutes.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -80,6 +96,10 @@ pub struct PvaPinsConfig {
     pub connect_timeout: Duration,
     /// Whole-call timeout.
     pub timeout: Duration,
+    /// Whole-call timeout of a buy (`get_number.php`): longer than the
+    /// others, so that a slow purchase is rarely abandoned (a lost buy cannot
+    /// be reconciled at PVAPins). Keep it below the router's late-answer wait.
+    pub buy_timeout: Duration,
     /// A number with no SMS this long after its purchase is reported `Expired`.
     pub lifetime: Duration,
     /// PVAPins refuses a reject before this (about 2–3 minutes).
@@ -87,8 +107,8 @@ pub struct PvaPinsConfig {
 }
 
 impl PvaPinsConfig {
-    /// A configuration with the default timeouts (connect 2 s, call 8 s), a
-    /// 20-minute lifetime, a 3-minute reject window and
+    /// A configuration with the default timeouts (connect 2 s, call 8 s, buy
+    /// 30 s), a 20-minute lifetime, a 3-minute reject window and
     /// [`code_extract::extract_code`](crate::code_extract::extract_code).
     pub fn new(
         name: &str,
@@ -106,6 +126,7 @@ impl PvaPinsConfig {
             extract_code: crate::code_extract::extract_code,
             connect_timeout: Duration::from_secs(2),
             timeout: Duration::from_secs(8),
+            buy_timeout: Duration::from_secs(30),
             lifetime: Duration::from_secs(20 * 60),
             min_reject_after: Duration::from_secs(3 * 60),
         }
@@ -122,6 +143,7 @@ impl std::fmt::Debug for PvaPinsConfig {
             .field("apps", &self.apps.len())
             .field("connect_timeout", &self.connect_timeout)
             .field("timeout", &self.timeout)
+            .field("buy_timeout", &self.buy_timeout)
             .field("lifetime", &self.lifetime)
             .finish_non_exhaustive()
     }
@@ -520,6 +542,18 @@ impl PvaPins {
         params: &[(&str, String)],
         keyed: bool,
     ) -> Result<String, UpstreamError> {
+        self.get_within(script, params, keyed, self.config.timeout)
+            .await
+    }
+
+    /// [`PvaPins::get`] with its own whole-call timeout.
+    async fn get_within(
+        &self,
+        script: &str,
+        params: &[(&str, String)],
+        keyed: bool,
+        timeout: Duration,
+    ) -> Result<String, UpstreamError> {
         let mut query: Vec<(&str, &str)> = Vec::with_capacity(params.len() + 1);
         if keyed {
             query.push(("customer", self.config.api_key.as_str()));
@@ -529,6 +563,7 @@ impl PvaPins {
             .client
             .get(self.script_url(script)?)
             .query(&query)
+            .timeout(timeout)
             .send()
             .await
             .map_err(|e| transport_error(&e))?;
@@ -895,7 +930,9 @@ impl Upstream for PvaPins {
                 }
             }
             let params = [("app", app.clone()), ("country", country.clone())];
-            let body = self.get("get_number.php", &params, true).await?;
+            let body = self
+                .get_within("get_number.php", &params, true, self.config.buy_timeout)
+                .await?;
             let number = match interpret(&body, Script::Number)? {
                 Reply::Sentence(sentence) => {
                     return Err(self.sentence_error("get_number.php", sentence))

@@ -1,15 +1,82 @@
 //! Routing: which upstream sells an order its number, with failover inside one
 //! deadline (the promise: a number in under 3 seconds), a circuit breaker per
 //! upstream, and reconciliation of buys whose outcome is unknown.
+//!
+//! # No double purchase
+//!
+//! A buy that times out (or gets a 5xx or an unreadable answer) may still have
+//! bought a number upstream. The router fails over at once, and the lost buy is
+//! settled in the background, in this order:
+//!
+//! 1. **The late answer.** Each buy runs in its own task; when the router
+//!    stops waiting for it, the call is not dropped but awaited for up to
+//!    [`RouterConfig::late_answer_wait`] (the adapter's own HTTP timeout
+//!    normally ends it sooner). A number it brings is cancelled; a definite
+//!    refusal proves nothing was bought.
+//! 2. **By idempotency key** (SMSCode, the simulator):
+//!    [`Upstream::find_purchase`] replays the buy under the same key.
+//! 3. **By listing** (HeroSMS, Proxnum): [`Upstream::open_purchases_like`]
+//!    lists the open activations for the same service and country, and the
+//!    router claims one that is safe to close, then cancels it.
+//! 4. Otherwise (PVAPins, or nothing conclusive within the attempts) it is
+//!    counted in [`UpstreamHealth::unreconciled`], and the orphan sweep
+//!    (`sweep.rs`) closes what it can list later.
+//!
+//! ## Why claiming from a listing is safe
+//!
+//! The listing shows every open activation of the account, including numbers
+//! that orders hold. An activation is claimed for a lost buy only if:
+//!
+//! - **no order can hold it**: its activation id is not among those this
+//!   process knows at that upstream, meaning every purchase a buy returned
+//!   (recorded under the slot's lock *before* the buy returns it to anyone) and
+//!   every activation already claimed by another reconciler. These are kept
+//!   for [`KNOWN_ACTIVATION_TTL`] (longer than any upstream keeps an
+//!   activation open), at most [`MAX_KNOWN_ACTIVATIONS`] per upstream; if that
+//!   many are fresh, the oldest is forgotten and listing-based claims stop for
+//!   one TTL, because the set would no longer be complete;
+//! - **no answer still on its way could name it**: a buy for the same service
+//!   and country that was sent before the listing finished and has not
+//!   settled yet (its answer, or its late answer, may still bring exactly this
+//!   activation) makes the reconciler wait and list again. A buy sent after
+//!   the listing finished cannot have made anything in it;
+//! - **it is recent**: the upstream says it was bought no earlier than the
+//!   lost buy was sent, less [`RouterConfig::reconcile_clock_skew`], and no
+//!   earlier than this router started, *plus* that skew. The second bound
+//!   keeps out activations bought before a restart, which orders may hold
+//!   although this router has never seen them (so a buy lost within one skew
+//!   of a start cannot be reconciled by listing: it is counted unreconciled,
+//!   and left to the orphan sweep). An activation whose time cannot be
+//!   placed in UTC is never claimed;
+//! - it costs no more than the buy's cap, if it had one.
+//!
+//! Among those, the one bought earliest is claimed (recorded as known before
+//! the lock is released), then cancelled. When two lost buys for the same
+//! service and country race, each claims a different activation (a claim is
+//! exclusive), and each claimed one is an activation that no order holds:
+//! whichever lost buy made it, cancelling it is right, and the two together
+//! close both numbers. A listing that shows nothing claimable proves that
+//! nothing was bought only once it started at least
+//! [`RouterConfig::absent_after`] after the buy was sent (an upstream may
+//! still be completing a purchase whose connection was dropped).
+//!
+//! This relies on one assumption, shared with the orphan sweep: the upstream
+//! account is used by this process alone.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use nexus_core::domain::money::Micros;
 use nexus_core::domain::order::{CountryCode, ServiceCode};
+use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
-use crate::upstream::{BuyRequest, CancelOutcome, Purchase, Upstream, UpstreamError};
+use crate::upstream::{
+    BuyRequest, CancelOutcome, ListedPurchase, Purchase, Upstream, UpstreamError,
+};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RouterConfig {
@@ -24,6 +91,17 @@ pub struct RouterConfig {
     /// Attempts to reconcile a buy whose outcome is unknown.
     pub reconcile_attempts: u32,
     pub reconcile_interval: Duration,
+    /// How long a buy the router stopped waiting for is still awaited for its
+    /// answer (a number it brings is then cancelled). The adapter's own HTTP
+    /// timeout normally ends the call sooner.
+    pub late_answer_wait: Duration,
+    /// How far an upstream's clock may be from Nexus's when a listed
+    /// activation's purchase time is compared with the time a lost buy was
+    /// sent.
+    pub reconcile_clock_skew: Duration,
+    /// A listing with nothing claimable proves that a lost buy bought nothing
+    /// only when it starts at least this long after the buy was sent.
+    pub absent_after: Duration,
 }
 
 impl Default for RouterConfig {
@@ -35,9 +113,21 @@ impl Default for RouterConfig {
             open_for: Duration::from_secs(10),
             reconcile_attempts: 10,
             reconcile_interval: Duration::from_secs(3),
+            late_answer_wait: Duration::from_secs(60),
+            reconcile_clock_skew: Duration::from_secs(120),
+            absent_after: Duration::from_secs(20),
         }
     }
 }
+
+/// How long the router remembers an activation it knows (bought, or claimed by
+/// a reconciler): longer than any upstream keeps an activation open (about 20
+/// minutes), so a listing never shows a known activation it has forgotten.
+pub const KNOWN_ACTIVATION_TTL: Duration = Duration::from_secs(60 * 60);
+/// The most activations remembered per upstream (about 55 purchases a second
+/// for a whole TTL). Past it, the oldest is forgotten and listing-based
+/// reconciliation at that upstream pauses for one TTL.
+pub const MAX_KNOWN_ACTIVATIONS: usize = 200_000;
 
 /// A number and who sold it.
 #[derive(Clone, Debug)]
@@ -81,7 +171,12 @@ pub struct UpstreamHealth {
     pub latency_ms: f64,
     pub successes: u64,
     pub failures: u64,
+    /// Buys with an unknown outcome whose number was found (late answer, key
+    /// or listing) and cancelled.
     pub reconciled_cancelled: u64,
+    /// Buys with an unknown outcome proven to have bought nothing.
+    pub reconciled_absent: u64,
+    /// Buys with an unknown outcome that could not be settled.
     pub unreconciled: u64,
 }
 
@@ -95,12 +190,118 @@ struct SlotState {
     health: UpstreamHealth,
     /// Last known cost per (service, country), learnt from purchases.
     costs: std::collections::HashMap<(String, String), Micros>,
+    /// Activations this process knows at this upstream (by
+    /// [`Upstream::activation_key`]) → when learnt: bought, or claimed by a
+    /// reconciler. Bounded by [`MAX_KNOWN_ACTIVATIONS`].
+    known: HashMap<String, Instant>,
+    /// Set when a fresh known activation had to be forgotten: until then, the
+    /// known set is incomplete and no listed activation is claimed.
+    known_incomplete_until: Option<Instant>,
+    /// Buys sent to this upstream that have not settled (answer, late answer
+    /// or given up): buy number → (service, country) and when sent. At most
+    /// one per buy task, each bounded in time by `late_answer_wait`.
+    in_flight: HashMap<u64, InFlight>,
+}
+
+struct InFlight {
+    key: (String, String),
+    sent: Instant,
+}
+
+impl SlotState {
+    fn new(name: String) -> SlotState {
+        SlotState {
+            breaker: Breaker {
+                consecutive_failures: 0,
+                opened_at: None,
+                probing: false,
+            },
+            health: UpstreamHealth {
+                name,
+                breaker: BreakerState::Closed,
+                consecutive_failures: 0,
+                latency_ms: 0.0,
+                successes: 0,
+                failures: 0,
+                reconciled_cancelled: 0,
+                reconciled_absent: 0,
+                unreconciled: 0,
+            },
+            costs: Default::default(),
+            known: HashMap::new(),
+            known_incomplete_until: None,
+            in_flight: HashMap::new(),
+        }
+    }
+
+    /// Records an activation as known; forgets the oldest past the bound.
+    fn remember(&mut self, activation: String) {
+        let now = Instant::now();
+        if self.known.len() >= MAX_KNOWN_ACTIVATIONS {
+            self.known
+                .retain(|_, at| now.duration_since(*at) < KNOWN_ACTIVATION_TTL);
+        }
+        if self.known.len() >= MAX_KNOWN_ACTIVATIONS {
+            if let Some(oldest) = self
+                .known
+                .iter()
+                .min_by_key(|(_, at)| **at)
+                .map(|(key, _)| key.clone())
+            {
+                self.known.remove(&oldest);
+                self.known_incomplete_until = Some(now + KNOWN_ACTIVATION_TTL);
+                warn!(
+                    upstream = %self.health.name,
+                    "too many known activations: reconciliation by listing pauses"
+                );
+            }
+        }
+        self.known.insert(activation, now);
+    }
+
+    /// A buy settled: it leaves the in-flight set, and the activation it
+    /// bought (if any) joins the known set, in one step.
+    fn settle(&mut self, buy: u64, bought: Option<String>) {
+        if let Some(activation) = bought {
+            self.remember(activation);
+        }
+        self.in_flight.remove(&buy);
+    }
+}
+
+/// The outcome of one buy, when the router stopped waiting for its answer.
+enum LostOutcome {
+    /// The answer came late, or to a caller who had gone: this number.
+    Bought(Purchase),
+    /// A definite refusal came late: nothing was bought.
+    NothingBought,
+    /// No answer that tells: search.
+    Unknown,
+}
+
+/// What a listing offers a lost buy.
+#[derive(Debug)]
+enum Claim {
+    Found(Purchase),
+    /// An unsettled buy may still name one of the listed activations.
+    Wait,
+    Nothing,
+    /// Only activations whose purchase time cannot be placed in UTC: they may
+    /// be this buy's, so nothing is proven, and none is claimed.
+    Unplaced,
+    /// The known set is incomplete: nothing can be claimed safely.
+    Unsafe,
 }
 
 pub struct Router {
     slots: Vec<Arc<Slot>>,
     config: RouterConfig,
     quotes: Mutex<QuoteCache>,
+    /// Numbers buys, for the in-flight sets.
+    next_buy: AtomicU64,
+    /// When this router started: activations bought before it (plus the
+    /// clock skew) may be held by orders it has never seen.
+    started_at: DateTime<Utc>,
 }
 
 /// (service, country) → when asked, and the answer.
@@ -130,24 +331,7 @@ impl Router {
                 let name = upstream.name().to_owned();
                 Arc::new(Slot {
                     upstream,
-                    state: Mutex::new(SlotState {
-                        breaker: Breaker {
-                            consecutive_failures: 0,
-                            opened_at: None,
-                            probing: false,
-                        },
-                        health: UpstreamHealth {
-                            name,
-                            breaker: BreakerState::Closed,
-                            consecutive_failures: 0,
-                            latency_ms: 0.0,
-                            successes: 0,
-                            failures: 0,
-                            reconciled_cancelled: 0,
-                            unreconciled: 0,
-                        },
-                        costs: Default::default(),
-                    }),
+                    state: Mutex::new(SlotState::new(name)),
                 })
             })
             .collect();
@@ -155,6 +339,8 @@ impl Router {
             slots,
             config,
             quotes: Mutex::default(),
+            next_buy: AtomicU64::new(1),
+            started_at: Utc::now(),
         }
     }
 
@@ -285,10 +471,11 @@ impl Router {
             }
             let timeout = remaining.min(self.config.attempt_timeout);
             let call_started = Instant::now();
-            let result = match tokio::time::timeout(timeout, slot.upstream.buy(request)).await {
-                Ok(result) => result,
-                Err(_) => Err(UpstreamError::Unavailable("timed out".into())),
-            };
+            // An unknown outcome is settled by the attempt's own task.
+            let result = self
+                .attempt(slot.clone(), request.clone(), timeout)
+                .await
+                .unwrap_or_else(|_| Err(UpstreamError::Unavailable("buy task ended".into())));
             let elapsed = call_started.elapsed();
             match result {
                 Ok(purchase) => {
@@ -317,7 +504,6 @@ impl Router {
                     self.record(&slot, false, elapsed, None);
                     only_no_numbers = false;
                     warn!(upstream = slot.upstream.name(), error = %e, "buy outcome unknown; reconciling, failing over");
-                    self.reconcile_later(slot.clone(), request.clone());
                 }
             }
         }
@@ -380,39 +566,299 @@ impl Router {
         }
     }
 
-    /// Finds what an unknown buy did and cancels it, retrying a bounded number of
-    /// times. Never leaves a number charged without an order.
-    fn reconcile_later(&self, slot: Arc<Slot>, request: BuyRequest) {
-        let attempts = self.config.reconcile_attempts;
-        let interval = self.config.reconcile_interval;
+    /// One buy at one upstream, in a task of its own: answers within
+    /// `timeout` (a timeout is `Unavailable`), and when the outcome is unknown
+    /// (a timeout, a 5xx, garbage, or a caller that has gone), settles it in
+    /// the background: see the module's documentation.
+    fn attempt(
+        &self,
+        slot: Arc<Slot>,
+        request: BuyRequest,
+        timeout: Duration,
+    ) -> oneshot::Receiver<Result<Purchase, UpstreamError>> {
+        let (answer, receiver) = oneshot::channel();
+        let buy = self.next_buy.fetch_add(1, Ordering::Relaxed);
+        let sent = Instant::now();
+        // A listed activation is claimable only if bought after this buy was
+        // sent and after this router started, give or take the clock skew.
+        let skew = chrono::Duration::from_std(self.config.reconcile_clock_skew).unwrap_or_default();
+        let not_before = (Utc::now() - skew).max(self.started_at + skew);
+        slot.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .in_flight
+            .insert(
+                buy,
+                InFlight {
+                    key: key_of(&request),
+                    sent,
+                },
+            );
+        let config = self.config.clone();
+        let mut unsettled = Unsettled {
+            slot: slot.clone(),
+            buy,
+            settled: false,
+        };
         tokio::spawn(async move {
-            for attempt in 1..=attempts {
-                match slot.upstream.find_purchase(&request).await {
-                    Ok(None) => return,
-                    Ok(Some(purchase)) => {
-                        if cancel_until_done(&*slot.upstream, &purchase, attempts, interval).await {
-                            let mut state = slot.state.lock().unwrap_or_else(|p| p.into_inner());
-                            state.health.reconciled_cancelled += 1;
-                            info!(
-                                upstream = slot.upstream.name(),
-                                "reconciled: a timed-out purchase was cancelled"
-                            );
+            let mut call = slot.upstream.buy(&request);
+            let outcome = match tokio::time::timeout(timeout, &mut call).await {
+                Ok(result) => {
+                    unsettled.settle(result.as_ref().ok());
+                    match result {
+                        Ok(purchase) => match answer.send(Ok(purchase)) {
+                            Ok(()) => return,
+                            // Nobody waits for it any more: not needed.
+                            Err(Ok(purchase)) => LostOutcome::Bought(purchase),
+                            Err(Err(_)) => return,
+                        },
+                        Err(e) if e.is_definite() => {
+                            let _ = answer.send(Err(e));
                             return;
                         }
-                    }
-                    Err(e) => {
-                        debug!(upstream = slot.upstream.name(), attempt, error = %e, "reconciliation failed; retrying")
+                        Err(e) => {
+                            let _ = answer.send(Err(e));
+                            LostOutcome::Unknown
+                        }
                     }
                 }
-                tokio::time::sleep(interval).await;
-            }
-            let mut state = slot.state.lock().unwrap_or_else(|p| p.into_inner());
-            state.health.unreconciled += 1;
-            warn!(
-                upstream = slot.upstream.name(),
-                "a purchase with an unknown outcome could not be reconciled"
-            );
+                Err(_) => {
+                    let _ = answer.send(Err(UpstreamError::Unavailable("timed out".into())));
+                    // The call goes on: its answer tells what it did.
+                    let late = tokio::time::timeout(config.late_answer_wait, &mut call).await;
+                    drop(call);
+                    let late = late.unwrap_or_else(|_| {
+                        Err(UpstreamError::Unavailable("no late answer".into()))
+                    });
+                    unsettled.settle(late.as_ref().ok());
+                    match late {
+                        Ok(purchase) => LostOutcome::Bought(purchase),
+                        Err(e) if e.is_definite() => LostOutcome::NothingBought,
+                        Err(_) => LostOutcome::Unknown,
+                    }
+                }
+            };
+            reconcile(&slot, &config, &request, sent, not_before, outcome).await;
         });
+        receiver
+    }
+}
+
+/// A buy in its upstream's in-flight set until it settles. A buy task that
+/// ends without settling (a panic, or the runtime shutting down) leaves the
+/// set all the same, and is counted unreconciled.
+struct Unsettled {
+    slot: Arc<Slot>,
+    buy: u64,
+    settled: bool,
+}
+
+impl Unsettled {
+    fn settle(&mut self, bought: Option<&Purchase>) {
+        let activation = bought.map(|p| self.slot.upstream.activation_key(&p.handle));
+        self.slot
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .settle(self.buy, activation);
+        self.settled = true;
+    }
+}
+
+impl Drop for Unsettled {
+    fn drop(&mut self) {
+        if !self.settled {
+            let mut state = self.slot.state.lock().unwrap_or_else(|p| p.into_inner());
+            state.in_flight.remove(&self.buy);
+            state.health.unreconciled += 1;
+        }
+    }
+}
+
+/// (service, country) of a buy.
+fn key_of(request: &BuyRequest) -> (String, String) {
+    (
+        request.service.as_str().to_owned(),
+        request.country.as_str().to_owned(),
+    )
+}
+
+/// Settles a buy whose outcome is unknown: cancels the number it bought, or
+/// proves it bought none, retrying a bounded number of times; otherwise counts
+/// it unreconciled.
+async fn reconcile(
+    slot: &Slot,
+    config: &RouterConfig,
+    request: &BuyRequest,
+    sent: Instant,
+    not_before: DateTime<Utc>,
+    outcome: LostOutcome,
+) {
+    let name = slot.upstream.name();
+    let count = |field: fn(&mut UpstreamHealth) -> &mut u64| {
+        let mut state = slot.state.lock().unwrap_or_else(|p| p.into_inner());
+        *field(&mut state.health) += 1;
+    };
+    let (attempts, interval) = (config.reconcile_attempts, config.reconcile_interval);
+    let close = |purchase: Purchase, how: &'static str| async move {
+        if cancel_until_done(&*slot.upstream, &purchase, attempts, interval).await {
+            count(|h| &mut h.reconciled_cancelled);
+            info!(
+                upstream = name,
+                how, "reconciled: a purchase with an unknown outcome was cancelled"
+            );
+        } else {
+            count(|h| &mut h.unreconciled);
+            warn!(
+                upstream = name,
+                how, "a purchase with an unknown outcome was found but could not be cancelled"
+            );
+        }
+    };
+    match outcome {
+        LostOutcome::Bought(purchase) => return close(purchase, "late answer").await,
+        LostOutcome::NothingBought => {
+            count(|h| &mut h.reconciled_absent);
+            debug!(upstream = name, "a late answer says nothing was bought");
+            return;
+        }
+        LostOutcome::Unknown => {}
+    }
+    // Waiting for other buys to settle does not use up attempts; it is
+    // bounded by how long a buy can stay unsettled.
+    let wait_until = Instant::now() + config.attempt_timeout + config.late_answer_wait + interval;
+    let mut attempt = 0;
+    while attempt < attempts {
+        attempt += 1;
+        let listing_started = Instant::now();
+        match slot.upstream.open_purchases_like(request).await {
+            Ok(Some(listed)) => {
+                let listed_by = Instant::now();
+                let claim = {
+                    let mut state = slot.state.lock().unwrap_or_else(|p| p.into_inner());
+                    claim(
+                        &mut state,
+                        &*slot.upstream,
+                        &listed,
+                        request,
+                        not_before,
+                        listed_by,
+                    )
+                };
+                match claim {
+                    Claim::Found(purchase) => return close(purchase, "listing").await,
+                    Claim::Nothing
+                        if listing_started.duration_since(sent) >= config.absent_after =>
+                    {
+                        count(|h| &mut h.reconciled_absent);
+                        debug!(
+                            upstream = name,
+                            "a lost buy bought nothing: no activation to claim"
+                        );
+                        return;
+                    }
+                    Claim::Nothing => {
+                        // Too soon to conclude: list again once it is not.
+                        tokio::time::sleep_until((sent + config.absent_after).into()).await;
+                        continue;
+                    }
+                    Claim::Wait => {
+                        if Instant::now() < wait_until {
+                            attempt -= 1;
+                        }
+                        debug!(
+                            upstream = name,
+                            attempt, "a buy in flight may name a listed activation; listing again"
+                        );
+                    }
+                    Claim::Unplaced => {
+                        debug!(
+                            upstream = name,
+                            attempt,
+                            "listed activations without a usable purchase time; listing again"
+                        );
+                    }
+                    Claim::Unsafe => break,
+                }
+            }
+            Ok(None) => match slot.upstream.find_purchase(request).await {
+                Ok(None) => {
+                    count(|h| &mut h.reconciled_absent);
+                    return;
+                }
+                Ok(Some(purchase)) => {
+                    slot.state
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remember(slot.upstream.activation_key(&purchase.handle));
+                    return close(purchase, "idempotency key").await;
+                }
+                Err(e) => {
+                    debug!(upstream = name, attempt, error = %e, "reconciliation failed; retrying")
+                }
+            },
+            Err(e) => {
+                debug!(upstream = name, attempt, error = %e, "listing for reconciliation failed; retrying")
+            }
+        }
+        tokio::time::sleep(interval).await;
+    }
+    count(|h| &mut h.unreconciled);
+    warn!(
+        upstream = name,
+        "a purchase with an unknown outcome could not be reconciled"
+    );
+}
+
+/// Picks the listed activation a lost buy may close, and records it as known
+/// (see the module's documentation for why this is safe). `not_before`: the
+/// earliest purchase time a claimable activation may have; `listed_by`: when
+/// the listing had been read completely.
+fn claim(
+    state: &mut SlotState,
+    upstream: &dyn Upstream,
+    listed: &[ListedPurchase],
+    request: &BuyRequest,
+    not_before: DateTime<Utc>,
+    listed_by: Instant,
+) -> Claim {
+    let now = Instant::now();
+    if state
+        .known_incomplete_until
+        .is_some_and(|until| now < until)
+    {
+        return Claim::Unsafe;
+    }
+    let key = key_of(request);
+    if state
+        .in_flight
+        .values()
+        .any(|f| f.key == key && f.sent <= listed_by)
+    {
+        return Claim::Wait;
+    }
+    let unknown: Vec<&ListedPurchase> = listed
+        .iter()
+        .filter(|l| request.max_cost.is_none_or(|cap| l.purchase.cost <= cap))
+        .filter(|l| {
+            let activation = upstream.activation_key(&l.purchase.handle);
+            state
+                .known
+                .get(&activation)
+                .is_none_or(|at| now.duration_since(*at) >= KNOWN_ACTIVATION_TTL)
+        })
+        .collect();
+    let best = unknown
+        .iter()
+        .filter(|l| l.bought_at.is_some_and(|at| at >= not_before))
+        .min_by_key(|l| l.bought_at);
+    match best {
+        Some(listed) => {
+            state.remember(upstream.activation_key(&listed.purchase.handle));
+            Claim::Found(listed.purchase.clone())
+        }
+        None if unknown.iter().any(|l| l.bought_at.is_none()) => Claim::Unplaced,
+        None => Claim::Nothing,
     }
 }
 
@@ -580,6 +1026,237 @@ mod tests {
         }
         let health = router.health();
         assert_eq!(health[0].unreconciled, 0);
+    }
+
+    fn listed(handle: &str, bought_at: Option<DateTime<Utc>>, cost: i64) -> ListedPurchase {
+        ListedPurchase {
+            purchase: Purchase {
+                handle: crate::upstream::Handle(handle.into()),
+                phone: "6281200000000".into(),
+                cost: Micros(cost),
+                expires_at: None,
+            },
+            bought_at,
+        }
+    }
+
+    fn empty_state() -> SlotState {
+        SlotState::new("s".into())
+    }
+
+    fn claimed(outcome: Claim) -> Option<String> {
+        match outcome {
+            Claim::Found(p) => Some(p.handle.0),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_claim_takes_the_earliest_recent_unknown_activation_once() {
+        let upstream = sim("s", |_| {});
+        let mut state = empty_state();
+        let sent_at = Utc::now();
+        let not_before = sent_at - chrono::Duration::seconds(60);
+        let at = |seconds: i64| Some(sent_at + chrono::Duration::seconds(seconds));
+        state.remember("held".into());
+        let list = vec![
+            listed("old", at(-600), 100),
+            listed("held", at(1), 100),
+            listed("second", at(5), 100),
+            listed("first", at(-30), 100),
+            listed("dear", at(0), 900),
+        ];
+        let mut capped = request("o1");
+        capped.max_cost = Some(Micros(500));
+        let now = Instant::now();
+        let first = claim(&mut state, &*upstream, &list, &capped, not_before, now);
+        assert_eq!(claimed(first).as_deref(), Some("first"));
+        // A claim is exclusive: the next lost buy gets the next one, then none.
+        let second = claim(&mut state, &*upstream, &list, &capped, not_before, now);
+        assert_eq!(claimed(second).as_deref(), Some("second"));
+        assert!(matches!(
+            claim(&mut state, &*upstream, &list, &capped, not_before, now),
+            Claim::Nothing
+        ));
+        // Without the cap, the dear one is a candidate too.
+        let uncapped = claim(
+            &mut state,
+            &*upstream,
+            &list,
+            &request("o2"),
+            not_before,
+            now,
+        );
+        assert_eq!(claimed(uncapped).as_deref(), Some("dear"));
+    }
+
+    #[test]
+    fn no_claim_while_a_buy_may_still_name_an_activation_or_times_are_unplaced() {
+        let upstream = sim("s", |_| {});
+        let mut state = empty_state();
+        let sent_at = Utc::now();
+        let not_before = sent_at - chrono::Duration::seconds(60);
+        let list = vec![listed("a", Some(sent_at), 100)];
+        // A buy for the same service and country, sent before the listing
+        // was read and not settled: its answer may be exactly "a".
+        state.in_flight.insert(
+            7,
+            InFlight {
+                key: key_of(&request("o1")),
+                sent: Instant::now(),
+            },
+        );
+        let listed_by = Instant::now();
+        assert!(matches!(
+            claim(
+                &mut state,
+                &*upstream,
+                &list,
+                &request("o2"),
+                not_before,
+                listed_by
+            ),
+            Claim::Wait
+        ));
+        // It settles with "a": "a" is known, nothing is left to claim.
+        state.settle(7, Some("a".into()));
+        assert!(matches!(
+            claim(
+                &mut state,
+                &*upstream,
+                &list,
+                &request("o2"),
+                not_before,
+                listed_by
+            ),
+            Claim::Nothing
+        ));
+        // A buy sent after the listing was read cannot be in it.
+        state.in_flight.insert(
+            8,
+            InFlight {
+                key: key_of(&request("o1")),
+                sent: Instant::now() + Duration::from_millis(5),
+            },
+        );
+        let fresh = vec![listed("b", Some(sent_at), 100)];
+        assert_eq!(
+            claimed(claim(
+                &mut state,
+                &*upstream,
+                &fresh,
+                &request("o2"),
+                not_before,
+                listed_by
+            ))
+            .as_deref(),
+            Some("b")
+        );
+        // An activation whose time cannot be placed is never claimed, and
+        // proves nothing.
+        let unplaced = vec![listed("c", None, 100)];
+        assert!(matches!(
+            claim(
+                &mut state,
+                &*upstream,
+                &unplaced,
+                &request("o2"),
+                not_before,
+                listed_by
+            ),
+            Claim::Unplaced
+        ));
+    }
+
+    /// An upstream whose buy panics (a bug): nothing else is needed here.
+    struct Panicking;
+
+    impl Upstream for Panicking {
+        fn name(&self) -> &str {
+            "panicking"
+        }
+        fn offers<'a>(
+            &'a self,
+            _: Option<&'a ServiceCode>,
+            _: Option<CountryCode>,
+        ) -> crate::upstream::UpstreamFuture<'a, Vec<crate::upstream::Offer>> {
+            Box::pin(async { Ok(Vec::new()) })
+        }
+        fn balance(&self) -> crate::upstream::UpstreamFuture<'_, Micros> {
+            Box::pin(async { Ok(Micros(0)) })
+        }
+        fn buy<'a>(&'a self, _: &'a BuyRequest) -> crate::upstream::UpstreamFuture<'a, Purchase> {
+            Box::pin(async { panic!("a bug in an adapter") })
+        }
+        fn poll<'a>(
+            &'a self,
+            _: &'a crate::upstream::Handle,
+        ) -> crate::upstream::UpstreamFuture<'a, crate::upstream::Snapshot> {
+            Box::pin(async { Err(UpstreamError::NotFound) })
+        }
+        fn resend<'a>(
+            &'a self,
+            _: &'a crate::upstream::Handle,
+        ) -> crate::upstream::UpstreamFuture<'a, crate::upstream::Handle> {
+            Box::pin(async { Err(UpstreamError::NotFound) })
+        }
+        fn finish<'a>(
+            &'a self,
+            _: &'a crate::upstream::Handle,
+        ) -> crate::upstream::UpstreamFuture<'a, ()> {
+            Box::pin(async { Ok(()) })
+        }
+        fn cancel<'a>(
+            &'a self,
+            _: &'a crate::upstream::Handle,
+        ) -> crate::upstream::UpstreamFuture<'a, CancelOutcome> {
+            Box::pin(async { Ok(CancelOutcome::AlreadyClosed) })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_buy_task_that_dies_leaves_the_in_flight_set_and_is_counted() {
+        let patient = RouterConfig {
+            deadline: Duration::from_secs(5),
+            attempt_timeout: Duration::from_secs(2),
+            ..quick()
+        };
+        let router = Router::new(vec![Arc::new(Panicking), sim("good", |_| {})], patient);
+        let routed = router.buy(&request("o1")).await.unwrap();
+        assert_eq!(routed.provider, "good");
+        // The dying task's guard may run just after the caller moved on.
+        for _ in 0..100 {
+            if router.health()[0].unreconciled > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let state = router.slots[0].state.lock().unwrap();
+        assert!(state.in_flight.is_empty());
+        assert_eq!(state.health.unreconciled, 1);
+    }
+
+    #[test]
+    fn an_overfull_known_set_stops_claims() {
+        let upstream = sim("s", |_| {});
+        let mut state = empty_state();
+        for i in 0..=MAX_KNOWN_ACTIVATIONS {
+            state.remember(format!("a{i}"));
+        }
+        assert_eq!(state.known.len(), MAX_KNOWN_ACTIVATIONS);
+        let sent_at = Utc::now();
+        let list = vec![listed("new", Some(sent_at), 1)];
+        assert!(matches!(
+            claim(
+                &mut state,
+                &*upstream,
+                &list,
+                &request("o1"),
+                sent_at,
+                Instant::now()
+            ),
+            Claim::Unsafe
+        ));
     }
 
     #[tokio::test]

@@ -161,6 +161,59 @@ impl UpstreamError {
     }
 }
 
+/// An open activation an upstream lists, read to find the purchase of a buy
+/// whose answer was lost (see [`Upstream::open_purchases_like`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListedPurchase {
+    pub purchase: Purchase,
+    /// When the upstream says it was bought, in UTC. `None` when the time is
+    /// missing, unreadable, or written without a zone whose offset is not
+    /// known yet (see [`ZonelessClock`]): such an activation is never claimed.
+    pub bought_at: Option<DateTime<Utc>>,
+}
+
+/// How far an upstream that writes times without a zone (provider-local, such
+/// as HeroSMS's `activationTime` or Proxnum's `date_created`) is from UTC,
+/// learnt from its own answers: a buy's answer carries the time the upstream
+/// wrote "now", and the adapter receives it within seconds. Zone offsets are
+/// whole quarters of an hour, so the difference is rounded to the nearest 15
+/// minutes, which also absorbs a few minutes of clock drift; a difference of
+/// more than 14 hours is no zone (a fixed or bogus time) and teaches nothing.
+#[derive(Debug, Default)]
+pub struct ZonelessClock {
+    offset_minutes: std::sync::Mutex<Option<i64>>,
+}
+
+/// The widest zone offset there is (UTC+14).
+const MAX_ZONE_OFFSET_MINUTES: i64 = 14 * 60;
+
+impl ZonelessClock {
+    /// `written`: a zone-less time the upstream wrote as "now", read as if it
+    /// were UTC; `received_at`: when its answer arrived, by this host's clock.
+    pub fn learn(&self, written: DateTime<Utc>, received_at: DateTime<Utc>) {
+        const QUARTER_SECONDS: i64 = 15 * 60;
+        let seconds = (written - received_at).num_seconds();
+        let quarters = (seconds + QUARTER_SECONDS / 2).div_euclid(QUARTER_SECONDS);
+        let minutes = quarters * 15;
+        if minutes.abs() <= MAX_ZONE_OFFSET_MINUTES {
+            *self
+                .offset_minutes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(minutes);
+        }
+    }
+
+    /// A zone-less upstream time (read as if UTC) placed in UTC; `None` until
+    /// an offset has been learnt.
+    pub fn to_utc(&self, written: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let minutes = (*self
+            .offset_minutes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()))?;
+        Some(written - chrono::Duration::minutes(minutes))
+    }
+}
+
 /// A number provider.
 pub trait Upstream: Send + Sync {
     /// The configured name, shown on orders and in health views.
@@ -189,9 +242,11 @@ pub trait Upstream: Send + Sync {
     fn cancel<'a>(&'a self, handle: &'a Handle) -> UpstreamFuture<'a, CancelOutcome>;
 
     /// After a buy whose outcome is unknown (timeout, 5xx): the purchase it made,
-    /// if any, so that it is used or cancelled, never left charged. Upstreams with
-    /// idempotency keys replay the buy with the same key; others search their
-    /// active activations. The default says it cannot tell.
+    /// if any, so that it is used or cancelled, never left charged. Only for
+    /// upstreams that can tell exactly, by replaying the buy under the same
+    /// idempotency key; upstreams without keys list their open activations
+    /// instead ([`Upstream::open_purchases_like`]) and leave the choice to the
+    /// router. The default says it cannot tell.
     fn find_purchase<'a>(
         &'a self,
         request: &'a BuyRequest,
@@ -202,6 +257,32 @@ pub trait Upstream: Send + Sync {
                 "this upstream cannot reconcile a purchase".into(),
             ))
         })
+    }
+
+    /// For a buy whose outcome is unknown at an upstream without idempotency
+    /// keys: the open activations of this account that could be its purchase
+    /// (same service, country and channel), each with the time the upstream
+    /// says it was bought. `Ok(None)`: this upstream cannot list its purchases
+    /// (the default); [`Upstream::find_purchase`] is asked instead.
+    ///
+    /// The list is not "the purchase of this buy": it may hold numbers that
+    /// orders already hold, or that other lost buys made. Picking the one to
+    /// close is the router's job, which knows every activation this process
+    /// holds and every buy still in flight (see `router.rs`); an adapter must
+    /// not answer [`Upstream::find_purchase`] from such a list.
+    fn open_purchases_like<'a>(
+        &'a self,
+        request: &'a BuyRequest,
+    ) -> UpstreamFuture<'a, Option<Vec<ListedPurchase>>> {
+        let _ = request;
+        Box::pin(async { Ok(None) })
+    }
+
+    /// The identity of the activation a handle addresses: the same for every
+    /// handle of that activation (a handle may carry more, such as the
+    /// revision reached at a resend). The default: the handle itself.
+    fn activation_key(&self, handle: &Handle) -> String {
+        handle.0.clone()
     }
 
     /// The purchases this upstream account holds as active, at most `limit`,
@@ -218,5 +299,40 @@ pub trait Upstream: Send + Sync {
     fn inbound(&self, request: &InboundRequest<'_>) -> Result<Option<InboundHint>, InboundError> {
         let _ = request;
         Err(InboundError::NotSupported)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn a_zoneless_clock_learns_whole_quarter_hours_and_ignores_bogus_times() {
+        let clock = ZonelessClock::default();
+        let received = Utc.with_ymd_and_hms(2026, 5, 11, 6, 0, 0).unwrap();
+        let written = Utc.with_ymd_and_hms(2026, 5, 11, 9, 0, 0).unwrap();
+        assert_eq!(clock.to_utc(written), None, "nothing learnt yet");
+        // UTC+3, written 40 s late by a drifting clock.
+        clock.learn(written + chrono::Duration::seconds(40), received);
+        assert_eq!(clock.to_utc(written), Some(received));
+        // UTC+5:45 (Nepal).
+        clock.learn(received + chrono::Duration::minutes(345), received);
+        assert_eq!(
+            clock.to_utc(received + chrono::Duration::minutes(345)),
+            Some(received)
+        );
+        // A fixed time months away teaches nothing.
+        clock.learn(received - chrono::Duration::days(90), received);
+        assert_eq!(
+            clock.to_utc(received + chrono::Duration::minutes(345)),
+            Some(received)
+        );
+        // West of UTC.
+        clock.learn(received - chrono::Duration::hours(5), received);
+        assert_eq!(
+            clock.to_utc(received - chrono::Duration::hours(5)),
+            Some(received)
+        );
     }
 }

@@ -1,5 +1,10 @@
 //! The fulfilment worker against simulated upstreams, on a real sled store: buy,
-//! poll, code, finish; failover; no numbers → refund; resuming after a restart.
+//! poll, code, finish; failover; no numbers → refund; resuming after a restart;
+//! a buy lost at a real-protocol upstream (a fake HeroSMS over loopback HTTP)
+//! is bought elsewhere and its number cancelled.
+
+#[path = "fake/herosms.rs"]
+mod fake_herosms;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -117,6 +122,13 @@ fn start_worker(
     upstreams: Vec<Arc<dyn Upstream>>,
 ) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
     let router = Arc::new(Router::new(upstreams, RouterConfig::default()));
+    start_worker_with(w, router)
+}
+
+fn start_worker_with(
+    w: &World,
+    router: Arc<Router>,
+) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
     let worker = Arc::new(Fulfilment::new(
         w.store.log.clone(),
         w.store.vault.clone(),
@@ -296,6 +308,90 @@ async fn resumes_after_a_restart_without_buying_twice() {
         .commerce
         .cancel(c, Some(owner), CancelReason::Customer)
         .await;
+    stop.send(true).unwrap();
+    task.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_buy_lost_at_herosms_is_bought_elsewhere_and_its_number_cancelled() {
+    use fake_herosms::{ActivationState, Behaviour, FakeHeroSms, KEY};
+    let w = world();
+    let fake = FakeHeroSms::start(Behaviour {
+        // HeroSMS writes times in its own zone, without saying which.
+        zone_offset_minutes: Some(180),
+        ..Behaviour::default()
+    });
+    let hero = nexus_providers::herosms::HeroSms::new(
+        "herosms",
+        &fake.url,
+        KEY,
+        Duration::from_secs(1),
+        nexus_providers::catalog::Catalog::shipped(),
+    )
+    .unwrap();
+    let router = Arc::new(Router::new(
+        vec![Arc::new(hero), sim("sim-b", |_| {})],
+        RouterConfig {
+            attempt_timeout: Duration::from_millis(700),
+            reconcile_interval: Duration::from_millis(50),
+            reconcile_attempts: 40,
+            absent_after: Duration::from_millis(800),
+            reconcile_clock_skew: Duration::from_secs(1),
+            ..RouterConfig::default()
+        },
+    ));
+    let (stop, task) = start_worker_with(&w, router.clone());
+    // Nothing bought within one clock skew of the router's start is claimed
+    // (an order from before a restart may hold it; HeroSMS writes seconds).
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let owner = funded_customer(&w, 5_000_000).await;
+    let provider = |order: OrderId| {
+        let commerce = w.commerce.clone();
+        async move {
+            commerce
+                .order(order)
+                .await
+                .unwrap()
+                .assigned
+                .unwrap()
+                .provider
+        }
+    };
+    let first = w
+        .commerce
+        .place_order(owner, &order_request(), None)
+        .await
+        .unwrap()
+        .order;
+    wait_for(&w, first, OrderStatus::NumberAssigned).await;
+    assert_eq!(provider(first).await, "herosms");
+    // HeroSMS now sells, but answers too late: the order is bought elsewhere.
+    fake.set(|b| b.hang_buys = Some(Duration::from_millis(2_500)));
+    let second = w
+        .commerce
+        .place_order(owner, &order_request(), None)
+        .await
+        .unwrap()
+        .order;
+    wait_for(&w, second, OrderStatus::NumberAssigned).await;
+    assert_eq!(provider(second).await, "sim-b");
+    // The number HeroSMS sold for it is found and cancelled; the first
+    // order's number is left alone.
+    for _ in 0..200 {
+        if router.health()[0].reconciled_cancelled > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let health = router.health();
+    assert_eq!(
+        (health[0].reconciled_cancelled, health[0].unreconciled),
+        (1, 0)
+    );
+    let states: Vec<ActivationState> = fake.state().activations.iter().map(|a| a.state).collect();
+    assert_eq!(states.len(), 2);
+    assert_ne!(states[0], ActivationState::Cancelled);
+    assert_eq!(states[1], ActivationState::Cancelled);
     stop.send(true).unwrap();
     task.await.unwrap();
 }

@@ -8,11 +8,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
+use fake::ActivationState;
 use fake::{ActiveShape, Behaviour, CancelledStatus, Canned, ErrorStyle, FakeHeroSms, KEY};
 use nexus_core::domain::money::Micros;
 use nexus_core::domain::order::{Channel, CountryCode, ServiceCode};
 use nexus_providers::catalog::Catalog;
 use nexus_providers::herosms::{HeroSms, HeroSmsConfigError};
+use nexus_providers::router::{RouteError, Router, RouterConfig, UpstreamHealth};
 use nexus_providers::upstream::{
     BuyRequest, CancelOutcome, Handle, Upstream, UpstreamError, UpstreamState,
 };
@@ -797,6 +799,324 @@ async fn active_activations_page_through_long_lists_and_tolerate_odd_answers() {
     assert_eq!(hero.active_activations().await, Err(UpstreamError::BadKey));
 }
 
+/// HeroSMS's zone in the reconciliation tests: UTC+3, written without a zone.
+const ZONE_MINUTES: i64 = 180;
+
+/// A router over one HeroSMS whose calls time out after 1 s, giving up on a
+/// buy after 600 ms.
+fn reconciling_router(fake: &FakeHeroSms) -> Router {
+    let hero = adapter_with(&fake.url, KEY, Duration::from_secs(1));
+    Router::new(
+        vec![Arc::new(hero)],
+        RouterConfig {
+            deadline: Duration::from_secs(2),
+            attempt_timeout: Duration::from_millis(600),
+            reconcile_attempts: 40,
+            reconcile_interval: Duration::from_millis(50),
+            late_answer_wait: Duration::from_secs(3),
+            reconcile_clock_skew: CLOCK_SKEW,
+            absent_after: Duration::from_millis(800),
+            ..RouterConfig::default()
+        },
+    )
+}
+
+/// The clock skew the reconciling router allows.
+const CLOCK_SKEW: Duration = Duration::from_secs(1);
+
+/// Waits until purchases may be claimed: nothing bought within one clock skew
+/// of the router's start is (an order from before a restart may hold it), and
+/// HeroSMS writes whole seconds.
+async fn past_startup() {
+    tokio::time::sleep(CLOCK_SKEW * 2 + Duration::from_millis(500)).await;
+}
+
+/// Waits (up to 10 s) until the only upstream's health satisfies `done`.
+async fn health_when(router: &Router, done: impl Fn(&UpstreamHealth) -> bool) -> UpstreamHealth {
+    for _ in 0..200 {
+        let health = router.health().remove(0);
+        if done(&health) {
+            return health;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("reconciliation did not finish: {:?}", router.health());
+}
+
+fn states(fake: &FakeHeroSms) -> Vec<(String, ActivationState)> {
+    fake.state()
+        .activations
+        .iter()
+        .map(|a| (a.id.clone(), a.state))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_timed_out_buy_is_found_in_the_active_list_and_cancelled() {
+    let worlds: Vec<_> = [
+        ActiveShape::Data,
+        ActiveShape::Legacy,
+        ActiveShape::BareList,
+    ]
+    .into_iter()
+    .map(|shape| {
+        let fake = start(|b| {
+            b.zone_offset_minutes = Some(ZONE_MINUTES);
+            b.active_shape = shape;
+        });
+        let router = reconciling_router(&fake);
+        (shape, fake, router)
+    })
+    .collect();
+    past_startup().await;
+    for (shape, fake, router) in worlds {
+        // An order's number: bought normally (and it teaches HeroSMS's zone).
+        let held = router.buy(&request("tg", "ID", None)).await.unwrap();
+        // An older activation nobody here bought (before this process's buy).
+        let old = {
+            let mut state = fake.state();
+            let written = state.now_written(-600);
+            state.seed_at("tg", "6", &written)
+        };
+        // The next buy is made upstream but answered after the client gave up.
+        fake.set(|b| b.hang_buys = Some(Duration::from_millis(2_500)));
+        assert_eq!(
+            router.buy(&request("tg", "ID", None)).await.unwrap_err(),
+            RouteError::Unavailable
+        );
+        let health = health_when(&router, |h| h.reconciled_cancelled > 0).await;
+        assert_eq!(
+            (health.reconciled_cancelled, health.unreconciled),
+            (1, 0),
+            "{shape:?}"
+        );
+        let lost = fake.state().activations.last().unwrap().id.clone();
+        assert_eq!(
+            states(&fake),
+            vec![
+                (held.purchase.handle.0.clone(), ActivationState::Active),
+                (old, ActivationState::Active),
+                (lost, ActivationState::Cancelled),
+            ],
+            "{shape:?}: only the lost buy's number is cancelled"
+        );
+        assert!(fake
+            .seen()
+            .iter()
+            .any(|s| s.action() == "getActiveActivations"));
+    }
+}
+
+#[tokio::test]
+async fn a_failed_buy_finds_nothing_and_a_known_purchase_is_never_claimed() {
+    let fake = start(|b| b.zone_offset_minutes = Some(ZONE_MINUTES));
+    let router = reconciling_router(&fake);
+    past_startup().await;
+    let held = router.buy(&request("tg", "ID", None)).await.unwrap();
+    // Another service and another country, bought just now by someone else.
+    {
+        let mut state = fake.state();
+        state.seed_in("wa", "6");
+        state.seed_in("tg", "187");
+    }
+    // The lost buy really failed: nothing was bought upstream.
+    fake.set(|b| {
+        b.no_numbers = true;
+        b.hang_buys = Some(Duration::from_millis(2_500));
+    });
+    router.buy(&request("tg", "ID", None)).await.unwrap_err();
+    let health = health_when(&router, |h| h.reconciled_absent > 0).await;
+    assert_eq!(
+        (
+            health.reconciled_absent,
+            health.reconciled_cancelled,
+            health.unreconciled
+        ),
+        (1, 0, 0)
+    );
+    // The order's number (recent, same service and country) was not claimed,
+    // and nothing else was touched.
+    assert!(states(&fake)
+        .iter()
+        .all(|(_, state)| *state == ActivationState::Active));
+    assert_eq!(fake.state().activations[0].id, held.purchase.handle.0);
+    assert!(!fake.seen().iter().any(|s| s.action() == "setStatus"));
+}
+
+#[tokio::test]
+async fn two_lost_buys_for_the_same_service_close_both_numbers() {
+    let fake = start(|b| b.zone_offset_minutes = Some(ZONE_MINUTES));
+    let router = Arc::new(reconciling_router(&fake));
+    past_startup().await;
+    let held = router.buy(&request("tg", "ID", None)).await.unwrap();
+    fake.set(|b| b.hang_buys = Some(Duration::from_millis(2_500)));
+    let (one, two) = (request("tg", "ID", None), request("tg", "ID", None));
+    let (a, b) = tokio::join!(router.buy(&one), router.buy(&two));
+    assert!(a.is_err() && b.is_err());
+    let health = health_when(&router, |h| h.reconciled_cancelled >= 2).await;
+    assert_eq!((health.reconciled_cancelled, health.unreconciled), (2, 0));
+    let cancelled: Vec<_> = states(&fake)
+        .into_iter()
+        .filter(|(_, state)| *state == ActivationState::Cancelled)
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(cancelled.len(), 2);
+    assert!(!cancelled.contains(&held.purchase.handle.0));
+}
+
+#[tokio::test]
+async fn an_order_number_from_before_a_restart_is_never_claimed() {
+    let fake = start(|b| b.zone_offset_minutes = Some(ZONE_MINUTES));
+    // Bought by the process before a restart, for an order this router has
+    // never seen.
+    let before_restart = fake.state().seed_in("tg", "6");
+    let hero = adapter_with(&fake.url, KEY, Duration::from_secs(1));
+    let router = Router::new(
+        vec![Arc::new(hero)],
+        RouterConfig {
+            attempt_timeout: Duration::from_millis(600),
+            reconcile_attempts: 40,
+            reconcile_interval: Duration::from_millis(50),
+            reconcile_clock_skew: Duration::from_secs(60),
+            absent_after: Duration::from_millis(800),
+            ..RouterConfig::default()
+        },
+    );
+    router.buy(&request("tg", "ID", None)).await.unwrap();
+    // Right after the start, a buy is refused late: the listing shows the
+    // number from before the restart, within the skew of this buy's time,
+    // but not after the router's start plus the skew.
+    fake.set(|b| {
+        b.no_numbers = true;
+        b.hang_buys = Some(Duration::from_millis(2_500));
+    });
+    router.buy(&request("tg", "ID", None)).await.unwrap_err();
+    let health = health_when(&router, |h| h.reconciled_absent + h.unreconciled > 0).await;
+    assert_eq!(
+        (
+            health.reconciled_absent,
+            health.reconciled_cancelled,
+            health.unreconciled
+        ),
+        (1, 0, 0)
+    );
+    assert_eq!(fake.state().activations[0].id, before_restart);
+    assert!(states(&fake)
+        .iter()
+        .all(|(_, state)| *state == ActivationState::Active));
+}
+
+#[tokio::test]
+async fn before_the_zone_is_learnt_nothing_is_claimed() {
+    let fake = start(|b| {
+        b.zone_offset_minutes = Some(ZONE_MINUTES);
+        b.hang_buys = Some(Duration::from_millis(1_500));
+    });
+    let hero = adapter_with(&fake.url, KEY, Duration::from_millis(400));
+    let router = Router::new(
+        vec![Arc::new(hero)],
+        RouterConfig {
+            attempt_timeout: Duration::from_millis(200),
+            reconcile_attempts: 3,
+            reconcile_interval: Duration::from_millis(50),
+            absent_after: Duration::ZERO,
+            ..RouterConfig::default()
+        },
+    );
+    router.buy(&request("tg", "ID", None)).await.unwrap_err();
+    // The listing shows the number, but its zone-less time cannot be placed
+    // in UTC yet: it is not claimed, and the buy counts as unreconciled.
+    let health = health_when(&router, |h| h.unreconciled + h.reconciled_absent > 0).await;
+    assert_eq!(
+        (
+            health.unreconciled,
+            health.reconciled_absent,
+            health.reconciled_cancelled
+        ),
+        (1, 0, 0)
+    );
+    assert_eq!(states(&fake)[0].1, ActivationState::Active);
+}
+
+#[tokio::test]
+async fn open_purchases_are_filtered_by_service_country_and_state() {
+    let fake = start(|b| b.zone_offset_minutes = Some(ZONE_MINUTES));
+    let hero = adapter(&fake);
+    // No zone learnt yet: listed, but without a purchase time.
+    let first = fake.state().seed_in("tg", "6");
+    let listed = hero
+        .open_purchases_like(&request("tg", "ID", None))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        (listed[0].purchase.handle.0.as_str(), listed[0].bought_at),
+        (first.as_str(), None)
+    );
+    // A buy teaches the zone: times are then in UTC.
+    let bought = hero.buy(&request("tg", "ID", None)).await.unwrap();
+    {
+        let mut state = fake.state();
+        state.seed_in("wa", "6");
+        state.seed_in("tg", "187");
+        let done = state.seed_in("tg", "6");
+        state
+            .activations
+            .iter_mut()
+            .find(|a| a.id == done)
+            .unwrap()
+            .state = ActivationState::Finished;
+    }
+    let listed = hero
+        .open_purchases_like(&request("tg", "ID", None))
+        .await
+        .unwrap()
+        .unwrap();
+    let ids: Vec<_> = listed.iter().map(|l| l.purchase.handle.0.clone()).collect();
+    assert_eq!(ids, vec![first, bought.handle.0.clone()]);
+    let now = Utc::now();
+    for l in &listed {
+        let at = l.bought_at.expect("a time in UTC");
+        assert!((now - at).num_seconds().abs() < 30, "{at} vs {now}");
+        assert_eq!(l.purchase.cost, Micros(120_000));
+    }
+    // HeroSMS sells no voice; odd items are skipped, not guessed.
+    let mut voice = request("tg", "ID", None);
+    voice.channel = Channel::Voice;
+    assert_eq!(hero.open_purchases_like(&voice).await, Ok(Some(vec![])));
+    fake.can(
+        "getActiveActivations",
+        Canned::new(
+            200,
+            r#"{"status":"success","data":[{"activationId":"77","phoneNumber":"62811","serviceCode":"tg"},{"activationId":"78","phoneNumber":"62812","serviceCode":"tg","countryCode":6,"activationCost":"0.5","activationStatus":4,"activationTime":"2026-05-11T09:00:00+00:00"},{"activationId":"79","phoneNumber":"62813","serviceCode":"wa","countryCode":6},{"activationId":"80","phoneNumber":"62814","serviceCode":"tg","countryCode":"6","activationStatus":"8"}]}"#,
+        ),
+    );
+    let listed = hero
+        .open_purchases_like(&request("tg", "ID", None))
+        .await
+        .unwrap()
+        .unwrap();
+    // 77 names no country: it may be anyone's, listed without a time (never
+    // claimed, but no proof that nothing was bought). 79 is another service,
+    // 80 is cancelled. 78 carries its zone: its time is exact.
+    let summary: Vec<_> = listed
+        .iter()
+        .map(|l| (l.purchase.handle.0.as_str(), l.bought_at))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("77", None),
+            (
+                "78",
+                Some(Utc.with_ymd_and_hms(2026, 5, 11, 9, 0, 0).unwrap())
+            )
+        ]
+    );
+    assert_eq!(listed[1].purchase.cost, Micros(500_000));
+}
+
 #[test]
 fn configuration_is_checked() {
     let catalog = Catalog::shipped();
@@ -823,8 +1143,26 @@ fn configuration_is_checked() {
     assert!(!format!("{hero:?}").contains("secret-key"));
 }
 
-/// Collects every tracing event's fields as text.
-struct Capture(Arc<Mutex<String>>);
+/// Collects the fields of every tracing event emitted on a thread that asked
+/// for it (see [`capture_logs`]). Installed once for the whole test binary: a
+/// thread-local default subscriber misses events whose callsites other tests,
+/// running at the same time on other threads, register first.
+struct Capture;
+
+thread_local! {
+    static CAPTURED: std::cell::RefCell<Option<Arc<Mutex<String>>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Captures the log events of the calling thread (a current-thread test) from
+/// now on.
+fn capture_logs() -> Arc<Mutex<String>> {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| tracing::subscriber::set_global_default(Capture).unwrap());
+    let log = Arc::new(Mutex::new(String::new()));
+    CAPTURED.with(|captured| *captured.borrow_mut() = Some(log.clone()));
+    log
+}
 
 struct Fields<'a>(&'a mut String);
 
@@ -844,9 +1182,13 @@ impl tracing::Subscriber for Capture {
     fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
     fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
     fn event(&self, event: &tracing::Event<'_>) {
-        let mut log = self.0.lock().unwrap();
-        event.record(&mut Fields(&mut log));
-        log.push('\n');
+        CAPTURED.with(|captured| {
+            if let Some(log) = &*captured.borrow() {
+                let mut log = log.lock().unwrap();
+                event.record(&mut Fields(&mut log));
+                log.push('\n');
+            }
+        });
     }
     fn enter(&self, _: &tracing::span::Id) {}
     fn exit(&self, _: &tracing::span::Id) {}
@@ -854,8 +1196,7 @@ impl tracing::Subscriber for Capture {
 
 #[tokio::test]
 async fn logs_carry_no_key_no_url_and_short_bodies() {
-    let log = Arc::new(Mutex::new(String::new()));
-    let _guard = tracing::subscriber::set_default(Capture(log.clone()));
+    let log = capture_logs();
 
     let fake = start(|_| {});
     let hero = adapter(&fake);

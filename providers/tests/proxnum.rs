@@ -2,12 +2,14 @@
 
 mod fake_proxnum;
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use fake_proxnum::{BadToken, FakeProxnum};
+use fake_proxnum::{BadToken, FakeProxnum, ListShape};
 use nexus_core::domain::money::Micros;
 use nexus_core::domain::order::{Channel, CountryCode, ServiceCode};
 use nexus_providers::proxnum::{Proxnum, ProxnumConfig};
+use nexus_providers::router::{Router, RouterConfig, UpstreamHealth};
 use nexus_providers::upstream::{
     BuyRequest, CancelOutcome, Handle, Upstream, UpstreamError, UpstreamState,
 };
@@ -455,4 +457,214 @@ async fn malformed_handles_make_no_request() {
         ));
     }
     assert!(fake.state().requests.is_empty());
+}
+
+/// Proxnum's zone in the reconciliation tests (UTC+7, written without it).
+const ZONE_MINUTES: i64 = 7 * 60;
+
+/// A Proxnum adapter whose calls time out after 1 s.
+fn reconciling_adapter(fake: &FakeProxnum) -> Proxnum {
+    let mut config = config(fake);
+    config.timeout = Duration::from_secs(1);
+    Proxnum::new(config).unwrap()
+}
+
+/// A router over one Proxnum that gives up on a buy after 600 ms.
+fn reconciling_router(prox: Arc<Proxnum>) -> Router {
+    Router::new(
+        vec![prox],
+        RouterConfig {
+            deadline: Duration::from_secs(2),
+            attempt_timeout: Duration::from_millis(600),
+            reconcile_attempts: 40,
+            reconcile_interval: Duration::from_millis(50),
+            late_answer_wait: Duration::from_secs(3),
+            reconcile_clock_skew: CLOCK_SKEW,
+            absent_after: Duration::from_millis(800),
+            ..RouterConfig::default()
+        },
+    )
+}
+
+/// The clock skew the reconciling router allows.
+const CLOCK_SKEW: Duration = Duration::from_secs(1);
+
+/// Waits until purchases may be claimed: nothing bought within one clock skew
+/// of the router's start is (an order from before a restart may hold it), and
+/// Proxnum writes whole seconds.
+async fn past_startup() {
+    tokio::time::sleep(CLOCK_SKEW * 2 + Duration::from_millis(500)).await;
+}
+
+/// Waits (up to 10 s) until the only upstream's health satisfies `done`.
+async fn health_when(router: &Router, done: impl Fn(&UpstreamHealth) -> bool) -> UpstreamHealth {
+    for _ in 0..200 {
+        let health = router.health().remove(0);
+        if done(&health) {
+            return health;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("reconciliation did not finish: {:?}", router.health());
+}
+
+fn status_of(fake: &FakeProxnum, activation_id: &str) -> String {
+    fake.state().activations[activation_id].status.clone()
+}
+
+#[tokio::test]
+async fn a_timed_out_buy_is_found_in_the_activation_list_and_cancelled() {
+    let worlds: Vec<_> = [
+        ListShape::Nested,
+        ListShape::Flat,
+        ListShape::Resource,
+        ListShape::PlainList,
+    ]
+    .into_iter()
+    .map(|shape| {
+        let fake = FakeProxnum::start();
+        {
+            let mut s = fake.state();
+            s.zone_offset_minutes = ZONE_MINUTES;
+            s.list_shape = shape;
+        }
+        let router = reconciling_router(Arc::new(reconciling_adapter(&fake)));
+        (shape, fake, router)
+    })
+    .collect();
+    past_startup().await;
+    for (shape, fake, router) in worlds {
+        // An order's number, bought normally (it teaches Proxnum's zone).
+        let held = router.buy(&request()).await.unwrap();
+        let held_id = handle_json(&held.purchase.handle)["activation_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        // Older numbers (before this buy), another service, and enough of
+        // them that the list runs to a second page.
+        let (old, other) = {
+            let mut s = fake.state();
+            for _ in 0..120 {
+                s.seed("tg", 6, 3_600);
+            }
+            (s.seed("tg", 6, 600), s.seed("wa", 6, 0))
+        };
+        fake.state().hang_buys = Some(Duration::from_millis(2_500));
+        router.buy(&request()).await.unwrap_err();
+        let lost = (fake.state().next_activation - 1).to_string();
+        let health = health_when(&router, |h| h.reconciled_cancelled > 0).await;
+        assert_eq!(
+            (health.reconciled_cancelled, health.unreconciled),
+            (1, 0),
+            "{shape:?}"
+        );
+        assert_eq!(status_of(&fake, &lost), "cancelled", "{shape:?}");
+        for untouched in [&held_id, &old, &other] {
+            assert_eq!(status_of(&fake, untouched), "pending", "{shape:?}");
+        }
+        assert_eq!(
+            fake.state()
+                .last("POST", "/resell/virtual/cancel")
+                .unwrap()
+                .1,
+            json!({ "activation_id": lost })
+        );
+        if shape != ListShape::PlainList {
+            assert!(
+                fake.state().calls("GET", "/resell/activations") >= 2,
+                "{shape:?}: pages"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_failed_buy_finds_nothing_and_no_known_activation_is_claimed() {
+    let fake = FakeProxnum::start();
+    fake.state().zone_offset_minutes = ZONE_MINUTES;
+    fake.state().resend_new_id = true;
+    let prox = Arc::new(reconciling_adapter(&fake));
+    let router = reconciling_router(prox.clone());
+    past_startup().await;
+    let held = router.buy(&request()).await.unwrap();
+    // The order's number moves to a new activation on a resend: the router
+    // never sees the new id, the adapter does.
+    let moved = prox.resend(&held.purchase.handle).await.unwrap();
+    let moved_id = handle_json(&moved)["activation_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(status_of(&fake, &moved_id), "pending");
+    // The lost buy was refused upstream: nothing to find.
+    {
+        let mut s = fake.state();
+        s.buy_error = Some("no_numbers");
+        s.hang_buys = Some(Duration::from_millis(2_500));
+    }
+    router.buy(&request()).await.unwrap_err();
+    let health = health_when(&router, |h| h.reconciled_absent > 0).await;
+    assert_eq!(
+        (
+            health.reconciled_absent,
+            health.reconciled_cancelled,
+            health.unreconciled
+        ),
+        (1, 0, 0)
+    );
+    assert_eq!(status_of(&fake, &moved_id), "pending");
+    assert_eq!(fake.state().calls("POST", "/resell/virtual/cancel"), 0);
+    assert!(fake.state().calls("GET", "/resell/activations") >= 1);
+}
+
+#[tokio::test]
+async fn listed_activations_are_filtered_and_odd_lists_tolerated() {
+    let fake = FakeProxnum::start();
+    fake.state().zone_offset_minutes = ZONE_MINUTES;
+    let prox = adapter(&fake);
+    // Before any buy, Proxnum's zone is unknown: listed without a time.
+    let seeded = fake.state().seed("tg", 6, 0);
+    let listed = prox.open_purchases_like(&request()).await.unwrap().unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].bought_at, None);
+    let bought = prox.buy(&request()).await.unwrap();
+    fake.state().seed("tg", 187, 0);
+    let cancelled = fake.state().seed("tg", 6, 0);
+    fake.state().activations.get_mut(&cancelled).unwrap().status = "cancelled".into();
+    let listed = prox.open_purchases_like(&request()).await.unwrap().unwrap();
+    let ids: Vec<String> = listed
+        .iter()
+        .map(|l| {
+            handle_json(&l.purchase.handle)["activation_id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let bought_id = handle_json(&bought.handle)["activation_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(ids, vec![bought_id, seeded]);
+    let now = chrono::Utc::now();
+    for l in &listed {
+        let at = l.bought_at.expect("placed in UTC");
+        assert!((now - at).num_seconds().abs() < 30, "{at} vs {now}");
+        assert_eq!(l.purchase.cost, Micros(97_500));
+    }
+    // Items without a service may be anyone's: listed, never with a time.
+    fake.state().answers.insert(
+        "GET /resell/activations".into(),
+        (200, r#"{"success":true,"activations":[{"activation_id":"77","phone":"6281200000001","status":1,"date_created":"2026-05-11T09:00:00+00:00"},{"activation_id":"78","phone":"6281200000002","service":"tg","country":"6","status":"expired"},{"activation_id":"79"}]}"#.into()),
+    );
+    let listed = prox.open_purchases_like(&request()).await.unwrap().unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].bought_at, None);
+    fake.state().answers.insert(
+        "GET /resell/activations".into(),
+        (200, r#"{"success":true,"activations":"none"}"#.into()),
+    );
+    assert!(matches!(
+        prox.open_purchases_like(&request()).await,
+        Err(UpstreamError::Malformed(_))
+    ));
 }

@@ -3,12 +3,14 @@
 mod fake_pvapins;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use fake_pvapins::{FakePvaPins, Format};
 use nexus_core::domain::money::Micros;
 use nexus_core::domain::order::{Channel, CountryCode, ServiceCode};
 use nexus_providers::pvapins::{PvaPins, PvaPinsConfig, UNKNOWN_STOCK};
+use nexus_providers::router::{Router, RouterConfig, UpstreamHealth};
 use nexus_providers::upstream::{
     BuyRequest, CancelOutcome, Handle, Upstream, UpstreamError, UpstreamState,
 };
@@ -555,4 +557,77 @@ async fn get_sms_errors_are_typed() {
         pva.poll(&purchase.handle).await.unwrap().state,
         UpstreamState::Waiting
     );
+}
+
+/// A router over one PVAPins that gives up on a buy after 200 ms.
+fn impatient_router(pva: PvaPins) -> Router {
+    Router::new(
+        vec![Arc::new(pva)],
+        RouterConfig {
+            deadline: Duration::from_secs(2),
+            attempt_timeout: Duration::from_millis(200),
+            reconcile_attempts: 5,
+            reconcile_interval: Duration::from_millis(50),
+            late_answer_wait: Duration::from_secs(5),
+            ..RouterConfig::default()
+        },
+    )
+}
+
+/// Waits (up to 10 s) until the only upstream's health satisfies `done`.
+async fn health_when(router: &Router, done: impl Fn(&UpstreamHealth) -> bool) -> UpstreamHealth {
+    for _ in 0..200 {
+        let health = router.health().remove(0);
+        if done(&health) {
+            return health;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("reconciliation did not finish: {:?}", router.health());
+}
+
+#[tokio::test]
+async fn a_slow_buy_keeps_its_longer_timeout_and_its_late_number_is_rejected() {
+    let fake = FakePvaPins::start();
+    // Slower than the router's patience and the adapter's 500 ms for other
+    // calls, within the buy's own timeout.
+    fake.state().hang_buys = Some(Duration::from_millis(1_200));
+    let mut config = config(&fake);
+    config.buy_timeout = Duration::from_secs(3);
+    let router = impatient_router(PvaPins::new(config).unwrap());
+    router.buy(&request()).await.unwrap_err();
+    let health = health_when(&router, |h| h.reconciled_cancelled + h.unreconciled > 0).await;
+    assert_eq!((health.reconciled_cancelled, health.unreconciled), (1, 0));
+    let state = fake.state();
+    assert_eq!(state.numbers.len(), 1);
+    assert!(state.numbers.values().all(|sold| sold.rejected));
+    assert_eq!(state.calls("get_reject_number.php"), 1);
+}
+
+#[tokio::test]
+async fn a_buy_lost_past_its_timeout_cannot_be_reconciled_and_is_counted() {
+    let fake = FakePvaPins::start();
+    fake.state().hang_buys = Some(Duration::from_millis(1_500));
+    let mut config = config(&fake);
+    config.buy_timeout = Duration::from_millis(400);
+    let pva = PvaPins::new(config).unwrap();
+    // PVAPins offers no listing to search.
+    assert_eq!(pva.open_purchases_like(&request()).await, Ok(None));
+    let router = impatient_router(pva);
+    router.buy(&request()).await.unwrap_err();
+    let health = health_when(&router, |h| h.reconciled_cancelled + h.unreconciled > 0).await;
+    assert_eq!(
+        (
+            health.unreconciled,
+            health.reconciled_cancelled,
+            health.reconciled_absent
+        ),
+        (1, 0, 0)
+    );
+    // The number is still out there (PVAPins releases it after ~20 minutes);
+    // the buy was not retried.
+    let state = fake.state();
+    assert_eq!(state.numbers.len(), 1);
+    assert_eq!(state.calls("get_number.php"), 1);
+    assert_eq!(state.calls("get_reject_number.php"), 0);
 }

@@ -200,6 +200,7 @@ async fn providers(state: web::Data<AppState>, _: Admin) -> HttpResponse {
                 "successes": h.successes,
                 "failures": h.failures,
                 "reconciled_cancelled": h.reconciled_cancelled,
+                "reconciled_absent": h.reconciled_absent,
                 "unreconciled": h.unreconciled,
             })
         })

@@ -106,6 +106,13 @@ pub struct Behaviour {
     /// Do the work at once, then answer this late (a buy that times out at the
     /// client has still bought its number).
     pub late_answer: Option<Duration>,
+    /// `getNumberV2` only: do the work at once (a number is bought, or
+    /// refused), then answer this late — a buy that times out at the client.
+    pub hang_buys: Option<Duration>,
+    /// Write activation times from the real clock in a zone this many minutes
+    /// east of UTC, without the zone (as HeroSMS does); `None`: the fixture's
+    /// fixed times.
+    pub zone_offset_minutes: Option<i64>,
     /// Content types swapped (JSON as `text/html`, tokens as JSON).
     pub wrong_content_type: bool,
     /// Action → canned reply, instead of the simulation.
@@ -132,6 +139,8 @@ impl Default for Behaviour {
             active_shape: ActiveShape::Data,
             delay: None,
             late_answer: None,
+            hang_buys: None,
+            zone_offset_minutes: None,
             wrong_content_type: false,
             canned: HashMap::new(),
         }
@@ -174,6 +183,10 @@ pub struct Activation {
     pub id: String,
     pub phone: String,
     pub service: String,
+    /// The SMS-Activate country id.
+    pub country: String,
+    /// `activationTime` as written (zone-less).
+    pub activation_time: String,
     pub state: ActivationState,
     pub polls: u32,
     pub messages: Vec<Message>,
@@ -210,18 +223,45 @@ pub struct FakeState {
 impl FakeState {
     /// Adds an active activation without a buy (for the active-list tests).
     pub fn seed(&mut self, service: &str) -> String {
+        self.seed_in(service, "6")
+    }
+
+    /// Adds an active activation of `service` in `country` (SMS-Activate id),
+    /// bought now.
+    pub fn seed_in(&mut self, service: &str, country: &str) -> String {
+        let at = self.now_written(0);
+        self.seed_at(service, country, &at)
+    }
+
+    /// Adds an active activation whose `activationTime` is `activation_time`.
+    pub fn seed_at(&mut self, service: &str, country: &str, activation_time: &str) -> String {
         self.next_id += 1;
         let id = (401_000_110 + self.next_id).to_string();
         self.activations.push(Activation {
             id: id.clone(),
             phone: format!("62812{:08}", self.next_id),
             service: service.to_owned(),
+            country: country.to_owned(),
+            activation_time: activation_time.to_owned(),
             state: ActivationState::Active,
             polls: 0,
             messages: Vec::new(),
             resend_at_poll: None,
         });
         id
+    }
+
+    /// "Now" plus `shift_seconds` as HeroSMS writes it (zone-less, in its
+    /// zone), or the fixture's fixed time.
+    pub fn now_written(&self, shift_seconds: i64) -> String {
+        match self.behaviour.zone_offset_minutes {
+            Some(minutes) => (chrono::Utc::now()
+                + chrono::Duration::minutes(minutes)
+                + chrono::Duration::seconds(shift_seconds))
+            .format("%Y-%m-%d %H:%M:%S")
+            .to_string(),
+            None => "2026-05-11 09:00:00".to_owned(),
+        }
     }
 
     fn activation(&mut self, id: Option<&String>) -> Option<&mut Activation> {
@@ -371,6 +411,12 @@ async fn handle(
     if let Some(late) = late_answer {
         actix_web::rt::time::sleep(late).await;
     }
+    if params.get("action").map(String::as_str) == Some("getNumberV2") {
+        let hang = state.lock().unwrap().behaviour.hang_buys;
+        if let Some(hang) = hang {
+            actix_web::rt::time::sleep(hang).await;
+        }
+    }
     match answer {
         Answer::Raw(canned) => {
             let mut response = HttpResponse::build(StatusCode::from_u16(canned.status).unwrap());
@@ -477,8 +523,14 @@ fn buy(state: &mut FakeState, params: &HashMap<String, String>) -> Answer {
         }
     }
     let service = params.get("service").cloned().unwrap_or_default();
-    let id = state.seed(&service);
-    let phone = state.activations.last().unwrap().phone.clone();
+    let country = params.get("country").cloned().unwrap_or_default();
+    let id = state.seed_in(&service, &country);
+    let bought = state.activations.last().unwrap().clone();
+    let (phone, start) = (bought.phone, bought.activation_time);
+    let end = match b.zone_offset_minutes {
+        Some(_) => state.now_written(20 * 60),
+        None => "2026-05-11 09:20:00".to_owned(),
+    };
     let id_json = if b.int_activation_id {
         id.clone()
     } else {
@@ -486,7 +538,7 @@ fn buy(state: &mut FakeState, params: &HashMap<String, String>) -> Answer {
     };
     // Written by hand so `activationCost` keeps its trailing zeros (`0.1200`).
     let body = format!(
-        r#"{{"activationId":{id_json},"phoneNumber":"{phone}","activationCost":{cost},"currency":840,"countryCode":6,"countryPhoneCode":62,"canGetAnotherSms":true,"activationTime":"2026-05-11 09:00:00","activationEndTime":"2026-05-11 09:20:00","activationOperator":"telkomsel","serviceCode":"{service}","subtype":1}}"#,
+        r#"{{"activationId":{id_json},"phoneNumber":"{phone}","activationCost":{cost},"currency":840,"countryCode":6,"countryPhoneCode":62,"canGetAnotherSms":true,"activationTime":"{start}","activationEndTime":"{end}","activationOperator":"telkomsel","serviceCode":"{service}","subtype":1}}"#,
         cost = b.cost
     );
     Answer::Json(serde_json::from_str(&body).unwrap())
@@ -598,6 +650,7 @@ fn active(state: &mut FakeState, params: &HashMap<String, String>) -> Answer {
         .get("limit")
         .and_then(|s| s.parse().ok())
         .unwrap_or(usize::MAX);
+    let shape = state.behaviour.active_shape;
     let items: Vec<Value> = state
         .activations
         .iter()
@@ -606,14 +659,23 @@ fn active(state: &mut FakeState, params: &HashMap<String, String>) -> Answer {
         .take(limit)
         .map(|a| {
             let sms = a.messages.last();
+            let status = if sms.is_some() { "2" } else { "4" };
+            if shape == ActiveShape::Legacy {
+                // The SMS-Activate original: numbers as numbers, `smsCode` a list.
+                let number = |text: &str| text.parse::<u64>().map_or(json!(text), |n| json!(n));
+                return json!({"activationId": number(&a.id), "serviceCode": a.service,
+                    "phoneNumber": a.phone, "activationStatus": number(status),
+                    "activationTime": a.activation_time, "countryCode": number(&a.country),
+                    "activationCost": "0.12", "smsCode": sms.map(|m| vec![m.code.clone()]),
+                    "smsText": sms.map(|m| m.text.clone())});
+            }
             json!({"activationId": a.id, "serviceCode": a.service, "phoneNumber": a.phone,
-                   "activationStatus": if sms.is_some() { "2" } else { "4" },
-                   "activationTime": "2026-05-11 09:00:00", "countryCode": "6",
+                   "activationStatus": status,
+                   "activationTime": a.activation_time, "countryCode": a.country,
                    "activationCost": 0.12, "smsCode": sms.map(|m| m.code.clone()),
                    "smsText": sms.map(|m| m.text.clone()), "currency": 840})
         })
         .collect();
-    let shape = state.behaviour.active_shape;
     if items.is_empty() && start == 0 && shape == ActiveShape::Legacy {
         return Answer::Json(json!({"status": "error", "error": "NO_ACTIVATIONS"}));
     }

@@ -27,6 +27,22 @@ pub struct Activation {
     pub polls: u32,
     /// (deliver on or after this status poll, code, message).
     pub scheduled: Vec<(u32, String, String)>,
+    /// `date_created` as written (zone-less, in the fake's zone).
+    pub created: String,
+}
+
+/// Shapes of the paginated `GET /resell/activations` (documented only as
+/// "paginated"; these are the usual Laravel renderings).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListShape {
+    /// `{"success":true,"activations":{"current_page","data":[…],"last_page",…}}`
+    Nested,
+    /// `{"success":true,"data":[…],"current_page","last_page","per_page","total"}`
+    Flat,
+    /// `{"data":[…],"meta":{"current_page","last_page"},"links":{…}}`
+    Resource,
+    /// `{"success":true,"activations":[…]}` (no paging fields)
+    PlainList,
 }
 
 /// How a refused token is answered.
@@ -71,6 +87,11 @@ pub struct State {
     /// "METHOD /path" → (status, raw body).
     pub answers: HashMap<String, (u16, String)>,
     pub delay: Option<Duration>,
+    /// A buy does its work at once (buys, or refuses), then answers this late.
+    pub hang_buys: Option<Duration>,
+    /// The fake's zone: minutes east of UTC; times are written without it.
+    pub zone_offset_minutes: i64,
+    pub list_shape: ListShape,
     /// (method, path, authorization header, body).
     pub requests: Vec<(String, String, Option<String>, Value)>,
 }
@@ -104,12 +125,47 @@ impl Default for State {
             waiting_status: "pending",
             answers: HashMap::new(),
             delay: None,
+            hang_buys: None,
+            zone_offset_minutes: 0,
+            list_shape: ListShape::Nested,
             requests: Vec::new(),
         }
     }
 }
 
 impl State {
+    /// Now plus `shift_seconds`, written as Proxnum does (zone-less).
+    pub fn now_written(&self, shift_seconds: i64) -> String {
+        (chrono::Utc::now()
+            + chrono::Duration::minutes(self.zone_offset_minutes)
+            + chrono::Duration::seconds(shift_seconds))
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string()
+    }
+
+    /// Adds a waiting activation bought `age_seconds` ago without a buy call
+    /// (someone else's, or an order's from before a restart); its activation id.
+    pub fn seed(&mut self, service: &str, country: u64, age_seconds: i64) -> String {
+        let (id, activation_id) = (self.next_id, self.next_activation.to_string());
+        self.next_id += 1;
+        self.next_activation += 1;
+        let created = self.now_written(-age_seconds);
+        self.activations.insert(
+            activation_id.clone(),
+            Activation {
+                id,
+                phone: format!("62812998877{:02}", id % 100),
+                service: service.to_owned(),
+                country,
+                status: self.waiting_status.to_owned(),
+                msg: "Waiting Sms".into(),
+                created,
+                ..Activation::default()
+            },
+        );
+        activation_id
+    }
+
     pub fn calls(&self, method: &str, path: &str) -> usize {
         self.requests
             .iter()
@@ -233,7 +289,27 @@ async fn handle(
     if let Some(delay) = delay {
         actix_web::rt::time::sleep(delay).await;
     }
-    let mut s = state.lock().unwrap();
+    let (response, hang) = {
+        let mut s = state.lock().unwrap();
+        let response = simulate(&mut s, &method, &path, auth.as_deref(), &body, &query);
+        let buying = method == "POST" && path == "/resell/virtual/buy";
+        (response, s.hang_buys.filter(|_| buying))
+    };
+    if let Some(hang) = hang {
+        actix_web::rt::time::sleep(hang).await;
+    }
+    response
+}
+
+/// One answer of the simulation, under the state's lock.
+fn simulate(
+    s: &mut State,
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+    body: &Value,
+    query: &HashMap<String, String>,
+) -> HttpResponse {
     if let Some((status, raw)) = s.answers.get(&format!("{method} {path}")) {
         return respond(
             *status,
@@ -241,7 +317,7 @@ async fn handle(
             raw.trim_start().starts_with(['{', '[']),
         );
     }
-    if auth.as_deref() != Some(&format!("Bearer {}", s.token)) {
+    if auth != Some(format!("Bearer {}", s.token).as_str()) {
         return match s.bad_token {
             BadToken::Html401 => respond(401, "<!DOCTYPE html><html><body>Unauthorized</body></html>", false),
             BadToken::Html200 => respond(200, "<!DOCTYPE html><html><body>Login</body></html>", false),
@@ -251,7 +327,7 @@ async fn handle(
         };
     }
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    match (method.as_str(), segments.as_slice()) {
+    match (method, segments.as_slice()) {
         ("GET", ["prices"]) => {
             let mut prices = serde_json::Map::new();
             for (country, service, base, sell, available) in &s.prices {
@@ -278,13 +354,13 @@ async fn handle(
                 Some((_, _, base, sell, _)) => ok(
                     json!({ "country": country, "service": service, "base_price": raw_number(base), "sell_price": raw_number(sell) }),
                 ),
-                None => failure(&s, "invalid_service", "unknown service/country"),
+                None => failure(s, "invalid_service", "unknown service/country"),
             }
         }
         ("GET", ["user", "balance"]) => ok(s.balance_body.clone()),
         ("POST", ["resell", "virtual", "buy"]) => {
             if let Some(code) = s.buy_error {
-                return failure(&s, code, "refused");
+                return failure(s, code, "refused");
             }
             let service = body["service"].as_str().unwrap_or_default().to_owned();
             let country = body["country"].as_u64().unwrap_or(u64::MAX);
@@ -293,7 +369,7 @@ async fn handle(
                 .iter()
                 .any(|(c, v, ..)| *c == country.to_string() && *v == service)
             {
-                return failure(&s, "invalid_service", "unknown service/country");
+                return failure(s, "invalid_service", "unknown service/country");
             }
             let (id, activation_id) = (s.next_id, s.next_activation.to_string());
             s.next_id += 1;
@@ -303,6 +379,7 @@ async fn handle(
             let msg = format!("Telegram code {code}");
             let status = s.waiting_status.to_owned();
             let amount_paid = raw_number(s.amount_paid);
+            let created = s.now_written(0);
             s.activations.insert(
                 activation_id.clone(),
                 Activation {
@@ -313,17 +390,60 @@ async fn handle(
                     status,
                     msg: "Waiting Sms".into(),
                     scheduled: vec![(after, code, msg)],
+                    created: created.clone(),
                     ..Activation::default()
                 },
             );
             ok(json!({ "success": true, "activation": {
                 "id": id, "phone": phone, "activation_id": activation_id, "msg": "Waiting Sms",
-                "date_created": "2026-05-11 09:00:00", "amount_paid": amount_paid, "status": 1 } }))
+                "date_created": created, "amount_paid": amount_paid, "status": 1 } }))
+        }
+        ("GET", ["resell", "activations"]) => {
+            let page: usize = query
+                .get("page")
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(1)
+                .max(1);
+            let per_page: usize = query
+                .get("per_page")
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(15)
+                .max(1);
+            // Newest first, every status (a history, not only the open ones).
+            let mut all: Vec<(&String, &Activation)> = s.activations.iter().collect();
+            all.sort_by_key(|(activation_id, _)| {
+                std::cmp::Reverse(activation_id.parse::<u64>().unwrap_or(0))
+            });
+            let total = all.len();
+            let last_page = total.div_ceil(per_page).max(1);
+            let data: Vec<Value> = all
+                .into_iter()
+                .skip((page - 1) * per_page)
+                .take(per_page)
+                .map(|(activation_id, a)| {
+                    json!({
+                    "id": a.id, "activation_id": activation_id, "phone": a.phone,
+                    "service": a.service, "country": a.country, "status": a.status,
+                    "msg": a.msg, "amount_paid": raw_number(s.amount_paid),
+                    "date_created": a.created })
+                })
+                .collect();
+            ok(match s.list_shape {
+                ListShape::Nested => json!({ "success": true, "activations": {
+                    "current_page": page, "data": data, "last_page": last_page,
+                    "per_page": per_page, "total": total } }),
+                ListShape::Flat => json!({ "success": true, "data": data, "current_page": page,
+                    "last_page": last_page, "per_page": per_page, "total": total }),
+                ListShape::Resource => json!({ "data": data,
+                    "meta": { "current_page": page, "last_page": last_page, "per_page": per_page, "total": total },
+                    "links": { "next": null } }),
+                ListShape::PlainList => json!({ "success": true, "activations": data }),
+            })
         }
         ("GET", ["resell", "virtual", id, "status"]) => {
             let code_in_msg_only = s.code_in_msg_only;
             let Some(activation) = s.activations.get_mut(*id) else {
-                return failure(&s, "not_found", "activation not found");
+                return failure(s, "not_found", "activation not found");
             };
             activation.polls += 1;
             let polls = activation.polls;
@@ -356,7 +476,7 @@ async fn handle(
             let (new_id, after) = (s.resend_new_id, s.resend_after_polls);
             let next_activation = s.next_activation;
             let Some(activation) = s.activations.get_mut(&id) else {
-                return failure(&s, "not_found", "activation not found");
+                return failure(s, "not_found", "activation not found");
             };
             let code = "551234".to_owned();
             let msg = format!("Telegram code {code}");
@@ -392,17 +512,17 @@ async fn handle(
                 .to_owned();
             let refuse = s.refuse_cancel;
             let Some(activation) = s.activations.get_mut(&id) else {
-                return failure(&s, "not_found", "activation not found");
+                return failure(s, "not_found", "activation not found");
             };
             if activation.code.is_some() {
                 return failure(
-                    &s,
+                    s,
                     "cancel_rejected",
                     "cannot cancel: code already delivered",
                 );
             }
             if refuse {
-                return failure(&s, "cancel_rejected", "cannot cancel yet");
+                return failure(s, "cancel_rejected", "cannot cancel yet");
             }
             activation.status = "cancelled".into();
             ok(json!({ "success": true, "code": "cancel_accepted" }))

@@ -53,6 +53,9 @@ pub struct State {
     pub statuses: HashMap<String, u16>,
     /// Answer every request this late.
     pub delay: Option<Duration>,
+    /// A new number is sold at once but answered this late (a buy that times
+    /// out at the client has still bought).
+    pub hang_buys: Option<Duration>,
     /// Every request: (script, query pairs).
     pub requests: Vec<(String, Vec<(String, String)>)>,
 }
@@ -83,6 +86,7 @@ impl Default for State {
             answers: HashMap::new(),
             statuses: HashMap::new(),
             delay: None,
+            hang_buys: None,
             requests: Vec::new(),
         }
     }
@@ -190,22 +194,37 @@ async fn handle(req: HttpRequest, state: web::Data<Mutex<State>>) -> HttpRespons
         actix_web::rt::time::sleep(delay).await;
     }
     let q: HashMap<String, String> = query.into_iter().collect();
-    let mut s = state.lock().unwrap();
-    if let Some(&status) = s.statuses.get(&script) {
-        let body = s.answers.get(&script).cloned().unwrap_or_default();
+    let (response, hang) = {
+        let mut s = state.lock().unwrap();
+        let sold_before = s.next_number;
+        let response = simulate(&mut s, &script, &q);
+        // Only a buy that sold a new number hangs.
+        let sold = s.next_number != sold_before;
+        (response, s.hang_buys.filter(|_| sold))
+    };
+    if let Some(hang) = hang {
+        actix_web::rt::time::sleep(hang).await;
+    }
+    response
+}
+
+/// One answer of the simulation, under the state's lock.
+fn simulate(s: &mut State, script: &str, q: &HashMap<String, String>) -> HttpResponse {
+    if let Some(&status) = s.statuses.get(script) {
+        let body = s.answers.get(script).cloned().unwrap_or_default();
         return HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap())
             .body(body);
     }
-    if let Some(body) = s.answers.get(&script) {
+    if let Some(body) = s.answers.get(script) {
         return text(body.clone());
     }
     let format = s.format;
-    let keyed = !matches!(script.as_str(), "load_countries.php" | "load_apps.php");
+    let keyed = !matches!(script, "load_countries.php" | "load_apps.php");
     if keyed && q.get("customer") != Some(&s.key) {
         return answer(format, false, "Customer Not Found.");
     }
     let get = |k: &str| q.get(k).cloned().unwrap_or_default();
-    match script.as_str() {
+    match script {
         "load_countries.php" => {
             let list: Vec<_> = s
                 .countries
@@ -278,7 +297,7 @@ async fn handle(req: HttpRequest, state: web::Data<Mutex<State>>) -> HttpRespons
             answer(format, true, &number)
         }
         "get_sms.php" => {
-            let Some(sold) = find(&mut s, &q) else {
+            let Some(sold) = find(s, q) else {
                 return answer(format, false, "Number Not Found.");
             };
             sold.polls += 1;
@@ -308,7 +327,7 @@ async fn handle(req: HttpRequest, state: web::Data<Mutex<State>>) -> HttpRespons
             }
         }
         "get_reject_number.php" => {
-            let Some(sold) = find(&mut s, &q) else {
+            let Some(sold) = find(s, q) else {
                 return answer(format, false, "Number Not Found.");
             };
             if !sold.delivered.is_empty() {
