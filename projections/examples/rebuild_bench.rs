@@ -23,6 +23,10 @@
 
 mod workload;
 
+/// The `nexus` binary's allocator, so this measures what `nexus replay` does.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
