@@ -9,6 +9,12 @@
 //! with every upstream (a buy in flight at the crash may have gone through) and
 //! only then bought — never twice where the upstream can tell.
 //!
+//! Before it buys anything after a start, the worker seeds the router's set of
+//! known activations with every activation the log assigns to an order within
+//! [`KNOWN_ACTIVATION_TTL`] and every one an open order holds (see
+//! [`Router::seed_known`]), so that reconciling a lost buy by listing never
+//! claims an order's number, also right after a restart.
+//!
 //! Pushes from upstreams ([`crate::inbound`]) arrive as hints through
 //! [`Fulfilment::hints`]: the worker finds the order that holds the pushed
 //! handle and handles it like a poll that is due now — with the push's own
@@ -36,7 +42,9 @@ use tracing::{debug, info, warn};
 
 use crate::code_extract::extract_code;
 use crate::inbound::{Hint, HintSender, HINT_QUEUE_CAPACITY};
-use crate::router::{cancel_until_done, RouteError, Router};
+use crate::router::{
+    cancel_until_done, RouteError, Router, KNOWN_ACTIVATION_TTL, MAX_KNOWN_ACTIVATIONS,
+};
 use crate::sweep::{OrphanSweep, SweepConfig};
 use crate::upstream::{BuyRequest, Handle, Purchase, Snapshot, UpstreamState};
 
@@ -115,6 +123,44 @@ pub struct Fulfilment<S: EventStore> {
 /// Open orders by the (upstream, handle) they hold.
 type HandleIndex = HashMap<(String, Handle), OrderId>;
 
+/// The activations the start-up replay found assigned to orders recently
+/// enough that an upstream may still list them, for [`Router::seed_known`].
+struct Seeds {
+    /// Assignments recorded at or after this are collected.
+    since: DateTime<Utc>,
+    /// (upstream, handle); at most `MAX_KNOWN_ACTIVATIONS + 1` (one more than
+    /// the router keeps, so an overflow still shows there).
+    held: Vec<(String, Handle)>,
+    /// False when a recent assignment could not be read (or was left out):
+    /// the router must then keep its start bound.
+    complete: bool,
+}
+
+impl Seeds {
+    fn new(now: DateTime<Utc>) -> Seeds {
+        let ttl = chrono::Duration::from_std(KNOWN_ACTIVATION_TTL).unwrap_or(chrono::Duration::MAX);
+        Seeds {
+            since: now
+                .checked_sub_signed(ttl)
+                .unwrap_or(DateTime::<Utc>::MIN_UTC),
+            held: Vec::new(),
+            complete: true,
+        }
+    }
+
+    fn is_recent(&self, record: &RecordedEvent) -> bool {
+        record.recorded_at >= self.since
+    }
+
+    fn add(&mut self, held: (String, Handle)) {
+        if self.held.len() > MAX_KNOWN_ACTIVATIONS {
+            self.complete = false;
+        } else {
+            self.held.push(held);
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum FulfilmentError {
     #[error(transparent)]
@@ -173,11 +219,35 @@ impl<S: EventStore> Fulfilment<S> {
         let mut subscription = AllSubscription::new(self.store.clone(), 1, self.config.batch);
         // Replay what happened before this start without acting on it.
         let start_head = self.store.head();
+        let mut seeds = Seeds::new(Utc::now());
         while subscription.next_position() <= start_head {
             for record in subscription.next_batch().await? {
-                self.observe(&mut orders, &mut by_handle, &record, false, &done_tx);
+                self.replay(&mut orders, &mut by_handle, &record, &mut seeds, &done_tx);
             }
         }
+        // Every open order's number too, however old its assignment.
+        for held in orders.values().filter_map(|t| t.assigned.clone()) {
+            seeds.add(held);
+        }
+        let seeded = self.router.seed_known(
+            seeds
+                .held
+                .iter()
+                .map(|(provider, handle)| (provider.as_str(), handle)),
+            seeds.complete,
+        );
+        if seeds.complete {
+            info!(
+                activations = seeded,
+                "known activations seeded from the log"
+            );
+        } else {
+            warn!(
+                activations = seeded,
+                "not every recent assignment could be read: lost buys are reconciled by listing only past the start bound"
+            );
+        }
+        drop(seeds);
         self.resume(&mut orders, &done_tx);
         info!(open_orders = orders.len(), "fulfilment caught up");
         let mut tick = tokio::time::interval(self.config.tick);
@@ -286,6 +356,29 @@ impl<S: EventStore> Fulfilment<S> {
             }
             sweeping.store(false, Ordering::Release);
         });
+    }
+
+    /// One record of the start-up replay: observed without acting on it, and
+    /// a recent assignment collected for the router's known set.
+    fn replay(
+        &self,
+        orders: &mut HashMap<OrderId, Tracked>,
+        by_handle: &mut HandleIndex,
+        record: &RecordedEvent,
+        seeds: &mut Seeds,
+        done: &mpsc::UnboundedSender<Done>,
+    ) {
+        if record.stream.as_str().starts_with("order-") && seeds.is_recent(record) {
+            match OrderEvent::from_recorded(record, &self.vault) {
+                Ok(OrderEvent::OrderNumberAssigned(e)) => match e.phone.plain() {
+                    Some(p) => seeds.add((e.provider.clone(), Handle(p.activation_id.clone()))),
+                    None => seeds.complete = false,
+                },
+                Ok(_) => {}
+                Err(_) => seeds.complete = false,
+            }
+        }
+        self.observe(orders, by_handle, record, false, done);
     }
 
     fn observe(
@@ -608,6 +701,8 @@ async fn reconcile(router: &Router, request: &BuyRequest) -> Option<(String, Pur
         };
         if let Ok(Some(purchase)) = upstream.find_purchase(request).await {
             info!(upstream = %health.name, "resumed a purchase made before the restart");
+            // Known before it is assigned: no lost buy may claim it.
+            router.seed_known([(health.name.as_str(), &purchase.handle)], false);
             return Some((health.name, purchase));
         }
     }

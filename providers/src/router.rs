@@ -41,13 +41,15 @@
 //!   activation) makes the reconciler wait and list again. A buy sent after
 //!   the listing finished cannot have made anything in it;
 //! - **it is recent**: the upstream says it was bought no earlier than the
-//!   lost buy was sent, less [`RouterConfig::reconcile_clock_skew`], and no
-//!   earlier than this router started, *plus* that skew. The second bound
-//!   keeps out activations bought before a restart, which orders may hold
-//!   although this router has never seen them (so a buy lost within one skew
-//!   of a start cannot be reconciled by listing: it is counted unreconciled,
-//!   and left to the orphan sweep). An activation whose time cannot be
-//!   placed in UTC is never claimed;
+//!   lost buy was sent, less [`RouterConfig::reconcile_clock_skew`]. Until
+//!   the known set is seeded (below), also no earlier than this router
+//!   started, *plus* that skew: that bound keeps out activations bought
+//!   before a restart, which orders may hold although this router has never
+//!   seen them. An unseeded router therefore cannot reconcile by listing a
+//!   buy lost within one skew of its start when the listing shows an unknown
+//!   activation inside that blind spot: it is counted unreconciled (never
+//!   "absent": the activation may be its own) and left to the orphan sweep.
+//!   An activation whose time cannot be placed in UTC is never claimed;
 //! - it costs no more than the buy's cap, if it had one.
 //!
 //! Among those, the one bought earliest is claimed (recorded as known before
@@ -62,9 +64,39 @@
 //!
 //! This relies on one assumption, shared with the orphan sweep: the upstream
 //! account is used by this process alone.
+//!
+//! ## After a restart: seeding the known set
+//!
+//! A new process starts with an empty known set, yet orders placed before the
+//! restart hold activations at the upstream. The fulfilment worker replays the
+//! log before it buys anything and hands the router, through
+//! [`Router::seed_known`], every activation the log assigns to an order within
+//! [`KNOWN_ACTIVATION_TTL`] (final orders included: an upstream may still list
+//! a just-cancelled number) and every activation an open order holds. Once a
+//! complete seeding is done, the start bound is dropped, and claiming is safe
+//! again, because an unknown activation bought no earlier than a lost buy's
+//! send time, less the skew, is one of:
+//!
+//! - the number of a lost buy of this process: the one to cancel;
+//! - the number of a buy of the previous process whose order never recorded
+//!   it (lost at the crash, or answered while the process went down): no
+//!   order holds it, and none will adopt it — an order resumed after a
+//!   restart adopts a purchase only by idempotency key (never at an upstream
+//!   reconciled by listing), and what it adopts is made known before it is
+//!   assigned. Cancelling such an orphan is right: nobody uses it.
+//!
+//! It cannot be an order's number: an assignment written before the restart
+//! is in the log, so it was seeded (an older one holds an activation bought
+//! more than one TTL ago, outside the bound); one written since was bought by
+//! this router or adopted as above, and so is known. A seeding that could not
+//! read every assignment within the TTL (a record that does not decode, a
+//! handle that cannot be opened) is marked incomplete and the start bound
+//! stays. A buy sent before the seeding finished keeps the start bound too.
+//! A router used without a fulfilment worker (tests, the bench) is never
+//! seeded and keeps the start bound.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -75,7 +107,7 @@ use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
 use crate::upstream::{
-    BuyRequest, CancelOutcome, ListedPurchase, Purchase, Upstream, UpstreamError,
+    BuyRequest, CancelOutcome, Handle, ListedPurchase, Purchase, Upstream, UpstreamError,
 };
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -291,6 +323,11 @@ enum Claim {
     Unplaced,
     /// The known set is incomplete: nothing can be claimed safely.
     Unsafe,
+    /// An unknown activation was bought after the lost buy was sent (less the
+    /// skew) but before this unseeded router started (plus the skew): it may
+    /// be this buy's or an order's from before a restart. Nothing is claimed
+    /// and nothing is proven.
+    BeforeStart,
 }
 
 pub struct Router {
@@ -302,6 +339,9 @@ pub struct Router {
     /// When this router started: activations bought before it (plus the
     /// clock skew) may be held by orders it has never seen.
     started_at: DateTime<Utc>,
+    /// Set by a complete [`Router::seed_known`]: the known set holds every
+    /// activation an order may hold, and `started_at` no longer bounds claims.
+    seeded: AtomicBool,
 }
 
 /// (service, country) → when asked, and the answer.
@@ -341,7 +381,43 @@ impl Router {
             quotes: Mutex::default(),
             next_buy: AtomicU64::new(1),
             started_at: Utc::now(),
+            seeded: AtomicBool::new(false),
         }
+    }
+
+    /// Records activations that orders hold, as (upstream name, handle), in
+    /// the known set of their upstream (by [`Upstream::activation_key`]), for
+    /// one [`KNOWN_ACTIVATION_TTL`] from now; handles of upstreams this router
+    /// does not have are skipped. With `complete` (the caller read every
+    /// assignment within the TTL), the router counts as seeded: claims from a
+    /// listing are no longer bounded by its start (see the module's
+    /// documentation). Returns how many activations were recorded.
+    pub fn seed_known<'a>(
+        &self,
+        held: impl IntoIterator<Item = (&'a str, &'a Handle)>,
+        complete: bool,
+    ) -> usize {
+        let mut recorded = 0;
+        for (provider, handle) in held {
+            let Some(slot) = self.slots.iter().find(|s| s.upstream.name() == provider) else {
+                continue;
+            };
+            let activation = slot.upstream.activation_key(handle);
+            slot.state
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remember(activation);
+            recorded += 1;
+        }
+        if complete {
+            self.seeded.store(true, Ordering::Release);
+        }
+        recorded
+    }
+
+    /// Whether a complete seeding of the known set was done.
+    pub fn is_seeded(&self) -> bool {
+        self.seeded.load(Ordering::Acquire)
     }
 
     /// The best offer for a (service, country): asks every upstream whose breaker
@@ -580,9 +656,15 @@ impl Router {
         let buy = self.next_buy.fetch_add(1, Ordering::Relaxed);
         let sent = Instant::now();
         // A listed activation is claimable only if bought after this buy was
-        // sent and after this router started, give or take the clock skew.
+        // sent and, until the known set is seeded, after this router started,
+        // give or take the clock skew.
         let skew = chrono::Duration::from_std(self.config.reconcile_clock_skew).unwrap_or_default();
-        let not_before = (Utc::now() - skew).max(self.started_at + skew);
+        let since_send = Utc::now() - skew;
+        let not_before = if self.is_seeded() {
+            since_send
+        } else {
+            since_send.max(self.started_at + skew)
+        };
         slot.state
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -638,7 +720,11 @@ impl Router {
                     }
                 }
             };
-            reconcile(&slot, &config, &request, sent, not_before, outcome).await;
+            let bounds = Bounds {
+                since_send,
+                not_before,
+            };
+            reconcile(&slot, &config, &request, sent, bounds, outcome).await;
         });
         receiver
     }
@@ -675,6 +761,16 @@ impl Drop for Unsettled {
     }
 }
 
+/// The earliest purchase times for a lost buy's claim.
+#[derive(Clone, Copy, Debug)]
+struct Bounds {
+    /// When the buy was sent, less the clock skew.
+    since_send: DateTime<Utc>,
+    /// The earliest a claimable activation may be bought: `since_send`, or
+    /// later for an unseeded router (its start plus the skew).
+    not_before: DateTime<Utc>,
+}
+
 /// (service, country) of a buy.
 fn key_of(request: &BuyRequest) -> (String, String) {
     (
@@ -691,7 +787,7 @@ async fn reconcile(
     config: &RouterConfig,
     request: &BuyRequest,
     sent: Instant,
-    not_before: DateTime<Utc>,
+    bounds: Bounds,
     outcome: LostOutcome,
 ) {
     let name = slot.upstream.name();
@@ -741,7 +837,7 @@ async fn reconcile(
                         &*slot.upstream,
                         &listed,
                         request,
-                        not_before,
+                        bounds,
                         listed_by,
                     )
                 };
@@ -779,6 +875,20 @@ async fn reconcile(
                         );
                     }
                     Claim::Unsafe => break,
+                    Claim::BeforeStart
+                        if listing_started.duration_since(sent) < config.absent_after =>
+                    {
+                        // The lost buy's own number may not be listed yet.
+                        tokio::time::sleep_until((sent + config.absent_after).into()).await;
+                        continue;
+                    }
+                    Claim::BeforeStart => {
+                        debug!(
+                            upstream = name,
+                            "an unknown activation from before this start may be the lost buy's"
+                        );
+                        break;
+                    }
                 }
             }
             Ok(None) => match slot.upstream.find_purchase(request).await {
@@ -811,17 +921,18 @@ async fn reconcile(
 }
 
 /// Picks the listed activation a lost buy may close, and records it as known
-/// (see the module's documentation for why this is safe). `not_before`: the
-/// earliest purchase time a claimable activation may have; `listed_by`: when
-/// the listing had been read completely.
+/// (see the module's documentation for why this is safe). `bounds`: the
+/// earliest purchase times; `listed_by`: when the listing had been read
+/// completely.
 fn claim(
     state: &mut SlotState,
     upstream: &dyn Upstream,
     listed: &[ListedPurchase],
     request: &BuyRequest,
-    not_before: DateTime<Utc>,
+    bounds: Bounds,
     listed_by: Instant,
 ) -> Claim {
+    let not_before = bounds.not_before;
     let now = Instant::now();
     if state
         .known_incomplete_until
@@ -858,6 +969,12 @@ fn claim(
             Claim::Found(listed.purchase.clone())
         }
         None if unknown.iter().any(|l| l.bought_at.is_none()) => Claim::Unplaced,
+        None if unknown
+            .iter()
+            .any(|l| l.bought_at.is_some_and(|at| at >= bounds.since_send)) =>
+        {
+            Claim::BeforeStart
+        }
         None => Claim::Nothing,
     }
 }
@@ -1040,6 +1157,14 @@ mod tests {
         }
     }
 
+    /// Claim bounds of a seeded router: only the send time counts.
+    fn bounds(since_send: DateTime<Utc>) -> Bounds {
+        Bounds {
+            since_send,
+            not_before: since_send,
+        }
+    }
+
     fn empty_state() -> SlotState {
         SlotState::new("s".into())
     }
@@ -1069,13 +1194,34 @@ mod tests {
         let mut capped = request("o1");
         capped.max_cost = Some(Micros(500));
         let now = Instant::now();
-        let first = claim(&mut state, &*upstream, &list, &capped, not_before, now);
+        let first = claim(
+            &mut state,
+            &*upstream,
+            &list,
+            &capped,
+            bounds(not_before),
+            now,
+        );
         assert_eq!(claimed(first).as_deref(), Some("first"));
         // A claim is exclusive: the next lost buy gets the next one, then none.
-        let second = claim(&mut state, &*upstream, &list, &capped, not_before, now);
+        let second = claim(
+            &mut state,
+            &*upstream,
+            &list,
+            &capped,
+            bounds(not_before),
+            now,
+        );
         assert_eq!(claimed(second).as_deref(), Some("second"));
         assert!(matches!(
-            claim(&mut state, &*upstream, &list, &capped, not_before, now),
+            claim(
+                &mut state,
+                &*upstream,
+                &list,
+                &capped,
+                bounds(not_before),
+                now
+            ),
             Claim::Nothing
         ));
         // Without the cap, the dear one is a candidate too.
@@ -1084,7 +1230,7 @@ mod tests {
             &*upstream,
             &list,
             &request("o2"),
-            not_before,
+            bounds(not_before),
             now,
         );
         assert_eq!(claimed(uncapped).as_deref(), Some("dear"));
@@ -1113,7 +1259,7 @@ mod tests {
                 &*upstream,
                 &list,
                 &request("o2"),
-                not_before,
+                bounds(not_before),
                 listed_by
             ),
             Claim::Wait
@@ -1126,7 +1272,7 @@ mod tests {
                 &*upstream,
                 &list,
                 &request("o2"),
-                not_before,
+                bounds(not_before),
                 listed_by
             ),
             Claim::Nothing
@@ -1146,7 +1292,7 @@ mod tests {
                 &*upstream,
                 &fresh,
                 &request("o2"),
-                not_before,
+                bounds(not_before),
                 listed_by
             ))
             .as_deref(),
@@ -1161,11 +1307,66 @@ mod tests {
                 &*upstream,
                 &unplaced,
                 &request("o2"),
-                not_before,
+                bounds(not_before),
                 listed_by
             ),
             Claim::Unplaced
         ));
+    }
+
+    #[test]
+    fn an_unknown_activation_before_an_unseeded_start_proves_nothing() {
+        let upstream = sim("s", |_| {});
+        let mut state = empty_state();
+        let sent_at = Utc::now();
+        let start_bound = Bounds {
+            since_send: sent_at - chrono::Duration::seconds(60),
+            not_before: sent_at + chrono::Duration::seconds(60),
+        };
+        let list = vec![listed("maybe-ours", Some(sent_at), 100)];
+        let outcome = claim(
+            &mut state,
+            &*upstream,
+            &list,
+            &request("o1"),
+            start_bound,
+            Instant::now(),
+        );
+        assert!(matches!(outcome, Claim::BeforeStart), "{outcome:?}");
+        // Older than the send time less the skew: not a candidate at all.
+        let old = vec![listed(
+            "old",
+            Some(sent_at - chrono::Duration::hours(1)),
+            100,
+        )];
+        assert!(matches!(
+            claim(
+                &mut state,
+                &*upstream,
+                &old,
+                &request("o1"),
+                start_bound,
+                Instant::now()
+            ),
+            Claim::Nothing
+        ));
+    }
+
+    #[test]
+    fn seeding_records_known_activations_and_only_a_complete_one_counts() {
+        let router = Router::new(vec![sim("s", |_| {})], quick());
+        let handle = crate::upstream::Handle("held".into());
+        let elsewhere = crate::upstream::Handle("other".into());
+        let recorded = router.seed_known([("s", &handle), ("gone", &elsewhere)], false);
+        assert_eq!(recorded, 1, "an upstream this router lacks is skipped");
+        assert!(!router.is_seeded());
+        {
+            let state = router.slots[0].state.lock().unwrap();
+            assert!(state.known.contains_key("held"));
+            assert!(!state.known.contains_key("other"));
+        }
+        router.seed_known(std::iter::empty(), true);
+        assert!(router.is_seeded());
     }
 
     /// An upstream whose buy panics (a bug): nothing else is needed here.
@@ -1252,7 +1453,7 @@ mod tests {
                 &*upstream,
                 &list,
                 &request("o1"),
-                sent_at,
+                bounds(sent_at),
                 Instant::now()
             ),
             Claim::Unsafe

@@ -395,3 +395,114 @@ async fn a_buy_lost_at_herosms_is_bought_elsewhere_and_its_number_cancelled() {
     stop.send(true).unwrap();
     task.await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restart_a_buy_lost_at_once_is_reconciled_and_older_numbers_kept() {
+    use fake_herosms::{ActivationState, Behaviour, FakeHeroSms, KEY};
+    let w = world();
+    let fake = FakeHeroSms::start(Behaviour {
+        zone_offset_minutes: Some(180),
+        ..Behaviour::default()
+    });
+    // Each start gets a new router (and adapter) over the same upstreams; the
+    // clock skew spans the whole test, so without the seeding from the log
+    // nothing bought here could be claimed.
+    let fresh_router = || {
+        let hero = nexus_providers::herosms::HeroSms::new(
+            "herosms",
+            &fake.url,
+            KEY,
+            Duration::from_secs(1),
+            nexus_providers::catalog::Catalog::shipped(),
+        )
+        .unwrap();
+        Arc::new(Router::new(
+            vec![Arc::new(hero), sim("sim-b", |_| {})],
+            RouterConfig {
+                attempt_timeout: Duration::from_millis(700),
+                reconcile_interval: Duration::from_millis(50),
+                reconcile_attempts: 40,
+                absent_after: Duration::from_millis(800),
+                reconcile_clock_skew: Duration::from_secs(60),
+                ..RouterConfig::default()
+            },
+        ))
+    };
+    let provider = |order: OrderId| {
+        let commerce = w.commerce.clone();
+        async move {
+            commerce
+                .order(order)
+                .await
+                .unwrap()
+                .assigned
+                .unwrap()
+                .provider
+        }
+    };
+    let owner = funded_customer(&w, 5_000_000).await;
+    let place = || async {
+        w.commerce
+            .place_order(owner, &order_request(), None)
+            .await
+            .unwrap()
+            .order
+    };
+    // Before the restart: an order holds a HeroSMS number.
+    let (stop, task) = start_worker_with(&w, fresh_router());
+    let before = place().await;
+    wait_for(&w, before, OrderStatus::NumberAssigned).await;
+    assert_eq!(provider(before).await, "herosms");
+    stop.send(true).unwrap();
+    task.await.unwrap();
+
+    // The restart: the new worker seeds its router from the log.
+    let router = fresh_router();
+    assert!(!router.is_seeded());
+    let (stop, task) = start_worker_with(&w, router.clone());
+    for _ in 0..200 {
+        if router.is_seeded() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(router.is_seeded(), "the worker seeds the router on start");
+    // Right away: one order bought normally, then one whose HeroSMS buy is
+    // answered too late and which is bought elsewhere.
+    let after = place().await;
+    wait_for(&w, after, OrderStatus::NumberAssigned).await;
+    assert_eq!(provider(after).await, "herosms");
+    fake.set(|b| b.hang_buys = Some(Duration::from_millis(2_500)));
+    let lost = place().await;
+    wait_for(&w, lost, OrderStatus::NumberAssigned).await;
+    assert_eq!(provider(lost).await, "sim-b");
+    for _ in 0..200 {
+        let health = &router.health()[0];
+        if health.reconciled_cancelled + health.reconciled_absent + health.unreconciled > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let health = &router.health()[0];
+    assert_eq!(
+        (
+            health.reconciled_cancelled,
+            health.reconciled_absent,
+            health.unreconciled
+        ),
+        (1, 0, 0)
+    );
+    // The number of the order from before the restart and the one bought
+    // after it are kept; only the lost buy's number is cancelled.
+    let states: Vec<ActivationState> = fake.state().activations.iter().map(|a| a.state).collect();
+    assert_eq!(
+        states,
+        vec![
+            ActivationState::Active,
+            ActivationState::Active,
+            ActivationState::Cancelled
+        ]
+    );
+    stop.send(true).unwrap();
+    task.await.unwrap();
+}

@@ -985,7 +985,59 @@ async fn an_order_number_from_before_a_restart_is_never_claimed() {
     router.buy(&request("tg", "ID", None)).await.unwrap();
     // Right after the start, a buy is refused late: the listing shows the
     // number from before the restart, within the skew of this buy's time,
-    // but not after the router's start plus the skew.
+    // but not after the router's start plus the skew. The router is not
+    // seeded: it is not claimed, and since it might have been the lost buy's
+    // own, nothing is proven either.
+    fake.set(|b| {
+        b.no_numbers = true;
+        b.hang_buys = Some(Duration::from_millis(2_500));
+    });
+    router.buy(&request("tg", "ID", None)).await.unwrap_err();
+    let health = health_when(&router, |h| h.reconciled_absent + h.unreconciled > 0).await;
+    assert_eq!(
+        (
+            health.reconciled_absent,
+            health.reconciled_cancelled,
+            health.unreconciled
+        ),
+        (0, 0, 1)
+    );
+    assert_eq!(fake.state().activations[0].id, before_restart);
+    assert!(states(&fake)
+        .iter()
+        .all(|(_, state)| *state == ActivationState::Active));
+}
+
+/// A router as started again after a restart: 60 s of clock skew, so every
+/// activation of the test lies within one skew of its start.
+fn restarted_router(fake: &FakeHeroSms) -> Router {
+    let hero = adapter_with(&fake.url, KEY, Duration::from_secs(1));
+    Router::new(
+        vec![Arc::new(hero)],
+        RouterConfig {
+            attempt_timeout: Duration::from_millis(600),
+            reconcile_attempts: 40,
+            reconcile_interval: Duration::from_millis(50),
+            late_answer_wait: Duration::from_secs(3),
+            reconcile_clock_skew: Duration::from_secs(60),
+            absent_after: Duration::from_millis(800),
+            ..RouterConfig::default()
+        },
+    )
+}
+
+#[tokio::test]
+async fn a_seeded_router_never_claims_an_order_number_from_before_the_restart() {
+    let fake = start(|b| b.zone_offset_minutes = Some(ZONE_MINUTES));
+    // Bought by the process before a restart; the log assigns it to an order.
+    let before_restart = fake.state().seed_in("tg", "6");
+    let router = restarted_router(&fake);
+    let seeded = router.seed_known([("herosms-test", &Handle(before_restart.clone()))], true);
+    assert_eq!(seeded, 1);
+    assert!(router.is_seeded());
+    router.buy(&request("tg", "ID", None)).await.unwrap();
+    // Right after the start, a buy is refused late: the listing shows the
+    // order's number, recent enough to be claimed but known.
     fake.set(|b| {
         b.no_numbers = true;
         b.hang_buys = Some(Duration::from_millis(2_500));
@@ -1004,6 +1056,114 @@ async fn an_order_number_from_before_a_restart_is_never_claimed() {
     assert!(states(&fake)
         .iter()
         .all(|(_, state)| *state == ActivationState::Active));
+    assert!(!fake.seen().iter().any(|s| s.action() == "setStatus"));
+}
+
+/// Right after a start, a buy that is made upstream but answered too late.
+async fn lose_a_buy_right_after_the_start(fake: &FakeHeroSms, router: &Router) -> String {
+    let held = router.buy(&request("tg", "ID", None)).await.unwrap();
+    fake.set(|b| b.hang_buys = Some(Duration::from_millis(2_500)));
+    assert_eq!(
+        router.buy(&request("tg", "ID", None)).await.unwrap_err(),
+        RouteError::Unavailable
+    );
+    held.purchase.handle.0
+}
+
+#[tokio::test]
+async fn after_a_seeded_restart_a_buy_lost_at_once_is_reconciled() {
+    let fake = start(|b| b.zone_offset_minutes = Some(ZONE_MINUTES));
+    // An order's number from before the restart, known from the log.
+    let before_restart = fake.state().seed_in("tg", "6");
+    let router = restarted_router(&fake);
+    router.seed_known([("herosms-test", &Handle(before_restart.clone()))], true);
+    let held = lose_a_buy_right_after_the_start(&fake, &router).await;
+    let health = health_when(&router, |h| h.reconciled_cancelled + h.unreconciled > 0).await;
+    assert_eq!(
+        (
+            health.reconciled_cancelled,
+            health.reconciled_absent,
+            health.unreconciled
+        ),
+        (1, 0, 0)
+    );
+    let lost = fake.state().activations.last().unwrap().id.clone();
+    assert_eq!(
+        states(&fake),
+        vec![
+            (before_restart, ActivationState::Active),
+            (held, ActivationState::Active),
+            (lost, ActivationState::Cancelled),
+        ],
+        "only the lost buy's number is cancelled"
+    );
+}
+
+#[tokio::test]
+async fn after_a_seeded_restart_an_orphan_of_the_previous_process_is_fair_game() {
+    let fake = start(|b| b.zone_offset_minutes = Some(ZONE_MINUTES));
+    let (before_restart, orphan) = {
+        let mut state = fake.state();
+        (state.seed_in("tg", "6"), state.seed_in("tg", "6"))
+    };
+    let router = restarted_router(&fake);
+    router.seed_known([("herosms-test", &Handle(before_restart.clone()))], true);
+    let held = router.buy(&request("tg", "ID", None)).await.unwrap();
+    // The lost buy bought nothing; the listing shows the orphan, bought
+    // within the skew of its send time: it is claimed and closed.
+    fake.set(|b| {
+        b.no_numbers = true;
+        b.hang_buys = Some(Duration::from_millis(2_500));
+    });
+    router.buy(&request("tg", "ID", None)).await.unwrap_err();
+    let health = health_when(&router, |h| {
+        h.reconciled_cancelled + h.reconciled_absent + h.unreconciled > 0
+    })
+    .await;
+    assert_eq!(
+        (
+            health.reconciled_cancelled,
+            health.reconciled_absent,
+            health.unreconciled
+        ),
+        (1, 0, 0)
+    );
+    assert_eq!(
+        states(&fake),
+        vec![
+            (before_restart, ActivationState::Active),
+            (orphan, ActivationState::Cancelled),
+            (held.purchase.handle.0, ActivationState::Active),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn an_unseeded_router_leaves_a_buy_lost_at_once_unreconciled() {
+    let fake = start(|b| b.zone_offset_minutes = Some(ZONE_MINUTES));
+    let before_restart = fake.state().seed_in("tg", "6");
+    let router = restarted_router(&fake);
+    assert!(!router.is_seeded());
+    let held = lose_a_buy_right_after_the_start(&fake, &router).await;
+    // Everything listed lies before the start bound: nothing is claimed,
+    // and the lost buy is not taken for one that bought nothing.
+    let health = health_when(&router, |h| {
+        h.reconciled_cancelled + h.reconciled_absent + h.unreconciled > 0
+    })
+    .await;
+    assert_eq!(
+        (
+            health.reconciled_cancelled,
+            health.reconciled_absent,
+            health.unreconciled
+        ),
+        (0, 0, 1)
+    );
+    assert!(states(&fake)
+        .iter()
+        .all(|(_, state)| *state == ActivationState::Active));
+    assert_eq!(fake.state().activations[0].id, before_restart);
+    assert_eq!(fake.state().activations[1].id, held);
 }
 
 #[tokio::test]
