@@ -10,7 +10,6 @@
 
 use std::io::Write;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
@@ -18,12 +17,8 @@ use clap::Subcommand;
 use nexus_core::log::EventStore;
 use nexus_core::Store;
 use nexus_projections::audit::{self, TrialBalance};
-use nexus_projections::{ReadModels, ReadModelsConfig, Runner, RunnerConfig};
 
 use crate::config::Config;
-
-/// How long the read models may take to catch up before `verify` gives up.
-const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(600);
 
 #[derive(Subcommand)]
 pub enum AuditCommand {
@@ -122,18 +117,7 @@ pub fn run(config: Config, command: AuditCommand) -> anyhow::Result<ExitCode> {
 async fn verify(config: &Config, store: &Store, json: bool) -> anyhow::Result<ExitCode> {
     let chain = store.log.verify().await?;
     let trial = audit::trial_balance(store.log.as_ref(), None).await?;
-    let models = ReadModels::open(
-        &ReadModelsConfig::in_data_dir(&config.data_dir),
-        store.vault.clone(),
-    )
-    .context("opening the read models")?;
-    let runner = Runner::start(store.log.clone(), &models, RunnerConfig::default())
-        .context("starting the projections")?;
-    runner
-        .wait_for(Some("wallets"), store.log.head(), CATCH_UP_TIMEOUT)
-        .await
-        .context("catching the wallets read model up with the log")?;
-    runner.stop().await;
+    let models = crate::replay::caught_up(config, store, "wallets").await?;
     let (mismatches, mismatch_count) =
         audit::compare_with_read_model(&trial, &models.wallets().context("the wallets view")?)?;
     let ok = chain.first_broken.is_none() && trial.ok() && mismatch_count == 0;

@@ -8,8 +8,11 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use nexus_core::log::EventStore;
 use nexus_core::Store;
-use nexus_projections::{rebuild, ReadModels, ReadModelsConfig, RebuildOptions, PROJECTION_NAMES};
+use nexus_projections::{
+    rebuild, ReadModels, ReadModelsConfig, RebuildOptions, Runner, RunnerConfig, PROJECTION_NAMES,
+};
 
 use crate::config::Config;
 
@@ -101,4 +104,26 @@ fn draw(done: u64, head: u64, elapsed: Duration) {
         elapsed.as_secs_f64()
     );
     let _ = err.flush();
+}
+
+/// How long an offline command waits for a read model to catch up with the log.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// The read models with projection `name` caught up to the log's head (the
+/// runner stopped again): what the offline commands (`audit`, `retention`)
+/// read after a stopped server.
+pub async fn caught_up(config: &Config, store: &Store, name: &str) -> anyhow::Result<ReadModels> {
+    let models = ReadModels::open(
+        &ReadModelsConfig::in_data_dir(&config.data_dir),
+        store.vault.clone(),
+    )
+    .context("opening the read models")?;
+    let runner = Runner::start(store.log.clone(), &models, RunnerConfig::default())
+        .context("starting the projections")?;
+    runner
+        .wait_for(Some(name), store.log.head(), CATCH_UP_TIMEOUT)
+        .await
+        .with_context(|| format!("catching the {name} read model up with the log"))?;
+    runner.stop().await;
+    Ok(models)
 }

@@ -8,7 +8,6 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use chrono::SecondsFormat;
@@ -17,13 +16,9 @@ use nexus_core::domain::clock::SystemClock;
 use nexus_core::domain::legal_hold::LegalHoldService;
 use nexus_core::log::EventStore;
 use nexus_core::Store;
-use nexus_projections::{ReadModels, ReadModelsConfig, Runner, RunnerConfig};
-use nexus_retention::{describe, Sweeper};
+use nexus_retention::Sweeper;
 
 use crate::config::Config;
-
-/// How long the read models may take to catch up before the command gives up.
-const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(600);
 
 #[derive(Subcommand)]
 pub enum RetentionCommand {
@@ -57,18 +52,12 @@ pub fn run(config: Config, command: RetentionCommand) -> anyhow::Result<ExitCode
         .context("starting the runtime")?;
     let _entered = runtime.enter();
     let (commerce, accounts) = crate::serve::domain_services(&config, &store)?;
-    let models = ReadModels::open(
-        &ReadModelsConfig::in_data_dir(&config.data_dir),
-        store.vault.clone(),
-    )
-    .context("opening the read models")?;
-    let runner = Runner::start(store.log.clone(), &models, RunnerConfig::default())
-        .context("starting the projections")?;
     let holds = Arc::new(LegalHoldService::new(
         store.log.clone(),
         store.vault.clone(),
         Arc::new(SystemClock),
     ));
+    let models = runtime.block_on(crate::replay::caught_up(&config, &store, "retention"))?;
     let sweeper = Sweeper::new(
         store.log.clone(),
         store.vault.clone(),
@@ -80,27 +69,20 @@ pub fn run(config: Config, command: RetentionCommand) -> anyhow::Result<ExitCode
             .context("opening the retention schedule")?,
         Arc::new(SystemClock),
     );
-    let code = runtime.block_on(async {
-        runner
-            .wait_for(Some("retention"), store.log.head(), CATCH_UP_TIMEOUT)
-            .await
-            .context("catching the retention schedule up with the log")?;
-        let code = match command {
-            RetentionCommand::Status { json } => status(&sweeper, json).await?,
-            RetentionCommand::Run { json } => sweep(&sweeper, json).await?,
-            RetentionCommand::Verify { json } => verify(&sweeper, json).await?,
-        };
-        runner.stop().await;
-        anyhow::Ok(code)
-    })?;
-    Ok(code)
+    runtime.block_on(async {
+        match command {
+            RetentionCommand::Status { json } => status(&sweeper, json).await,
+            RetentionCommand::Run { json } => sweep(&sweeper, json).await,
+            RetentionCommand::Verify { json } => verify(&sweeper, json).await,
+        }
+    })
 }
 
 async fn status<S: EventStore>(sweeper: &Sweeper<S>, json: bool) -> anyhow::Result<ExitCode> {
     let status = sweeper.status().await?;
     let next_due = status.next_due.map(|next| {
         (
-            describe(next.subject),
+            next.subject.subject().as_str().to_owned(),
             next.due_at.to_rfc3339_opts(SecondsFormat::Secs, true),
         )
     });

@@ -27,12 +27,12 @@ use nexus_core::domain::anonymous::{AnonymousError, AnonymousEvent};
 use nexus_core::domain::clock::Clock;
 use nexus_core::domain::codec::DomainEvent;
 use nexus_core::domain::commerce::{CommandError, Commerce};
-use nexus_core::domain::ids::AccountId;
 use nexus_core::domain::ledger::Owner;
 use nexus_core::domain::legal_hold::{HoldSubject, LegalHoldService, LegalHoldServiceError};
 use nexus_core::log::{EventStore, LogError};
 use nexus_core::vault::{SubjectId, Vault, VaultError};
 use nexus_projections::retention::{DueMonth, DueSubject, RetentionView, ScheduledSubject};
+use nexus_projections::stream::{account_of, Category};
 use nexus_projections::QueryError;
 use tracing::{info, warn};
 
@@ -224,8 +224,9 @@ impl<S: EventStore> Sweeper<S> {
     }
 
     /// The subjects a legal hold freezes now: held accounts and anonymous
-    /// buyers, and the owners of held orders.
-    async fn frozen(&self) -> Result<BTreeSet<DueSubject>, RetentionError> {
+    /// buyers, and the owners of held orders (the owner's key seals the
+    /// order's phone number).
+    pub async fn frozen(&self) -> Result<BTreeSet<DueSubject>, RetentionError> {
         let register = self.holds.register().await?.state;
         let mut frozen = BTreeSet::new();
         for hold in register.active() {
@@ -300,7 +301,12 @@ impl<S: EventStore> Sweeper<S> {
                 let subject = match record.event_type.as_str() {
                     "AccountErased" => decode_subject::<AccountEvent>(record, |e| match e {
                         AccountEvent::AccountErased(_) => {
-                            account_of_stream(record.stream.as_str()).map(|a| a.subject())
+                            match Category::of(record.stream.as_str()) {
+                                Some((Category::Account, rest)) => {
+                                    account_of(record, rest).ok().map(|a| a.subject())
+                                }
+                                _ => None,
+                            }
                         }
                         _ => None,
                     }),
@@ -330,7 +336,9 @@ impl<S: EventStore> Sweeper<S> {
             let page = self.schedule.due(overdue_before, after, PAGE)?;
             for entry in &page {
                 if !frozen.contains(&entry.subject) {
-                    report.overdue.push(describe(entry.subject));
+                    report
+                        .overdue
+                        .push(entry.subject.subject().as_str().to_owned());
                 }
             }
             match page.last() {
@@ -353,17 +361,4 @@ fn decode_subject<E: DomainEvent>(
     E::decode(&record.event_type, record.schema_version, &record.payload)
         .ok()
         .and_then(subject)
-}
-
-fn account_of_stream(stream: &str) -> Option<AccountId> {
-    let hex = stream.strip_prefix("account-")?;
-    uuid::Uuid::try_parse(hex).ok().map(AccountId)
-}
-
-/// `account-<id>` or `anon-<id>`: ids only, never personal data.
-pub fn describe(subject: DueSubject) -> String {
-    match subject {
-        DueSubject::Account(id) => id.subject().as_str().to_owned(),
-        DueSubject::Anonymous(id) => id.subject().as_str().to_owned(),
-    }
 }

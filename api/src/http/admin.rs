@@ -224,13 +224,6 @@ fn due_subject_text(subject: DueSubject) -> String {
     subject.subject().as_str().to_owned()
 }
 
-fn hold_subject_of(subject: DueSubject) -> HoldSubject {
-    match subject {
-        DueSubject::Account(id) => HoldSubject::Account(id),
-        DueSubject::Anonymous(id) => HoldSubject::Anonymous(id),
-    }
-}
-
 /// A page cursor: `<due_at in µs since the epoch>.<subject>`.
 fn retention_cursor(entry: &ScheduledSubject) -> String {
     format!(
@@ -282,7 +275,12 @@ async fn retention(
     let page = view
         .due(until, after, limit)
         .map_err(|e| ApiError::internal(&e))?;
-    let holds = state.legal_holds.register().await?.state;
+    // The sweep's own rule: a hold on an order freezes its owner too.
+    let frozen = state
+        .retention
+        .frozen()
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
     // Count what is due now, page by page, up to a bound.
     let mut due_now = 0usize;
     let mut counted_after = None;
@@ -306,7 +304,7 @@ async fn retention(
                     DueSubject::Anonymous(_) => "anonymous",
                 },
                 "due_at": rfc3339(entry.due_at),
-                "held": holds.is_held(&hold_subject_of(entry.subject)),
+                "held": frozen.contains(&entry.subject),
             })
         })
         .collect();
