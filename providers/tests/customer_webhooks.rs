@@ -6,8 +6,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use actix_web::dev::ServerHandle;
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
 use hmac::{Hmac, KeyInit, Mac};
 use nexus_core::domain::account::{LookupKey, WebhookUrlPolicy};
@@ -29,6 +28,7 @@ use nexus_providers::customer_webhooks::{
     CustomerWebhooks, CustomerWebhooksConfig, DeliveryStats, ATTEMPT_HEADER, EVENT_ID_HEADER,
     SIGNATURE_HEADER,
 };
+use nexus_tests::loopback::LoopbackServer;
 use serde_json::Value;
 use sha2::Sha256;
 use tokio::sync::watch;
@@ -80,8 +80,8 @@ fn verify(secret: &str, header: &str, body: &[u8]) -> bool {
     mac.verify_slice(&v1).is_ok()
 }
 
-/// Serves `POST /hook` on a thread with its own actix system.
-fn serve_receiver(state: Arc<Mutex<Receiver>>) -> (String, ServerHandle) {
+/// Serves `POST /hook` on loopback.
+fn serve_receiver(state: Arc<Mutex<Receiver>>) -> LoopbackServer {
     async fn hook(
         request: HttpRequest,
         body: web::Bytes,
@@ -112,27 +112,10 @@ fn serve_receiver(state: Arc<Mutex<Receiver>>) -> (String, ServerHandle) {
     }
 
     let data = web::Data::from(state);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        actix_web::rt::System::new().block_on(async move {
-            let server = HttpServer::new(move || {
-                App::new()
-                    .app_data(data.clone())
-                    .route("/hook", web::post().to(hook))
-            })
-            .workers(1)
-            .disable_signals()
-            .shutdown_timeout(0)
-            .bind(("127.0.0.1", 0))
-            .expect("bind loopback");
-            let port = server.addrs()[0].port();
-            let server = server.run();
-            tx.send((port, server.handle())).expect("test waits");
-            let _ = server.await;
-        });
-    });
-    let (port, handle) = rx.recv().expect("the receiver starts");
-    (format!("http://127.0.0.1:{port}/hook"), handle)
+    LoopbackServer::start(1, move |cfg| {
+        cfg.app_data(data.clone())
+            .route("/hook", web::post().to(hook));
+    })
 }
 
 struct World {
@@ -142,7 +125,7 @@ struct World {
     accounts: Arc<Accounts<SledLog>>,
     receiver: Arc<Mutex<Receiver>>,
     url: String,
-    _server: ServerHandle,
+    _server: LoopbackServer,
 }
 
 fn world() -> World {
@@ -176,7 +159,8 @@ fn world() -> World {
         .with_insecure_cost_for_tests(4),
     );
     let receiver = Arc::new(Mutex::new(Receiver::default()));
-    let (url, server) = serve_receiver(receiver.clone());
+    let server = serve_receiver(receiver.clone());
+    let url = server.url("/hook");
     World {
         dir,
         store,

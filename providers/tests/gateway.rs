@@ -5,8 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use actix_web::dev::ServerHandle;
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use nexus_core::domain::account::LookupKey;
 use nexus_core::domain::accounts::{Accounts, AccountsConfig};
@@ -28,6 +27,7 @@ use nexus_providers::gateway::{
     NowPaymentsConfig, PaymentGateway, PaymentStatus, SignedIpn, SimulatedGateway,
     SimulatedPayment, SIGNATURE_HEADER,
 };
+use nexus_tests::loopback::LoopbackServer;
 use proptest::prelude::*;
 
 const SECRET: &[u8] = b"ipn-secret-for-tests";
@@ -37,7 +37,7 @@ fn start_time() -> DateTime<Utc> {
 }
 
 /// Serves `POST /ipn` with the handler, on a thread with its own actix system.
-fn serve_ipn(handler: Arc<IpnHandler<SledLog>>) -> (String, ServerHandle) {
+fn serve_ipn(handler: Arc<IpnHandler<SledLog>>) -> LoopbackServer {
     async fn route(
         request: HttpRequest,
         body: web::Bytes,
@@ -60,27 +60,10 @@ fn serve_ipn(handler: Arc<IpnHandler<SledLog>>) -> (String, ServerHandle) {
     }
 
     let data = web::Data::from(handler);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        actix_web::rt::System::new().block_on(async move {
-            let server = HttpServer::new(move || {
-                App::new()
-                    .app_data(data.clone())
-                    .route("/ipn", web::post().to(route))
-            })
-            .workers(2)
-            .disable_signals()
-            .shutdown_timeout(0)
-            .bind(("127.0.0.1", 0))
-            .expect("bind loopback");
-            let port = server.addrs()[0].port();
-            let server = server.run();
-            tx.send((port, server.handle())).expect("test waits");
-            let _ = server.await;
-        });
-    });
-    let (port, handle) = rx.recv().expect("IPN server starts");
-    (format!("http://127.0.0.1:{port}/ipn"), handle)
+    LoopbackServer::start(2, move |cfg| {
+        cfg.app_data(data.clone())
+            .route("/ipn", web::post().to(route));
+    })
 }
 
 struct World {
@@ -91,7 +74,7 @@ struct World {
     accounts: Accounts<SledLog>,
     gateway: Arc<SimulatedGateway>,
     url: String,
-    server: ServerHandle,
+    _server: LoopbackServer,
     http: reqwest::Client,
 }
 
@@ -126,7 +109,8 @@ impl World {
             store.log.clone(),
             IpnSecret::new(SECRET.to_vec()).unwrap(),
         ));
-        let (url, server) = serve_ipn(handler);
+        let server = serve_ipn(handler);
+        let url = server.url("/ipn");
         let gateway = Arc::new(
             SimulatedGateway::new(IpnSecret::new(SECRET.to_vec()).unwrap(), Some(url.clone()))
                 .unwrap()
@@ -140,7 +124,7 @@ impl World {
             accounts,
             gateway,
             url,
-            server,
+            _server: server,
             http: reqwest::Client::new(),
         }
     }
@@ -215,13 +199,6 @@ impl World {
                 }
             })
             .collect()
-    }
-}
-
-impl Drop for World {
-    fn drop(&mut self) {
-        let server = self.server.clone();
-        std::thread::spawn(move || actix_web::rt::System::new().block_on(server.stop(false)));
     }
 }
 
@@ -557,7 +534,7 @@ struct FakeNowPayments {
     answer: Option<(u16, String)>,
 }
 
-fn serve_nowpayments(state: Arc<Mutex<FakeNowPayments>>) -> (String, ServerHandle) {
+fn serve_nowpayments(state: Arc<Mutex<FakeNowPayments>>) -> LoopbackServer {
     async fn create(
         request: HttpRequest,
         body: web::Bytes,
@@ -590,33 +567,17 @@ fn serve_nowpayments(state: Arc<Mutex<FakeNowPayments>>) -> (String, ServerHandl
     }
 
     let data = web::Data::from(state);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        actix_web::rt::System::new().block_on(async move {
-            let server = HttpServer::new(move || {
-                App::new()
-                    .app_data(data.clone())
-                    .route("/v1/payment", web::post().to(create))
-            })
-            .workers(1)
-            .disable_signals()
-            .shutdown_timeout(0)
-            .bind(("127.0.0.1", 0))
-            .expect("bind loopback");
-            let port = server.addrs()[0].port();
-            let server = server.run();
-            tx.send((port, server.handle())).expect("test waits");
-            let _ = server.await;
-        });
-    });
-    let (port, handle) = rx.recv().expect("fake NOWPayments starts");
-    (format!("http://127.0.0.1:{port}"), handle)
+    LoopbackServer::start(1, move |cfg| {
+        cfg.app_data(data.clone())
+            .route("/v1/payment", web::post().to(create));
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nowpayments_creates_a_payment_with_exact_amounts() {
     let state = Arc::new(Mutex::new(FakeNowPayments::default()));
-    let (base_url, _server) = serve_nowpayments(state.clone());
+    let server = serve_nowpayments(state.clone());
+    let base_url = server.url("");
     let client = |key: &str| {
         NowPayments::new(NowPaymentsConfig {
             base_url: format!("{base_url}/"),

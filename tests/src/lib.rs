@@ -2,6 +2,7 @@
 //! free loopback port with a temp data dir, and talks HTTP to it.
 
 pub mod journey;
+pub mod loopback;
 pub mod smtp;
 
 use std::io::{BufRead, BufReader, Read, Write};

@@ -5,9 +5,10 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{web, HttpRequest, HttpResponse};
 use hmac::{Hmac, KeyInit, Mac};
 use nexus_tests::journey::{customer, fund};
+use nexus_tests::loopback::LoopbackServer;
 use nexus_tests::{Response, Server};
 use serde_json::Value;
 use sha2::Sha256;
@@ -45,7 +46,7 @@ struct Seen {
 struct Receiver {
     url: String,
     state: web::Data<(Mutex<Vec<Seen>>, usize)>,
-    _server: actix_web::dev::ServerHandle,
+    _server: LoopbackServer,
 }
 
 impl Receiver {
@@ -77,31 +78,15 @@ impl Receiver {
         }
 
         let state = web::Data::new((Mutex::new(Vec::new()), fail_first));
-        let (tx, rx) = std::sync::mpsc::channel();
         let shared = state.clone();
-        std::thread::spawn(move || {
-            actix_web::rt::System::new().block_on(async move {
-                let server = HttpServer::new(move || {
-                    App::new()
-                        .app_data(shared.clone())
-                        .route("/hooks/nexus", web::post().to(hook))
-                })
-                .workers(1)
-                .disable_signals()
-                .shutdown_timeout(0)
-                .bind(("127.0.0.1", 0))
-                .expect("bind loopback");
-                let port = server.addrs()[0].port();
-                let server = server.run();
-                tx.send((port, server.handle())).expect("test waits");
-                let _ = server.await;
-            });
+        let server = LoopbackServer::start(1, move |cfg| {
+            cfg.app_data(shared.clone())
+                .route("/hooks/nexus", web::post().to(hook));
         });
-        let (port, handle) = rx.recv().expect("the receiver starts");
         Receiver {
-            url: format!("http://127.0.0.1:{port}/hooks/nexus?tenant=t-1"),
+            url: server.url("/hooks/nexus?tenant=t-1"),
             state,
-            _server: handle,
+            _server: server,
         }
     }
 

@@ -16,9 +16,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use actix_web::dev::ServerHandle;
 use actix_web::http::StatusCode;
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{web, HttpRequest, HttpResponse};
+use nexus_tests::loopback::LoopbackServer;
 use serde_json::{json, Value};
 
 /// The key the fake accepts.
@@ -275,7 +275,7 @@ pub struct FakeHeroSms {
     /// The whole handler URL.
     pub url: String,
     pub state: Arc<Mutex<FakeState>>,
-    handle: ServerHandle,
+    _server: LoopbackServer,
 }
 
 impl FakeHeroSms {
@@ -285,30 +285,13 @@ impl FakeHeroSms {
             ..FakeState::default()
         }));
         let data = web::Data::from(state.clone());
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            actix_web::rt::System::new().block_on(async move {
-                let server = HttpServer::new(move || {
-                    App::new()
-                        .app_data(data.clone())
-                        .route(PATH, web::to(handle))
-                })
-                .workers(1)
-                .disable_signals()
-                .shutdown_timeout(0)
-                .bind(("127.0.0.1", 0))
-                .expect("bind loopback");
-                let port = server.addrs()[0].port();
-                let server = server.run();
-                tx.send((port, server.handle())).expect("test waits");
-                let _ = server.await;
-            });
+        let server = LoopbackServer::start(1, move |cfg| {
+            cfg.app_data(data.clone()).route(PATH, web::to(handle));
         });
-        let (port, handle) = rx.recv().expect("fake HeroSMS starts");
         FakeHeroSms {
-            url: format!("http://127.0.0.1:{port}{PATH}"),
+            url: server.url(PATH),
             state,
-            handle,
+            _server: server,
         }
     }
 
@@ -339,13 +322,6 @@ impl FakeHeroSms {
             .last()
             .cloned()
             .expect("a request was made")
-    }
-}
-
-impl Drop for FakeHeroSms {
-    fn drop(&mut self) {
-        // Sends the stop command; the server thread then ends by itself.
-        drop(self.handle.stop(false));
     }
 }
 

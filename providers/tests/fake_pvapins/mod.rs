@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use actix_web::dev::ServerHandle;
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{web, HttpRequest, HttpResponse};
+use nexus_tests::loopback::LoopbackServer;
 
 /// Which answer format the fake speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,49 +111,26 @@ pub struct FakePvaPins {
     /// `http://127.0.0.1:<port>/user/api`
     pub base: String,
     pub state: Arc<Mutex<State>>,
-    handle: ServerHandle,
+    _server: LoopbackServer,
 }
 
 impl FakePvaPins {
     pub fn start() -> Self {
         let state = Arc::new(Mutex::new(State::default()));
         let shared = web::Data::from(state.clone());
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            actix_web::rt::System::new().block_on(async move {
-                let server = HttpServer::new(move || {
-                    App::new()
-                        .app_data(shared.clone())
-                        .default_service(web::to(handle))
-                })
-                .workers(1)
-                .disable_signals()
-                .bind(("127.0.0.1", 0))
-                .expect("bind the fake PVAPins");
-                let addr = server.addrs()[0];
-                let server = server.run();
-                tx.send((addr, server.handle()))
-                    .expect("report the address");
-                let _ = server.await;
-            });
+        let server = LoopbackServer::start(1, move |cfg| {
+            cfg.app_data(shared.clone())
+                .default_service(web::to(handle));
         });
-        let (addr, handle) = rx.recv().expect("the fake PVAPins started");
         Self {
-            base: format!("http://{addr}/user/api"),
+            base: server.url("/user/api"),
             state,
-            handle,
+            _server: server,
         }
     }
 
     pub fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap()
-    }
-}
-
-impl Drop for FakePvaPins {
-    fn drop(&mut self) {
-        // Sends the stop command at once; the server thread then ends.
-        drop(self.handle.stop(false));
     }
 }
 

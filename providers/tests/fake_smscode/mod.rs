@@ -10,10 +10,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use actix_web::dev::ServerHandle;
 use actix_web::http::StatusCode;
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
+use nexus_tests::loopback::LoopbackServer;
 use serde_json::{json, Value};
 
 pub const RATE: i64 = 16_000;
@@ -165,48 +165,26 @@ pub struct FakeSmsCode {
     /// `http://127.0.0.1:<port>` (the version goes after it).
     pub base: String,
     pub state: Arc<Mutex<State>>,
-    handle: ServerHandle,
+    _server: LoopbackServer,
 }
 
 impl FakeSmsCode {
     pub fn start() -> Self {
         let state = Arc::new(Mutex::new(State::default()));
         let shared = web::Data::from(state.clone());
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            actix_web::rt::System::new().block_on(async move {
-                let server = HttpServer::new(move || {
-                    App::new()
-                        .app_data(shared.clone())
-                        .default_service(web::to(handle))
-                })
-                .workers(1)
-                .disable_signals()
-                .bind(("127.0.0.1", 0))
-                .expect("bind the fake SMSCode");
-                let addr = server.addrs()[0];
-                let server = server.run();
-                tx.send((addr, server.handle()))
-                    .expect("report the address");
-                let _ = server.await;
-            });
+        let server = LoopbackServer::start(1, move |cfg| {
+            cfg.app_data(shared.clone())
+                .default_service(web::to(handle));
         });
-        let (addr, handle) = rx.recv().expect("the fake SMSCode started");
         Self {
-            base: format!("http://{addr}"),
+            base: server.url(""),
             state,
-            handle,
+            _server: server,
         }
     }
 
     pub fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap()
-    }
-}
-
-impl Drop for FakeSmsCode {
-    fn drop(&mut self) {
-        drop(self.handle.stop(false));
     }
 }
 
