@@ -17,3 +17,4 @@ pub mod simulator;
 pub mod smscode;
 pub mod sweep;
 pub mod upstream;
+mod wire;

@@ -60,11 +60,11 @@ use sha2::{Digest, Sha256};
 use tracing::{debug, warn};
 
 use crate::catalog::{Catalog, MappingReport};
-use crate::herosms::decimal_to_micros;
 use crate::upstream::{
     BuyRequest, CancelOutcome, Handle, ListedPurchase, Offer, Purchase, Snapshot, Upstream,
     UpstreamError, UpstreamFuture, UpstreamState, ZonelessClock,
 };
+use crate::wire::{json_usd, redact, retry_after, transport_error};
 
 const MAX_HANDLE_LEN: usize = 512;
 const MAX_BODY: usize = 1 << 20;
@@ -187,47 +187,6 @@ fn phone_digits(text: &str) -> Option<String> {
         .collect();
     ((6..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()))
         .then_some(digits)
-}
-
-fn redact(body: &str) -> String {
-    body.chars()
-        .take(200)
-        .map(|c| if c.is_ascii_digit() { '#' } else { c })
-        .collect()
-}
-
-/// A JSON amount of dollars (a number or a decimal string), read exactly by
-/// [`decimal_to_micros`] (more than 6 decimals round up).
-fn json_usd(value: &Value) -> Option<Micros> {
-    match value {
-        Value::Number(n) => decimal_to_micros(&n.to_string()),
-        Value::String(s) => decimal_to_micros(s.trim()),
-        _ => None,
-    }
-}
-
-fn transport_error(error: &reqwest::Error) -> UpstreamError {
-    let what = if error.is_timeout() {
-        "timed out"
-    } else if error.is_connect() {
-        "connection failed"
-    } else if error.is_body() || error.is_decode() {
-        "answer cut off"
-    } else {
-        "request failed"
-    };
-    UpstreamError::Unavailable(format!("Proxnum {what}"))
-}
-
-fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    headers
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
-        .map(Duration::from_secs)
 }
 
 /// A Proxnum failure: its `code` (lower case) and HTTP status.
@@ -405,14 +364,17 @@ impl Proxnum {
         if let Some(body) = body {
             request = request.json(&body);
         }
-        let mut response = request.send().await.map_err(|e| Err(transport_error(&e)))?;
+        let mut response = request
+            .send()
+            .await
+            .map_err(|e| Err(transport_error("Proxnum", &e)))?;
         let status = response.status();
-        let retry_after = retry_after(response.headers());
+        let retry_after = retry_after(response.headers(), Utc::now());
         let mut bytes = Vec::new();
         while let Some(chunk) = response
             .chunk()
             .await
-            .map_err(|e| Err(transport_error(&e)))?
+            .map_err(|e| Err(transport_error("Proxnum", &e)))?
         {
             if bytes.len() + chunk.len() > MAX_BODY {
                 return Err(Err(UpstreamError::Malformed(

@@ -63,11 +63,11 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tracing::warn;
 
-use crate::herosms::decimal_to_micros;
 use crate::upstream::{
     BuyRequest, CancelOutcome, Handle, Offer, Purchase, Snapshot, Upstream, UpstreamError,
     UpstreamFuture, UpstreamState,
 };
+use crate::wire::{json_usd, redact, retry_after, transport_error};
 
 /// PVAPins publishes no stock figure: an offer it lists reports this many.
 pub const UNKNOWN_STOCK: u64 = 1;
@@ -376,15 +376,6 @@ fn common_error(sentence: Sentence) -> Option<UpstreamError> {
     }
 }
 
-/// Digits and punctuation blanked, bounded: unexpected answers can be logged
-/// without phone numbers or codes in them.
-fn redact(body: &str) -> String {
-    body.chars()
-        .take(200)
-        .map(|c| if c.is_ascii_digit() { '#' } else { c })
-        .collect()
-}
-
 /// A phone number as PVAPins writes it, to digits only.
 fn phone_digits(text: &str) -> Option<String> {
     let digits: String = text
@@ -447,30 +438,6 @@ fn parse_timestamp(text: &str) -> Option<NaiveDateTime> {
         .or_else(|_| NaiveDateTime::parse_from_str(&upper, "%d/%m/%Y %H:%M:%S"))
         .or_else(|_| NaiveDateTime::parse_from_str(&upper, "%d/%m/%Y %H:%M"))
         .ok()
-}
-
-/// A JSON amount of dollars (a number or a decimal string), read exactly by
-/// [`decimal_to_micros`] (more than 6 decimals round up).
-fn json_usd(value: &Value) -> Option<Micros> {
-    match value {
-        Value::Number(n) => decimal_to_micros(&n.to_string()),
-        Value::String(s) => decimal_to_micros(s.trim()),
-        _ => None,
-    }
-}
-
-fn transport_error(error: &reqwest::Error) -> UpstreamError {
-    // Never the URL: it carries the key.
-    let what = if error.is_timeout() {
-        "timed out"
-    } else if error.is_connect() {
-        "connection failed"
-    } else if error.is_body() || error.is_decode() {
-        "answer cut off"
-    } else {
-        "request failed"
-    };
-    UpstreamError::Unavailable(format!("PVAPins {what}"))
 }
 
 /// What the adapter remembers about a number: a digest of its last SMS text
@@ -566,10 +533,14 @@ impl PvaPins {
             .timeout(timeout)
             .send()
             .await
-            .map_err(|e| transport_error(&e))?;
+            .map_err(|e| transport_error("PVAPins", &e))?;
         let status = response.status();
         let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| transport_error(&e))? {
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| transport_error("PVAPins", &e))?
+        {
             if body.len() + chunk.len() > MAX_BODY {
                 return Err(UpstreamError::Malformed("PVAPins answer over 1 MiB".into()));
             }
@@ -580,7 +551,7 @@ impl PvaPins {
             return Ok(body);
         }
         if status == StatusCode::TOO_MANY_REQUESTS {
-            let retry_after = response_retry_after(&response);
+            let retry_after = retry_after(response.headers(), Utc::now());
             return Err(UpstreamError::RateLimited { retry_after });
         }
         if status.is_server_error() {
@@ -832,19 +803,6 @@ fn snapshot(
         revision,
         by_call: false,
     }
-}
-
-/// `Retry-After` in seconds (PVAPins is not known to send one).
-fn response_retry_after(response: &reqwest::Response) -> Option<Duration> {
-    response
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
-        .map(Duration::from_secs)
 }
 
 impl Upstream for PvaPins {
@@ -1137,10 +1095,5 @@ mod tests {
         )
         .unwrap();
         assert_eq!(latest_message(&data).as_deref(), Some("new 222"));
-    }
-
-    #[test]
-    fn redaction_blanks_digits() {
-        assert_eq!(redact("code 482913 for +1386"), "code ###### for +####");
     }
 }

@@ -42,6 +42,7 @@ use crate::upstream::{
     BuyRequest, CancelOutcome, Handle, Offer, Purchase, Snapshot, Upstream, UpstreamError,
     UpstreamFuture, UpstreamState,
 };
+use crate::wire::{redact, retry_after, transport_error};
 
 const MAX_BODY: usize = 1 << 20;
 /// Pages of the product catalog read for one offers call, at most.
@@ -206,40 +207,6 @@ fn time_of(value: Option<&Value>) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
-fn redact(body: &str) -> String {
-    body.chars()
-        .take(200)
-        .map(|c| if c.is_ascii_digit() { '#' } else { c })
-        .collect()
-}
-
-fn transport_error(error: &reqwest::Error) -> UpstreamError {
-    let what = if error.is_timeout() {
-        "timed out"
-    } else if error.is_connect() {
-        "connection failed"
-    } else if error.is_body() || error.is_decode() {
-        "answer cut off"
-    } else {
-        "request failed"
-    };
-    UpstreamError::Unavailable(format!("SMSCode {what}"))
-}
-
-/// `Retry-After`: seconds or an HTTP date.
-fn retry_after(headers: &reqwest::header::HeaderMap, now: DateTime<Utc>) -> Option<Duration> {
-    let text = headers
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim();
-    if let Ok(seconds) = text.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    let at = DateTime::parse_from_rfc2822(text).ok()?.with_timezone(&Utc);
-    Some((at - now).to_std().unwrap_or_default())
-}
-
 /// An SMSCode failure.
 #[derive(Debug)]
 struct Failure {
@@ -363,7 +330,10 @@ impl SmsCode {
         if let Some(body) = body {
             request = request.json(&body);
         }
-        let mut response = request.send().await.map_err(|e| Err(transport_error(&e)))?;
+        let mut response = request
+            .send()
+            .await
+            .map_err(|e| Err(transport_error("SMSCode", &e)))?;
         let status = response.status();
         let retry_after = retry_after(response.headers(), Utc::now());
         let request_id = response
@@ -375,7 +345,7 @@ impl SmsCode {
         while let Some(chunk) = response
             .chunk()
             .await
-            .map_err(|e| Err(transport_error(&e)))?
+            .map_err(|e| Err(transport_error("SMSCode", &e)))?
         {
             if bytes.len() + chunk.len() > MAX_BODY {
                 return Err(Err(UpstreamError::Malformed(
