@@ -5,66 +5,23 @@
 
 #[path = "fake/herosms.rs"]
 mod fake_herosms;
+mod store_world;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use nexus_core::domain::account::LookupKey;
-use nexus_core::domain::accounts::{Accounts, AccountsConfig};
-use nexus_core::domain::clock::SystemClock;
-use nexus_core::domain::commerce::{Commerce, PlaceOrder};
+use nexus_core::domain::commerce::PlaceOrder;
 use nexus_core::domain::ids::OrderId;
-use nexus_core::domain::ledger::Owner;
 use nexus_core::domain::money::Micros;
 use nexus_core::domain::order::{
-    CancelReason, Channel, CountryCode, DeliveryChannel, OrderPolicy, OrderStatus, ServiceCode,
+    CancelReason, Channel, CountryCode, DeliveryChannel, OrderStatus, ServiceCode,
 };
-use nexus_core::domain::wallet::Payment;
-use nexus_core::log::SledLog;
-use nexus_core::vault::MasterKeySource;
-use nexus_core::{Store, StoreConfig};
 use nexus_providers::fulfilment::{Fulfilment, FulfilmentConfig};
 use nexus_providers::router::{Router, RouterConfig};
 use nexus_providers::simulator::{Simulator, SimulatorConfig};
 use nexus_providers::upstream::{Upstream, UpstreamState};
+use store_world::{funded_customer, world, World};
 use tokio::sync::watch;
-
-struct World {
-    _dir: tempfile::TempDir,
-    store: Store,
-    commerce: Arc<Commerce<SledLog>>,
-    accounts: Accounts<SledLog>,
-}
-
-fn world() -> World {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&StoreConfig {
-        dir: dir.path().join("store"),
-        master_key: MasterKeySource::GenerateAt(dir.path().join("master.key")),
-        cache_capacity_bytes: 64 << 20,
-    })
-    .unwrap();
-    let commerce = Arc::new(Commerce::new(
-        store.log.clone(),
-        store.vault.clone(),
-        OrderPolicy::default(),
-        Arc::new(SystemClock),
-    ));
-    let accounts = Accounts::new(
-        store.log.clone(),
-        store.vault.clone(),
-        LookupKey::new([3; 32]),
-        AccountsConfig::default(),
-    )
-    .unwrap()
-    .with_insecure_cost_for_tests(4);
-    World {
-        _dir: dir,
-        store,
-        commerce,
-        accounts,
-    }
-}
 
 fn sim(name: &str, f: impl FnOnce(&mut SimulatorConfig)) -> Arc<Simulator> {
     let mut config = SimulatorConfig {
@@ -84,28 +41,6 @@ fn quick_worker() -> FulfilmentConfig {
         tick: Duration::from_millis(20),
         ..FulfilmentConfig::default()
     }
-}
-
-async fn funded_customer(w: &World, micros: i64) -> Owner {
-    let email = format!("f-{}@example.com", uuid::Uuid::new_v4().simple());
-    let account = w
-        .accounts
-        .register(&email, "correct horse battery")
-        .await
-        .unwrap()
-        .account;
-    let owner = Owner::Account(account);
-    let deposit = w
-        .commerce
-        .request_deposit(owner, Micros(micros))
-        .await
-        .unwrap();
-    let tx = format!("tx-{}", uuid::Uuid::new_v4().simple());
-    w.commerce
-        .record_payment(deposit, Payment::new("btc", &tx).unwrap(), Micros(micros))
-        .await
-        .unwrap();
-    owner
 }
 
 fn order_request() -> PlaceOrder {

@@ -8,6 +8,7 @@
 #[path = "fake/herosms.rs"]
 mod fake_herosms;
 mod fake_smscode;
+mod store_world;
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -18,18 +19,11 @@ use chrono::Utc;
 use fake_herosms::{ActivationState, Behaviour, FakeHeroSms, KEY};
 use fake_smscode::FakeSmsCode;
 use hmac::{Hmac, KeyInit, Mac};
-use nexus_core::domain::account::LookupKey;
-use nexus_core::domain::accounts::{Accounts, AccountsConfig};
-use nexus_core::domain::clock::SystemClock;
-use nexus_core::domain::commerce::{Commerce, PlaceOrder};
+use nexus_core::domain::commerce::PlaceOrder;
 use nexus_core::domain::ids::OrderId;
-use nexus_core::domain::ledger::Owner;
 use nexus_core::domain::money::Micros;
-use nexus_core::domain::order::{Channel, CountryCode, OrderPolicy, OrderStatus, ServiceCode};
-use nexus_core::domain::wallet::Payment;
+use nexus_core::domain::order::{Channel, CountryCode, OrderStatus, ServiceCode};
 use nexus_core::log::SledLog;
-use nexus_core::vault::MasterKeySource;
-use nexus_core::{Store, StoreConfig};
 use nexus_providers::catalog::Catalog;
 use nexus_providers::fulfilment::{Fulfilment, FulfilmentConfig};
 use nexus_providers::herosms::HeroSms;
@@ -40,72 +34,10 @@ use nexus_providers::sweep::{OrphanSweep, SweepConfig};
 use nexus_providers::upstream::{BuyRequest, Handle, Upstream};
 use serde_json::json;
 use sha2::Sha256;
+use store_world::{funded_customer, world, World};
 use tokio::sync::watch;
 
 const SECRET: &str = "whsec-test-5b1d";
-
-struct World {
-    _dir: tempfile::TempDir,
-    store: Store,
-    commerce: Arc<Commerce<SledLog>>,
-    accounts: Accounts<SledLog>,
-}
-
-fn world() -> World {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&StoreConfig {
-        dir: dir.path().join("store"),
-        master_key: MasterKeySource::GenerateAt(dir.path().join("master.key")),
-        cache_capacity_bytes: 64 << 20,
-    })
-    .unwrap();
-    let commerce = Arc::new(Commerce::new(
-        store.log.clone(),
-        store.vault.clone(),
-        OrderPolicy::default(),
-        Arc::new(SystemClock),
-    ));
-    let accounts = Accounts::new(
-        store.log.clone(),
-        store.vault.clone(),
-        LookupKey::new([3; 32]),
-        AccountsConfig::default(),
-    )
-    .unwrap()
-    .with_insecure_cost_for_tests(4);
-    World {
-        _dir: dir,
-        store,
-        commerce,
-        accounts,
-    }
-}
-
-async fn funded_customer(w: &World) -> Owner {
-    let email = format!("p-{}@example.com", uuid::Uuid::new_v4().simple());
-    let account = w
-        .accounts
-        .register(&email, "correct horse battery")
-        .await
-        .unwrap()
-        .account;
-    let owner = Owner::Account(account);
-    let deposit = w
-        .commerce
-        .request_deposit(owner, Micros(5_000_000))
-        .await
-        .unwrap();
-    let tx = format!("tx-{}", uuid::Uuid::new_v4().simple());
-    w.commerce
-        .record_payment(
-            deposit,
-            Payment::new("btc", &tx).unwrap(),
-            Micros(5_000_000),
-        )
-        .await
-        .unwrap();
-    owner
-}
 
 fn order_request(service: &str) -> PlaceOrder {
     PlaceOrder {
@@ -259,7 +191,7 @@ async fn a_signed_smscode_push_records_its_code_once_even_when_polls_see_it_too(
     let upstream = smscode(&fake, Some(SECRET));
     let router = Arc::new(Router::new(vec![upstream.clone()], quick_router()));
     let (worker, stop, task) = start_worker(&w, router, slow_polling(None));
-    let owner = funded_customer(&w).await;
+    let owner = funded_customer(&w, 5_000_000).await;
     let order = w
         .commerce
         .place_order(owner, &order_request("tg"), None)
@@ -371,7 +303,7 @@ async fn a_herosms_push_from_an_allowed_source_makes_the_worker_read_the_activat
     );
     let router = Arc::new(Router::new(vec![upstream.clone()], quick_router()));
     let (worker, stop, task) = start_worker(&w, router, slow_polling(None));
-    let owner = funded_customer(&w).await;
+    let owner = funded_customer(&w, 5_000_000).await;
     let order = w
         .commerce
         .place_order(owner, &order_request("tg"), None)
@@ -482,7 +414,7 @@ async fn an_orphan_of_a_timed_out_buy_is_cancelled_and_a_live_orders_activation_
         ..SweepConfig::default()
     };
     let (_worker, stop, task) = start_worker(&w, router, slow_polling(Some(sweep)));
-    let owner = funded_customer(&w).await;
+    let owner = funded_customer(&w, 5_000_000).await;
     let order = w
         .commerce
         .place_order(owner, &order_request("tg"), None)
