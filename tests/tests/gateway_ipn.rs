@@ -276,11 +276,11 @@ fn hmac_sha512_hex(secret: &str, text: &str) -> String {
 }
 
 /// `nexus serve` with the configuration file at `config` and the gateway's
-/// secrets in the environment the file names.
-fn start(config: &str) -> Server {
+/// secrets (`api_key` and the IPN secret) in the environment the file names.
+fn start(config: &str, api_key: &str) -> Server {
     Server::start_with(&[
         ("NEXUS_CONFIG", config),
-        (API_KEY_ENV, API_KEY),
+        (API_KEY_ENV, api_key),
         (IPN_SECRET_ENV, IPN_SECRET),
         ("NEXUS_ADMIN_TOKEN", ADMIN_TOKEN),
         ("NEXUS_COOKIE_SECURE", "false"),
@@ -364,7 +364,7 @@ fn a_signed_nowpayments_ipn_over_http_credits_the_deposit_exactly_once() {
     let gateway = FakeNowPayments::start();
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(&dir, &gateway);
-    let server = start(&config);
+    let server = start(&config, API_KEY);
     let key = customer(&server, "gateway@example.com");
     assert_eq!(wallet(&server, &key), (0, 0, 0));
     assert!(gateway.received().is_empty(), "no call before a deposit");
@@ -519,4 +519,44 @@ fn a_signed_nowpayments_ipn_over_http_credits_the_deposit_exactly_once() {
 
     // The notifications were the test's; the gateway heard only the creation.
     assert_eq!(gateway.received().len(), 1, "{:?}", gateway.received());
+}
+
+#[test]
+fn a_deposit_whose_invoice_the_gateway_refuses_is_a_503_and_shows_failed() {
+    let gateway = FakeNowPayments::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(&dir, &gateway);
+    let server = start(&config, "np-e2e-a-revoked-api-key");
+    let key = customer(&server, "refused@example.com");
+
+    let refused = call(
+        &server,
+        "POST",
+        "/v1/deposits",
+        &key,
+        &[],
+        Some(r#"{"amount":"10.00"}"#),
+    );
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert_eq!(
+        refused.header("content-type"),
+        Some("application/problem+json")
+    );
+    assert!(
+        !refused.body.contains("np-e2e-a-revoked-api-key"),
+        "the key is never shown: {}",
+        refused.body
+    );
+    let received = gateway.received();
+    assert_eq!(received.len(), 1, "one creation asked: {received:?}");
+
+    // The deposit the customer got no invoice for is closed, not left waiting.
+    caught_up(&server);
+    let deposits = call(&server, "GET", "/v1/deposits", &key, &[], None);
+    assert_eq!(deposits.status, 200, "{}", deposits.body);
+    let deposits = deposits.json();
+    let items = deposits["items"].as_array().expect("items");
+    assert_eq!(items.len(), 1, "{deposits}");
+    assert_eq!(items[0]["status"], "failed", "{deposits}");
+    assert_eq!(wallet(&server, &key), (0, 0, 0));
 }

@@ -10,7 +10,7 @@ use nexus_providers::gateway::{
     Invoice, SimulatedPayment, DEFAULT_PAY_CURRENCY, MAX_IPN_BYTES, SIGNATURE_HEADER,
 };
 use serde::Deserialize;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::auth::Customer;
 use super::body::ObjectBody;
@@ -20,6 +20,9 @@ use super::state::AppState;
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(create).service(ipn).service(dev_pay);
 }
+
+/// The failure recorded on a deposit whose invoice the gateway did not create.
+const GATEWAY_REFUSED_STATUS: &str = "invoice_not_created";
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -52,11 +55,26 @@ async fn create(
         .commerce
         .request_deposit(Owner::Account(customer.account), amount)
         .await?;
-    let invoice = state
+    let invoice = match state
         .gateway
         .create_invoice(deposit, amount, currency)
         .await
-        .map_err(|e| ApiError::unavailable(format!("the payment gateway: {e}")))?;
+    {
+        Ok(invoice) => invoice,
+        Err(e) => {
+            // The customer got no invoice: the deposit is closed so that its
+            // history does not show it waiting for ever. A payment the gateway
+            // made anyway (its answer lost) is still credited by its IPN.
+            if let Err(fail) = state
+                .commerce
+                .fail_deposit(deposit, GATEWAY_REFUSED_STATUS)
+                .await
+            {
+                warn!(%deposit, error = %fail, "an invoice the gateway refused stays waiting");
+            }
+            return Err(ApiError::unavailable(format!("the payment gateway: {e}")));
+        }
+    };
     Ok(HttpResponse::Created().json(invoice_json(&invoice, "waiting")))
 }
 
