@@ -1,6 +1,7 @@
-//! Request bodies against the real binary: anything but a JSON object of at most
-//! 16 KiB, sent as `application/json`, is a 400 `invalid_json` problem that
-//! neither echoes the body nor writes anything.
+//! Request bodies and query strings against the real binary: anything but a
+//! JSON object sent as `application/json` is a 400 `invalid_json` problem, a
+//! body over 16 KiB a 413 `body_too_large` one, a query string over 2 KiB a 400
+//! `query_too_long` one; none echoes the request or writes anything.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -11,6 +12,8 @@ use nexus_tests::Server;
 
 /// The server's body limit (`MAX_JSON_BYTES`).
 const MAX_JSON_BYTES: usize = 16 * 1024;
+/// The server's query-string limit (`MAX_QUERY_BYTES`).
+const MAX_QUERY_BYTES: usize = 2 * 1024;
 
 /// One request with raw body bytes and a chosen content type; returns the
 /// status, the content type and the body of the answer.
@@ -56,31 +59,33 @@ fn send_raw(
     (status, content_type, body.to_owned())
 }
 
-/// The bodies every JSON route must refuse, with a name for the failure message.
-fn refused_bodies() -> Vec<(&'static str, &'static str, Vec<u8>)> {
+/// A refused body: what it is (for failure messages), its content type, its
+/// bytes, and the status and problem code it must get.
+type Refused = (&'static str, &'static str, Vec<u8>, u16, &'static str);
+
+/// The bodies every JSON route must refuse.
+fn refused_bodies() -> Vec<Refused> {
     let json = "application/json";
     let mut oversized = br#"{"email":""#.to_vec();
     oversized.extend(std::iter::repeat_n(b'a', MAX_JSON_BYTES));
     oversized.extend_from_slice(br#"@example.com","password":"long enough password"}"#);
+    let invalid =
+        |what, content_type, body: &[u8]| (what, content_type, body.to_vec(), 400, "invalid_json");
     vec![
-        (
+        invalid(
             "an array",
             json,
-            br#"["victim@example.com","long enough password"]"#.to_vec(),
+            br#"["victim@example.com","long enough password"]"#,
         ),
-        ("a number", json, b"42".to_vec()),
-        ("null", json, b"null".to_vec()),
-        ("a string", json, br#""victim@example.com""#.to_vec()),
-        (
-            "bad UTF-8",
-            json,
-            b"{\"email\":\"\xff\xfe@example.com\"}".to_vec(),
-        ),
-        ("an oversized body", json, oversized),
-        (
+        invalid("a number", json, b"42"),
+        invalid("null", json, b"null"),
+        invalid("a string", json, br#""victim@example.com""#),
+        invalid("bad UTF-8", json, b"{\"email\":\"\xff\xfe@example.com\"}"),
+        ("an oversized body", json, oversized, 413, "body_too_large"),
+        invalid(
             "a wrong content type",
             "text/plain",
-            br#"{"email":"victim@example.com","password":"long enough password"}"#.to_vec(),
+            br#"{"email":"victim@example.com","password":"long enough password"}"#,
         ),
     ]
 }
@@ -88,20 +93,22 @@ fn refused_bodies() -> Vec<(&'static str, &'static str, Vec<u8>)> {
 /// A method, a path and the extra headers it needs.
 type Route<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
 
-fn assert_invalid_json(route: &str, what: &str, answer: &(u16, String, String)) {
-    let (status, content_type, body) = answer;
-    assert_eq!(*status, 400, "{route} with {what}: {body}");
+fn assert_problem(
+    route: &str,
+    what: &str,
+    (status, code): (u16, &str),
+    answer: &(u16, String, String),
+) {
+    let (answered, content_type, body) = answer;
+    assert_eq!(*answered, status, "{route} with {what}: {body}");
     assert_eq!(
         content_type, "application/problem+json",
         "{route} with {what}"
     );
     let problem: serde_json::Value =
         serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON: {body}"));
-    assert_eq!(
-        problem["code"], "invalid_json",
-        "{route} with {what}: {body}"
-    );
-    assert_eq!(problem["status"], 400);
+    assert_eq!(problem["code"], code, "{route} with {what}: {body}");
+    assert_eq!(problem["status"], status);
     assert!(
         !body.contains("victim") && !body.contains("long enough password"),
         "{route} with {what} echoed the body: {body}"
@@ -114,9 +121,9 @@ fn only_json_objects_are_read_and_nothing_is_written_otherwise() {
 
     // Unauthenticated routes: registration and login.
     for route in ["/v1/accounts", "/v1/sessions"] {
-        for (what, content_type, body) in refused_bodies() {
+        for (what, content_type, body, status, code) in refused_bodies() {
             let answer = send_raw(&server, "POST", route, &[], content_type, &body);
-            assert_invalid_json(route, what, &answer);
+            assert_problem(route, what, (status, code), &answer);
         }
     }
     // Nothing was registered: the address is still free.
@@ -140,9 +147,9 @@ fn only_json_objects_are_read_and_nothing_is_written_otherwise() {
     for (method, route, extra) in routes {
         let mut headers = vec![("Authorization", bearer.as_str())];
         headers.extend_from_slice(extra);
-        for (what, content_type, body) in refused_bodies() {
+        for (what, content_type, body, status, code) in refused_bodies() {
             let answer = send_raw(&server, method, route, &headers, content_type, &body);
-            assert_invalid_json(route, what, &answer);
+            assert_problem(route, what, (status, code), &answer);
         }
     }
     // Nothing was written: no order, no deposit, no webhook.
@@ -158,4 +165,57 @@ fn only_json_objects_are_read_and_nothing_is_written_otherwise() {
     assert_eq!(webhook.status, 404, "{}", webhook.body);
     let me = server.send("GET", "/v1/me", &auth, None);
     assert_eq!(me.status, 200, "{}", me.body);
+}
+
+#[test]
+fn a_query_string_over_the_limit_is_refused_on_every_route() {
+    let server = start();
+    let key = customer(&server, "reader@example.com");
+    let bearer = format!("Bearer {key}");
+    let auth = [("Authorization", bearer.as_str())];
+    let long = "a".repeat(MAX_QUERY_BYTES);
+    let routes: [(&str, &[(&str, &str)]); 4] = [
+        ("/v1/catalog/prices?country=DE&service=", &[]),
+        ("/v1/orders?limit=10&cursor=", &auth),
+        ("/v1/wallet?victim=", &auth),
+        ("/v1/no/such/route?q=", &[]),
+    ];
+    for (route, headers) in routes {
+        let path = format!("{route}{long}");
+        let answer = send_raw(&server, "GET", &path, headers, "application/json", b"");
+        let (status, _, body) = &answer;
+        assert_eq!(*status, 400, "{route}: {body}");
+        assert!(!body.contains(&long), "{route} echoed the query");
+        assert_problem(route, "a long query", (400, "query_too_long"), &answer);
+    }
+    // At the limit the query is read: here it names an unknown service.
+    let at_limit = format!(
+        "/v1/catalog/prices?country=DE&service={}",
+        "a".repeat(MAX_QUERY_BYTES - "country=DE&service=".len())
+    );
+    let answer = send_raw(&server, "GET", &at_limit, &[], "application/json", b"");
+    assert_problem(
+        &at_limit,
+        "a query at the limit",
+        (400, "unknown_service"),
+        &answer,
+    );
+}
+
+#[test]
+fn routes_that_read_raw_bytes_refuse_large_bodies_with_a_problem() {
+    let server = start();
+    // The IPN (64 KiB), far past any buffer of the server's own, and the
+    // withdrawal of a deletion with credentials (16 KiB).
+    let routes: [(&str, &str, usize); 2] = [
+        ("POST", "/v1/payments/ipn", 300 * 1024),
+        ("DELETE", "/v1/me/deletion", MAX_JSON_BYTES + 1),
+    ];
+    for (method, route, size) in routes {
+        let mut body = br#"{"email":"victim@example.com","password":""#.to_vec();
+        body.extend(std::iter::repeat_n(b'a', size));
+        body.extend_from_slice(b"\"}");
+        let answer = send_raw(&server, method, route, &[], "application/json", &body);
+        assert_problem(route, "a large body", (413, "body_too_large"), &answer);
+    }
 }

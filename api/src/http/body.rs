@@ -13,6 +13,8 @@ use std::task::{Context, Poll};
 
 use actix_web::dev::Payload;
 use actix_web::{web, FromRequest, HttpRequest};
+
+use super::error::ApiError;
 use serde::de::{DeserializeOwned, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
@@ -81,6 +83,23 @@ impl<T: DeserializeOwned + 'static> Future for ObjectBodyFuture<T> {
         Pin::new(&mut self.inner)
             .poll(cx)
             .map(|result| result.map(|json| ObjectBody(json.into_inner().0)))
+    }
+}
+
+/// The raw body of a route that reads its bytes itself, at most `limit_bytes`:
+/// 413 `body_too_large` beyond, 400 `unreadable_body` when the stream breaks.
+/// Nothing past the limit is buffered.
+pub async fn read_limited(
+    payload: web::Payload,
+    limit_bytes: usize,
+) -> Result<web::Bytes, ApiError> {
+    match payload.to_bytes_limited(limit_bytes).await {
+        Ok(Ok(body)) => Ok(body),
+        Ok(Err(_)) => Err(ApiError::bad_request(
+            "unreadable_body",
+            "the body could not be read",
+        )),
+        Err(_) => Err(ApiError::body_too_large(limit_bytes)),
     }
 }
 

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use tracing::{info, warn};
 
 use super::auth::Customer;
-use super::body::ObjectBody;
+use super::body::{read_limited, ObjectBody};
 use super::error::ApiError;
 use super::state::AppState;
 
@@ -84,14 +84,9 @@ async fn create(
 async fn ipn(
     state: web::Data<AppState>,
     req: HttpRequest,
-    body: web::Bytes,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    if body.len() > MAX_IPN_BYTES {
-        return Err(ApiError::bad_request(
-            "body_too_large",
-            format!("an IPN is at most {MAX_IPN_BYTES} bytes"),
-        ));
-    }
+    let body = read_limited(payload, MAX_IPN_BYTES).await?;
     let signature = req
         .headers()
         .get(SIGNATURE_HEADER)

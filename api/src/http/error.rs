@@ -116,6 +116,24 @@ impl ApiError {
         )
     }
 
+    /// 413 `body_too_large`: a body over `limit_bytes`.
+    pub fn body_too_large(limit_bytes: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            "Payload too large",
+            format!("the body is over {limit_bytes} bytes"),
+        )
+    }
+
+    /// 400 `query_too_long`: a query string over `limit_bytes`.
+    pub fn query_too_long(limit_bytes: usize) -> Self {
+        Self::bad_request(
+            "query_too_long",
+            format!("the query string is over {limit_bytes} bytes"),
+        )
+    }
+
     pub fn conflict(code: &'static str, detail: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, code, "Conflict", detail)
     }

@@ -1,5 +1,5 @@
-//! The middleware every request passes: rate limits before the handler, the usage
-//! log after it.
+//! The middleware every request passes: the query-string limit and rate limits
+//! before the handler, the usage log after it.
 
 use std::net::IpAddr;
 use std::time::Instant;
@@ -11,9 +11,11 @@ use actix_web::middleware::Next;
 use actix_web::{web, HttpMessage, ResponseError};
 use chrono::Utc;
 
+use super::error::ApiError;
 use super::limits::{Budget, RateLimits};
 use super::sessions::COOKIE_NAME;
 use super::usage::{Caller, UsageLog, UsageRecord};
+use super::MAX_QUERY_BYTES;
 
 /// Shared by every worker: the limiters and the usage log.
 pub struct Gate {
@@ -40,14 +42,22 @@ pub async fn gate(
             .map(ServiceResponse::map_into_left_body);
     };
     let method = req.method().to_string();
-    let refused = gate.limits.check(budget(&req)).err();
-    let response = match refused {
-        Some(refusal) => {
-            let answer = if req.path() == COMPAT_ROUTE {
+    // The compatible endpoint bounds its parameters itself and answers in its
+    // own tokens.
+    let too_long = req.path() != COMPAT_ROUTE && req.query_string().len() > MAX_QUERY_BYTES;
+    let answer = if too_long {
+        Some(ApiError::query_too_long(MAX_QUERY_BYTES).error_response())
+    } else {
+        gate.limits.check(budget(&req)).err().map(|refusal| {
+            if req.path() == COMPAT_ROUTE {
                 compat_refusal(&refusal)
             } else {
                 refusal.error_response()
-            };
+            }
+        })
+    };
+    let response = match answer {
+        Some(answer) => {
             let (request, _) = req.into_parts();
             ServiceResponse::new(request, answer).map_into_right_body()
         }

@@ -48,7 +48,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, Semaphore};
 
 use super::auth::{Customer, Holder};
-use super::body::{JsonObject, ObjectBody};
+use super::body::{read_limited, JsonObject, ObjectBody};
 use super::error::ApiError;
 use super::orders::status_name;
 use super::state::AppState;
@@ -205,17 +205,12 @@ struct HolderCredentials {
 async fn withdraw_deletion(
     state: web::Data<AppState>,
     holder: Option<Holder>,
-    body: web::Bytes,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
+    let body = read_limited(payload, MAX_JSON_BYTES).await?;
     let account = if body.iter().all(u8::is_ascii_whitespace) {
         holder.ok_or_else(ApiError::unauthorized)?.account
     } else {
-        if body.len() > MAX_JSON_BYTES {
-            return Err(ApiError::bad_request(
-                "invalid_json",
-                format!("the body is over {MAX_JSON_BYTES} bytes"),
-            ));
-        }
         let JsonObject(credentials) =
             serde_json::from_slice::<JsonObject<HolderCredentials>>(&body).map_err(|e| {
                 ApiError::bad_request(

@@ -22,7 +22,7 @@ pub mod usage;
 mod wallet;
 mod webhook;
 
-use actix_web::{get, web, HttpRequest, HttpResponse};
+use actix_web::{get, web, HttpResponse};
 use nexus_core::log::EventStore;
 
 use error::ApiError;
@@ -37,7 +37,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.app_data(
         web::JsonConfig::default()
             .limit(MAX_JSON_BYTES)
-            .error_handler(|e, _| ApiError::bad_request("invalid_json", json_problem(&e)).into()),
+            .error_handler(|e, _| json_error(&e).into()),
     )
     .app_data(
         web::QueryConfig::default()
@@ -61,13 +61,21 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .default_service(web::to(not_found));
 }
 
+/// The problem with a JSON body: 413 over the limit, else 400 `invalid_json`.
+fn json_error(e: &actix_web::error::JsonPayloadError) -> ApiError {
+    use actix_web::error::JsonPayloadError as E;
+    match e {
+        E::OverflowKnownLength { .. } | E::Overflow { .. } => {
+            ApiError::body_too_large(MAX_JSON_BYTES)
+        }
+        _ => ApiError::bad_request("invalid_json", json_problem(e)),
+    }
+}
+
 /// What is wrong with a JSON body, without echoing the body.
 fn json_problem(e: &actix_web::error::JsonPayloadError) -> String {
     use actix_web::error::JsonPayloadError as E;
     match e {
-        E::OverflowKnownLength { .. } | E::Overflow { .. } => {
-            format!("the body is over {MAX_JSON_BYTES} bytes")
-        }
         E::ContentType => "the body must be application/json".into(),
         E::Deserialize(e) => {
             // Only messages that name fields, never values: a wrong value could be
@@ -87,13 +95,7 @@ fn json_problem(e: &actix_web::error::JsonPayloadError) -> String {
     }
 }
 
-async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    if req.query_string().len() > MAX_QUERY_BYTES {
-        return Err(ApiError::bad_request(
-            "query_too_long",
-            format!("the query string is over {MAX_QUERY_BYTES} bytes"),
-        ));
-    }
+async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::not_found())
 }
 

@@ -202,6 +202,14 @@ fn operation(op: &Op) -> Value {
     }
     responses.insert(status.to_string(), ok);
     let mut errors = op.errors.clone();
+    // Every route but the compatible endpoint (which answers in its own
+    // tokens) refuses a long query string; every route with a body, a large one.
+    if op.path != "/stubs/handler_api.php" {
+        errors.push((400, &["query_too_long"]));
+    }
+    if op.body.is_some() {
+        errors.push((413, &["body_too_large"]));
+    }
     match op.auth {
         Auth::None => {}
         _ => errors.push((401, &["unauthorized"])),
@@ -1005,7 +1013,7 @@ fn operations() -> Vec<Op> {
                     "payin_hash": string_or_null() } })),
             (200, "Accepted", Some(schema_ref("Outcome"))),
             vec![
-                (400, &["body_too_large", "ipn_malformed_body"]),
+                (400, &["unreadable_body", "ipn_malformed_body"]),
                 (
                     401,
                     &[
@@ -1321,7 +1329,7 @@ fn operations() -> Vec<Op> {
             Some(schema_ref("Credentials")),
             (200, "Withdrawn", Some(schema_ref("Me"))),
             vec![
-                (400, &["invalid_json"]),
+                (400, &["invalid_json", "unreadable_body"]),
                 (401, &["invalid_credentials"]),
                 (403, &["account_disabled"]),
                 (404, &["not_found"]),
@@ -1617,15 +1625,7 @@ fn operations() -> Vec<Op> {
                 )),
             ),
             vec![
-                (
-                    400,
-                    &[
-                        "unreadable_body",
-                        "body_too_large",
-                        "push_stale",
-                        "push_malformed",
-                    ],
-                ),
+                (400, &["unreadable_body", "push_stale", "push_malformed"]),
                 (401, &["push_unsigned", "push_bad_signature"]),
                 (403, &["push_source_not_allowed"]),
                 (404, &["push_not_supported", "push_not_configured"]),
@@ -1939,6 +1939,7 @@ mod tests {
         ("ApiError::new(", 1),
         ("Self::new(", 1),
         ("ApiError::bad_request(", 0),
+        ("Self::bad_request(", 0),
         ("ApiError::conflict(", 0),
         ("ApiError::unprocessable(", 0),
     ];

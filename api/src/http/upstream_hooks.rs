@@ -17,6 +17,7 @@ use nexus_providers::inbound::{Hint, InboundError, InboundRequest, MAX_INBOUND_B
 use nexus_providers::smscode::WEBHOOK_SIGNATURE_HEADER;
 use tracing::{debug, info};
 
+use super::body::read_limited;
 use super::error::ApiError;
 use super::state::AppState;
 
@@ -33,23 +34,7 @@ async fn webhook(
     let Some(upstream) = state.router.upstream(&name) else {
         return Err(ApiError::not_found());
     };
-    let body = match payload.to_bytes_limited(MAX_INBOUND_BYTES).await {
-        Ok(Ok(body)) => body,
-        Ok(Err(_)) => {
-            return Err(ApiError::bad_request(
-                "unreadable_body",
-                "the body could not be read",
-            ))
-        }
-        Err(_) => {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                "Payload too large",
-                format!("a push is at most {MAX_INBOUND_BYTES} bytes"),
-            ))
-        }
-    };
+    let body = read_limited(payload, MAX_INBOUND_BYTES).await?;
     let signature = req
         .headers()
         .get(WEBHOOK_SIGNATURE_HEADER)
