@@ -178,18 +178,16 @@ fn another_customer_sees_404_and_bad_input_is_a_problem() {
         assert_eq!(r.json()["code"], code, "{body}");
     }
     let oversized = format!(r#"{{"service":"{}","country":"DE"}}"#, "a".repeat(20_000));
-    assert_eq!(
-        call(
-            &server,
-            "POST",
-            "/v1/orders",
-            &mallory,
-            &[],
-            Some(&oversized)
-        )
-        .status,
-        400
+    let too_large = call(
+        &server,
+        "POST",
+        "/v1/orders",
+        &mallory,
+        &[],
+        Some(&oversized),
     );
+    assert_eq!(too_large.status, 413, "{}", too_large.body);
+    assert_eq!(too_large.json()["code"], "body_too_large");
     assert_eq!(server.send("GET", "/v1/wallet", &[], None).status, 401);
     let broke = call(
         &server,
