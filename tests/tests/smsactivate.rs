@@ -452,6 +452,19 @@ fn every_refusal_is_its_token_with_its_status() {
     // A form body counts as parameters.
     let form = post_form(&server, &format!("api_key={key}&action=getBalance"));
     assert!(form.ends_with("\r\n\r\nACCESS_BALANCE:0.00"), "{form}");
+    // Over 2 KiB of form body or of query: the protocol's BAD_ACTION.
+    let padding = "a".repeat(3 * 1024);
+    let form = post_form(
+        &server,
+        &format!("api_key={key}&action=getBalance&pad={padding}"),
+    );
+    assert!(form.starts_with("HTTP/1.1 400 "), "{form}");
+    assert!(form.ends_with("\r\n\r\nBAD_ACTION"), "{form}");
+    assert_token(
+        &compat(&server, &key, &format!("action=getBalance&pad={padding}")),
+        400,
+        "BAD_ACTION",
+    );
 }
 
 #[test]

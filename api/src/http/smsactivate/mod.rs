@@ -45,7 +45,6 @@ const MAX_API_KEY_BYTES: usize = 256;
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource(PATH)
-            .app_data(web::PayloadConfig::new(MAX_PARAMS_BYTES))
             .route(web::get().to(handle))
             .route(web::post().to(handle)),
     );
@@ -92,7 +91,16 @@ fn parse_pairs(text: &str) -> Result<Vec<(String, String)>, Refusal> {
         .map_err(|_| Refusal::BadAction)
 }
 
-async fn handle(state: web::Data<AppState>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+async fn handle(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> HttpResponse {
+    // A body over the limit is refused in the protocol's own token, like a long
+    // query; nothing past the limit is buffered.
+    let Ok(Ok(body)) = payload.to_bytes_limited(MAX_PARAMS_BYTES).await else {
+        return Refusal::BadAction.plain();
+    };
     let params = match Params::read(&req, &body) {
         Ok(params) => params,
         Err(refusal) => return refusal.plain(),
