@@ -220,7 +220,7 @@ struct Slot {
 struct SlotState {
     breaker: Breaker,
     health: UpstreamHealth,
-    /// Last known cost per (service, country), learnt from purchases.
+    /// Last known cost per (service, country), learnt from quotes and purchases.
     costs: std::collections::HashMap<(String, String), Micros>,
     /// Activations this process knows at this upstream (by
     /// [`Upstream::activation_key`]) → when learnt: bought, or claimed by a
@@ -443,20 +443,25 @@ impl Router {
         for slot in asks {
             let (slot, service) = (slot.clone(), service.clone());
             tasks.spawn(async move {
-                tokio::time::timeout(
+                let offers = tokio::time::timeout(
                     QUOTE_TIMEOUT,
                     slot.upstream.offers(Some(&service), Some(country)),
                 )
-                .await
+                .await;
+                (slot, offers)
             });
         }
         let mut best: Option<Quote> = None;
         while let Some(answer) = tasks.join_next().await {
-            let Ok(Ok(Ok(offers))) = answer else { continue };
+            let Ok((slot, Ok(Ok(offers)))) = answer else {
+                continue;
+            };
+            let mut cheapest: Option<Micros> = None;
             for offer in offers
                 .into_iter()
                 .filter(|o| o.stock > 0 && o.service == *service && o.country == country)
             {
+                cheapest = Some(cheapest.map_or(offer.cost, |c| c.min(offer.cost)));
                 best = Some(match best {
                     None => Quote {
                         cost: offer.cost,
@@ -467,6 +472,19 @@ impl Router {
                         stock: q.stock.saturating_add(offer.stock),
                     },
                 });
+            }
+            // What the upstream asks now ranks it for the buys that follow, so
+            // an order priced on the cheapest upstream is bought there first
+            // (the price was its cost plus the markup). One with no stock
+            // falls back to unknown: tried after those that quoted.
+            let mut state = slot.state.lock().unwrap_or_else(|p| p.into_inner());
+            match cheapest {
+                Some(cost) => {
+                    state.costs.insert(key.clone(), cost);
+                }
+                None => {
+                    state.costs.remove(&key);
+                }
             }
         }
         let mut quotes = self.quotes.lock().unwrap_or_else(|p| p.into_inner());
@@ -1080,6 +1098,34 @@ mod tests {
             none.quote(&service, CountryCode::new("GB").unwrap()).await,
             None
         );
+    }
+
+    #[tokio::test]
+    async fn a_quoted_pair_is_bought_where_it_was_priced_even_when_slower() {
+        // Listed first and faster: it wins every tie on an unknown cost.
+        let router = Router::new(
+            vec![
+                sim("dear-fast", |c| {
+                    c.base_cost = Micros(300_000);
+                    c.latency_ms = 1;
+                }),
+                sim("cheap-slow", |c| {
+                    c.base_cost = Micros(100_000);
+                    c.latency_ms = 30;
+                }),
+            ],
+            quick(),
+        );
+        let service = ServiceCode::new("wa").unwrap();
+        let quote = router
+            .quote(&service, CountryCode::new("GB").unwrap())
+            .await
+            .unwrap();
+        assert!(quote.cost < Micros(300_000), "{quote:?}");
+        for key in ["o1", "o2", "o3"] {
+            let routed = router.buy(&request(key)).await.unwrap();
+            assert_eq!(routed.provider, "cheap-slow", "{key}");
+        }
     }
 
     #[tokio::test]
