@@ -124,6 +124,11 @@ pub type GatewayFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, GatewayErr
 pub trait PaymentGateway: Send + Sync {
     fn name(&self) -> &str;
 
+    /// Whether an invoice in `pay_currency` can be asked for at all: checked
+    /// before a deposit is written, so that a request that can never succeed
+    /// is refused as bad input. The gateway may still refuse one it accepts.
+    fn accepts_currency(&self, pay_currency: &str) -> bool;
+
     /// Creates the gateway's payment for deposit `deposit` of `amount` USD, to
     /// be paid in `pay_currency`.
     fn create_invoice<'a>(

@@ -188,6 +188,25 @@ fn another_customer_sees_404_and_bad_input_is_a_problem() {
     );
     assert_eq!(too_large.status, 413, "{}", too_large.body);
     assert_eq!(too_large.json()["code"], "body_too_large");
+    // A currency the gateway does not take is bad input: no deposit is written.
+    let doge = call(
+        &server,
+        "POST",
+        "/v1/deposits",
+        &mallory,
+        &[],
+        Some(r#"{"amount":"5.00","pay_currency":"doge"}"#),
+    );
+    assert_eq!(doge.status, 400, "{}", doge.body);
+    assert_eq!(doge.json()["code"], "unsupported_currency");
+    let deposits = call(&server, "GET", "/v1/deposits", &mallory, &[], None);
+    assert_eq!(deposits.status, 200, "{}", deposits.body);
+    assert_eq!(
+        deposits.json()["items"],
+        serde_json::json!([]),
+        "{}",
+        deposits.body
+    );
     assert_eq!(server.send("GET", "/v1/wallet", &[], None).status, 401);
     let broke = call(
         &server,

@@ -51,6 +51,12 @@ async fn create(
 ) -> Result<HttpResponse, ApiError> {
     let amount = Micros::parse_positive(&body.amount)?;
     let currency = body.pay_currency.as_deref().unwrap_or(DEFAULT_PAY_CURRENCY);
+    if !state.gateway.accepts_currency(currency) {
+        return Err(ApiError::bad_request(
+            "unsupported_currency",
+            "the payment gateway does not take this pay_currency",
+        ));
+    }
     let deposit = state
         .commerce
         .request_deposit(Owner::Account(customer.account), amount)

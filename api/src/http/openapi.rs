@@ -98,6 +98,7 @@ pub const ERROR_CODES: &[&str] = &[
     "unknown_deposit",
     "unknown_service",
     "unreadable_body",
+    "unsupported_currency",
     "verification_token_expired",
     "verification_token_invalid",
     "verification_token_used",
@@ -980,7 +981,15 @@ fn operations() -> Vec<Op> {
             Some(schema_ref("DepositRequest")),
             (201, "Invoice", Some(schema_ref("Invoice"))),
             vec![
-                (400, &["invalid_json", "invalid_amount", "invalid_deposit"]),
+                (
+                    400,
+                    &[
+                        "invalid_json",
+                        "invalid_amount",
+                        "invalid_deposit",
+                        "unsupported_currency",
+                    ],
+                ),
                 (409, &["wallet_conflict", "contention"]),
                 (503, &["unavailable"]),
             ],

@@ -108,10 +108,7 @@ impl NowPayments {
             return Err(GatewayError::InvalidAmount);
         }
         let currency = pay_currency.trim().to_ascii_lowercase();
-        if currency.is_empty()
-            || currency.len() > 32
-            || !currency.bytes().all(|b| b.is_ascii_alphanumeric())
-        {
+        if !currency_ticker(&currency) {
             return Err(GatewayError::UnsupportedCurrency(clip(&currency)));
         }
         let url = format!("{}/v1/payment", self.config.base_url.trim_end_matches('/'));
@@ -196,9 +193,19 @@ impl NowPayments {
     }
 }
 
+/// A ticker as NOWPayments names currencies (`btc`, `usdttrc20`): 1–32 ASCII
+/// letters and digits, lower case. Which ones it takes is its own list.
+fn currency_ticker(currency: &str) -> bool {
+    (1..=32).contains(&currency.len()) && currency.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
 impl PaymentGateway for NowPayments {
     fn name(&self) -> &str {
         "nowpayments"
+    }
+
+    fn accepts_currency(&self, pay_currency: &str) -> bool {
+        currency_ticker(&pay_currency.trim().to_ascii_lowercase())
     }
 
     fn create_invoice<'a>(

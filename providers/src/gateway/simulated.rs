@@ -395,6 +395,10 @@ impl PaymentGateway for SimulatedGateway {
         "simulated"
     }
 
+    fn accepts_currency(&self, pay_currency: &str) -> bool {
+        rate(&pay_currency.trim().to_ascii_lowercase()).is_some()
+    }
+
     fn create_invoice<'a>(
         &'a self,
         deposit: DepositId,
