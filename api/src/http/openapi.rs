@@ -149,7 +149,9 @@ fn query_param(name: &str, description: &str, schema: Value) -> Value {
             "schema": schema })
 }
 
-fn list_params() -> Vec<Value> {
+/// `cursor` and `limit`; `default_page` items when no limit is given. A limit
+/// outside 1–100 is taken as the nearest bound.
+fn list_params(default_page: usize) -> Vec<Value> {
     vec![
         query_param(
             "cursor",
@@ -158,10 +160,19 @@ fn list_params() -> Vec<Value> {
         ),
         query_param(
             "limit",
-            "Page size.",
-            json!({ "type": "integer", "minimum": 1, "maximum": 100, "default": 20 }),
+            "Page size (outside 1-100, the nearest bound).",
+            json!({ "type": "integer", "minimum": 1, "maximum": 100, "default": default_page }),
         ),
     ]
+}
+
+/// 10 to 128 bytes of UTF-8 (the server counts bytes; a schema counts
+/// characters, so its bounds are the loosest that bytes allow).
+fn password_schema() -> Value {
+    use nexus_core::domain::account::{MAX_PASSWORD_BYTES, MIN_PASSWORD_BYTES};
+    json!({ "type": "string",
+            "minLength": MIN_PASSWORD_BYTES.div_ceil(4), "maxLength": MAX_PASSWORD_BYTES,
+            "description": format!("{MIN_PASSWORD_BYTES} to {MAX_PASSWORD_BYTES} bytes of UTF-8.") })
 }
 
 fn idempotency_header() -> Value {
@@ -419,7 +430,7 @@ fn schemas() -> Value {
             "prefix": string(), "created_at": time() })),
         "Credentials": obj(&["email", "password"], json!({
             "email": { "type": "string", "format": "email", "maxLength": 254 },
-            "password": { "type": "string", "minLength": 8, "maxLength": 72 } })),
+            "password": password_schema() })),
         "Me": obj(&["id", "email", "verified", "verified_at", "status", "deletion", "objection", "created_at"], json!({
             "id": string(),
             "email": { "type": ["string", "null"], "description": "null once erased." },
@@ -742,7 +753,7 @@ fn operations() -> Vec<Op> {
             Some(obj(
                 &["old_password", "new_password"],
                 json!({ "old_password": string(),
-                    "new_password": { "type": "string", "minLength": 8, "maxLength": 72 } }),
+                    "new_password": password_schema() }),
             )),
             (204, "Changed", Option::None),
             vec![
@@ -844,7 +855,7 @@ fn operations() -> Vec<Op> {
             "List orders",
             "orders",
             Customer,
-            list_params(),
+            list_params(20),
             Option::None,
             (200, "Page", Some(list_of("Order"))),
             vec![(400, &["invalid_cursor", "invalid_query"])],
@@ -955,7 +966,7 @@ fn operations() -> Vec<Op> {
             "Ledger entries of the wallet",
             "wallet",
             Customer,
-            list_params(),
+            list_params(20),
             Option::None,
             (200, "Page", Some(list_of("LedgerEntry"))),
             vec![(400, &["invalid_cursor", "invalid_query"])],
@@ -966,7 +977,7 @@ fn operations() -> Vec<Op> {
             "List deposits",
             "wallet",
             Customer,
-            list_params(),
+            list_params(20),
             Option::None,
             (200, "Page", Some(list_of("Deposit"))),
             vec![(400, &["invalid_cursor", "invalid_query"])],
@@ -1127,7 +1138,7 @@ fn operations() -> Vec<Op> {
                     query_param("country", "ISO country code.", string()),
                     query_param("service", "Service code.", string()),
                 ];
-                p.extend(list_params());
+                p.extend(list_params(50));
                 p
             },
             Option::None,
@@ -1443,7 +1454,7 @@ fn operations() -> Vec<Op> {
                     "RFC 3339 time; now when absent.",
                     json!({ "type": "string", "format": "date-time" }),
                 )];
-                p.extend(list_params());
+                p.extend(list_params(50));
                 p
             },
             Option::None,
@@ -1611,7 +1622,7 @@ fn operations() -> Vec<Op> {
             "Policy changes",
             "admin",
             Admin,
-            list_params(),
+            list_params(50),
             Option::None,
             (200, "Page", Some(list_of("PolicyChange"))),
             vec![(400, &["invalid_cursor", "invalid_query"]), admin_missing],
