@@ -167,8 +167,12 @@ impl fmt::Debug for Secret {
 ///   whitespace or a control character;
 /// - exactly one `@`, with a non-empty local part of at most 64 bytes (so quoted
 ///   local parts containing `@` are not accepted);
-/// - the domain has at least one `.` and no empty label (`a@b..c`, `a@.b`, `a@b.`
-///   are refused);
+/// - the local part is a dot-atom: letters, digits, ``!#$%&'*+-/=?^_`{|}~`` and
+///   non-ASCII characters, with `.` only between them (no quoted local parts, no
+///   comments);
+/// - the domain is a host name with at least one `.`: labels of 1–63 bytes of
+///   letters, digits and `-`, never at a label's start or end (`a@b..c`, `a@.b`,
+///   `a@b.`, `a@-b.com` and address literals like `a@[1.2.3.4]` are refused);
 /// - the domain is lowercased; the local part keeps its case, as typed, and is
 ///   where mail is sent.
 ///
@@ -177,6 +181,16 @@ impl fmt::Debug for Secret {
 /// account, as every mainstream mail provider treats them.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Email(String);
+
+/// Longest label of a domain name (RFC 1035).
+const MAX_DOMAIN_LABEL_BYTES: usize = 63;
+
+/// A character of an unquoted local part: RFC 5322 `atext`, `.`, or any
+/// non-ASCII character (RFC 6531). Quoted local parts are not taken: every
+/// address accepted here can be mailed as typed.
+fn local_part_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || !c.is_ascii() || ".!#$%&'*+-/=?^_`{|}~".contains(c)
+}
 
 impl Email {
     pub fn parse(raw: &str) -> Result<Email, AccountError> {
@@ -203,11 +217,28 @@ impl Email {
         if local.len() > MAX_EMAIL_LOCAL_BYTES {
             return invalid("local part longer than 64 bytes");
         }
+        if !local.chars().all(local_part_char) {
+            return invalid("the local part has a character mail does not take unquoted");
+        }
+        if local.starts_with('.') || local.ends_with('.') || local.contains("..") {
+            return invalid("the local part starts or ends with '.', or has '..'");
+        }
         if !domain.contains('.') {
             return invalid("the domain has no '.'");
         }
-        if domain.split('.').any(str::is_empty) {
-            return invalid("the domain has an empty label");
+        for label in domain.split('.') {
+            if label.is_empty() {
+                return invalid("the domain has an empty label");
+            }
+            if label.len() > MAX_DOMAIN_LABEL_BYTES {
+                return invalid("a domain label is longer than 63 bytes");
+            }
+            if !label.chars().all(|c| c.is_alphanumeric() || c == '-') {
+                return invalid("the domain has a character a host name cannot have");
+            }
+            if label.starts_with('-') || label.ends_with('-') {
+                return invalid("a domain label starts or ends with '-'");
+            }
         }
         Ok(Email(format!("{local}@{}", domain.to_lowercase())))
     }
@@ -1544,15 +1575,23 @@ mod tests {
             ("  Alice@Example.COM \t\n", "Alice@example.com"),
             ("a.b+tag@sub.EXAMPLE.co.uk", "a.b+tag@sub.example.co.uk"),
             ("ÉLodie@Exämple.DE", "ÉLodie@exämple.de"),
+            (
+                "o'brien+x-y_z@mail-1.example.org",
+                "o'brien+x-y_z@mail-1.example.org",
+            ),
         ];
         for (raw, normal) in good {
             assert_eq!(Email::parse(raw).unwrap().as_str(), normal, "{raw:?}");
         }
-        let at_limit = format!("{}@{}.com", "l".repeat(64), "d".repeat(254 - 64 - 5));
+        // Labels of at most 63 bytes: three of 61 and `com`.
+        let label = "d".repeat(61);
+        let at_limit = format!("{}@{label}.{label}.{label}.com", "l".repeat(64));
         assert_eq!(at_limit.len(), 254);
         Email::parse(&at_limit).unwrap();
 
-        let over = format!("{}@{}.com", "l".repeat(64), "d".repeat(254 - 64 - 4));
+        let over = format!("{}@d{label}.{label}.{label}.com", "l".repeat(64));
+        assert_eq!(over.len(), 255);
+        let long_label = format!("a@{}.com", "d".repeat(64));
         let long_local = format!("{}@example.com", "l".repeat(65));
         let bad = [
             "",
@@ -1572,8 +1611,20 @@ mod tests {
             "alice\u{7f}@example.com",
             "alice@example.com\u{85}x",
             "ali\tce@example.com",
+            "x2.@b.com",
+            ".x3@b.com",
+            "x..y@b.com",
+            "a@-b.com",
+            "x6@b-.com",
+            "x7(c)@b.com",
+            "x8<@b.com",
+            "x9\"q\"@b.com",
+            "x10@[1.2.3.4]",
+            "x11@b_c.com",
+            "x12,y@b.com",
             over.as_str(),
             long_local.as_str(),
+            long_label.as_str(),
         ];
         for raw in bad {
             assert!(

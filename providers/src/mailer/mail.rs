@@ -399,3 +399,36 @@ impl Mail {
             .map_err(|e| MailError::Render(e.to_string()))
     }
 }
+
+#[cfg(test)]
+mod address_tests {
+    use super::Recipient;
+    use nexus_core::domain::account::Email;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Registration and the mailer agree: an address an account can be
+        /// opened with can be sent its verification mail.
+        #[test]
+        fn every_address_an_account_takes_can_be_mailed(
+            raw in "[a-zA-Z0-9.!#$%&'*+/=?^_`{|}~()<>\\[\\],;:\"é -]{1,12}@[a-zA-Z0-9.é_\\[\\]:-]{1,16}"
+        ) {
+            if let Ok(email) = Email::parse(&raw) {
+                prop_assert!(Recipient::parse(email.as_str()).is_ok(), "{:?}", email.as_str());
+            }
+        }
+    }
+
+    #[test]
+    fn the_addresses_of_the_registration_table_can_be_mailed() {
+        for raw in [
+            "alice@example.com",
+            "a.b+tag@sub.example.co.uk",
+            "o'brien+x-y_z@mail-1.example.org",
+            "ÉLodie@exämple.de",
+        ] {
+            let email = Email::parse(raw).unwrap();
+            assert!(Recipient::parse(email.as_str()).is_ok(), "{raw}");
+        }
+    }
+}
