@@ -22,8 +22,8 @@ pub struct Config {
     pub delivery_window_secs: i64,
     /// `smtp://host:port` or `smtps://…`; none: mail goes to `<data>/outbox/`.
     pub smtp_url: Option<String>,
-    /// Where links in mails point.
-    pub public_url: String,
+    /// Where links in mails point; none: the address listened on.
+    pub public_url: Option<String>,
     pub bcrypt_cost: u32,
     pub markup_percent: u32,
     /// Cashback on captured orders, in basis points (200 = 2%).
@@ -69,7 +69,7 @@ impl Config {
             .unwrap_or(256);
         Ok(Self {
             data_dir,
-            public_url: var("NEXUS_PUBLIC_URL").unwrap_or_else(|| format!("http://{listen}")),
+            public_url: var("NEXUS_PUBLIC_URL"),
             listen,
             master_key,
             cache_capacity_bytes: cache_mib * 1024 * 1024,

@@ -127,6 +127,20 @@ pub(crate) fn domain_services(config: &Config, store: &Store) -> anyhow::Result<
 
 async fn serve(config: Config, store: Store) -> anyhow::Result<()> {
     let (commerce, accounts) = domain_services(&config, &store)?;
+    // Bound first, so that the default public URL (where links in mails point)
+    // names the port actually taken: a listen port of 0 picks a free one.
+    let listener = std::net::TcpListener::bind(config.listen)
+        .with_context(|| format!("listening on {}", config.listen))?;
+    let bound = listener.local_addr().context("the listening address")?;
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let public_url = config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("{scheme}://{bound}"));
 
     // The configuration file's upstreams, or the embedded default: three
     // simulated upstreams.
@@ -191,7 +205,7 @@ async fn serve(config: Config, store: Store) -> anyhow::Result<()> {
         from: smtp
             .and_then(|s| s.from.clone())
             .unwrap_or_else(|| "Nexus <no-reply@nexus.example>".into()),
-        public_url: config.public_url.clone(),
+        public_url,
         service_name: "Nexus".into(),
     };
     // Mail is spooled durably, sealed under each recipient's vault key.
@@ -344,14 +358,11 @@ async fn serve(config: Config, store: Store) -> anyhow::Result<()> {
             .configure(crate::http::configure)
     })
     .shutdown_timeout(SHUTDOWN_GRACE_SECS);
-    let (server, scheme) = match &config.tls {
-        None => (server.bind(config.listen), "http"),
-        Some(files) => (
-            server.bind_rustls_0_23(config.listen, tls_config(files)?),
-            "https",
-        ),
+    let server = match &config.tls {
+        None => server.listen(listener),
+        Some(files) => server.listen_rustls_0_23(listener, tls_config(files)?),
     };
-    let server = server.with_context(|| format!("listening on {}", config.listen))?;
+    let server = server.with_context(|| format!("listening on {bound}"))?;
     for addr in server.addrs() {
         // Tests and scripts read this line to find the port.
         info!("listening on {scheme}://{addr}");

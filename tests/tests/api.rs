@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use nexus_tests::journey::{call, customer, fund, start, to_micros};
+use nexus_tests::journey::{call, customer, fund, start, to_micros, verification_token, PASSWORD};
 
 #[test]
 fn register_verify_deposit_order_code_complete_cashback() {
@@ -310,4 +310,53 @@ fn an_anonymous_order_is_paid_and_followed_by_its_tracking_id() {
             .status,
         404
     );
+}
+
+#[test]
+fn the_link_in_the_verification_mail_verifies_the_address_in_a_browser() {
+    let server = start();
+    let email = "linked@example.com";
+    let body = format!(r#"{{"email":"{email}","password":"{PASSWORD}"}}"#);
+    let created = server.send("POST", "/v1/accounts", &[], Some(&body));
+    assert_eq!(created.status, 201, "{}", created.body);
+    // The token is the mail's; the link is read as it was written.
+    let token = verification_token(&server, email);
+    let origin = format!("http://{}", server.addr);
+    let link = format!("/verify?token={token}");
+    let outbox = server.data_dir.path().join("outbox");
+    let mail = std::fs::read_dir(&outbox)
+        .unwrap()
+        .flatten()
+        .map(|e| std::fs::read_to_string(e.path()).unwrap())
+        .find(|m| m.contains(email))
+        .expect("the verification mail");
+    assert!(
+        mail.lines().any(|l| l.trim() == format!("{origin}{link}")),
+        "the mail links to this server: {mail}"
+    );
+
+    // A tracking parameter a mail client adds changes nothing.
+    let page = server.send("GET", &format!("{link}&utm_source=mail"), &[], None);
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    assert_eq!(page.header("cache-control"), Some("no-store"));
+    assert!(page.body.contains("confirmed"), "{}", page.body);
+    assert!(!page.body.contains(&token), "the page echoes nothing");
+    let login = server.send("POST", "/v1/sessions", &[], Some(&body));
+    assert_eq!(login.status, 201, "{}", login.body);
+    assert_eq!(login.json()["verified"], true, "{}", login.body);
+
+    // Opened again, or with a token that is not one: a problem, nothing changes.
+    let again = server.send("GET", &link, &[], None);
+    assert_eq!(again.status, 409, "{}", again.body);
+    assert_eq!(again.json()["code"], "verification_token_used");
+    let forged = server.send("GET", "/verify?token=not-a-token", &[], None);
+    assert_eq!(forged.status, 400, "{}", forged.body);
+    assert_eq!(forged.json()["code"], "verification_token_invalid");
+    let missing = server.send("GET", "/verify", &[], None);
+    assert_eq!(missing.status, 400, "{}", missing.body);
+    assert_eq!(missing.json()["code"], "invalid_query");
 }

@@ -15,6 +15,7 @@ use super::state::AppState;
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(register)
         .service(verify)
+        .service(verify_link)
         .service(login)
         .service(logout)
         .service(change_password)
@@ -64,6 +65,35 @@ async fn verify(
 ) -> Result<HttpResponse, ApiError> {
     let account = state.accounts.verify_email(&body.token).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "id": account.to_string(), "verified": true })))
+}
+
+#[derive(Deserialize)]
+struct VerifyLink {
+    token: String,
+}
+
+/// What a browser shows once the link of the verification mail has verified
+/// the address. Static: nothing of the request is echoed.
+const VERIFIED_PAGE: &str = "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+<title>Nexus: address confirmed</title></head><body>\
+<h1>Your e-mail address is confirmed</h1><p>You can close this page and sign in.</p>\
+</body></html>\n";
+
+/// The link in the verification mail (`<public_url>/verify?token=…`), opened
+/// by a person's browser: the same check as `POST /v1/accounts/verify`, a
+/// small page when it passes, the problem when it does not. Other query
+/// parameters (mail clients add tracking ones) are ignored.
+#[get("/verify")]
+async fn verify_link(
+    state: web::Data<AppState>,
+    query: web::Query<VerifyLink>,
+) -> Result<HttpResponse, ApiError> {
+    state.accounts.verify_email(&query.token).await?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"))
+        .insert_header((actix_web::http::header::REFERRER_POLICY, "no-referrer"))
+        .body(VERIFIED_PAGE))
 }
 
 #[post("/v1/sessions")]

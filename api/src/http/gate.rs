@@ -86,13 +86,15 @@ fn budget(req: &ServiceRequest) -> Budget<'_> {
         .map(|a| a.ip())
         .unwrap_or(IpAddr::from([0, 0, 0, 0]));
     let path = req.path();
-    // Withdrawing a deletion takes a password when no session is left.
+    // Withdrawing a deletion takes a password when no session is left; the
+    // mail's verification link spends a token like its POST form.
     let signs_in = (req.method() == Method::POST
         && matches!(
             path,
             "/v1/accounts" | "/v1/accounts/verify" | "/v1/sessions"
         ))
-        || (req.method() == Method::DELETE && path == "/v1/me/deletion");
+        || (req.method() == Method::DELETE && path == "/v1/me/deletion")
+        || (req.method() == Method::GET && path == "/verify");
     if signs_in {
         return Budget::Auth(ip);
     }

@@ -711,6 +711,33 @@ fn operations() -> Vec<Op> {
             ],
         ),
         op(
+            "get",
+            "/verify",
+            "The verification mail's link: verifies and answers an HTML page",
+            "accounts",
+            None,
+            vec![query_param(
+                "token",
+                "The token from the mail.",
+                json!({ "type": "string" }),
+            )],
+            Option::None,
+            (
+                200,
+                "Verified: a short HTML page (`text/html`)",
+                Option::None,
+            ),
+            vec![
+                (400, &["invalid_query", "verification_token_invalid"]),
+                (404, &["not_found"]),
+                (
+                    409,
+                    &["already_verified", "verification_token_used", "contention"],
+                ),
+                (410, &["verification_token_expired"]),
+            ],
+        ),
+        op(
             "post",
             "/v1/sessions",
             "Sign in (sets the session cookie)",
