@@ -207,7 +207,16 @@ fn another_customer_sees_404_and_bad_input_is_a_problem() {
         "{}",
         deposits.body
     );
-    assert_eq!(server.send("GET", "/v1/wallet", &[], None).status, 401);
+    let anonymous = server.send("GET", "/v1/wallet", &[], None);
+    assert_eq!(anonymous.status, 401);
+    assert_eq!(
+        anonymous.header("www-authenticate"),
+        Some("Bearer realm=\"nexus\"")
+    );
+    // The scheme's name is case-insensitive (RFC 9110).
+    let lower = format!("bearer {mallory}");
+    let wallet = server.send("GET", "/v1/wallet", &[("Authorization", &lower)], None);
+    assert_eq!(wallet.status, 200, "{}", wallet.body);
     let broke = call(
         &server,
         "POST",

@@ -22,6 +22,7 @@ use nexus_providers::router::BreakerState;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use super::auth::bearer_token;
 use super::body::ObjectBody;
 use super::error::ApiError;
 use super::state::AppState;
@@ -122,7 +123,7 @@ impl FromRequest for Admin {
             .get(actix_web::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .filter(|v| v.len() <= MAX_AUTHORIZATION_BYTES)
-            .and_then(|v| v.strip_prefix("Bearer "));
+            .and_then(bearer_token);
         ready(match presented {
             Some(presented) if token.matches(presented) => Ok(Admin),
             _ => Err(admin_unauthorized()),

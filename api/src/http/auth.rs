@@ -25,6 +25,15 @@ pub struct Customer {
 /// Longest Authorization header value considered.
 const MAX_AUTHORIZATION_BYTES: usize = 256;
 
+/// The credentials of an `Authorization: Bearer <token>` value; the scheme's
+/// name is case-insensitive (RFC 9110 11.1). None for another scheme or an
+/// empty token. Callers bound the value's length first.
+pub fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim_start_matches(' ');
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
 impl FromRequest for Customer {
     type Error = ApiError;
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
@@ -36,7 +45,7 @@ impl FromRequest for Customer {
             .get(actix_web::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .filter(|v| v.len() <= MAX_AUTHORIZATION_BYTES)
-            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(bearer_token)
             .map(str::to_owned);
         let session = req.cookie(COOKIE_NAME).map(|c| c.value().to_owned());
         let req = req.clone();
@@ -150,5 +159,20 @@ impl FromRequest for Holder {
                 deletion_pending,
             })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_token;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive_and_the_token_required() {
+        assert_eq!(bearer_token("Bearer nx_abc"), Some("nx_abc"));
+        assert_eq!(bearer_token("bearer nx_abc"), Some("nx_abc"));
+        assert_eq!(bearer_token("BEARER  nx_abc"), Some("nx_abc"));
+        assert_eq!(bearer_token("Bearer "), None);
+        assert_eq!(bearer_token("Basic dXNlcjpwYXNz"), None);
+        assert_eq!(bearer_token("Bearernx_abc"), None);
     }
 }

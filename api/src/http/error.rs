@@ -64,6 +64,13 @@ impl ResponseError for ApiError {
             code: self.code,
         };
         let mut response = HttpResponse::build(self.status);
+        if self.status == StatusCode::UNAUTHORIZED {
+            // RFC 9110 15.5.2: a 401 names the scheme that would be accepted.
+            response.insert_header((
+                actix_web::http::header::WWW_AUTHENTICATE,
+                "Bearer realm=\"nexus\"",
+            ));
+        }
         if let Some(seconds) = self.retry_after_s {
             response.insert_header((actix_web::http::header::RETRY_AFTER, seconds));
         }

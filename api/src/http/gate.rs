@@ -11,6 +11,7 @@ use actix_web::middleware::Next;
 use actix_web::{web, HttpMessage, ResponseError};
 use chrono::Utc;
 
+use super::auth::bearer_token;
 use super::error::ApiError;
 use super::limits::{Budget, RateLimits};
 use super::sessions::COOKIE_NAME;
@@ -101,7 +102,9 @@ fn budget(req: &ServiceRequest) -> Budget<'_> {
     if let Some(bearer) = req
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)
-        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+        .and_then(|v| v.to_str().ok())
+        .and_then(bearer_token)
+        .map(str::as_bytes)
         .filter(|v| v.len() <= MAX_CREDENTIAL_BYTES)
     {
         return Budget::Credential(bearer);
