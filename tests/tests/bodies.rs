@@ -135,14 +135,17 @@ fn only_json_objects_are_read_and_nothing_is_written_otherwise() {
     );
     assert_eq!(registered.status, 201, "{}", registered.body);
 
-    // Authenticated routes: orders, deposits, the webhook, the objection.
+    // Authenticated routes: orders, deposits, the webhook, the objection, the
+    // withdrawal of a deletion.
     let key = customer(&server, "owner@example.com");
     let bearer = format!("Bearer {key}");
-    let routes: [Route; 4] = [
+    let routes: [Route; 5] = [
         ("POST", "/v1/orders", &[("Idempotency-Key", "bodies-1")]),
         ("POST", "/v1/deposits", &[]),
         ("PUT", "/v1/me/webhook", &[]),
         ("PUT", "/v1/me/objection", &[]),
+        // Credentials in the body, read only as JSON like every other body.
+        ("DELETE", "/v1/me/deletion", &[]),
     ];
     for (method, route, extra) in routes {
         let mut headers = vec![("Authorization", bearer.as_str())];

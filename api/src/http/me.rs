@@ -31,7 +31,7 @@ use std::time::Duration;
 use actix_web::body::{BodySize, MessageBody};
 use actix_web::error::JsonPayloadError;
 use actix_web::web::Bytes;
-use actix_web::{delete, get, patch, post, put, web, HttpResponse};
+use actix_web::{delete, get, patch, post, put, web, HttpMessage, HttpRequest, HttpResponse};
 use chrono::{DateTime, SecondsFormat, Utc};
 use nexus_core::domain::account::{Account, AccountStatus, Email};
 use nexus_core::domain::codec::Personal;
@@ -205,12 +205,20 @@ struct HolderCredentials {
 async fn withdraw_deletion(
     state: web::Data<AppState>,
     holder: Option<Holder>,
+    req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let body = read_limited(payload, MAX_JSON_BYTES).await?;
     let account = if body.iter().all(u8::is_ascii_whitespace) {
         holder.ok_or_else(ApiError::unauthorized)?.account
     } else {
+        // As every JSON route: credentials come only as `application/json`.
+        if req.content_type() != "application/json" {
+            return Err(ApiError::bad_request(
+                "invalid_json",
+                super::json_problem(&JsonPayloadError::ContentType),
+            ));
+        }
         let JsonObject(credentials) =
             serde_json::from_slice::<JsonObject<HolderCredentials>>(&body).map_err(|e| {
                 ApiError::bad_request(
