@@ -369,3 +369,70 @@ fn the_link_in_the_verification_mail_verifies_the_address_in_a_browser() {
     assert_eq!(missing.status, 400, "{}", missing.body);
     assert_eq!(missing.json()["code"], "invalid_query");
 }
+
+#[test]
+fn completing_an_order_whose_code_came_but_was_not_read_delivers_and_charges_it() {
+    let server = start();
+    let key = customer(&server, "finisher@example.com");
+    fund(&server, &key, "10.00");
+    let order = call(
+        &server,
+        "POST",
+        "/v1/orders",
+        &key,
+        &[("Idempotency-Key", "finish-1")],
+        Some(r#"{"service":"tg","country":"DE","channel":"sms"}"#),
+    );
+    assert_eq!(order.status, 201, "{}", order.body);
+    let order = order.json();
+    let id = order["id"].as_str().unwrap().to_owned();
+    let price = to_micros(order["price"].as_str().unwrap());
+
+    // The code comes; the customer completes without reading it here.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let seen = call(&server, "GET", &format!("/v1/orders/{id}"), &key, &[], None);
+        assert_eq!(seen.status, 200, "{}", seen.body);
+        if seen.json()["status"] == "code_received" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no code: {}", seen.body);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let done = call(
+        &server,
+        "POST",
+        &format!("/v1/orders/{id}/complete"),
+        &key,
+        &[],
+        None,
+    );
+    assert_eq!(done.status, 200, "{}", done.body);
+    assert_eq!(done.json()["status"], "completed", "{}", done.body);
+
+    // The hold was captured once: the price paid, nothing held.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let wallet = call(&server, "GET", "/v1/wallet", &key, &[], None).json();
+        let held = to_micros(wallet["held"].as_str().unwrap());
+        let balance = to_micros(wallet["balance"].as_str().unwrap());
+        if held == 0 && balance < 10_000_000 {
+            // 2% cashback on the captured price.
+            assert_eq!(balance, 10_000_000 - price + price / 50, "{wallet}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{wallet}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Completing again is refused: the order is completed already.
+    let again = call(
+        &server,
+        "POST",
+        &format!("/v1/orders/{id}/complete"),
+        &key,
+        &[],
+        None,
+    );
+    assert_eq!(again.status, 409, "{}", again.body);
+    assert_eq!(again.json()["code"], "order_wrong_status", "{}", again.body);
+}
