@@ -271,6 +271,67 @@ fn another_customer_cannot_touch_an_order() {
 }
 
 #[test]
+fn completing_an_unread_code_delivers_it_once_and_only_for_its_owner() {
+    let w = world();
+    runtime().block_on(async {
+        let (owner, mallory) = (customer(&w).await, customer(&w).await);
+        fund(&w.commerce, owner, 10_000_000).await;
+        let placed = w
+            .commerce
+            .place_order(owner, &request(500_000), None)
+            .await
+            .unwrap();
+        w.commerce
+            .assign_number(
+                placed.order,
+                "sim-a",
+                "act-1",
+                Micros(300_000),
+                "4915112345678",
+            )
+            .await
+            .unwrap();
+        w.commerce
+            .receive_code(placed.order, "48213", "Your Telegram code is 48213")
+            .await
+            .unwrap();
+
+        // Another customer: not found, and nothing was delivered.
+        assert!(matches!(
+            w.commerce
+                .deliver_and_complete(placed.order, mallory, DeliveryChannel::Api)
+                .await,
+            Err(CommandError::Order(OrderError::NotFound))
+        ));
+        let order = w.commerce.order(placed.order).await.unwrap();
+        assert_eq!(order.status, Some(OrderStatus::CodeReceived));
+
+        w.commerce
+            .deliver_and_complete(placed.order, owner, DeliveryChannel::CompatibleApi)
+            .await
+            .unwrap();
+        let order = w.commerce.order(placed.order).await.unwrap();
+        assert_eq!(order.status, Some(OrderStatus::Completed));
+        // Captured once, plus 2% cashback of 0.50.
+        let wallet = w.commerce.wallet(owner).await.unwrap();
+        assert_eq!(
+            (wallet.available, wallet.held()),
+            (Micros(9_510_000), Micros(0))
+        );
+        assert!(matches!(
+            w.commerce
+                .deliver_and_complete(placed.order, owner, DeliveryChannel::Api)
+                .await,
+            Err(CommandError::Order(OrderError::WrongStatus(
+                OrderStatus::Completed
+            )))
+        ));
+        let balances = audit(&w.store.log).await;
+        assert_eq!(balances.get(LedgerAccount::Revenue), Micros(500_000));
+    });
+}
+
+#[test]
 fn many_tasks_racing_on_one_wallet_never_overdraw_it() {
     let w = world();
     runtime().block_on(async {

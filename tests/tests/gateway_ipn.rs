@@ -351,6 +351,18 @@ fn caught_up(server: &Server) -> u64 {
     })
 }
 
+/// `POST /v1/deposits` of 10.00 for the customer with API key `key`.
+fn request_deposit(server: &Server, key: &str) -> Response {
+    call(
+        server,
+        "POST",
+        "/v1/deposits",
+        key,
+        &[],
+        Some(r#"{"amount":"10.00"}"#),
+    )
+}
+
 fn post_ipn(server: &Server, signature: Option<&str>, body: &str) -> Response {
     let headers: Vec<(&str, &str)> = signature
         .map(|s| (SIGNATURE_HEADER, s))
@@ -370,14 +382,7 @@ fn a_signed_nowpayments_ipn_over_http_credits_the_deposit_exactly_once() {
     assert!(gateway.received().is_empty(), "no call before a deposit");
 
     // The invoice: the real client creates the payment at the gateway.
-    let deposit = call(
-        &server,
-        "POST",
-        "/v1/deposits",
-        &key,
-        &[],
-        Some(r#"{"amount":"10.00"}"#),
-    );
+    let deposit = request_deposit(&server, &key);
     assert_eq!(deposit.status, 201, "{}", deposit.body);
     let deposit = deposit.json();
     let deposit_id = deposit["id"].as_str().expect("an id").to_owned();
@@ -529,14 +534,7 @@ fn a_deposit_whose_invoice_the_gateway_refuses_is_a_503_and_shows_failed() {
     let server = start(&config, "np-e2e-a-revoked-api-key");
     let key = customer(&server, "refused@example.com");
 
-    let refused = call(
-        &server,
-        "POST",
-        "/v1/deposits",
-        &key,
-        &[],
-        Some(r#"{"amount":"10.00"}"#),
-    );
+    let refused = request_deposit(&server, &key);
     assert_eq!(refused.status, 503, "{}", refused.body);
     assert_eq!(
         refused.header("content-type"),

@@ -47,7 +47,7 @@ pub const MIN_ADMIN_TOKEN_BYTES: usize = 16;
 /// Schedule entries counted for `due_now`, at most (the count says when it
 /// stopped there).
 const MAX_DUE_COUNT: usize = 100_000;
-const DEFAULT_PAGE: usize = 50;
+pub(super) const DEFAULT_PAGE: usize = 50;
 
 /// The configured admin token, kept as its SHA-256 digest. Never printed.
 #[derive(Clone)]

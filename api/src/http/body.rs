@@ -13,10 +13,10 @@ use std::task::{Context, Poll};
 
 use actix_web::dev::Payload;
 use actix_web::{web, FromRequest, HttpRequest};
-
-use super::error::ApiError;
 use serde::de::{DeserializeOwned, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
+
+use super::error::ApiError;
 
 /// A request body that must be a JSON object, read into `T`.
 #[derive(Debug)]

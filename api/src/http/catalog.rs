@@ -79,7 +79,7 @@ struct AvailabilityQuery {
 }
 
 /// Availability answers per page, by default and at most.
-const AVAILABILITY_DEFAULT_PAGE: usize = 50;
+pub(super) const AVAILABILITY_DEFAULT_PAGE: usize = 50;
 const AVAILABILITY_MAX_PAGE: usize = nexus_projections::MAX_PAGE_SIZE;
 
 /// One (service, country) over every provider.

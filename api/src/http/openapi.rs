@@ -216,7 +216,7 @@ fn operation(op: &Op) -> Value {
     let mut errors = op.errors.clone();
     // Every route but the compatible endpoint (which answers in its own
     // tokens) refuses a long query string; every route with a body, a large one.
-    if op.path != "/stubs/handler_api.php" {
+    if op.path != super::smsactivate::PATH {
         errors.push((400, &["query_too_long"]));
     }
     if op.body.is_some() {
@@ -882,7 +882,7 @@ fn operations() -> Vec<Op> {
             "List orders",
             "orders",
             Customer,
-            list_params(20),
+            list_params(super::wallet::DEFAULT_PAGE),
             Option::None,
             (200, "Page", Some(list_of("Order"))),
             vec![(400, &["invalid_cursor", "invalid_query"])],
@@ -993,7 +993,7 @@ fn operations() -> Vec<Op> {
             "Ledger entries of the wallet",
             "wallet",
             Customer,
-            list_params(20),
+            list_params(super::wallet::DEFAULT_PAGE),
             Option::None,
             (200, "Page", Some(list_of("LedgerEntry"))),
             vec![(400, &["invalid_cursor", "invalid_query"])],
@@ -1004,7 +1004,7 @@ fn operations() -> Vec<Op> {
             "List deposits",
             "wallet",
             Customer,
-            list_params(20),
+            list_params(super::wallet::DEFAULT_PAGE),
             Option::None,
             (200, "Page", Some(list_of("Deposit"))),
             vec![(400, &["invalid_cursor", "invalid_query"])],
@@ -1165,7 +1165,7 @@ fn operations() -> Vec<Op> {
                     query_param("country", "ISO country code.", string()),
                     query_param("service", "Service code.", string()),
                 ];
-                p.extend(list_params(50));
+                p.extend(list_params(super::catalog::AVAILABILITY_DEFAULT_PAGE));
                 p
             },
             Option::None,
@@ -1481,7 +1481,7 @@ fn operations() -> Vec<Op> {
                     "RFC 3339 time; now when absent.",
                     json!({ "type": "string", "format": "date-time" }),
                 )];
-                p.extend(list_params(50));
+                p.extend(list_params(super::admin::DEFAULT_PAGE));
                 p
             },
             Option::None,
@@ -1649,7 +1649,7 @@ fn operations() -> Vec<Op> {
             "Policy changes",
             "admin",
             Admin,
-            list_params(50),
+            list_params(super::admin::DEFAULT_PAGE),
             Option::None,
             (200, "Page", Some(list_of("PolicyChange"))),
             vec![(400, &["invalid_cursor", "invalid_query"]), admin_missing],

@@ -364,21 +364,11 @@ async fn complete(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = order_id(&path)?;
-    let owner = Owner::Account(customer.account);
-    // A code not read yet is delivered by completing (it was used: the hold
-    // is captured), as the compatible endpoint's finishActivation does.
-    if owned(&state, customer, id).await?.status == Some(OrderStatus::CodeReceived) {
-        match state
-            .commerce
-            .read_code(id, owner, DeliveryChannel::Api)
-            .await
-        {
-            // Delivered or completed meanwhile: completing decides below.
-            Ok(_) | Err(CommandError::Order(OrderError::CodeErased)) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    state.commerce.complete(id, owner).await?;
+    // A code not read yet is delivered by completing, as finishActivation does.
+    state
+        .commerce
+        .deliver_and_complete(id, Owner::Account(customer.account), DeliveryChannel::Api)
+        .await?;
     respond_with_order(&state, customer, id).await
 }
 

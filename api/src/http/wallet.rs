@@ -17,7 +17,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 /// Default page of a list.
-const DEFAULT_PAGE: usize = 20;
+pub(super) const DEFAULT_PAGE: usize = 20;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

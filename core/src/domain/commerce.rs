@@ -24,7 +24,7 @@ use super::ledger::Owner;
 use super::money::Micros;
 use super::order::{
     self, CancelReason, Channel, CodePii, CountryCode, DeliveryChannel, Order, OrderDetails,
-    OrderError, OrderEvent, OrderPolicy, ServiceCode, Timeout,
+    OrderError, OrderEvent, OrderPolicy, OrderStatus, ServiceCode, Timeout,
 };
 use super::repo::{encode, load_cached, AggregateCache, LoadError, Loaded};
 use super::wallet::{self, Payment, VoidReason, Wallet, WalletError, WalletEvent};
@@ -657,6 +657,25 @@ impl<S: EventStore> Commerce<S> {
     /// The owner completes a delivered order.
     pub async fn complete(&self, id: OrderId, owner: Owner) -> Result<u64, CommandError> {
         self.complete_keyed(id, owner, None).await
+    }
+
+    /// The owner is done with an order whose code came: a code not read yet is
+    /// delivered first through `via` (it was used, so the hold is captured),
+    /// then the order is completed. Errors as [`Self::complete`].
+    pub async fn deliver_and_complete(
+        &self,
+        id: OrderId,
+        owner: Owner,
+        via: DeliveryChannel,
+    ) -> Result<u64, CommandError> {
+        if self.order(id).await?.status == Some(OrderStatus::CodeReceived) {
+            match self.read_code(id, owner, via).await {
+                // Delivered, completed or expired meanwhile: completing decides.
+                Ok(_) | Err(CommandError::Order(OrderError::CodeErased)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.complete(id, owner).await
     }
 
     /// [`Self::complete`] with an idempotency key.

@@ -262,23 +262,15 @@ async fn finish_order(
     id: OrderId,
     order: &Order,
 ) -> Result<HttpResponse, Refusal> {
-    let owner = Owner::Account(login.account);
-    match order.status {
-        Some(OrderStatus::Completed) => return Ok(text("ACCESS_ACTIVATION")),
-        Some(OrderStatus::CodeReceived) => {
-            match state
-                .commerce
-                .read_code(id, owner, DeliveryChannel::CompatibleApi)
-                .await
-            {
-                // Completed by itself meanwhile, or already delivered: go on.
-                Ok(_) | Err(CommandError::Order(OrderError::CodeErased)) => {}
-                Err(e) => return Err(refusal_of(e)),
-            }
-        }
-        _ => {}
+    if order.status == Some(OrderStatus::Completed) {
+        return Ok(text("ACCESS_ACTIVATION"));
     }
-    match state.commerce.complete(id, owner).await {
+    let owner = Owner::Account(login.account);
+    match state
+        .commerce
+        .deliver_and_complete(id, owner, DeliveryChannel::CompatibleApi)
+        .await
+    {
         Ok(_) | Err(CommandError::Order(OrderError::WrongStatus(OrderStatus::Completed))) => {
             Ok(text("ACCESS_ACTIVATION"))
         }
