@@ -208,7 +208,6 @@ impl fmt::Debug for Opened {
 
 /// Vault errors. None of them carries key bytes or plaintext.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum VaultError {
     #[error(
         "master key file {} does not exist (a master key is generated only for a new, empty vault)",

@@ -6,7 +6,6 @@ use nexus_core::vault::VaultError;
 
 /// Why one event could not be applied. The projection stops at that event.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum ApplyError {
     #[error("event {event_type} does not decode: {source}")]
     Decode {
@@ -58,7 +57,6 @@ impl StoredValueError {
 
 /// The read models' database could not be opened, read or written.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum StorageError {
     #[error("read model storage: {0}")]
     Sled(#[from] sled::Error),
@@ -70,7 +68,6 @@ pub enum StorageError {
 
 /// Why a read-model query failed.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum QueryError {
     #[error("read model storage: {0}")]
     Storage(#[from] sled::Error),

@@ -107,7 +107,6 @@ impl RebuildReport {
 /// Why a rebuild could not run to its end (a projection's own failure is in
 /// its [`RebuildOutcome`] instead). Trees still marked start again from 0.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum RebuildError {
     #[error(transparent)]
     Storage(#[from] StorageError),

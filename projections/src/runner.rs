@@ -84,7 +84,6 @@ pub struct ProjectionStatus {
 
 /// Why [`Runner::wait_for`] returned without the projection at the position.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
 pub enum WaitError {
     #[error("projection {projection} reached {reached}, not {wanted}, within the time given")]
     Timeout {

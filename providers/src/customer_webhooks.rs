@@ -75,7 +75,6 @@ pub const EVENT_TYPE_HEADER: &str = "Nexus-Event-Type";
 pub const ATTEMPT_HEADER: &str = "Nexus-Delivery-Attempt";
 
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum CustomerWebhooksError {
     #[error(transparent)]
     Log(#[from] LogError),

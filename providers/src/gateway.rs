@@ -100,7 +100,6 @@ pub struct Invoice {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
 pub enum GatewayError {
     #[error("the gateway does not accept {0:?}")]
     UnsupportedCurrency(String),

@@ -82,7 +82,6 @@ use spool::{Loaded, Outgoing, Reserved, Spool};
 
 /// Why a mail was not accepted.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
 pub enum MailError {
     #[error("the mail queue is full ({capacity} mails waiting)")]
     QueueFull { capacity: usize },

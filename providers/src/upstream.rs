@@ -121,7 +121,6 @@ pub struct Offer {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
 pub enum UpstreamError {
     #[error("no numbers available")]
     NoNumbers,

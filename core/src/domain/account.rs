@@ -81,7 +81,6 @@ pub type Sha256Hash = [u8; 32];
 /// Why an account command is refused. Stable variants: the API maps them to
 /// status codes. No message carries a password, token, key or e-mail address.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
 pub enum AccountError {
     #[error("invalid e-mail address: {reason}")]
     InvalidEmail { reason: &'static str },

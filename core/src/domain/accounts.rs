@@ -88,7 +88,6 @@ impl Default for AccountsConfig {
 
 /// A configuration the service refuses.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
 pub enum AccountsConfigError {
     #[error("bcrypt cost {cost} is below the minimum of {MIN_BCRYPT_COST}")]
     CostTooLow { cost: u32 },
@@ -102,7 +101,6 @@ pub enum AccountsConfigError {
 
 /// Why an account command failed: refused by the domain, or the machinery.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum AccountServiceError {
     #[error(transparent)]
     Refused(#[from] AccountError),

@@ -128,7 +128,6 @@ impl Aggregate for Anonymous {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
 pub enum AnonymousError {
     #[error("no order has this tracking ID")]
     NotFound,

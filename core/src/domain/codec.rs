@@ -13,7 +13,6 @@ use crate::log::{EventId, NewEvent, RecordedEvent};
 use crate::vault::{Opened, SubjectId, Vault, VaultError};
 
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum CodecError {
     #[error("unknown event type {0}")]
     UnknownEventType(String),

@@ -38,7 +38,6 @@ const MAX_ATTEMPTS: usize = 16;
 const MAX_CAPTURED_ORDERS_CHECKED: usize = 1000;
 
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum CommandError {
     #[error(transparent)]
     Order(#[from] OrderError),

@@ -126,7 +126,6 @@ impl Aggregate for PaymentGuard {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
 pub enum DepositError {
     #[error("no such deposit")]
     NotFound,

@@ -214,7 +214,6 @@ impl Aggregate for HoldRegister {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
 pub enum LegalHoldError {
     #[error("a subject is account-<id>, order-<id> or anon-<id>")]
     InvalidSubject,

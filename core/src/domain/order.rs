@@ -299,7 +299,6 @@ impl Aggregate for Order {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
 pub enum OrderError {
     #[error("unknown service code")]
     InvalidService,

@@ -166,7 +166,6 @@ impl Aggregate for PolicyChanges {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
 pub enum PolicyError {
     #[error("a title is 1-{MAX_TITLE_CHARS} characters on one line")]
     InvalidTitle,

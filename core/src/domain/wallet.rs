@@ -168,7 +168,6 @@ impl Aggregate for Wallet {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
 pub enum WalletError {
     #[error("insufficient funds: {available} available, {needed} needed")]
     InsufficientFunds { available: Micros, needed: Micros },

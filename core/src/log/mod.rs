@@ -276,7 +276,6 @@ pub struct VerifyReport {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum LogError {
     #[error("wrong expected version on stream {stream}: expected {expected:?}, found {found}")]
     WrongExpectedVersion {

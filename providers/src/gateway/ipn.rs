@@ -52,7 +52,6 @@ impl std::fmt::Debug for IpnSecret {
 
 /// Why an IPN was refused. None of them changes any state.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum IpnError {
     #[error("no IPN secret is configured")]
     NoSecret,
