@@ -13,8 +13,8 @@ use anyhow::Context;
 use chrono::SecondsFormat;
 use clap::Subcommand;
 use nexus_core::domain::clock::SystemClock;
-use nexus_core::domain::legal_hold::LegalHoldService;
 use nexus_core::log::EventStore;
+use nexus_core::service::legal_hold_service::LegalHoldService;
 use nexus_core::Store;
 use nexus_retention::Sweeper;
 

@@ -9,11 +9,11 @@ use std::time::Duration;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 use nexus_core::domain::account::LookupKey;
-use nexus_core::domain::accounts::{Accounts, AccountsConfig};
 use nexus_core::domain::clock::SystemClock;
-use nexus_core::domain::commerce::Commerce;
 use nexus_core::domain::order::OrderPolicy;
 use nexus_core::log::{EventStore, SledLog};
+use nexus_core::service::account_service::{Accounts, AccountsConfig};
+use nexus_core::service::commerce_service::Commerce;
 use nexus_core::Store;
 use nexus_projections::{ReadModels, ReadModelsConfig, Runner, RunnerConfig};
 use nexus_providers::catalog::Catalog;
@@ -280,11 +280,13 @@ async fn serve(config: Config, store: Store) -> anyhow::Result<()> {
         Runner::start(store.log.clone(), &read_models, RunnerConfig::default())
             .context("starting the projections")?,
     );
-    let legal_holds = Arc::new(nexus_core::domain::legal_hold::LegalHoldService::new(
-        store.log.clone(),
-        store.vault.clone(),
-        Arc::new(SystemClock),
-    ));
+    let legal_holds = Arc::new(
+        nexus_core::service::legal_hold_service::LegalHoldService::new(
+            store.log.clone(),
+            store.vault.clone(),
+            Arc::new(SystemClock),
+        ),
+    );
     let retention = Arc::new(nexus_retention::Sweeper::new(
         store.log.clone(),
         store.vault.clone(),
@@ -325,7 +327,7 @@ async fn serve(config: Config, store: Store) -> anyhow::Result<()> {
         admin_token: config.admin_token.clone(),
         legal_holds: legal_holds.clone(),
         retention: retention.clone(),
-        policy: Arc::new(nexus_core::domain::policy::PolicyService::new(
+        policy: Arc::new(nexus_core::service::policy_service::PolicyService::new(
             store.log.clone(),
             store.vault.clone(),
             Arc::new(SystemClock),

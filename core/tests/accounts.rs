@@ -11,12 +11,9 @@ use chrono::{DateTime, Duration, Utc};
 use nexus_core::domain::account::{
     AccountError, AccountViewStatus, LookupKey, Secret, MAX_LIVE_API_KEYS,
 };
-use nexus_core::domain::accounts::{
-    AccountServiceError, Accounts, AccountsConfig, AccountsConfigError,
-};
 use nexus_core::domain::clock::ManualClock;
 use nexus_core::domain::codec::Personal;
-use nexus_core::domain::commerce::{request_account_deletion, Commerce, PlaceOrder};
+use nexus_core::domain::commerce::PlaceOrder;
 use nexus_core::domain::ids::{AccountId, ApiKeyId};
 use nexus_core::domain::ledger::Owner;
 use nexus_core::domain::money::Micros;
@@ -25,6 +22,10 @@ use nexus_core::domain::wallet::Payment;
 use nexus_core::log::{
     AppendRequest, EventId, EventStore, ExpectedVersion, NewEvent, SledLog, StreamName,
 };
+use nexus_core::service::account_service::{
+    AccountServiceError, Accounts, AccountsConfig, AccountsConfigError,
+};
+use nexus_core::service::commerce_service::Commerce;
 use nexus_core::vault::MasterKeySource;
 use nexus_core::{Store, StoreConfig};
 
@@ -41,7 +42,7 @@ struct World {
 
 impl World {
     async fn request_deletion(&self, account: AccountId) -> Result<(), AccountServiceError> {
-        request_account_deletion(&self.commerce, &self.accounts, account).await
+        self.accounts.request_deletion(account).await
     }
 }
 

@@ -2,9 +2,9 @@
 //! a new event or an erasure is never hidden by it.
 
 use nexus_core::domain::account::{Account, LookupKey};
-use nexus_core::domain::accounts::{Accounts, AccountsConfig};
 use nexus_core::domain::codec::Personal;
-use nexus_core::domain::repo::{load, load_cached, AggregateCache};
+use nexus_core::service::account_service::{Accounts, AccountsConfig};
+use nexus_core::service::repo::{load, load_cached, AggregateCache};
 use nexus_core::vault::MasterKeySource;
 use nexus_core::{Store, StoreConfig};
 

@@ -5,11 +5,12 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use nexus_core::domain::account::{AccountError, LookupKey};
-use nexus_core::domain::accounts::{Accounts, AccountsConfig};
 use nexus_core::domain::clock::ManualClock;
 use nexus_core::domain::codec::DomainEvent;
-use nexus_core::domain::commerce::request_account_deletion;
-use nexus_core::domain::commerce::{CommandError, Commerce, PaymentOutcome, PlaceOrder};
+use nexus_core::service::account_service::{Accounts, AccountsConfig};
+
+use nexus_core::domain::commerce::CommerceError;
+use nexus_core::domain::commerce::PlaceOrder;
 use nexus_core::domain::idempotency::IdempotencyKey;
 use nexus_core::domain::ids::OrderId;
 use nexus_core::domain::ledger::{Balances, LedgerAccount, Owner};
@@ -20,6 +21,7 @@ use nexus_core::domain::order::{
 };
 use nexus_core::domain::wallet::{Payment, WalletError, WalletEvent};
 use nexus_core::log::{EventStore, SledLog};
+use nexus_core::service::commerce_service::{CommandError, Commerce, PaymentOutcome};
 use nexus_core::vault::MasterKeySource;
 use nexus_core::{Store, StoreConfig};
 
@@ -182,7 +184,9 @@ fn an_order_from_deposit_to_capture_and_cashback() {
             w.commerce
                 .read_code(placed.order, owner, DeliveryChannel::Api)
                 .await,
-            Err(CommandError::Order(OrderError::NoCodeYet))
+            Err(CommandError::Refused(CommerceError::Order(
+                OrderError::NoCodeYet
+            )))
         ));
         w.commerce
             .receive_code(placed.order, "48213", "Your Telegram code is 48213")
@@ -226,7 +230,9 @@ fn an_order_from_deposit_to_capture_and_cashback() {
             w.commerce
                 .read_code(placed.order, owner, DeliveryChannel::Api)
                 .await,
-            Err(CommandError::Order(OrderError::CodeErased))
+            Err(CommandError::Refused(CommerceError::Order(
+                OrderError::CodeErased
+            )))
         ));
 
         let balances = audit(&w.store.log).await;
@@ -263,7 +269,12 @@ fn another_customer_cannot_touch_an_order() {
                 .err(),
         ] {
             assert!(
-                matches!(result, Some(CommandError::Order(OrderError::NotFound))),
+                matches!(
+                    result,
+                    Some(CommandError::Refused(CommerceError::Order(
+                        OrderError::NotFound
+                    )))
+                ),
                 "{result:?}"
             );
         }
@@ -301,7 +312,9 @@ fn completing_an_unread_code_delivers_it_once_and_only_for_its_owner() {
             w.commerce
                 .deliver_and_complete(placed.order, mallory, DeliveryChannel::Api)
                 .await,
-            Err(CommandError::Order(OrderError::NotFound))
+            Err(CommandError::Refused(CommerceError::Order(
+                OrderError::NotFound
+            )))
         ));
         let order = w.commerce.order(placed.order).await.unwrap();
         assert_eq!(order.status, Some(OrderStatus::CodeReceived));
@@ -322,8 +335,8 @@ fn completing_an_unread_code_delivers_it_once_and_only_for_its_owner() {
             w.commerce
                 .deliver_and_complete(placed.order, owner, DeliveryChannel::Api)
                 .await,
-            Err(CommandError::Order(OrderError::WrongStatus(
-                OrderStatus::Completed
+            Err(CommandError::Refused(CommerceError::Order(
+                OrderError::WrongStatus(OrderStatus::Completed)
             )))
         ));
         let balances = audit(&w.store.log).await;
@@ -349,7 +362,9 @@ fn many_tasks_racing_on_one_wallet_never_overdraw_it() {
         for task in tasks {
             match task.await.unwrap() {
                 Ok(_) => placed += 1,
-                Err(CommandError::Wallet(WalletError::InsufficientFunds { .. })) => {}
+                Err(CommandError::Refused(CommerceError::Wallet(
+                    WalletError::InsufficientFunds { .. },
+                ))) => {}
                 Err(other) => panic!("unexpected {other}"),
             }
         }
@@ -450,7 +465,7 @@ fn an_idempotency_key_returns_the_first_order_and_refuses_another_request() {
             w.commerce
                 .place_order(owner, &request(600_000), Some(&key))
                 .await,
-            Err(CommandError::IdempotencyKeyReused)
+            Err(CommandError::Refused(CommerceError::IdempotencyKeyReused))
         ));
         assert!(IdempotencyKey::new(scope.as_str(), "").is_none());
         assert!(IdempotencyKey::new(scope.as_str(), &"k".repeat(256)).is_none());
@@ -489,7 +504,9 @@ fn cancel_and_expiry_refund_in_full_and_a_code_blocks_cancel() {
             w.commerce
                 .cancel(b, Some(owner), CancelReason::Customer)
                 .await,
-            Err(CommandError::Order(OrderError::CancelTooEarly(_)))
+            Err(CommandError::Refused(CommerceError::Order(
+                OrderError::CancelTooEarly(_)
+            )))
         ));
         w.clock.advance(Duration::minutes(2));
         w.commerce
@@ -516,7 +533,9 @@ fn cancel_and_expiry_refund_in_full_and_a_code_blocks_cancel() {
             w.commerce
                 .cancel(c, Some(owner), CancelReason::Customer)
                 .await,
-            Err(CommandError::Order(OrderError::CodeAlreadyReceived))
+            Err(CommandError::Refused(CommerceError::Order(
+                OrderError::CodeAlreadyReceived
+            )))
         ));
         // Expiry without a code refunds.
         let d = w
@@ -663,9 +682,9 @@ fn an_anonymous_order_is_paid_started_refunded_and_reordered_by_tracking_id() {
             w.commerce
                 .start_anonymous_order(tracking.anonymous_id())
                 .await,
-            Err(CommandError::Anonymous(
+            Err(CommandError::Refused(CommerceError::Anonymous(
                 nexus_core::domain::anonymous::AnonymousError::OrderActive
-            ))
+            )))
         ));
         w.commerce
             .assign_number(replacement, "sim", "5", Micros(100_000), "447700900123")
@@ -694,9 +713,9 @@ fn an_anonymous_order_is_paid_started_refunded_and_reordered_by_tracking_id() {
         let stranger = TrackingId::generate().unwrap();
         assert!(matches!(
             w.commerce.track(&stranger).await,
-            Err(CommandError::Anonymous(
+            Err(CommandError::Refused(CommerceError::Anonymous(
                 nexus_core::domain::anonymous::AnonymousError::NotFound
-            ))
+            )))
         ));
         audit(&w.store.log).await;
         tracking.as_str().to_owned()
@@ -740,9 +759,7 @@ fn deletion_is_refused_while_orders_are_active_and_stops_new_orders() {
             .await
             .unwrap()
             .order;
-        let refused = request_account_deletion(&w.commerce, &w.accounts, account)
-            .await
-            .unwrap_err();
+        let refused = w.accounts.request_deletion(account).await.unwrap_err();
         assert_eq!(refused.refusal(), Some(&AccountError::ActiveOrders));
         // Delivered but not completed is still active.
         w.commerce
@@ -754,18 +771,16 @@ fn deletion_is_refused_while_orders_are_active_and_stops_new_orders() {
             .read_code(order, owner, DeliveryChannel::Api)
             .await
             .unwrap();
-        let refused = request_account_deletion(&w.commerce, &w.accounts, account)
-            .await
-            .unwrap_err();
+        let refused = w.accounts.request_deletion(account).await.unwrap_err();
         assert_eq!(refused.refusal(), Some(&AccountError::ActiveOrders));
         w.commerce.complete(order, owner).await.unwrap();
-        request_account_deletion(&w.commerce, &w.accounts, account)
-            .await
-            .unwrap();
+        w.accounts.request_deletion(account).await.unwrap();
         // Disabled at once: no new orders.
         assert!(matches!(
             w.commerce.place_order(owner, &request(500_000), None).await,
-            Err(CommandError::Account(AccountError::AccountDisabled))
+            Err(CommandError::Refused(CommerceError::Account(
+                AccountError::AccountDisabled
+            )))
         ));
     });
 }
@@ -788,7 +803,7 @@ fn a_deletion_racing_new_orders_never_leaves_an_active_order_behind() {
                     })
                 })
                 .collect();
-            let deleted = request_account_deletion(&w.commerce, &w.accounts, account).await;
+            let deleted = w.accounts.request_deletion(account).await;
             let mut placed = 0;
             for o in orders {
                 if o.await.unwrap().is_ok() {
@@ -876,7 +891,7 @@ fn cancel_complete_and_deposit_requests_are_idempotent_by_key() {
             w.commerce
                 .request_deposit_keyed(owner, Micros(1), Some(&key("dep-1")))
                 .await,
-            Err(CommandError::IdempotencyKeyReused)
+            Err(CommandError::Refused(CommerceError::IdempotencyKeyReused))
         ));
         w.commerce
             .record_payment(
@@ -917,8 +932,8 @@ fn cancel_complete_and_deposit_requests_are_idempotent_by_key() {
                 w.commerce
                     .cancel(a, Some(owner), CancelReason::Customer)
                     .await,
-                Err(CommandError::Order(OrderError::WrongStatus(
-                    OrderStatus::Cancelled
+                Err(CommandError::Refused(CommerceError::Order(
+                    OrderError::WrongStatus(OrderStatus::Cancelled)
                 )))
             ),
             "without the key a second cancel is refused"
@@ -964,7 +979,7 @@ fn cancel_complete_and_deposit_requests_are_idempotent_by_key() {
                     Some(&key("complete-b"))
                 )
                 .await,
-            Err(CommandError::IdempotencyKeyReused)
+            Err(CommandError::Refused(CommerceError::IdempotencyKeyReused))
         ));
         audit(&w.store.log).await;
     });

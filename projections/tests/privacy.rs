@@ -283,7 +283,7 @@ fn tree_holds(world: &World, name: &str, needle: &[u8]) -> bool {
 #[test]
 fn an_erased_account_reads_erased_and_leaves_the_schedule_incrementally_and_after_a_rebuild() {
     use nexus_core::domain::account::DELETION_GRACE_DAYS;
-    use nexus_core::domain::commerce::request_account_deletion;
+
     use nexus_core::log::Direction;
     use nexus_projections::retention::DueSubject;
 
@@ -293,9 +293,7 @@ fn an_erased_account_reads_erased_and_leaves_the_schedule_incrementally_and_afte
         let runner = Runner::start(world.log(), &world.models, RunnerConfig::default()).unwrap();
         let leaving = register(&world, "leaving@example.com").await;
         let staying = register(&world, "staying@example.com").await;
-        request_account_deletion(&world.commerce, &world.accounts, leaving)
-            .await
-            .unwrap();
+        world.accounts.request_deletion(leaving).await.unwrap();
         let due = start() + chrono::Duration::days(DELETION_GRACE_DAYS);
         runner
             .wait_for(None, world.store.log.head(), Duration::from_secs(10))

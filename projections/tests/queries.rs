@@ -10,7 +10,7 @@ use common::*;
 use nexus_core::domain::account::{secret_hash, Email, LookupKey};
 use nexus_core::domain::clock::Clock;
 use nexus_core::domain::codec::Personal;
-use nexus_core::domain::commerce::request_account_deletion;
+
 use nexus_core::domain::ledger::{Owner, Reason};
 use nexus_core::domain::money::Micros;
 use nexus_core::domain::order::{CancelReason, DeliveryChannel, OrderPolicy, OrderStatus};
@@ -80,9 +80,7 @@ fn accounts_by_id_by_email_and_api_keys() {
             .change_email(account, "second@example.com")
             .await
             .unwrap();
-        request_account_deletion(&world.commerce, &world.accounts, account)
-            .await
-            .unwrap();
+        world.accounts.request_deletion(account).await.unwrap();
         caught_up(&world, &runner).await;
         let summary = accounts.account(account).unwrap().unwrap();
         assert_eq!(summary.email, Personal::Plain("second@example.com".into()));

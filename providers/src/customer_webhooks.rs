@@ -42,14 +42,14 @@ use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use hmac::{Hmac, KeyInit, Mac};
-use nexus_core::domain::accounts::Accounts;
 use nexus_core::domain::aggregate::Aggregate;
 use nexus_core::domain::codec::{DomainEvent, Personal};
-use nexus_core::domain::commerce::Commerce;
 use nexus_core::domain::ids::{AccountId, OrderId};
 use nexus_core::domain::ledger::Owner;
 use nexus_core::domain::order::{Channel, DeliveryChannel, Order, OrderEvent, OrderStatus};
 use nexus_core::log::{AllSubscription, Direction, EventStore, LogError, RecordedEvent};
+use nexus_core::service::account_service::Accounts;
+use nexus_core::service::commerce_service::Commerce;
 use nexus_core::vault::Vault;
 use serde::Serialize;
 use sha2::Sha256;

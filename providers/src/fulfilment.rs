@@ -30,12 +30,13 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use nexus_core::domain::codec::DomainEvent;
-use nexus_core::domain::commerce::{CommandError, Commerce};
+use nexus_core::domain::commerce::CommerceError;
 use nexus_core::domain::ids::OrderId;
 use nexus_core::domain::order::{
     CancelReason, OrderCancelled, OrderError, OrderEvent, OrderExpired,
 };
 use nexus_core::log::{AllSubscription, EventStore, RecordedEvent};
+use nexus_core::service::commerce_service::{CommandError, Commerce};
 use nexus_core::vault::Vault;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tracing::{debug, info, warn};
@@ -500,7 +501,9 @@ impl<S: EventStore> Fulfilment<S> {
                 let id = *id;
                 tokio::spawn(async move {
                     match commerce.process_deadline(id).await {
-                        Ok(_) | Err(CommandError::Order(OrderError::NotFound)) => {}
+                        Ok(_)
+                        | Err(CommandError::Refused(CommerceError::Order(OrderError::NotFound))) => {
+                        }
                         Err(e) => {
                             debug!(order = %id, error = %e, "deadline check failed; next tick")
                         }
@@ -573,7 +576,7 @@ impl<S: EventStore> Fulfilment<S> {
                 }
                 Err(RouteError::NoNumbers) | Err(RouteError::Unavailable) => {
                     match commerce.cancel(id, None, CancelReason::NoNumbers).await {
-                        Ok(_) | Err(CommandError::Order(_)) => {}
+                        Ok(_) | Err(CommandError::Refused(CommerceError::Order(_))) => {}
                         Err(e) => {
                             warn!(order = %id, error = %e, "could not cancel an order without a number")
                         }

@@ -56,7 +56,7 @@
 //!
 //! A `finished` after `expired` is still credited, marked late by the domain.
 //!
-//! [`Commerce::fail_deposit`]: nexus_core::domain::commerce::Commerce::fail_deposit
+//! [`Commerce::fail_deposit`]: nexus_core::service::commerce_service::Commerce::fail_deposit
 //! [`Payment::new`]: nexus_core::domain::wallet::Payment::new
 
 pub mod decimal;

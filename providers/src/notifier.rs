@@ -36,7 +36,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nexus_core::domain::account::{AccountEvent, AccountViewStatus};
-use nexus_core::domain::accounts::Accounts;
 use nexus_core::domain::codec::{DomainEvent, Personal};
 use nexus_core::domain::deposit::{DepositEvent, DepositRequested};
 use nexus_core::domain::ids::AccountId;
@@ -44,6 +43,7 @@ use nexus_core::domain::ledger::Owner;
 use nexus_core::domain::policy::{PolicyChangeAnnounced, PolicyEvent, POLICY_CHANGES_STREAM};
 use nexus_core::domain::wallet::{DepositOutcome, WalletEvent};
 use nexus_core::log::{AllSubscription, EventStore, LogError, RecordedEvent};
+use nexus_core::service::account_service::Accounts;
 use nexus_core::vault::Vault;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};

@@ -10,10 +10,9 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
 use hmac::{Hmac, KeyInit, Mac};
 use nexus_core::domain::account::{LookupKey, WebhookUrlPolicy};
-use nexus_core::domain::accounts::{Accounts, AccountsConfig};
 use nexus_core::domain::clock::SystemClock;
 use nexus_core::domain::codec::DomainEvent;
-use nexus_core::domain::commerce::{Commerce, PlaceOrder};
+use nexus_core::domain::commerce::PlaceOrder;
 use nexus_core::domain::ids::{AccountId, OrderId};
 use nexus_core::domain::ledger::Owner;
 use nexus_core::domain::money::Micros;
@@ -22,6 +21,8 @@ use nexus_core::domain::order::{
 };
 use nexus_core::domain::wallet::{Payment, WalletEvent};
 use nexus_core::log::{Direction, EventStore, SledLog};
+use nexus_core::service::account_service::{Accounts, AccountsConfig};
+use nexus_core::service::commerce_service::Commerce;
 use nexus_core::vault::MasterKeySource;
 use nexus_core::{Store, StoreConfig};
 use nexus_providers::customer_webhooks::{

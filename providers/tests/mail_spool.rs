@@ -13,10 +13,10 @@ use std::time::Duration;
 use chrono::Utc;
 use mail_support::{config, idle, open_store, refused, smtp, spool_dir, spool_files};
 use nexus_core::domain::account::LookupKey;
-use nexus_core::domain::accounts::{Accounts, AccountsConfig};
 use nexus_core::domain::clock::ManualClock;
 use nexus_core::domain::ids::AccountId;
 use nexus_core::log::SledLog;
+use nexus_core::service::account_service::{Accounts, AccountsConfig};
 use nexus_core::Store;
 use nexus_providers::mailer::spool::DELIVERED_RETENTION_DAYS;
 use nexus_providers::mailer::{

@@ -7,13 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nexus_core::domain::account::LookupKey;
-use nexus_core::domain::accounts::{Accounts, AccountsConfig};
 use nexus_core::domain::clock::SystemClock;
-use nexus_core::domain::commerce::{request_account_deletion, Commerce};
 use nexus_core::domain::ledger::Owner;
 use nexus_core::domain::money::Micros;
 use nexus_core::domain::order::OrderPolicy;
 use nexus_core::domain::wallet::Payment;
+use nexus_core::service::account_service::{Accounts, AccountsConfig};
+use nexus_core::service::commerce_service::Commerce;
 use nexus_core::vault::MasterKeySource;
 use nexus_core::{Store, StoreConfig};
 use nexus_providers::mailer::{MailSettings, MailTransport, Mailer, MailerConfig};
@@ -122,9 +122,7 @@ async fn deposit_and_deletion_mails_are_sent_once_from_the_events() {
     task.await.unwrap().unwrap();
     // Restarted: what was mailed is not mailed again; what comes next is.
     let (stop, task) = start(mailer.clone());
-    request_account_deletion(&commerce, &accounts, account)
-        .await
-        .unwrap();
+    accounts.request_deletion(account).await.unwrap();
     let mails = wait_for_mails(dir.path(), 2).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mails_later = mails_in(dir.path());

@@ -11,12 +11,11 @@ use std::time::Duration;
 
 use chrono::Utc;
 use nexus_core::domain::account::LookupKey;
-use nexus_core::domain::accounts::{Accounts, AccountsConfig};
 use nexus_core::domain::clock::SystemClock;
-use nexus_core::domain::commerce::{request_account_deletion, Commerce};
-use nexus_core::domain::order::OrderPolicy;
-use nexus_core::domain::policy::{PolicyChangeRequest, PolicyService};
+use nexus_core::domain::policy::PolicyChangeRequest;
 use nexus_core::log::EventStore;
+use nexus_core::service::account_service::{Accounts, AccountsConfig};
+use nexus_core::service::policy_service::PolicyService;
 use nexus_core::vault::MasterKeySource;
 use nexus_core::{Store, StoreConfig};
 use nexus_providers::mailer::{MailSettings, MailTransport, Mailer, MailerConfig};
@@ -70,12 +69,6 @@ async fn every_active_account_is_mailed_once_across_a_crash() {
         cache_capacity_bytes: 64 << 20,
     })
     .unwrap();
-    let commerce = Commerce::new(
-        store.log.clone(),
-        store.vault.clone(),
-        OrderPolicy::default(),
-        Arc::new(SystemClock),
-    );
     let accounts = Arc::new(
         Accounts::new(
             store.log.clone(),
@@ -123,9 +116,7 @@ async fn every_active_account_is_mailed_once_across_a_crash() {
     }
     // One account in the second group asked to be deleted: it gets no notice.
     let leaving = POLICY_MAILS_PER_STEP + 3;
-    request_account_deletion(&commerce, &accounts, ids[leaving])
-        .await
-        .unwrap();
+    accounts.request_deletion(ids[leaving]).await.unwrap();
     // The notifier's first start was before the announcement.
     let before_announcement = store.log.head();
     std::fs::write(&checkpoint, before_announcement.to_string()).unwrap();

@@ -22,14 +22,16 @@ use std::sync::Arc;
 
 use chrono::Duration;
 use nexus_core::domain::account::{AccountError, AccountEvent};
-use nexus_core::domain::accounts::{AccountServiceError, Accounts};
 use nexus_core::domain::anonymous::{AnonymousError, AnonymousEvent};
 use nexus_core::domain::clock::Clock;
 use nexus_core::domain::codec::DomainEvent;
-use nexus_core::domain::commerce::{CommandError, Commerce};
+use nexus_core::domain::commerce::CommerceError;
 use nexus_core::domain::ledger::Owner;
-use nexus_core::domain::legal_hold::{HoldSubject, LegalHoldService, LegalHoldServiceError};
+use nexus_core::domain::legal_hold::HoldSubject;
 use nexus_core::log::{EventStore, LogError};
+use nexus_core::service::account_service::{AccountServiceError, Accounts};
+use nexus_core::service::commerce_service::{CommandError, Commerce};
+use nexus_core::service::legal_hold_service::{LegalHoldService, LegalHoldServiceError};
 use nexus_core::vault::{SubjectId, Vault, VaultError};
 use nexus_projections::retention::{DueMonth, DueSubject, RetentionView, ScheduledSubject};
 use nexus_projections::stream::{account_of, Category};
@@ -209,12 +211,12 @@ impl<S: EventStore> Sweeper<S> {
             },
             DueSubject::Anonymous(id) => match self.commerce.erase_anonymous(id).await {
                 Ok(()) => report.anonymous_erased += 1,
-                Err(CommandError::Anonymous(
+                Err(CommandError::Refused(CommerceError::Anonymous(
                     AnonymousError::Erased
                     | AnonymousError::ErasureNotDue
                     | AnonymousError::OrderActive
                     | AnonymousError::NotFound,
-                )) => report.skipped += 1,
+                ))) => report.skipped += 1,
                 Err(e) => {
                     report.failed += 1;
                     warn!(anon = %id, error = %e, "retention sweep: erasing anonymous data failed");

@@ -8,16 +8,19 @@ use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, Utc};
 use nexus_core::domain::account::{AccountViewStatus, LookupKey};
-use nexus_core::domain::accounts::{Accounts, AccountsConfig};
 use nexus_core::domain::anonymous::{AnonymousError, TrackingId, RETENTION_DAYS};
 use nexus_core::domain::clock::ManualClock;
-use nexus_core::domain::commerce::{request_account_deletion, CommandError, Commerce, PlaceOrder};
+use nexus_core::domain::commerce::CommerceError;
+use nexus_core::domain::commerce::PlaceOrder;
 use nexus_core::domain::ids::{AccountId, AnonymousId, OrderId};
-use nexus_core::domain::legal_hold::{CaseReference, HoldReason, HoldSubject, LegalHoldService};
+use nexus_core::domain::legal_hold::{CaseReference, HoldReason, HoldSubject};
 use nexus_core::domain::money::Micros;
 use nexus_core::domain::order::{Channel, CountryCode, OrderPolicy, ServiceCode};
 use nexus_core::domain::wallet::Payment;
 use nexus_core::log::{EventStore, SledLog};
+use nexus_core::service::account_service::{Accounts, AccountsConfig};
+use nexus_core::service::commerce_service::{CommandError, Commerce};
+use nexus_core::service::legal_hold_service::LegalHoldService;
 use nexus_core::vault::MasterKeySource;
 use nexus_core::{Store, StoreConfig};
 use nexus_projections::retention::DueSubject;
@@ -122,9 +125,7 @@ impl World {
             .await
             .unwrap()
             .account;
-        request_account_deletion(&self.commerce, &self.accounts, account)
-            .await
-            .unwrap();
+        self.accounts.request_deletion(account).await.unwrap();
         account
     }
 
@@ -220,7 +221,9 @@ fn due_accounts_and_anonymous_buyers_are_erased_and_nothing_early() {
         // Its tracking ID finds nothing any more.
         assert!(matches!(
             w.commerce.track(&tracking_id).await,
-            Err(CommandError::Anonymous(AnonymousError::NotFound))
+            Err(CommandError::Refused(CommerceError::Anonymous(
+                AnonymousError::NotFound
+            )))
         ));
 
         w.caught_up().await;

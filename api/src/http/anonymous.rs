@@ -5,11 +5,13 @@
 
 use actix_web::{get, post, web, HttpResponse};
 use nexus_core::domain::anonymous::TrackingId;
-use nexus_core::domain::commerce::{CommandError, PlaceOrder};
+use nexus_core::domain::commerce::CommerceError;
+use nexus_core::domain::commerce::PlaceOrder;
 use nexus_core::domain::ledger::Owner;
 use nexus_core::domain::order::{
     Channel, CountryCode, DeliveryChannel, OrderError, OrderStatus, ServiceCode,
 };
+use nexus_core::service::commerce_service::CommandError;
 use nexus_providers::gateway::DEFAULT_PAY_CURRENCY;
 use serde::Deserialize;
 
@@ -117,7 +119,9 @@ async fn track(
                 .await
             {
                 Ok(read) => serde_json::json!(read.code),
-                Err(CommandError::Order(OrderError::CodeErased)) => serde_json::Value::Null,
+                Err(CommandError::Refused(CommerceError::Order(OrderError::CodeErased))) => {
+                    serde_json::Value::Null
+                }
                 Err(e) => return Err(e.into()),
             }
         }

@@ -5,15 +5,15 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use nexus_core::domain::account::AccountError;
-use nexus_core::domain::accounts::AccountServiceError;
 use nexus_core::domain::anonymous::AnonymousError;
-use nexus_core::domain::commerce::CommandError;
+use nexus_core::domain::commerce::CommerceError;
 use nexus_core::domain::deposit::DepositError;
-use nexus_core::domain::legal_hold::{LegalHoldError, LegalHoldServiceError};
+use nexus_core::domain::legal_hold::LegalHoldError;
 use nexus_core::domain::money::MoneyError;
 use nexus_core::domain::order::OrderError;
-use nexus_core::domain::policy::{PolicyError, PolicyServiceError};
+use nexus_core::domain::policy::PolicyError;
 use nexus_core::domain::wallet::WalletError;
+use nexus_core::service::runner::ServiceError;
 use serde::Serialize;
 use tracing::error;
 
@@ -225,20 +225,21 @@ impl From<AccountError> for ApiError {
             E::ErasureNotDue => ApiError::conflict("erasure_not_due", detail),
             // The reason names the rule broken, never the URL.
             E::InvalidWebhookUrl { .. } => ApiError::bad_request("invalid_webhook_url", detail),
-            other => ApiError::internal(&other),
         }
     }
 }
 
-impl From<AccountServiceError> for ApiError {
-    fn from(e: AccountServiceError) -> Self {
+impl<E> From<ServiceError<E>> for ApiError
+where
+    ApiError: From<E>,
+{
+    fn from(e: ServiceError<E>) -> Self {
         match e {
-            AccountServiceError::Refused(e) => e.into(),
-            AccountServiceError::Contention { .. } | AccountServiceError::StaleGuard => {
+            ServiceError::Refused(e) => e.into(),
+            ServiceError::Contention { .. } => {
                 ApiError::conflict("contention", "the resource changed concurrently; try again")
             }
-            AccountServiceError::OrderCheck(e) => (*e).into(),
-            other => ApiError::internal(&other),
+            ServiceError::Store(fault) => ApiError::internal(&fault),
         }
     }
 }
@@ -258,37 +259,32 @@ impl From<OrderError> for ApiError {
             E::NoCodeYet => ApiError::conflict("no_code_yet", detail),
             E::CodeErased => ApiError::new(StatusCode::GONE, "code_erased", "Gone", detail),
             E::PastDeadline => ApiError::conflict("order_expired", detail),
-            other => ApiError::internal(&other),
         }
     }
 }
 
-impl From<CommandError> for ApiError {
-    fn from(e: CommandError) -> Self {
+impl From<CommerceError> for ApiError {
+    fn from(e: CommerceError) -> Self {
         match e {
-            CommandError::Order(e) => e.into(),
-            CommandError::Account(e) => e.into(),
-            CommandError::Wallet(WalletError::InsufficientFunds { .. }) => ApiError::new(
+            CommerceError::Order(e) => e.into(),
+            CommerceError::Account(e) => e.into(),
+            CommerceError::Wallet(WalletError::InsufficientFunds { .. }) => ApiError::new(
                 StatusCode::PAYMENT_REQUIRED,
                 "insufficient_funds",
                 "Payment required",
                 "the wallet's available balance is too low",
             ),
-            CommandError::Wallet(e) => ApiError::conflict("wallet_conflict", e.to_string()),
-            CommandError::Deposit(DepositError::NotFound) => ApiError::not_found(),
-            CommandError::Deposit(e) => ApiError::bad_request("invalid_deposit", e.to_string()),
-            CommandError::Anonymous(AnonymousError::NotFound) => ApiError::not_found(),
-            CommandError::Anonymous(e) => {
+            CommerceError::Wallet(e) => ApiError::conflict("wallet_conflict", e.to_string()),
+            CommerceError::Deposit(DepositError::NotFound) => ApiError::not_found(),
+            CommerceError::Deposit(e) => ApiError::bad_request("invalid_deposit", e.to_string()),
+            CommerceError::Anonymous(AnonymousError::NotFound) => ApiError::not_found(),
+            CommerceError::Anonymous(e) => {
                 ApiError::conflict("anonymous_order_conflict", e.to_string())
             }
-            CommandError::IdempotencyKeyReused => ApiError::unprocessable(
+            CommerceError::IdempotencyKeyReused => ApiError::unprocessable(
                 "idempotency_key_reused",
                 "this Idempotency-Key was used for another request",
             ),
-            CommandError::Contention => {
-                ApiError::conflict("contention", "the resource changed concurrently; try again")
-            }
-            other => ApiError::internal(&other),
         }
     }
 }
@@ -304,19 +300,6 @@ impl From<LegalHoldError> for ApiError {
             E::AlreadyHeld => ApiError::conflict("already_held", detail),
             E::NotHeld => ApiError::not_found(),
             E::TooManyHolds => ApiError::conflict("too_many_holds", detail),
-            other => ApiError::internal(&other),
-        }
-    }
-}
-
-impl From<LegalHoldServiceError> for ApiError {
-    fn from(e: LegalHoldServiceError) -> Self {
-        match e {
-            LegalHoldServiceError::Refused(e) => e.into(),
-            LegalHoldServiceError::Contention(_) => {
-                ApiError::conflict("contention", "the resource changed concurrently; try again")
-            }
-            other => ApiError::internal(&other),
         }
     }
 }
@@ -333,19 +316,6 @@ impl From<PolicyError> for ApiError {
             E::NoticeTooLong => ApiError::unprocessable("notice_too_long", detail),
             E::KeyReused => ApiError::unprocessable("idempotency_key_reused", detail),
             E::TooManyAnnouncements => ApiError::conflict("too_many_announcements", detail),
-            other => ApiError::internal(&other),
-        }
-    }
-}
-
-impl From<PolicyServiceError> for ApiError {
-    fn from(e: PolicyServiceError) -> Self {
-        match e {
-            PolicyServiceError::Refused(e) => e.into(),
-            PolicyServiceError::Contention(_) => {
-                ApiError::conflict("contention", "the resource changed concurrently; try again")
-            }
-            other => ApiError::internal(&other),
         }
     }
 }

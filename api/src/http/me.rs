@@ -35,7 +35,7 @@ use actix_web::{delete, get, patch, post, put, web, HttpMessage, HttpRequest, Ht
 use chrono::{DateTime, SecondsFormat, Utc};
 use nexus_core::domain::account::{Account, AccountStatus, Email};
 use nexus_core::domain::codec::Personal;
-use nexus_core::domain::commerce::request_account_deletion;
+
 use nexus_core::domain::ids::AccountId;
 use nexus_core::domain::ledger::Owner;
 use nexus_core::domain::order::{CancelReason, Channel, CodePii, DeliveryChannel, OrderStatus};
@@ -187,7 +187,7 @@ async fn request_deletion(
     state: web::Data<AppState>,
     holder: Holder,
 ) -> Result<HttpResponse, ApiError> {
-    request_account_deletion(&state.commerce, &state.accounts, holder.account).await?;
+    state.accounts.request_deletion(holder.account).await?;
     respond_with_me(&state, holder.account, HttpResponse::Accepted()).await
 }
 

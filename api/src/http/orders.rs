@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 use actix_web::{get, post, web, HttpRequest, HttpResponse};
 use chrono::{DateTime, SecondsFormat, Utc};
 use nexus_core::domain::codec::Personal;
-use nexus_core::domain::commerce::{CommandError, PlaceOrder};
+use nexus_core::domain::commerce::CommerceError;
+use nexus_core::domain::commerce::PlaceOrder;
 use nexus_core::domain::idempotency::IdempotencyKey;
 use nexus_core::domain::ids::OrderId;
 use nexus_core::domain::ledger::Owner;
@@ -16,6 +17,7 @@ use nexus_core::domain::order::{
     ServiceCode,
 };
 use nexus_core::log::EventStore;
+use nexus_core::service::commerce_service::CommandError;
 use serde::{Deserialize, Serialize};
 
 use super::auth::Customer;
@@ -309,11 +311,13 @@ async fn code(
                     "code": read.code, "text": read.text, "received_at": rfc3339(read.received_at)
                 })))
             }
-            Err(CommandError::Order(OrderError::NoCodeYet)) if started.elapsed() < wait => {
+            Err(CommandError::Refused(CommerceError::Order(OrderError::NoCodeYet)))
+                if started.elapsed() < wait =>
+            {
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
-            Err(CommandError::Order(OrderError::NoCodeYet))
-            | Err(CommandError::Order(OrderError::WrongStatus(_))) => {
+            Err(CommandError::Refused(CommerceError::Order(OrderError::NoCodeYet)))
+            | Err(CommandError::Refused(CommerceError::Order(OrderError::WrongStatus(_)))) => {
                 let order = owned(&state, customer, id).await?;
                 let status = order.status.map(status_name);
                 return Ok(

@@ -2,11 +2,11 @@
 
 use std::sync::Arc;
 
-use nexus_core::domain::accounts::Accounts;
-use nexus_core::domain::commerce::Commerce;
 use nexus_core::domain::ids::AccountId;
 use nexus_core::domain::money::Micros;
 use nexus_core::log::SledLog;
+use nexus_core::service::account_service::Accounts;
+use nexus_core::service::commerce_service::Commerce;
 use nexus_projections::{ReadModels, Runner};
 use nexus_providers::catalog::Catalog;
 use nexus_providers::gateway::{IpnHandler, PaymentGateway, SimulatedGateway};
@@ -37,8 +37,8 @@ pub struct AppState {
     pub upstream_hints: nexus_providers::inbound::HintSender,
     /// The admin surface's token (`NEXUS_ADMIN_TOKEN`); none: admin routes are off.
     pub admin_token: Option<super::admin::AdminToken>,
-    pub legal_holds: Arc<nexus_core::domain::legal_hold::LegalHoldService<SledLog>>,
-    pub policy: Arc<nexus_core::domain::policy::PolicyService<SledLog>>,
+    pub legal_holds: Arc<nexus_core::service::legal_hold_service::LegalHoldService<SledLog>>,
+    pub policy: Arc<nexus_core::service::policy_service::PolicyService<SledLog>>,
     /// The retention sweeps (run on a schedule and from the admin surface).
     pub retention: Arc<nexus_retention::Sweeper<SledLog>>,
 }

@@ -14,7 +14,7 @@ use super::aggregate::Aggregate;
 use super::codec::{EventBody, Personal};
 use super::ids::{AnonymousId, DepositId, OrderId};
 use super::money::Micros;
-use super::order::OrderDetails;
+use super::order::{Order, OrderDetails};
 use crate::{domain_events, personal_event_body};
 
 /// Random bytes in a tracking ID (256 bits).
@@ -162,16 +162,30 @@ pub fn create(
     )])
 }
 
-/// Starts an order with the buyer's credit; `current_is_final` says whether the
-/// last order (if any) is over.
+/// Whether the buyer's current order is over: `current` is the state of the
+/// last order started (the default when none was). The one rule for starting
+/// another order and for erasing the buyer's data.
+fn current_is_over(state: &Anonymous, current: &Order) -> bool {
+    let Some(last) = state.orders.last() else {
+        return true;
+    };
+    assert!(
+        current.placed.as_ref().is_none_or(|p| p.order == *last),
+        "the current order given is the buyer's last order"
+    );
+    current.status.is_none_or(|s| s.is_final())
+}
+
+/// Starts an order with the buyer's credit, once the last order (`current`)
+/// is over.
 pub fn start(
     state: &Anonymous,
     order: OrderId,
-    current_is_final: bool,
+    current: &Order,
     now: DateTime<Utc>,
 ) -> Result<Vec<AnonymousEvent>, AnonymousError> {
     let created = state.created.as_ref().ok_or(AnonymousError::NotFound)?;
-    if !state.orders.is_empty() && !current_is_final {
+    if !current_is_over(state, current) {
         return Err(AnonymousError::OrderActive);
     }
     Ok(vec![AnonymousEvent::AnonymousOrderStarted(
@@ -184,12 +198,11 @@ pub fn start(
 }
 
 /// Records the erasure of the buyer's personal data once it is due
-/// ([`RETENTION_DAYS`] after creation) and no order of it is still active
-/// (`current_is_final`: the last order, if any, is over). The caller erases the
-/// buyer's vault subject before appending.
+/// ([`RETENTION_DAYS`] after creation) and its last order (`current`) is over.
+/// The caller erases the buyer's vault subject before appending.
 pub fn decide_erase(
     state: &Anonymous,
-    current_is_final: bool,
+    current: &Order,
     now: DateTime<Utc>,
 ) -> Result<Vec<AnonymousEvent>, AnonymousError> {
     let created = state.created.as_ref().ok_or(AnonymousError::NotFound)?;
@@ -199,7 +212,7 @@ pub fn decide_erase(
     if now < created.at + chrono::Duration::days(RETENTION_DAYS) {
         return Err(AnonymousError::ErasureNotDue);
     }
-    if !current_is_final {
+    if !current_is_over(state, current) {
         return Err(AnonymousError::OrderActive);
     }
     Ok(vec![AnonymousEvent::AnonymousDataErased(
@@ -230,30 +243,88 @@ mod tests {
         })
     }
 
+    const ORDER: OrderId = OrderId(Uuid::from_u128(9));
+
+    fn started(at: DateTime<Utc>) -> AnonymousEvent {
+        AnonymousEvent::AnonymousOrderStarted(AnonymousOrderStarted {
+            anon: AnonymousId(Uuid::from_u128(7)),
+            order: ORDER,
+            at,
+        })
+    }
+
+    /// The buyer's order [`ORDER`], placed at `at`, cancelled too if `over`.
+    fn order(at: DateTime<Utc>, over: bool) -> Order {
+        use crate::domain::order::{CancelReason, OrderCancelled, OrderEvent, OrderPlaced};
+        let mut events = vec![OrderEvent::OrderPlaced(OrderPlaced {
+            order: ORDER,
+            owner: crate::domain::ledger::Owner::Anonymous(AnonymousId(Uuid::from_u128(7))),
+            price: Micros(500_000),
+            placed_at: at,
+            expires_at: at + chrono::Duration::minutes(20),
+            details: Personal::Erased,
+        })];
+        if over {
+            events.push(OrderEvent::OrderCancelled(OrderCancelled {
+                order: ORDER,
+                reason: CancelReason::Customer,
+                at,
+            }));
+        }
+        given::<Order>(events).state().clone()
+    }
+
     #[test]
     fn anonymous_data_is_erased_once_due_and_its_orders_are_over() {
         let t0: DateTime<Utc> = "2026-01-01T00:00:00Z".parse().unwrap();
         let due = t0 + chrono::Duration::days(RETENTION_DAYS);
+        let none = Order::default();
         given::<Anonymous>(vec![])
-            .when(|s| decide_erase(s, true, due))
+            .when(|s| decide_erase(s, &none, due))
             .then_err(AnonymousError::NotFound);
         given::<Anonymous>(vec![created(t0)])
-            .when(|s| decide_erase(s, true, due - chrono::Duration::seconds(1)))
+            .when(|s| decide_erase(s, &none, due - chrono::Duration::seconds(1)))
             .then_err(AnonymousError::ErasureNotDue);
-        given::<Anonymous>(vec![created(t0)])
-            .when(|s| decide_erase(s, false, due))
+        given::<Anonymous>(vec![created(t0), started(t0)])
+            .when(|s| decide_erase(s, &order(t0, false), due))
             .then_err(AnonymousError::OrderActive);
         let erased = AnonymousEvent::AnonymousDataErased(AnonymousDataErased {
             anon: AnonymousId(Uuid::from_u128(7)),
             at: due,
         });
         let state = given::<Anonymous>(vec![created(t0)])
-            .when(|s| decide_erase(s, true, due))
+            .when(|s| decide_erase(s, &none, due))
             .then(vec![erased.clone()]);
         assert_eq!(state.erased_at, Some(due));
+        given::<Anonymous>(vec![created(t0), started(t0)])
+            .when(|s| decide_erase(s, &order(t0, true), due))
+            .then(vec![erased.clone()]);
         given::<Anonymous>(vec![created(t0), erased])
-            .when(|s| decide_erase(s, true, due + chrono::Duration::days(1)))
+            .when(|s| decide_erase(s, &none, due + chrono::Duration::days(1)))
             .then_err(AnonymousError::Erased);
+    }
+
+    #[test]
+    fn another_order_starts_only_once_the_current_one_is_over() {
+        let t0: DateTime<Utc> = "2026-01-01T00:00:00Z".parse().unwrap();
+        let next = OrderId(Uuid::from_u128(10));
+        let start_next = AnonymousEvent::AnonymousOrderStarted(AnonymousOrderStarted {
+            anon: AnonymousId(Uuid::from_u128(7)),
+            order: next,
+            at: t0,
+        });
+        given::<Anonymous>(vec![])
+            .when(|s| start(s, next, &Order::default(), t0))
+            .then_err(AnonymousError::NotFound);
+        given::<Anonymous>(vec![created(t0)])
+            .when(|s| start(s, ORDER, &Order::default(), t0))
+            .then(vec![started(t0)]);
+        given::<Anonymous>(vec![created(t0), started(t0)])
+            .when(|s| start(s, next, &order(t0, false), t0))
+            .then_err(AnonymousError::OrderActive);
+        given::<Anonymous>(vec![created(t0), started(t0)])
+            .when(|s| start(s, next, &order(t0, true), t0))
+            .then(vec![start_next]);
     }
 
     #[test]

@@ -82,6 +82,38 @@ impl IdempotencyKey {
 }
 
 /// The fingerprint of a request: SHA-256 over its fields, each length-prefixed.
+/// A key used for another request than the one it first went with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("this idempotency key was used for another request")]
+pub struct KeyReused;
+
+/// What a key's record says of a request with `fingerprint`: unused (`None`),
+/// the same request again (`Some`: its first result, nothing new to do), or
+/// another request ([`KeyReused`]).
+pub fn replay(
+    record: &IdempotencyRecord,
+    fingerprint: &[u8; 32],
+) -> Result<Option<IdempotentResult>, KeyReused> {
+    match &record.used {
+        None => Ok(None),
+        Some(used) if used.fingerprint == *fingerprint => Ok(Some(used.result)),
+        Some(_) => Err(KeyReused),
+    }
+}
+
+/// Records the first use of a key, beside the command's own events.
+pub fn record_use(
+    fingerprint: [u8; 32],
+    result: IdempotentResult,
+    at: DateTime<Utc>,
+) -> Vec<IdempotencyEvent> {
+    vec![IdempotencyEvent::IdempotencyKeyUsed(IdempotencyKeyUsed {
+        fingerprint,
+        result,
+        at,
+    })]
+}
+
 pub fn fingerprint(fields: &[&[u8]]) -> [u8; 32] {
     let mut h = Sha256::new();
     for field in fields {

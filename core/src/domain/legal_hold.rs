@@ -1,6 +1,6 @@
 //! Legal holds (stream `legal-holds`): a hold freezes the erasure of one subject
 //! (an account, an order, or an anonymous buyer) until it is released. The
-//! retention sweeps ask [`LegalHoldService::is_held`] before erasing a subject and
+//! retention sweeps ask the legal-hold service (`service::legal_hold_service`) before erasing a subject and
 //! skip it while it is held.
 //!
 //! Every hold of every subject is an event of the one `legal-holds` stream, and
@@ -8,26 +8,23 @@
 //! releasing holds is rare (a few a year), and a single register keeps "is this
 //! subject held?" and "which holds are active?" one short stream read, with no
 //! read model. The register is bounded: at most [`MAX_ACTIVE_HOLDS`] active
-//! holds, and the stream is folded up to [`super::repo::MAX_STREAM_EVENTS`].
+//! holds, and the stream is folded up to [`crate::service::repo::MAX_STREAM_EVENTS`].
 //!
 //! A hold names its reason with a code and a short case reference (a docket or
 //! ticket number, [`CaseReference`]): never free text, so no personal data ends
 //! up in the log's plain payloads.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::aggregate::Aggregate;
-use super::clock::Clock;
-use super::codec::{CodecError, EventBody};
+use super::codec::EventBody;
 use super::ids::{AccountId, AnonymousId, OrderId};
-use super::repo::{encode, load, LoadError, Loaded};
 use crate::domain_events;
-use crate::log::{AppendRequest, EventStore, ExpectedVersion, LogError, StreamName};
-use crate::vault::{SubjectId, Vault};
+use crate::log::StreamName;
+use crate::vault::SubjectId;
 
 /// The stream of every legal hold.
 pub const LEGAL_HOLDS_STREAM: &str = "legal-holds";
@@ -35,8 +32,11 @@ pub const LEGAL_HOLDS_STREAM: &str = "legal-holds";
 pub const MAX_ACTIVE_HOLDS: usize = 10_000;
 /// Longest case reference, in bytes.
 pub const MAX_REFERENCE_BYTES: usize = 64;
-/// Decisions retried on a concurrent change of the register.
-const MAX_ATTEMPTS: usize = 5;
+
+/// The register's stream.
+pub fn register_stream() -> StreamName {
+    StreamName::new(LEGAL_HOLDS_STREAM).expect("a valid stream name")
+}
 
 /// What a hold freezes: the personal data of one vault subject.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -264,102 +264,6 @@ pub fn release(
         subject,
         released_at: now,
     })])
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum LegalHoldServiceError {
-    #[error(transparent)]
-    Refused(#[from] LegalHoldError),
-    #[error("the register changed concurrently {0} times in a row")]
-    Contention(usize),
-    #[error(transparent)]
-    Load(#[from] LoadError),
-    #[error(transparent)]
-    Codec(#[from] CodecError),
-    #[error(transparent)]
-    Log(#[from] LogError),
-}
-
-/// Loads the register from the log, decides, appends.
-pub struct LegalHoldService<S: EventStore> {
-    store: Arc<S>,
-    vault: Arc<Vault>,
-    clock: Arc<dyn Clock>,
-}
-
-fn register_stream() -> StreamName {
-    StreamName::new(LEGAL_HOLDS_STREAM).expect("a valid stream name")
-}
-
-impl<S: EventStore> LegalHoldService<S> {
-    pub fn new(store: Arc<S>, vault: Arc<Vault>, clock: Arc<dyn Clock>) -> Self {
-        Self {
-            store,
-            vault,
-            clock,
-        }
-    }
-
-    /// The register as the log has it now.
-    pub async fn register(&self) -> Result<Loaded<HoldRegister>, LegalHoldServiceError> {
-        Ok(load(self.store.as_ref(), &self.vault, &register_stream()).await?)
-    }
-
-    /// Whether erasing `subject` is frozen now.
-    pub async fn is_held(&self, subject: &HoldSubject) -> Result<bool, LegalHoldServiceError> {
-        Ok(self.register().await?.state.is_held(subject))
-    }
-
-    /// Active holds in subject order.
-    pub async fn active(&self) -> Result<Vec<LegalHold>, LegalHoldServiceError> {
-        Ok(self.register().await?.state.active().cloned().collect())
-    }
-
-    pub async fn place(
-        &self,
-        subject: HoldSubject,
-        reason_code: HoldReason,
-        reference: CaseReference,
-    ) -> Result<LegalHold, LegalHoldServiceError> {
-        self.decide(|register, now| place(register, subject, reason_code, reference.clone(), now))
-            .await?;
-        // The hold as the log has it (its time is the decision's).
-        let register = self.register().await?;
-        Ok(register.state.hold(&subject).cloned().unwrap_or(LegalHold {
-            subject,
-            reason_code,
-            reference,
-            placed_at: self.clock.now(),
-        }))
-    }
-
-    pub async fn release(&self, subject: HoldSubject) -> Result<(), LegalHoldServiceError> {
-        self.decide(|register, now| release(register, subject, now))
-            .await
-    }
-
-    /// Runs a decision against the register and appends at the version it read;
-    /// on a concurrent change, reloads and decides again (bounded).
-    async fn decide(
-        &self,
-        decision: impl Fn(&HoldRegister, DateTime<Utc>) -> Result<Vec<LegalHoldEvent>, LegalHoldError>,
-    ) -> Result<(), LegalHoldServiceError> {
-        for _ in 0..MAX_ATTEMPTS {
-            let loaded = self.register().await?;
-            let events = decision(&loaded.state, self.clock.now())?;
-            let request = AppendRequest::single(
-                register_stream(),
-                ExpectedVersion::Exact(loaded.version),
-                encode(&events, &self.vault)?,
-            );
-            match self.store.append(request).await {
-                Ok(_) => return Ok(()),
-                Err(LogError::WrongExpectedVersion { .. }) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(LegalHoldServiceError::Contention(MAX_ATTEMPTS))
-    }
 }
 
 #[cfg(test)]

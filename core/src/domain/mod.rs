@@ -3,7 +3,6 @@
 //! log, never from a read model.
 
 pub mod account;
-pub mod accounts;
 pub mod aggregate;
 pub mod anonymous;
 pub mod clock;
@@ -17,5 +16,4 @@ pub mod legal_hold;
 pub mod money;
 pub mod order;
 pub mod policy;
-pub mod repo;
 pub mod wallet;

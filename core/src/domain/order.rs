@@ -354,6 +354,11 @@ impl Order {
         }
     }
 
+    /// Whether the order is active: placed and not final.
+    pub fn is_active(&self) -> bool {
+        self.status.is_some_and(|s| !s.is_final())
+    }
+
     /// When the customer may cancel (None before a number is assigned: at once).
     pub fn cancel_available_at(&self, policy: &OrderPolicy) -> Option<DateTime<Utc>> {
         self.assigned.as_ref().map(|a| a.at + policy.cancel_guard)

@@ -14,20 +14,16 @@
 //! personal data: they are plain in the payload.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::aggregate::Aggregate;
-use super::clock::Clock;
-use super::codec::{CodecError, EventBody};
+use super::codec::EventBody;
 use super::idempotency::{fingerprint, MAX_IDEMPOTENCY_KEY_BYTES};
-use super::repo::{encode, load, LoadError, Loaded};
 use crate::domain_events;
-use crate::log::{AppendRequest, EventStore, ExpectedVersion, LogError, StreamName};
-use crate::vault::Vault;
+use crate::log::StreamName;
 
 /// The stream of every announcement.
 pub const POLICY_CHANGES_STREAM: &str = "policy-changes";
@@ -47,8 +43,11 @@ pub const MAX_SUMMARY_CHARS: usize = 4_000;
 pub const MAX_URL_BYTES: usize = 512;
 /// Announcements at most, over the service's life.
 pub const MAX_ANNOUNCEMENTS: usize = 10_000;
-/// Decisions retried on a concurrent announcement.
-const MAX_ATTEMPTS: usize = 5;
+
+/// The announcements' stream.
+pub fn changes_stream() -> StreamName {
+    StreamName::new(POLICY_CHANGES_STREAM).expect("a valid stream name")
+}
 
 /// An announcement's id (UUIDv7, time-ordered).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -250,91 +249,6 @@ pub fn announce(
             fingerprint,
         },
     )])
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum PolicyServiceError {
-    #[error(transparent)]
-    Refused(#[from] PolicyError),
-    #[error("the announcements changed concurrently {0} times in a row")]
-    Contention(usize),
-    #[error(transparent)]
-    Load(#[from] LoadError),
-    #[error(transparent)]
-    Codec(#[from] CodecError),
-    #[error(transparent)]
-    Log(#[from] LogError),
-}
-
-/// An announcement and whether it was made by an earlier, identical request.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Announced {
-    pub change: PolicyChangeAnnounced,
-    pub replayed: bool,
-}
-
-/// Loads the announcements from the log, decides, appends.
-pub struct PolicyService<S: EventStore> {
-    store: Arc<S>,
-    vault: Arc<Vault>,
-    clock: Arc<dyn Clock>,
-}
-
-fn stream() -> StreamName {
-    StreamName::new(POLICY_CHANGES_STREAM).expect("a valid stream name")
-}
-
-impl<S: EventStore> PolicyService<S> {
-    pub fn new(store: Arc<S>, vault: Arc<Vault>, clock: Arc<dyn Clock>) -> Self {
-        Self {
-            store,
-            vault,
-            clock,
-        }
-    }
-
-    pub async fn changes(&self) -> Result<Loaded<PolicyChanges>, PolicyServiceError> {
-        Ok(load(self.store.as_ref(), &self.vault, &stream()).await?)
-    }
-
-    pub async fn announce(
-        &self,
-        request: &PolicyChangeRequest,
-        key: Option<AnnouncementKey>,
-    ) -> Result<Announced, PolicyServiceError> {
-        let id = PolicyChangeId::new();
-        for _ in 0..MAX_ATTEMPTS {
-            let loaded = self.changes().await?;
-            let events = announce(&loaded.state, id, request, key, self.clock.now())?;
-            let Some(PolicyEvent::PolicyChangeAnnounced(change)) = events.first().cloned() else {
-                // A repeat: the decision found the first announcement by its key.
-                let first = key.as_ref().and_then(|k| loaded.state.by_key(k).cloned());
-                if let Some(change) = first {
-                    return Ok(Announced {
-                        change,
-                        replayed: true,
-                    });
-                }
-                continue;
-            };
-            let request = AppendRequest::single(
-                stream(),
-                ExpectedVersion::Exact(loaded.version),
-                encode(&events, &self.vault)?,
-            );
-            match self.store.append(request).await {
-                Ok(_) => {
-                    return Ok(Announced {
-                        change,
-                        replayed: false,
-                    })
-                }
-                Err(LogError::WrongExpectedVersion { .. }) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(PolicyServiceError::Contention(MAX_ATTEMPTS))
-    }
 }
 
 #[cfg(test)]

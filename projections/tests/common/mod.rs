@@ -7,10 +7,9 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use nexus_core::domain::account::LookupKey;
-use nexus_core::domain::accounts::{Accounts, AccountsConfig};
 use nexus_core::domain::clock::ManualClock;
 use nexus_core::domain::codec::DomainEvent;
-use nexus_core::domain::commerce::{self, Commerce, PlaceOrder};
+use nexus_core::domain::commerce::PlaceOrder;
 use nexus_core::domain::ids::{AccountId, OrderId};
 use nexus_core::domain::ledger::{Balances, LedgerAccount, Owner};
 use nexus_core::domain::money::Micros;
@@ -19,6 +18,8 @@ use nexus_core::domain::order::{
 };
 use nexus_core::domain::wallet::{Payment, WalletEvent};
 use nexus_core::log::{EventStore, SledLog};
+use nexus_core::service::account_service::{Accounts, AccountsConfig};
+use nexus_core::service::commerce_service::Commerce;
 use nexus_core::vault::MasterKeySource;
 use nexus_core::{Store, StoreConfig};
 use nexus_projections::{ReadModels, ReadModelsConfig};
@@ -313,13 +314,9 @@ pub async fn concurrent_workload(world: &Arc<World>, customers: u64, orders_each
     }
     // A deletion request and a withdrawal (no active orders are left).
     let first = register(world, "leaving@example.com").await;
-    commerce::request_account_deletion(&world.commerce, &world.accounts, first)
-        .await
-        .unwrap();
+    world.accounts.request_deletion(first).await.unwrap();
     let second = register(world, "staying@example.com").await;
-    commerce::request_account_deletion(&world.commerce, &world.accounts, second)
-        .await
-        .unwrap();
+    world.accounts.request_deletion(second).await.unwrap();
     world.accounts.withdraw_deletion(second).await.unwrap();
 }
 

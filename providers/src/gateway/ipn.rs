@@ -6,12 +6,13 @@
 use std::sync::Arc;
 
 use hmac::{Hmac, KeyInit, Mac};
-use nexus_core::domain::commerce::{CommandError, Commerce, PaymentOutcome};
+use nexus_core::domain::commerce::CommerceError;
 use nexus_core::domain::deposit::DepositError;
 use nexus_core::domain::ids::DepositId;
 use nexus_core::domain::money::Micros;
 use nexus_core::domain::wallet::Payment;
 use nexus_core::log::EventStore;
+use nexus_core::service::commerce_service::{CommandError, Commerce, PaymentOutcome};
 use sha2::Sha512;
 use tracing::{debug, info, warn};
 
@@ -113,11 +114,15 @@ impl IpnError {
 
     fn from_command(error: CommandError) -> IpnError {
         match error {
-            CommandError::Deposit(DepositError::NotFound) => IpnError::UnknownDeposit,
-            CommandError::Deposit(DepositError::InvalidPayment) => {
+            CommandError::Refused(CommerceError::Deposit(DepositError::NotFound)) => {
+                IpnError::UnknownDeposit
+            }
+            CommandError::Refused(CommerceError::Deposit(DepositError::InvalidPayment)) => {
                 IpnError::InvalidField("payin_hash")
             }
-            CommandError::Deposit(DepositError::NothingPaid) => IpnError::NothingPaid,
+            CommandError::Refused(CommerceError::Deposit(DepositError::NothingPaid)) => {
+                IpnError::NothingPaid
+            }
             other => IpnError::Domain(other),
         }
     }

@@ -7,14 +7,14 @@
 use std::sync::Arc;
 
 use nexus_core::domain::account::LookupKey;
-use nexus_core::domain::accounts::{Accounts, AccountsConfig};
 use nexus_core::domain::clock::SystemClock;
-use nexus_core::domain::commerce::Commerce;
 use nexus_core::domain::ledger::Owner;
 use nexus_core::domain::money::Micros;
 use nexus_core::domain::order::OrderPolicy;
 use nexus_core::domain::wallet::Payment;
 use nexus_core::log::SledLog;
+use nexus_core::service::account_service::{Accounts, AccountsConfig};
+use nexus_core::service::commerce_service::Commerce;
 use nexus_core::vault::MasterKeySource;
 use nexus_core::{Store, StoreConfig};
 

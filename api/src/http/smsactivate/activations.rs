@@ -15,15 +15,16 @@
 
 use actix_web::HttpResponse;
 use chrono::{DateTime, Utc};
-use nexus_core::domain::accounts::ApiKeyLogin;
 use nexus_core::domain::codec::Personal;
-use nexus_core::domain::commerce::{CodeRead, CommandError};
+use nexus_core::domain::commerce::CommerceError;
 use nexus_core::domain::ids::OrderId;
 use nexus_core::domain::ledger::Owner;
 use nexus_core::domain::order::{
     CancelReason, Channel, CodePii, DeliveryChannel, Order, OrderError, OrderStatus,
 };
 use nexus_core::log::{Direction, EventStore};
+use nexus_core::service::account_service::ApiKeyLogin;
+use nexus_core::service::commerce_service::{CodeRead, CommandError};
 use serde::Serialize;
 
 use super::answer::{json, protocol_time, text, Decimal, Refusal};
@@ -31,10 +32,6 @@ use super::catalog::CURRENCY_USD;
 use super::{internal, refusal_of, Params};
 use crate::http::state::AppState;
 
-/// Captured orders looked at for `getActiveActivations`, newest first: a
-/// delivered order completes by itself at the end of the delivery window, so
-/// only the newest ones can still be active.
-pub const MAX_CAPTURED_SCANNED: usize = 100;
 /// Most items one `getActiveActivations` answer lists.
 pub const MAX_ACTIVE_LISTED: usize = 500;
 
@@ -102,11 +99,11 @@ async fn read_code(
                 .await
             {
                 Ok(read) => Ok(Some(read)),
-                Err(CommandError::Order(OrderError::NoCodeYet)) => Ok(None),
+                Err(CommandError::Refused(CommerceError::Order(OrderError::NoCodeYet))) => Ok(None),
                 // Cancelled or expired meanwhile.
-                Err(CommandError::Order(OrderError::WrongStatus(
+                Err(CommandError::Refused(CommerceError::Order(OrderError::WrongStatus(
                     OrderStatus::Cancelled | OrderStatus::Expired,
-                ))) => Err(Refusal::StatusCancel),
+                )))) => Err(Refusal::StatusCancel),
                 Err(e) => Err(refusal_of(e)),
             }
         }
@@ -271,12 +268,13 @@ async fn finish_order(
         .deliver_and_complete(id, owner, DeliveryChannel::CompatibleApi)
         .await
     {
-        Ok(_) | Err(CommandError::Order(OrderError::WrongStatus(OrderStatus::Completed))) => {
-            Ok(text("ACCESS_ACTIVATION"))
-        }
-        Err(CommandError::Order(OrderError::WrongStatus(
+        Ok(_)
+        | Err(CommandError::Refused(CommerceError::Order(OrderError::WrongStatus(
+            OrderStatus::Completed,
+        )))) => Ok(text("ACCESS_ACTIVATION")),
+        Err(CommandError::Refused(CommerceError::Order(OrderError::WrongStatus(
             OrderStatus::Cancelled | OrderStatus::Expired,
-        ))) => Err(Refusal::StatusCancel),
+        )))) => Err(Refusal::StatusCancel),
         Err(e) => Err(refusal_of(e)),
     }
 }
@@ -296,10 +294,10 @@ async fn cancel_order(
         .await
     {
         Ok(_)
-        | Err(CommandError::Order(OrderError::WrongStatus(
+        | Err(CommandError::Refused(CommerceError::Order(OrderError::WrongStatus(
             OrderStatus::Cancelled | OrderStatus::Expired,
-        ))) => Ok(text("ACCESS_CANCEL")),
-        Err(CommandError::Order(OrderError::CancelTooEarly(_))) => {
+        )))) => Ok(text("ACCESS_CANCEL")),
+        Err(CommandError::Refused(CommerceError::Order(OrderError::CancelTooEarly(_)))) => {
             Err(Refusal::EarlyCancelDenied {
                 min_activation_secs: state.commerce.policy().cancel_guard.num_seconds(),
             })
@@ -345,27 +343,14 @@ pub async fn active(
         .unwrap_or(MAX_ACTIVE_LISTED)
         .clamp(1, MAX_ACTIVE_LISTED);
     let owner = Owner::Account(login.account);
-    let wallet = state.commerce.wallet(owner).await.map_err(refusal_of)?;
-    let candidates: Vec<OrderId> = wallet
-        .holds
-        .keys()
-        .copied()
-        .chain(
-            wallet
-                .captured
-                .iter()
-                .rev()
-                .take(MAX_CAPTURED_SCANNED)
-                .copied(),
-        )
-        .collect();
-    let now = Utc::now();
+    let active = state
+        .commerce
+        .active_orders(owner)
+        .await
+        .map_err(refusal_of)?;
+    let now = state.commerce.now();
     let mut rows: Vec<(u64, ActiveItem)> = Vec::new();
-    for id in candidates {
-        let order = state.commerce.order(id).await.map_err(refusal_of)?;
-        if order.status.is_none_or(OrderStatus::is_final) {
-            continue;
-        }
+    for (id, order) in active {
         if let Some(item) = active_item(state, id, &order, now).await? {
             rows.push(item);
         }

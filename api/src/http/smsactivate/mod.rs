@@ -22,11 +22,12 @@ mod purchase;
 
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use nexus_core::domain::account::AccountError;
-use nexus_core::domain::accounts::ApiKeyLogin;
-use nexus_core::domain::commerce::CommandError;
+use nexus_core::domain::commerce::CommerceError;
 use nexus_core::domain::ledger::Owner;
 use nexus_core::domain::order::OrderError;
 use nexus_core::domain::wallet::WalletError;
+use nexus_core::service::account_service::ApiKeyLogin;
+use nexus_core::service::commerce_service::CommandError;
 
 use super::gate::note_caller;
 use super::state::AppState;
@@ -181,22 +182,32 @@ fn internal(cause: &dyn std::fmt::Display) -> Refusal {
 /// A domain refusal as the protocol's token.
 fn refusal_of(e: CommandError) -> Refusal {
     match e {
-        CommandError::Order(OrderError::NotFound) => Refusal::WrongActivationId,
-        CommandError::Order(OrderError::CodeErased) => Refusal::NoActivation,
-        CommandError::Order(
+        CommandError::Refused(CommerceError::Order(OrderError::NotFound)) => {
+            Refusal::WrongActivationId
+        }
+        CommandError::Refused(CommerceError::Order(OrderError::CodeErased)) => {
+            Refusal::NoActivation
+        }
+        CommandError::Refused(CommerceError::Order(
             OrderError::WrongStatus(_)
             | OrderError::CodeAlreadyReceived
             | OrderError::NoCodeYet
             | OrderError::PastDeadline
             | OrderError::CancelTooEarly(_),
-        ) => Refusal::BadStatus,
-        CommandError::Order(OrderError::InvalidService) => Refusal::BadService,
-        CommandError::Order(OrderError::InvalidCountry) => Refusal::WrongCountry,
-        CommandError::Wallet(WalletError::InsufficientFunds { .. }) => Refusal::NoBalance,
-        CommandError::Account(AccountError::AccountDisabled | AccountError::AccountNotFound) => {
-            Refusal::BadKey
+        )) => Refusal::BadStatus,
+        CommandError::Refused(CommerceError::Order(OrderError::InvalidService)) => {
+            Refusal::BadService
         }
-        CommandError::Contention => Refusal::Unavailable,
+        CommandError::Refused(CommerceError::Order(OrderError::InvalidCountry)) => {
+            Refusal::WrongCountry
+        }
+        CommandError::Refused(CommerceError::Wallet(WalletError::InsufficientFunds { .. })) => {
+            Refusal::NoBalance
+        }
+        CommandError::Refused(CommerceError::Account(
+            AccountError::AccountDisabled | AccountError::AccountNotFound,
+        )) => Refusal::BadKey,
+        CommandError::Contention { .. } => Refusal::Unavailable,
         other => internal(&other),
     }
 }

@@ -9,7 +9,7 @@
 //! one number:
 //!
 //! 1. A repeat of the same purchase (same API key, service, country) within
-//!    [`REPEAT_WINDOW_SECS`] of an earlier one that is still active answers that
+//!    [`nexus_core::domain::commerce::REPEAT_WINDOW_SECS`] of an earlier one that is still active answers that
 //!    earlier activation, in either form, instead of buying again. The earlier
 //!    purchase is found through idempotency keys derived from (key, request,
 //!    window, n): the order command records each key in the same atomic append as
@@ -28,17 +28,18 @@
 use std::time::{Duration, Instant};
 
 use actix_web::HttpResponse;
-use chrono::Utc;
-use nexus_core::domain::accounts::ApiKeyLogin;
 use nexus_core::domain::codec::Personal;
-use nexus_core::domain::commerce::{CommandError, PlaceOrder};
-use nexus_core::domain::idempotency::{fingerprint, IdempotencyKey, IdempotentResult};
+use nexus_core::domain::commerce::CommerceError;
+use nexus_core::domain::commerce::PlaceOrder;
+use nexus_core::domain::idempotency::fingerprint;
 use nexus_core::domain::ids::OrderId;
 use nexus_core::domain::ledger::Owner;
 use nexus_core::domain::money::Micros;
 use nexus_core::domain::order::{
     CancelReason, Channel, CountryCode, Order, OrderError, OrderStatus,
 };
+use nexus_core::service::account_service::ApiKeyLogin;
+use nexus_core::service::commerce_service::{CommandError, EarlierPurchase};
 use serde::Serialize;
 
 use super::activations::activation_id;
@@ -47,12 +48,6 @@ use super::catalog::{country_of_id, CURRENCY_USD};
 use super::{refusal_of, Params};
 use crate::http::state::AppState;
 
-/// How long a repeat of a purchase answers the earlier activation, in seconds.
-pub const REPEAT_WINDOW_SECS: i64 = 60;
-/// Purchases with the same parameters one window keeps apart; past that (only a
-/// client buying and closing dozens a minute gets there) a purchase is not
-/// deduplicated.
-pub const MAX_PURCHASES_PER_WINDOW: u32 = 32;
 /// Longest wait for the number (the provisioning promise, as on `/v1/orders`).
 const NUMBER_WAIT: Duration = Duration::from_millis(3_000);
 const POLL_EVERY: Duration = Duration::from_millis(50);
@@ -119,9 +114,10 @@ async fn buy(state: &AppState, login: ApiKeyLogin, intent: &Intent) -> Result<Or
         intent.country.as_str().as_bytes(),
     ]);
     for _ in 0..MAX_CLAIM_ROUNDS {
-        let free_key = match earlier_purchase(state, owner, &request_print).await? {
-            Earlier::Live(order) => return Ok(order),
-            Earlier::None { free_key } => free_key,
+        let earlier = state.commerce.earlier_purchase(owner, &request_print).await;
+        let free_key = match earlier.map_err(refusal_of)? {
+            EarlierPurchase::Live(order) => return Ok(order),
+            EarlierPurchase::None { free_key } => free_key,
         };
         let quote = state
             .router
@@ -148,66 +144,11 @@ async fn buy(state: &AppState, login: ApiKeyLogin, intent: &Intent) -> Result<Or
             Ok(placed) => return Ok(placed.order),
             // A concurrent request claimed the key first (at another price): look
             // again, and find its order.
-            Err(CommandError::IdempotencyKeyReused) => continue,
+            Err(CommandError::Refused(CommerceError::IdempotencyKeyReused)) => continue,
             Err(e) => return Err(refusal_of(e)),
         }
     }
     Err(Refusal::Unavailable)
-}
-
-enum Earlier {
-    /// A purchase of this intent within the window whose activation is live.
-    Live(OrderId),
-    /// None; the key a new purchase claims (none when the window is full).
-    None { free_key: Option<IdempotencyKey> },
-}
-
-/// Looks through this window's keys and the previous window's (so the window
-/// slides), in order of use.
-async fn earlier_purchase(
-    state: &AppState,
-    owner: Owner,
-    request_print: &[u8; 32],
-) -> Result<Earlier, Refusal> {
-    let now = Utc::now();
-    let window = now.timestamp().div_euclid(REPEAT_WINDOW_SECS);
-    let scope = owner.wallet_stream();
-    let mut free_key = None;
-    for window in [window - 1, window] {
-        free_key = None;
-        for n in 0..MAX_PURCHASES_PER_WINDOW {
-            let text = format!("sms-activate:{}:{window}:{n}", hex::encode(request_print));
-            let key = IdempotencyKey::new(scope.as_str(), &text)
-                .ok_or_else(|| super::internal(&"a derived idempotency key is malformed"))?;
-            let used = state
-                .commerce
-                .idempotency_key_use(&key)
-                .await
-                .map_err(refusal_of)?;
-            let Some(used) = used else {
-                free_key = Some(key);
-                break;
-            };
-            let IdempotentResult::Order(order) = used.result else {
-                continue;
-            };
-            if (now - used.at).num_seconds() >= REPEAT_WINDOW_SECS {
-                continue;
-            }
-            let live = state
-                .commerce
-                .order(order)
-                .await
-                .map_err(refusal_of)?
-                .status
-                .is_some_and(|s| !s.is_final());
-            if live {
-                return Ok(Earlier::Live(order));
-            }
-        }
-    }
-    // The free key found last is the current window's (or none if it is full).
-    Ok(Earlier::None { free_key })
 }
 
 /// Waits (bounded) for the number. No number in time: the order is cancelled
@@ -234,7 +175,9 @@ async fn wait_for_number(
                 {
                     Ok(_) => return Err(Refusal::NoNumbers),
                     // Settled meanwhile: look again.
-                    Err(CommandError::Order(OrderError::WrongStatus(_))) => {}
+                    Err(CommandError::Refused(CommerceError::Order(OrderError::WrongStatus(
+                        _,
+                    )))) => {}
                     Err(e) => return Err(refusal_of(e)),
                 }
             }

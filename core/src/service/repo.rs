@@ -4,8 +4,8 @@
 use crate::log::{Direction, EventId, EventStore, LogError, NewEvent, StreamName, MAX_READ_COUNT};
 use crate::vault::Vault;
 
-use super::aggregate::Aggregate;
-use super::codec::{CodecError, DomainEvent};
+use crate::domain::aggregate::Aggregate;
+use crate::domain::codec::{CodecError, DomainEvent};
 
 /// Longest stream a command will fold, in events. Every stream Nexus writes is
 /// far shorter (an order has a dozen events; a wallet a few per order).

@@ -1,10 +1,10 @@
 //! The account command service: loads the account (and e-mail reservation)
-//! streams from the log, runs the pure decisions of [`super::account`], and
-//! appends with expected versions. No read model is consulted.
+//! streams from the log, runs the pure decisions of [`crate::domain::account`],
+//! and appends through the [`Runner`]. No read model is consulted.
 //!
 //! - **Optimistic concurrency.** Every command appends with the exact versions it
-//!   read; on [`LogError::WrongExpectedVersion`] it reloads and decides again, at
-//!   most [`MAX_ATTEMPTS`] times ([`AccountServiceError::Contention`] after that).
+//!   read; on a conflict it reloads and decides again, at most
+//!   [`super::runner::MAX_ATTEMPTS`] times ([`ServiceError::Contention`] after that).
 //! - **Atomic uniqueness.** Registering appends the reservation of the address and
 //!   the account's first events in one multi-stream append; an e-mail change
 //!   releases the old reservation, reserves the new one and records the change in
@@ -25,40 +25,38 @@
 //!   caller, which decides what an unverified account may do.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Duration, Utc};
 use tokio::sync::{OnceCell, Semaphore};
 
-use super::account::decide_erase_account;
-use super::account::{
+use super::repo::{load_cached, AggregateCache, Loaded};
+use super::runner::{Runner, ServiceError, StoreFault, Tx};
+use crate::domain::account::{
     bcrypt_input, check_api_key, check_login, check_password, decide_change_email,
-    decide_change_password, decide_create_api_key, decide_issue_verification, decide_register,
-    decide_release_email, decide_request_deletion, decide_reserve_email, decide_revoke_api_key,
-    decide_set_objection, decide_verify_email, decide_withdraw_deletion, make_api_key,
-    make_verification_token, parse_api_key, parse_verification_token, Account, AccountError,
+    decide_change_password, decide_create_api_key, decide_erase_account, decide_issue_verification,
+    decide_register, decide_release_email, decide_remove_webhook, decide_request_deletion,
+    decide_reserve_email, decide_revoke_api_key, decide_set_objection, decide_set_webhook,
+    decide_verify_email, decide_withdraw_deletion, make_api_key, make_verification_token,
+    make_webhook_secret, parse_api_key, parse_verification_token, Account, AccountError,
     AccountEvent, AccountView, ApiKeySummary, Email, EmailReservation, LookupKey, NewVerification,
-    Secret, Sha256Hash, API_KEY_SECRET_CHARS, DEFAULT_VERIFICATION_TTL_HOURS,
-    VERIFICATION_SECRET_BYTES,
+    Secret, Sha256Hash, WebhookUrl, WebhookUrlPolicy, API_KEY_SECRET_CHARS,
+    DEFAULT_VERIFICATION_TTL_HOURS, VERIFICATION_SECRET_BYTES, WEBHOOK_SECRET_BYTES,
 };
-use super::account::{
-    decide_remove_webhook, decide_set_webhook, make_webhook_secret, WebhookUrl, WebhookUrlPolicy,
-    WEBHOOK_SECRET_BYTES,
-};
-use super::clock::{Clock, SystemClock};
-use super::codec::{CodecError, DomainEvent};
-use super::commerce::DeletionGuard;
-use super::ids::{AccountId, ApiKeyId};
-use super::repo::{encode, load_cached, AggregateCache, LoadError, Loaded};
-use crate::log::{AppendRequest, EventStore, ExpectedVersion, LogError, StreamName, StreamWrite};
+use crate::domain::clock::{Clock, SystemClock};
+use crate::domain::codec::DomainEvent;
+use crate::domain::commerce::{captured_to_check, has_active_orders};
+use crate::domain::ids::{AccountId, ApiKeyId};
+use crate::domain::ledger::Owner;
+use crate::domain::order::Order;
+use crate::domain::wallet::Wallet;
+use crate::log::{EventStore, StreamName};
 use crate::vault::Vault;
 
 /// The lowest bcrypt cost the service accepts (the privacy policy's promise).
 pub const MIN_BCRYPT_COST: u32 = 12;
 /// bcrypt's highest cost.
 pub const MAX_BCRYPT_COST: u32 = 31;
-/// How often a command reloads and decides again after a concurrent write.
-pub const MAX_ATTEMPTS: usize = 5;
 
 /// How the service hashes passwords and how long verification tokens live.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -99,49 +97,13 @@ pub enum AccountsConfigError {
     NoHashingConcurrency,
 }
 
-/// Why an account command failed: refused by the domain, or the machinery.
-#[derive(Debug, thiserror::Error)]
-pub enum AccountServiceError {
-    #[error(transparent)]
-    Refused(#[from] AccountError),
-    #[error(transparent)]
-    Log(#[from] LogError),
-    #[error(transparent)]
-    Codec(#[from] CodecError),
-    #[error("stream {0} is too long to load")]
-    StreamTooLong(StreamName),
-    #[error("password hashing failed: {0}")]
-    Hashing(String),
-    #[error("the system's random source failed")]
-    Random,
-    #[error("the account changed concurrently {attempts} times in a row; try again")]
-    Contention { attempts: usize },
-    #[error("the customer's orders changed while deciding; decide again")]
-    StaleGuard,
-    #[error(transparent)]
-    Vault(#[from] crate::vault::VaultError),
-    /// Checking the account's orders and wallet before a deletion failed.
-    #[error("checking the account's orders failed: {0}")]
-    OrderCheck(#[source] Box<super::commerce::CommandError>),
-}
+/// Why an account command failed: refused by the domain, contention, or the
+/// machinery.
+pub type AccountServiceError = ServiceError<AccountError>;
 
-impl AccountServiceError {
-    /// The domain's refusal, if that is what this is.
-    pub fn refusal(&self) -> Option<&AccountError> {
-        match self {
-            AccountServiceError::Refused(e) => Some(e),
-            _ => None,
-        }
-    }
-}
-
-impl From<LoadError> for AccountServiceError {
-    fn from(e: LoadError) -> Self {
-        match e {
-            LoadError::Log(e) => Self::Log(e),
-            LoadError::Codec(e) => Self::Codec(e),
-            LoadError::TooLong(stream) => Self::StreamTooLong(stream),
-        }
+impl From<AccountError> for AccountServiceError {
+    fn from(e: AccountError) -> Self {
+        ServiceError::Refused(e)
     }
 }
 
@@ -220,17 +182,9 @@ impl<S: EventStore> fmt::Debug for Accounts<S> {
     }
 }
 
-fn expected(version: u64) -> ExpectedVersion {
-    if version == 0 {
-        ExpectedVersion::NoStream
-    } else {
-        ExpectedVersion::Exact(version)
-    }
-}
-
 fn random<const N: usize>() -> Result<[u8; N]> {
     let mut bytes = [0u8; N];
-    getrandom::fill(&mut bytes).map_err(|_| AccountServiceError::Random)?;
+    getrandom::fill(&mut bytes).map_err(|_| StoreFault::Random)?;
     Ok(bytes)
 }
 
@@ -301,40 +255,39 @@ impl<S: EventStore> Accounts<S> {
         check_password(password)?;
         let email_stream = self.lookup_key.email_stream(&email);
         // Refuse a taken address before spending a bcrypt hash on it.
-        let mut reservation = self.load::<EmailReservation>(&email_stream).await?;
+        let reservation = self.load::<EmailReservation>(&email_stream).await?;
         if reservation.state.holder.is_some() {
             return Err(AccountError::EmailTaken.into());
         }
         let password_hash = self.hash_password(password).await?;
         let account = AccountId::new();
         let (token, token_hash) = self.new_verification_token(account)?;
-        for attempt in 1..=MAX_ATTEMPTS {
-            if attempt > 1 {
-                reservation = self.load(&email_stream).await?;
-            }
-            let now = self.clock.now();
-            let reserve = decide_reserve_email(&reservation.state, account, now)?;
-            let events = decide_register(
-                &Account::default(),
-                account,
-                &email,
-                &password_hash,
-                self.verification(token_hash),
-                now,
-            )?;
-            let mut writes = Vec::with_capacity(2);
-            self.push_write(&mut writes, &email_stream, reservation.version, &reserve)?;
-            self.push_write(&mut writes, &account.stream(), 0, &events)?;
-            if self.append(writes).await? {
-                tracing::info!(account = %account, "account registered");
-                return Ok(Registration {
-                    account,
-                    verification_token: token,
-                });
-            }
-        }
-        Err(AccountServiceError::Contention {
-            attempts: MAX_ATTEMPTS,
+        let verification = self.verification(token_hash);
+        let (clock, email, email_stream) = (&self.clock, &email, &email_stream);
+        let (password_hash, verification) = (&password_hash, &verification);
+        self.runner()
+            .run(|tx| {
+                Box::pin(async move {
+                    let reservation = tx.load::<EmailReservation>(email_stream).await?;
+                    let now = clock.now();
+                    let reserve = decide_reserve_email(&reservation, account, now)?;
+                    let events = decide_register(
+                        &Account::default(),
+                        account,
+                        email,
+                        password_hash,
+                        verification.clone(),
+                        now,
+                    )?;
+                    tx.emit(email_stream, &reserve)?;
+                    Ok(tx.emit(&account.stream(), &events)?)
+                })
+            })
+            .await?;
+        tracing::info!(account = %account, "account registered");
+        Ok(Registration {
+            account,
+            verification_token: token,
         })
     }
 
@@ -344,7 +297,7 @@ impl<S: EventStore> Accounts<S> {
         let (token, token_hash) = self.new_verification_token(account)?;
         let verification = self.verification(token_hash);
         self.update(account, |state, now| {
-            decide_issue_verification(state, verification, now)
+            decide_issue_verification(state, verification.clone(), now)
         })
         .await?;
         Ok(token)
@@ -362,7 +315,7 @@ impl<S: EventStore> Accounts<S> {
             })
             .await;
         match result {
-            Err(AccountServiceError::Refused(AccountError::AccountNotFound)) => {
+            Err(ServiceError::Refused(AccountError::AccountNotFound)) => {
                 Err(AccountError::VerificationTokenInvalid.into())
             }
             other => other.map(|_| account),
@@ -378,40 +331,40 @@ impl<S: EventStore> Accounts<S> {
         new_password: &str,
     ) -> Result<()> {
         check_password(new_password)?;
-        let mut checked_against: Option<String> = None;
-        let mut new_hash: Option<String> = None;
-        for _ in 0..MAX_ATTEMPTS {
-            let loaded = self.load_account(account).await?;
-            let state = &loaded.state;
-            state.enabled()?;
-            let current = state
-                .password_hash
-                .plain()
-                .ok_or(AccountError::AccountErased)?;
-            // Check again only if the hash changed since the last check.
-            if checked_against.as_ref() != Some(current) {
-                if !self.verify_password(old_password, current.clone()).await? {
-                    return Err(AccountError::InvalidCredentials.into());
-                }
-                checked_against = Some(current.clone());
-            }
-            let hash = match &new_hash {
-                Some(hash) => hash.clone(),
-                None => new_hash
-                    .insert(self.hash_password(new_password).await?)
-                    .clone(),
-            };
-            let events = decide_change_password(state, &hash, self.clock.now())?;
-            let mut writes = Vec::with_capacity(1);
-            self.push_write(&mut writes, &account.stream(), loaded.version, &events)?;
-            if self.append(writes).await? {
-                tracing::info!(account = %account, "account password changed");
-                return Ok(());
-            }
-        }
-        Err(AccountServiceError::Contention {
-            attempts: MAX_ATTEMPTS,
-        })
+        // Across attempts: the hash the old password was checked against (checked
+        // again only if it changed), and the new hash (computed once).
+        let checked_against: Mutex<Option<String>> = Mutex::new(None);
+        let new_hash: OnceCell<String> = OnceCell::new();
+        let (checked_against, new_hash) = (&checked_against, &new_hash);
+        self.runner()
+            .run(|tx| {
+                Box::pin(async move {
+                    let state = tx.load::<Account>(&account.stream()).await?;
+                    state.enabled()?;
+                    let current = state
+                        .password_hash
+                        .plain()
+                        .ok_or(AccountError::AccountErased)?
+                        .clone();
+                    let checked = checked_against.lock().map(|c| c.clone()).unwrap_or(None);
+                    if checked.as_ref() != Some(&current) {
+                        if !self.verify_password(old_password, current.clone()).await? {
+                            return Err(AccountError::InvalidCredentials.into());
+                        }
+                        if let Ok(mut checked) = checked_against.lock() {
+                            *checked = Some(current);
+                        }
+                    }
+                    let hash = new_hash
+                        .get_or_try_init(|| self.hash_password(new_password))
+                        .await?;
+                    let events = decide_change_password(&state, hash, self.clock.now())?;
+                    Ok(tx.emit(&account.stream(), &events)?)
+                })
+            })
+            .await?;
+        tracing::info!(account = %account, "account password changed");
+        Ok(())
     }
 
     /// Corrects the address: the new one must be free, is unverified, and gets a
@@ -422,38 +375,36 @@ impl<S: EventStore> Accounts<S> {
         let new_email = Email::parse(new_email)?;
         let new_stream = self.lookup_key.email_stream(&new_email);
         let (token, token_hash) = self.new_verification_token(account)?;
-        for _ in 0..MAX_ATTEMPTS {
-            let loaded = self.load_account(account).await?;
-            let state = &loaded.state;
-            state.enabled()?;
-            let old_email = state
-                .email
-                .plain()
-                .ok_or(AccountError::AccountErased)?
-                .clone();
-            let old_stream = self.lookup_key.email_stream(&Email::from_stored(old_email));
-            let now = self.clock.now();
-            let events =
-                decide_change_email(state, &new_email, self.verification(token_hash), now)?;
-            let mut writes = Vec::with_capacity(3);
-            // A change of case only keeps the same reservation.
-            if old_stream != new_stream {
-                let new_reservation = self.load::<EmailReservation>(&new_stream).await?;
-                let reserve = decide_reserve_email(&new_reservation.state, account, now)?;
-                let old_reservation = self.load::<EmailReservation>(&old_stream).await?;
-                let release = decide_release_email(&old_reservation.state, account, now)?;
-                self.push_write(&mut writes, &new_stream, new_reservation.version, &reserve)?;
-                self.push_write(&mut writes, &old_stream, old_reservation.version, &release)?;
-            }
-            self.push_write(&mut writes, &account.stream(), loaded.version, &events)?;
-            if self.append(writes).await? {
-                tracing::info!(account = %account, "account e-mail changed");
-                return Ok(token);
-            }
-        }
-        Err(AccountServiceError::Contention {
-            attempts: MAX_ATTEMPTS,
-        })
+        let verification = self.verification(token_hash);
+        let (new_email, new_stream, verification) = (&new_email, &new_stream, &verification);
+        self.runner()
+            .run(|tx| {
+                Box::pin(async move {
+                    let state = tx.load::<Account>(&account.stream()).await?;
+                    state.enabled()?;
+                    let old_email = state
+                        .email
+                        .plain()
+                        .ok_or(AccountError::AccountErased)?
+                        .clone();
+                    let old_stream = self.lookup_key.email_stream(&Email::from_stored(old_email));
+                    let now = self.clock.now();
+                    let events = decide_change_email(&state, new_email, verification.clone(), now)?;
+                    // A change of case only keeps the same reservation.
+                    if old_stream != *new_stream {
+                        let new_reservation = tx.load::<EmailReservation>(new_stream).await?;
+                        let reserve = decide_reserve_email(&new_reservation, account, now)?;
+                        let old_reservation = tx.load::<EmailReservation>(&old_stream).await?;
+                        let release = decide_release_email(&old_reservation, account, now)?;
+                        tx.emit(new_stream, &reserve)?;
+                        tx.emit(&old_stream, &release)?;
+                    }
+                    Ok(tx.emit(&account.stream(), &events)?)
+                })
+            })
+            .await?;
+        tracing::info!(account = %account, "account e-mail changed");
+        Ok(token)
     }
 
     /// Sets (true) or lifts (false) the objection to non-essential processing.
@@ -461,38 +412,41 @@ impl<S: EventStore> Accounts<S> {
         self.update(account, |state, now| {
             decide_set_objection(state, object, now)
         })
-        .await
+        .await?;
+        Ok(())
     }
 
     /// Requests the account's deletion: disabled at once, erasure due in 30 days;
-    /// refused ([`AccountError::ActiveOrders`]) while orders are active. `guard`
-    /// comes from `Commerce::deletion_guard` and is checked in the same append: if
-    /// the wallet moved since (an order was placed), the answer is
-    /// [`AccountServiceError::StaleGuard`] and the caller asks for a new guard
-    /// (`commerce::request_account_deletion` does both).
-    pub async fn request_deletion(&self, account: AccountId, guard: &DeletionGuard) -> Result<()> {
-        let stream = account.stream();
-        for _ in 0..MAX_ATTEMPTS {
-            let loaded = self.load_account(account).await?;
-            let events = decide_request_deletion(
-                &loaded.state,
-                guard.has_active_orders(),
-                self.clock.now(),
-            )?;
-            let mut writes = Vec::with_capacity(2);
-            self.push_write(&mut writes, &stream, loaded.version, &events)?;
-            writes.push(guard.condition());
-            if self.append(writes).await? {
-                tracing::info!(account = %account, "account deletion requested");
-                return Ok(());
-            }
-            if !guard.holds(&*self.store).await? {
-                return Err(AccountServiceError::StaleGuard);
-            }
-        }
-        Err(AccountServiceError::Contention {
-            attempts: MAX_ATTEMPTS,
-        })
+    /// refused ([`AccountError::ActiveOrders`]) while orders are active (an open
+    /// hold, or a recent captured order not final yet). The wallet is a condition
+    /// of the append, so an order placed meanwhile makes the decision run again.
+    pub async fn request_deletion(&self, account: AccountId) -> Result<()> {
+        let clock = &self.clock;
+        self.runner()
+            .run(|tx| {
+                Box::pin(async move {
+                    let state = tx.load::<Account>(&account.stream()).await?;
+                    let wallet = tx
+                        .load::<Wallet>(&Owner::Account(account).wallet_stream())
+                        .await?;
+                    let mut recent = Vec::new();
+                    let ids = captured_to_check(&wallet).take_while(|_| wallet.holds.is_empty());
+                    for id in ids {
+                        let order = tx.peek::<Order>(&id.stream()).await?;
+                        let over = order.status.is_some_and(|s| s.is_final());
+                        recent.push(order);
+                        if !over {
+                            break;
+                        }
+                    }
+                    let active = has_active_orders(&wallet, &recent);
+                    let events = decide_request_deletion(&state, active, clock.now())?;
+                    Ok(tx.emit(&account.stream(), &events)?)
+                })
+            })
+            .await?;
+        tracing::info!(account = %account, "account deletion requested");
+        Ok(())
     }
 
     /// Withdraws a pending deletion, before its erasure is due.
@@ -503,52 +457,55 @@ impl<S: EventStore> Accounts<S> {
     }
 
     /// Erases the account's personal data once its deletion is due (what the
-    /// retention sweep calls): erases the account's vault subject, then records
-    /// `AccountErased`. Refused unless a deletion is pending and due
-    /// ([`AccountError::ErasureNotDue`], [`AccountError::NoDeletionPending`]);
-    /// [`AccountError::AccountErased`] once recorded. The key goes first, so a
-    /// crash between the two leaves the data erased and the account still on
-    /// the schedule: the next call records the erasure.
+    /// retention sweep calls): releases its address, erases the account's vault
+    /// subject, then records `AccountErased`. Refused unless a deletion is
+    /// pending and due ([`AccountError::ErasureNotDue`],
+    /// [`AccountError::NoDeletionPending`]); [`AccountError::AccountErased`] once
+    /// recorded. The key goes first, so a crash between the two leaves the data
+    /// erased and the account still on the schedule: the next call records the
+    /// erasure.
     pub async fn erase_account(&self, account: AccountId) -> Result<()> {
-        let stream = account.stream();
-        for _ in 0..MAX_ATTEMPTS {
-            let loaded = self.load_account(account).await?;
-            let events = decide_erase_account(&loaded.state, self.clock.now())?;
-            // The address goes free first, in its own append: its reservation
-            // stream is named by a hash of the address, which cannot be computed
-            // once the vault subject is gone. A crash after this append leaves a
-            // disabled account without its reservation (a retry erases it); a
-            // crash after the vault erase finds the reservation already released.
-            if let Some(email) = loaded.state.email.plain() {
-                if !self.release_email(account, email.clone()).await? {
-                    continue;
-                }
-            }
-            self.vault.erase(&account.subject())?;
-            let mut writes = Vec::with_capacity(1);
-            self.push_write(&mut writes, &stream, loaded.version, &events)?;
-            if self.append(writes).await? {
-                tracing::info!(account = %account, "account erased");
-                return Ok(());
-            }
+        let state = self.load_account(account).await?.state;
+        decide_erase_account(&state, self.clock.now())?;
+        // The address goes free first, in its own append: its reservation
+        // stream is named by a hash of the address, which cannot be computed
+        // once the vault subject is gone. A crash after this append leaves a
+        // disabled account without its reservation (a retry erases it); a
+        // crash after the vault erase finds the reservation already released.
+        if let Some(email) = state.email.plain() {
+            self.release_email(account, email).await?;
         }
-        Err(AccountServiceError::Contention {
-            attempts: MAX_ATTEMPTS,
-        })
+        let (clock, vault) = (&self.clock, &self.vault);
+        self.runner()
+            .run(|tx| {
+                Box::pin(async move {
+                    let state = tx.load::<Account>(&account.stream()).await?;
+                    let events = decide_erase_account(&state, clock.now())?;
+                    vault.erase(&account.subject())?;
+                    Ok(tx.emit(&account.stream(), &events)?)
+                })
+            })
+            .await?;
+        tracing::info!(account = %account, "account erased");
+        Ok(())
     }
 
-    /// Releases `account`'s reservation of `email` if it still holds it; false
-    /// if the reservation moved meanwhile (the caller retries).
-    async fn release_email(&self, account: AccountId, email: String) -> Result<bool> {
-        let email_stream = self.lookup_key.email_stream(&Email::from_stored(email));
-        let reservation = self.load::<EmailReservation>(&email_stream).await?;
-        let release = decide_release_email(&reservation.state, account, self.clock.now())?;
-        if release.is_empty() {
-            return Ok(true);
-        }
-        let mut writes = Vec::with_capacity(1);
-        self.push_write(&mut writes, &email_stream, reservation.version, &release)?;
-        self.append(writes).await
+    /// Releases `account`'s reservation of `email` if it still holds it.
+    async fn release_email(&self, account: AccountId, email: &str) -> Result<()> {
+        let email_stream = self
+            .lookup_key
+            .email_stream(&Email::from_stored(email.to_owned()));
+        let (clock, email_stream) = (&self.clock, &email_stream);
+        self.runner()
+            .run(|tx| {
+                Box::pin(async move {
+                    let reservation = tx.load::<EmailReservation>(email_stream).await?;
+                    let release = decide_release_email(&reservation, account, clock.now())?;
+                    Ok(tx.emit(email_stream, &release)?)
+                })
+            })
+            .await?;
+        Ok(())
     }
 
     /// Creates an API key; the key is in the answer and nowhere else.
@@ -568,7 +525,8 @@ impl<S: EventStore> Accounts<S> {
         self.update(account, |state, now| {
             decide_revoke_api_key(state, key_id, now)
         })
-        .await
+        .await?;
+        Ok(())
     }
 
     /// Sets the account's webhook endpoint, or replaces it: every call makes a new
@@ -577,12 +535,11 @@ impl<S: EventStore> Accounts<S> {
     pub async fn set_webhook(&self, account: AccountId, url: &str) -> Result<NewWebhookEndpoint> {
         let url = WebhookUrl::parse(url, self.webhook_urls)?;
         let secret = make_webhook_secret(&random::<WEBHOOK_SECRET_BYTES>()?);
-        let mut set_at = self.clock.now();
-        self.update(account, |state, now| {
-            set_at = now;
-            decide_set_webhook(state, &url, &secret, now)
-        })
-        .await?;
+        let set_at = self
+            .update(account, |state, now| {
+                decide_set_webhook(state, &url, &secret, now)
+            })
+            .await?;
         tracing::info!(account = %account, "webhook endpoint set");
         Ok(NewWebhookEndpoint {
             url: url.as_str().to_owned(),
@@ -696,69 +653,38 @@ impl<S: EventStore> Accounts<S> {
 
     async fn load<A>(&self, stream: &StreamName) -> Result<Loaded<A>>
     where
-        A: super::aggregate::Aggregate + Clone + Send + Sync + 'static,
+        A: crate::domain::aggregate::Aggregate + Clone + Send + Sync + 'static,
         A::Event: DomainEvent,
     {
         Ok(load_cached(&*self.store, &self.vault, stream, &self.folded).await?)
     }
 
-    /// Load, decide, append on the account stream alone, retried on conflicts.
-    /// A decision with no events appends nothing.
+    fn runner(&self) -> Runner<'_, S> {
+        Runner::cached(&*self.store, &self.vault, &self.folded)
+    }
+
+    /// Load, decide, append on the account stream alone, through the runner;
+    /// answers the time the decision was made at. A decision with no events
+    /// appends nothing.
     async fn update(
         &self,
         account: AccountId,
-        mut decide: impl FnMut(&Account, DateTime<Utc>) -> Result<Vec<AccountEvent>, AccountError>,
-    ) -> Result<()> {
-        let stream = account.stream();
-        for _ in 0..MAX_ATTEMPTS {
-            let loaded = self.load_account(account).await?;
-            let events = decide(&loaded.state, self.clock.now())?;
-            let mut writes = Vec::with_capacity(1);
-            self.push_write(&mut writes, &stream, loaded.version, &events)?;
-            if self.append(writes).await? {
-                return Ok(());
-            }
-        }
-        Err(AccountServiceError::Contention {
-            attempts: MAX_ATTEMPTS,
-        })
-    }
-
-    /// Adds the write of `events` to `stream` at `version` (none if no events).
-    fn push_write<E: DomainEvent>(
-        &self,
-        writes: &mut Vec<StreamWrite>,
-        stream: &StreamName,
-        version: u64,
-        events: &[E],
-    ) -> Result<()> {
-        if !events.is_empty() {
-            writes.push(StreamWrite {
-                stream: stream.clone(),
-                expected: expected(version),
-                events: encode(events, &self.vault)?,
-            });
-        }
-        Ok(())
-    }
-
-    /// Appends atomically; false on a version conflict (reload and decide again).
-    async fn append(&self, writes: Vec<StreamWrite>) -> Result<bool> {
-        if writes.is_empty() {
-            return Ok(true);
-        }
-        let request = AppendRequest {
-            writes,
-            ..AppendRequest::default()
-        };
-        match self.store.append(request).await {
-            Ok(_) => Ok(true),
-            Err(LogError::WrongExpectedVersion { stream, .. }) => {
-                tracing::debug!(%stream, "accounts: concurrent write, deciding again");
-                Ok(false)
-            }
-            Err(e) => Err(e.into()),
-        }
+        decide: impl Fn(&Account, DateTime<Utc>) -> Result<Vec<AccountEvent>, AccountError> + Sync,
+    ) -> Result<DateTime<Utc>> {
+        let (clock, decide) = (&self.clock, &decide);
+        let committed = self
+            .runner()
+            .run(|tx: Tx<'_, S>| {
+                Box::pin(async move {
+                    let state = tx.load::<Account>(&account.stream()).await?;
+                    let now = clock.now();
+                    let events = decide(&state, now)?;
+                    tx.emit(&account.stream(), &events)?;
+                    Ok(now)
+                })
+            })
+            .await?;
+        Ok(committed.value)
     }
 
     fn verification(&self, token_hash: Sha256Hash) -> NewVerification {
@@ -781,7 +707,7 @@ impl<S: EventStore> Accounts<S> {
         let cost = self.bcrypt_cost;
         self.off_runtime(move || bcrypt::hash(input, cost))
             .await?
-            .map_err(|e| AccountServiceError::Hashing(e.to_string()))
+            .map_err(|e| StoreFault::Hashing(e.to_string()).into())
     }
 
     /// Checks a password against a stored hash, off the runtime.
@@ -789,7 +715,7 @@ impl<S: EventStore> Accounts<S> {
         let input = bcrypt_input(password);
         self.off_runtime(move || bcrypt::verify(input, &hash))
             .await?
-            .map_err(|e| AccountServiceError::Hashing(e.to_string()))
+            .map_err(|e| StoreFault::Hashing(e.to_string()).into())
     }
 
     async fn dummy_hash(&self) -> Result<&String> {
@@ -811,12 +737,12 @@ impl<S: EventStore> Accounts<S> {
         let permit = Arc::clone(&self.hashing)
             .acquire_owned()
             .await
-            .map_err(|_| AccountServiceError::Hashing("the hashing pool is closed".into()))?;
+            .map_err(|_| StoreFault::Hashing("the hashing pool is closed".into()))?;
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
             f()
         })
         .await
-        .map_err(|e| AccountServiceError::Hashing(format!("the hashing task failed: {e}")))
+        .map_err(|e| StoreFault::Hashing(format!("the hashing task failed: {e}")).into())
     }
 }

@@ -1,0 +1,454 @@
+//! Given the states of every stream a decision reads, when it decides, then
+//! these events per stream (or this refusal).
+
+use chrono::{DateTime, Duration, Utc};
+use uuid::Uuid;
+
+use super::*;
+use crate::domain::account::{
+    decide_register, decide_request_deletion, make_verification_token, AccountEvent, Email,
+    NewVerification,
+};
+use crate::domain::aggregate::Aggregate;
+use crate::domain::anonymous::{AnonymousOrderStarted, TrackingId};
+use crate::domain::idempotency::{replay, IdempotencyRecord};
+use crate::domain::ids::AccountId;
+use crate::domain::order::{CancelReason, OrderCancelled, OrderStatus};
+
+fn t0() -> DateTime<Utc> {
+    "2026-03-01T12:00:00Z".parse().unwrap()
+}
+
+fn customer() -> AccountId {
+    AccountId(Uuid::from_u128(1))
+}
+
+fn request(price_micros: i64) -> PlaceOrder {
+    PlaceOrder {
+        service: ServiceCode::new("tg").unwrap(),
+        country: CountryCode::new("de").unwrap(),
+        channel: Channel::Sms,
+        price: Micros(price_micros),
+    }
+}
+
+fn payment(tx: &str) -> Payment {
+    Payment::new("trx", tx).unwrap()
+}
+
+/// An account registered at t0, with a deletion pending if `leaving`.
+fn account(leaving: bool) -> Account {
+    let (_, token_hash) = make_verification_token(customer(), &[7; 32]);
+    let verification = NewVerification {
+        token_hash,
+        ttl: Duration::hours(24),
+    };
+    let email = Email::parse("buyer@example.com").unwrap();
+    let mut events: Vec<AccountEvent> = decide_register(
+        &Account::default(),
+        customer(),
+        &email,
+        "hash",
+        verification,
+        t0(),
+    )
+    .unwrap();
+    let mut state = Account::from_events(&events);
+    if leaving {
+        events = decide_request_deletion(&state, false, t0()).unwrap();
+        for event in &events {
+            state.apply(event);
+        }
+    }
+    state
+}
+
+/// A wallet of `owner` credited with `micros` by a deposit.
+fn funded(owner: Owner, micros: i64) -> Wallet {
+    let deposit = DepositId(Uuid::from_u128(50));
+    let events = wallet::credit_deposit(
+        &Wallet::default(),
+        owner,
+        deposit,
+        payment("funding"),
+        Micros(micros),
+        Micros(micros),
+        false,
+        t0(),
+    )
+    .unwrap();
+    Wallet::from_events(&events)
+}
+
+#[test]
+fn an_order_holds_its_price_on_the_wallet_in_the_same_decision() {
+    let owner = Owner::Account(customer());
+    let id = OrderId(Uuid::from_u128(2));
+    let placement = place_order(
+        Some(&account(false)),
+        &funded(owner, 1_000_000),
+        id,
+        owner,
+        &request(250_000),
+        &OrderPolicy::default(),
+        t0(),
+    )
+    .unwrap();
+    let order = Order::from_events(&placement.order);
+    assert_eq!(order.status, Some(OrderStatus::Placed));
+    assert_eq!(order.placed.as_ref().unwrap().price, Micros(250_000));
+    let mut wallet = funded(owner, 1_000_000);
+    for event in &placement.wallet {
+        wallet.apply(event);
+    }
+    assert_eq!(wallet.holds.get(&id), Some(&Micros(250_000)));
+    assert_eq!(wallet.available, Micros(750_000));
+}
+
+#[test]
+fn an_order_is_refused_without_funds_or_with_a_deletion_pending() {
+    let owner = Owner::Account(customer());
+    let id = OrderId(Uuid::from_u128(2));
+    let policy = OrderPolicy::default();
+    let poor = place_order(
+        Some(&account(false)),
+        &funded(owner, 100_000),
+        id,
+        owner,
+        &request(250_000),
+        &policy,
+        t0(),
+    );
+    assert!(matches!(
+        poor,
+        Err(CommerceError::Wallet(WalletError::InsufficientFunds { .. }))
+    ));
+    let leaving = place_order(
+        Some(&account(true)),
+        &funded(owner, 1_000_000),
+        id,
+        owner,
+        &request(250_000),
+        &policy,
+        t0(),
+    );
+    assert_eq!(
+        leaving,
+        Err(CommerceError::Account(AccountError::AccountDisabled))
+    );
+    let unknown = place_order(
+        Some(&Account::default()),
+        &funded(owner, 1_000_000),
+        id,
+        owner,
+        &request(250_000),
+        &policy,
+        t0(),
+    );
+    assert_eq!(
+        unknown,
+        Err(CommerceError::Account(AccountError::AccountNotFound))
+    );
+}
+
+fn invoice(owner: Owner, amount_micros: i64) -> (DepositId, Deposit) {
+    let id = DepositId(Uuid::from_u128(60));
+    let events = deposit::request(&Deposit::default(), id, owner, Micros(amount_micros), t0());
+    (id, Deposit::from_events(&events.unwrap()))
+}
+
+#[test]
+fn a_payment_credits_its_deposit_and_wallet_once() {
+    let owner = Owner::Account(customer());
+    let (id, deposit) = invoice(owner, 5_000_000);
+    let tx = payment("0xabc");
+    let decision = record_payment(
+        &PaymentGuard::default(),
+        &deposit,
+        &Wallet::default(),
+        id,
+        &tx,
+        Micros(5_000_000),
+        t0() + Duration::minutes(5),
+    )
+    .unwrap();
+    let PaymentDecision::Credit {
+        owner: credited,
+        guard,
+        deposit: deposit_events,
+        wallet: wallet_events,
+    } = decision
+    else {
+        panic!("a first payment is credited");
+    };
+    assert_eq!(credited, owner);
+    assert_eq!(deposit_events.len(), 1);
+    let wallet = Wallet::from_events(&wallet_events);
+    assert_eq!(wallet.available, Micros(5_000_000));
+    match &wallet_events[..] {
+        [wallet::WalletEvent::WalletDepositCredited(e)] => assert!(!e.late),
+        other => panic!("one credit, got {other:?}"),
+    }
+    // Given the guard recorded, when the same transaction comes again, then nothing.
+    let recorded = PaymentGuard::from_events(&guard);
+    let again = record_payment(
+        &recorded,
+        &deposit,
+        &wallet,
+        id,
+        &tx,
+        Micros(5_000_000),
+        t0() + Duration::minutes(6),
+    );
+    assert_eq!(again, Ok(PaymentDecision::AlreadyCredited));
+}
+
+#[test]
+fn a_late_payment_is_credited_and_marked_late_and_an_unknown_deposit_refused() {
+    let owner = Owner::Account(customer());
+    let (id, deposit) = invoice(owner, 5_000_000);
+    let expires_at = deposit.requested.as_ref().unwrap().expires_at;
+    let decision = record_payment(
+        &PaymentGuard::default(),
+        &deposit,
+        &Wallet::default(),
+        id,
+        &payment("0xdef"),
+        Micros(4_000_000),
+        expires_at + Duration::seconds(1),
+    )
+    .unwrap();
+    match decision {
+        PaymentDecision::Credit { wallet, .. } => match &wallet[..] {
+            [wallet::WalletEvent::WalletDepositCredited(e)] => assert!(e.late),
+            other => panic!("one credit, got {other:?}"),
+        },
+        other => panic!("credited, got {other:?}"),
+    }
+    let unknown = record_payment(
+        &PaymentGuard::default(),
+        &Deposit::default(),
+        &Wallet::default(),
+        id,
+        &payment("0xdef"),
+        Micros(4_000_000),
+        t0(),
+    );
+    assert_eq!(unknown, Err(CommerceError::Deposit(DepositError::NotFound)));
+}
+
+/// An anonymous buyer created at t0, with one order started if `started`.
+fn buyer(started: Option<OrderId>) -> (Anonymous, Owner) {
+    let tracking = TrackingId::generate().unwrap();
+    let anon = tracking.anonymous_id();
+    let (_, deposit) = invoice(Owner::Anonymous(anon), 250_000);
+    let invoice_id = deposit.requested.unwrap().deposit;
+    let mut events = anonymous::create(
+        &Anonymous::default(),
+        anon,
+        invoice_id,
+        request(250_000).details(),
+        Micros(250_000),
+        t0(),
+    )
+    .unwrap();
+    if let Some(order) = started {
+        events.push(AnonymousEvent::AnonymousOrderStarted(
+            AnonymousOrderStarted {
+                anon,
+                order,
+                at: t0(),
+            },
+        ));
+    }
+    (Anonymous::from_events(&events), Owner::Anonymous(anon))
+}
+
+/// Order `id` of `owner`, placed at t0; cancelled if `over`.
+fn placed(id: OrderId, owner: Owner, over: bool) -> Order {
+    let mut events = order::place(
+        &Order::default(),
+        id,
+        owner,
+        ServiceCode::new("tg").unwrap(),
+        CountryCode::new("de").unwrap(),
+        Channel::Sms,
+        Micros(250_000),
+        &OrderPolicy::default(),
+        t0(),
+    )
+    .unwrap();
+    if over {
+        events.push(OrderEvent::OrderCancelled(OrderCancelled {
+            order: id,
+            reason: CancelReason::Customer,
+            at: t0(),
+        }));
+    }
+    Order::from_events(&events)
+}
+
+#[test]
+fn an_anonymous_buyer_starts_another_order_only_once_the_current_one_is_over() {
+    let first = OrderId(Uuid::from_u128(3));
+    let next = OrderId(Uuid::from_u128(4));
+    let policy = OrderPolicy::default();
+    let (fresh, owner) = buyer(None);
+    let (anon_events, placement) = start_anonymous_order(
+        &fresh,
+        &Order::default(),
+        &funded(owner, 250_000),
+        first,
+        &policy,
+        t0(),
+    )
+    .unwrap();
+    assert_eq!(anon_events.len(), 1);
+    assert_eq!(
+        Order::from_events(&placement.order).status,
+        Some(OrderStatus::Placed)
+    );
+
+    let (running, owner) = buyer(Some(first));
+    let refused = start_anonymous_order(
+        &running,
+        &placed(first, owner, false),
+        &funded(owner, 250_000),
+        next,
+        &policy,
+        t0(),
+    );
+    assert_eq!(
+        refused,
+        Err(CommerceError::Anonymous(AnonymousError::OrderActive))
+    );
+    let again = start_anonymous_order(
+        &running,
+        &placed(first, owner, true),
+        &funded(owner, 250_000),
+        next,
+        &policy,
+        t0(),
+    );
+    assert!(again.is_ok());
+    let unknown = start_anonymous_order(
+        &Anonymous::default(),
+        &Order::default(),
+        &Wallet::default(),
+        next,
+        &policy,
+        t0(),
+    );
+    assert_eq!(
+        unknown,
+        Err(CommerceError::Anonymous(AnonymousError::NotFound))
+    );
+}
+
+#[test]
+fn orders_are_active_while_held_or_captured_and_not_final() {
+    let owner = Owner::Account(customer());
+    let id = OrderId(Uuid::from_u128(5));
+    let wallet = funded(owner, 1_000_000);
+    assert!(!has_active_orders(&wallet, &[]));
+    let mut holding = wallet.clone();
+    for event in wallet::place_hold(&wallet, owner, id, Micros(250_000), t0()).unwrap() {
+        holding.apply(&event);
+    }
+    assert!(has_active_orders(&holding, &[]));
+    assert!(has_active_orders(&wallet, &[placed(id, owner, false)]));
+    assert!(!has_active_orders(&wallet, &[placed(id, owner, true)]));
+}
+
+#[test]
+fn an_idempotency_key_replays_its_request_and_refuses_another() {
+    let record = IdempotencyRecord::from_events(&crate::domain::idempotency::record_use(
+        [1; 32],
+        IdempotentResult::Order(OrderId(Uuid::from_u128(6))),
+        t0(),
+    ));
+    assert_eq!(replay(&IdempotencyRecord::default(), &[1; 32]), Ok(None));
+    assert_eq!(
+        replay(&record, &[1; 32]),
+        Ok(Some(IdempotentResult::Order(OrderId(Uuid::from_u128(6)))))
+    );
+    assert_eq!(
+        replay(&record, &[2; 32]).map_err(CommerceError::from),
+        Err(CommerceError::IdempotencyKeyReused)
+    );
+}
+
+#[test]
+fn a_repeat_within_the_window_answers_the_live_earlier_purchase() {
+    let owner = Owner::Account(customer());
+    let id = OrderId(Uuid::from_u128(7));
+    let used = |at| IdempotencyKeyUsed {
+        fingerprint: [3; 32],
+        result: IdempotentResult::Order(id),
+        at,
+    };
+    let live = placed(id, owner, false);
+    let over = placed(id, owner, true);
+    let window = Duration::seconds(REPEAT_WINDOW_SECS);
+    // Given a purchase at t0, when the same request comes 59 s later, then its order.
+    let just_in = t0() + window - Duration::seconds(1);
+    assert_eq!(repeat_answer(&used(t0()), &live, just_in), Some(id));
+    // ... but not once the window has passed, nor once the activation is over.
+    assert_eq!(repeat_answer(&used(t0()), &live, t0() + window), None);
+    assert_eq!(repeat_answer(&used(t0()), &over, t0()), None);
+    // A key used for a deposit is never a purchase to answer.
+    let deposit = IdempotencyKeyUsed {
+        result: IdempotentResult::Deposit(DepositId(Uuid::from_u128(8))),
+        ..used(t0())
+    };
+    assert_eq!(repeat_answer(&deposit, &live, t0()), None);
+}
+
+#[test]
+fn repeat_windows_slide_and_keys_differ_by_window_and_slot() {
+    let at = t0();
+    let [previous, current] = repeat_windows(at);
+    assert_eq!(current, at.timestamp().div_euclid(REPEAT_WINDOW_SECS));
+    assert_eq!(previous + 1, current);
+    let later = repeat_windows(at + Duration::seconds(REPEAT_WINDOW_SECS));
+    assert_eq!(later[0], current);
+    let scope = Owner::Account(customer()).wallet_stream();
+    let key = |window, n| repeat_key(scope.as_str(), &[1; 32], window, n);
+    assert_eq!(key(current, 0), key(current, 0));
+    assert_ne!(key(current, 0), key(current, 1));
+    assert_ne!(key(current, 0), key(previous, 0));
+    assert_ne!(
+        key(current, 0),
+        repeat_key(scope.as_str(), &[2; 32], current, 0)
+    );
+}
+
+#[test]
+fn active_order_candidates_are_the_holds_then_the_newest_captured() {
+    let owner = Owner::Account(customer());
+    let mut wallet = funded(owner, 100_000_000);
+    let policy = OrderPolicy::default();
+    let ids: Vec<OrderId> = (0..(MAX_CAPTURED_ORDERS_CHECKED as u128 + 3))
+        .map(|n| OrderId(Uuid::from_u128(1_000 + n)))
+        .collect();
+    for id in &ids {
+        for event in wallet::place_hold(&wallet, owner, *id, Micros(10_000), t0()).unwrap() {
+            wallet.apply(&event);
+        }
+    }
+    let (held, captured) = ids.split_at(1);
+    for id in captured {
+        let events = wallet::capture(&wallet, owner, *id, Micros::ZERO, policy.cashback_bp, t0());
+        for event in events.unwrap() {
+            wallet.apply(&event);
+        }
+    }
+    let candidates: Vec<OrderId> = active_order_candidates(&wallet).collect();
+    assert_eq!(candidates.len(), 1 + MAX_CAPTURED_ORDERS_CHECKED);
+    assert_eq!(candidates[0], held[0]);
+    assert_eq!(candidates[1], *ids.last().unwrap());
+    assert!(
+        !candidates.contains(&captured[0]),
+        "the oldest captured are not read"
+    );
+}
