@@ -43,12 +43,15 @@ pub const MAX_PII_BYTES: usize = 16 * 1024;
 pub const MAX_SUBJECT_BYTES: usize = 128;
 
 const KEY_BYTES: usize = 32;
-const NONCE_BYTES: usize = 24;
+pub(crate) const NONCE_BYTES: usize = 24;
 const TAG_BYTES: usize = 16;
+/// The longest ciphertext [`Vault::seal`] produces: the plaintext and its tag.
+pub(crate) const MAX_SEALED_BYTES: usize = MAX_PII_BYTES + TAG_BYTES;
 /// `nonce || wrapped data key || tag`.
 const WRAPPED_KEY_LEN: usize = NONCE_BYTES + KEY_BYTES + TAG_BYTES;
 /// The value of an erased subject's key record; never the length of a wrapped key.
 const TOMBSTONE: &[u8] = &[0];
+const _: () = assert!(TOMBSTONE.len() != WRAPPED_KEY_LEN);
 
 const TREE_NAME: &[u8] = b"vault";
 const CHECK_KEY: &[u8] = b"check";
@@ -372,7 +375,7 @@ impl Vault {
             KeyState::Missing => return Err(VaultError::UnknownSubject),
         };
         // `seal` never produces more; spare the copy and the work.
-        if sealed.ciphertext.len() > MAX_PII_BYTES + TAG_BYTES {
+        if sealed.ciphertext.len() > MAX_SEALED_BYTES {
             return Err(VaultError::Tampered);
         }
         key.cipher()

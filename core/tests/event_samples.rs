@@ -1,6 +1,8 @@
 //! Stored bytes of one sample of every event type. A change to an event struct
 //! that would make old events unreadable changes these bytes and fails here: bump
-//! the event's schema version and keep a decoder for the old one instead.
+//! the event's schema version and declare an upcaster from the old one instead
+//! (see `domain_events!`). Every stored sample, of every version, must keep
+//! decoding.
 //!
 //! A new event type has no stored sample yet; record it with
 //! `NEXUS_BLESS_EVENT_SAMPLES=1 cargo test -p nexus-core --test event_samples`,
@@ -13,7 +15,7 @@ use nexus_core::domain::account::*;
 use nexus_core::domain::anonymous::{
     AnonymousDataErased, AnonymousEvent, AnonymousOrderCreated, AnonymousOrderStarted,
 };
-use nexus_core::domain::codec::{DomainEvent, Personal};
+use nexus_core::domain::codec::{CodecError, DomainEvent, Personal};
 use nexus_core::domain::deposit::{
     DepositEvent, DepositFailed, DepositPaid, DepositRequested, PaymentEvent, PaymentRecorded,
 };
@@ -23,6 +25,7 @@ use nexus_core::domain::ledger::{Entry, LedgerAccount, Owner, Reason};
 use nexus_core::domain::money::Micros;
 use nexus_core::domain::order::*;
 use nexus_core::domain::wallet::*;
+use nexus_core::vault::Opened;
 use uuid::Uuid;
 
 const SAMPLES_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/samples/events.txt");
@@ -398,18 +401,14 @@ fn every_event_type_keeps_its_stored_bytes() {
     current.extend(rows(policy_samples()));
 
     let text = std::fs::read_to_string(SAMPLES_FILE).unwrap_or_default();
-    let stored: BTreeMap<String, String> = text
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .filter_map(|l| l.split_once(' ').map(|(k, v)| (k.to_owned(), v.to_owned())))
-        .collect();
+    let stored = stored_samples(&text);
     let bless = std::env::var_os("NEXUS_BLESS_EVENT_SAMPLES").is_some();
     let mut missing = Vec::new();
     for (key, bytes) in &current {
         match stored.get(key) {
             Some(old) => assert_eq!(
                 old, bytes,
-                "{key}: stored bytes changed; bump its schema version and keep the old decoder"
+                "{key}: stored bytes changed; bump its schema version and upcast the old one"
             ),
             None => missing.push(format!("{key} {bytes}")),
         }
@@ -430,5 +429,311 @@ fn every_event_type_keeps_its_stored_bytes() {
             text.push('\n');
         }
         std::fs::write(SAMPLES_FILE, text).unwrap();
+    }
+}
+
+/// `Type/schema` → `payload-hex personal-hex` of each line of the samples file.
+fn stored_samples(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| l.split_once(' ').map(|(k, v)| (k.to_owned(), v.to_owned())))
+        .collect()
+}
+
+/// The stored payload of `key` (`Type/schema`) in the samples file.
+fn stored_payload(key: &str) -> Vec<u8> {
+    let text = std::fs::read_to_string(SAMPLES_FILE).unwrap();
+    let stored = stored_samples(&text);
+    let line = stored
+        .get(key)
+        .unwrap_or_else(|| panic!("no stored sample {key}"));
+    hex::decode(line.split(' ').next().unwrap()).unwrap()
+}
+
+/// Decodes a stored sample with `E` if `E` knows its type: its payload at its
+/// version (through an upcaster when older), and its personal part.
+fn decode_with<E: DomainEvent>(
+    event_type: &str,
+    schema_version: u16,
+    payload: &[u8],
+    personal: Option<Vec<u8>>,
+) -> Option<Result<(), CodecError>> {
+    E::TYPES.iter().any(|(t, _)| *t == event_type).then(|| {
+        let mut event = E::decode(event_type, schema_version, payload)?;
+        match personal {
+            Some(bytes) => event.restore_personal(Opened::Plain(bytes)),
+            None => Ok(()),
+        }
+    })
+}
+
+type Decoder = fn(&str, u16, &[u8], Option<Vec<u8>>) -> Option<Result<(), CodecError>>;
+
+/// Every event enum of the domain.
+const DECODERS: &[Decoder] = &[
+    decode_with::<WalletEvent>,
+    decode_with::<OrderEvent>,
+    decode_with::<DepositEvent>,
+    decode_with::<PaymentEvent>,
+    decode_with::<IdempotencyEvent>,
+    decode_with::<AnonymousEvent>,
+    decode_with::<AccountEvent>,
+    decode_with::<EmailReservationEvent>,
+    decode_with::<nexus_core::domain::legal_hold::LegalHoldEvent>,
+    decode_with::<nexus_core::domain::policy::PolicyEvent>,
+];
+
+#[test]
+fn every_stored_sample_still_decodes() {
+    let text = std::fs::read_to_string(SAMPLES_FILE).unwrap();
+    let stored = stored_samples(&text);
+    assert!(stored.len() >= 40, "the samples file lost lines");
+    for (key, value) in &stored {
+        let (event_type, version) = key.split_once('/').unwrap();
+        let version: u16 = version.parse().unwrap();
+        let (payload, personal) = value.split_once(' ').unwrap();
+        let payload = hex::decode(payload).unwrap();
+        let personal = (personal != "-").then(|| hex::decode(personal).unwrap());
+        let decoded: Vec<_> = DECODERS
+            .iter()
+            .filter_map(|decode| decode(event_type, version, &payload, personal.clone()))
+            .collect();
+        match decoded.as_slice() {
+            [Ok(())] => {}
+            [Err(e)] => panic!("{key} no longer decodes: {e}"),
+            [] => panic!("{key}: no event enum knows this type"),
+            _ => panic!("{key}: more than one event enum knows this type"),
+        }
+    }
+}
+
+/// Upcasting on the stored bytes of a real version-1 event: `OrderCompleted` as
+/// it would read if it gained a field (version 2), then replaced its flag by an
+/// enum (version 3). Test-only event enums: no real event changes here.
+mod upcasting {
+    use super::*;
+    use nexus_core::domain::codec::{to_bytes, upcast, EventBody};
+    use serde::{Deserialize, Serialize};
+
+    /// Version 1, frozen: the shape of the stored sample.
+    #[derive(Serialize, Deserialize)]
+    pub struct CompletedV1 {
+        order: OrderId,
+        automatic: bool,
+        at: DateTime<Utc>,
+    }
+
+    /// Version 2 adds who completed the order by hand, if staff did.
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct CompletedV2 {
+        order: OrderId,
+        automatic: bool,
+        at: DateTime<Utc>,
+        operator: Option<String>,
+    }
+
+    impl From<CompletedV1> for CompletedV2 {
+        fn from(v1: CompletedV1) -> Self {
+            CompletedV2 {
+                order: v1.order,
+                automatic: v1.automatic,
+                at: v1.at,
+                operator: None,
+            }
+        }
+    }
+
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub enum Completion {
+        Automatic,
+        ByCustomer,
+        ByOperator(String),
+    }
+
+    /// Version 3 says how, in one field.
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct CompletedV3 {
+        order: OrderId,
+        how: Completion,
+        at: DateTime<Utc>,
+    }
+
+    impl From<CompletedV2> for CompletedV3 {
+        fn from(v2: CompletedV2) -> Self {
+            let how = match (v2.automatic, v2.operator) {
+                (true, _) => Completion::Automatic,
+                (false, Some(operator)) => Completion::ByOperator(operator),
+                (false, None) => Completion::ByCustomer,
+            };
+            CompletedV3 {
+                order: v2.order,
+                how,
+                at: v2.at,
+            }
+        }
+    }
+
+    /// `OrderExpired` at a version 2 that declares no upcaster.
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct ExpiredV2 {
+        order: OrderId,
+        at: DateTime<Utc>,
+        late_by_secs: u32,
+    }
+
+    impl EventBody for CompletedV2 {}
+    impl EventBody for CompletedV3 {}
+    impl EventBody for ExpiredV2 {}
+
+    mod v2 {
+        use super::*;
+        nexus_core::domain_events! {
+            #[derive(Clone, Debug, PartialEq, Eq)]
+            pub enum OrderEventV2 {
+                OrderCompleted(CompletedV2) = 2 { 1 => upcast::<CompletedV1, CompletedV2> },
+                OrderExpired(ExpiredV2) = 2,
+            }
+        }
+    }
+
+    mod v3 {
+        use super::*;
+        nexus_core::domain_events! {
+            #[derive(Clone, Debug, PartialEq, Eq)]
+            pub enum OrderEventV3 {
+                OrderCompleted(CompletedV3) = 3 {
+                    2 => upcast::<CompletedV2, CompletedV3>,
+                    1 => |event_type, payload| {
+                        upcast::<CompletedV1, CompletedV2>(event_type, payload).map(CompletedV3::from)
+                    },
+                },
+            }
+        }
+    }
+
+    use v2::OrderEventV2;
+    use v3::OrderEventV3;
+
+    #[test]
+    fn a_stored_version_1_event_reads_as_version_2() {
+        let v1 = stored_payload("OrderCompleted/1");
+        // The frozen struct is the real version 1: the real enum reads the same.
+        let OrderEvent::OrderCompleted(real) =
+            OrderEvent::decode("OrderCompleted", 1, &v1).unwrap()
+        else {
+            panic!("not OrderCompleted")
+        };
+        assert_eq!(
+            (real.order, real.automatic, real.at),
+            (order_id(), true, at())
+        );
+
+        let event = OrderEventV2::decode("OrderCompleted", 1, &v1).unwrap();
+        let expected = CompletedV2 {
+            order: order_id(),
+            automatic: true,
+            at: at(),
+            operator: None,
+        };
+        assert_eq!(event, OrderEventV2::OrderCompleted(expected.clone()));
+
+        // It is written back at the current version only.
+        assert_eq!(event.schema_version(), 2);
+        assert_eq!(event.payload(), to_bytes(&expected));
+        assert_ne!(event.payload(), v1);
+        assert_eq!(
+            OrderEventV2::decode("OrderCompleted", 2, &event.payload()).unwrap(),
+            event
+        );
+        assert_eq!(
+            OrderEventV2::TYPES,
+            &[("OrderCompleted", 2), ("OrderExpired", 2)]
+        );
+    }
+
+    #[test]
+    fn a_version_without_an_upcaster_is_refused() {
+        // Older, with no upcaster declared.
+        let expired_v1 = stored_payload("OrderExpired/1");
+        let err = OrderEventV2::decode("OrderExpired", 1, &expired_v1).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                CodecError::UnknownSchemaVersion { event_type, found: 1, current: 2, upcast_from: [] }
+                    if event_type == "OrderExpired"
+            ),
+            "{err:?}"
+        );
+        // Newer than this build, and zero.
+        let completed_v1 = stored_payload("OrderCompleted/1");
+        for found in [0, 3, u16::MAX] {
+            let err = OrderEventV2::decode("OrderCompleted", found, &completed_v1).unwrap_err();
+            assert!(
+                matches!(
+                    &err,
+                    CodecError::UnknownSchemaVersion { found: f, current: 2, upcast_from: [1], .. }
+                        if *f == found
+                ),
+                "{err:?}"
+            );
+        }
+        // An unknown type stays unknown.
+        assert!(matches!(
+            OrderEventV2::decode("OrderPlaced", 1, &completed_v1),
+            Err(CodecError::UnknownEventType(t)) if t == "OrderPlaced"
+        ));
+    }
+
+    #[test]
+    fn old_bytes_that_do_not_decode_are_malformed() {
+        let v1 = stored_payload("OrderCompleted/1");
+        let err = OrderEventV2::decode("OrderCompleted", 1, &v1[..v1.len() - 1]).unwrap_err();
+        assert!(
+            matches!(&err, CodecError::Malformed { event_type, .. } if event_type == "OrderCompleted"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn upcasters_chain_from_version_1_and_2_to_3() {
+        let v1 = stored_payload("OrderCompleted/1");
+        assert_eq!(
+            OrderEventV3::decode("OrderCompleted", 1, &v1).unwrap(),
+            OrderEventV3::OrderCompleted(CompletedV3 {
+                order: order_id(),
+                how: Completion::Automatic,
+                at: at(),
+            })
+        );
+        for (operator, how) in [
+            (
+                Some("ops-7".to_owned()),
+                Completion::ByOperator("ops-7".into()),
+            ),
+            (None, Completion::ByCustomer),
+        ] {
+            let v2 = to_bytes(&CompletedV2 {
+                order: order_id(),
+                automatic: false,
+                at: at(),
+                operator,
+            });
+            let event = OrderEventV3::decode("OrderCompleted", 2, &v2).unwrap();
+            assert_eq!(
+                event,
+                OrderEventV3::OrderCompleted(CompletedV3 {
+                    order: order_id(),
+                    how,
+                    at: at(),
+                })
+            );
+            assert_eq!(event.schema_version(), 3);
+        }
+        assert_eq!(
+            OrderEventV3::decode("OrderCompleted", 4, &v1)
+                .unwrap_err()
+                .to_string(),
+            "unknown schema version 4 of OrderCompleted (this build writes 3 and upcasts from [2, 1])"
+        );
     }
 }

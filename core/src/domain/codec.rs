@@ -16,11 +16,16 @@ use crate::vault::{Opened, SubjectId, Vault, VaultError};
 pub enum CodecError {
     #[error("unknown event type {0}")]
     UnknownEventType(String),
-    #[error("unknown schema version {found} of {event_type} (this build reads {supported})")]
+    #[error(
+        "unknown schema version {found} of {event_type} \
+         (this build writes {current} and upcasts from {upcast_from:?})"
+    )]
     UnknownSchemaVersion {
         event_type: String,
         found: u16,
-        supported: u16,
+        current: u16,
+        /// The older versions this build reads through an upcaster.
+        upcast_from: &'static [u16],
     },
     #[error("event {event_type} does not decode: {reason}")]
     Malformed { event_type: String, reason: String },
@@ -124,9 +129,23 @@ pub fn from_bytes<T: DeserializeOwned>(event_type: &str, bytes: &[u8]) -> Result
     })
 }
 
+/// Reads an older schema version of an event's payload into its current struct
+/// (see [`domain_events!`]).
+pub type Upcaster<T> = fn(event_type: &str, payload: &[u8]) -> Result<T, CodecError>;
+
+/// The usual [`Upcaster`]: decodes the frozen struct of the old version and
+/// converts it to the current one.
+pub fn upcast<Old, New>(event_type: &str, payload: &[u8]) -> Result<New, CodecError>
+where
+    Old: DeserializeOwned + Into<New>,
+{
+    from_bytes::<Old>(event_type, payload).map(Into::into)
+}
+
 /// What every generated event enum can do.
 pub trait DomainEvent: Sized {
-    /// Every event type name this enum knows, with its schema version.
+    /// Every event type name this enum knows, with the schema version it writes
+    /// (older versions it reads through an upcaster are not listed).
     const TYPES: &'static [(&'static str, u16)];
     fn event_type(&self) -> &'static str;
     fn schema_version(&self) -> u16;
@@ -163,13 +182,50 @@ pub trait DomainEvent: Sized {
 /// Generates an event enum over event structs, each with its schema version:
 /// `domain_events! { pub enum WalletEvent { Deposited(Deposited) = 1, … } }`.
 /// The variant name is the event type name in the log and must be unique.
+///
+/// # Changing an event: upcasting
+///
+/// bincode is not self-describing, so a struct that changes (even by one added
+/// field) no longer reads the bytes already in the log. To change an event, freeze
+/// its old struct under a new name, bump the variant's version and declare, for
+/// each older version still in logs, an upcaster that reads that version's bytes:
+///
+/// ```ignore
+/// OrderPlaced(OrderPlaced) = 2 { 1 => upcast::<OrderPlacedV1, OrderPlaced> },
+/// ```
+///
+/// An upcaster is any `fn(event_type: &str, payload: &[u8]) -> Result<T,
+/// CodecError>` giving the current struct `T` (the shape of [`from_bytes`]);
+/// [`upcast`] decodes the frozen struct and converts it with `From`. Across
+/// several versions each old version gets its own upcaster, which chains the
+/// conversions: `2 => upcast::<V2, V3>, 1 => |t, b| upcast::<V1, V2>(t, b).map(V3::from)`.
+/// Events are always written at the current version; a version that is neither
+/// the current one nor declared (newer than this build, or older without an
+/// upcaster) is [`CodecError::UnknownSchemaVersion`].
+///
+/// An upcaster changes the payload only: the personal part is restored into the
+/// current struct as it is, so a change to a personal part's own struct needs a
+/// new event type.
 #[macro_export]
 macro_rules! domain_events {
-    ($(#[$meta:meta])* pub enum $name:ident { $($variant:ident($ty:ty) = $schema:literal),+ $(,)? }) => {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident {
+            $(
+                $variant:ident($ty:ty) = $schema:literal
+                $({ $($old:literal => $upcast:expr),+ $(,)? })?
+            ),+ $(,)?
+        }
+    ) => {
         $(#[$meta])*
         pub enum $name {
             $($variant($ty)),+
         }
+
+        // An upcaster reads an older version than the one written.
+        const _: () = {
+            $($($(assert!($old < $schema, "an upcaster must read an older schema version");)+)?)+
+        };
 
         impl $crate::domain::codec::DomainEvent for $name {
             const TYPES: &'static [(&'static str, u16)] = &[$((stringify!($variant), $schema)),+];
@@ -192,16 +248,19 @@ macro_rules! domain_events {
 
             fn decode(event_type: &str, schema_version: u16, payload: &[u8]) -> Result<Self, $crate::domain::codec::CodecError> {
                 match event_type {
-                    $(stringify!($variant) => {
-                        if schema_version != $schema {
-                            return Err($crate::domain::codec::CodecError::UnknownSchemaVersion {
-                                event_type: event_type.to_owned(),
-                                found: schema_version,
-                                supported: $schema,
-                            });
-                        }
-                        Ok(Self::$variant($crate::domain::codec::from_bytes(event_type, payload)?))
-                    })+
+                    $(stringify!($variant) => match schema_version {
+                        $schema => Ok(Self::$variant($crate::domain::codec::from_bytes(event_type, payload)?)),
+                        $($($old => {
+                            let upcast: $crate::domain::codec::Upcaster<$ty> = $upcast;
+                            Ok(Self::$variant(upcast(event_type, payload)?))
+                        })+)?
+                        found => Err($crate::domain::codec::CodecError::UnknownSchemaVersion {
+                            event_type: event_type.to_owned(),
+                            found,
+                            current: $schema,
+                            upcast_from: &[$($($old),+)?],
+                        }),
+                    },)+
                     other => Err($crate::domain::codec::CodecError::UnknownEventType(other.to_owned())),
                 }
             }

@@ -99,7 +99,7 @@ impl Aggregate for Deposit {
             }
             DepositEvent::DepositPaid(e) => {
                 self.status = Some(DepositStatus::Paid);
-                self.paid.0 += e.paid.0;
+                self.paid = self.paid.strict_add(e.paid);
             }
             DepositEvent::DepositFailed(_) => {
                 // A payment that arrives after a failure still counts (late).

@@ -138,7 +138,10 @@ pub struct Balances {
 
 impl Balances {
     pub fn post(&mut self, entry: &Entry) -> Result<(), MoneyError> {
-        debug_assert!(entry.amount.is_positive() && entry.debit != entry.credit);
+        assert!(
+            entry.amount.is_positive() && entry.debit != entry.credit,
+            "an entry moves a positive amount between two accounts"
+        );
         let debit = self.get(entry.debit).checked_sub(entry.amount)?;
         let credit = self.get(entry.credit).checked_add(entry.amount)?;
         self.balances.insert(entry.debit, debit);

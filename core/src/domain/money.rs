@@ -50,6 +50,20 @@ impl Micros {
             .ok_or(MoneyError::Overflow)
     }
 
+    /// `self + other` where an overflow was refused before: in event
+    /// application, after the decision that made the event. An overflow here is a
+    /// bug, and panics in every build profile.
+    pub fn strict_add(self, other: Micros) -> Micros {
+        self.checked_add(other)
+            .expect("amount overflow: the decision must have refused it")
+    }
+
+    /// `self - other`, under the same terms as [`Micros::strict_add`].
+    pub fn strict_sub(self, other: Micros) -> Micros {
+        self.checked_sub(other)
+            .expect("amount overflow: the decision must have refused it")
+    }
+
     pub fn is_positive(self) -> bool {
         self.0 > 0
     }
@@ -176,6 +190,31 @@ mod tests {
         assert_eq!(Micros(1_000_000).percent_bp_floor(200), Micros(20_000));
         assert_eq!(Micros(149).percent_bp_floor(200), Micros(2));
         assert_eq!(Micros(0).percent_bp_floor(200), Micros(0));
+    }
+
+    #[test]
+    fn arithmetic_is_checked() {
+        let max = Micros(i64::MAX);
+        let min = Micros(i64::MIN);
+        assert_eq!(Micros(2).checked_add(Micros(3)), Ok(Micros(5)));
+        assert_eq!(Micros(2).checked_sub(Micros(3)), Ok(Micros(-1)));
+        assert_eq!(max.checked_add(Micros(1)), Err(MoneyError::Overflow));
+        assert_eq!(min.checked_sub(Micros(1)), Err(MoneyError::Overflow));
+        assert_eq!(Micros(2).strict_add(Micros(3)), Micros(5));
+        assert_eq!(Micros(2).strict_sub(Micros(3)), Micros(-1));
+        assert_eq!(max.strict_sub(max), Micros::ZERO);
+    }
+
+    #[test]
+    #[should_panic(expected = "amount overflow")]
+    fn strict_add_panics_on_overflow() {
+        let _ = Micros(i64::MAX).strict_add(Micros(1));
+    }
+
+    #[test]
+    #[should_panic(expected = "amount overflow")]
+    fn strict_sub_panics_on_overflow() {
+        let _ = Micros(i64::MIN).strict_sub(Micros(1));
     }
 
     proptest! {

@@ -145,9 +145,11 @@ impl Aggregate for Wallet {
 
     fn apply(&mut self, event: &WalletEvent) {
         match event {
-            WalletEvent::WalletDepositCredited(e) => self.available.0 += e.entry.amount.0,
+            WalletEvent::WalletDepositCredited(e) => {
+                self.available = self.available.strict_add(e.entry.amount);
+            }
             WalletEvent::WalletHoldPlaced(e) => {
-                self.available.0 -= e.entry.amount.0;
+                self.available = self.available.strict_sub(e.entry.amount);
                 self.holds.insert(e.order, e.entry.amount);
                 self.orders_seen.insert(e.order);
             }
@@ -157,13 +159,13 @@ impl Aggregate for Wallet {
             }
             WalletEvent::WalletHoldVoided(e) => {
                 self.holds.remove(&e.order);
-                self.available.0 += e.entry.amount.0;
+                self.available = self.available.strict_add(e.entry.amount);
             }
             WalletEvent::WalletCashbackCredited(e) => {
-                self.available.0 += e.entry.amount.0;
+                self.available = self.available.strict_add(e.entry.amount);
             }
         }
-        debug_assert!(self.available.0 >= 0, "a wallet never goes negative");
+        assert!(self.available.0 >= 0, "a wallet never goes negative");
     }
 }
 

@@ -34,6 +34,13 @@ pub const MAX_EVENTS_PER_APPEND: usize = 1024;
 pub const MAX_STREAMS_PER_APPEND: usize = 16;
 /// Most events one read call returns.
 pub const MAX_READ_COUNT: usize = 10_000;
+/// Largest sealed personal part of one event: the vault's largest plaintext and
+/// room for its sealing overhead (a tag today), so that the log need not follow
+/// the cipher's exact overhead.
+pub(crate) const MAX_SEALED_PII_BYTES: usize = crate::vault::MAX_PII_BYTES + SEAL_ALLOWANCE_BYTES;
+const SEAL_ALLOWANCE_BYTES: usize = 64;
+// Everything the vault seals, the log stores.
+const _: () = assert!(crate::vault::MAX_SEALED_BYTES <= MAX_SEALED_PII_BYTES);
 
 /// A stream's name: 1 to [`MAX_STREAM_NAME_BYTES`] printable ASCII characters
 /// (`!` to `~`), conventionally `category-id` such as `order-0190…`.
@@ -64,6 +71,8 @@ impl StreamName {
 
     /// A name read back from the log, where it was checked on the way in.
     pub(crate) fn trusted(name: &str) -> Self {
+        // Debug builds only: it reads every byte of the name, on every record
+        // read, and the hash chain already covers what was checked on append.
         debug_assert!(Self::new(name).is_ok());
         Self(name.to_owned())
     }
@@ -219,7 +228,7 @@ fn validate_event(event: &NewEvent) -> Result<(), LogError> {
         });
     }
     if let Some(pii) = &event.pii {
-        if pii.ciphertext.len() > crate::vault::MAX_PII_BYTES + 64 {
+        if pii.ciphertext.len() > MAX_SEALED_PII_BYTES {
             return Err(LogError::PayloadTooLarge {
                 size: pii.ciphertext.len(),
                 limit: crate::vault::MAX_PII_BYTES,

@@ -12,8 +12,11 @@ use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::{EventId, LogError, StreamName};
-use crate::vault::{SealedPii, SubjectId};
+use super::{
+    EventId, LogError, StreamName, MAX_EVENT_TYPE_BYTES, MAX_PAYLOAD_BYTES, MAX_SEALED_PII_BYTES,
+    MAX_STREAM_NAME_BYTES,
+};
+use crate::vault::{SealedPii, SubjectId, MAX_SUBJECT_BYTES, NONCE_BYTES};
 
 /// A SHA-256 digest.
 pub type Hash32 = [u8; 32];
@@ -25,6 +28,23 @@ const CHAIN_DOMAIN: &[u8] = b"nexus-log-v1";
 /// First byte of every commit-group value.
 const GROUP_FORMAT_V1: u8 = 1;
 const NO_PII_DIGEST: Hash32 = [0; 32];
+
+/// The longest header (see [`Header`]): both ids present, names at their limits.
+const MAX_HEADER_BYTES: usize =
+    8 + 8 + 16 + 2 + 8 + 1 + 2 * 16 + 1 + MAX_STREAM_NAME_BYTES + 1 + MAX_EVENT_TYPE_BYTES;
+/// The most bytes a record takes beyond its payload and ciphertext (see
+/// [`encode_record`] and [`encode_pii`]).
+pub(crate) const MAX_RECORD_FRAME_BYTES: usize =
+    2 + MAX_HEADER_BYTES + 4 * 32 + 1 + 4 + 1 + 1 + MAX_SUBJECT_BYTES + NONCE_BYTES + 4;
+
+// Lengths in the format are u8 (names, subject), u16 (header) and u32 (payload,
+// ciphertext): each limit fits its length field.
+const _: () = assert!(MAX_STREAM_NAME_BYTES <= u8::MAX as usize);
+const _: () = assert!(MAX_EVENT_TYPE_BYTES <= u8::MAX as usize);
+const _: () = assert!(MAX_SUBJECT_BYTES <= u8::MAX as usize);
+const _: () = assert!(MAX_HEADER_BYTES <= u16::MAX as usize);
+const _: () = assert!(MAX_PAYLOAD_BYTES <= u32::MAX as usize);
+const _: () = assert!(MAX_SEALED_PII_BYTES <= u32::MAX as usize);
 
 /// An event as the log hands it out: the envelope and the body.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -95,8 +115,9 @@ const HAS_CAUSATION: u8 = 2;
 
 impl<'a> Header<'a> {
     fn encode(&self, out: &mut Vec<u8>) {
-        debug_assert!(self.stream.len() <= super::MAX_STREAM_NAME_BYTES);
-        debug_assert!(self.event_type.len() <= super::MAX_EVENT_TYPE_BYTES);
+        // A longer name would not fit its length byte and corrupt the chain.
+        assert!(self.stream.len() <= MAX_STREAM_NAME_BYTES);
+        assert!(self.event_type.len() <= MAX_EVENT_TYPE_BYTES);
         out.extend_from_slice(&self.position.to_be_bytes());
         out.extend_from_slice(&self.version.to_be_bytes());
         out.extend_from_slice(&self.event_id);
@@ -243,7 +264,7 @@ fn encode_pii(pii: &Option<SealedPii>, out: &mut Vec<u8>) {
         None => out.push(0),
         Some(p) => {
             let subject = p.subject.as_str().as_bytes();
-            debug_assert!(subject.len() <= u8::MAX as usize);
+            assert!(subject.len() <= MAX_SUBJECT_BYTES);
             out.push(1);
             out.push(subject.len() as u8);
             out.extend_from_slice(subject);

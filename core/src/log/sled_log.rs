@@ -29,11 +29,12 @@ use tracing::error;
 
 use super::record::{
     encode_group, encode_record, EncodedRecord, EventIdentity, GroupView, Hash32, Header,
-    RecordedEvent, GENESIS_HASH,
+    RecordedEvent, GENESIS_HASH, MAX_RECORD_FRAME_BYTES,
 };
 use super::{
     AppendOutcome, AppendRequest, Appended, Broken, Direction, EventId, EventStore, LogError,
-    StreamName, VerifyReport, MAX_READ_COUNT,
+    StreamName, VerifyReport, MAX_EVENTS_PER_APPEND, MAX_PAYLOAD_BYTES, MAX_READ_COUNT,
+    MAX_SEALED_PII_BYTES,
 };
 use crate::durable::{sled_to_io, DurableDb};
 
@@ -44,8 +45,19 @@ const MAX_QUEUED_APPENDS: usize = 16 * 1024;
 /// The writer stops adding appends to a group past these.
 const MAX_GROUP_EVENTS: usize = 8 * 1024;
 const MAX_GROUP_BYTES: usize = 1024 * 1024;
+/// The largest commit-group value: the last append of a group may overshoot the
+/// group limits by one whole append.
+const MAX_GROUP_VALUE_BYTES: usize = 5
+    + (MAX_GROUP_EVENTS + MAX_EVENTS_PER_APPEND) * (4 + MAX_RECORD_FRAME_BYTES)
+    + MAX_GROUP_BYTES
+    + MAX_APPEND_BYTES;
+// One event at the payload and PII limits fits one append.
+const _: () = assert!(MAX_PAYLOAD_BYTES + MAX_SEALED_PII_BYTES <= MAX_APPEND_BYTES);
+// A group's record count and offsets are u32.
+const _: () = assert!(MAX_GROUP_VALUE_BYTES <= u32::MAX as usize);
 /// Shards of the stream index, so readers rarely meet the writer's lock.
 const STREAM_INDEX_SHARDS: usize = 64;
+const _: () = assert!(STREAM_INDEX_SHARDS > 0);
 
 /// Where and how to open the log.
 #[derive(Clone, Debug)]
@@ -790,8 +802,8 @@ impl Writer {
     /// After the group is durable: publish it to readers.
     fn committed(&mut self, group: Group, now_micros: i64) {
         let last = group.next_position() - 1;
-        debug_assert_eq!(group.first_position, self.head + 1, "positions are dense");
-        debug_assert_eq!(group.entries.len(), group.records.len());
+        assert_eq!(group.first_position, self.head + 1, "positions are dense");
+        assert_eq!(group.entries.len(), group.records.len());
         self.head = last;
         self.last_hash = group.last_hash;
         self.last_micros = now_micros;

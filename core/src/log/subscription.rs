@@ -43,7 +43,7 @@ impl<S: EventStore> AllSubscription<S> {
                 .read_all(self.next_position, self.batch_size)
                 .await?;
             if let Some(last) = events.last() {
-                debug_assert_eq!(events[0].position, self.next_position);
+                assert_eq!(events[0].position, self.next_position, "no event skipped");
                 self.next_position = last.position + 1;
                 return Ok(events);
             }

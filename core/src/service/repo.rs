@@ -136,7 +136,7 @@ impl AggregateCache {
                 state: std::sync::Arc::new(state.clone()),
             },
         );
-        debug_assert!(entries.len() <= self.capacity);
+        assert!(entries.len() <= self.capacity);
     }
 
     pub fn len(&self) -> usize {
@@ -201,7 +201,7 @@ where
             .read_stream(stream, version + 1, Direction::Forwards, MAX_READ_COUNT)
             .await?;
         for record in &batch {
-            debug_assert_eq!(record.version, version + 1, "stream versions are dense");
+            assert_eq!(record.version, version + 1, "stream versions are dense");
             state.apply(&A::Event::from_recorded(record, vault)?);
             version = record.version;
         }
