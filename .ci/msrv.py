@@ -5,9 +5,11 @@
    every workspace crate.
 2. No package of the lock graph (every platform) declares a higher
    `rust-version`: a dependency bump that needs a newer compiler fails here.
+3. Std APIs newer than the MSRV are refused by clippy's `incompatible_msrv`
+   lint, denied in `[workspace.lints]` and run by `cargo clippy` in CI.
 
-Code of the workspace that needs a newer compiler is not caught: only a build
-with that toolchain would.
+Language features newer than the MSRV are not caught: only a build with that
+toolchain would.
 """
 
 import json
