@@ -34,6 +34,7 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use chacha20poly1305::aead::{Aead, Payload};
 use chacha20poly1305::{Key, KeyInit, XChaCha20Poly1305, XNonce};
 use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::durable::{sled_to_io, DurableDb};
 
@@ -64,14 +65,6 @@ const KEY_PREFIX: &[u8] = b"k/";
 const MAX_CACHED_KEYS: usize = 100_000;
 /// 64 hex characters and a newline; anything longer is rejected unread.
 const MAX_KEY_FILE_BYTES: usize = 2 * KEY_BYTES + 1;
-
-/// Overwrites secret bytes (best effort: no `zeroize` crate is available).
-fn wipe(bytes: &mut [u8]) {
-    for b in bytes.iter_mut() {
-        *b = 0;
-    }
-    std::hint::black_box(bytes);
-}
 
 /// The vault's master key: wraps every data key. Never printed.
 pub struct MasterKey {
@@ -121,9 +114,11 @@ impl fmt::Debug for MasterKey {
 
 impl Drop for MasterKey {
     fn drop(&mut self) {
-        wipe(&mut self.bytes);
+        self.bytes.zeroize();
     }
 }
+
+impl ZeroizeOnDrop for MasterKey {}
 
 /// Where the master key comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -249,9 +244,11 @@ impl DataKey {
 
 impl Drop for DataKey {
     fn drop(&mut self) {
-        wipe(&mut self.0);
+        self.0.zeroize();
     }
 }
+
+impl ZeroizeOnDrop for DataKey {}
 
 struct KeyCache {
     keys: HashMap<SubjectId, DataKey>,
@@ -558,26 +555,24 @@ impl Vault {
         let nonce = XNonce::try_from(nonce).map_err(|_| corrupt("key record nonce"))?;
         // The master key was verified against the check record at open, so a
         // failure here is a damaged (or moved) record.
-        let mut plain = self
-            .master
-            .cipher()
-            .decrypt(
-                &nonce,
-                Payload {
-                    msg: wrapped,
-                    aad: subject.as_str().as_bytes(),
-                },
-            )
-            .map_err(|_| corrupt("wrapped data key failed authentication"))?;
+        let plain = Zeroizing::new(
+            self.master
+                .cipher()
+                .decrypt(
+                    &nonce,
+                    Payload {
+                        msg: wrapped,
+                        aad: subject.as_str().as_bytes(),
+                    },
+                )
+                .map_err(|_| corrupt("wrapped data key failed authentication"))?,
+        );
+        if plain.len() != KEY_BYTES {
+            return Err(corrupt("wrapped data key of unexpected length"));
+        }
         let mut key = DataKey([0u8; KEY_BYTES]);
-        let result = if plain.len() == KEY_BYTES {
-            key.0.copy_from_slice(&plain);
-            Ok(key)
-        } else {
-            Err(corrupt("wrapped data key of unexpected length"))
-        };
-        wipe(&mut plain);
-        result
+        key.0.copy_from_slice(&plain);
+        Ok(key)
     }
 
     fn seal_check(&self) -> Result<Vec<u8>, VaultError> {
@@ -683,7 +678,7 @@ fn read_key_file(path: &Path) -> Result<Option<MasterKey>, VaultError> {
     };
     warn_if_readable_by_others(&file, path);
     // One byte more than a valid file can hold, to detect a longer one.
-    let mut buf = [0u8; MAX_KEY_FILE_BYTES + 1];
+    let mut buf = Zeroizing::new([0u8; MAX_KEY_FILE_BYTES + 1]);
     let mut len = 0;
     let read = loop {
         if len == buf.len() {
@@ -697,7 +692,7 @@ fn read_key_file(path: &Path) -> Result<Option<MasterKey>, VaultError> {
         }
     };
     let parsed = read.map(|()| MasterKey::parse(&buf[..len]));
-    wipe(&mut buf);
+    drop(buf);
     match parsed? {
         Ok(key) => Ok(Some(key)),
         Err(reason) => Err(VaultError::BadMasterKeyFile {
@@ -743,16 +738,16 @@ fn create_key_file(path: &Path) -> Result<MasterKey, VaultError> {
         }
         Err(e) => return Err(e.into()),
     };
-    let mut contents = [0u8; MAX_KEY_FILE_BYTES];
+    let mut contents = Zeroizing::new([0u8; MAX_KEY_FILE_BYTES]);
     let written = hex::encode_to_slice(key.bytes, &mut contents[..2 * KEY_BYTES])
         .map_err(|_| corrupt("master key encoding failed"))
         .and_then(|()| {
             contents[2 * KEY_BYTES] = b'\n';
-            file.write_all(&contents)?;
+            file.write_all(&contents[..])?;
             file.sync_all()?;
             Ok(())
         });
-    wipe(&mut contents);
+    drop(contents);
     if let Err(e) = written {
         // A partial file would make every later open fail as malformed.
         drop(file);

@@ -221,7 +221,7 @@ struct SlotState {
     breaker: Breaker,
     health: UpstreamHealth,
     /// Last known cost per (service, country), learnt from quotes and purchases.
-    costs: std::collections::HashMap<(String, String), Micros>,
+    costs: HashMap<(String, String), Micros>,
     /// Activations this process knows at this upstream (by
     /// [`Upstream::activation_key`]) → when learnt: bought, or claimed by a
     /// reconciler. Bounded by [`MAX_KNOWN_ACTIVATIONS`].
@@ -345,7 +345,7 @@ pub struct Router {
 }
 
 /// (service, country) → when asked, and the answer.
-type QuoteCache = std::collections::HashMap<(String, String), (Instant, Option<Quote>)>;
+type QuoteCache = HashMap<(String, String), (Instant, Option<Quote>)>;
 
 /// The best current offer for a (service, country) over all healthy upstreams.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1194,7 +1194,7 @@ mod tests {
     fn listed(handle: &str, bought_at: Option<DateTime<Utc>>, cost: i64) -> ListedPurchase {
         ListedPurchase {
             purchase: Purchase {
-                handle: crate::upstream::Handle(handle.into()),
+                handle: Handle(handle.into()),
                 phone: "6281200000000".into(),
                 cost: Micros(cost),
                 expires_at: None,
@@ -1401,8 +1401,8 @@ mod tests {
     #[test]
     fn seeding_records_known_activations_and_only_a_complete_one_counts() {
         let router = Router::new(vec![sim("s", |_| {})], quick());
-        let handle = crate::upstream::Handle("held".into());
-        let elsewhere = crate::upstream::Handle("other".into());
+        let handle = Handle("held".into());
+        let elsewhere = Handle("other".into());
         let recorded = router.seed_known([("s", &handle), ("gone", &elsewhere)], false);
         assert_eq!(recorded, 1, "an upstream this router lacks is skipped");
         assert!(!router.is_seeded());
@@ -1437,25 +1437,19 @@ mod tests {
         }
         fn poll<'a>(
             &'a self,
-            _: &'a crate::upstream::Handle,
+            _: &'a Handle,
         ) -> crate::upstream::UpstreamFuture<'a, crate::upstream::Snapshot> {
             Box::pin(async { Err(UpstreamError::NotFound) })
         }
-        fn resend<'a>(
-            &'a self,
-            _: &'a crate::upstream::Handle,
-        ) -> crate::upstream::UpstreamFuture<'a, crate::upstream::Handle> {
+        fn resend<'a>(&'a self, _: &'a Handle) -> crate::upstream::UpstreamFuture<'a, Handle> {
             Box::pin(async { Err(UpstreamError::NotFound) })
         }
-        fn finish<'a>(
-            &'a self,
-            _: &'a crate::upstream::Handle,
-        ) -> crate::upstream::UpstreamFuture<'a, ()> {
+        fn finish<'a>(&'a self, _: &'a Handle) -> crate::upstream::UpstreamFuture<'a, ()> {
             Box::pin(async { Ok(()) })
         }
         fn cancel<'a>(
             &'a self,
-            _: &'a crate::upstream::Handle,
+            _: &'a Handle,
         ) -> crate::upstream::UpstreamFuture<'a, CancelOutcome> {
             Box::pin(async { Ok(CancelOutcome::AlreadyClosed) })
         }

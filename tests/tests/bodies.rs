@@ -139,7 +139,7 @@ fn only_json_objects_are_read_and_nothing_is_written_otherwise() {
     // withdrawal of a deletion.
     let key = customer(&server, "owner@example.com");
     let bearer = format!("Bearer {key}");
-    let routes: [Route; 5] = [
+    let routes: [Route<'_>; 5] = [
         ("POST", "/v1/orders", &[("Idempotency-Key", "bodies-1")]),
         ("POST", "/v1/deposits", &[]),
         ("PUT", "/v1/me/webhook", &[]),

@@ -138,7 +138,7 @@ fn budget(req: &ServiceRequest) -> Budget<'_> {
 
 /// The compatible endpoint's clients read tokens, not problem documents: 429 with
 /// `Retry-After` and the protocol's own too-many-requests token.
-fn compat_refusal(refusal: &super::error::ApiError) -> actix_web::HttpResponse {
+fn compat_refusal(refusal: &ApiError) -> actix_web::HttpResponse {
     let mut answer = actix_web::HttpResponse::TooManyRequests();
     if let Some(seconds) = refusal.retry_after_s {
         answer.insert_header((actix_web::http::header::RETRY_AFTER, seconds));

@@ -301,12 +301,11 @@ impl fmt::Debug for LookupKey {
 
 impl Drop for LookupKey {
     fn drop(&mut self) {
-        for byte in self.0.iter_mut() {
-            // SAFETY: a valid, aligned, exclusive reference to a u8.
-            unsafe { std::ptr::write_volatile(byte, 0) };
-        }
+        zeroize::Zeroize::zeroize(&mut self.0);
     }
 }
+
+impl zeroize::ZeroizeOnDrop for LookupKey {}
 
 /// Checks a new password's length: [`MIN_PASSWORD_BYTES`] to
 /// [`MAX_PASSWORD_BYTES`] bytes of UTF-8, counted as given (no trimming, no

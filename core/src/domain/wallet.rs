@@ -604,7 +604,7 @@ mod tests {
             let mut wallet = Wallet::default();
             let mut balances = crate::domain::ledger::Balances::default();
             let (mut deposited, mut captured, mut cashback) = (0i64, 0i64, 0i64);
-            let mut settled = std::collections::BTreeSet::new();
+            let mut settled = BTreeSet::new();
             for op in ops {
                 let decided = match op {
                     Op::Deposit(a) => credit_deposit(&wallet, owner(), DepositId::new(), Payment { network: "btc".into(), tx_hash: "t".into() }, Micros(a), Micros(a), false, t0()),

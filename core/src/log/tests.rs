@@ -127,7 +127,7 @@ async fn a_multi_stream_append_lands_in_both_streams() {
                 events: vec![event(b"held")],
             },
         ],
-        correlation_id: Some(uuid::Uuid::now_v7()),
+        correlation_id: Some(Uuid::now_v7()),
         causation_id: None,
     };
     let outcome = log.append(request.clone()).await.unwrap();

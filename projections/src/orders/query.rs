@@ -317,12 +317,7 @@ impl OrdersView {
         for item in self.tree.range(start..vec![b'b']) {
             let (key, _) = item?;
             let parsed = (key.len() == 25)
-                .then(|| {
-                    Some((
-                        crate::keys::time_from(&key[1..9])?,
-                        crate::keys::uuid_from(&key[9..])?,
-                    ))
-                })
+                .then(|| Some((keys::time_from(&key[1..9])?, keys::uuid_from(&key[9..])?)))
                 .flatten();
             let (at, id) =
                 parsed.ok_or_else(|| StoredValueError::new(&key, "not an active-order key"))?;

@@ -42,7 +42,7 @@ struct Change {
     owner: Owner,
     available: i64,
     held: i64,
-    reason: nexus_core::domain::ledger::Reason,
+    reason: Reason,
 }
 
 fn overflow(record: &RecordedEvent) -> ApplyError {
@@ -51,10 +51,7 @@ fn overflow(record: &RecordedEvent) -> ApplyError {
     }
 }
 
-fn missing_deposit(
-    record: &RecordedEvent,
-    deposit: nexus_core::domain::ids::DepositId,
-) -> ApplyError {
+fn missing_deposit(record: &RecordedEvent, deposit: DepositId) -> ApplyError {
     ApplyError::Missing {
         event_type: record.event_type.clone(),
         what: "deposit",

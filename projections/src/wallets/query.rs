@@ -109,7 +109,7 @@ impl WalletsView {
     ) -> impl Iterator<Item = Result<(Owner, WalletBalance), QueryError>> + '_ {
         self.tree.scan_prefix([b'w']).map(|item| {
             let (key, value) = item?;
-            let owner = crate::keys::owner_from(&key[1..])
+            let owner = keys::owner_from(&key[1..])
                 .ok_or_else(|| StoredValueError::new(&key, "not an owner key"))?;
             let row: WalletRow = crate::value::decode(&key, &value)?;
             Ok((
