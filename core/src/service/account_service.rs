@@ -276,7 +276,7 @@ impl<S: EventStore> Accounts<S> {
                         account,
                         email,
                         password_hash,
-                        verification.clone(),
+                        *verification,
                         now,
                     )?;
                     tx.emit(email_stream, &reserve)?;
@@ -297,7 +297,7 @@ impl<S: EventStore> Accounts<S> {
         let (token, token_hash) = self.new_verification_token(account)?;
         let verification = self.verification(token_hash);
         self.update(account, |state, now| {
-            decide_issue_verification(state, verification.clone(), now)
+            decide_issue_verification(state, verification, now)
         })
         .await?;
         Ok(token)
@@ -389,7 +389,7 @@ impl<S: EventStore> Accounts<S> {
                         .clone();
                     let old_stream = self.lookup_key.email_stream(&Email::from_stored(old_email));
                     let now = self.clock.now();
-                    let events = decide_change_email(&state, new_email, verification.clone(), now)?;
+                    let events = decide_change_email(&state, new_email, *verification, now)?;
                     // A change of case only keeps the same reservation.
                     if old_stream != *new_stream {
                         let new_reservation = tx.load::<EmailReservation>(new_stream).await?;

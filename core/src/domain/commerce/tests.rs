@@ -186,7 +186,7 @@ fn a_payment_credits_its_deposit_and_wallet_once() {
     let wallet = Wallet::from_events(&wallet_events);
     assert_eq!(wallet.available, Micros(5_000_000));
     match &wallet_events[..] {
-        [wallet::WalletEvent::WalletDepositCredited(e)] => assert!(!e.late),
+        [WalletEvent::WalletDepositCredited(e)] => assert!(!e.late),
         other => panic!("one credit, got {other:?}"),
     }
     // Given the guard recorded, when the same transaction comes again, then nothing.
@@ -220,7 +220,7 @@ fn a_late_payment_is_credited_and_marked_late_and_an_unknown_deposit_refused() {
     .unwrap();
     match decision {
         PaymentDecision::Credit { wallet, .. } => match &wallet[..] {
-            [wallet::WalletEvent::WalletDepositCredited(e)] => assert!(e.late),
+            [WalletEvent::WalletDepositCredited(e)] => assert!(e.late),
             other => panic!("one credit, got {other:?}"),
         },
         other => panic!("credited, got {other:?}"),
