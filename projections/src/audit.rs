@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use nexus_core::domain::codec::DomainEvent;
-use nexus_core::domain::ledger::{Balances, Entry, LedgerAccount, Owner};
+use nexus_core::domain::ledger::{Balances, Entry, LedgerAccount, LedgerError, Owner};
 use nexus_core::domain::money::Micros;
 use nexus_core::domain::wallet::WalletEvent;
 use nexus_core::log::{EventStore, LogError, RecordedEvent};
@@ -39,6 +39,8 @@ pub enum AuditError {
     Undecodable { position: u64, reason: String },
     #[error("posting the entry at position {position} overflows its account")]
     Overflow { position: u64 },
+    #[error("the entry at position {position} is not a valid entry: {reason}")]
+    InvalidEntry { position: u64, reason: String },
     #[error(transparent)]
     ReadModel(#[from] QueryError),
     #[error("writing the export: {0}")]
@@ -105,12 +107,15 @@ pub async fn trial_balance<S: EventStore>(
                 return Ok(());
             }
             trial.position = record.position;
-            trial
-                .balances
-                .post(entry)
-                .map_err(|_| AuditError::Overflow {
+            trial.balances.post(entry).map_err(|e| match e {
+                LedgerError::Money(_) => AuditError::Overflow {
                     position: record.position,
-                })?;
+                },
+                LedgerError::NotPositive | LedgerError::SameAccount => AuditError::InvalidEntry {
+                    position: record.position,
+                    reason: e.to_string(),
+                },
+            })?;
             trial.entries_posted += 1;
             Ok(())
         },

@@ -135,6 +135,8 @@ pub enum DepositError {
     InvalidPayment,
     #[error("the paid amount must be more than zero")]
     NothingPaid,
+    #[error("the payments of this deposit add up to more than can be counted")]
+    PaidOverflow,
 }
 
 impl Payment {
@@ -193,6 +195,10 @@ pub fn pay(
     let requested = deposit.requested.as_ref().ok_or(DepositError::NotFound)?;
     if !paid.is_positive() {
         return Err(DepositError::NothingPaid);
+    }
+    // Applying the payment cannot fail: refuse here what would overflow.
+    if deposit.paid.checked_add(paid).is_err() {
+        return Err(DepositError::PaidOverflow);
     }
     Ok(vec![DepositEvent::DepositPaid(DepositPaid {
         deposit: requested.deposit,

@@ -137,11 +137,16 @@ pub struct Balances {
 }
 
 impl Balances {
-    pub fn post(&mut self, entry: &Entry) -> Result<(), MoneyError> {
-        assert!(
-            entry.amount.is_positive() && entry.debit != entry.credit,
-            "an entry moves a positive amount between two accounts"
-        );
+    /// Posts an entry. One read back from storage is checked again as
+    /// [`Entry::new`] checks a new one: a tampered or corrupt entry is a typed
+    /// error for the audit to report, never a panic.
+    pub fn post(&mut self, entry: &Entry) -> Result<(), LedgerError> {
+        if !entry.amount.is_positive() {
+            return Err(LedgerError::NotPositive);
+        }
+        if entry.debit == entry.credit {
+            return Err(LedgerError::SameAccount);
+        }
         let debit = self.get(entry.debit).checked_sub(entry.amount)?;
         let credit = self.get(entry.credit).checked_add(entry.amount)?;
         self.balances.insert(entry.debit, debit);

@@ -248,6 +248,11 @@ pub fn capture(
     })];
     let cashback = amount.percent_bp_floor(cashback_bp);
     if matches!(owner, Owner::Account(_)) && cashback.is_positive() {
+        // Applying the credit cannot fail: refuse here what would overflow.
+        wallet
+            .available
+            .checked_add(cashback)
+            .map_err(LedgerError::from)?;
         let entry = Entry::new(
             LedgerAccount::CashbackExpense,
             LedgerAccount::Available(owner),
@@ -270,6 +275,10 @@ pub fn void(
     at: DateTime<Utc>,
 ) -> Result<Vec<WalletEvent>, WalletError> {
     let amount = *wallet.holds.get(&order).ok_or(WalletError::HoldNotOpen)?;
+    wallet
+        .available
+        .checked_add(amount)
+        .map_err(LedgerError::from)?;
     let entry = Entry::new(
         LedgerAccount::Held(owner),
         LedgerAccount::Available(owner),
@@ -294,7 +303,7 @@ pub fn void(
 /// with the invoice on its own. Money that arrived is never kept back.
 #[allow(clippy::too_many_arguments)]
 pub fn credit_deposit(
-    _wallet: &Wallet,
+    wallet: &Wallet,
     owner: Owner,
     deposit: DepositId,
     payment: Payment,
@@ -303,6 +312,11 @@ pub fn credit_deposit(
     late: bool,
     at: DateTime<Utc>,
 ) -> Result<Vec<WalletEvent>, WalletError> {
+    // Applying the credit cannot fail: refuse here what would overflow.
+    wallet
+        .available
+        .checked_add(paid)
+        .map_err(LedgerError::from)?;
     let reason = match owner {
         Owner::Account(_) => Reason::Deposit,
         Owner::Anonymous(_) => Reason::AnonymousPayment,

@@ -10,7 +10,7 @@ use nexus_core::domain::commerce::CommerceError;
 use nexus_core::domain::deposit::DepositError;
 use nexus_core::domain::ids::DepositId;
 use nexus_core::domain::money::Micros;
-use nexus_core::domain::wallet::Payment;
+use nexus_core::domain::wallet::{Payment, WalletError};
 use nexus_core::log::EventStore;
 use nexus_core::service::commerce_service::{CommandError, Commerce, PaymentOutcome};
 use sha2::Sha512;
@@ -122,6 +122,11 @@ impl IpnError {
             }
             CommandError::Refused(CommerceError::Deposit(DepositError::NothingPaid)) => {
                 IpnError::NothingPaid
+            }
+            // An amount the ledger cannot count will never be accepted as it is.
+            CommandError::Refused(CommerceError::Deposit(DepositError::PaidOverflow))
+            | CommandError::Refused(CommerceError::Wallet(WalletError::Ledger(_))) => {
+                IpnError::InvalidField("actually_paid")
             }
             other => IpnError::Domain(other),
         }

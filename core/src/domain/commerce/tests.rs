@@ -452,3 +452,37 @@ fn active_order_candidates_are_the_holds_then_the_newest_captured() {
         "the oldest captured are not read"
     );
 }
+
+#[test]
+fn a_credit_the_ledger_cannot_count_is_refused_before_any_event() {
+    use crate::domain::ledger::LedgerError;
+    use crate::domain::money::MoneyError;
+    let owner = Owner::Account(customer());
+    let (id, deposit) = invoice(owner, 5_000_000);
+    let nearly_full = funded(owner, i64::MAX - 10);
+    let refused = record_payment(
+        &PaymentGuard::default(),
+        &deposit,
+        &nearly_full,
+        id,
+        &payment("0xbig"),
+        Micros(100),
+        t0(),
+    );
+    assert_eq!(
+        refused,
+        Err(CommerceError::Wallet(WalletError::Ledger(
+            LedgerError::Money(MoneyError::Overflow)
+        )))
+    );
+    // The deposit's own running total is checked too.
+    let paid = deposit::pay(&deposit, payment("0x1"), Micros(i64::MAX - 1), t0()).unwrap();
+    let mut full = deposit.clone();
+    for event in &paid {
+        full.apply(event);
+    }
+    assert_eq!(
+        deposit::pay(&full, payment("0x2"), Micros(2), t0()),
+        Err(DepositError::PaidOverflow)
+    );
+}
