@@ -1,0 +1,796 @@
+//! The pure decisions over an account and an e-mail reservation:
+//! `(&state, …, now) -> Result<Vec<Event>, AccountError>`, and the checks of a
+//! presented API key and of a login.
+
+use chrono::{DateTime, Duration, Utc};
+
+use super::credentials::{digests_equal, Email, Secret};
+use super::events::*;
+use super::state::{Account, AccountStatus, EmailReservation};
+use super::webhook_url::WebhookUrl;
+use super::{AccountError, Sha256Hash, DELETION_GRACE_DAYS, MAX_LIVE_API_KEYS};
+use crate::domain::codec::Personal;
+use crate::domain::ids::{AccountId, ApiKeyId};
+
+/// A new verification token, by its hash, and how long it is valid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NewVerification {
+    pub token_hash: Sha256Hash,
+    pub ttl: Duration,
+}
+
+impl NewVerification {
+    fn issued(&self, now: DateTime<Utc>) -> AccountEvent {
+        AccountEvent::AccountVerificationIssued(AccountVerificationIssued {
+            token_hash: self.token_hash,
+            issued_at: now,
+            expires_at: now + self.ttl,
+        })
+    }
+}
+
+/// Reserves an address for `account` (nothing to do if it already holds it).
+pub fn decide_reserve_email(
+    state: &EmailReservation,
+    account: AccountId,
+    now: DateTime<Utc>,
+) -> Result<Vec<EmailReservationEvent>, AccountError> {
+    match state.holder {
+        Some(holder) if holder == account => Ok(vec![]),
+        Some(_) => Err(AccountError::EmailTaken),
+        None => Ok(vec![EmailReservationEvent::EmailReserved(EmailReserved {
+            account,
+            at: now,
+        })]),
+    }
+}
+
+/// Releases an address `account` holds (nothing to do if it does not hold it).
+pub fn decide_release_email(
+    state: &EmailReservation,
+    account: AccountId,
+    now: DateTime<Utc>,
+) -> Result<Vec<EmailReservationEvent>, AccountError> {
+    if state.holder == Some(account) {
+        Ok(vec![EmailReservationEvent::EmailReleased(EmailReleased {
+            account,
+            at: now,
+        })])
+    } else {
+        Ok(vec![])
+    }
+}
+
+/// Registers a new account with a normalized address and the bcrypt hash of its
+/// password (computed beforehand, off the async runtime), and issues the first
+/// verification token. The address's reservation is decided separately
+/// ([`decide_reserve_email`]) and appended atomically with these events.
+pub fn decide_register(
+    state: &Account,
+    account: AccountId,
+    email: &Email,
+    password_hash: &str,
+    verification: NewVerification,
+    now: DateTime<Utc>,
+) -> Result<Vec<AccountEvent>, AccountError> {
+    if state.id.is_some() {
+        return Err(AccountError::AlreadyRegistered);
+    }
+    Ok(vec![
+        AccountEvent::AccountRegistered(AccountRegistered {
+            account,
+            registered_at: now,
+            pii: Personal::Plain(RegisteredPii {
+                email: email.as_str().to_owned(),
+                password_hash: password_hash.to_owned(),
+            }),
+        }),
+        verification.issued(now),
+    ])
+}
+
+/// Issues a new verification token; earlier ones stop working.
+pub fn decide_issue_verification(
+    state: &Account,
+    verification: NewVerification,
+    now: DateTime<Utc>,
+) -> Result<Vec<AccountEvent>, AccountError> {
+    state.enabled()?;
+    if state.verified {
+        return Err(AccountError::AlreadyVerified);
+    }
+    Ok(vec![verification.issued(now)])
+}
+
+/// Verifies the address with the token whose hash is `token_hash`: only the
+/// latest token issued, once, before it expires.
+pub fn decide_verify_email(
+    state: &Account,
+    token_hash: &Sha256Hash,
+    now: DateTime<Utc>,
+) -> Result<Vec<AccountEvent>, AccountError> {
+    state.enabled()?;
+    match state.verification {
+        Some(pending) if digests_equal(&pending.token_hash, token_hash) => {
+            if now >= pending.expires_at {
+                Err(AccountError::VerificationTokenExpired)
+            } else {
+                Ok(vec![AccountEvent::AccountEmailVerified(
+                    AccountEmailVerified {
+                        token_hash: *token_hash,
+                        at: now,
+                    },
+                )])
+            }
+        }
+        _ => match state.used_token {
+            Some(used) if digests_equal(&used, token_hash) => {
+                Err(AccountError::VerificationTokenUsed)
+            }
+            _ => Err(AccountError::VerificationTokenInvalid),
+        },
+    }
+}
+
+/// Changes the password hash. The service checked the old password against
+/// `state.password_hash` and hashed the new one, both off the async runtime.
+pub fn decide_change_password(
+    state: &Account,
+    new_password_hash: &str,
+    now: DateTime<Utc>,
+) -> Result<Vec<AccountEvent>, AccountError> {
+    let account = state.enabled()?;
+    Ok(vec![AccountEvent::AccountPasswordChanged(
+        AccountPasswordChanged {
+            account,
+            at: now,
+            pii: Personal::Plain(PasswordPii {
+                password_hash: new_password_hash.to_owned(),
+            }),
+        },
+    )])
+}
+
+/// Corrects the address: it must be verified again, so a new token is issued
+/// with the change. The reservations move in the same append
+/// ([`decide_release_email`] on the old address's stream, [`decide_reserve_email`]
+/// on the new one's), unless both have one lookup form (a change of case only).
+pub fn decide_change_email(
+    state: &Account,
+    new_email: &Email,
+    verification: NewVerification,
+    now: DateTime<Utc>,
+) -> Result<Vec<AccountEvent>, AccountError> {
+    let account = state.enabled()?;
+    if state.email.plain().map(String::as_str) == Some(new_email.as_str()) {
+        return Err(AccountError::EmailUnchanged);
+    }
+    Ok(vec![
+        AccountEvent::AccountEmailChanged(AccountEmailChanged {
+            account,
+            at: now,
+            pii: Personal::Plain(EmailPii {
+                email: new_email.as_str().to_owned(),
+            }),
+        }),
+        verification.issued(now),
+    ])
+}
+
+/// Sets or lifts the objection to non-essential processing; nothing to do if it
+/// is already so.
+pub fn decide_set_objection(
+    state: &Account,
+    object: bool,
+    now: DateTime<Utc>,
+) -> Result<Vec<AccountEvent>, AccountError> {
+    state.enabled()?;
+    if state.objection == object {
+        return Ok(vec![]);
+    }
+    Ok(vec![AccountEvent::AccountObjectionSet(
+        AccountObjectionSet { object, at: now },
+    )])
+}
+
+/// Requests the deletion: the account is disabled at once and its data is due
+/// for erasure [`DELETION_GRACE_DAYS`] days later. Refused while the account has
+/// active orders (`has_active_orders`, as the order side reports it).
+pub fn decide_request_deletion(
+    state: &Account,
+    has_active_orders: bool,
+    now: DateTime<Utc>,
+) -> Result<Vec<AccountEvent>, AccountError> {
+    state.existing()?;
+    if matches!(state.status, AccountStatus::DeletionPending { .. }) {
+        return Err(AccountError::DeletionAlreadyRequested);
+    }
+    if has_active_orders {
+        return Err(AccountError::ActiveOrders);
+    }
+    Ok(vec![AccountEvent::AccountDeletionRequested(
+        AccountDeletionRequested {
+            at: now,
+            erase_due_at: now + Duration::days(DELETION_GRACE_DAYS),
+        },
+    )])
+}
+
+/// Withdraws a pending deletion, strictly before its erasure is due.
+pub fn decide_withdraw_deletion(
+    state: &Account,
+    now: DateTime<Utc>,
+) -> Result<Vec<AccountEvent>, AccountError> {
+    state.existing()?;
+    match state.status {
+        AccountStatus::DeletionPending { erase_due_at, .. } if now < erase_due_at => {
+            Ok(vec![AccountEvent::AccountDeletionWithdrawn(
+                AccountDeletionWithdrawn { at: now },
+            )])
+        }
+        AccountStatus::DeletionPending { .. } => Err(AccountError::DeletionWindowOver),
+        _ => Err(AccountError::NoDeletionPending),
+    }
+}
+
+/// Records the erasure of the account's personal data: only an account whose
+/// deletion is pending and due (`now` at or after `erase_due_at`) can be erased,
+/// and only once. The caller erases the account's vault subject before
+/// appending; an account whose subject is already erased but whose erasure is
+/// not recorded yet (the append did not land) is recorded now.
+pub fn decide_erase_account(
+    state: &Account,
+    now: DateTime<Utc>,
+) -> Result<Vec<AccountEvent>, AccountError> {
+    if state.id.is_none() {
+        return Err(AccountError::AccountNotFound);
+    }
+    if state.erased_at.is_some() {
+        return Err(AccountError::AccountErased);
+    }
+    match state.status {
+        AccountStatus::DeletionPending { erase_due_at, .. } if now >= erase_due_at => {
+            Ok(vec![AccountEvent::AccountErased(AccountErased { at: now })])
+        }
+        AccountStatus::DeletionPending { .. } => Err(AccountError::ErasureNotDue),
+        _ => Err(AccountError::NoDeletionPending),
+    }
+}
+
+/// Creates an API key (made by [`make_api_key`]); at most [`MAX_LIVE_API_KEYS`]
+/// unrevoked keys at once.
+///
+/// [`make_api_key`]: super::make_api_key
+pub fn decide_create_api_key(
+    state: &Account,
+    key_id: ApiKeyId,
+    key_hash: Sha256Hash,
+    prefix: &str,
+    now: DateTime<Utc>,
+) -> Result<Vec<AccountEvent>, AccountError> {
+    state.enabled()?;
+    if state.live_api_keys() >= MAX_LIVE_API_KEYS {
+        return Err(AccountError::TooManyApiKeys);
+    }
+    Ok(vec![AccountEvent::ApiKeyCreated(ApiKeyCreated {
+        key_id,
+        key_hash,
+        prefix: prefix.to_owned(),
+        at: now,
+    })])
+}
+
+/// Revokes a key. Revoking a key that is unknown or already revoked is
+/// [`AccountError::ApiKeyNotFound`] (and changes nothing), so a caller learns
+/// the key was already gone. Allowed on a disabled account: it only takes
+/// access away.
+pub fn decide_revoke_api_key(
+    state: &Account,
+    key_id: ApiKeyId,
+    now: DateTime<Utc>,
+) -> Result<Vec<AccountEvent>, AccountError> {
+    state.existing()?;
+    match state.api_keys.iter().find(|k| k.id == key_id) {
+        Some(key) if key.revoked_at.is_none() => {
+            Ok(vec![AccountEvent::ApiKeyRevoked(ApiKeyRevoked {
+                key_id,
+                at: now,
+            })])
+        }
+        _ => Err(AccountError::ApiKeyNotFound),
+    }
+}
+
+/// Sets the webhook endpoint, or replaces it (a new URL, or the same one with a
+/// new secret: a rotation). The secret is made by [`make_webhook_secret`].
+///
+/// [`make_webhook_secret`]: super::make_webhook_secret
+pub fn decide_set_webhook(
+    state: &Account,
+    url: &WebhookUrl,
+    secret: &Secret,
+    now: DateTime<Utc>,
+) -> Result<Vec<AccountEvent>, AccountError> {
+    let account = state.enabled()?;
+    Ok(vec![AccountEvent::WebhookEndpointSet(WebhookEndpointSet {
+        account,
+        at: now,
+        pii: Personal::Plain(WebhookEndpointPii {
+            url: url.as_str().to_owned(),
+            secret: secret.expose().to_owned(),
+        }),
+    })])
+}
+
+/// Removes the webhook endpoint; nothing to do if there is none. Allowed on a
+/// disabled account: it only stops deliveries.
+pub fn decide_remove_webhook(
+    state: &Account,
+    now: DateTime<Utc>,
+) -> Result<Vec<AccountEvent>, AccountError> {
+    state.existing()?;
+    if state.webhook.is_none() {
+        return Ok(vec![]);
+    }
+    Ok(vec![AccountEvent::WebhookEndpointRemoved(
+        WebhookEndpointRemoved { at: now },
+    )])
+}
+
+/// The live key whose hash is `key_hash`, on an enabled account. Unknown and
+/// revoked keys are [`AccountError::InvalidCredentials`]; a valid key of a
+/// disabled (or erased) account is [`AccountError::AccountDisabled`]. Every
+/// stored hash is compared, in constant time each.
+pub fn check_api_key(state: &Account, key_hash: &Sha256Hash) -> Result<ApiKeyId, AccountError> {
+    let mut found = None;
+    for key in &state.api_keys {
+        if digests_equal(&key.hash, key_hash) && key.revoked_at.is_none() {
+            found = Some(key.id);
+        }
+    }
+    let key = found.ok_or(AccountError::InvalidCredentials)?;
+    match state.enabled() {
+        Ok(_) => Ok(key),
+        Err(AccountError::AccountNotFound) => Err(AccountError::InvalidCredentials),
+        Err(_) => Err(AccountError::AccountDisabled),
+    }
+}
+
+/// After the password was checked: whether the account may log in. A disabled
+/// (or erased) account is [`AccountError::AccountDisabled`]. Login is allowed
+/// before the address is verified; the caller sees [`Account::verified`].
+pub fn check_login(state: &Account) -> Result<AccountId, AccountError> {
+    match state.enabled() {
+        Ok(id) => Ok(id),
+        Err(AccountError::AccountNotFound) => Err(AccountError::InvalidCredentials),
+        Err(_) => Err(AccountError::AccountDisabled),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::account::fixtures::*;
+    use crate::domain::account::*;
+    use crate::domain::aggregate::{given, Aggregate};
+    use uuid::Uuid;
+
+    fn key_created(n: u128) -> AccountEvent {
+        AccountEvent::ApiKeyCreated(ApiKeyCreated {
+            key_id: ApiKeyId(Uuid::from_u128(n)),
+            key_hash: [n as u8; 32],
+            prefix: format!("pfx{n}"),
+            at: t0(),
+        })
+    }
+
+    fn webhook_set(url: &str, secret: &str) -> AccountEvent {
+        AccountEvent::WebhookEndpointSet(WebhookEndpointSet {
+            account: id(),
+            at: t0(),
+            pii: Personal::Plain(WebhookEndpointPii {
+                url: url.into(),
+                secret: secret.into(),
+            }),
+        })
+    }
+
+    #[test]
+    fn register_issues_a_token_and_a_second_registration_is_refused() {
+        let state = given::<Account>(vec![])
+            .when(|s| decide_register(s, id(), &email("alice@example.com"), HASH, token(1), t0()))
+            .then(vec![
+                AccountEvent::AccountRegistered(AccountRegistered {
+                    account: id(),
+                    registered_at: t0(),
+                    pii: Personal::Plain(RegisteredPii {
+                        email: "alice@example.com".into(),
+                        password_hash: HASH.into(),
+                    }),
+                }),
+                AccountEvent::AccountVerificationIssued(AccountVerificationIssued {
+                    token_hash: [1; 32],
+                    issued_at: t0(),
+                    expires_at: t0() + Duration::hours(24),
+                }),
+            ]);
+        assert_eq!(state.status, AccountStatus::Active);
+        assert!(!state.verified);
+        assert_eq!(state.email.plain().unwrap(), "alice@example.com");
+        assert_eq!(check_login(&state), Ok(id()));
+
+        given::<Account>(registered())
+            .when(|s| decide_register(s, id(), &email("bob@example.com"), HASH, token(2), t0()))
+            .then_err(AccountError::AlreadyRegistered);
+    }
+
+    #[test]
+    fn verification_token_right_wrong_expired_reused() {
+        let at = t0() + Duration::hours(23);
+        let state = given::<Account>(registered())
+            .when(|s| decide_verify_email(s, &[1; 32], at))
+            .then(vec![AccountEvent::AccountEmailVerified(
+                AccountEmailVerified {
+                    token_hash: [1; 32],
+                    at,
+                },
+            )]);
+        assert!(state.verified);
+
+        // Used twice.
+        given::<Account>(verified())
+            .when(|s| decide_verify_email(s, &[1; 32], at))
+            .then_err(AccountError::VerificationTokenUsed);
+        // Wrong.
+        given::<Account>(registered())
+            .when(|s| decide_verify_email(s, &[2; 32], at))
+            .then_err(AccountError::VerificationTokenInvalid);
+        // Expired: at exactly 24 hours.
+        given::<Account>(registered())
+            .when(|s| decide_verify_email(s, &[1; 32], t0() + Duration::hours(24)))
+            .then_err(AccountError::VerificationTokenExpired);
+        // Superseded by a newer token.
+        let mut events = registered();
+        let reissued =
+            decide_issue_verification(&Account::from_events(&registered()), token(3), at);
+        events.extend(reissued.unwrap());
+        given::<Account>(events.clone())
+            .when(|s| decide_verify_email(s, &[1; 32], at))
+            .then_err(AccountError::VerificationTokenInvalid);
+        given::<Account>(events)
+            .when(|s| decide_verify_email(s, &[3; 32], at + Duration::hours(23)))
+            .result()
+            .unwrap();
+        // No account.
+        given::<Account>(vec![])
+            .when(|s| decide_verify_email(s, &[1; 32], at))
+            .then_err(AccountError::AccountNotFound);
+        // Disabled.
+        let mut events = registered();
+        events.push(deletion_requested(t0()));
+        given::<Account>(events)
+            .when(|s| decide_verify_email(s, &[1; 32], at))
+            .then_err(AccountError::AccountDisabled);
+    }
+
+    #[test]
+    fn issue_verification() {
+        let at = t0() + Duration::hours(30);
+        given::<Account>(registered())
+            .when(|s| decide_issue_verification(s, token(2), at))
+            .then(vec![AccountEvent::AccountVerificationIssued(
+                AccountVerificationIssued {
+                    token_hash: [2; 32],
+                    issued_at: at,
+                    expires_at: at + Duration::hours(24),
+                },
+            )]);
+        given::<Account>(verified())
+            .when(|s| decide_issue_verification(s, token(2), at))
+            .then_err(AccountError::AlreadyVerified);
+        given::<Account>(vec![])
+            .when(|s| decide_issue_verification(s, token(2), at))
+            .then_err(AccountError::AccountNotFound);
+    }
+
+    #[test]
+    fn change_password() {
+        let new_hash = "$2b$04$0000000000000000000000000000000000000000000000000000";
+        let state = given::<Account>(verified())
+            .when(|s| decide_change_password(s, new_hash, t0()))
+            .then(vec![AccountEvent::AccountPasswordChanged(
+                AccountPasswordChanged {
+                    account: id(),
+                    at: t0(),
+                    pii: Personal::Plain(PasswordPii {
+                        password_hash: new_hash.into(),
+                    }),
+                },
+            )]);
+        assert_eq!(state.password_hash.plain().unwrap(), new_hash);
+        assert!(state.verified, "a password change keeps the verification");
+        let mut events = verified();
+        events.push(deletion_requested(t0()));
+        given::<Account>(events)
+            .when(|s| decide_change_password(s, new_hash, t0()))
+            .then_err(AccountError::AccountDisabled);
+    }
+
+    #[test]
+    fn change_email_needs_reverification_and_old_tokens_stop_working() {
+        let state = given::<Account>(verified())
+            .when(|s| decide_change_email(s, &email("alice@new.example"), token(5), t0()))
+            .then(vec![
+                AccountEvent::AccountEmailChanged(AccountEmailChanged {
+                    account: id(),
+                    at: t0(),
+                    pii: Personal::Plain(EmailPii {
+                        email: "alice@new.example".into(),
+                    }),
+                }),
+                AccountEvent::AccountVerificationIssued(AccountVerificationIssued {
+                    token_hash: [5; 32],
+                    issued_at: t0(),
+                    expires_at: t0() + Duration::hours(24),
+                }),
+            ]);
+        assert!(!state.verified);
+        assert_eq!(state.email.plain().unwrap(), "alice@new.example");
+        assert_eq!(
+            decide_verify_email(&state, &[1; 32], t0()),
+            Err(AccountError::VerificationTokenInvalid)
+        );
+        decide_verify_email(&state, &[5; 32], t0()).unwrap();
+
+        given::<Account>(verified())
+            .when(|s| decide_change_email(s, &email("alice@EXAMPLE.com"), token(5), t0()))
+            .then_err(AccountError::EmailUnchanged);
+        // A change of case in the local part is a correction.
+        given::<Account>(verified())
+            .when(|s| decide_change_email(s, &email("Alice@example.com"), token(5), t0()))
+            .result()
+            .unwrap();
+    }
+
+    #[test]
+    fn reservations() {
+        let other = AccountId(Uuid::from_u128(99));
+        let reserved = given::<EmailReservation>(vec![])
+            .when(|s| decide_reserve_email(s, id(), t0()))
+            .then(vec![EmailReservationEvent::EmailReserved(EmailReserved {
+                account: id(),
+                at: t0(),
+            })]);
+        assert_eq!(reserved.holder, Some(id()));
+        let held = vec![EmailReservationEvent::EmailReserved(EmailReserved {
+            account: id(),
+            at: t0(),
+        })];
+        given::<EmailReservation>(held.clone())
+            .when(|s| decide_reserve_email(s, other, t0()))
+            .then_err(AccountError::EmailTaken);
+        given::<EmailReservation>(held.clone())
+            .when(|s| decide_reserve_email(s, id(), t0()))
+            .then(vec![]);
+        given::<EmailReservation>(held.clone())
+            .when(|s| decide_release_email(s, other, t0()))
+            .then(vec![]);
+        let released = given::<EmailReservation>(held.clone())
+            .when(|s| decide_release_email(s, id(), t0()))
+            .then(vec![EmailReservationEvent::EmailReleased(EmailReleased {
+                account: id(),
+                at: t0(),
+            })]);
+        assert_eq!(released.holder, None);
+        let mut events = held;
+        events.push(EmailReservationEvent::EmailReleased(EmailReleased {
+            account: id(),
+            at: t0(),
+        }));
+        given::<EmailReservation>(events)
+            .when(|s| decide_reserve_email(s, other, t0()))
+            .then(vec![EmailReservationEvent::EmailReserved(EmailReserved {
+                account: other,
+                at: t0(),
+            })]);
+    }
+
+    #[test]
+    fn objection() {
+        let state = given::<Account>(registered())
+            .when(|s| decide_set_objection(s, true, t0()))
+            .then(vec![AccountEvent::AccountObjectionSet(
+                AccountObjectionSet {
+                    object: true,
+                    at: t0(),
+                },
+            )]);
+        assert!(state.objection);
+        given::<Account>(registered())
+            .when(|s| decide_set_objection(s, false, t0()))
+            .then(vec![]);
+        given::<Account>(vec![])
+            .when(|s| decide_set_objection(s, true, t0()))
+            .then_err(AccountError::AccountNotFound);
+    }
+
+    #[test]
+    fn deletion_disables_at_once_and_is_refused_with_active_orders() {
+        let state = given::<Account>(verified())
+            .when(|s| decide_request_deletion(s, false, t0()))
+            .then(vec![deletion_requested(t0())]);
+        assert_eq!(
+            state.status,
+            AccountStatus::DeletionPending {
+                requested_at: t0(),
+                erase_due_at: t0() + Duration::days(30)
+            }
+        );
+        assert_eq!(check_login(&state), Err(AccountError::AccountDisabled));
+        assert_eq!(
+            state.view().unwrap().deletion_due_at,
+            Some(t0() + Duration::days(30))
+        );
+
+        given::<Account>(verified())
+            .when(|s| decide_request_deletion(s, true, t0()))
+            .then_err(AccountError::ActiveOrders);
+        let mut events = verified();
+        events.push(deletion_requested(t0()));
+        given::<Account>(events)
+            .when(|s| decide_request_deletion(s, false, t0()))
+            .then_err(AccountError::DeletionAlreadyRequested);
+        given::<Account>(vec![])
+            .when(|s| decide_request_deletion(s, false, t0()))
+            .then_err(AccountError::AccountNotFound);
+    }
+
+    #[test]
+    fn withdraw_within_30_days_only() {
+        let mut events = verified();
+        events.push(deletion_requested(t0()));
+        let last_moment = t0() + Duration::days(30) - Duration::seconds(1);
+        let state = given::<Account>(events.clone())
+            .when(|s| decide_withdraw_deletion(s, last_moment))
+            .then(vec![AccountEvent::AccountDeletionWithdrawn(
+                AccountDeletionWithdrawn { at: last_moment },
+            )]);
+        assert_eq!(state.status, AccountStatus::Active);
+        assert_eq!(check_login(&state), Ok(id()));
+
+        given::<Account>(events.clone())
+            .when(|s| decide_withdraw_deletion(s, t0() + Duration::days(30)))
+            .then_err(AccountError::DeletionWindowOver);
+        given::<Account>(events)
+            .when(|s| decide_withdraw_deletion(s, t0() + Duration::days(45)))
+            .then_err(AccountError::DeletionWindowOver);
+        given::<Account>(verified())
+            .when(|s| decide_withdraw_deletion(s, t0()))
+            .then_err(AccountError::NoDeletionPending);
+    }
+
+    #[test]
+    fn api_keys_create_limit_revoke_and_check() {
+        let (key, hash, prefix) = make_api_key(id(), &[3; 40]);
+        let key_id = ApiKeyId(Uuid::from_u128(1000));
+        let state = given::<Account>(registered())
+            .when(|s| decide_create_api_key(s, key_id, hash, &prefix, t0()))
+            .then(vec![AccountEvent::ApiKeyCreated(ApiKeyCreated {
+                key_id,
+                key_hash: hash,
+                prefix: prefix.clone(),
+                at: t0(),
+            })]);
+        let (_, presented) = parse_api_key(key.expose()).unwrap();
+        assert_eq!(check_api_key(&state, &presented), Ok(key_id));
+        assert_eq!(
+            check_api_key(&state, &[0; 32]),
+            Err(AccountError::InvalidCredentials)
+        );
+        assert_eq!(state.api_key_summaries().len(), 1);
+        assert!(!format!("{state:?}").contains(&hex::encode(hash)));
+
+        // The limit counts live keys only.
+        let mut events = registered();
+        events.extend((1..=20).map(key_created));
+        given::<Account>(events.clone())
+            .when(|s| decide_create_api_key(s, key_id, hash, &prefix, t0()))
+            .then_err(AccountError::TooManyApiKeys);
+        events.push(AccountEvent::ApiKeyRevoked(ApiKeyRevoked {
+            key_id: ApiKeyId(Uuid::from_u128(7)),
+            at: t0(),
+        }));
+        given::<Account>(events)
+            .when(|s| decide_create_api_key(s, key_id, hash, &prefix, t0()))
+            .result()
+            .unwrap();
+
+        // Revoke, then revoke again.
+        let mut events = registered();
+        events.push(key_created(1));
+        let revoked = given::<Account>(events.clone())
+            .when(|s| decide_revoke_api_key(s, ApiKeyId(Uuid::from_u128(1)), t0()))
+            .then(vec![AccountEvent::ApiKeyRevoked(ApiKeyRevoked {
+                key_id: ApiKeyId(Uuid::from_u128(1)),
+                at: t0(),
+            })]);
+        assert_eq!(
+            check_api_key(&revoked, &[1; 32]),
+            Err(AccountError::InvalidCredentials)
+        );
+        assert_eq!(
+            decide_revoke_api_key(&revoked, ApiKeyId(Uuid::from_u128(1)), t0()),
+            Err(AccountError::ApiKeyNotFound)
+        );
+        given::<Account>(events.clone())
+            .when(|s| decide_revoke_api_key(s, ApiKeyId(Uuid::from_u128(2)), t0()))
+            .then_err(AccountError::ApiKeyNotFound);
+
+        // A disabled account's keys stop working; creating one is refused.
+        events.push(deletion_requested(t0()));
+        let disabled = given::<Account>(events.clone()).state().clone();
+        assert_eq!(
+            check_api_key(&disabled, &[1; 32]),
+            Err(AccountError::AccountDisabled)
+        );
+        given::<Account>(events.clone())
+            .when(|s| decide_create_api_key(s, key_id, hash, &prefix, t0()))
+            .then_err(AccountError::AccountDisabled);
+        // Revoking still works there.
+        given::<Account>(events)
+            .when(|s| decide_revoke_api_key(s, ApiKeyId(Uuid::from_u128(1)), t0()))
+            .result()
+            .unwrap();
+    }
+
+    #[test]
+    fn set_rotate_and_remove_a_webhook() {
+        let first = make_webhook_secret(&[1; 32]);
+        let state = given::<Account>(verified())
+            .when(|s| decide_set_webhook(s, &hook("https://a.example/h"), &first, t0()))
+            .then(vec![webhook_set("https://a.example/h", first.expose())]);
+        let endpoint = state.webhook.as_ref().unwrap();
+        assert_eq!(endpoint.pii.plain().unwrap().url, "https://a.example/h");
+        assert_eq!(endpoint.set_at, t0());
+        assert!(!format!("{state:?}").contains(first.expose()));
+
+        // Setting again replaces the URL and the secret (a rotation).
+        let mut events = verified();
+        events.push(webhook_set("https://a.example/h", first.expose()));
+        let second = make_webhook_secret(&[2; 32]);
+        let rotated = given::<Account>(events.clone())
+            .when(|s| decide_set_webhook(s, &hook("https://b.example/h"), &second, t0()))
+            .then(vec![webhook_set("https://b.example/h", second.expose())]);
+        assert_eq!(
+            rotated.webhook.unwrap().pii.plain().unwrap().secret,
+            second.expose()
+        );
+
+        let removed = given::<Account>(events.clone())
+            .when(|s| decide_remove_webhook(s, t0()))
+            .then(vec![AccountEvent::WebhookEndpointRemoved(
+                WebhookEndpointRemoved { at: t0() },
+            )]);
+        assert_eq!(removed.webhook, None);
+        // Nothing to remove: nothing happens.
+        given::<Account>(verified())
+            .when(|s| decide_remove_webhook(s, t0()))
+            .then(vec![]);
+        given::<Account>(vec![])
+            .when(|s| decide_remove_webhook(s, t0()))
+            .then_err(AccountError::AccountNotFound);
+
+        // A disabled account cannot set one, but can still remove it.
+        events.push(deletion_requested(t0()));
+        given::<Account>(events.clone())
+            .when(|s| decide_set_webhook(s, &hook("https://c.example/"), &second, t0()))
+            .then_err(AccountError::AccountDisabled);
+        given::<Account>(events)
+            .when(|s| decide_remove_webhook(s, t0()))
+            .result()
+            .unwrap();
+        given::<Account>(vec![])
+            .when(|s| decide_set_webhook(s, &hook("https://c.example/"), &second, t0()))
+            .then_err(AccountError::AccountNotFound);
+    }
+}

@@ -1,0 +1,275 @@
+//! The events of an account stream and of an e-mail reservation stream.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::Sha256Hash;
+use crate::domain::codec::{EventBody, Personal};
+use crate::domain::ids::{AccountId, ApiKeyId};
+use crate::{domain_events, personal_event_body};
+
+/// The personal part of [`AccountRegistered`].
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisteredPii {
+    /// The normalized address.
+    pub email: String,
+    /// bcrypt (`$2b$…`) of [`bcrypt_input`] of the password.
+    ///
+    /// [`bcrypt_input`]: super::bcrypt_input
+    pub password_hash: String,
+}
+
+impl fmt::Debug for RegisteredPii {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RegisteredPii(<redacted>)")
+    }
+}
+
+/// The personal part of [`AccountPasswordChanged`].
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PasswordPii {
+    pub password_hash: String,
+}
+
+impl fmt::Debug for PasswordPii {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PasswordPii(<redacted>)")
+    }
+}
+
+/// The personal part of [`AccountEmailChanged`].
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmailPii {
+    pub email: String,
+}
+
+impl fmt::Debug for EmailPii {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("EmailPii(<redacted>)")
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountRegistered {
+    pub account: AccountId,
+    pub registered_at: DateTime<Utc>,
+    #[serde(skip)]
+    pub pii: Personal<RegisteredPii>,
+}
+personal_event_body!(AccountRegistered, pii, |e: &AccountRegistered| e
+    .account
+    .subject());
+
+/// A verification token was issued (at registration, on request, or after an
+/// e-mail change); it replaces any earlier one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountVerificationIssued {
+    /// SHA-256 of the token.
+    pub token_hash: Sha256Hash,
+    pub issued_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+impl EventBody for AccountVerificationIssued {}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountEmailVerified {
+    pub token_hash: Sha256Hash,
+    pub at: DateTime<Utc>,
+}
+impl EventBody for AccountEmailVerified {}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountPasswordChanged {
+    pub account: AccountId,
+    pub at: DateTime<Utc>,
+    #[serde(skip)]
+    pub pii: Personal<PasswordPii>,
+}
+personal_event_body!(AccountPasswordChanged, pii, |e: &AccountPasswordChanged| e
+    .account
+    .subject());
+
+/// The address was corrected; it must be verified again (the new token is
+/// issued in the same append).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountEmailChanged {
+    pub account: AccountId,
+    pub at: DateTime<Utc>,
+    #[serde(skip)]
+    pub pii: Personal<EmailPii>,
+}
+personal_event_body!(AccountEmailChanged, pii, |e: &AccountEmailChanged| e
+    .account
+    .subject());
+
+/// The customer objects (true) to non-essential processing of their data, or
+/// lifts the objection (false).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountObjectionSet {
+    pub object: bool,
+    pub at: DateTime<Utc>,
+}
+impl EventBody for AccountObjectionSet {}
+
+/// The account is disabled from `at`; its personal data is due for erasure at
+/// `erase_due_at` unless the request is withdrawn before.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountDeletionRequested {
+    pub at: DateTime<Utc>,
+    pub erase_due_at: DateTime<Utc>,
+}
+impl EventBody for AccountDeletionRequested {}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountDeletionWithdrawn {
+    pub at: DateTime<Utc>,
+}
+impl EventBody for AccountDeletionWithdrawn {}
+
+/// The account's personal data was erased at `at`: its deletion had fallen due
+/// and its vault subject's key is deleted (e-mail, password hash and webhook
+/// endpoint read back as erased). Final: nothing follows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountErased {
+    pub at: DateTime<Utc>,
+}
+impl EventBody for AccountErased {}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKeyCreated {
+    pub key_id: ApiKeyId,
+    /// SHA-256 of the whole key.
+    pub key_hash: Sha256Hash,
+    /// The first characters of the key's secret part, public (for lists).
+    pub prefix: String,
+    pub at: DateTime<Utc>,
+}
+impl EventBody for ApiKeyCreated {}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKeyRevoked {
+    pub key_id: ApiKeyId,
+    pub at: DateTime<Utc>,
+}
+impl EventBody for ApiKeyRevoked {}
+
+/// The personal part of [`WebhookEndpointSet`]: where deliveries go and the
+/// secret they are signed with.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookEndpointPii {
+    /// The normalized URL ([`WebhookUrl`]).
+    ///
+    /// [`WebhookUrl`]: super::WebhookUrl
+    pub url: String,
+    /// `whsec_…` ([`make_webhook_secret`]).
+    ///
+    /// [`make_webhook_secret`]: super::make_webhook_secret
+    pub secret: String,
+}
+
+impl fmt::Debug for WebhookEndpointPii {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("WebhookEndpointPii(<redacted>)")
+    }
+}
+
+/// The account's webhook endpoint was set, or replaced with a new URL and a new
+/// signing secret (a rotation).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookEndpointSet {
+    pub account: AccountId,
+    pub at: DateTime<Utc>,
+    #[serde(skip)]
+    pub pii: Personal<WebhookEndpointPii>,
+}
+personal_event_body!(WebhookEndpointSet, pii, |e: &WebhookEndpointSet| e
+    .account
+    .subject());
+
+/// The account's webhook endpoint was removed: nothing is sent any more.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookEndpointRemoved {
+    pub at: DateTime<Utc>,
+}
+impl EventBody for WebhookEndpointRemoved {}
+
+domain_events! {
+    /// The events of an account stream.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub enum AccountEvent {
+        AccountRegistered(AccountRegistered) = 1,
+        AccountVerificationIssued(AccountVerificationIssued) = 1,
+        AccountEmailVerified(AccountEmailVerified) = 1,
+        AccountPasswordChanged(AccountPasswordChanged) = 1,
+        AccountEmailChanged(AccountEmailChanged) = 1,
+        AccountObjectionSet(AccountObjectionSet) = 1,
+        AccountDeletionRequested(AccountDeletionRequested) = 1,
+        AccountDeletionWithdrawn(AccountDeletionWithdrawn) = 1,
+        ApiKeyCreated(ApiKeyCreated) = 1,
+        ApiKeyRevoked(ApiKeyRevoked) = 1,
+        WebhookEndpointSet(WebhookEndpointSet) = 1,
+        WebhookEndpointRemoved(WebhookEndpointRemoved) = 1,
+        AccountErased(AccountErased) = 1,
+    }
+}
+
+/// The address (by its stream) now belongs to `account`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmailReserved {
+    pub account: AccountId,
+    pub at: DateTime<Utc>,
+}
+impl EventBody for EmailReserved {}
+
+/// `account` gave the address up (an e-mail change, or before erasure); it can
+/// be registered again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmailReleased {
+    pub account: AccountId,
+    pub at: DateTime<Utc>,
+}
+impl EventBody for EmailReleased {}
+
+domain_events! {
+    /// The events of an e-mail reservation stream.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub enum EmailReservationEvent {
+        EmailReserved(EmailReserved) = 1,
+        EmailReleased(EmailReleased) = 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::account::fixtures::*;
+    use crate::domain::account::*;
+    use crate::domain::aggregate::given;
+    use crate::domain::codec::DomainEvent;
+
+    #[test]
+    fn debug_output_shows_no_personal_data() {
+        let state = given::<Account>(verified()).state().clone();
+        let shown = format!("{state:?} {:?}", verified());
+        assert!(!shown.contains("alice"), "{shown}");
+        assert!(!shown.contains(HASH), "{shown}");
+        let pii = RegisteredPii {
+            email: "alice@example.com".into(),
+            password_hash: HASH.into(),
+        };
+        assert_eq!(format!("{pii:?}"), "RegisteredPii(<redacted>)");
+        for err in [
+            AccountError::InvalidEmail { reason: "no '@'" },
+            AccountError::InvalidCredentials,
+        ] {
+            assert!(!err.to_string().contains("alice"));
+        }
+    }
+
+    #[test]
+    fn a_newer_schema_version_is_refused() {
+        assert!(EmailReservationEvent::decode("EmailReserved", 2, &[]).is_err());
+    }
+}

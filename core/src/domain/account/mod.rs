@@ -1,0 +1,154 @@
+//! The account aggregate (stream `account-<hex>`) and the e-mail reservation
+//! aggregate (stream `email-<hex>`): pure state, events and decisions. The
+//! command service that runs them over the log is [`account_service`].
+//!
+//! # Personal data
+//!
+//! The e-mail address and the bcrypt hash of the password are personal data: they
+//! travel in [`Personal`] fields, sealed in the log under the account's vault
+//! subject ([`AccountId::subject`]), and read back as [`Personal::Erased`] once
+//! that subject is erased. The state then reports [`Account::is_erased`].
+//!
+//! [`account_service`]: crate::service::account_service
+//! [`Personal`]: crate::domain::codec::Personal
+//! [`Personal::Erased`]: crate::domain::codec::Personal::Erased
+//! [`AccountId::subject`]: crate::domain::ids::AccountId::subject
+//!
+//! # E-mail uniqueness
+//!
+//! An address is reserved by the stream `email-<hex of HMAC-SHA256(lookup key,
+//! lookup form)>` ([`LookupKey::email_stream`]): a keyed hash, so the stream name
+//! tells nothing about the address without the key. Its events ([`EmailReserved`],
+//! [`EmailReleased`]) carry only the account id. Registering appends to that
+//! stream with `NoStream` (or the exact version of a released reservation) in the
+//! same atomic append as the account's first events, so two registrations of one
+//! address cannot both succeed.
+//!
+//! # Secrets handed out
+//!
+//! Verification tokens and API keys are random, shown once, and stored only as
+//! the SHA-256 of the whole string. Both name their account, so the service can
+//! load the one stream that can hold their hash without any read model:
+//!
+//! - verification token: `<account: 32 hex>.<secret: 43 URL-safe base64 chars
+//!   (32 random bytes)>`;
+//! - API key: `nx_<account: 32 hex>_<secret: 40 chars of the URL-safe base64
+//!   alphabet (240 random bits)>`. Its public `prefix` (for lists) is the first 8
+//!   characters of the secret part, leaving 192 secret bits.
+//!
+//! # Map
+//!
+//! - this file: the limits of the rules and [`AccountError`], every refusal;
+//! - `credentials.rs`: e-mail addresses, passwords and their bcrypt input, the
+//!   lookup key, and the secrets handed out (verification tokens, API keys,
+//!   webhook signing secrets);
+//! - `webhook_url.rs`: which webhook URLs are accepted, and the address checks
+//!   that keep deliveries off internal networks;
+//! - `events.rs`: the event types of both streams;
+//! - `state.rs`: [`Account`] and [`EmailReservation`], folded from their events;
+//! - `decide.rs`: the pure decisions and checks.
+//!
+//! Each file's tests sit at its bottom.
+
+mod credentials;
+mod decide;
+mod events;
+#[cfg(test)]
+mod fixtures;
+mod state;
+mod webhook_url;
+
+pub use credentials::*;
+pub use decide::*;
+pub use events::*;
+pub use state::*;
+pub use webhook_url::*;
+
+/// Longest accepted e-mail address, in bytes (after trimming).
+pub const MAX_EMAIL_BYTES: usize = 254;
+/// Longest local part (before the `@`), in bytes (RFC 5321).
+pub const MAX_EMAIL_LOCAL_BYTES: usize = 64;
+/// Shortest accepted password, in bytes.
+pub const MIN_PASSWORD_BYTES: usize = 10;
+/// Longest accepted password, in bytes.
+pub const MAX_PASSWORD_BYTES: usize = 128;
+/// Most API keys an account may have that are not revoked.
+pub const MAX_LIVE_API_KEYS: usize = 20;
+/// How long after a deletion request the account's data is erased, and so how
+/// long the request can be withdrawn.
+pub const DELETION_GRACE_DAYS: i64 = 30;
+/// How long a verification token is valid unless configured otherwise.
+pub const DEFAULT_VERIFICATION_TTL_HOURS: i64 = 24;
+/// The prefix of every API key.
+pub const API_KEY_PREFIX: &str = "nx_";
+/// Random characters in an API key's secret part.
+pub const API_KEY_SECRET_CHARS: usize = 40;
+/// Characters of the secret part shown publicly as the key's `prefix`.
+pub const API_KEY_PUBLIC_CHARS: usize = 8;
+/// Random bytes in a verification token's secret part.
+pub const VERIFICATION_SECRET_BYTES: usize = 32;
+
+/// Longest accepted webhook URL, in bytes.
+pub const MAX_WEBHOOK_URL_BYTES: usize = 2048;
+/// The prefix of every webhook signing secret.
+pub const WEBHOOK_SECRET_PREFIX: &str = "whsec_";
+/// Random bytes in a webhook signing secret.
+pub const WEBHOOK_SECRET_BYTES: usize = 32;
+
+/// SHA-256 digest of a token or key.
+pub type Sha256Hash = [u8; 32];
+
+/// Why an account command is refused. Stable variants: the API maps them to
+/// status codes. No message carries a password, token, key or e-mail address.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AccountError {
+    #[error("invalid e-mail address: {reason}")]
+    InvalidEmail { reason: &'static str },
+    #[error("the password must be at least {MIN_PASSWORD_BYTES} bytes long")]
+    PasswordTooShort,
+    #[error("the password must be at most {MAX_PASSWORD_BYTES} bytes long")]
+    PasswordTooLong,
+    #[error("this e-mail address is already registered")]
+    EmailTaken,
+    #[error("the new e-mail address is the current one")]
+    EmailUnchanged,
+    #[error("no such account")]
+    AccountNotFound,
+    #[error("the account already exists")]
+    AlreadyRegistered,
+    /// Wrong e-mail, wrong password, unknown or revoked API key: one error for
+    /// all, so that nobody learns which accounts exist.
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    #[error("the account is disabled (its deletion was requested)")]
+    AccountDisabled,
+    #[error("the account's personal data was erased")]
+    AccountErased,
+    #[error("the e-mail address is already verified")]
+    AlreadyVerified,
+    #[error("invalid verification token")]
+    VerificationTokenInvalid,
+    #[error("the verification token has expired; ask for a new one")]
+    VerificationTokenExpired,
+    #[error("the verification token was already used")]
+    VerificationTokenUsed,
+    #[error(
+        "the account still has active orders; wait until they are completed, cancelled or expired"
+    )]
+    ActiveOrders,
+    #[error("the deletion of this account was already requested")]
+    DeletionAlreadyRequested,
+    #[error("no deletion of this account is pending")]
+    NoDeletionPending,
+    #[error("the {DELETION_GRACE_DAYS}-day window to withdraw the deletion is over")]
+    DeletionWindowOver,
+    #[error("the account's erasure is not due yet")]
+    ErasureNotDue,
+    #[error("at most {MAX_LIVE_API_KEYS} API keys may be active at once; revoke one first")]
+    TooManyApiKeys,
+    #[error("no such API key (or it is already revoked)")]
+    ApiKeyNotFound,
+    /// The reason names the rule broken, never the URL.
+    #[error("invalid webhook URL: {reason}")]
+    InvalidWebhookUrl { reason: &'static str },
+}
