@@ -88,13 +88,9 @@ pub fn parse() -> anyhow::Result<Cli> {
 /// [`parse`] without touching the process: a usage error comes back as a
 /// `clap::Error` inside the `anyhow::Error`.
 fn parse_from(args: impl IntoIterator<Item = impl Into<OsString> + Clone>) -> anyhow::Result<Cli> {
-    let matches =
-        Cli::command().try_get_matches_from(args).map_err(
-            |e| match std::error::Error::source(&e).and_then(|s| s.downcast_ref::<BadSetting>()) {
-                Some(bad) => anyhow::anyhow!("{bad}"),
-                None => anyhow::Error::new(e),
-            },
-        )?;
+    let matches = Cli::command()
+        .try_get_matches_from(args)
+        .map_err(refused_setting)?;
     if let Some(("serve", serve)) = matches.subcommand() {
         anyhow::ensure!(
             serve.value_source("admin_token") != Some(ValueSource::CommandLine),
@@ -102,6 +98,15 @@ fn parse_from(args: impl IntoIterator<Item = impl Into<OsString> + Clone>) -> an
         );
     }
     Ok(Cli::from_arg_matches(&matches)?)
+}
+
+/// A value refused by a setting's parser becomes its own message (clap's
+/// would quote the value); any other error stays clap's.
+fn refused_setting(e: clap::Error) -> anyhow::Error {
+    match std::error::Error::source(&e).and_then(|s| s.downcast_ref::<BadSetting>()) {
+        Some(bad) => anyhow::anyhow!("{bad}"),
+        None => anyhow::Error::new(e),
+    }
 }
 
 /// Every `NEXUS_…` variable the command and its subcommands declare.
