@@ -210,6 +210,51 @@ mod tests {
         assert_eq!(declared_variables(&Cli::command()).len(), declared.len());
     }
 
+    /// Every `.rs` file of this crate, with its text.
+    fn sources() -> Vec<(PathBuf, String)> {
+        let mut files = Vec::new();
+        let mut dirs = vec![PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src")];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension() == Some(OsStr::new("rs")) {
+                    let text = std::fs::read_to_string(&path).unwrap();
+                    files.push((path, text));
+                }
+            }
+        }
+        files
+    }
+
+    #[test]
+    fn every_variable_in_the_code_is_declared_and_in_the_readme() {
+        let readme = readme_settings();
+        let declared = declared_variables(&Cli::command());
+        let mut found = 0;
+        for (path, text) in sources() {
+            // An argument's `env`, not the `api_key_env` of a TOML text.
+            let attributes = text.match_indices("env = \"").filter(|(at, _)| {
+                !text[..*at].ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+            });
+            for (at, pattern) in attributes {
+                let name = text[at + pattern.len()..].split('"').next().unwrap();
+                assert!(
+                    readme.contains_key(name),
+                    "{name} of {path:?} not in the README"
+                );
+                assert!(declared.iter().any(|d| d == name), "{name} of {path:?}");
+                found += 1;
+            }
+            // Read through clap only, so that --help lists it.
+            for read in ["env::var(\"NEXUS_", "env::var_os(\"NEXUS_"] {
+                assert!(!text.contains(read), "{path:?} reads a variable directly");
+            }
+        }
+        assert_eq!(found, declared.len());
+    }
+
     #[test]
     fn the_readme_shows_the_declared_defaults() {
         let readme = readme_settings();
