@@ -18,7 +18,7 @@ use nexus_core::log::EventStore;
 use nexus_core::Store;
 use nexus_projections::audit::{self, TrialBalance};
 
-use crate::config::Config;
+use crate::config::StoreSettings;
 
 #[derive(Subcommand)]
 pub enum AuditCommand {
@@ -58,7 +58,7 @@ fn parse_time(what: &str, text: Option<&str>) -> anyhow::Result<Option<DateTime<
     .transpose()
 }
 
-pub fn run(config: Config, command: AuditCommand) -> anyhow::Result<ExitCode> {
+pub fn run(config: StoreSettings, command: AuditCommand) -> anyhow::Result<ExitCode> {
     // Arguments first: a typo costs no store open.
     let (at, from, to) = match &command {
         AuditCommand::Balance { at, .. } => (parse_time("at", at.as_deref())?, None, None),
@@ -114,7 +114,7 @@ pub fn run(config: Config, command: AuditCommand) -> anyhow::Result<ExitCode> {
     })
 }
 
-async fn verify(config: &Config, store: &Store, json: bool) -> anyhow::Result<ExitCode> {
+async fn verify(config: &StoreSettings, store: &Store, json: bool) -> anyhow::Result<ExitCode> {
     let chain = store.log.verify().await?;
     let trial = audit::trial_balance(store.log.as_ref(), None).await?;
     let models = crate::replay::caught_up(config, store, "wallets").await?;

@@ -1,143 +1,45 @@
-//! Settings from the environment (documented in the README).
+//! Settings: the command line and the environment ([`settings`], each
+//! declared once with its default and help), and the configuration file
+//! (`--config FILE`: upstreams, gateway, SMTP), checked one section at a time.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
+pub mod settings;
+mod upstream;
 
 use anyhow::Context;
-use nexus_core::vault::MasterKeySource;
-use nexus_core::StoreConfig;
+use toml::Spanned;
 
+pub use settings::{BadSetting, DomainSettings, ServerSettings, StoreSettings, TlsFiles};
+
+/// What `nexus serve` runs with.
 pub struct Config {
-    pub data_dir: PathBuf,
-    pub listen: SocketAddr,
-    pub master_key: MasterKeySource,
-    pub cache_capacity_bytes: u64,
-    /// `Secure` on the session cookie; off only for plain-HTTP development.
-    pub cookie_secure: bool,
-    /// Simulated upstreams differ in price, latency and failure rates.
-    pub sim_faults: bool,
-    pub sim_code_delay_ms: u64,
-    pub cancel_guard_secs: i64,
-    pub order_ttl_secs: i64,
-    pub delivery_window_secs: i64,
-    /// `smtp://host:port` or `smtps://…`; none: mail goes to `<data>/outbox/`.
-    pub smtp_url: Option<String>,
-    /// Where links in mails point; none: the address listened on.
-    pub public_url: Option<String>,
-    pub bcrypt_cost: u32,
-    pub markup_percent: u32,
-    /// Cashback on captured orders, in basis points (200 = 2%).
-    pub cashback_bp: u32,
-    /// How often the retention sweeps run; 0: never (run `nexus retention run`).
-    pub retention_sweep_secs: u64,
-    /// Customer webhooks may use `http://` and local or private hosts
-    /// (`NEXUS_WEBHOOK_ALLOW_INSECURE_URLS`, development only; default off).
-    pub webhook_allow_insecure_urls: bool,
-    pub rate: crate::http::limits::RateSettings,
+    pub store: StoreSettings,
+    pub domain: DomainSettings,
+    pub server: ServerSettings,
     /// Serve HTTPS (rustls) on the listen address with this certificate chain and key.
     pub tls: Option<TlsFiles>,
-    /// `NEXUS_ADMIN_TOKEN`: the bearer token of `/v1/admin/…`; none turns them off.
-    pub admin_token: Option<crate::http::admin::AdminToken>,
     /// The configuration file (`--config FILE`): upstreams, gateway, SMTP;
     /// none is the embedded default.
     pub file: Option<FileSettings>,
 }
 
-/// PEM files for the HTTPS listener.
-#[derive(Clone, Debug)]
-pub struct TlsFiles {
-    pub cert_chain: PathBuf,
-    pub private_key: PathBuf,
-}
-
 impl Config {
-    pub fn from_env() -> anyhow::Result<Self> {
-        let data_dir = PathBuf::from(var("NEXUS_DATA_DIR").unwrap_or_else(|| "./data".into()));
-        let listen = var("NEXUS_LISTEN")
-            .unwrap_or_else(|| "127.0.0.1:8080".into())
-            .parse()
-            .context("NEXUS_LISTEN must be an address like 127.0.0.1:8080")?;
-        // With an explicit key file the key must exist; the embedded default makes
-        // one inside the data dir on first start.
-        let master_key = match var("NEXUS_MASTER_KEY_FILE") {
-            Some(path) => MasterKeySource::File(path.into()),
-            None => MasterKeySource::GenerateAt(data_dir.join("master.key")),
-        };
-        let cache_mib: u64 = var("NEXUS_CACHE_MIB")
-            .map(|v| v.parse().context("NEXUS_CACHE_MIB must be a whole number"))
-            .transpose()?
-            .unwrap_or(256);
+    /// Checks the settings that go together and reads the configuration file.
+    pub fn new(
+        store: StoreSettings,
+        domain: DomainSettings,
+        server: ServerSettings,
+        file: Option<&std::path::Path>,
+    ) -> anyhow::Result<Self> {
+        let tls = server.tls()?;
+        let file = file.map(FileSettings::load).transpose()?;
         Ok(Self {
-            data_dir,
-            public_url: var("NEXUS_PUBLIC_URL"),
-            listen,
-            master_key,
-            cache_capacity_bytes: cache_mib * 1024 * 1024,
-            cookie_secure: flag("NEXUS_COOKIE_SECURE", true)?,
-            sim_faults: flag("NEXUS_SIM_FAULTS", true)?,
-            sim_code_delay_ms: number("NEXUS_SIM_CODE_DELAY_MS", 5_000)?,
-            cancel_guard_secs: number("NEXUS_CANCEL_GUARD_SECS", 120)?,
-            order_ttl_secs: number("NEXUS_ORDER_TTL_SECS", 1_200)?,
-            delivery_window_secs: number("NEXUS_DELIVERY_WINDOW_SECS", 600)?,
-            smtp_url: var("NEXUS_SMTP_URL"),
-            bcrypt_cost: number("NEXUS_BCRYPT_COST", 12)?,
-            markup_percent: number("NEXUS_MARKUP_PERCENT", 30)?,
-            cashback_bp: number("NEXUS_CASHBACK_BP", 200)?,
-            retention_sweep_secs: number("NEXUS_RETENTION_SWEEP_SECS", 3_600)?,
-            webhook_allow_insecure_urls: flag("NEXUS_WEBHOOK_ALLOW_INSECURE_URLS", false)?,
-            file: None,
-            admin_token: var("NEXUS_ADMIN_TOKEN")
-                .map(|t| crate::http::admin::AdminToken::new(&t))
-                .transpose()?,
-            rate: crate::http::limits::RateSettings {
-                key_per_s: number("NEXUS_RATE_KEY_PER_S", 20)?,
-                ip_per_s: number("NEXUS_RATE_IP_PER_S", 20)?,
-                auth_per_min: number("NEXUS_RATE_AUTH_PER_MIN", 10)?,
-            },
-            tls: match (var("NEXUS_TLS_CERT"), var("NEXUS_TLS_KEY")) {
-                (None, None) => None,
-                (Some(cert), Some(key)) => Some(TlsFiles {
-                    cert_chain: cert.into(),
-                    private_key: key.into(),
-                }),
-                _ => anyhow::bail!(
-                    "NEXUS_TLS_CERT and NEXUS_TLS_KEY go together: set both or neither"
-                ),
-            },
+            store,
+            domain,
+            server,
+            tls,
+            file,
         })
     }
-
-    pub fn store(&self) -> StoreConfig {
-        StoreConfig {
-            dir: self.data_dir.join("store"),
-            master_key: self.master_key.clone(),
-            cache_capacity_bytes: self.cache_capacity_bytes,
-        }
-    }
-}
-
-/// `true`/`on`/`1` or `false`/`off`/`0`.
-fn flag(name: &str, default: bool) -> anyhow::Result<bool> {
-    match var(name).as_deref() {
-        None => Ok(default),
-        Some("true" | "on" | "1") => Ok(true),
-        Some("false" | "off" | "0") => Ok(false),
-        Some(_) => anyhow::bail!("{name} must be true/on/1 or false/off/0"),
-    }
-}
-
-/// A whole number, or the default when unset.
-fn number<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> {
-    match var(name) {
-        None => Ok(default),
-        Some(v) => v
-            .parse()
-            .map_err(|_| anyhow::anyhow!("{name} must be a whole number")),
-    }
-}
-
-fn var(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
 // ---------------------------------------------------------------------------
@@ -475,446 +377,359 @@ impl FileSettings {
         Self::parse(&text).map_err(|e| anyhow::anyhow!("config {shown}: {e:#}"))
     }
 
-    /// Parses the file's text (see [`FileSettings::load`]).
+    /// Parses the file's text (see [`FileSettings::load`]): one check per
+    /// section, in the order of the first error reported.
     pub fn parse(text: &str) -> anyhow::Result<FileSettings> {
-        use std::time::Duration;
         let raw: file::File =
             toml::from_str(text).map_err(|e| anyhow::anyhow!(describe_toml_error(text, &e)))?;
-        let at = |span: std::ops::Range<usize>| line_of(text, span.start);
-
-        let environment = match &raw.environment {
-            None => Environment::Production,
-            Some(e) => match e.get_ref().as_str() {
-                "production" => Environment::Production,
-                "development" => Environment::Development,
-                _ => anyhow::bail!(
-                    "line {}, key `environment`: must be \"production\" or \"development\"",
-                    at(e.span())
-                ),
-            },
+        let environment = environment(text, raw.environment.as_ref())?;
+        let rules = Rules {
+            text,
+            production: environment == Environment::Production,
         };
-        let production = environment == Environment::Production;
-        anyhow::ensure!(
-            !production || !raw.upstream.is_empty(),
-            "production requires at least one [[upstream]]"
-        );
-        // In production every remote URL is TLS, unless its host is loopback.
-        let check_url = |what: &str,
-                         line: usize,
-                         url: &str,
-                         tls_schemes: &[&str],
-                         plain: &[&str]| {
-            let Some((scheme, host)) = scheme_and_host(url) else {
-                anyhow::bail!("line {line}, {what}: not a URL");
-            };
-            anyhow::ensure!(
-                tls_schemes.contains(&scheme.as_str()) || plain.contains(&scheme.as_str()),
-                "line {line}, {what}: the scheme must be one of {}",
-                [tls_schemes, plain].concat().join(", ")
-            );
-            if production && !tls_schemes.contains(&scheme.as_str()) && !is_loopback_host(&host) {
-                anyhow::bail!(
-                    "line {line}, {what}: production requires TLS ({}) for a host that is not loopback",
-                    tls_schemes.join(" or ")
-                );
-            }
-            Ok(())
-        };
-
-        anyhow::ensure!(
-            raw.upstream.len() <= MAX_UPSTREAMS,
-            "at most {MAX_UPSTREAMS} [[upstream]] entries"
-        );
-        let mut upstreams = Vec::new();
-        for entry in &raw.upstream {
-            let line = at(entry.span());
-            let u = entry.get_ref();
-            let what = format!("upstream `{}` (line {line})", u.name);
-            anyhow::ensure!(
-                !u.name.trim().is_empty()
-                    && u.name.len() <= 64
-                    && u.name
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
-                "line {line}, key `name`: 1-64 letters, digits, `-` or `_`"
-            );
-            anyhow::ensure!(
-                !upstreams
-                    .iter()
-                    .any(|o: &UpstreamSettings| o.name == u.name),
-                "line {line}, key `name`: `{}` is configured twice",
-                u.name
-            );
-            if u.kind == UpstreamKind::Simulator {
-                anyhow::ensure!(
-                    !production,
-                    "{what}: a simulator is for development only (set environment = \"development\")"
-                );
-            }
-            let base_url = match (&u.base_url, u.kind) {
-                (Some(url), _) => {
-                    check_url(
-                        &format!("key `base_url` of upstream `{}`", u.name),
-                        at(url.span()),
-                        url.get_ref(),
-                        &["https"],
-                        &["http"],
-                    )?;
-                    url.get_ref().clone()
-                }
-                (None, UpstreamKind::Simulator) => String::new(),
-                (None, _) => anyhow::bail!("{what}: `base_url` is required"),
-            };
-            let api_key = secret(
-                &what,
-                u.api_key_env.as_deref(),
-                u.api_key_file.as_deref(),
-                "api_key_env",
-                "api_key_file",
-            )?;
-            let api_key = match (api_key, u.kind) {
-                (Some(key), _) => key,
-                (None, UpstreamKind::Simulator) => String::new(),
-                (None, _) => anyhow::bail!("{what}: `api_key_env` or `api_key_file` is required"),
-            };
-            let webhook_secret = secret(
-                &what,
-                u.webhook_secret_env.as_deref(),
-                u.webhook_secret_file.as_deref(),
-                "webhook_secret_env",
-                "webhook_secret_file",
-            )?;
-            let mut webhook_sources = Vec::new();
-            for source in &u.webhook_sources {
-                webhook_sources.push(source.trim().parse().map_err(|_| {
-                    anyhow::anyhow!(
-                        "{what}: `webhook_sources` holds an entry that is not an IP address"
-                    )
-                })?);
-            }
-            let smscode_v2 = match u.api.as_deref() {
-                None | Some("v1") => false,
-                Some("v2") => true,
-                Some(_) => anyhow::bail!("{what}: `api` must be \"v1\" or \"v2\""),
-            };
-            if u.kind == UpstreamKind::Smscode {
-                anyhow::ensure!(
-                    u.idr_per_usd.is_some_and(|r| r > 0),
-                    "{what}: `idr_per_usd` (whole rupiah per dollar, more than 0) is required"
-                );
-            }
-            let timeout = Duration::from_millis(u.timeout_ms.unwrap_or(8_000));
-            let connect_timeout = Duration::from_millis(u.connect_timeout_ms.unwrap_or(2_000));
-            anyhow::ensure!(
-                !timeout.is_zero() && !connect_timeout.is_zero(),
-                "{what}: timeouts must be more than 0"
-            );
-            upstreams.push(UpstreamSettings {
-                kind: u.kind,
-                name: u.name.clone(),
-                base_url,
-                api_key,
-                timeout,
-                connect_timeout,
-                smscode_v2,
-                idr_per_usd: u.idr_per_usd.unwrap_or(0),
-                countries: u.countries.clone().into_iter().collect(),
-                services: u.services.clone().into_iter().collect(),
-                webhook_secret,
-                webhook_sources,
-                webhook_tolerance: Duration::from_secs(u.webhook_tolerance_secs.unwrap_or(600)),
-            });
-        }
-
-        let gateway = match &raw.gateway {
-            None => {
-                anyhow::ensure!(
-                    !production,
-                    "production requires a [gateway] (the simulated one pays invoices for free)"
-                );
-                None
-            }
-            Some(g) => {
-                let line = at(g.span());
-                let g = g.get_ref();
-                let what = format!("[gateway] (line {line})");
-                anyhow::ensure!(
-                    g.kind == "nowpayments",
-                    "{what}: `kind` must be \"nowpayments\""
-                );
-                check_url(
-                    "key `base_url` of [gateway]",
-                    at(g.base_url.span()),
-                    g.base_url.get_ref(),
-                    &["https"],
-                    &["http"],
-                )?;
-                if let Some(url) = &g.ipn_callback_url {
-                    check_url(
-                        "key `ipn_callback_url` of [gateway]",
-                        at(url.span()),
-                        url.get_ref(),
-                        &["https"],
-                        &["http"],
-                    )?;
-                }
-                let api_key = secret(
-                    &what,
-                    g.api_key_env.as_deref(),
-                    g.api_key_file.as_deref(),
-                    "api_key_env",
-                    "api_key_file",
-                )?
-                .ok_or_else(|| {
-                    anyhow::anyhow!("{what}: `api_key_env` or `api_key_file` is required")
-                })?;
-                let ipn_secret = secret(
-                    &what,
-                    g.ipn_secret_env.as_deref(),
-                    g.ipn_secret_file.as_deref(),
-                    "ipn_secret_env",
-                    "ipn_secret_file",
-                )?
-                .ok_or_else(|| {
-                    anyhow::anyhow!("{what}: `ipn_secret_env` or `ipn_secret_file` is required")
-                })?;
-                Some(GatewaySettings {
-                    base_url: g.base_url.get_ref().clone(),
-                    api_key,
-                    ipn_secret,
-                    ipn_callback_url: g.ipn_callback_url.as_ref().map(|u| u.get_ref().clone()),
-                    timeout: Duration::from_millis(g.timeout_ms.unwrap_or(10_000).max(1)),
-                })
-            }
-        };
-
-        let smtp = match &raw.smtp {
-            None => {
-                anyhow::ensure!(
-                    !production,
-                    "production requires [smtp] (the outbox is a development aid)"
-                );
-                None
-            }
-            Some(s) => {
-                let line = at(s.span());
-                let s = s.get_ref();
-                let what = format!("[smtp] (line {line})");
-                let url = s.url.get_ref();
-                let url_line = at(s.url.span());
-                let Some((scheme, host)) = scheme_and_host(url) else {
-                    anyhow::bail!("line {url_line}, key `url` of [smtp]: not a URL");
-                };
-                anyhow::ensure!(
-                    matches!(scheme.as_str(), "smtp" | "smtps"),
-                    "line {url_line}, key `url` of [smtp]: the scheme must be smtps or smtp"
-                );
-                anyhow::ensure!(
-                    !url.contains('@'),
-                    "line {url_line}, key `url` of [smtp]: no credentials in the URL; use `username_env` and `password_env`"
-                );
-                let starttls_required = url
-                    .split_once('?')
-                    .is_some_and(|(_, query)| query.split('&').any(|p| p == "tls=required"));
-                if production && scheme == "smtp" && !starttls_required && !is_loopback_host(&host)
-                {
-                    anyhow::bail!(
-                        "line {url_line}, key `url` of [smtp]: production requires TLS (smtps://, or smtp:// with ?tls=required for STARTTLS) for a host that is not loopback"
-                    );
-                }
-                let username = secret(&what, s.username_env.as_deref(), None, "username_env", "-")?;
-                let password = secret(
-                    &what,
-                    s.password_env.as_deref(),
-                    s.password_file.as_deref(),
-                    "password_env",
-                    "password_file",
-                )?;
-                anyhow::ensure!(
-                    username.is_some() == password.is_some(),
-                    "{what}: a username goes with a password"
-                );
-                Some(SmtpSettings {
-                    url: url.clone(),
-                    username,
-                    password,
-                    from: s.from.clone(),
-                })
-            }
-        };
-
-        let defaults = nexus_providers::router::RouterConfig::default();
-        let ms = |v: Option<u64>, d: Duration| v.map_or(d, Duration::from_millis);
-        let router = nexus_providers::router::RouterConfig {
-            deadline: ms(raw.router.deadline_ms, defaults.deadline),
-            attempt_timeout: ms(raw.router.attempt_timeout_ms, defaults.attempt_timeout),
-            failures_to_open: raw
-                .router
-                .failures_to_open
-                .unwrap_or(defaults.failures_to_open)
-                .max(1),
-            open_for: ms(raw.router.open_for_ms, defaults.open_for),
-            ..defaults
-        };
-        anyhow::ensure!(
-            !router.deadline.is_zero() && !router.attempt_timeout.is_zero(),
-            "[router]: `deadline_ms` and `attempt_timeout_ms` must be more than 0"
-        );
-        let sweep_defaults = nexus_providers::sweep::SweepConfig::default();
-        let orphan_sweep = nexus_providers::sweep::SweepConfig {
-            interval: ms(raw.orphan_sweep.interval_ms, sweep_defaults.interval)
-                .max(Duration::from_secs(1)),
-            grace: ms(raw.orphan_sweep.grace_ms, sweep_defaults.grace).max(Duration::from_secs(30)),
-            max_listed: raw
-                .orphan_sweep
-                .max_listed
-                .unwrap_or(sweep_defaults.max_listed)
-                .clamp(1, 10_000),
-            max_cancels: raw
-                .orphan_sweep
-                .max_cancels
-                .unwrap_or(sweep_defaults.max_cancels)
-                .clamp(1, 1_000),
-            ..sweep_defaults
-        };
-        let orphan_sweep = (raw.orphan_sweep.enabled != Some(false)).then_some(orphan_sweep);
         Ok(FileSettings {
             environment,
-            upstreams,
-            gateway,
-            smtp,
-            router,
-            orphan_sweep,
+            upstreams: rules.upstreams(&raw.upstream)?,
+            gateway: rules.gateway(raw.gateway.as_ref())?,
+            smtp: rules.smtp(raw.smtp.as_ref())?,
+            router: router(&raw.router)?,
+            orphan_sweep: orphan_sweep(&raw.orphan_sweep),
         })
     }
 }
 
-impl UpstreamSettings {
-    /// The adapter. `sim_code_delay_ms` is for simulators.
-    pub fn build(
+/// `environment`: production unless it says development.
+fn environment(text: &str, value: Option<&Spanned<String>>) -> anyhow::Result<Environment> {
+    let Some(value) = value else {
+        return Ok(Environment::Production);
+    };
+    match value.get_ref().as_str() {
+        "production" => Ok(Environment::Production),
+        "development" => Ok(Environment::Development),
+        _ => anyhow::bail!(
+            "line {}, key `environment`: must be \"production\" or \"development\"",
+            line_of(text, value.span().start)
+        ),
+    }
+}
+
+/// What the checks of the sections share: the text (for line numbers) and
+/// the environment.
+struct Rules<'a> {
+    text: &'a str,
+    production: bool,
+}
+
+impl Rules<'_> {
+    fn line<T>(&self, spanned: &Spanned<T>) -> usize {
+        line_of(self.text, spanned.span().start)
+    }
+
+    /// An `https` or `http` URL; in production `https`, unless its host is
+    /// loopback.
+    fn check_web_url(&self, what: &str, url: &Spanned<String>) -> anyhow::Result<()> {
+        let line = self.line(url);
+        let Some((scheme, host)) = scheme_and_host(url.get_ref()) else {
+            anyhow::bail!("line {line}, {what}: not a URL");
+        };
+        anyhow::ensure!(
+            matches!(scheme.as_str(), "https" | "http"),
+            "line {line}, {what}: the scheme must be one of https, http"
+        );
+        if self.production && scheme != "https" && !is_loopback_host(&host) {
+            anyhow::bail!(
+                "line {line}, {what}: production requires TLS (https) for a host that is not loopback"
+            );
+        }
+        Ok(())
+    }
+
+    /// `[[upstream]]`: at least one in production, at most [`MAX_UPSTREAMS`].
+    fn upstreams(
         &self,
-        sim_code_delay_ms: u64,
-    ) -> anyhow::Result<std::sync::Arc<dyn nexus_providers::upstream::Upstream>> {
-        use std::collections::HashMap;
-        use std::sync::Arc;
+        entries: &[Spanned<file::Upstream>],
+    ) -> anyhow::Result<Vec<UpstreamSettings>> {
+        anyhow::ensure!(
+            !self.production || !entries.is_empty(),
+            "production requires at least one [[upstream]]"
+        );
+        anyhow::ensure!(
+            entries.len() <= MAX_UPSTREAMS,
+            "at most {MAX_UPSTREAMS} [[upstream]] entries"
+        );
+        let mut upstreams = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let upstream = self.upstream(entry, &upstreams)?;
+            upstreams.push(upstream);
+        }
+        Ok(upstreams)
+    }
 
-        use nexus_core::domain::order::{CountryCode, ServiceCode};
-        use nexus_providers::catalog::Catalog;
-
-        let what = format!("upstream `{}`", self.name);
-        let url = || -> anyhow::Result<reqwest::Url> {
-            reqwest::Url::parse(&self.base_url).with_context(|| format!("{what}: `base_url`"))
+    /// One `[[upstream]]`, its secrets resolved; `configured` are the ones
+    /// before it.
+    fn upstream(
+        &self,
+        entry: &Spanned<file::Upstream>,
+        configured: &[UpstreamSettings],
+    ) -> anyhow::Result<UpstreamSettings> {
+        use std::time::Duration;
+        let line = self.line(entry);
+        let u = entry.get_ref();
+        let what = format!("upstream `{}` (line {line})", u.name);
+        check_upstream_name(line, &u.name, configured)?;
+        let simulator = u.kind == UpstreamKind::Simulator;
+        anyhow::ensure!(
+            !(simulator && self.production),
+            "{what}: a simulator is for development only (set environment = \"development\")"
+        );
+        let base_url = match &u.base_url {
+            Some(url) => {
+                self.check_web_url(&format!("key `base_url` of upstream `{}`", u.name), url)?;
+                url.get_ref().clone()
+            }
+            None if simulator => String::new(),
+            None => anyhow::bail!("{what}: `base_url` is required"),
         };
-        let country = |code: &str| {
-            CountryCode::new(code).map_err(|_| {
-                anyhow::anyhow!("{what}: `countries` has `{code}`, not an ISO country code")
-            })
+        let api_key = secret(
+            &what,
+            u.api_key_env.as_deref(),
+            u.api_key_file.as_deref(),
+            "api_key_env",
+            "api_key_file",
+        )?;
+        let api_key = match api_key {
+            Some(key) => key,
+            None if simulator => String::new(),
+            None => anyhow::bail!("{what}: `api_key_env` or `api_key_file` is required"),
         };
-        let service = |code: &str| {
-            ServiceCode::new(code)
-                .map_err(|_| anyhow::anyhow!("{what}: `services` has `{code}`, not a service code"))
+        let webhook_secret = secret(
+            &what,
+            u.webhook_secret_env.as_deref(),
+            u.webhook_secret_file.as_deref(),
+            "webhook_secret_env",
+            "webhook_secret_file",
+        )?;
+        let webhook_sources = webhook_sources(&what, &u.webhook_sources)?;
+        let smscode_v2 = match u.api.as_deref() {
+            None | Some("v1") => false,
+            Some("v2") => true,
+            Some(_) => anyhow::bail!("{what}: `api` must be \"v1\" or \"v2\""),
         };
-        let numbers =
-            |pairs: &[(String, Ident)], key: &str| -> anyhow::Result<Vec<(String, u64)>> {
-                pairs
-                    .iter()
-                    .map(|(k, v)| match v {
-                        Ident::Number(n) => Ok((k.clone(), *n)),
-                        Ident::Name(_) => anyhow::bail!("{what}: `{key}.{k}` must be a number"),
-                    })
-                    .collect()
-            };
-        let names =
-            |pairs: &[(String, Ident)], key: &str| -> anyhow::Result<Vec<(String, String)>> {
-                pairs
-                    .iter()
-                    .map(|(k, v)| match v {
-                        Ident::Name(n) if !n.trim().is_empty() => Ok((k.clone(), n.clone())),
-                        _ => anyhow::bail!("{what}: `{key}.{k}` must be a name"),
-                    })
-                    .collect()
-            };
-        Ok(match self.kind {
-            UpstreamKind::Herosms => Arc::new(
-                nexus_providers::herosms::HeroSms::new(
-                    self.name.clone(),
-                    &self.base_url,
-                    self.api_key.clone(),
-                    self.timeout,
-                    Catalog::shipped(),
-                )
-                .with_context(|| what.clone())?
-                .with_webhook_sources(self.webhook_sources.clone(), self.webhook_tolerance),
-            ),
-            UpstreamKind::Smscode => {
-                let mut countries = HashMap::new();
-                for (k, v) in numbers(&self.countries, "countries")? {
-                    countries.insert(country(&k)?, v);
-                }
-                let mut platforms = HashMap::new();
-                for (k, v) in numbers(&self.services, "services")? {
-                    platforms.insert(service(&k)?, v);
-                }
-                let mut config = nexus_providers::smscode::SmsCodeConfig::new(
-                    &self.name,
-                    url()?,
-                    &self.api_key,
-                    self.idr_per_usd,
-                    countries,
-                    platforms,
-                );
-                if self.smscode_v2 {
-                    config.api = nexus_providers::smscode::SmsCodeApi::V2;
-                }
-                config.timeout = self.timeout;
-                config.connect_timeout = self.connect_timeout;
-                config.webhook_secret = self.webhook_secret.clone();
-                config.webhook_tolerance = self.webhook_tolerance;
-                Arc::new(
-                    nexus_providers::smscode::SmsCode::new(config)
-                        .map_err(|e| anyhow::anyhow!("{what}: HTTP client: {}", e.without_url()))?,
-                )
-            }
-            UpstreamKind::Pvapins => {
-                let mut countries = HashMap::new();
-                for (k, v) in names(&self.countries, "countries")? {
-                    countries.insert(country(&k)?, v);
-                }
-                let mut apps = HashMap::new();
-                for (k, v) in names(&self.services, "services")? {
-                    apps.insert(service(&k)?, v);
-                }
-                let mut config = nexus_providers::pvapins::PvaPinsConfig::new(
-                    &self.name,
-                    url()?,
-                    &self.api_key,
-                    countries,
-                    apps,
-                );
-                config.timeout = self.timeout;
-                config.connect_timeout = self.connect_timeout;
-                Arc::new(
-                    nexus_providers::pvapins::PvaPins::new(config)
-                        .map_err(|e| anyhow::anyhow!("{what}: HTTP client: {}", e.without_url()))?,
-                )
-            }
-            UpstreamKind::Proxnum => {
-                let mut config =
-                    nexus_providers::proxnum::ProxnumConfig::new(&self.name, url()?, &self.api_key);
-                config.timeout = self.timeout;
-                config.connect_timeout = self.connect_timeout;
-                Arc::new(
-                    nexus_providers::proxnum::Proxnum::new(config)
-                        .map_err(|e| anyhow::anyhow!("{what}: HTTP client: {}", e.without_url()))?,
-                )
-            }
-            UpstreamKind::Simulator => {
-                let mut config = nexus_providers::simulator::SimulatorConfig::healthy(&self.name);
-                config.code_delay_ms = sim_code_delay_ms;
-                Arc::new(nexus_providers::simulator::Simulator::new(config))
-            }
+        anyhow::ensure!(
+            u.kind != UpstreamKind::Smscode || u.idr_per_usd.is_some_and(|r| r > 0),
+            "{what}: `idr_per_usd` (whole rupiah per dollar, more than 0) is required"
+        );
+        let timeout = Duration::from_millis(u.timeout_ms.unwrap_or(8_000));
+        let connect_timeout = Duration::from_millis(u.connect_timeout_ms.unwrap_or(2_000));
+        anyhow::ensure!(
+            !timeout.is_zero() && !connect_timeout.is_zero(),
+            "{what}: timeouts must be more than 0"
+        );
+        Ok(UpstreamSettings {
+            kind: u.kind,
+            name: u.name.clone(),
+            base_url,
+            api_key,
+            timeout,
+            connect_timeout,
+            smscode_v2,
+            idr_per_usd: u.idr_per_usd.unwrap_or(0),
+            countries: u.countries.clone().into_iter().collect(),
+            services: u.services.clone().into_iter().collect(),
+            webhook_secret,
+            webhook_sources,
+            webhook_tolerance: Duration::from_secs(u.webhook_tolerance_secs.unwrap_or(600)),
         })
     }
+
+    /// `[gateway]`: NOWPayments; required in production.
+    fn gateway(
+        &self,
+        gateway: Option<&Spanned<file::Gateway>>,
+    ) -> anyhow::Result<Option<GatewaySettings>> {
+        let Some(gateway) = gateway else {
+            anyhow::ensure!(
+                !self.production,
+                "production requires a [gateway] (the simulated one pays invoices for free)"
+            );
+            return Ok(None);
+        };
+        let what = format!("[gateway] (line {})", self.line(gateway));
+        let g = gateway.get_ref();
+        anyhow::ensure!(
+            g.kind == "nowpayments",
+            "{what}: `kind` must be \"nowpayments\""
+        );
+        self.check_web_url("key `base_url` of [gateway]", &g.base_url)?;
+        if let Some(url) = &g.ipn_callback_url {
+            self.check_web_url("key `ipn_callback_url` of [gateway]", url)?;
+        }
+        let api_key = secret(
+            &what,
+            g.api_key_env.as_deref(),
+            g.api_key_file.as_deref(),
+            "api_key_env",
+            "api_key_file",
+        )?
+        .ok_or_else(|| anyhow::anyhow!("{what}: `api_key_env` or `api_key_file` is required"))?;
+        let ipn_secret = secret(
+            &what,
+            g.ipn_secret_env.as_deref(),
+            g.ipn_secret_file.as_deref(),
+            "ipn_secret_env",
+            "ipn_secret_file",
+        )?
+        .ok_or_else(|| {
+            anyhow::anyhow!("{what}: `ipn_secret_env` or `ipn_secret_file` is required")
+        })?;
+        Ok(Some(GatewaySettings {
+            base_url: g.base_url.get_ref().clone(),
+            api_key,
+            ipn_secret,
+            ipn_callback_url: g.ipn_callback_url.as_ref().map(|u| u.get_ref().clone()),
+            timeout: std::time::Duration::from_millis(g.timeout_ms.unwrap_or(10_000).max(1)),
+        }))
+    }
+
+    /// `[smtp]`: required in production.
+    fn smtp(&self, smtp: Option<&Spanned<file::Smtp>>) -> anyhow::Result<Option<SmtpSettings>> {
+        let Some(smtp) = smtp else {
+            anyhow::ensure!(
+                !self.production,
+                "production requires [smtp] (the outbox is a development aid)"
+            );
+            return Ok(None);
+        };
+        let what = format!("[smtp] (line {})", self.line(smtp));
+        let s = smtp.get_ref();
+        self.check_smtp_url(&s.url)?;
+        let username = secret(&what, s.username_env.as_deref(), None, "username_env", "-")?;
+        let password = secret(
+            &what,
+            s.password_env.as_deref(),
+            s.password_file.as_deref(),
+            "password_env",
+            "password_file",
+        )?;
+        anyhow::ensure!(
+            username.is_some() == password.is_some(),
+            "{what}: a username goes with a password"
+        );
+        Ok(Some(SmtpSettings {
+            url: s.url.get_ref().clone(),
+            username,
+            password,
+            from: s.from.clone(),
+        }))
+    }
+
+    /// `smtps://`, or `smtp://` (with `?tls=required` in production unless
+    /// the host is loopback); never credentials in the URL.
+    fn check_smtp_url(&self, url: &Spanned<String>) -> anyhow::Result<()> {
+        let line = self.line(url);
+        let url = url.get_ref();
+        let Some((scheme, host)) = scheme_and_host(url) else {
+            anyhow::bail!("line {line}, key `url` of [smtp]: not a URL");
+        };
+        anyhow::ensure!(
+            matches!(scheme.as_str(), "smtp" | "smtps"),
+            "line {line}, key `url` of [smtp]: the scheme must be smtps or smtp"
+        );
+        anyhow::ensure!(
+            !url.contains('@'),
+            "line {line}, key `url` of [smtp]: no credentials in the URL; use `username_env` and `password_env`"
+        );
+        let starttls_required = url
+            .split_once('?')
+            .is_some_and(|(_, query)| query.split('&').any(|p| p == "tls=required"));
+        if self.production && scheme == "smtp" && !starttls_required && !is_loopback_host(&host) {
+            anyhow::bail!(
+                "line {line}, key `url` of [smtp]: production requires TLS (smtps://, or smtp:// with ?tls=required for STARTTLS) for a host that is not loopback"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// An upstream's `name`: 1-64 letters, digits, `-` or `_`, and unique.
+fn check_upstream_name(
+    line: usize,
+    name: &str,
+    configured: &[UpstreamSettings],
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !name.trim().is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+        "line {line}, key `name`: 1-64 letters, digits, `-` or `_`"
+    );
+    anyhow::ensure!(
+        !configured.iter().any(|o| o.name == name),
+        "line {line}, key `name`: `{name}` is configured twice"
+    );
+    Ok(())
+}
+
+/// `webhook_sources`: IP addresses; the error does not repeat the entry.
+fn webhook_sources(what: &str, sources: &[String]) -> anyhow::Result<Vec<std::net::IpAddr>> {
+    sources
+        .iter()
+        .map(|source| {
+            source.trim().parse().map_err(|_| {
+                anyhow::anyhow!(
+                    "{what}: `webhook_sources` holds an entry that is not an IP address"
+                )
+            })
+        })
+        .collect()
+}
+
+/// A duration in milliseconds, or the default.
+fn ms(value: Option<u64>, default: std::time::Duration) -> std::time::Duration {
+    value.map_or(default, std::time::Duration::from_millis)
+}
+
+/// `[router]`: the failover deadlines and the breaker.
+fn router(raw: &file::Router) -> anyhow::Result<nexus_providers::router::RouterConfig> {
+    let defaults = nexus_providers::router::RouterConfig::default();
+    let router = nexus_providers::router::RouterConfig {
+        deadline: ms(raw.deadline_ms, defaults.deadline),
+        attempt_timeout: ms(raw.attempt_timeout_ms, defaults.attempt_timeout),
+        failures_to_open: raw
+            .failures_to_open
+            .unwrap_or(defaults.failures_to_open)
+            .max(1),
+        open_for: ms(raw.open_for_ms, defaults.open_for),
+        ..defaults
+    };
+    anyhow::ensure!(
+        !router.deadline.is_zero() && !router.attempt_timeout.is_zero(),
+        "[router]: `deadline_ms` and `attempt_timeout_ms` must be more than 0"
+    );
+    Ok(router)
+}
+
+/// `[orphan_sweep]`: `None` when `enabled = false`; each bound clamped to
+/// what the sweep supports.
+fn orphan_sweep(raw: &file::Sweep) -> Option<nexus_providers::sweep::SweepConfig> {
+    use std::time::Duration;
+    let defaults = nexus_providers::sweep::SweepConfig::default();
+    let sweep = nexus_providers::sweep::SweepConfig {
+        interval: ms(raw.interval_ms, defaults.interval).max(Duration::from_secs(1)),
+        grace: ms(raw.grace_ms, defaults.grace).max(Duration::from_secs(30)),
+        max_listed: raw
+            .max_listed
+            .unwrap_or(defaults.max_listed)
+            .clamp(1, 10_000),
+        max_cancels: raw
+            .max_cancels
+            .unwrap_or(defaults.max_cancels)
+            .clamp(1, 1_000),
+        ..defaults
+    };
+    (raw.enabled != Some(false)).then_some(sweep)
 }
 
 #[cfg(test)]
@@ -1052,6 +867,98 @@ url = "smtps://mail.example:465"
         for upstream in &settings.upstreams {
             upstream.build(0).unwrap();
         }
+    }
+
+    /// A development file holding only `body` (no gateway or SMTP required).
+    fn development(body: &str) -> String {
+        format!("environment = \"development\"\n{body}")
+    }
+
+    #[test]
+    fn each_section_names_its_line_and_key() {
+        with_key();
+        let e = error_of("environment = \"staging\"\n");
+        assert_eq!(
+            e,
+            "line 1, key `environment`: must be \"production\" or \"development\""
+        );
+        assert_eq!(
+            error_of("environment = \"production\"\n"),
+            "production requires at least one [[upstream]]"
+        );
+        let twice = development(
+            "[[upstream]]\nkind = \"simulator\"\nname = \"sim\"\n\n[[upstream]]\nkind = \"simulator\"\nname = \"sim\"\n",
+        );
+        assert_eq!(
+            error_of(&twice),
+            "line 6, key `name`: `sim` is configured twice"
+        );
+        let bad_name = development("[[upstream]]\nkind = \"simulator\"\nname = \"a b\"\n");
+        assert_eq!(
+            error_of(&bad_name),
+            "line 2, key `name`: 1-64 letters, digits, `-` or `_`"
+        );
+        let smscode = development(
+            "[[upstream]]\nkind = \"smscode\"\nname = \"s\"\nbase_url = \"ftp://x.example\"\napi_key_env = \"NEXUS_TEST_CONFIG_KEY\"\n",
+        );
+        assert_eq!(
+            error_of(&smscode),
+            "line 5, key `base_url` of upstream `s`: the scheme must be one of https, http"
+        );
+        let no_rate = smscode.replace("ftp://", "https://");
+        assert_eq!(
+            error_of(&no_rate),
+            "upstream `s` (line 2): `idr_per_usd` (whole rupiah per dollar, more than 0) is required"
+        );
+        let api = format!("{no_rate}api = \"v3\"\n");
+        assert_eq!(
+            error_of(&api),
+            "upstream `s` (line 2): `api` must be \"v1\" or \"v2\""
+        );
+        let sources = format!("{no_rate}webhook_sources = [\"10.0.0.300\"]\n");
+        let e = error_of(&sources);
+        assert_eq!(
+            e,
+            "upstream `s` (line 2): `webhook_sources` holds an entry that is not an IP address"
+        );
+        let gateway =
+            development("[gateway]\nkind = \"stripe\"\nbase_url = \"https://pay.example\"\n");
+        assert_eq!(
+            error_of(&gateway),
+            "[gateway] (line 2): `kind` must be \"nowpayments\""
+        );
+        let smtp = development("[smtp]\nurl = \"smtps://user:pw@mail.example\"\n");
+        let e = error_of(&smtp);
+        assert!(
+            e.starts_with("line 3, key `url` of [smtp]: no credentials"),
+            "{e}"
+        );
+        assert!(!e.contains("pw@"), "{e}");
+        let router = development("[router]\ndeadline_ms = 0\n");
+        assert_eq!(
+            error_of(&router),
+            "[router]: `deadline_ms` and `attempt_timeout_ms` must be more than 0"
+        );
+    }
+
+    #[test]
+    fn the_router_and_the_orphan_sweep_keep_their_bounds() {
+        use std::time::Duration;
+        let settings = FileSettings::parse(&development(
+            "[router]\nfailures_to_open = 0\nopen_for_ms = 500\n\n[orphan_sweep]\ninterval_ms = 10\ngrace_ms = 1000\nmax_listed = 0\nmax_cancels = 5000\n",
+        ))
+        .unwrap();
+        assert_eq!(settings.environment, Environment::Development);
+        assert_eq!(settings.router.failures_to_open, 1);
+        assert_eq!(settings.router.open_for, Duration::from_millis(500));
+        assert_eq!(settings.router.deadline, Duration::from_millis(2_900));
+        let sweep = settings.orphan_sweep.unwrap();
+        assert_eq!(sweep.interval, Duration::from_secs(1));
+        assert_eq!(sweep.grace, Duration::from_secs(30));
+        assert_eq!((sweep.max_listed, sweep.max_cancels), (1, 1_000));
+        let off = FileSettings::parse(&development("[orphan_sweep]\nenabled = false\n")).unwrap();
+        assert!(off.orphan_sweep.is_none());
+        assert!(off.upstreams.is_empty() && off.gateway.is_none() && off.smtp.is_none());
     }
 
     #[test]

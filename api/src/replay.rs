@@ -14,14 +14,14 @@ use nexus_projections::{
     rebuild, ReadModels, ReadModelsConfig, RebuildOptions, Runner, RunnerConfig, PROJECTION_NAMES,
 };
 
-use crate::config::Config;
+use crate::config::StoreSettings;
 
 /// Width of the progress bar, in characters.
 const BAR_WIDTH: usize = 30;
 /// How often the progress line is redrawn at most.
 const REDRAW_EVERY: Duration = Duration::from_millis(100);
 
-pub fn run(config: Config, name: Option<String>) -> anyhow::Result<ExitCode> {
+pub fn run(config: StoreSettings, name: Option<String>) -> anyhow::Result<ExitCode> {
     let store = Store::open(&config.store()).context("opening the store")?;
     let models = ReadModels::open(
         &ReadModelsConfig::in_data_dir(&config.data_dir),
@@ -112,7 +112,11 @@ const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(600);
 /// The read models with projection `name` caught up to the log's head (the
 /// runner stopped again): what the offline commands (`audit`, `retention`)
 /// read after a stopped server.
-pub async fn caught_up(config: &Config, store: &Store, name: &str) -> anyhow::Result<ReadModels> {
+pub async fn caught_up(
+    config: &StoreSettings,
+    store: &Store,
+    name: &str,
+) -> anyhow::Result<ReadModels> {
     let models = ReadModels::open(
         &ReadModelsConfig::in_data_dir(&config.data_dir),
         store.vault.clone(),

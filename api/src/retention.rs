@@ -18,7 +18,7 @@ use nexus_core::service::legal_hold_service::LegalHoldService;
 use nexus_core::Store;
 use nexus_retention::Sweeper;
 
-use crate::config::Config;
+use crate::config::{DomainSettings, StoreSettings};
 
 #[derive(Subcommand)]
 pub enum RetentionCommand {
@@ -41,7 +41,11 @@ pub enum RetentionCommand {
     },
 }
 
-pub fn run(config: Config, command: RetentionCommand) -> anyhow::Result<ExitCode> {
+pub fn run(
+    config: StoreSettings,
+    domain: &DomainSettings,
+    command: RetentionCommand,
+) -> anyhow::Result<ExitCode> {
     let store = Store::open(&config.store()).context(
         "opening the store (while `nexus serve` runs, use the admin routes \
          /v1/admin/retention/sweep and /v1/admin/retention/verify)",
@@ -51,7 +55,7 @@ pub fn run(config: Config, command: RetentionCommand) -> anyhow::Result<ExitCode
         .build()
         .context("starting the runtime")?;
     let _entered = runtime.enter();
-    let (commerce, accounts) = crate::serve::domain_services(&config, &store)?;
+    let (commerce, accounts) = crate::serve::domain_services(domain, &store)?;
     let holds = Arc::new(LegalHoldService::new(
         store.log.clone(),
         store.vault.clone(),

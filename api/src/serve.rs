@@ -29,7 +29,7 @@ use nexus_providers::simulator::{Simulator, SimulatorConfig};
 use nexus_providers::upstream::Upstream;
 use tracing::info;
 
-use crate::config::{Config, TlsFiles};
+use crate::config::{Config, DomainSettings, StoreSettings, TlsFiles};
 use crate::http::gate::Gate;
 use crate::http::limits::{self, RateLimits};
 use crate::http::sessions::SessionStore;
@@ -74,11 +74,12 @@ fn tls_config(files: &TlsFiles) -> anyhow::Result<rustls::ServerConfig> {
 }
 
 pub fn run(config: Config) -> anyhow::Result<ExitCode> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating the data dir {}", config.data_dir.display()))?;
+    let data_dir = &config.store.data_dir;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating the data dir {}", data_dir.display()))?;
     // One TLS stack for every client (reqwest, lettre): rustls with ring.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let store = Store::open(&config.store()).context("opening the store")?;
+    let store = Store::open(&config.store.store()).context("opening the store")?;
     info!(head = store.log.head(), "log open");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -94,7 +95,10 @@ type DomainServices = (Arc<Commerce<SledLog>>, Arc<Accounts<SledLog>>);
 
 /// The order and account command services as configured (shared by `serve`
 /// and the offline commands).
-pub(crate) fn domain_services(config: &Config, store: &Store) -> anyhow::Result<DomainServices> {
+pub(crate) fn domain_services(
+    config: &DomainSettings,
+    store: &Store,
+) -> anyhow::Result<DomainServices> {
     let policy = OrderPolicy {
         ttl: chrono::Duration::seconds(config.order_ttl_secs),
         cancel_guard: chrono::Duration::seconds(config.cancel_guard_secs),
@@ -126,18 +130,20 @@ pub(crate) fn domain_services(config: &Config, store: &Store) -> anyhow::Result<
 }
 
 async fn serve(config: Config, store: Store) -> anyhow::Result<()> {
-    let (commerce, accounts) = domain_services(&config, &store)?;
+    let (commerce, accounts) = domain_services(&config.domain, &store)?;
+    let settings = &config.server;
+    let data_dir = &config.store.data_dir;
     // Bound first, so that the default public URL (where links in mails point)
     // names the port actually taken: a listen port of 0 picks a free one.
-    let listener = std::net::TcpListener::bind(config.listen)
-        .with_context(|| format!("listening on {}", config.listen))?;
+    let listener = std::net::TcpListener::bind(settings.listen)
+        .with_context(|| format!("listening on {}", settings.listen))?;
     let bound = listener.local_addr().context("the listening address")?;
     let scheme = if config.tls.is_some() {
         "https"
     } else {
         "http"
     };
-    let public_url = config
+    let public_url = settings
         .public_url
         .clone()
         .unwrap_or_else(|| format!("{scheme}://{bound}"));
@@ -152,9 +158,9 @@ async fn serve(config: Config, store: Store) -> anyhow::Result<()> {
         Some(file) => file
             .upstreams
             .iter()
-            .map(|u| u.build(config.sim_code_delay_ms))
+            .map(|u| u.build(settings.sim_code_delay_ms))
             .collect::<anyhow::Result<_>>()?,
-        None => SimulatorConfig::embedded_defaults(config.sim_faults, config.sim_code_delay_ms)
+        None => SimulatorConfig::embedded_defaults(settings.sim_faults, settings.sim_code_delay_ms)
             .into_iter()
             .map(|c| Arc::new(Simulator::new(c)) as Arc<dyn Upstream>)
             .collect(),
@@ -185,7 +191,7 @@ async fn serve(config: Config, store: Store) -> anyhow::Result<()> {
     let worker_task = tokio::spawn(worker.run(stopped));
 
     let smtp = file.and_then(|f| f.smtp.as_ref());
-    let transport = match (smtp, &config.smtp_url) {
+    let transport = match (smtp, &settings.smtp_url) {
         (Some(smtp), _) => MailTransport::Smtp {
             url: smtp.url.clone(),
             credentials: smtp.username.clone().zip(smtp.password.clone()).map(
@@ -199,7 +205,7 @@ async fn serve(config: Config, store: Store) -> anyhow::Result<()> {
             url: url.clone(),
             credentials: None,
         },
-        (None, None) => MailTransport::outbox_in(&config.data_dir),
+        (None, None) => MailTransport::outbox_in(data_dir),
     };
     let mail_settings = MailSettings {
         from: smtp
@@ -210,11 +216,7 @@ async fn serve(config: Config, store: Store) -> anyhow::Result<()> {
     };
     // Mail is spooled durably, sealed under each recipient's vault key.
     let mailer = Mailer::start(
-        MailerConfig::new(
-            transport,
-            mail_settings,
-            MailerConfig::spool_in(&config.data_dir),
-        ),
+        MailerConfig::new(transport, mail_settings, MailerConfig::spool_in(data_dir)),
         store.vault.clone(),
     )
     .context("starting the mailer")?;
@@ -225,7 +227,7 @@ async fn serve(config: Config, store: Store) -> anyhow::Result<()> {
         store.vault.clone(),
         accounts.clone(),
         mailer.clone(),
-        config.data_dir.join("notifier.position"),
+        data_dir.join("notifier.position"),
     );
     let notifier_task = tokio::spawn(notifier.run(stop.subscribe()));
 
@@ -236,8 +238,8 @@ async fn serve(config: Config, store: Store) -> anyhow::Result<()> {
         accounts.clone(),
         commerce.clone(),
         CustomerWebhooksConfig {
-            allow_internal_addresses: config.webhook_allow_insecure_urls,
-            ..CustomerWebhooksConfig::new(config.data_dir.join("webhooks.position"))
+            allow_internal_addresses: config.domain.webhook_allow_insecure_urls,
+            ..CustomerWebhooksConfig::new(data_dir.join("webhooks.position"))
         },
     )
     .context("starting the customer webhooks")?;
@@ -271,7 +273,7 @@ async fn serve(config: Config, store: Store) -> anyhow::Result<()> {
     let ipn = IpnHandler::new(commerce.clone(), store.log.clone(), ipn_secret);
     let read_models = Arc::new(
         ReadModels::open(
-            &ReadModelsConfig::in_data_dir(&config.data_dir),
+            &ReadModelsConfig::in_data_dir(data_dir),
             store.vault.clone(),
         )
         .context("opening the read models")?,
@@ -300,11 +302,11 @@ async fn serve(config: Config, store: Store) -> anyhow::Result<()> {
     ));
     let retention_task = tokio::spawn(run_retention_sweeps(
         retention.clone(),
-        config.retention_sweep_secs,
+        settings.retention_sweep_secs,
         stop.subscribe(),
     ));
-    let sessions = SessionStore::open(&config.data_dir.join("sessions"))
-        .context("opening the session store")?;
+    let sessions =
+        SessionStore::open(&data_dir.join("sessions")).context("opening the session store")?;
 
     let state = web::Data::new(AppState {
         log: store.log.clone(),
@@ -313,7 +315,7 @@ async fn serve(config: Config, store: Store) -> anyhow::Result<()> {
         router,
         catalog: Catalog::shipped(),
         pricing: Pricing {
-            markup_percent: config.markup_percent,
+            markup_percent: settings.markup_percent,
         },
         mailer: mailer.clone(),
         gateway,
@@ -322,9 +324,9 @@ async fn serve(config: Config, store: Store) -> anyhow::Result<()> {
         sessions,
         read_models: read_models.clone(),
         runner: runner.clone(),
-        cookie_secure: config.cookie_secure,
+        cookie_secure: settings.cookie_secure,
         upstream_hints,
-        admin_token: config.admin_token.clone(),
+        admin_token: settings.admin_token.clone(),
         legal_holds: legal_holds.clone(),
         retention: retention.clone(),
         policy: Arc::new(nexus_core::service::policy_service::PolicyService::new(
@@ -335,8 +337,8 @@ async fn serve(config: Config, store: Store) -> anyhow::Result<()> {
     });
     let state_for_shutdown = state.clone();
     let gate = web::Data::new(Gate {
-        limits: RateLimits::new(config.rate),
-        usage: Some(UsageLog::start(&config.data_dir.join("usage")).context("the usage log")?),
+        limits: RateLimits::new(settings.rate()),
+        usage: Some(UsageLog::start(&data_dir.join("usage")).context("the usage log")?),
     });
     let sweeper = {
         let gate = gate.clone();
@@ -428,7 +430,7 @@ async fn run_retention_sweeps(
     }
 }
 
-pub fn verify(config: Config) -> anyhow::Result<ExitCode> {
+pub fn verify(config: &StoreSettings) -> anyhow::Result<ExitCode> {
     let store = Store::open(&config.store()).context("opening the store")?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
