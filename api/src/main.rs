@@ -2,8 +2,6 @@
 
 mod audit;
 mod bench;
-mod bench_fulfilment;
-mod bench_http;
 mod cli;
 mod config;
 mod http;

@@ -1,7 +1,15 @@
-//! `nexus bench log`: durable append and read throughput of the log on this machine.
+//! `nexus bench`: `log` here (durable append and read throughput of the log on
+//! this machine), `fulfilment` and `http` in their own files, what they compute
+//! over samples in `stats`.
 //!
 //! Each workload runs in a fresh temp database so figures do not depend on what
 //! ran before. Clients are tasks on the same runtime as the log, as in the server.
+
+mod fulfilment;
+mod http;
+mod stats;
+
+use stats::percentile_ms;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -21,10 +29,10 @@ pub enum BenchCommand {
     Log(LogBench),
     /// Orders placed at a fixed rate against simulated upstreams: time from
     /// placed to number assigned.
-    Fulfilment(crate::bench_fulfilment::FulfilmentBench),
+    Fulfilment(fulfilment::FulfilmentBench),
     /// The HTTP API under load: `GET /v1/orders/{id}` and `POST /v1/orders`
     /// against the real server on the embedded default.
-    Http(crate::bench_http::HttpBench),
+    Http(http::HttpBench),
 }
 
 #[derive(Args)]
@@ -104,8 +112,8 @@ struct Figure {
 pub fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
     let args = match command {
         BenchCommand::Log(args) => args,
-        BenchCommand::Fulfilment(args) => return crate::bench_fulfilment::run(args),
-        BenchCommand::Http(args) => return crate::bench_http::run(args),
+        BenchCommand::Fulfilment(args) => return fulfilment::run(args),
+        BenchCommand::Http(args) => return http::run(args),
     };
     anyhow::ensure!(
         args.clients.iter().all(|c| (1..=MAX_CLIENTS).contains(c)),
@@ -237,14 +245,6 @@ async fn appends(
         events_per_fsync: events as f64 / fsyncs.max(1) as f64,
         rss_mib: None,
     })
-}
-
-pub(crate) fn percentile_ms(sorted_us: &[u64], q: f64) -> f64 {
-    if sorted_us.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted_us.len() - 1) as f64 * q).round() as usize;
-    sorted_us[i] as f64 / 1000.0
 }
 
 /// Fills a log with `read_events` events, reopens it (the open rebuilds the
