@@ -72,35 +72,6 @@ pub enum InboundError {
     Busy,
 }
 
-impl InboundError {
-    /// The HTTP status to answer with.
-    pub fn status_code(&self) -> u16 {
-        match self {
-            InboundError::NotSupported => 404,
-            InboundError::NotConfigured => 404,
-            InboundError::Unsigned | InboundError::BadSignature => 401,
-            InboundError::SourceNotAllowed => 403,
-            InboundError::Stale => 400,
-            InboundError::Malformed => 400,
-            InboundError::Busy => 503,
-        }
-    }
-
-    /// A stable machine code.
-    pub fn code(&self) -> &'static str {
-        match self {
-            InboundError::NotSupported => "push_not_supported",
-            InboundError::NotConfigured => "push_not_configured",
-            InboundError::Unsigned => "push_unsigned",
-            InboundError::BadSignature => "push_bad_signature",
-            InboundError::SourceNotAllowed => "push_source_not_allowed",
-            InboundError::Stale => "push_stale",
-            InboundError::Malformed => "push_malformed",
-            InboundError::Busy => "push_busy",
-        }
-    }
-}
-
 /// A verified push, addressed to the worker.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Hint {

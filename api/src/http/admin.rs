@@ -10,7 +10,6 @@
 
 use std::future::{ready, Ready};
 
-use actix_web::http::StatusCode;
 use actix_web::{delete, get, post, web, FromRequest, HttpRequest, HttpResponse};
 use chrono::{DateTime, SecondsFormat, Utc};
 use nexus_core::domain::legal_hold::{CaseReference, HoldReason, HoldSubject, LegalHold};
@@ -24,7 +23,7 @@ use sha2::{Digest, Sha256};
 
 use super::auth::bearer_token;
 use super::body::ObjectBody;
-use super::error::ApiError;
+use super::error::{ApiError, Problem};
 use super::state::AppState;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -98,12 +97,7 @@ impl AdminToken {
 pub struct Admin;
 
 fn admin_unauthorized() -> ApiError {
-    ApiError::new(
-        StatusCode::UNAUTHORIZED,
-        "unauthorized",
-        "Unauthorized",
-        "a valid admin token is required",
-    )
+    ApiError::new(Problem::Unauthorized, "a valid admin token is required")
 }
 
 impl FromRequest for Admin {
@@ -139,8 +133,8 @@ fn parse_time(field: &'static str, text: &str) -> Result<DateTime<Utc>, ApiError
     DateTime::parse_from_rfc3339(text)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|_| {
-            ApiError::bad_request(
-                "invalid_time",
+            ApiError::new(
+                Problem::InvalidTime,
                 format!("{field} must be an RFC 3339 time, e.g. 2026-12-01T00:00:00Z"),
             )
         })
@@ -235,7 +229,12 @@ fn retention_cursor(entry: &ScheduledSubject) -> String {
 }
 
 fn parse_retention_cursor(text: &str) -> Result<ScheduledSubject, ApiError> {
-    let invalid = || ApiError::bad_request("invalid_cursor", "the cursor is not one this API gave");
+    let invalid = || {
+        ApiError::new(
+            Problem::InvalidCursor,
+            "the cursor is not one this API gave",
+        )
+    };
     let (micros, subject) = text.split_once('.').ok_or_else(invalid)?;
     let due_at = micros
         .parse::<i64>()
@@ -458,8 +457,8 @@ async fn announce(
                 .ok()
                 .and_then(AnnouncementKey::new)
                 .ok_or_else(|| {
-                    ApiError::bad_request(
-                        "invalid_idempotency_key",
+                    ApiError::new(
+                        Problem::InvalidIdempotencyKey,
                         "Idempotency-Key is 1-255 printable ASCII characters",
                     )
                 })?,
@@ -498,7 +497,10 @@ async fn list_policy_changes(
     let skip = match query.cursor.as_deref() {
         None => 0,
         Some(text) => text.parse::<usize>().map_err(|_| {
-            ApiError::bad_request("invalid_cursor", "the cursor is not one this API gave")
+            ApiError::new(
+                Problem::InvalidCursor,
+                "the cursor is not one this API gave",
+            )
         })?,
     };
     let limit = query.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE_SIZE);

@@ -4,7 +4,7 @@ use actix_web::{get, web, HttpResponse};
 use nexus_core::domain::order::{CountryCode, OrderError, ServiceCode};
 use serde::Deserialize;
 
-use super::error::ApiError;
+use super::error::{ApiError, Problem};
 use super::state::AppState;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -154,7 +154,10 @@ async fn availability(
             text.split_once('/')
                 .map(|(s, c)| (s.to_owned(), c.to_owned()))
                 .ok_or_else(|| {
-                    ApiError::bad_request("invalid_cursor", "the cursor is not one this API gave")
+                    ApiError::new(
+                        Problem::InvalidCursor,
+                        "the cursor is not one this API gave",
+                    )
                 })?,
         ),
     };

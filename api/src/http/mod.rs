@@ -14,6 +14,7 @@ pub mod limits;
 mod me;
 mod openapi;
 mod orders;
+mod problem;
 pub mod sessions;
 mod smsactivate;
 pub mod state;
@@ -25,7 +26,7 @@ mod webhook;
 use actix_web::{get, web, HttpResponse};
 use nexus_core::log::EventStore;
 
-use error::ApiError;
+use error::{ApiError, Problem};
 use state::AppState;
 
 /// Largest JSON body accepted, in bytes.
@@ -41,7 +42,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .app_data(
         web::QueryConfig::default()
-            .error_handler(|e, _| ApiError::bad_request("invalid_query", e.to_string()).into()),
+            .error_handler(|e, _| ApiError::new(Problem::InvalidQuery, e.to_string()).into()),
     )
     .app_data(web::PathConfig::default().error_handler(|_, _| ApiError::not_found().into()))
     .service(health)
@@ -68,7 +69,7 @@ fn json_error(e: &actix_web::error::JsonPayloadError) -> ApiError {
         E::OverflowKnownLength { .. } | E::Overflow { .. } => {
             ApiError::body_too_large(MAX_JSON_BYTES)
         }
-        _ => ApiError::bad_request("invalid_json", json_problem(e)),
+        _ => ApiError::new(Problem::InvalidJson, json_problem(e)),
     }
 }
 

@@ -9,7 +9,7 @@ use nexus_projections::Cursor;
 use serde::Deserialize;
 
 use super::auth::Customer;
-use super::error::ApiError;
+use super::error::{ApiError, Problem};
 use super::state::AppState;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -35,7 +35,10 @@ impl ListQuery {
         let cursor = match self.cursor.as_deref() {
             None => None,
             Some(c) => Some(c.parse::<Cursor>().map_err(|_| {
-                ApiError::bad_request("invalid_cursor", "the cursor is not one this API gave")
+                ApiError::new(
+                    Problem::InvalidCursor,
+                    "the cursor is not one this API gave",
+                )
             })?),
         };
         Ok((cursor, limit))
