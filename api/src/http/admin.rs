@@ -25,6 +25,7 @@ use super::auth::bearer_token;
 use super::body::ObjectBody;
 use super::error::{ApiError, Problem};
 use super::state::AppState;
+use super::wallet::PageLimit;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(projections)
@@ -212,7 +213,7 @@ async fn providers(state: web::Data<AppState>, _: Admin) -> HttpResponse {
 struct RetentionQuery {
     until: Option<String>,
     cursor: Option<String>,
-    limit: Option<usize>,
+    limit: Option<PageLimit>,
 }
 
 fn due_subject_text(subject: DueSubject) -> String {
@@ -267,7 +268,7 @@ async fn retention(
         .as_deref()
         .map(parse_retention_cursor)
         .transpose()?;
-    let limit = query.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE_SIZE);
+    let limit = PageLimit::or(query.limit, DEFAULT_PAGE);
     let view = state
         .read_models
         .retention()
@@ -484,7 +485,7 @@ async fn announce(
 #[serde(deny_unknown_fields)]
 struct AnnouncementsQuery {
     cursor: Option<String>,
-    limit: Option<usize>,
+    limit: Option<PageLimit>,
 }
 
 /// Announcements, oldest first; `cursor` is how many to skip (the list only grows).
@@ -503,7 +504,7 @@ async fn list_policy_changes(
             )
         })?,
     };
-    let limit = query.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE_SIZE);
+    let limit = PageLimit::or(query.limit, DEFAULT_PAGE);
     let changes = state.policy.changes().await?.state;
     let all = changes.announced();
     let page: Vec<serde_json::Value> = all

@@ -26,6 +26,31 @@ fn error_codes() -> Vec<&'static str> {
     Problem::ALL.iter().map(|p| p.code()).collect()
 }
 
+/// The methods the document declares for a request path, upper case and
+/// sorted: a `{param}` segment of a path template takes any non-empty segment.
+/// Empty when no path template matches.
+pub(super) fn methods_for(path: &str) -> Vec<String> {
+    let segments: Vec<&str> = path.split('/').collect();
+    let matches = |template: &str| {
+        let parts: Vec<&str> = template.split('/').collect();
+        parts.len() == segments.len()
+            && parts.iter().zip(&segments).all(|(part, segment)| {
+                part == segment || (part.starts_with('{') && !segment.is_empty())
+            })
+    };
+    let mut methods: Vec<String> = document()["paths"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(template, _)| matches(template))
+        .flat_map(|(_, item)| item.as_object().into_iter().flatten())
+        .map(|(method, _)| method.to_ascii_uppercase())
+        .collect();
+    methods.sort();
+    methods.dedup();
+    methods
+}
+
 /// The document, built on first use.
 pub fn document() -> &'static Value {
     static DOCUMENT: OnceLock<Value> = OnceLock::new();
@@ -72,17 +97,17 @@ fn query_param(name: &str, description: &str, schema: Value) -> Value {
 }
 
 /// `cursor` and `limit`; `default_page` items when no limit is given. A limit
-/// outside 1–100 is taken as the nearest bound.
+/// outside 1–100 is refused (400 `invalid_query`).
 fn list_params(default_page: usize) -> Vec<Value> {
     vec![
         query_param(
             "cursor",
             "Opaque cursor from a previous page's `next_cursor`.",
-            json!({ "type": "string" }),
+            json!({ "type": "string", "minLength": 1 }),
         ),
         query_param(
             "limit",
-            "Page size (outside 1-100, the nearest bound).",
+            "Page size, 1-100.",
             json!({ "type": "integer", "minimum": 1, "maximum": 100, "default": default_page }),
         ),
     ]
@@ -111,9 +136,19 @@ fn list_of(item: &str) -> Value {
     )
 }
 
-fn required_query_param(name: &str, description: &str) -> Value {
+fn required_query_param(name: &str, description: &str, schema: Value) -> Value {
     json!({ "name": name, "in": "query", "required": true, "description": description,
-            "schema": { "type": "string" } })
+            "schema": schema })
+}
+
+/// A service code as the domain takes it (`ServiceCode::new`).
+fn service_code() -> Value {
+    json!({ "type": "string", "pattern": "^[a-z0-9_]{1,16}$" })
+}
+
+/// An ISO 3166-1 alpha-2 code, either case (`CountryCode::new`).
+fn country_code() -> Value {
+    json!({ "type": "string", "pattern": "^[A-Za-z]{2}$" })
 }
 
 fn problem_response(codes: &[&str]) -> Value {
@@ -309,12 +344,12 @@ fn schemas() -> Value {
             "properties": tracked
         },
         "PlaceOrder": obj(&["service", "country"], json!({
-            "service": string(), "country": string(),
-            "channel": { "type": "string", "enum": ["sms", "voice"], "default": "sms" },
-            "max_price": money() })),
+            "service": service_code(), "country": country_code(),
+            "channel": { "type": ["string", "null"], "enum": ["sms", "voice", null], "default": "sms" },
+            "max_price": nullable(money()) })),
         "PlaceAnonymousOrder": obj(&["service", "country"], json!({
-            "service": string(), "country": string(),
-            "channel": { "type": "string", "enum": ["sms", "voice"], "default": "sms" } })),
+            "service": service_code(), "country": country_code(),
+            "channel": { "type": ["string", "null"], "enum": ["sms", "voice", null], "default": "sms" } })),
         "Code": { "oneOf": [
             obj(&["code", "text", "received_at"], json!({
                 "code": string(), "text": { "type": "string", "description": "The SMS text or call transcript." },
@@ -632,10 +667,10 @@ fn operations() -> Vec<Op> {
             "The verification mail's link: verifies and answers an HTML page",
             "accounts",
             None,
-            vec![query_param(
+            vec![required_query_param(
                 "token",
                 "The token from the mail.",
-                json!({ "type": "string" }),
+                string(),
             )],
             Option::None,
             (
@@ -1030,8 +1065,8 @@ fn operations() -> Vec<Op> {
             "catalog",
             None,
             vec![
-                required_query_param("country", "ISO country code."),
-                required_query_param("service", "Service code."),
+                required_query_param("country", "ISO country code.", country_code()),
+                required_query_param("service", "Service code.", service_code()),
             ],
             Option::None,
             (
@@ -1057,8 +1092,8 @@ fn operations() -> Vec<Op> {
             None,
             {
                 let mut p = vec![
-                    query_param("country", "ISO country code.", string()),
-                    query_param("service", "Service code.", string()),
+                    query_param("country", "ISO country code.", country_code()),
+                    query_param("service", "Service code.", service_code()),
                 ];
                 p.extend(list_params(super::catalog::AVAILABILITY_DEFAULT_PAGE));
                 p
@@ -1556,6 +1591,7 @@ fn operations() -> Vec<Op> {
                 Problem::PushUnsigned,
                 Problem::PushBadSignature,
                 Problem::PushSourceNotAllowed,
+                Problem::NotFound,
                 Problem::PushNotSupported,
                 Problem::PushNotConfigured,
                 Problem::PushBusy,
@@ -1932,6 +1968,17 @@ mod tests {
                 problem.code()
             );
         }
+    }
+
+    #[test]
+    fn methods_are_found_through_path_templates() {
+        assert_eq!(methods_for("/v1/orders"), ["GET", "POST"]);
+        assert_eq!(methods_for("/v1/orders/abc"), ["GET"]);
+        assert_eq!(methods_for("/v1/orders/abc/cancel"), ["POST"]);
+        assert_eq!(methods_for("/v1/me"), ["GET", "PATCH"]);
+        assert!(methods_for("/v1/orders//cancel").is_empty());
+        assert!(methods_for("/v1/nothing").is_empty());
+        assert!(methods_for("/v1/orders/abc/cancel/more").is_empty());
     }
 
     #[test]

@@ -95,6 +95,7 @@ problems! {
     IpnNothingPaid = ("ipn_nothing_paid", UNPROCESSABLE_ENTITY, "Payment notification refused"),
     IpnUnsigned = ("ipn_unsigned", UNAUTHORIZED, "Payment notification refused"),
     IpnUnsupportedCurrency = ("ipn_unsupported_currency", UNPROCESSABLE_ENTITY, "Payment notification refused"),
+    MethodNotAllowed = ("method_not_allowed", METHOD_NOT_ALLOWED, "Method not allowed"),
     NoCodeYet = ("no_code_yet", CONFLICT, "Conflict"),
     NoDeletionPending = ("no_deletion_pending", CONFLICT, "Conflict"),
     NoNumbers = ("no_numbers", CONFLICT, "Conflict"),

@@ -21,7 +21,11 @@ use super::error::ApiError;
 use super::state::AppState;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/v1/upstreams/{name}/webhook").route(web::post().to(webhook)));
+    cfg.service(
+        web::resource("/v1/upstreams/{name}/webhook")
+            .route(web::post().to(webhook))
+            .default_service(web::to(super::unrouted)),
+    );
 }
 
 async fn webhook(
