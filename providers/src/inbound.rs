@@ -27,7 +27,8 @@ use crate::upstream::{Handle, Snapshot};
 pub const MAX_INBOUND_BYTES: usize = 64 * 1024;
 
 /// Hints waiting for the worker, at most; a push that finds the queue full is
-/// answered 503 so that the upstream retries it.
+/// refused as [`InboundError::Busy`] (which the API answers so that the
+/// upstream retries it).
 pub const HINT_QUEUE_CAPACITY: usize = 4_096;
 
 /// One push as it came in.
