@@ -27,7 +27,8 @@ use crate::upstream::{Handle, Snapshot};
 pub const MAX_INBOUND_BYTES: usize = 64 * 1024;
 
 /// Hints waiting for the worker, at most; a push that finds the queue full is
-/// answered 503 so that the upstream retries it.
+/// refused as [`InboundError::Busy`] (which the API answers so that the
+/// upstream retries it).
 pub const HINT_QUEUE_CAPACITY: usize = 4_096;
 
 /// One push as it came in.
@@ -70,35 +71,6 @@ pub enum InboundError {
     Malformed,
     #[error("too many pushes waiting; retry later")]
     Busy,
-}
-
-impl InboundError {
-    /// The HTTP status to answer with.
-    pub fn status_code(&self) -> u16 {
-        match self {
-            InboundError::NotSupported => 404,
-            InboundError::NotConfigured => 404,
-            InboundError::Unsigned | InboundError::BadSignature => 401,
-            InboundError::SourceNotAllowed => 403,
-            InboundError::Stale => 400,
-            InboundError::Malformed => 400,
-            InboundError::Busy => 503,
-        }
-    }
-
-    /// A stable machine code.
-    pub fn code(&self) -> &'static str {
-        match self {
-            InboundError::NotSupported => "push_not_supported",
-            InboundError::NotConfigured => "push_not_configured",
-            InboundError::Unsigned => "push_unsigned",
-            InboundError::BadSignature => "push_bad_signature",
-            InboundError::SourceNotAllowed => "push_source_not_allowed",
-            InboundError::Stale => "push_stale",
-            InboundError::Malformed => "push_malformed",
-            InboundError::Busy => "push_busy",
-        }
-    }
 }
 
 /// A verified push, addressed to the worker.

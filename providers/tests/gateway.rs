@@ -23,7 +23,7 @@ use nexus_core::vault::MasterKeySource;
 use nexus_core::{Store, StoreConfig};
 use nexus_providers::gateway::json::Json;
 use nexus_providers::gateway::{
-    canonical_body, sign, verify, GatewayError, IpnHandler, IpnSecret, NowPayments,
+    canonical_body, sign, verify, GatewayError, IpnError, IpnHandler, IpnSecret, NowPayments,
     NowPaymentsConfig, PaymentGateway, PaymentStatus, SignedIpn, SimulatedGateway,
     SimulatedPayment, SIGNATURE_HEADER,
 };
@@ -52,10 +52,29 @@ fn serve_ipn(handler: Arc<IpnHandler<SledLog>>) -> LoopbackServer {
                 .content_type("application/json")
                 .body(format!("{{\"outcome\":\"{}\"}}", outcome.as_str())),
             Err(e) => {
-                HttpResponse::build(actix_web::http::StatusCode::from_u16(e.status_code()).unwrap())
+                let (status, code) = answer(&e);
+                HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap())
                     .content_type("application/json")
-                    .body(format!("{{\"code\":\"{}\"}}", e.code()))
+                    .body(format!("{{\"code\":\"{code}\"}}"))
             }
+        }
+    }
+
+    /// The status and code the API answers a refusal with (its error mapping
+    /// pins the same pairs), so the cases below name what a gateway sees.
+    fn answer(e: &IpnError) -> (u16, &'static str) {
+        match e {
+            IpnError::NoSecret => (503, "ipn_not_configured"),
+            IpnError::Unsigned => (401, "ipn_unsigned"),
+            IpnError::MalformedSignature => (401, "ipn_malformed_signature"),
+            IpnError::BadSignature => (401, "ipn_bad_signature"),
+            IpnError::MalformedBody(_) => (400, "ipn_malformed_body"),
+            IpnError::MissingField(_) => (422, "ipn_missing_field"),
+            IpnError::InvalidField(_) => (422, "ipn_invalid_field"),
+            IpnError::UnsupportedCurrency(_) => (422, "ipn_unsupported_currency"),
+            IpnError::NothingPaid => (422, "ipn_nothing_paid"),
+            IpnError::UnknownDeposit => (404, "unknown_deposit"),
+            IpnError::Domain(_) => (503, "ipn_failed"),
         }
     }
 

@@ -672,10 +672,13 @@ fn the_objection_round_trips_and_bad_input_changes_nothing() {
     let export = alice.with_key(&server, "GET", "/v1/me/export", None).json();
     assert_eq!(export["account"]["objection"], false);
 
-    // Unknown routes under /v1/me stay unknown.
+    // A method the route does not take is 405 naming the one it does;
+    // unknown routes under /v1/me stay unknown.
+    let get = alice.with_key(&server, "GET", "/v1/me/objection", None);
+    assert_eq!((get.status, get.header("allow")), (405, Some("PUT")));
     assert_eq!(
         alice
-            .with_key(&server, "GET", "/v1/me/objection", None)
+            .with_key(&server, "GET", "/v1/me/nothing", None)
             .status,
         404
     );

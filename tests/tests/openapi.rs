@@ -457,3 +457,103 @@ fn real_answers_match_the_documented_schemas() {
     let health = server.send("GET", "/health", &[], None);
     check_answer(&document, "get", "/health", &health);
 }
+
+// ---------------------------------------------------------------------------
+// Where a third party's checks found the server and the document apart.
+// ---------------------------------------------------------------------------
+
+/// A page size outside the documented 1-100 is refused like any bad query
+/// value; an empty cursor is outside the document too.
+#[test]
+fn page_sizes_outside_the_document_are_refused() {
+    let server = Server::start_with(&[("NEXUS_SIM_FAULTS", "off")]);
+    let key = journey::customer(&server, "pages@example.com");
+    let bearer = format!("Bearer {key}");
+    let auth = [("Authorization", bearer.as_str())];
+    for path in ["/v1/orders", "/v1/wallet/entries", "/v1/deposits"] {
+        for query in ["limit=0", "limit=101", "limit=-1"] {
+            let r = server.send("GET", &format!("{path}?{query}"), &auth, None);
+            assert_eq!(r.status, 400, "{path}?{query}: {}", r.body);
+            assert_eq!(r.json()["code"], "invalid_query", "{path}?{query}");
+        }
+        for query in ["limit=1", "limit=100"] {
+            let r = server.send("GET", &format!("{path}?{query}"), &auth, None);
+            assert_eq!(r.status, 200, "{path}?{query}: {}", r.body);
+        }
+    }
+    let r = server.send("GET", "/v1/catalog/availability?limit=0", &[], None);
+    assert_eq!(
+        (r.status, r.json()["code"].as_str()),
+        (400, Some("invalid_query"))
+    );
+    let document = server.send("GET", "/openapi.json", &[], None).json();
+    let params = document["paths"]["/v1/orders"]["get"]["parameters"]
+        .as_array()
+        .expect("parameters");
+    let schema = |name: &str| {
+        params
+            .iter()
+            .find(|p| p["name"] == name)
+            .map(|p| p["schema"].clone())
+            .expect("parameter")
+    };
+    assert_eq!(schema("limit")["minimum"], 1);
+    assert_eq!(schema("limit")["maximum"], 100);
+    assert_eq!(schema("cursor")["minLength"], 1);
+}
+
+/// Empty or malformed service and country codes are refused, and the document
+/// says so with the same patterns.
+#[test]
+fn service_and_country_codes_have_their_shape_in_the_document() {
+    let server = Server::start_with(&[("NEXUS_SIM_FAULTS", "off")]);
+    let document = server.send("GET", "/openapi.json", &[], None).json();
+    let place = &document["components"]["schemas"]["PlaceOrder"]["properties"];
+    let service = place["service"]["pattern"]
+        .as_str()
+        .expect("service pattern");
+    let country = place["country"]["pattern"]
+        .as_str()
+        .expect("country pattern");
+    assert_eq!(service, "^[a-z0-9_]{1,16}$");
+    assert_eq!(country, "^[A-Za-z]{2}$");
+    for query in [
+        "service=&country=DE",
+        "service=tg&country=",
+        "service=tg&country=DEU",
+    ] {
+        let r = server.send("GET", &format!("/v1/catalog/prices?{query}"), &[], None);
+        assert_eq!(r.status, 400, "{query}: {}", r.body);
+    }
+    let r = server.send("GET", "/v1/catalog/prices?service=tg&country=de", &[], None);
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+/// A method the document does not declare on a path it does: 405 with
+/// `Allow` and a problem; an unknown path stays 404.
+#[test]
+fn undeclared_methods_answer_405_with_allow() {
+    let server = Server::start_with(&[("NEXUS_SIM_FAULTS", "off")]);
+    for (method, path, allow) in [
+        ("TRACE", "/health", "GET"),
+        ("DELETE", "/v1/wallet", "GET"),
+        ("PUT", "/v1/orders", "GET, POST"),
+        ("PATCH", "/v1/orders/some-id", "GET"),
+        ("GET", "/v1/upstreams/simulator/webhook", "POST"),
+        ("PUT", "/stubs/handler_api.php", "GET, POST"),
+        ("POST", "/v1/me", "GET, PATCH"),
+    ] {
+        let r = server.send(method, path, &[], None);
+        assert_eq!(r.status, 405, "{method} {path}: {}", r.body);
+        assert_eq!(r.header("allow"), Some(allow), "{method} {path}");
+        assert_eq!(
+            r.header("content-type"),
+            Some("application/problem+json"),
+            "{method} {path}"
+        );
+        assert_eq!(r.json()["code"], "method_not_allowed", "{method} {path}");
+    }
+    let r = server.send("GET", "/v1/no-such-thing", &[], None);
+    assert_eq!(r.status, 404, "{}", r.body);
+    assert_eq!(r.json()["code"], "not_found");
+}

@@ -10,7 +10,6 @@
 
 use std::future::{ready, Ready};
 
-use actix_web::http::StatusCode;
 use actix_web::{delete, get, post, web, FromRequest, HttpRequest, HttpResponse};
 use chrono::{DateTime, SecondsFormat, Utc};
 use nexus_core::domain::legal_hold::{CaseReference, HoldReason, HoldSubject, LegalHold};
@@ -24,8 +23,9 @@ use sha2::{Digest, Sha256};
 
 use super::auth::bearer_token;
 use super::body::ObjectBody;
-use super::error::ApiError;
+use super::error::{ApiError, Problem};
 use super::state::AppState;
+use super::wallet::PageLimit;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(projections)
@@ -98,12 +98,7 @@ impl AdminToken {
 pub struct Admin;
 
 fn admin_unauthorized() -> ApiError {
-    ApiError::new(
-        StatusCode::UNAUTHORIZED,
-        "unauthorized",
-        "Unauthorized",
-        "a valid admin token is required",
-    )
+    ApiError::new(Problem::Unauthorized, "a valid admin token is required")
 }
 
 impl FromRequest for Admin {
@@ -139,8 +134,8 @@ fn parse_time(field: &'static str, text: &str) -> Result<DateTime<Utc>, ApiError
     DateTime::parse_from_rfc3339(text)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|_| {
-            ApiError::bad_request(
-                "invalid_time",
+            ApiError::new(
+                Problem::InvalidTime,
                 format!("{field} must be an RFC 3339 time, e.g. 2026-12-01T00:00:00Z"),
             )
         })
@@ -218,7 +213,7 @@ async fn providers(state: web::Data<AppState>, _: Admin) -> HttpResponse {
 struct RetentionQuery {
     until: Option<String>,
     cursor: Option<String>,
-    limit: Option<usize>,
+    limit: Option<PageLimit>,
 }
 
 fn due_subject_text(subject: DueSubject) -> String {
@@ -235,7 +230,12 @@ fn retention_cursor(entry: &ScheduledSubject) -> String {
 }
 
 fn parse_retention_cursor(text: &str) -> Result<ScheduledSubject, ApiError> {
-    let invalid = || ApiError::bad_request("invalid_cursor", "the cursor is not one this API gave");
+    let invalid = || {
+        ApiError::new(
+            Problem::InvalidCursor,
+            "the cursor is not one this API gave",
+        )
+    };
     let (micros, subject) = text.split_once('.').ok_or_else(invalid)?;
     let due_at = micros
         .parse::<i64>()
@@ -268,7 +268,7 @@ async fn retention(
         .as_deref()
         .map(parse_retention_cursor)
         .transpose()?;
-    let limit = query.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE_SIZE);
+    let limit = PageLimit::or(query.limit, DEFAULT_PAGE);
     let view = state
         .read_models
         .retention()
@@ -458,8 +458,8 @@ async fn announce(
                 .ok()
                 .and_then(AnnouncementKey::new)
                 .ok_or_else(|| {
-                    ApiError::bad_request(
-                        "invalid_idempotency_key",
+                    ApiError::new(
+                        Problem::InvalidIdempotencyKey,
                         "Idempotency-Key is 1-255 printable ASCII characters",
                     )
                 })?,
@@ -485,7 +485,7 @@ async fn announce(
 #[serde(deny_unknown_fields)]
 struct AnnouncementsQuery {
     cursor: Option<String>,
-    limit: Option<usize>,
+    limit: Option<PageLimit>,
 }
 
 /// Announcements, oldest first; `cursor` is how many to skip (the list only grows).
@@ -498,10 +498,13 @@ async fn list_policy_changes(
     let skip = match query.cursor.as_deref() {
         None => 0,
         Some(text) => text.parse::<usize>().map_err(|_| {
-            ApiError::bad_request("invalid_cursor", "the cursor is not one this API gave")
+            ApiError::new(
+                Problem::InvalidCursor,
+                "the cursor is not one this API gave",
+            )
         })?,
     };
-    let limit = query.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE_SIZE);
+    let limit = PageLimit::or(query.limit, DEFAULT_PAGE);
     let changes = state.policy.changes().await?.state;
     let all = changes.announced();
     let page: Vec<serde_json::Value> = all

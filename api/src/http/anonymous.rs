@@ -16,7 +16,7 @@ use nexus_providers::gateway::DEFAULT_PAY_CURRENCY;
 use serde::Deserialize;
 
 use super::body::ObjectBody;
-use super::error::ApiError;
+use super::error::{ApiError, Problem};
 use super::orders::order_view;
 use super::state::AppState;
 
@@ -49,15 +49,15 @@ async fn create(
         None | Some("sms") => Channel::Sms,
         Some("voice") => Channel::Voice,
         Some(_) => {
-            return Err(ApiError::bad_request(
-                "invalid_channel",
+            return Err(ApiError::new(
+                Problem::InvalidChannel,
                 "channel is \"sms\" or \"voice\"",
             ))
         }
     };
     let quote = state.router.quote(&service, country).await.ok_or_else(|| {
-        ApiError::conflict(
-            "no_numbers",
+        ApiError::new(
+            Problem::NoNumbers,
             "no upstream has numbers for this service and country",
         )
     })?;

@@ -16,7 +16,7 @@ use actix_web::{web, FromRequest, HttpRequest};
 use serde::de::{DeserializeOwned, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
-use super::error::ApiError;
+use super::error::{ApiError, Problem};
 
 /// A request body that must be a JSON object, read into `T`.
 #[derive(Debug)]
@@ -95,8 +95,8 @@ pub async fn read_limited(
 ) -> Result<web::Bytes, ApiError> {
     match payload.to_bytes_limited(limit_bytes).await {
         Ok(Ok(body)) => Ok(body),
-        Ok(Err(_)) => Err(ApiError::bad_request(
-            "unreadable_body",
+        Ok(Err(_)) => Err(ApiError::new(
+            Problem::UnreadableBody,
             "the body could not be read",
         )),
         Err(_) => Err(ApiError::body_too_large(limit_bytes)),

@@ -4,8 +4,9 @@ use actix_web::{get, web, HttpResponse};
 use nexus_core::domain::order::{CountryCode, OrderError, ServiceCode};
 use serde::Deserialize;
 
-use super::error::ApiError;
+use super::error::{ApiError, Problem};
 use super::state::AppState;
+use super::wallet::PageLimit;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(countries)
@@ -75,12 +76,11 @@ struct AvailabilityQuery {
     service: Option<String>,
     country: Option<String>,
     cursor: Option<String>,
-    limit: Option<usize>,
+    limit: Option<PageLimit>,
 }
 
-/// Availability answers per page, by default and at most.
+/// Availability answers per page by default (at most [`PageLimit`]'s bound).
 pub(super) const AVAILABILITY_DEFAULT_PAGE: usize = 50;
-const AVAILABILITY_MAX_PAGE: usize = nexus_projections::MAX_PAGE_SIZE;
 
 /// One (service, country) over every provider.
 #[derive(Debug, Default, PartialEq)]
@@ -154,14 +154,14 @@ async fn availability(
             text.split_once('/')
                 .map(|(s, c)| (s.to_owned(), c.to_owned()))
                 .ok_or_else(|| {
-                    ApiError::bad_request("invalid_cursor", "the cursor is not one this API gave")
+                    ApiError::new(
+                        Problem::InvalidCursor,
+                        "the cursor is not one this API gave",
+                    )
                 })?,
         ),
     };
-    let limit = query
-        .limit
-        .unwrap_or(AVAILABILITY_DEFAULT_PAGE)
-        .clamp(1, AVAILABILITY_MAX_PAGE);
+    let limit = PageLimit::or(query.limit, AVAILABILITY_DEFAULT_PAGE);
     let view = state
         .read_models
         .catalog()

@@ -14,7 +14,7 @@ use tracing::{info, warn};
 
 use super::auth::Customer;
 use super::body::{read_limited, ObjectBody};
-use super::error::ApiError;
+use super::error::{ApiError, Problem};
 use super::state::AppState;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -52,8 +52,8 @@ async fn create(
     let amount = Micros::parse_positive(&body.amount)?;
     let currency = body.pay_currency.as_deref().unwrap_or(DEFAULT_PAY_CURRENCY);
     if !state.gateway.accepts_currency(currency) {
-        return Err(ApiError::bad_request(
-            "unsupported_currency",
+        return Err(ApiError::new(
+            Problem::UnsupportedCurrency,
             "the payment gateway does not take this pay_currency",
         ));
     }
@@ -102,16 +102,7 @@ async fn ipn(
             info!(outcome = outcome.as_str(), "payment notification");
             Ok(HttpResponse::Ok().json(serde_json::json!({ "outcome": outcome.as_str() })))
         }
-        Err(e) => {
-            let status = actix_web::http::StatusCode::from_u16(e.status_code())
-                .unwrap_or(actix_web::http::StatusCode::BAD_REQUEST);
-            Err(ApiError::new(
-                status,
-                e.code(),
-                "Payment notification refused",
-                e.to_string(),
-            ))
-        }
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -14,22 +14,25 @@ use nexus_core::domain::order::OrderError;
 use nexus_core::domain::policy::PolicyError;
 use nexus_core::domain::wallet::WalletError;
 use nexus_core::service::runner::ServiceError;
+use nexus_providers::gateway::ipn::IpnError;
+use nexus_providers::inbound::InboundError;
 use serde::Serialize;
 use tracing::error;
 
+pub use super::problem::Problem;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
-    pub status: StatusCode,
-    /// Stable machine code, also the last segment of `type`.
-    pub code: &'static str,
-    pub title: &'static str,
+    /// The code, and with it the status and title.
+    pub problem: Problem,
     pub detail: String,
     /// Seconds for a `Retry-After` header (429, 503).
     pub retry_after_s: Option<u64>,
 }
 
+/// The wire shape of a problem.
 #[derive(Serialize)]
-struct Problem<'a> {
+struct ProblemBody<'a> {
     #[serde(rename = "type")]
     kind: String,
     title: &'a str,
@@ -43,8 +46,8 @@ impl std::fmt::Display for ApiError {
         write!(
             f,
             "{} ({}): {}",
-            self.code,
-            self.status.as_u16(),
+            self.problem.code(),
+            self.problem.status().as_u16(),
             self.detail
         )
     }
@@ -52,19 +55,20 @@ impl std::fmt::Display for ApiError {
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
-        self.status
+        self.problem.status()
     }
 
     fn error_response(&self) -> HttpResponse {
-        let problem = Problem {
-            kind: format!("https://nexus.example/problems/{}", self.code),
-            title: self.title,
-            status: self.status.as_u16(),
+        let status = self.problem.status();
+        let body = ProblemBody {
+            kind: format!("https://nexus.example/problems/{}", self.problem.code()),
+            title: self.problem.title(),
+            status: status.as_u16(),
             detail: &self.detail,
-            code: self.code,
+            code: self.problem.code(),
         };
-        let mut response = HttpResponse::build(self.status);
-        if self.status == StatusCode::UNAUTHORIZED {
+        let mut response = HttpResponse::build(status);
+        if status == StatusCode::UNAUTHORIZED {
             // RFC 9110 15.5.2: a 401 names the scheme that would be accepted.
             response.insert_header((
                 actix_web::http::header::WWW_AUTHENTICATE,
@@ -74,23 +78,14 @@ impl ResponseError for ApiError {
         if let Some(seconds) = self.retry_after_s {
             response.insert_header((actix_web::http::header::RETRY_AFTER, seconds));
         }
-        response
-            .content_type("application/problem+json")
-            .json(problem)
+        response.content_type("application/problem+json").json(body)
     }
 }
 
 impl ApiError {
-    pub fn new(
-        status: StatusCode,
-        code: &'static str,
-        title: &'static str,
-        detail: impl Into<String>,
-    ) -> Self {
+    pub fn new(problem: Problem, detail: impl Into<String>) -> Self {
         Self {
-            status,
-            code,
-            title,
+            problem,
             detail: detail.into(),
             retry_after_s: None,
         }
@@ -101,131 +96,92 @@ impl ApiError {
         self
     }
 
-    pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, code, "Bad request", detail)
-    }
-
     pub fn unauthorized() -> Self {
         Self::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "Unauthorized",
+            Problem::Unauthorized,
             "a valid API key or session is required",
         )
     }
 
     pub fn not_found() -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "Not found",
-            "no such resource",
-        )
+        Self::new(Problem::NotFound, "no such resource")
     }
 
     /// 413 `body_too_large`: a body over `limit_bytes`.
     pub fn body_too_large(limit_bytes: usize) -> Self {
         Self::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            "Payload too large",
+            Problem::BodyTooLarge,
             format!("the body is over {limit_bytes} bytes"),
         )
     }
 
     /// 400 `query_too_long`: a query string over `limit_bytes`.
     pub fn query_too_long(limit_bytes: usize) -> Self {
-        Self::bad_request(
-            "query_too_long",
+        Self::new(
+            Problem::QueryTooLong,
             format!("the query string is over {limit_bytes} bytes"),
         )
     }
 
-    pub fn conflict(code: &'static str, detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::CONFLICT, code, "Conflict", detail)
-    }
-
-    pub fn unprocessable(code: &'static str, detail: impl Into<String>) -> Self {
+    /// 409 `contention`: a write lost its race too often.
+    pub fn contention() -> Self {
         Self::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            code,
-            "Unprocessable request",
-            detail,
+            Problem::Contention,
+            "the resource changed concurrently; try again",
         )
     }
 
     /// An internal failure: logged here with its cause, answered without it.
     pub fn internal(cause: &dyn std::fmt::Display) -> Self {
         error!(cause = %cause, "internal error");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "Internal error",
-            "something went wrong on our side",
-        )
+        Self::new(Problem::Internal, "something went wrong on our side")
     }
 
     pub fn unavailable(detail: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "Service unavailable",
-            detail,
-        )
+        Self::new(Problem::Unavailable, detail)
     }
 }
 
 impl From<MoneyError> for ApiError {
     fn from(e: MoneyError) -> Self {
-        ApiError::bad_request("invalid_amount", e.to_string())
+        use MoneyError as E;
+        match e {
+            E::Malformed | E::NotPositive | E::TooLarge | E::Overflow => {
+                ApiError::new(Problem::InvalidAmount, e.to_string())
+            }
+        }
     }
 }
 
 impl From<AccountError> for ApiError {
     fn from(e: AccountError) -> Self {
         use AccountError as E;
-        let detail = e.to_string();
-        match e {
-            E::InvalidEmail { .. } => ApiError::bad_request("invalid_email", detail),
-            E::PasswordTooShort => ApiError::bad_request("password_too_short", detail),
-            E::PasswordTooLong => ApiError::bad_request("password_too_long", detail),
-            E::EmailTaken => ApiError::conflict("email_taken", detail),
-            E::EmailUnchanged => ApiError::unprocessable("email_unchanged", detail),
-            E::AccountNotFound | E::AccountErased => ApiError::not_found(),
-            E::AlreadyRegistered => ApiError::conflict("already_registered", detail),
-            E::InvalidCredentials => ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "invalid_credentials",
-                "Unauthorized",
-                detail,
-            ),
-            E::AccountDisabled => ApiError::new(
-                StatusCode::FORBIDDEN,
-                "account_disabled",
-                "Forbidden",
-                detail,
-            ),
-            E::AlreadyVerified => ApiError::conflict("already_verified", detail),
-            E::VerificationTokenInvalid => {
-                ApiError::bad_request("verification_token_invalid", detail)
+        let problem = match e {
+            E::InvalidEmail { .. } => Problem::InvalidEmail,
+            E::PasswordTooShort => Problem::PasswordTooShort,
+            E::PasswordTooLong => Problem::PasswordTooLong,
+            E::EmailTaken => Problem::EmailTaken,
+            E::EmailUnchanged => Problem::EmailUnchanged,
+            E::AccountNotFound | E::AccountErased | E::ApiKeyNotFound => {
+                return ApiError::not_found()
             }
-            E::VerificationTokenExpired => ApiError::new(
-                StatusCode::GONE,
-                "verification_token_expired",
-                "Gone",
-                detail,
-            ),
-            E::VerificationTokenUsed => ApiError::conflict("verification_token_used", detail),
-            E::ActiveOrders => ApiError::conflict("active_orders", detail),
-            E::DeletionAlreadyRequested => ApiError::conflict("deletion_already_requested", detail),
-            E::NoDeletionPending => ApiError::conflict("no_deletion_pending", detail),
-            E::DeletionWindowOver => ApiError::conflict("deletion_window_over", detail),
-            E::TooManyApiKeys => ApiError::conflict("too_many_api_keys", detail),
-            E::ApiKeyNotFound => ApiError::not_found(),
-            E::ErasureNotDue => ApiError::conflict("erasure_not_due", detail),
+            E::AlreadyRegistered => Problem::AlreadyRegistered,
+            E::InvalidCredentials => Problem::InvalidCredentials,
+            E::AccountDisabled => Problem::AccountDisabled,
+            E::AlreadyVerified => Problem::AlreadyVerified,
+            E::VerificationTokenInvalid => Problem::VerificationTokenInvalid,
+            E::VerificationTokenExpired => Problem::VerificationTokenExpired,
+            E::VerificationTokenUsed => Problem::VerificationTokenUsed,
+            E::ActiveOrders => Problem::ActiveOrders,
+            E::DeletionAlreadyRequested => Problem::DeletionAlreadyRequested,
+            E::NoDeletionPending => Problem::NoDeletionPending,
+            E::DeletionWindowOver => Problem::DeletionWindowOver,
+            E::TooManyApiKeys => Problem::TooManyApiKeys,
+            E::ErasureNotDue => Problem::ErasureNotDue,
             // The reason names the rule broken, never the URL.
-            E::InvalidWebhookUrl { .. } => ApiError::bad_request("invalid_webhook_url", detail),
-        }
+            E::InvalidWebhookUrl { .. } => Problem::InvalidWebhookUrl,
+        };
+        ApiError::new(problem, e.to_string())
     }
 }
 
@@ -236,9 +192,7 @@ where
     fn from(e: ServiceError<E>) -> Self {
         match e {
             ServiceError::Refused(e) => e.into(),
-            ServiceError::Contention { .. } => {
-                ApiError::conflict("contention", "the resource changed concurrently; try again")
-            }
+            ServiceError::Contention { .. } => ApiError::contention(),
             ServiceError::Store(fault) => ApiError::internal(&fault),
         }
     }
@@ -247,42 +201,72 @@ where
 impl From<OrderError> for ApiError {
     fn from(e: OrderError) -> Self {
         use OrderError as E;
-        let detail = e.to_string();
+        let problem = match e {
+            E::InvalidService => Problem::UnknownService,
+            E::InvalidCountry => Problem::UnknownCountry,
+            E::NotFound => return ApiError::not_found(),
+            E::AlreadyPlaced => Problem::OrderExists,
+            E::WrongStatus(_) => Problem::OrderWrongStatus,
+            E::CodeAlreadyReceived => Problem::OrderNotCancellable,
+            E::CancelTooEarly(_) => Problem::CancelTooEarly,
+            E::NoCodeYet => Problem::NoCodeYet,
+            E::CodeErased => Problem::CodeErased,
+            E::PastDeadline => Problem::OrderExpired,
+        };
+        ApiError::new(problem, e.to_string())
+    }
+}
+
+impl From<WalletError> for ApiError {
+    fn from(e: WalletError) -> Self {
+        use WalletError as E;
         match e {
-            E::InvalidService => ApiError::bad_request("unknown_service", detail),
-            E::InvalidCountry => ApiError::bad_request("unknown_country", detail),
+            E::InsufficientFunds { .. } => ApiError::new(
+                Problem::InsufficientFunds,
+                "the wallet's available balance is too low",
+            ),
+            E::HoldExists | E::HoldNotOpen | E::Ledger(_) => {
+                ApiError::new(Problem::WalletConflict, e.to_string())
+            }
+        }
+    }
+}
+
+impl From<DepositError> for ApiError {
+    fn from(e: DepositError) -> Self {
+        use DepositError as E;
+        match e {
             E::NotFound => ApiError::not_found(),
-            E::AlreadyPlaced => ApiError::conflict("order_exists", detail),
-            E::WrongStatus(_) => ApiError::conflict("order_wrong_status", detail),
-            E::CodeAlreadyReceived => ApiError::conflict("order_not_cancellable", detail),
-            E::CancelTooEarly(_) => ApiError::conflict("cancel_too_early", detail),
-            E::NoCodeYet => ApiError::conflict("no_code_yet", detail),
-            E::CodeErased => ApiError::new(StatusCode::GONE, "code_erased", "Gone", detail),
-            E::PastDeadline => ApiError::conflict("order_expired", detail),
+            E::AlreadyRequested | E::InvalidPayment | E::NothingPaid | E::PaidOverflow => {
+                ApiError::new(Problem::InvalidDeposit, e.to_string())
+            }
+        }
+    }
+}
+
+impl From<AnonymousError> for ApiError {
+    fn from(e: AnonymousError) -> Self {
+        use AnonymousError as E;
+        match e {
+            E::NotFound => ApiError::not_found(),
+            E::OrderActive | E::Erased | E::ErasureNotDue => {
+                ApiError::new(Problem::AnonymousOrderConflict, e.to_string())
+            }
         }
     }
 }
 
 impl From<CommerceError> for ApiError {
     fn from(e: CommerceError) -> Self {
+        use CommerceError as E;
         match e {
-            CommerceError::Order(e) => e.into(),
-            CommerceError::Account(e) => e.into(),
-            CommerceError::Wallet(WalletError::InsufficientFunds { .. }) => ApiError::new(
-                StatusCode::PAYMENT_REQUIRED,
-                "insufficient_funds",
-                "Payment required",
-                "the wallet's available balance is too low",
-            ),
-            CommerceError::Wallet(e) => ApiError::conflict("wallet_conflict", e.to_string()),
-            CommerceError::Deposit(DepositError::NotFound) => ApiError::not_found(),
-            CommerceError::Deposit(e) => ApiError::bad_request("invalid_deposit", e.to_string()),
-            CommerceError::Anonymous(AnonymousError::NotFound) => ApiError::not_found(),
-            CommerceError::Anonymous(e) => {
-                ApiError::conflict("anonymous_order_conflict", e.to_string())
-            }
-            CommerceError::IdempotencyKeyReused => ApiError::unprocessable(
-                "idempotency_key_reused",
+            E::Order(e) => e.into(),
+            E::Account(e) => e.into(),
+            E::Wallet(e) => e.into(),
+            E::Deposit(e) => e.into(),
+            E::Anonymous(e) => e.into(),
+            E::IdempotencyKeyReused => ApiError::new(
+                Problem::IdempotencyKeyReused,
                 "this Idempotency-Key was used for another request",
             ),
         }
@@ -292,31 +276,71 @@ impl From<CommerceError> for ApiError {
 impl From<LegalHoldError> for ApiError {
     fn from(e: LegalHoldError) -> Self {
         use LegalHoldError as E;
-        let detail = e.to_string();
-        match e {
-            E::InvalidSubject => ApiError::bad_request("invalid_subject", detail),
-            E::InvalidReason => ApiError::bad_request("invalid_reason", detail),
-            E::InvalidReference => ApiError::bad_request("invalid_reference", detail),
-            E::AlreadyHeld => ApiError::conflict("already_held", detail),
-            E::NotHeld => ApiError::not_found(),
-            E::TooManyHolds => ApiError::conflict("too_many_holds", detail),
-        }
+        let problem = match e {
+            E::InvalidSubject => Problem::InvalidSubject,
+            E::InvalidReason => Problem::InvalidReason,
+            E::InvalidReference => Problem::InvalidReference,
+            E::AlreadyHeld => Problem::AlreadyHeld,
+            E::NotHeld => return ApiError::not_found(),
+            E::TooManyHolds => Problem::TooManyHolds,
+        };
+        ApiError::new(problem, e.to_string())
     }
 }
 
 impl From<PolicyError> for ApiError {
     fn from(e: PolicyError) -> Self {
         use PolicyError as E;
-        let detail = e.to_string();
-        match e {
-            E::InvalidTitle => ApiError::unprocessable("invalid_title", detail),
-            E::InvalidSummary => ApiError::unprocessable("invalid_summary", detail),
-            E::InvalidUrl => ApiError::unprocessable("invalid_url", detail),
-            E::NoticeTooShort => ApiError::unprocessable("notice_too_short", detail),
-            E::NoticeTooLong => ApiError::unprocessable("notice_too_long", detail),
-            E::KeyReused => ApiError::unprocessable("idempotency_key_reused", detail),
-            E::TooManyAnnouncements => ApiError::conflict("too_many_announcements", detail),
-        }
+        let problem = match e {
+            E::InvalidTitle => Problem::InvalidTitle,
+            E::InvalidSummary => Problem::InvalidSummary,
+            E::InvalidUrl => Problem::InvalidUrl,
+            E::NoticeTooShort => Problem::NoticeTooShort,
+            E::NoticeTooLong => Problem::NoticeTooLong,
+            E::KeyReused => Problem::IdempotencyKeyReused,
+            E::TooManyAnnouncements => Problem::TooManyAnnouncements,
+        };
+        ApiError::new(problem, e.to_string())
+    }
+}
+
+/// A refused payment notification: 4xx for one that will never be accepted as
+/// it is, 5xx for a failure on our side (the gateway retries).
+impl From<IpnError> for ApiError {
+    fn from(e: IpnError) -> Self {
+        use IpnError as E;
+        let problem = match e {
+            E::NoSecret => Problem::IpnNotConfigured,
+            E::Unsigned => Problem::IpnUnsigned,
+            E::MalformedSignature => Problem::IpnMalformedSignature,
+            E::BadSignature => Problem::IpnBadSignature,
+            E::MalformedBody(_) => Problem::IpnMalformedBody,
+            E::MissingField(_) => Problem::IpnMissingField,
+            E::InvalidField(_) => Problem::IpnInvalidField,
+            E::UnsupportedCurrency(_) => Problem::IpnUnsupportedCurrency,
+            E::NothingPaid => Problem::IpnNothingPaid,
+            E::UnknownDeposit => Problem::UnknownDeposit,
+            E::Domain(_) => Problem::IpnFailed,
+        };
+        ApiError::new(problem, e.to_string())
+    }
+}
+
+/// A refused upstream push; a full queue asks the upstream to retry shortly.
+impl From<InboundError> for ApiError {
+    fn from(e: InboundError) -> Self {
+        use InboundError as E;
+        let problem = match e {
+            E::NotSupported => Problem::PushNotSupported,
+            E::NotConfigured => Problem::PushNotConfigured,
+            E::Unsigned => Problem::PushUnsigned,
+            E::BadSignature => Problem::PushBadSignature,
+            E::SourceNotAllowed => Problem::PushSourceNotAllowed,
+            E::Stale => Problem::PushStale,
+            E::Malformed => Problem::PushMalformed,
+            E::Busy => return ApiError::new(Problem::PushBusy, e.to_string()).with_retry_after(5),
+        };
+        ApiError::new(problem, e.to_string())
     }
 }
 
@@ -324,6 +348,7 @@ impl From<PolicyError> for ApiError {
 mod tests {
     use super::*;
     use actix_web::body::MessageBody;
+    use nexus_core::domain::money::Micros;
 
     #[test]
     fn problems_are_rfc_9457_json_with_a_stable_code() {
@@ -342,6 +367,98 @@ mod tests {
             "https://nexus.example/problems/order_not_cancellable"
         );
         assert!(json["title"].is_string() && json["detail"].is_string());
+    }
+
+    #[test]
+    fn refused_payment_notifications_keep_their_status_and_code() {
+        let cases = [
+            (IpnError::NoSecret, 503, "ipn_not_configured"),
+            (IpnError::Unsigned, 401, "ipn_unsigned"),
+            (IpnError::MalformedSignature, 401, "ipn_malformed_signature"),
+            (IpnError::BadSignature, 401, "ipn_bad_signature"),
+            (
+                IpnError::MalformedBody("x".into()),
+                400,
+                "ipn_malformed_body",
+            ),
+            (IpnError::MissingField("order_id"), 422, "ipn_missing_field"),
+            (IpnError::InvalidField("order_id"), 422, "ipn_invalid_field"),
+            (
+                IpnError::UnsupportedCurrency("eur".into()),
+                422,
+                "ipn_unsupported_currency",
+            ),
+            (IpnError::NothingPaid, 422, "ipn_nothing_paid"),
+            (IpnError::UnknownDeposit, 404, "unknown_deposit"),
+            (
+                IpnError::Domain(ServiceError::Contention { attempts: 16 }),
+                503,
+                "ipn_failed",
+            ),
+        ];
+        for (error, status, code) in cases {
+            let e = ApiError::from(error);
+            assert_eq!(
+                (e.problem.status().as_u16(), e.problem.code()),
+                (status, code)
+            );
+            assert_eq!(e.problem.title(), "Payment notification refused");
+        }
+    }
+
+    #[test]
+    fn refused_pushes_keep_their_status_and_code() {
+        use InboundError as E;
+        let cases = [
+            (E::NotSupported, 404, "push_not_supported"),
+            (E::NotConfigured, 404, "push_not_configured"),
+            (E::Unsigned, 401, "push_unsigned"),
+            (E::BadSignature, 401, "push_bad_signature"),
+            (E::SourceNotAllowed, 403, "push_source_not_allowed"),
+            (E::Stale, 400, "push_stale"),
+            (E::Malformed, 400, "push_malformed"),
+            (E::Busy, 503, "push_busy"),
+        ];
+        for (error, status, code) in cases {
+            let busy = error == E::Busy;
+            let e = ApiError::from(error);
+            assert_eq!(
+                (e.problem.status().as_u16(), e.problem.code()),
+                (status, code)
+            );
+            assert_eq!(e.problem.title(), "Push refused");
+            assert_eq!(e.retry_after_s, busy.then_some(5), "{code}");
+        }
+    }
+
+    #[test]
+    fn a_401_names_the_scheme() {
+        let response = ApiError::from(IpnError::Unsigned).error_response();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            response.headers().get("www-authenticate").unwrap(),
+            "Bearer realm=\"nexus\""
+        );
+    }
+
+    #[test]
+    fn internal_failures_of_services_answer_internal_and_races_contention() {
+        use nexus_core::service::runner::StoreFault;
+        let fault: ServiceError<CommerceError> = ServiceError::Store(StoreFault::Random);
+        assert_eq!(ApiError::from(fault).problem, Problem::Internal);
+        let race: ServiceError<AccountError> = ServiceError::Contention { attempts: 16 };
+        assert_eq!(ApiError::from(race).problem, Problem::Contention);
+        let race: ServiceError<PolicyError> = ServiceError::Contention { attempts: 16 };
+        assert_eq!(ApiError::from(race).problem, Problem::Contention);
+        assert_eq!(
+            ApiError::from(ServiceError::Refused(LegalHoldError::NotHeld)).problem,
+            Problem::NotFound
+        );
+        let poor = ServiceError::Refused(CommerceError::Wallet(WalletError::InsufficientFunds {
+            available: Micros::ZERO,
+            needed: Micros(1),
+        }));
+        assert_eq!(ApiError::from(poor).problem, Problem::InsufficientFunds);
     }
 
     #[test]

@@ -11,13 +11,12 @@ use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use actix_web::http::StatusCode;
 use governor::clock::{Clock, DefaultClock};
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
 use sha2::{Digest, Sha256};
 
-use super::error::ApiError;
+use super::error::{ApiError, Problem};
 
 /// Requests per second and per minute, `0` = that limit is off.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -151,9 +150,7 @@ fn rate_limited(wait: Duration) -> ApiError {
     // Whole seconds, at least one: `Retry-After` has no finer unit.
     let retry_after_s = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
     ApiError::new(
-        StatusCode::TOO_MANY_REQUESTS,
-        "rate_limited",
-        "Too many requests",
+        Problem::RateLimited,
         format!("too many requests; retry after {} s", retry_after_s.max(1)),
     )
     .with_retry_after(retry_after_s.max(1))
@@ -162,6 +159,7 @@ fn rate_limited(wait: Duration) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use actix_web::http::StatusCode;
 
     fn settings(key_per_s: u32, ip_per_s: u32, auth_per_min: u32) -> RateSettings {
         RateSettings {
@@ -178,8 +176,8 @@ mod tests {
             limits.check(Budget::Credential(b"key-a")).unwrap();
         }
         let refused = limits.check(Budget::Credential(b"key-a")).unwrap_err();
-        assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
-        assert_eq!(refused.code, "rate_limited");
+        assert_eq!(refused.problem.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(refused.problem.code(), "rate_limited");
         assert_eq!(refused.retry_after_s, Some(1));
         // Another key has its own budget.
         limits.check(Budget::Credential(b"key-b")).unwrap();

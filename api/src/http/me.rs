@@ -49,7 +49,7 @@ use tokio::sync::{mpsc, Semaphore};
 
 use super::auth::{Customer, Holder};
 use super::body::{read_limited, JsonObject, ObjectBody};
-use super::error::ApiError;
+use super::error::{ApiError, Problem};
 use super::orders::status_name;
 use super::state::AppState;
 use super::MAX_JSON_BYTES;
@@ -214,15 +214,15 @@ async fn withdraw_deletion(
     } else {
         // As every JSON route: credentials come only as `application/json`.
         if req.content_type() != "application/json" {
-            return Err(ApiError::bad_request(
-                "invalid_json",
+            return Err(ApiError::new(
+                Problem::InvalidJson,
                 super::json_problem(&JsonPayloadError::ContentType),
             ));
         }
         let JsonObject(credentials) =
             serde_json::from_slice::<JsonObject<HolderCredentials>>(&body).map_err(|e| {
-                ApiError::bad_request(
-                    "invalid_json",
+                ApiError::new(
+                    Problem::InvalidJson,
                     super::json_problem(&JsonPayloadError::Deserialize(e)),
                 )
             })?;

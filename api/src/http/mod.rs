@@ -14,6 +14,7 @@ pub mod limits;
 mod me;
 mod openapi;
 mod orders;
+mod problem;
 pub mod sessions;
 mod smsactivate;
 pub mod state;
@@ -22,10 +23,11 @@ pub mod usage;
 mod wallet;
 mod webhook;
 
-use actix_web::{get, web, HttpResponse};
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{get, web, HttpRequest, HttpResponse, ResponseError};
 use nexus_core::log::EventStore;
 
-use error::ApiError;
+use error::{ApiError, Problem};
 use state::AppState;
 
 /// Largest JSON body accepted, in bytes.
@@ -41,7 +43,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .app_data(
         web::QueryConfig::default()
-            .error_handler(|e, _| ApiError::bad_request("invalid_query", e.to_string()).into()),
+            .error_handler(|e, _| ApiError::new(Problem::InvalidQuery, e.to_string()).into()),
     )
     .app_data(web::PathConfig::default().error_handler(|_, _| ApiError::not_found().into()))
     .service(health)
@@ -58,7 +60,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .configure(smsactivate::routes)
     .configure(upstream_hooks::routes)
     .configure(openapi::routes)
-    .default_service(web::to(not_found));
+    .default_service(web::to(unrouted));
 }
 
 /// The problem with a JSON body: 413 over the limit, else 400 `invalid_json`.
@@ -68,7 +70,7 @@ fn json_error(e: &actix_web::error::JsonPayloadError) -> ApiError {
         E::OverflowKnownLength { .. } | E::Overflow { .. } => {
             ApiError::body_too_large(MAX_JSON_BYTES)
         }
-        _ => ApiError::bad_request("invalid_json", json_problem(e)),
+        _ => ApiError::new(Problem::InvalidJson, json_problem(e)),
     }
 }
 
@@ -95,8 +97,23 @@ fn json_problem(e: &actix_web::error::JsonPayloadError) -> String {
     }
 }
 
-async fn not_found() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::not_found())
+/// No route took the request: 405 with `Allow` when the path is one the API
+/// serves with other methods (RFC 9110 15.5.6), else 404.
+async fn unrouted(req: HttpRequest) -> HttpResponse {
+    let allowed = openapi::methods_for(req.path());
+    if allowed.is_empty() {
+        return ApiError::not_found().error_response();
+    }
+    let allow = allowed.join(", ");
+    let mut response = ApiError::new(
+        Problem::MethodNotAllowed,
+        format!("this path answers {allow}"),
+    )
+    .error_response();
+    if let Ok(value) = HeaderValue::from_str(&allow) {
+        response.headers_mut().insert(header::ALLOW, value);
+    }
+    response
 }
 
 #[get("/health")]

@@ -8,6 +8,8 @@ use std::sync::OnceLock;
 use actix_web::{get, web, HttpResponse};
 use serde_json::{json, Map, Value};
 
+use super::error::Problem;
+
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(openapi_json);
 }
@@ -19,91 +21,35 @@ async fn openapi_json() -> HttpResponse {
         .json(document())
 }
 
-/// Every stable problem `code` the API answers with.
-pub const ERROR_CODES: &[&str] = &[
-    "account_disabled",
-    "active_orders",
-    "already_held",
-    "already_registered",
-    "already_verified",
-    "anonymous_order_conflict",
-    "body_too_large",
-    "cancel_too_early",
-    "code_erased",
-    "contention",
-    "deletion_already_requested",
-    "deletion_window_over",
-    "email_taken",
-    "email_unchanged",
-    "erasure_not_due",
-    "idempotency_key_reused",
-    "insufficient_funds",
-    "internal",
-    "invalid_amount",
-    "invalid_channel",
-    "invalid_credentials",
-    "invalid_cursor",
-    "invalid_deposit",
-    "invalid_email",
-    "invalid_idempotency_key",
-    "invalid_json",
-    "invalid_query",
-    "invalid_reason",
-    "invalid_reference",
-    "invalid_subject",
-    "invalid_summary",
-    "invalid_time",
-    "invalid_title",
-    "invalid_url",
-    "invalid_webhook_url",
-    "ipn_bad_signature",
-    "ipn_failed",
-    "ipn_invalid_field",
-    "ipn_malformed_body",
-    "ipn_malformed_signature",
-    "ipn_missing_field",
-    "ipn_not_configured",
-    "ipn_nothing_paid",
-    "ipn_unsigned",
-    "ipn_unsupported_currency",
-    "no_code_yet",
-    "no_deletion_pending",
-    "no_numbers",
-    "not_found",
-    "notice_too_long",
-    "notice_too_short",
-    "order_exists",
-    "order_expired",
-    "order_not_cancellable",
-    "order_wrong_status",
-    "password_too_long",
-    "password_too_short",
-    "price_above_max",
-    "push_bad_signature",
-    "push_busy",
-    "push_malformed",
-    "push_not_configured",
-    "push_not_supported",
-    "push_source_not_allowed",
-    "push_stale",
-    "push_unsigned",
-    "query_too_long",
-    "rate_limited",
-    "too_many_announcements",
-    "too_many_api_keys",
-    "too_many_holds",
-    "unauthorized",
-    "unavailable",
-    "unknown_country",
-    "unknown_deposit",
-    "unknown_service",
-    "unreadable_body",
-    "unsupported_currency",
-    "verification_token_expired",
-    "verification_token_invalid",
-    "verification_token_used",
-    "wallet_conflict",
-];
+/// Every stable problem `code` the API answers with, in the table's order.
+fn error_codes() -> Vec<&'static str> {
+    Problem::ALL.iter().map(|p| p.code()).collect()
+}
+
+/// The methods the document declares for a request path, upper case and
+/// sorted: a `{param}` segment of a path template takes any non-empty segment.
+/// Empty when no path template matches.
+pub(super) fn methods_for(path: &str) -> Vec<String> {
+    let segments: Vec<&str> = path.split('/').collect();
+    let matches = |template: &str| {
+        let parts: Vec<&str> = template.split('/').collect();
+        parts.len() == segments.len()
+            && parts.iter().zip(&segments).all(|(part, segment)| {
+                part == segment || (part.starts_with('{') && !segment.is_empty())
+            })
+    };
+    let mut methods: Vec<String> = document()["paths"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(template, _)| matches(template))
+        .flat_map(|(_, item)| item.as_object().into_iter().flatten())
+        .map(|(method, _)| method.to_ascii_uppercase())
+        .collect();
+    methods.sort();
+    methods.dedup();
+    methods
+}
 
 /// The document, built on first use.
 pub fn document() -> &'static Value {
@@ -132,7 +78,8 @@ struct Op {
     params: Vec<Value>,
     body: Option<Value>,
     success: (u16, &'static str, Option<Value>),
-    errors: Vec<(u16, &'static [&'static str])>,
+    /// The problems the route answers besides those every route shares.
+    errors: Vec<Problem>,
 }
 
 fn schema_ref(name: &str) -> Value {
@@ -150,17 +97,17 @@ fn query_param(name: &str, description: &str, schema: Value) -> Value {
 }
 
 /// `cursor` and `limit`; `default_page` items when no limit is given. A limit
-/// outside 1–100 is taken as the nearest bound.
+/// outside 1–100 is refused (400 `invalid_query`).
 fn list_params(default_page: usize) -> Vec<Value> {
     vec![
         query_param(
             "cursor",
             "Opaque cursor from a previous page's `next_cursor`.",
-            json!({ "type": "string" }),
+            json!({ "type": "string", "minLength": 1 }),
         ),
         query_param(
             "limit",
-            "Page size (outside 1-100, the nearest bound).",
+            "Page size, 1-100.",
             json!({ "type": "integer", "minimum": 1, "maximum": 100, "default": default_page }),
         ),
     ]
@@ -189,9 +136,19 @@ fn list_of(item: &str) -> Value {
     )
 }
 
-fn required_query_param(name: &str, description: &str) -> Value {
+fn required_query_param(name: &str, description: &str, schema: Value) -> Value {
     json!({ "name": name, "in": "query", "required": true, "description": description,
-            "schema": { "type": "string" } })
+            "schema": schema })
+}
+
+/// A service code as the domain takes it (`ServiceCode::new`).
+fn service_code() -> Value {
+    json!({ "type": "string", "pattern": "^[a-z0-9_]{1,16}$" })
+}
+
+/// An ISO 3166-1 alpha-2 code, either case (`CountryCode::new`).
+fn country_code() -> Value {
+    json!({ "type": "string", "pattern": "^[A-Za-z]{2}$" })
 }
 
 fn problem_response(codes: &[&str]) -> Value {
@@ -217,25 +174,23 @@ fn operation(op: &Op) -> Value {
     // Every route but the compatible endpoint (which answers in its own
     // tokens) refuses a long query string; every route with a body, a large one.
     if op.path != super::smsactivate::PATH {
-        errors.push((400, &["query_too_long"]));
+        errors.push(Problem::QueryTooLong);
     }
     if op.body.is_some() {
-        errors.push((413, &["body_too_large"]));
+        errors.push(Problem::BodyTooLarge);
     }
     match op.auth {
         Auth::None => {}
-        _ => errors.push((401, &["unauthorized"])),
+        _ => errors.push(Problem::Unauthorized),
     }
-    errors.push((429, &["rate_limited"]));
-    errors.push((500, &["internal"]));
-    // One response per status: codes listed under the same status are merged.
+    errors.push(Problem::RateLimited);
+    errors.push(Problem::Internal);
+    // One response per status: codes of the same status are merged.
     let mut by_status: std::collections::BTreeMap<u16, Vec<&str>> = Default::default();
-    for (status, codes) in errors {
-        let listed = by_status.entry(status).or_default();
-        for code in codes {
-            if !listed.contains(code) {
-                listed.push(code);
-            }
+    for problem in errors {
+        let listed = by_status.entry(problem.status().as_u16()).or_default();
+        if !listed.contains(&problem.code()) {
+            listed.push(problem.code());
         }
     }
     for (status, codes) in by_status {
@@ -376,7 +331,7 @@ fn schemas() -> Value {
             "properties": {
                 "type": { "type": "string", "format": "uri" }, "title": { "type": "string" },
                 "status": { "type": "integer" }, "detail": { "type": "string" },
-                "code": { "type": "string", "enum": ERROR_CODES }
+                "code": { "type": "string", "enum": error_codes() }
             }
         },
         "Order": {
@@ -389,12 +344,12 @@ fn schemas() -> Value {
             "properties": tracked
         },
         "PlaceOrder": obj(&["service", "country"], json!({
-            "service": string(), "country": string(),
-            "channel": { "type": "string", "enum": ["sms", "voice"], "default": "sms" },
-            "max_price": money() })),
+            "service": service_code(), "country": country_code(),
+            "channel": { "type": ["string", "null"], "enum": ["sms", "voice", null], "default": "sms" },
+            "max_price": nullable(money()) })),
         "PlaceAnonymousOrder": obj(&["service", "country"], json!({
-            "service": string(), "country": string(),
-            "channel": { "type": "string", "enum": ["sms", "voice"], "default": "sms" } })),
+            "service": service_code(), "country": country_code(),
+            "channel": { "type": ["string", "null"], "enum": ["sms", "voice", null], "default": "sms" } })),
         "Code": { "oneOf": [
             obj(&["code", "text", "received_at"], json!({
                 "code": string(), "text": { "type": "string", "description": "The SMS text or call transcript." },
@@ -593,7 +548,6 @@ fn operations() -> Vec<Op> {
         errors,
     };
     let order_id = || vec![path_param("id", "Order id.")];
-    let admin_missing: (u16, &'static [&'static str]) = (404, &["not_found"]);
     vec![
         op(
             "get",
@@ -672,16 +626,13 @@ fn operations() -> Vec<Op> {
                 Some(obj(&["id"], json!({ "id": string() }))),
             ),
             vec![
-                (
-                    400,
-                    &[
-                        "invalid_json",
-                        "invalid_email",
-                        "password_too_short",
-                        "password_too_long",
-                    ],
-                ),
-                (409, &["already_registered", "email_taken", "contention"]),
+                Problem::InvalidJson,
+                Problem::InvalidEmail,
+                Problem::PasswordTooShort,
+                Problem::PasswordTooLong,
+                Problem::AlreadyRegistered,
+                Problem::EmailTaken,
+                Problem::Contention,
             ],
         ),
         op(
@@ -701,13 +652,13 @@ fn operations() -> Vec<Op> {
                 )),
             ),
             vec![
-                (400, &["invalid_json", "verification_token_invalid"]),
-                (404, &["not_found"]),
-                (
-                    409,
-                    &["already_verified", "verification_token_used", "contention"],
-                ),
-                (410, &["verification_token_expired"]),
+                Problem::InvalidJson,
+                Problem::VerificationTokenInvalid,
+                Problem::NotFound,
+                Problem::AlreadyVerified,
+                Problem::VerificationTokenUsed,
+                Problem::Contention,
+                Problem::VerificationTokenExpired,
             ],
         ),
         op(
@@ -716,10 +667,10 @@ fn operations() -> Vec<Op> {
             "The verification mail's link: verifies and answers an HTML page",
             "accounts",
             None,
-            vec![query_param(
+            vec![required_query_param(
                 "token",
                 "The token from the mail.",
-                json!({ "type": "string" }),
+                string(),
             )],
             Option::None,
             (
@@ -728,13 +679,13 @@ fn operations() -> Vec<Op> {
                 Option::None,
             ),
             vec![
-                (400, &["invalid_query", "verification_token_invalid"]),
-                (404, &["not_found"]),
-                (
-                    409,
-                    &["already_verified", "verification_token_used", "contention"],
-                ),
-                (410, &["verification_token_expired"]),
+                Problem::InvalidQuery,
+                Problem::VerificationTokenInvalid,
+                Problem::NotFound,
+                Problem::AlreadyVerified,
+                Problem::VerificationTokenUsed,
+                Problem::Contention,
+                Problem::VerificationTokenExpired,
             ],
         ),
         op(
@@ -754,9 +705,9 @@ fn operations() -> Vec<Op> {
                 )),
             ),
             vec![
-                (400, &["invalid_json"]),
-                (401, &["invalid_credentials"]),
-                (403, &["account_disabled"]),
+                Problem::InvalidJson,
+                Problem::InvalidCredentials,
+                Problem::AccountDisabled,
             ],
         ),
         op(
@@ -784,13 +735,12 @@ fn operations() -> Vec<Op> {
             )),
             (204, "Changed", Option::None),
             vec![
-                (
-                    400,
-                    &["invalid_json", "password_too_short", "password_too_long"],
-                ),
-                (401, &["invalid_credentials"]),
-                (404, &["not_found"]),
-                (409, &["contention"]),
+                Problem::InvalidJson,
+                Problem::PasswordTooShort,
+                Problem::PasswordTooLong,
+                Problem::InvalidCredentials,
+                Problem::NotFound,
+                Problem::Contention,
             ],
         ),
         op(
@@ -803,8 +753,9 @@ fn operations() -> Vec<Op> {
             Option::None,
             (201, "Created", Some(schema_ref("NewApiKey"))),
             vec![
-                (404, &["not_found"]),
-                (409, &["too_many_api_keys", "contention"]),
+                Problem::NotFound,
+                Problem::TooManyApiKeys,
+                Problem::Contention,
             ],
         ),
         op(
@@ -823,7 +774,7 @@ fn operations() -> Vec<Op> {
                     json!({ "items": array_of(schema_ref("ApiKey")), "next_cursor": { "type": "null" } }),
                 )),
             ),
-            vec![(404, &["not_found"])],
+            vec![Problem::NotFound],
         ),
         op(
             "delete",
@@ -834,7 +785,7 @@ fn operations() -> Vec<Op> {
             vec![path_param("id", "API key id.")],
             Option::None,
             (204, "Revoked", Option::None),
-            vec![(404, &["not_found"]), (409, &["contention"])],
+            vec![Problem::NotFound, Problem::Contention],
         ),
         op(
             "post",
@@ -850,30 +801,20 @@ fn operations() -> Vec<Op> {
                 Some(schema_ref("Order")),
             ),
             vec![
-                (
-                    400,
-                    &[
-                        "invalid_json",
-                        "unknown_service",
-                        "unknown_country",
-                        "invalid_channel",
-                        "invalid_amount",
-                        "invalid_idempotency_key",
-                    ],
-                ),
-                (402, &["insufficient_funds"]),
-                (404, &["not_found"]),
-                (
-                    409,
-                    &[
-                        "no_numbers",
-                        "price_above_max",
-                        "order_exists",
-                        "wallet_conflict",
-                        "contention",
-                    ],
-                ),
-                (422, &["idempotency_key_reused"]),
+                Problem::InvalidJson,
+                Problem::UnknownService,
+                Problem::UnknownCountry,
+                Problem::InvalidChannel,
+                Problem::InvalidAmount,
+                Problem::InvalidIdempotencyKey,
+                Problem::InsufficientFunds,
+                Problem::NotFound,
+                Problem::NoNumbers,
+                Problem::PriceAboveMax,
+                Problem::OrderExists,
+                Problem::WalletConflict,
+                Problem::Contention,
+                Problem::IdempotencyKeyReused,
             ],
         ),
         op(
@@ -885,7 +826,7 @@ fn operations() -> Vec<Op> {
             list_params(super::wallet::DEFAULT_PAGE),
             Option::None,
             (200, "Page", Some(list_of("Order"))),
-            vec![(400, &["invalid_cursor", "invalid_query"])],
+            vec![Problem::InvalidCursor, Problem::InvalidQuery],
         ),
         op(
             "get",
@@ -896,7 +837,7 @@ fn operations() -> Vec<Op> {
             order_id(),
             Option::None,
             (200, "The order", Some(schema_ref("Order"))),
-            vec![(404, &["not_found"])],
+            vec![Problem::NotFound],
         ),
         op(
             "get",
@@ -920,10 +861,11 @@ fn operations() -> Vec<Op> {
                 Some(schema_ref("Code")),
             ),
             vec![
-                (400, &["invalid_query"]),
-                (404, &["not_found"]),
-                (409, &["order_expired", "contention"]),
-                (410, &["code_erased"]),
+                Problem::InvalidQuery,
+                Problem::NotFound,
+                Problem::OrderExpired,
+                Problem::Contention,
+                Problem::CodeErased,
             ],
         ),
         op(
@@ -936,8 +878,10 @@ fn operations() -> Vec<Op> {
             Option::None,
             (200, "The order", Some(schema_ref("Order"))),
             vec![
-                (404, &["not_found"]),
-                (409, &["order_wrong_status", "order_expired", "contention"]),
+                Problem::NotFound,
+                Problem::OrderWrongStatus,
+                Problem::OrderExpired,
+                Problem::Contention,
             ],
         ),
         op(
@@ -950,16 +894,11 @@ fn operations() -> Vec<Op> {
             Option::None,
             (200, "Cancelled", Some(schema_ref("Order"))),
             vec![
-                (404, &["not_found"]),
-                (
-                    409,
-                    &[
-                        "order_not_cancellable",
-                        "cancel_too_early",
-                        "order_wrong_status",
-                        "contention",
-                    ],
-                ),
+                Problem::NotFound,
+                Problem::OrderNotCancellable,
+                Problem::CancelTooEarly,
+                Problem::OrderWrongStatus,
+                Problem::Contention,
             ],
         ),
         op(
@@ -972,8 +911,10 @@ fn operations() -> Vec<Op> {
             Option::None,
             (200, "Completed", Some(schema_ref("Order"))),
             vec![
-                (404, &["not_found"]),
-                (409, &["order_wrong_status", "no_code_yet", "contention"]),
+                Problem::NotFound,
+                Problem::OrderWrongStatus,
+                Problem::NoCodeYet,
+                Problem::Contention,
             ],
         ),
         op(
@@ -996,7 +937,7 @@ fn operations() -> Vec<Op> {
             list_params(super::wallet::DEFAULT_PAGE),
             Option::None,
             (200, "Page", Some(list_of("LedgerEntry"))),
-            vec![(400, &["invalid_cursor", "invalid_query"])],
+            vec![Problem::InvalidCursor, Problem::InvalidQuery],
         ),
         op(
             "get",
@@ -1007,7 +948,7 @@ fn operations() -> Vec<Op> {
             list_params(super::wallet::DEFAULT_PAGE),
             Option::None,
             (200, "Page", Some(list_of("Deposit"))),
-            vec![(400, &["invalid_cursor", "invalid_query"])],
+            vec![Problem::InvalidCursor, Problem::InvalidQuery],
         ),
         op(
             "post",
@@ -1019,17 +960,13 @@ fn operations() -> Vec<Op> {
             Some(schema_ref("DepositRequest")),
             (201, "Invoice", Some(schema_ref("Invoice"))),
             vec![
-                (
-                    400,
-                    &[
-                        "invalid_json",
-                        "invalid_amount",
-                        "invalid_deposit",
-                        "unsupported_currency",
-                    ],
-                ),
-                (409, &["wallet_conflict", "contention"]),
-                (503, &["unavailable"]),
+                Problem::InvalidJson,
+                Problem::InvalidAmount,
+                Problem::InvalidDeposit,
+                Problem::UnsupportedCurrency,
+                Problem::WalletConflict,
+                Problem::Contention,
+                Problem::Unavailable,
             ],
         ),
         op(
@@ -1060,26 +997,18 @@ fn operations() -> Vec<Op> {
                     "payin_hash": string_or_null() } })),
             (200, "Accepted", Some(schema_ref("Outcome"))),
             vec![
-                (400, &["unreadable_body", "ipn_malformed_body"]),
-                (
-                    401,
-                    &[
-                        "ipn_unsigned",
-                        "ipn_malformed_signature",
-                        "ipn_bad_signature",
-                    ],
-                ),
-                (404, &["unknown_deposit"]),
-                (
-                    422,
-                    &[
-                        "ipn_missing_field",
-                        "ipn_invalid_field",
-                        "ipn_unsupported_currency",
-                        "ipn_nothing_paid",
-                    ],
-                ),
-                (503, &["ipn_not_configured", "ipn_failed"]),
+                Problem::UnreadableBody,
+                Problem::IpnMalformedBody,
+                Problem::IpnUnsigned,
+                Problem::IpnMalformedSignature,
+                Problem::IpnBadSignature,
+                Problem::UnknownDeposit,
+                Problem::IpnMissingField,
+                Problem::IpnInvalidField,
+                Problem::IpnUnsupportedCurrency,
+                Problem::IpnNothingPaid,
+                Problem::IpnNotConfigured,
+                Problem::IpnFailed,
             ],
         ),
         op(
@@ -1091,7 +1020,7 @@ fn operations() -> Vec<Op> {
             vec![path_param("id", "Invoice id.")],
             Option::None,
             (200, "Paid", Some(schema_ref("Outcome"))),
-            vec![(404, &["not_found"])],
+            vec![Problem::NotFound],
         ),
         op(
             "get",
@@ -1136,8 +1065,8 @@ fn operations() -> Vec<Op> {
             "catalog",
             None,
             vec![
-                required_query_param("country", "ISO country code."),
-                required_query_param("service", "Service code."),
+                required_query_param("country", "ISO country code.", country_code()),
+                required_query_param("service", "Service code.", service_code()),
             ],
             Option::None,
             (
@@ -1149,10 +1078,11 @@ fn operations() -> Vec<Op> {
                         "price": nullable(money()), "stock": integer() }),
                 ))),
             ),
-            vec![(
-                400,
-                &["invalid_query", "unknown_service", "unknown_country"],
-            )],
+            vec![
+                Problem::InvalidQuery,
+                Problem::UnknownService,
+                Problem::UnknownCountry,
+            ],
         ),
         op(
             "get",
@@ -1162,8 +1092,8 @@ fn operations() -> Vec<Op> {
             None,
             {
                 let mut p = vec![
-                    query_param("country", "ISO country code.", string()),
-                    query_param("service", "Service code.", string()),
+                    query_param("country", "ISO country code.", country_code()),
+                    query_param("service", "Service code.", service_code()),
                 ];
                 p.extend(list_params(super::catalog::AVAILABILITY_DEFAULT_PAGE));
                 p
@@ -1185,15 +1115,12 @@ fn operations() -> Vec<Op> {
                         "next_cursor": string_or_null() }),
                 )),
             ),
-            vec![(
-                400,
-                &[
-                    "invalid_query",
-                    "invalid_cursor",
-                    "unknown_service",
-                    "unknown_country",
-                ],
-            )],
+            vec![
+                Problem::InvalidQuery,
+                Problem::InvalidCursor,
+                Problem::UnknownService,
+                Problem::UnknownCountry,
+            ],
         ),
         op(
             "post",
@@ -1209,21 +1136,15 @@ fn operations() -> Vec<Op> {
                 Some(schema_ref("AnonymousOrder")),
             ),
             vec![
-                (
-                    400,
-                    &[
-                        "invalid_json",
-                        "unknown_service",
-                        "unknown_country",
-                        "invalid_channel",
-                        "invalid_deposit",
-                    ],
-                ),
-                (
-                    409,
-                    &["no_numbers", "anonymous_order_conflict", "contention"],
-                ),
-                (503, &["unavailable"]),
+                Problem::InvalidJson,
+                Problem::UnknownService,
+                Problem::UnknownCountry,
+                Problem::InvalidChannel,
+                Problem::InvalidDeposit,
+                Problem::NoNumbers,
+                Problem::AnonymousOrderConflict,
+                Problem::Contention,
+                Problem::Unavailable,
             ],
         ),
         op(
@@ -1244,8 +1165,9 @@ fn operations() -> Vec<Op> {
                 ] })),
             ),
             vec![
-                (404, &["not_found"]),
-                (409, &["order_expired", "contention"]),
+                Problem::NotFound,
+                Problem::OrderExpired,
+                Problem::Contention,
             ],
         ),
         op(
@@ -1265,17 +1187,12 @@ fn operations() -> Vec<Op> {
                 )),
             ),
             vec![
-                (402, &["insufficient_funds"]),
-                (404, &["not_found"]),
-                (
-                    409,
-                    &[
-                        "anonymous_order_conflict",
-                        "order_exists",
-                        "wallet_conflict",
-                        "contention",
-                    ],
-                ),
+                Problem::InsufficientFunds,
+                Problem::NotFound,
+                Problem::AnonymousOrderConflict,
+                Problem::OrderExists,
+                Problem::WalletConflict,
+                Problem::Contention,
             ],
         ),
         op(
@@ -1292,9 +1209,10 @@ fn operations() -> Vec<Op> {
                 Some(schema_ref("NewWebhook")),
             ),
             vec![
-                (400, &["invalid_json", "invalid_webhook_url"]),
-                (404, &["not_found"]),
-                (409, &["contention"]),
+                Problem::InvalidJson,
+                Problem::InvalidWebhookUrl,
+                Problem::NotFound,
+                Problem::Contention,
             ],
         ),
         op(
@@ -1306,7 +1224,7 @@ fn operations() -> Vec<Op> {
             vec![],
             Option::None,
             (200, "Webhook", Some(schema_ref("Webhook"))),
-            vec![(404, &["not_found"])],
+            vec![Problem::NotFound],
         ),
         op(
             "delete",
@@ -1317,7 +1235,7 @@ fn operations() -> Vec<Op> {
             vec![],
             Option::None,
             (204, "Removed", Option::None),
-            vec![(404, &["not_found"]), (409, &["contention"])],
+            vec![Problem::NotFound, Problem::Contention],
         ),
         op(
             "get",
@@ -1328,7 +1246,7 @@ fn operations() -> Vec<Op> {
             vec![],
             Option::None,
             (200, "Account", Some(schema_ref("Me"))),
-            vec![(404, &["not_found"])],
+            vec![Problem::NotFound],
         ),
         op(
             "patch",
@@ -1343,10 +1261,12 @@ fn operations() -> Vec<Op> {
             )),
             (200, "Account", Some(schema_ref("Me"))),
             vec![
-                (400, &["invalid_json", "invalid_email"]),
-                (404, &["not_found"]),
-                (409, &["email_taken", "contention"]),
-                (422, &["email_unchanged"]),
+                Problem::InvalidJson,
+                Problem::InvalidEmail,
+                Problem::NotFound,
+                Problem::EmailTaken,
+                Problem::Contention,
+                Problem::EmailUnchanged,
             ],
         ),
         op(
@@ -1359,11 +1279,10 @@ fn operations() -> Vec<Op> {
             Option::None,
             (202, "Requested", Some(schema_ref("Me"))),
             vec![
-                (404, &["not_found"]),
-                (
-                    409,
-                    &["active_orders", "deletion_already_requested", "contention"],
-                ),
+                Problem::NotFound,
+                Problem::ActiveOrders,
+                Problem::DeletionAlreadyRequested,
+                Problem::Contention,
             ],
         ),
         op(
@@ -1376,14 +1295,14 @@ fn operations() -> Vec<Op> {
             Some(schema_ref("Credentials")),
             (200, "Withdrawn", Some(schema_ref("Me"))),
             vec![
-                (400, &["invalid_json", "unreadable_body"]),
-                (401, &["invalid_credentials"]),
-                (403, &["account_disabled"]),
-                (404, &["not_found"]),
-                (
-                    409,
-                    &["no_deletion_pending", "deletion_window_over", "contention"],
-                ),
+                Problem::InvalidJson,
+                Problem::UnreadableBody,
+                Problem::InvalidCredentials,
+                Problem::AccountDisabled,
+                Problem::NotFound,
+                Problem::NoDeletionPending,
+                Problem::DeletionWindowOver,
+                Problem::Contention,
             ],
         ),
         op(
@@ -1395,11 +1314,7 @@ fn operations() -> Vec<Op> {
             vec![],
             Some(obj(&["object"], json!({ "object": boolean() }))),
             (200, "Recorded", Some(schema_ref("Me"))),
-            vec![
-                (400, &["invalid_json"]),
-                (404, &["not_found"]),
-                (409, &["contention"]),
-            ],
+            vec![Problem::InvalidJson, Problem::NotFound, Problem::Contention],
         ),
         op(
             "get",
@@ -1410,7 +1325,7 @@ fn operations() -> Vec<Op> {
             vec![],
             Option::None,
             (200, "Export (docs/EXPORT.md)", Some(schema_ref("Export"))),
-            vec![(404, &["not_found"]), (503, &["unavailable"])],
+            vec![Problem::NotFound, Problem::Unavailable],
         ),
         op(
             "get",
@@ -1434,7 +1349,7 @@ fn operations() -> Vec<Op> {
                                 "position": integer(), "reason": string() }))) }))) }),
                 )),
             ),
-            vec![admin_missing],
+            vec![Problem::NotFound],
         ),
         op(
             "get",
@@ -1467,7 +1382,7 @@ fn operations() -> Vec<Op> {
                         "unreconciled": integer() }),
                 ))),
             ),
-            vec![admin_missing],
+            vec![Problem::NotFound],
         ),
         op(
             "get",
@@ -1498,8 +1413,10 @@ fn operations() -> Vec<Op> {
                 )),
             ),
             vec![
-                (400, &["invalid_query", "invalid_time", "invalid_cursor"]),
-                admin_missing,
+                Problem::InvalidQuery,
+                Problem::InvalidTime,
+                Problem::InvalidCursor,
+                Problem::NotFound,
             ],
         ),
         op(
@@ -1528,7 +1445,7 @@ fn operations() -> Vec<Op> {
                         "failed": integer(), "more_due": boolean() }),
                 )),
             ),
-            vec![admin_missing],
+            vec![Problem::NotFound],
         ),
         op(
             "get",
@@ -1554,7 +1471,7 @@ fn operations() -> Vec<Op> {
                         "keys_still_present": array_of(string()), "overdue": array_of(string()) }),
                 )),
             ),
-            vec![admin_missing],
+            vec![Problem::NotFound],
         ),
         op(
             "post",
@@ -1571,17 +1488,14 @@ fn operations() -> Vec<Op> {
             )),
             (201, "Held", Some(schema_ref("LegalHold"))),
             vec![
-                (
-                    400,
-                    &[
-                        "invalid_json",
-                        "invalid_subject",
-                        "invalid_reason",
-                        "invalid_reference",
-                    ],
-                ),
-                admin_missing,
-                (409, &["already_held", "too_many_holds", "contention"]),
+                Problem::InvalidJson,
+                Problem::InvalidSubject,
+                Problem::InvalidReason,
+                Problem::InvalidReference,
+                Problem::NotFound,
+                Problem::AlreadyHeld,
+                Problem::TooManyHolds,
+                Problem::Contention,
             ],
         ),
         op(
@@ -1593,7 +1507,7 @@ fn operations() -> Vec<Op> {
             vec![path_param("subject", "Held subject.")],
             Option::None,
             (204, "Released", Option::None),
-            vec![admin_missing, (409, &["contention"])],
+            vec![Problem::NotFound, Problem::Contention],
         ),
         op(
             "get",
@@ -1604,7 +1518,7 @@ fn operations() -> Vec<Op> {
             vec![],
             Option::None,
             (200, "Holds", Some(items_of(schema_ref("LegalHold")))),
-            vec![admin_missing],
+            vec![Problem::NotFound],
         ),
         op(
             "post",
@@ -1624,23 +1538,18 @@ fn operations() -> Vec<Op> {
                 Some(schema_ref("PolicyChange")),
             ),
             vec![
-                (
-                    400,
-                    &["invalid_json", "invalid_time", "invalid_idempotency_key"],
-                ),
-                admin_missing,
-                (409, &["too_many_announcements", "contention"]),
-                (
-                    422,
-                    &[
-                        "invalid_title",
-                        "invalid_summary",
-                        "invalid_url",
-                        "notice_too_short",
-                        "notice_too_long",
-                        "idempotency_key_reused",
-                    ],
-                ),
+                Problem::InvalidJson,
+                Problem::InvalidTime,
+                Problem::InvalidIdempotencyKey,
+                Problem::NotFound,
+                Problem::TooManyAnnouncements,
+                Problem::Contention,
+                Problem::InvalidTitle,
+                Problem::InvalidSummary,
+                Problem::InvalidUrl,
+                Problem::NoticeTooShort,
+                Problem::NoticeTooLong,
+                Problem::IdempotencyKeyReused,
             ],
         ),
         op(
@@ -1652,7 +1561,11 @@ fn operations() -> Vec<Op> {
             list_params(super::admin::DEFAULT_PAGE),
             Option::None,
             (200, "Page", Some(list_of("PolicyChange"))),
-            vec![(400, &["invalid_cursor", "invalid_query"]), admin_missing],
+            vec![
+                Problem::InvalidCursor,
+                Problem::InvalidQuery,
+                Problem::NotFound,
+            ],
         ),
         op(
             "post",
@@ -1672,11 +1585,16 @@ fn operations() -> Vec<Op> {
                 )),
             ),
             vec![
-                (400, &["unreadable_body", "push_stale", "push_malformed"]),
-                (401, &["push_unsigned", "push_bad_signature"]),
-                (403, &["push_source_not_allowed"]),
-                (404, &["push_not_supported", "push_not_configured"]),
-                (503, &["push_busy"]),
+                Problem::UnreadableBody,
+                Problem::PushStale,
+                Problem::PushMalformed,
+                Problem::PushUnsigned,
+                Problem::PushBadSignature,
+                Problem::PushSourceNotAllowed,
+                Problem::NotFound,
+                Problem::PushNotSupported,
+                Problem::PushNotConfigured,
+                Problem::PushBusy,
             ],
         ),
         op(
@@ -1839,7 +1757,7 @@ fn build() -> Value {
                 "adminToken": { "type": "http", "scheme": "bearer", "description": "The admin token from config." }
             }
         },
-        "x-error-codes": ERROR_CODES,
+        "x-error-codes": error_codes(),
     })
 }
 
@@ -1973,56 +1891,6 @@ mod tests {
         }
     }
 
-    /// Source files outside this directory whose `fn code` answers are passed
-    /// through as problem codes (the IPN and upstream-push refusals).
-    const DELEGATED_CODE_SOURCES: &[&str] = &[
-        "../providers/src/gateway/ipn.rs",
-        "../providers/src/inbound.rs",
-    ];
-
-    /// The `ApiError` constructors that take a code, and the index of the code
-    /// among their arguments.
-    const CODE_CONSTRUCTORS: &[(&str, usize)] = &[
-        ("ApiError::new(", 1),
-        ("Self::new(", 1),
-        ("ApiError::bad_request(", 0),
-        ("Self::bad_request(", 0),
-        ("ApiError::conflict(", 0),
-        ("ApiError::unprocessable(", 0),
-    ];
-
-    /// The code argument of a constructor call starting right after its `(`:
-    /// Some(literal) when it is a string literal, None otherwise.
-    fn code_argument(call: &str, index: usize) -> Option<String> {
-        let mut depth = 0usize;
-        let mut argument = 0usize;
-        let mut chars = call.char_indices();
-        while let Some((at, c)) = chars.next() {
-            match c {
-                '(' | '[' | '{' => depth += 1,
-                ')' | ']' | '}' if depth == 0 => return None,
-                ')' | ']' | '}' => depth -= 1,
-                ',' if depth == 0 => argument += 1,
-                '"' => {
-                    let rest = &call[at + 1..];
-                    let end = rest.find('"')?;
-                    if depth == 0
-                        && argument == index
-                        && call[..at].split(',').next_back()?.trim().is_empty()
-                    {
-                        return Some(rest[..end].to_owned());
-                    }
-                    for _ in 0..=rest[..end].chars().count() {
-                        chars.next();
-                    }
-                }
-                c if depth == 0 && argument == index && !c.is_whitespace() => return None,
-                _ => {}
-            }
-        }
-        None
-    }
-
     fn sources_under(dir: std::path::PathBuf) -> Vec<(std::path::PathBuf, String)> {
         let mut found = Vec::new();
         let mut stack = vec![dir];
@@ -2040,89 +1908,99 @@ mod tests {
         found
     }
 
-    /// Every code literal passed to an `ApiError` constructor in this directory,
-    /// plus the codes of the error types whose `code()` is answered as is.
-    fn used_codes() -> BTreeSet<String> {
+    /// The names of the problems the handlers and the error mapping answer
+    /// with: every `Problem::Name` outside the table itself, this document and
+    /// the tests.
+    fn answered_problems() -> BTreeSet<String> {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-        let mut used = BTreeSet::new();
-        for (_, source) in sources_under(root.join("src/http")) {
+        let mut answered = BTreeSet::new();
+        for (path, source) in sources_under(root.join("src/http")) {
+            let file = path
+                .file_name()
+                .and_then(|f| f.to_str())
+                .unwrap_or_default();
+            if file == "problem.rs" || file == "openapi.rs" {
+                continue;
+            }
             // Tests of a file may build errors that no route answers.
             let source = source
                 .split("\n#[cfg(test)]\nmod ")
                 .next()
                 .unwrap_or_default();
-            for (constructor, index) in CODE_CONSTRUCTORS {
-                for (at, _) in source.match_indices(constructor) {
-                    let call = &source[at + constructor.len()..];
-                    if let Some(code) = code_argument(call, *index) {
-                        used.insert(code);
-                    }
-                }
+            for (at, _) in source.match_indices("Problem::") {
+                let name: String = source[at + "Problem::".len()..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric())
+                    .collect();
+                answered.insert(name);
             }
         }
-        for file in DELEGATED_CODE_SOURCES {
-            let source = std::fs::read_to_string(root.join(file)).expect("read delegated source");
-            let body = source
-                .split("pub fn code(&self) -> &'static str {")
-                .nth(1)
-                .expect("a `code` function");
-            let body = body.split("\n    }\n").next().unwrap_or_default();
-            for line in body.lines() {
-                if let Some((_, literal)) = line.split_once("=> \"") {
-                    used.insert(literal.split('"').next().unwrap_or_default().to_owned());
-                }
-            }
-        }
-        used
+        answered
     }
 
     #[test]
-    fn code_arguments_are_read_from_calls() {
-        assert_eq!(
-            code_argument("StatusCode::GONE, \"code_erased\", \"Gone\", detail)", 1).as_deref(),
-            Some("code_erased")
-        );
-        assert_eq!(
-            code_argument("\"invalid_json\", format!(\"a, b\"))", 0).as_deref(),
-            Some("invalid_json")
-        );
-        assert_eq!(
-            code_argument("status, e.code(), \"Push refused\", x)", 1),
-            None
-        );
-        assert_eq!(
-            code_argument("StatusCode::BAD_REQUEST, code, \"Bad request\", detail)", 1),
-            None
-        );
-    }
-
-    #[test]
-    fn error_codes_are_exactly_the_codes_the_source_answers_with() {
-        let used = used_codes();
+    fn every_problem_in_the_table_is_answered_and_documented() {
+        let answered = answered_problems();
         for expected in [
-            "unauthorized",
-            "not_found",
-            "internal",
-            "unavailable",
-            "rate_limited",
+            "Unauthorized",
+            "NotFound",
+            "Internal",
+            "Unavailable",
+            "RateLimited",
         ] {
             assert!(
-                used.contains(expected),
-                "the scan missed {expected}: {used:?}"
+                answered.contains(expected),
+                "the scan missed {expected}: {answered:?}"
             );
         }
-        let listed: BTreeSet<String> = ERROR_CODES.iter().map(|c| (*c).to_owned()).collect();
-        assert_eq!(
-            listed.len(),
-            ERROR_CODES.len(),
-            "ERROR_CODES has duplicates"
-        );
-        let missing: Vec<_> = used.difference(&listed).collect();
-        let unused: Vec<_> = listed.difference(&used).collect();
+        let listed: BTreeSet<String> = Problem::ALL.iter().map(|p| p.name().to_owned()).collect();
+        let unused: Vec<_> = listed.difference(&answered).collect();
         assert!(
-            missing.is_empty() && unused.is_empty(),
-            "used but not in ERROR_CODES: {missing:?}; in ERROR_CODES but never used: {unused:?}"
+            unused.is_empty(),
+            "in the table but never answered: {unused:?}"
         );
+        let documented = document()["x-error-codes"].as_array().expect("codes");
+        assert_eq!(documented.len(), Problem::ALL.len());
+        for problem in Problem::ALL {
+            assert!(
+                documented.iter().any(|c| c == problem.code()),
+                "{} is not in x-error-codes",
+                problem.code()
+            );
+        }
+    }
+
+    #[test]
+    fn methods_are_found_through_path_templates() {
+        assert_eq!(methods_for("/v1/orders"), ["GET", "POST"]);
+        assert_eq!(methods_for("/v1/orders/abc"), ["GET"]);
+        assert_eq!(methods_for("/v1/orders/abc/cancel"), ["POST"]);
+        assert_eq!(methods_for("/v1/me"), ["GET", "PATCH"]);
+        assert!(methods_for("/v1/orders//cancel").is_empty());
+        assert!(methods_for("/v1/nothing").is_empty());
+        assert!(methods_for("/v1/orders/abc/cancel/more").is_empty());
+    }
+
+    #[test]
+    fn problem_codes_are_unique_snake_case_errors() {
+        let codes: BTreeSet<&str> = Problem::ALL.iter().map(|p| p.code()).collect();
+        assert_eq!(codes.len(), Problem::ALL.len(), "a code is listed twice");
+        for problem in Problem::ALL {
+            let code = problem.code();
+            assert!(
+                !code.is_empty()
+                    && code.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                    && !code.starts_with('_')
+                    && !code.ends_with('_'),
+                "{code} is not snake_case"
+            );
+            let status = problem.status();
+            assert!(
+                status.is_client_error() || status.is_server_error(),
+                "{code}: {status}"
+            );
+            assert!(!problem.title().is_empty(), "{code} has no title");
+        }
     }
 
     #[test]
@@ -2142,7 +2020,7 @@ mod tests {
                     {
                         let code = code.as_str().expect("code");
                         assert!(
-                            ERROR_CODES.contains(&code),
+                            error_codes().contains(&code),
                             "{method} {path} {status}: {code}"
                         );
                     }

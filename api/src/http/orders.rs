@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::auth::Customer;
 use super::body::ObjectBody;
-use super::error::ApiError;
+use super::error::{ApiError, Problem};
 use super::state::AppState;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -128,8 +128,8 @@ async fn place(
         None | Some("sms") => Channel::Sms,
         Some("voice") => Channel::Voice,
         Some(_) => {
-            return Err(ApiError::bad_request(
-                "invalid_channel",
+            return Err(ApiError::new(
+                Problem::InvalidChannel,
                 "channel is \"sms\" or \"voice\"",
             ))
         }
@@ -141,15 +141,15 @@ async fn place(
         .transpose()?;
     let key = idempotency_key(&req, owner)?;
     let quote = state.router.quote(&service, country).await.ok_or_else(|| {
-        ApiError::conflict(
-            "no_numbers",
+        ApiError::new(
+            Problem::NoNumbers,
             "no upstream has numbers for this service and country",
         )
     })?;
     let price = state.pricing.sell_price(quote.cost);
     if max_price.is_some_and(|max| price > max) {
-        return Err(ApiError::conflict(
-            "price_above_max",
+        return Err(ApiError::new(
+            Problem::PriceAboveMax,
             format!("the price is {price}, above max_price"),
         ));
     }
@@ -185,8 +185,8 @@ async fn place(
         let settled = !matches!(status, Some(OrderStatus::Placed));
         if settled || started.elapsed() >= PLACE_WAIT {
             if status == Some(OrderStatus::Cancelled) && !placed.replayed {
-                return Err(ApiError::conflict(
-                    "no_numbers",
+                return Err(ApiError::new(
+                    Problem::NoNumbers,
                     "no upstream had a number; nothing was charged",
                 ));
             }
@@ -247,8 +247,8 @@ pub fn idempotency_key(
         return Ok(None);
     };
     let invalid = || {
-        ApiError::bad_request(
-            "invalid_idempotency_key",
+        ApiError::new(
+            Problem::InvalidIdempotencyKey,
             "Idempotency-Key is 1-255 printable ASCII characters",
         )
     };

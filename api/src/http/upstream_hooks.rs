@@ -11,9 +11,8 @@
 //! upstream or one without pushes, 413 too large, 503 queue full (the upstream
 //! retries). Nothing of the body is logged.
 
-use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use nexus_providers::inbound::{Hint, InboundError, InboundRequest, MAX_INBOUND_BYTES};
+use nexus_providers::inbound::{Hint, InboundRequest, MAX_INBOUND_BYTES};
 use nexus_providers::smscode::WEBHOOK_SIGNATURE_HEADER;
 use tracing::{debug, info};
 
@@ -22,7 +21,11 @@ use super::error::ApiError;
 use super::state::AppState;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/v1/upstreams/{name}/webhook").route(web::post().to(webhook)));
+    cfg.service(
+        web::resource("/v1/upstreams/{name}/webhook")
+            .route(web::post().to(webhook))
+            .default_service(web::to(super::unrouted)),
+    );
 }
 
 async fn webhook(
@@ -65,17 +68,9 @@ async fn webhook(
             })))
         }
         Err(e) => {
-            info!(upstream = %provider, reason = e.code(), "upstream push refused");
-            Err(problem(&e))
+            let error = ApiError::from(e);
+            info!(upstream = %provider, reason = error.problem.code(), "upstream push refused");
+            Err(error)
         }
-    }
-}
-
-fn problem(e: &InboundError) -> ApiError {
-    let status = StatusCode::from_u16(e.status_code()).unwrap_or(StatusCode::BAD_REQUEST);
-    let error = ApiError::new(status, e.code(), "Push refused", e.to_string());
-    match e {
-        InboundError::Busy => error.with_retry_after(5),
-        _ => error,
     }
 }

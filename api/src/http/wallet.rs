@@ -5,11 +5,11 @@ use actix_web::{get, web, HttpResponse};
 use chrono::SecondsFormat;
 use nexus_core::domain::ledger::Owner;
 use nexus_projections::wallets::DepositStatus;
-use nexus_projections::Cursor;
-use serde::Deserialize;
+use nexus_projections::{Cursor, MAX_PAGE_SIZE};
+use serde::{Deserialize, Deserializer};
 
 use super::auth::Customer;
-use super::error::ApiError;
+use super::error::{ApiError, Problem};
 use super::state::AppState;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -19,23 +19,49 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 /// Default page of a list.
 pub(super) const DEFAULT_PAGE: usize = 20;
 
+/// A page size a client asked for: 1 to [`MAX_PAGE_SIZE`]. Any other value
+/// fails the query's deserialization, so it is refused as 400 `invalid_query`
+/// like every bad query value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageLimit(usize);
+
+impl PageLimit {
+    /// The size asked for, or `default` when none was.
+    pub fn or(limit: Option<PageLimit>, default: usize) -> usize {
+        limit.map_or(default, |limit| limit.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for PageLimit {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let limit = usize::deserialize(deserializer)?;
+        if (1..=MAX_PAGE_SIZE).contains(&limit) {
+            Ok(PageLimit(limit))
+        } else {
+            Err(serde::de::Error::custom(format_args!(
+                "limit must be 1 to {MAX_PAGE_SIZE}"
+            )))
+        }
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     cursor: Option<String>,
-    limit: Option<usize>,
+    limit: Option<PageLimit>,
 }
 
 impl ListQuery {
     pub fn page(&self) -> Result<(Option<Cursor>, usize), ApiError> {
-        let limit = self
-            .limit
-            .unwrap_or(DEFAULT_PAGE)
-            .clamp(1, nexus_projections::MAX_PAGE_SIZE);
+        let limit = PageLimit::or(self.limit, DEFAULT_PAGE);
         let cursor = match self.cursor.as_deref() {
             None => None,
             Some(c) => Some(c.parse::<Cursor>().map_err(|_| {
-                ApiError::bad_request("invalid_cursor", "the cursor is not one this API gave")
+                ApiError::new(
+                    Problem::InvalidCursor,
+                    "the cursor is not one this API gave",
+                )
             })?),
         };
         Ok((cursor, limit))
@@ -124,4 +150,33 @@ async fn deposits(
     Ok(HttpResponse::Ok().json(
         serde_json::json!({ "items": items, "next_cursor": page.next.map(|c| c.to_string()) }),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Deserialize)]
+    struct Query {
+        limit: Option<PageLimit>,
+    }
+
+    fn limit(query: &str) -> Result<usize, String> {
+        web::Query::<Query>::from_query(query)
+            .map(|q| PageLimit::or(q.limit, DEFAULT_PAGE))
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_page_limit_is_1_to_the_page_bound() {
+        assert_eq!(limit(""), Ok(DEFAULT_PAGE));
+        assert_eq!(limit("limit=1"), Ok(1));
+        assert_eq!(limit(&format!("limit={MAX_PAGE_SIZE}")), Ok(MAX_PAGE_SIZE));
+        for refused in ["limit=0", "limit=101", "limit=-1", "limit=x", "limit="] {
+            assert!(limit(refused).is_err(), "{refused}");
+        }
+        assert!(limit("limit=0")
+            .unwrap_err()
+            .contains("limit must be 1 to 100"));
+    }
 }

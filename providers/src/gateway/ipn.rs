@@ -79,39 +79,6 @@ pub enum IpnError {
 }
 
 impl IpnError {
-    /// The HTTP status to answer the gateway with: 4xx for a notification that
-    /// will never be accepted as it is, 5xx for a failure on our side (the
-    /// gateway retries).
-    pub fn status_code(&self) -> u16 {
-        match self {
-            IpnError::Unsigned | IpnError::MalformedSignature | IpnError::BadSignature => 401,
-            IpnError::MalformedBody(_) => 400,
-            IpnError::UnknownDeposit => 404,
-            IpnError::MissingField(_)
-            | IpnError::InvalidField(_)
-            | IpnError::UnsupportedCurrency(_)
-            | IpnError::NothingPaid => 422,
-            IpnError::NoSecret | IpnError::Domain(_) => 503,
-        }
-    }
-
-    /// A stable snake_case code for logs and problem documents.
-    pub fn code(&self) -> &'static str {
-        match self {
-            IpnError::NoSecret => "ipn_not_configured",
-            IpnError::Unsigned => "ipn_unsigned",
-            IpnError::MalformedSignature => "ipn_malformed_signature",
-            IpnError::BadSignature => "ipn_bad_signature",
-            IpnError::MalformedBody(_) => "ipn_malformed_body",
-            IpnError::MissingField(_) => "ipn_missing_field",
-            IpnError::InvalidField(_) => "ipn_invalid_field",
-            IpnError::UnsupportedCurrency(_) => "ipn_unsupported_currency",
-            IpnError::NothingPaid => "ipn_nothing_paid",
-            IpnError::UnknownDeposit => "unknown_deposit",
-            IpnError::Domain(_) => "ipn_failed",
-        }
-    }
-
     fn from_command(error: CommandError) -> IpnError {
         match error {
             CommandError::Refused(CommerceError::Deposit(DepositError::NotFound)) => {
@@ -471,16 +438,15 @@ impl<S: EventStore> IpnHandler<S> {
         let value = match verify(&self.secret, signature, body) {
             Ok(value) => value,
             Err(e) => {
-                warn!(code = e.code(), error = %e, "IPN refused");
+                warn!(error = %e, "IPN refused");
                 return Err(e);
             }
         };
         let ipn = Ipn::from_json(&value).inspect_err(|e| {
-            warn!(code = e.code(), error = %e, "signed IPN refused");
+            warn!(error = %e, "signed IPN refused");
         })?;
         self.apply(&ipn).await.inspect_err(|e| {
             warn!(
-                code = e.code(),
                 error = %e,
                 status = %ipn.status,
                 order_id = %ipn.order_id,

@@ -47,7 +47,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource(PATH)
             .route(web::get().to(handle))
-            .route(web::post().to(handle)),
+            .route(web::post().to(handle))
+            .default_service(web::to(super::unrouted)),
     );
 }
 
