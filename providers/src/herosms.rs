@@ -47,11 +47,12 @@ use sha2::Sha256;
 
 use crate::catalog::{Catalog, MappingReport};
 use crate::code_extract::extract_code;
-use crate::inbound::{source_allowed, InboundError, InboundHint, InboundRequest};
+use crate::inbound::source_allowed;
 use crate::upstream::{
     BuyRequest, CancelOutcome, Handle, ListedPurchase, Offer, Purchase, Snapshot, Upstream,
     UpstreamError, UpstreamFuture, UpstreamState, ZonelessClock,
 };
+use crate::upstream::{InboundError, InboundHint, InboundRequest};
 
 /// Logged bodies are cut to this many characters.
 const LOG_BODY_CHARS: usize = 200;

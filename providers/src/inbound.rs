@@ -15,13 +15,15 @@
 //! both by push and by poll (same revision) is recorded once.
 //!
 //! [`Upstream::inbound`]: crate::upstream::Upstream::inbound
+//!
+//! The push's request, verified hint and refusal are types of the upstream
+//! contract (`upstream.rs`): every adapter takes and gives them.
 
 use std::net::IpAddr;
 
-use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 
-use crate::upstream::{Handle, Snapshot};
+use crate::upstream::{Handle, InboundError, Snapshot};
 
 /// The largest push body read, in bytes (SMSCode's events are under 2 KiB).
 pub const MAX_INBOUND_BYTES: usize = 64 * 1024;
@@ -30,48 +32,6 @@ pub const MAX_INBOUND_BYTES: usize = 64 * 1024;
 /// refused as [`InboundError::Busy`] (which the API answers so that the
 /// upstream retries it).
 pub const HINT_QUEUE_CAPACITY: usize = 4_096;
-
-/// One push as it came in.
-#[derive(Clone, Copy, Debug)]
-pub struct InboundRequest<'a> {
-    /// The value of the upstream's signature header, if any.
-    pub signature: Option<&'a str>,
-    /// The address the push came from (the TCP peer).
-    pub peer: Option<IpAddr>,
-    /// The raw body.
-    pub body: &'a [u8],
-    pub now: DateTime<Utc>,
-}
-
-/// What a verified push says about one purchase.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct InboundHint {
-    pub handle: Handle,
-    /// The purchase's state as the (signed) push tells it; `None`: read the
-    /// purchase from the upstream now.
-    pub snapshot: Option<Snapshot>,
-}
-
-/// Why a push was refused. Nothing happens for a refused push.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum InboundError {
-    #[error("this upstream sends no pushes")]
-    NotSupported,
-    #[error("pushes from this upstream are not configured")]
-    NotConfigured,
-    #[error("the push carries no signature")]
-    Unsigned,
-    #[error("the push signature is malformed or does not match its body")]
-    BadSignature,
-    #[error("the push comes from an address that is not allowed")]
-    SourceNotAllowed,
-    #[error("the push is outside the accepted time window")]
-    Stale,
-    #[error("the push body is not this upstream's event")]
-    Malformed,
-    #[error("too many pushes waiting; retry later")]
-    Busy,
-}
 
 /// A verified push, addressed to the worker.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -37,11 +37,11 @@ use sha2::{Digest, Sha256};
 use tracing::{debug, warn};
 
 use crate::herosms::decimal_to_micros;
-use crate::inbound::{InboundError, InboundHint, InboundRequest};
 use crate::upstream::{
     BuyRequest, CancelOutcome, Handle, Offer, Purchase, Snapshot, Upstream, UpstreamError,
     UpstreamFuture, UpstreamState,
 };
+use crate::upstream::{InboundError, InboundHint, InboundRequest};
 use crate::wire::{redact, retry_after, transport_error};
 
 const MAX_BODY: usize = 1 << 20;

@@ -7,14 +7,13 @@
 //! whether a purchase may be retried elsewhere or must be reconciled.
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use nexus_core::domain::money::Micros;
 use nexus_core::domain::order::{Channel, CountryCode, ServiceCode};
-
-use crate::inbound::{InboundError, InboundHint, InboundRequest};
 
 /// What every upstream call returns: boxed, so upstreams can sit behind `dyn`.
 pub type UpstreamFuture<'a, T> =
@@ -299,6 +298,50 @@ pub trait Upstream: Send + Sync {
         let _ = request;
         Err(InboundError::NotSupported)
     }
+}
+
+// -- pushes: what an adapter's `inbound` takes and gives (see `inbound.rs`) --
+
+/// One push as it came in.
+#[derive(Clone, Copy, Debug)]
+pub struct InboundRequest<'a> {
+    /// The value of the upstream's signature header, if any.
+    pub signature: Option<&'a str>,
+    /// The address the push came from (the TCP peer).
+    pub peer: Option<IpAddr>,
+    /// The raw body.
+    pub body: &'a [u8],
+    pub now: DateTime<Utc>,
+}
+
+/// What a verified push says about one purchase.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InboundHint {
+    pub handle: Handle,
+    /// The purchase's state as the (signed) push tells it; `None`: read the
+    /// purchase from the upstream now.
+    pub snapshot: Option<Snapshot>,
+}
+
+/// Why a push was refused. Nothing happens for a refused push.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InboundError {
+    #[error("this upstream sends no pushes")]
+    NotSupported,
+    #[error("pushes from this upstream are not configured")]
+    NotConfigured,
+    #[error("the push carries no signature")]
+    Unsigned,
+    #[error("the push signature is malformed or does not match its body")]
+    BadSignature,
+    #[error("the push comes from an address that is not allowed")]
+    SourceNotAllowed,
+    #[error("the push is outside the accepted time window")]
+    Stale,
+    #[error("the push body is not this upstream's event")]
+    Malformed,
+    #[error("too many pushes waiting; retry later")]
+    Busy,
 }
 
 #[cfg(test)]

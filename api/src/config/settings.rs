@@ -11,7 +11,7 @@ use clap::builder::{StringValueParser, TypedValueParser};
 use nexus_core::vault::MasterKeySource;
 use nexus_core::StoreConfig;
 
-use crate::http::admin::AdminToken;
+use crate::http::credentials::AdminToken;
 use crate::http::limits::RateSettings;
 
 /// Where the data lives and how the store opens: every command that opens it.

@@ -19,10 +19,9 @@ use nexus_projections::retention::{DueSubject, ScheduledSubject};
 use nexus_projections::{RunState, MAX_PAGE_SIZE};
 use nexus_providers::router::BreakerState;
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
-use super::auth::bearer_token;
 use super::body::ObjectBody;
+use super::credentials::{bearer_token, MAX_ADMIN_AUTHORIZATION_BYTES};
 use super::error::{ApiError, Problem};
 use super::state::AppState;
 use super::wallet::PageLimit;
@@ -40,58 +39,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(list_policy_changes);
 }
 
-/// Longest Authorization header value considered.
-const MAX_AUTHORIZATION_BYTES: usize = 512;
-/// Shortest admin token accepted in the configuration.
-pub const MIN_ADMIN_TOKEN_BYTES: usize = 16;
 /// Schedule entries counted for `due_now`, at most (the count says when it
 /// stopped there).
 const MAX_DUE_COUNT: usize = 100_000;
 pub(super) const DEFAULT_PAGE: usize = 50;
-
-/// The configured admin token, kept as its SHA-256 digest. Never printed.
-#[derive(Clone)]
-pub struct AdminToken {
-    digest: [u8; 32],
-}
-
-impl std::fmt::Debug for AdminToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("AdminToken(<redacted>)")
-    }
-}
-
-/// Why a configured admin token is refused (the message never holds the token).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AdminTokenError {
-    #[error("NEXUS_ADMIN_TOKEN must be at least {MIN_ADMIN_TOKEN_BYTES} printable ASCII characters without spaces")]
-    Weak,
-}
-
-impl AdminToken {
-    pub fn new(token: &str) -> Result<AdminToken, AdminTokenError> {
-        let ok = token.len() >= MIN_ADMIN_TOKEN_BYTES
-            && token.len() <= MAX_AUTHORIZATION_BYTES
-            && token.bytes().all(|b| b.is_ascii_graphic());
-        if !ok {
-            return Err(AdminTokenError::Weak);
-        }
-        Ok(AdminToken {
-            digest: Sha256::digest(token.as_bytes()).into(),
-        })
-    }
-
-    /// Whether `presented` is the token, in time independent of both.
-    pub fn matches(&self, presented: &str) -> bool {
-        let other: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-        let difference = self
-            .digest
-            .iter()
-            .zip(other.iter())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-        std::hint::black_box(difference) == 0
-    }
-}
 
 /// An operator holding the admin token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,7 +68,7 @@ impl FromRequest for Admin {
             .headers()
             .get(actix_web::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .filter(|v| v.len() <= MAX_AUTHORIZATION_BYTES)
+            .filter(|v| v.len() <= MAX_ADMIN_AUTHORIZATION_BYTES)
             .and_then(bearer_token);
         ready(match presented {
             Some(presented) if token.matches(presented) => Ok(Admin),
@@ -521,24 +472,6 @@ async fn list_policy_changes(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_token_matches_itself_only() {
-        let token = AdminToken::new("s3cret-admin-token-0123").unwrap();
-        assert!(token.matches("s3cret-admin-token-0123"));
-        assert!(!token.matches("s3cret-admin-token-0124"));
-        assert!(!token.matches("s3cret-admin-token-012"));
-        assert!(!token.matches(""));
-    }
-
-    #[test]
-    fn weak_tokens_are_refused_and_never_shown() {
-        assert_eq!(AdminToken::new("short").unwrap_err(), AdminTokenError::Weak);
-        assert!(AdminToken::new("has a space in the middle").is_err());
-        let token = AdminToken::new("s3cret-admin-token-0123").unwrap();
-        assert!(!format!("{token:?}").contains("s3cret"));
-        assert!(!AdminTokenError::Weak.to_string().contains("s3cret"));
-    }
 
     #[test]
     fn retention_cursors_round_trip() {

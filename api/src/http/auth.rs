@@ -10,6 +10,7 @@ use chrono::Utc;
 use nexus_core::domain::account::AccountStatus;
 use nexus_core::domain::ids::AccountId;
 
+use super::credentials::bearer_token;
 use super::error::ApiError;
 use super::gate::note_caller;
 use super::sessions::COOKIE_NAME;
@@ -24,15 +25,6 @@ pub struct Customer {
 
 /// Longest Authorization header value considered.
 const MAX_AUTHORIZATION_BYTES: usize = 256;
-
-/// The credentials of an `Authorization: Bearer <token>` value; the scheme's
-/// name is case-insensitive (RFC 9110 11.1). None for another scheme or an
-/// empty token. Callers bound the value's length first.
-pub fn bearer_token(value: &str) -> Option<&str> {
-    let (scheme, token) = value.split_once(' ')?;
-    let token = token.trim_start_matches(' ');
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
-}
 
 impl FromRequest for Customer {
     type Error = ApiError;
@@ -159,20 +151,5 @@ impl FromRequest for Holder {
                 deletion_pending,
             })
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::bearer_token;
-
-    #[test]
-    fn the_bearer_scheme_is_case_insensitive_and_the_token_required() {
-        assert_eq!(bearer_token("Bearer nx_abc"), Some("nx_abc"));
-        assert_eq!(bearer_token("bearer nx_abc"), Some("nx_abc"));
-        assert_eq!(bearer_token("BEARER  nx_abc"), Some("nx_abc"));
-        assert_eq!(bearer_token("Bearer "), None);
-        assert_eq!(bearer_token("Basic dXNlcjpwYXNz"), None);
-        assert_eq!(bearer_token("Bearernx_abc"), None);
     }
 }

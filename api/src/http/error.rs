@@ -15,7 +15,7 @@ use nexus_core::domain::policy::PolicyError;
 use nexus_core::domain::wallet::WalletError;
 use nexus_core::service::runner::ServiceError;
 use nexus_providers::gateway::ipn::IpnError;
-use nexus_providers::inbound::InboundError;
+use nexus_providers::upstream::InboundError;
 use serde::Serialize;
 use tracing::error;
 

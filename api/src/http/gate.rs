@@ -11,7 +11,7 @@ use actix_web::middleware::Next;
 use actix_web::{web, HttpMessage, ResponseError};
 use chrono::Utc;
 
-use super::auth::bearer_token;
+use super::credentials::bearer_token;
 use super::error::ApiError;
 use super::limits::{Budget, RateLimits};
 use super::sessions::COOKIE_NAME;

@@ -7,6 +7,7 @@ mod anonymous;
 mod auth;
 pub mod body;
 mod catalog;
+pub mod credentials;
 mod deposits;
 pub mod error;
 pub mod gate;

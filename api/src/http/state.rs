@@ -36,7 +36,7 @@ pub struct AppState {
     /// Verified upstream pushes go to the fulfilment worker through this.
     pub upstream_hints: nexus_providers::inbound::HintSender,
     /// The admin surface's token (`NEXUS_ADMIN_TOKEN`); none: admin routes are off.
-    pub admin_token: Option<super::admin::AdminToken>,
+    pub admin_token: Option<super::credentials::AdminToken>,
     pub legal_holds: Arc<nexus_core::service::legal_hold_service::LegalHoldService<SledLog>>,
     pub policy: Arc<nexus_core::service::policy_service::PolicyService<SledLog>>,
     /// The retention sweeps (run on a schedule and from the admin surface).

@@ -12,8 +12,9 @@
 //! retries). Nothing of the body is logged.
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use nexus_providers::inbound::{Hint, InboundRequest, MAX_INBOUND_BYTES};
+use nexus_providers::inbound::{Hint, MAX_INBOUND_BYTES};
 use nexus_providers::smscode::WEBHOOK_SIGNATURE_HEADER;
+use nexus_providers::upstream::InboundRequest;
 use tracing::{debug, info};
 
 use super::body::read_limited;
