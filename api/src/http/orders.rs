@@ -205,6 +205,7 @@ async fn list(
     query: web::Query<super::wallet::ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let (cursor, limit) = query.page()?;
+    state.catch_up(nexus_projections::orders::NAME).await;
     let orders = state
         .read_models
         .orders()

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use nexus_core::domain::ids::AccountId;
 use nexus_core::domain::money::Micros;
-use nexus_core::log::SledLog;
+use nexus_core::log::{EventStore, SledLog};
 use nexus_core::service::account_service::Accounts;
 use nexus_core::service::commerce_service::Commerce;
 use nexus_projections::{ReadModels, Runner};
@@ -43,7 +43,26 @@ pub struct AppState {
     pub retention: Arc<nexus_retention::Sweeper<SledLog>>,
 }
 
+/// How long a list of the caller's own data waits for its read model to show
+/// what the log held when the request came (read-your-writes); past that it
+/// answers what the read model has.
+pub const LIST_CATCH_UP_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl AppState {
+    /// Waits, at most [`LIST_CATCH_UP_WAIT`], until read model `name` has
+    /// applied everything the log held now: a customer who just paid or
+    /// ordered sees it in their lists. A lagging model is logged, not an error.
+    pub async fn catch_up(&self, name: &'static str) {
+        let position = self.log.head();
+        if let Err(e) = self
+            .runner
+            .wait_for(Some(name), position, LIST_CATCH_UP_WAIT)
+            .await
+        {
+            warn!(projection = name, error = %e, "a list answers from a lagging read model");
+        }
+    }
+
     /// Spools the verification mail for `account` (its id: the token's hash);
     /// a full queue is reported, the request goes on.
     pub fn mail_verification(&self, account: AccountId, email: &str, token: &str) {

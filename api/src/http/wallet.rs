@@ -88,6 +88,7 @@ async fn entries(
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let (cursor, limit) = query.page()?;
+    state.catch_up(nexus_projections::wallets::NAME).await;
     let wallets = state
         .read_models
         .wallets()
@@ -122,6 +123,7 @@ async fn deposits(
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let (cursor, limit) = query.page()?;
+    state.catch_up(nexus_projections::wallets::NAME).await;
     let wallets = state
         .read_models
         .wallets()
