@@ -11,88 +11,18 @@ use chrono::{DateTime, Duration, Utc};
 use nexus_core::domain::account::{
     AccountError, AccountViewStatus, LookupKey, Secret, MAX_LIVE_API_KEYS,
 };
-use nexus_core::domain::clock::ManualClock;
 use nexus_core::domain::codec::Personal;
 use nexus_core::domain::commerce::PlaceOrder;
 use nexus_core::domain::ids::{AccountId, ApiKeyId};
 use nexus_core::domain::ledger::Owner;
 use nexus_core::domain::money::Micros;
-use nexus_core::domain::order::{CancelReason, Channel, CountryCode, OrderPolicy, ServiceCode};
-use nexus_core::domain::wallet::Payment;
-use nexus_core::log::{
-    AppendRequest, EventId, EventStore, ExpectedVersion, NewEvent, SledLog, StreamName,
-};
+use nexus_core::domain::order::{CancelReason, Channel, CountryCode, ServiceCode};
+use nexus_core::log::{AppendRequest, EventId, EventStore, ExpectedVersion, NewEvent, StreamName};
 use nexus_core::service::account_service::{
     AccountServiceError, Accounts, AccountsConfig, AccountsConfigError,
 };
-use nexus_core::service::commerce_service::Commerce;
-use nexus_core::vault::MasterKeySource;
-use nexus_core::{Store, StoreConfig};
 
-const PASSWORD: &str = "correct horse battery";
-const LOOKUP_KEY: [u8; 32] = [0x5a; 32];
-
-struct World {
-    dir: tempfile::TempDir,
-    store: Store,
-    clock: Arc<ManualClock>,
-    accounts: Arc<Accounts<SledLog>>,
-    commerce: Commerce<SledLog>,
-}
-
-impl World {
-    async fn request_deletion(&self, account: AccountId) -> Result<(), AccountServiceError> {
-        self.accounts.request_deletion(account).await
-    }
-}
-
-fn start() -> DateTime<Utc> {
-    DateTime::from_timestamp(1_764_000_000, 0).unwrap()
-}
-
-fn store_config(dir: &Path) -> StoreConfig {
-    StoreConfig {
-        dir: dir.join("store"),
-        master_key: MasterKeySource::GenerateAt(dir.join("master.key")),
-        cache_capacity_bytes: 64 << 20,
-    }
-}
-
-fn world() -> World {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&store_config(dir.path())).unwrap();
-    let clock = Arc::new(ManualClock::new(start()));
-    let accounts = Accounts::new(
-        store.log.clone(),
-        store.vault.clone(),
-        LookupKey::new(LOOKUP_KEY),
-        AccountsConfig::default(),
-    )
-    .unwrap()
-    .with_insecure_cost_for_tests(4)
-    .with_clock(clock.clone());
-    let commerce = Commerce::new(
-        store.log.clone(),
-        store.vault.clone(),
-        OrderPolicy::default(),
-        clock.clone(),
-    );
-    World {
-        dir,
-        store,
-        clock,
-        accounts: Arc::new(accounts),
-        commerce,
-    }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
+use nexus_testkit::{runtime, start, World, LOOKUP_KEY, PASSWORD};
 
 #[track_caller]
 fn refused<T: std::fmt::Debug>(result: Result<T, AccountServiceError>) -> AccountError {
@@ -108,7 +38,7 @@ async fn stream_version(w: &World, stream: &StreamName) -> u64 {
 
 #[test]
 fn the_configuration_refuses_a_cost_below_12() {
-    let w = world();
+    let w = World::new();
     let build = |cost| {
         Accounts::new(
             w.store.log.clone(),
@@ -146,7 +76,7 @@ fn the_configuration_refuses_a_cost_below_12() {
 /// second of bcrypt).
 #[test]
 fn the_default_configuration_hashes_at_cost_12() {
-    let w = world();
+    let w = World::new();
     let accounts = Accounts::new(
         w.store.log.clone(),
         w.store.vault.clone(),
@@ -175,7 +105,7 @@ fn the_default_configuration_hashes_at_cost_12() {
 
 #[test]
 fn register_verify_login() {
-    let w = world();
+    let w = World::new();
     runtime().block_on(async {
         let a = &w.accounts;
         let reg = a.register("  Alice@Example.COM ", PASSWORD).await.unwrap();
@@ -236,7 +166,7 @@ fn register_verify_login() {
 
 #[test]
 fn verification_tokens_expire_and_a_new_one_replaces_the_old() {
-    let w = world();
+    let w = World::new();
     runtime().block_on(async {
         let a = &w.accounts;
         let reg = a.register("bob@example.com", PASSWORD).await.unwrap();
@@ -258,7 +188,7 @@ fn verification_tokens_expire_and_a_new_one_replaces_the_old() {
 
 #[test]
 fn registration_checks_its_input_and_refuses_a_second_registration() {
-    let w = world();
+    let w = World::new();
     runtime().block_on(async {
         let a = &w.accounts;
         let first = a.register("carol@example.com", PASSWORD).await.unwrap();
@@ -302,7 +232,7 @@ fn registration_checks_its_input_and_refuses_a_second_registration() {
 
 #[test]
 fn passwords_longer_than_72_bytes_count_in_full() {
-    let w = world();
+    let w = World::new();
     runtime().block_on(async {
         let a = &w.accounts;
         let long = "L".repeat(128);
@@ -323,7 +253,7 @@ fn passwords_longer_than_72_bytes_count_in_full() {
 
 #[test]
 fn sixteen_concurrent_registrations_of_one_address_one_wins() {
-    let w = world();
+    let w = World::new();
     runtime().block_on(async {
         let barrier = Arc::new(tokio::sync::Barrier::new(16));
         let tasks: Vec<_> = (0..16)
@@ -370,7 +300,7 @@ fn sixteen_concurrent_registrations_of_one_address_one_wins() {
 
 #[test]
 fn an_email_change_moves_uniqueness_atomically() {
-    let w = world();
+    let w = World::new();
     runtime().block_on(async {
         let a = &w.accounts;
         let frank = a.register("frank@old.example", PASSWORD).await.unwrap();
@@ -444,7 +374,7 @@ fn an_email_change_moves_uniqueness_atomically() {
 
 #[test]
 fn password_change_needs_the_old_password() {
-    let w = world();
+    let w = World::new();
     runtime().block_on(async {
         let a = &w.accounts;
         let reg = a.register("ivan@example.com", PASSWORD).await.unwrap();
@@ -481,7 +411,7 @@ fn password_change_needs_the_old_password() {
 
 #[test]
 fn objection_is_recorded() {
-    let w = world();
+    let w = World::new();
     runtime().block_on(async {
         let a = &w.accounts;
         let reg = a.register("judy@example.com", PASSWORD).await.unwrap();
@@ -498,7 +428,7 @@ fn objection_is_recorded() {
 
 #[test]
 fn deletion_disables_login_and_api_keys_and_can_be_withdrawn_for_30_days() {
-    let w = world();
+    let w = World::new();
     runtime().block_on(async {
         let a = &w.accounts;
         let reg = a.register("mallory@example.com", PASSWORD).await.unwrap();
@@ -507,19 +437,7 @@ fn deletion_disables_login_and_api_keys_and_can_be_withdrawn_for_30_days() {
 
         // An active order blocks the deletion; once it is cancelled, it goes through.
         let owner = Owner::Account(reg.account);
-        let deposit = w
-            .commerce
-            .request_deposit(owner, Micros(1_000_000))
-            .await
-            .unwrap();
-        w.commerce
-            .record_payment(
-                deposit,
-                Payment::new("btc", "tx-mallory").unwrap(),
-                Micros(1_000_000),
-            )
-            .await
-            .unwrap();
+        w.fund_in(owner, 1_000_000, "btc").await;
         let request = PlaceOrder {
             service: ServiceCode::new("wa").unwrap(),
             country: CountryCode::new("GB").unwrap(),
@@ -533,7 +451,7 @@ fn deletion_disables_login_and_api_keys_and_can_be_withdrawn_for_30_days() {
             .unwrap()
             .order;
         assert_eq!(
-            refused(w.request_deletion(reg.account).await),
+            refused(w.accounts.request_deletion(reg.account).await),
             AccountError::ActiveOrders
         );
         w.commerce
@@ -544,7 +462,7 @@ fn deletion_disables_login_and_api_keys_and_can_be_withdrawn_for_30_days() {
             .await
             .unwrap();
 
-        w.request_deletion(reg.account).await.unwrap();
+        w.accounts.request_deletion(reg.account).await.unwrap();
         let view = a.account(reg.account).await.unwrap();
         assert_eq!(view.status, AccountViewStatus::DeletionPending);
         assert_eq!(view.deletion_due_at, Some(start() + Duration::days(30)));
@@ -569,7 +487,7 @@ fn deletion_disables_login_and_api_keys_and_can_be_withdrawn_for_30_days() {
             AccountError::AccountDisabled
         );
         assert_eq!(
-            refused(w.request_deletion(reg.account).await),
+            refused(w.accounts.request_deletion(reg.account).await),
             AccountError::DeletionAlreadyRequested
         );
 
@@ -580,7 +498,7 @@ fn deletion_disables_login_and_api_keys_and_can_be_withdrawn_for_30_days() {
             .unwrap();
         a.authenticate_api_key(key.key.expose()).await.unwrap();
 
-        w.request_deletion(reg.account).await.unwrap();
+        w.accounts.request_deletion(reg.account).await.unwrap();
         w.clock.advance(Duration::days(30));
         assert_eq!(
             refused(a.withdraw_deletion(reg.account).await),
@@ -595,7 +513,7 @@ fn deletion_disables_login_and_api_keys_and_can_be_withdrawn_for_30_days() {
 
 #[test]
 fn api_keys_create_authenticate_list_revoke() {
-    let w = world();
+    let w = World::new();
     runtime().block_on(async {
         let a = &w.accounts;
         let reg = a.register("oscar@example.com", PASSWORD).await.unwrap();
@@ -671,7 +589,7 @@ fn api_keys_create_authenticate_list_revoke() {
 
 #[test]
 fn concurrent_commands_on_one_account_all_land() {
-    let w = world();
+    let w = World::new();
     runtime().block_on(async {
         let reg = w
             .accounts
@@ -700,11 +618,11 @@ fn concurrent_commands_on_one_account_all_land() {
 
 #[test]
 fn an_erased_account_reads_as_erased_and_cannot_log_in() {
-    let w = world();
+    let w = World::new();
     runtime().block_on(async {
         let a = &w.accounts;
         let reg = a.register("trent@example.com", PASSWORD).await.unwrap();
-        w.request_deletion(reg.account).await.unwrap();
+        w.accounts.request_deletion(reg.account).await.unwrap();
         w.store.vault.erase(&reg.account.subject()).unwrap();
         let view = a.account(reg.account).await.unwrap();
         assert_eq!(view.status, AccountViewStatus::Erased);
@@ -743,7 +661,7 @@ fn the_raw_files_hold_no_address_password_token_or_key() {
     const EMAIL: &str = "Victor.Unique-Needle@Example.org";
     const NEW_EMAIL: &str = "victor.second-needle@example.org";
     const MARKER: &[u8] = b"plain-payload-marker-7f3a";
-    let w = world();
+    let w = World::new();
     let secrets: Vec<Secret> = runtime().block_on(async {
         let a = &w.accounts;
         let reg = a.register(EMAIL, PASSWORD).await.unwrap();
@@ -772,15 +690,8 @@ fn the_raw_files_hold_no_address_password_token_or_key() {
             .unwrap();
         vec![reg.verification_token, key.key, token]
     });
-    let store_dir = w.dir.path().join("store");
-    let World {
-        dir,
-        store,
-        accounts,
-        ..
-    } = w;
-    drop(accounts);
-    drop(store);
+    let store_dir = w.dir().join("store");
+    let dir = w.close();
     let raw = raw_bytes_under(&store_dir);
     assert!(contains(&raw, MARKER), "the search finds a plain payload");
     let mut needles: Vec<Vec<u8>> = vec![
@@ -810,7 +721,7 @@ fn the_raw_files_hold_no_address_password_token_or_key() {
 
 #[test]
 fn debug_output_shows_no_secrets() {
-    let w = world();
+    let w = World::new();
     runtime().block_on(async {
         let reg = w
             .accounts
@@ -841,7 +752,7 @@ fn debug_output_shows_no_secrets() {
 
 #[test]
 fn the_holder_of_a_pending_deletion_can_authenticate_with_the_password_to_withdraw() {
-    let w = world();
+    let w = World::new();
     runtime().block_on(async {
         let a = &w.accounts;
         let reg = a.register("peggy@example.com", PASSWORD).await.unwrap();
@@ -855,7 +766,7 @@ fn the_holder_of_a_pending_deletion_can_authenticate_with_the_password_to_withdr
             reg.account
         );
 
-        w.request_deletion(reg.account).await.unwrap();
+        w.accounts.request_deletion(reg.account).await.unwrap();
         assert_eq!(
             refused(a.authenticate("peggy@example.com", PASSWORD).await),
             AccountError::AccountDisabled
@@ -1012,7 +923,7 @@ mod erasure {
 
     #[test]
     fn erase_account_erases_the_vault_subject_and_records_it_when_due() {
-        let w = world();
+        let w = World::new();
         runtime().block_on(async {
             let a = &w.accounts;
             let reg = a.register("erin@example.com", PASSWORD).await.unwrap();
@@ -1021,7 +932,7 @@ mod erasure {
                 refused(a.erase_account(reg.account).await),
                 AccountError::NoDeletionPending
             );
-            w.request_deletion(reg.account).await.unwrap();
+            w.accounts.request_deletion(reg.account).await.unwrap();
             w.clock
                 .advance(Duration::days(DELETION_GRACE_DAYS) - Duration::seconds(1));
             assert_eq!(

@@ -5,7 +5,7 @@
 //! decoding.
 //!
 //! A new event type has no stored sample yet; record it with
-//! `NEXUS_BLESS_EVENT_SAMPLES=1 cargo test -p nexus-core --test event_samples`,
+//! `NEXUS_BLESS_EVENT_SAMPLES=1 cargo test -p nexus-core --test it event_samples`,
 //! which appends missing samples and never rewrites an existing one.
 
 use std::collections::{BTreeMap, BTreeSet};

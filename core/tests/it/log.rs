@@ -353,7 +353,7 @@ fn crash_recovery_keeps_every_acknowledged_event() {
     for round in 0..ROUNDS {
         let mut child = Command::new(&exe)
             .args([
-                "crash_child",
+                nexus_testkit::test_name(module_path!(), "crash_child").as_str(),
                 "--exact",
                 "--ignored",
                 "--nocapture",

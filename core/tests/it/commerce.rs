@@ -1,115 +1,23 @@
 //! Orders, wallets and deposits through the command service, on a real sled store,
 //! with concurrent races against the real log.
 
-use std::sync::Arc;
-
-use chrono::{DateTime, Duration, Utc};
-use nexus_core::domain::account::{AccountError, LookupKey};
-use nexus_core::domain::clock::ManualClock;
+use chrono::Duration;
+use nexus_core::domain::account::AccountError;
 use nexus_core::domain::codec::DomainEvent;
-use nexus_core::service::account_service::{Accounts, AccountsConfig};
 
 use nexus_core::domain::commerce::CommerceError;
-use nexus_core::domain::commerce::PlaceOrder;
 use nexus_core::domain::idempotency::IdempotencyKey;
 use nexus_core::domain::ids::OrderId;
 use nexus_core::domain::ledger::{Balances, LedgerAccount, Owner};
 use nexus_core::domain::money::Micros;
 use nexus_core::domain::order::{
-    CancelReason, Channel, CountryCode, DeliveryChannel, OrderError, OrderPolicy, OrderStatus,
-    ServiceCode, Timeout,
+    CancelReason, Channel, CountryCode, DeliveryChannel, OrderError, OrderStatus, ServiceCode,
+    Timeout,
 };
 use nexus_core::domain::wallet::{Payment, WalletError, WalletEvent};
 use nexus_core::log::{EventStore, SledLog};
-use nexus_core::service::commerce_service::{CommandError, Commerce, PaymentOutcome};
-use nexus_core::vault::MasterKeySource;
-use nexus_core::{Store, StoreConfig};
-
-struct World {
-    _dir: tempfile::TempDir,
-    store: Store,
-    clock: Arc<ManualClock>,
-    commerce: Arc<Commerce<SledLog>>,
-    accounts: Accounts<SledLog>,
-}
-
-fn start() -> DateTime<Utc> {
-    DateTime::from_timestamp(1_764_000_000, 0).unwrap()
-}
-
-fn world() -> World {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&StoreConfig {
-        dir: dir.path().join("store"),
-        master_key: MasterKeySource::GenerateAt(dir.path().join("master.key")),
-        cache_capacity_bytes: 64 << 20,
-    })
-    .unwrap();
-    let clock = Arc::new(ManualClock::new(start()));
-    let commerce = Arc::new(Commerce::new(
-        store.log.clone(),
-        store.vault.clone(),
-        OrderPolicy::default(),
-        clock.clone(),
-    ));
-    let accounts = Accounts::new(
-        store.log.clone(),
-        store.vault.clone(),
-        LookupKey::new([9; 32]),
-        AccountsConfig::default(),
-    )
-    .unwrap()
-    .with_insecure_cost_for_tests(4)
-    .with_clock(clock.clone());
-    World {
-        _dir: dir,
-        store,
-        clock,
-        commerce,
-        accounts,
-    }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn request(price_micros: i64) -> PlaceOrder {
-    PlaceOrder {
-        service: ServiceCode::new("tg").unwrap(),
-        country: CountryCode::new("DE").unwrap(),
-        channel: Channel::Sms,
-        price: Micros(price_micros),
-    }
-}
-
-/// A registered customer.
-async fn customer(w: &World) -> Owner {
-    let email = format!("c-{}@example.com", uuid::Uuid::new_v4().simple());
-    let registration = w
-        .accounts
-        .register(&email, "correct horse battery")
-        .await
-        .unwrap();
-    Owner::Account(registration.account)
-}
-
-async fn fund(commerce: &Commerce<SledLog>, owner: Owner, micros: i64) {
-    let deposit = commerce
-        .request_deposit(owner, Micros(micros))
-        .await
-        .unwrap();
-    let tx = format!("0x{}", uuid::Uuid::new_v4().simple());
-    let outcome = commerce
-        .record_payment(deposit, Payment::new("eth", &tx).unwrap(), Micros(micros))
-        .await
-        .unwrap();
-    assert!(matches!(outcome, PaymentOutcome::Credited { .. }));
-}
+use nexus_core::service::commerce_service::{CommandError, PaymentOutcome};
+use nexus_testkit::{request, runtime, World};
 
 /// Replays every wallet event in the log: all accounts sum to zero at every
 /// position, no customer wallet is ever negative. Returns the final balances.
@@ -155,46 +63,32 @@ async fn audit(log: &SledLog) -> Balances {
 
 #[test]
 fn an_order_from_deposit_to_capture_and_cashback() {
-    let w = world();
+    let w = World::new();
     runtime().block_on(async {
-        let owner = customer(&w).await;
-        fund(&w.commerce, owner, 10_000_000).await;
-        let placed = w
-            .commerce
-            .place_order(owner, &request(500_000), None)
-            .await
-            .unwrap();
+        let owner = w.funded_customer(10_000_000).await;
+        assert_eq!(
+            w.commerce.wallet(owner).await.unwrap().available,
+            Micros(10_000_000),
+            "the deposit is credited"
+        );
+        let id = w.placed_order(owner, 500_000).await;
         let wallet = w.commerce.wallet(owner).await.unwrap();
         assert_eq!(
             (wallet.available, wallet.held()),
             (Micros(9_500_000), Micros(500_000))
         );
 
-        w.commerce
-            .assign_number(
-                placed.order,
-                "sim-a",
-                "act-1",
-                Micros(300_000),
-                "4915112345678",
-            )
-            .await
-            .unwrap();
+        w.number_assigned(id).await;
         assert!(matches!(
-            w.commerce
-                .read_code(placed.order, owner, DeliveryChannel::Api)
-                .await,
+            w.commerce.read_code(id, owner, DeliveryChannel::Api).await,
             Err(CommandError::Refused(CommerceError::Order(
                 OrderError::NoCodeYet
             )))
         ));
-        w.commerce
-            .receive_code(placed.order, "48213", "Your Telegram code is 48213")
-            .await
-            .unwrap();
+        w.code_received(id).await;
         let read = w
             .commerce
-            .read_code(placed.order, owner, DeliveryChannel::Api)
+            .read_code(id, owner, DeliveryChannel::Api)
             .await
             .unwrap();
         assert_eq!(read.code, "48213");
@@ -207,7 +101,7 @@ fn an_order_from_deposit_to_capture_and_cashback() {
         // A retried read within the delivery window gives the same code, charges nothing.
         assert_eq!(
             w.commerce
-                .read_code(placed.order, owner, DeliveryChannel::Api)
+                .read_code(id, owner, DeliveryChannel::Api)
                 .await
                 .unwrap()
                 .code,
@@ -218,8 +112,8 @@ fn an_order_from_deposit_to_capture_and_cashback() {
             Micros(9_510_000)
         );
 
-        w.commerce.complete(placed.order, owner).await.unwrap();
-        let order = w.commerce.order(placed.order).await.unwrap();
+        w.commerce.complete(id, owner).await.unwrap();
+        let order = w.commerce.order(id).await.unwrap();
         assert_eq!(order.status, Some(OrderStatus::Completed));
         assert_eq!(
             order.erased_codes,
@@ -227,9 +121,7 @@ fn an_order_from_deposit_to_capture_and_cashback() {
             "the code's key is erased on completion"
         );
         assert!(matches!(
-            w.commerce
-                .read_code(placed.order, owner, DeliveryChannel::Api)
-                .await,
+            w.commerce.read_code(id, owner, DeliveryChannel::Api).await,
             Err(CommandError::Refused(CommerceError::Order(
                 OrderError::CodeErased
             )))
@@ -248,23 +140,19 @@ fn an_order_from_deposit_to_capture_and_cashback() {
 
 #[test]
 fn another_customer_cannot_touch_an_order() {
-    let w = world();
+    let w = World::new();
     runtime().block_on(async {
-        let (alice, mallory) = (customer(&w).await, customer(&w).await);
-        fund(&w.commerce, alice, 1_000_000).await;
-        let placed = w
-            .commerce
-            .place_order(alice, &request(500_000), None)
-            .await
-            .unwrap();
+        let (alice, mallory) = (w.customer().await, w.customer().await);
+        w.fund(alice, 1_000_000).await;
+        let id = w.placed_order(alice, 500_000).await;
         for result in [
             w.commerce
-                .cancel(placed.order, Some(mallory), CancelReason::Customer)
+                .cancel(id, Some(mallory), CancelReason::Customer)
                 .await
                 .err(),
-            w.commerce.complete(placed.order, mallory).await.err(),
+            w.commerce.complete(id, mallory).await.err(),
             w.commerce
-                .read_code(placed.order, mallory, DeliveryChannel::Api)
+                .read_code(id, mallory, DeliveryChannel::Api)
                 .await
                 .err(),
         ] {
@@ -283,47 +171,31 @@ fn another_customer_cannot_touch_an_order() {
 
 #[test]
 fn completing_an_unread_code_delivers_it_once_and_only_for_its_owner() {
-    let w = world();
+    let w = World::new();
     runtime().block_on(async {
-        let (owner, mallory) = (customer(&w).await, customer(&w).await);
-        fund(&w.commerce, owner, 10_000_000).await;
-        let placed = w
-            .commerce
-            .place_order(owner, &request(500_000), None)
-            .await
-            .unwrap();
-        w.commerce
-            .assign_number(
-                placed.order,
-                "sim-a",
-                "act-1",
-                Micros(300_000),
-                "4915112345678",
-            )
-            .await
-            .unwrap();
-        w.commerce
-            .receive_code(placed.order, "48213", "Your Telegram code is 48213")
-            .await
-            .unwrap();
+        let (owner, mallory) = (w.customer().await, w.customer().await);
+        w.fund(owner, 10_000_000).await;
+        let id = w.placed_order(owner, 500_000).await;
+        w.number_assigned(id).await;
+        w.code_received(id).await;
 
         // Another customer: not found, and nothing was delivered.
         assert!(matches!(
             w.commerce
-                .deliver_and_complete(placed.order, mallory, DeliveryChannel::Api)
+                .deliver_and_complete(id, mallory, DeliveryChannel::Api)
                 .await,
             Err(CommandError::Refused(CommerceError::Order(
                 OrderError::NotFound
             )))
         ));
-        let order = w.commerce.order(placed.order).await.unwrap();
+        let order = w.commerce.order(id).await.unwrap();
         assert_eq!(order.status, Some(OrderStatus::CodeReceived));
 
         w.commerce
-            .deliver_and_complete(placed.order, owner, DeliveryChannel::CompatibleApi)
+            .deliver_and_complete(id, owner, DeliveryChannel::CompatibleApi)
             .await
             .unwrap();
-        let order = w.commerce.order(placed.order).await.unwrap();
+        let order = w.commerce.order(id).await.unwrap();
         assert_eq!(order.status, Some(OrderStatus::Completed));
         // Captured once, plus 2% cashback of 0.50.
         let wallet = w.commerce.wallet(owner).await.unwrap();
@@ -333,7 +205,7 @@ fn completing_an_unread_code_delivers_it_once_and_only_for_its_owner() {
         );
         assert!(matches!(
             w.commerce
-                .deliver_and_complete(placed.order, owner, DeliveryChannel::Api)
+                .deliver_and_complete(id, owner, DeliveryChannel::Api)
                 .await,
             Err(CommandError::Refused(CommerceError::Order(
                 OrderError::WrongStatus(OrderStatus::Completed)
@@ -346,10 +218,9 @@ fn completing_an_unread_code_delivers_it_once_and_only_for_its_owner() {
 
 #[test]
 fn many_tasks_racing_on_one_wallet_never_overdraw_it() {
-    let w = world();
+    let w = World::new();
     runtime().block_on(async {
-        let owner = customer(&w).await;
-        fund(&w.commerce, owner, 10_000_000).await;
+        let owner = w.funded_customer(10_000_000).await;
         let tasks: Vec<_> = (0..64)
             .map(|_| {
                 let commerce = w.commerce.clone();
@@ -380,9 +251,9 @@ fn many_tasks_racing_on_one_wallet_never_overdraw_it() {
 
 #[test]
 fn a_payment_is_credited_once_however_often_the_webhook_comes() {
-    let w = world();
+    let w = World::new();
     runtime().block_on(async {
-        let owner = customer(&w).await;
+        let owner = w.customer().await;
         let deposit = w
             .commerce
             .request_deposit(owner, Micros(5_000_000))
@@ -430,10 +301,9 @@ fn a_payment_is_credited_once_however_often_the_webhook_comes() {
 
 #[test]
 fn an_idempotency_key_returns_the_first_order_and_refuses_another_request() {
-    let w = world();
+    let w = World::new();
     runtime().block_on(async {
-        let owner = customer(&w).await;
-        fund(&w.commerce, owner, 10_000_000).await;
+        let owner = w.funded_customer(10_000_000).await;
         let scope = owner.wallet_stream();
         let key = IdempotencyKey::new(scope.as_str(), "order-7f3a").unwrap();
         let tasks: Vec<_> = (0..8)
@@ -474,28 +344,17 @@ fn an_idempotency_key_returns_the_first_order_and_refuses_another_request() {
 
 #[test]
 fn cancel_and_expiry_refund_in_full_and_a_code_blocks_cancel() {
-    let w = world();
+    let w = World::new();
     runtime().block_on(async {
-        let owner = customer(&w).await;
-        fund(&w.commerce, owner, 3_000_000).await;
+        let owner = w.funded_customer(3_000_000).await;
         // Cancel before a number: at once.
-        let a = w
-            .commerce
-            .place_order(owner, &request(1_000_000), None)
-            .await
-            .unwrap()
-            .order;
+        let a = w.placed_order(owner, 1_000_000).await;
         w.commerce
             .cancel(a, Some(owner), CancelReason::Customer)
             .await
             .unwrap();
         // After a number: only after the guard.
-        let b = w
-            .commerce
-            .place_order(owner, &request(1_000_000), None)
-            .await
-            .unwrap()
-            .order;
+        let b = w.placed_order(owner, 1_000_000).await;
         w.commerce
             .assign_number(b, "sim", "1", Micros(1), "15550001")
             .await
@@ -514,12 +373,7 @@ fn cancel_and_expiry_refund_in_full_and_a_code_blocks_cancel() {
             .await
             .unwrap();
         // A code was received: no cancel, no refund.
-        let c = w
-            .commerce
-            .place_order(owner, &request(1_000_000), None)
-            .await
-            .unwrap()
-            .order;
+        let c = w.placed_order(owner, 1_000_000).await;
         w.commerce
             .assign_number(c, "sim", "2", Micros(1), "15550002")
             .await
@@ -538,12 +392,7 @@ fn cancel_and_expiry_refund_in_full_and_a_code_blocks_cancel() {
             )))
         ));
         // Expiry without a code refunds.
-        let d = w
-            .commerce
-            .place_order(owner, &request(1_000_000), None)
-            .await
-            .unwrap()
-            .order;
+        let d = w.placed_order(owner, 1_000_000).await;
         let wallet = w.commerce.wallet(owner).await.unwrap();
         assert_eq!(
             (wallet.available, wallet.held()),
@@ -576,16 +425,10 @@ fn cancel_and_expiry_refund_in_full_and_a_code_blocks_cancel() {
 
 #[test]
 fn concurrent_reads_capture_once() {
-    let w = world();
+    let w = World::new();
     runtime().block_on(async {
-        let owner = customer(&w).await;
-        fund(&w.commerce, owner, 1_000_000).await;
-        let order: OrderId = w
-            .commerce
-            .place_order(owner, &request(1_000_000), None)
-            .await
-            .unwrap()
-            .order;
+        let owner = w.funded_customer(1_000_000).await;
+        let order: OrderId = w.placed_order(owner, 1_000_000).await;
         w.commerce
             .assign_number(order, "sim", "9", Micros(0), "15550009")
             .await
@@ -625,7 +468,7 @@ fn concurrent_reads_capture_once() {
 #[test]
 fn an_anonymous_order_is_paid_started_refunded_and_reordered_by_tracking_id() {
     use nexus_core::domain::anonymous::TrackingId;
-    let w = world();
+    let w = World::new();
     let tracking_id = runtime().block_on(async {
         let created = w
             .commerce
@@ -722,7 +565,7 @@ fn an_anonymous_order_is_paid_started_refunded_and_reordered_by_tracking_id() {
     });
     // The tracking ID is stored nowhere; the check can see stored bytes (the
     // transaction hash, a financial fact, is there in plain).
-    let raw = raw_bytes_under(&w._dir.path().join("store"));
+    let raw = raw_bytes_under(&w.dir().join("store"));
     assert!(contains(&raw, b"anon-tx-1"));
     assert!(!contains(&raw, tracking_id.as_bytes()));
 }
@@ -746,19 +589,14 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 
 #[test]
 fn deletion_is_refused_while_orders_are_active_and_stops_new_orders() {
-    let w = world();
+    let w = World::new();
     runtime().block_on(async {
-        let owner = customer(&w).await;
+        let owner = w.customer().await;
         let Owner::Account(account) = owner else {
             unreachable!()
         };
-        fund(&w.commerce, owner, 2_000_000).await;
-        let order = w
-            .commerce
-            .place_order(owner, &request(500_000), None)
-            .await
-            .unwrap()
-            .order;
+        w.fund(owner, 2_000_000).await;
+        let order = w.placed_order(owner, 500_000).await;
         let refused = w.accounts.request_deletion(account).await.unwrap_err();
         assert_eq!(refused.refusal(), Some(&AccountError::ActiveOrders));
         // Delivered but not completed is still active.
@@ -787,14 +625,14 @@ fn deletion_is_refused_while_orders_are_active_and_stops_new_orders() {
 
 #[test]
 fn a_deletion_racing_new_orders_never_leaves_an_active_order_behind() {
-    let w = world();
+    let w = World::new();
     runtime().block_on(async {
         for _ in 0..8 {
-            let owner = customer(&w).await;
+            let owner = w.customer().await;
             let Owner::Account(account) = owner else {
                 unreachable!()
             };
-            fund(&w.commerce, owner, 5_000_000).await;
+            w.fund(owner, 5_000_000).await;
             let orders: Vec<_> = (0..4)
                 .map(|_| {
                     let commerce = w.commerce.clone();
@@ -832,16 +670,10 @@ fn a_deletion_racing_new_orders_never_leaves_an_active_order_behind() {
 fn order_details_and_phone_survive_a_reload_and_go_with_the_owner() {
     use nexus_core::domain::codec::Personal;
     use nexus_core::domain::order::{OrderDetails, PhonePii};
-    let w = world();
+    let w = World::new();
     runtime().block_on(async {
-        let owner = customer(&w).await;
-        fund(&w.commerce, owner, 1_000_000).await;
-        let order = w
-            .commerce
-            .place_order(owner, &request(500_000), None)
-            .await
-            .unwrap()
-            .order;
+        let owner = w.funded_customer(1_000_000).await;
+        let order = w.placed_order(owner, 500_000).await;
         w.commerce
             .assign_number(order, "sim", "7", Micros(1), "4915112345678")
             .await
@@ -870,9 +702,9 @@ fn order_details_and_phone_survive_a_reload_and_go_with_the_owner() {
 
 #[test]
 fn cancel_complete_and_deposit_requests_are_idempotent_by_key() {
-    let w = world();
+    let w = World::new();
     runtime().block_on(async {
-        let owner = customer(&w).await;
+        let owner = w.customer().await;
         let scope = owner.wallet_stream();
         let key = |k: &str| IdempotencyKey::new(scope.as_str(), k).unwrap();
         // A deposit request repeated with its key returns the first deposit.
@@ -903,12 +735,7 @@ fn cancel_complete_and_deposit_requests_are_idempotent_by_key() {
             .unwrap();
 
         // A cancel repeated with its key answers as the first did; refunded once.
-        let a = w
-            .commerce
-            .place_order(owner, &request(1_000_000), None)
-            .await
-            .unwrap()
-            .order;
+        let a = w.placed_order(owner, 1_000_000).await;
         w.commerce
             .cancel_keyed(
                 a,
@@ -944,12 +771,7 @@ fn cancel_complete_and_deposit_requests_are_idempotent_by_key() {
         );
 
         // A complete repeated with its key, likewise; the key on another order is refused.
-        let b = w
-            .commerce
-            .place_order(owner, &request(1_000_000), None)
-            .await
-            .unwrap()
-            .order;
+        let b = w.placed_order(owner, 1_000_000).await;
         w.commerce
             .assign_number(b, "sim", "b", Micros(0), "15550100")
             .await

@@ -1,32 +1,15 @@
 //! The folded-aggregate cache on a real store: a hit is what a fresh fold gives;
 //! a new event or an erasure is never hidden by it.
 
-use nexus_core::domain::account::{Account, LookupKey};
+use nexus_core::domain::account::Account;
 use nexus_core::domain::codec::Personal;
-use nexus_core::service::account_service::{Accounts, AccountsConfig};
 use nexus_core::service::repo::{load, load_cached, AggregateCache};
-use nexus_core::vault::MasterKeySource;
-use nexus_core::{Store, StoreConfig};
-
-const PASSWORD: &str = "correct horse battery";
+use nexus_testkit::{World, PASSWORD};
 
 #[test]
 fn a_hit_equals_a_fresh_fold_and_new_events_or_erasures_invalidate_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&StoreConfig {
-        dir: dir.path().join("store"),
-        master_key: MasterKeySource::GenerateAt(dir.path().join("master.key")),
-        cache_capacity_bytes: 16 << 20,
-    })
-    .unwrap();
-    let accounts = Accounts::new(
-        store.log.clone(),
-        store.vault.clone(),
-        LookupKey::new([7; 32]),
-        AccountsConfig::default(),
-    )
-    .unwrap()
-    .with_insecure_cost_for_tests(4);
+    let w = World::new();
+    let (store, accounts) = (&w.store, &w.accounts);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
