@@ -2,12 +2,10 @@
 //! then rebuilt from scratch: every tree equal byte for byte, and the read
 //! models agree with the aggregates folded from the log.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use nexus_core::domain::ledger::{LedgerAccount, Owner};
 use nexus_core::log::EventStore;
 use nexus_projections::{

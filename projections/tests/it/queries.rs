@@ -1,12 +1,10 @@
 //! What each read model answers, checked against a scripted history.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::*;
 use chrono::Duration as Span;
-use common::*;
 use nexus_core::domain::account::{secret_hash, Email, LookupKey};
 use nexus_core::domain::clock::Clock;
 use nexus_core::domain::codec::Personal;
@@ -38,7 +36,7 @@ fn accounts_by_id_by_email_and_api_keys() {
     let world = Arc::new(World::open(dir.path()));
     runtime().block_on(async {
         let runner = Runner::start(world.log(), &world.models, RunnerConfig::default()).unwrap();
-        let account = register(&world, "first@example.com").await;
+        let account = world.registered("first@example.com").await;
         let key = world.accounts.create_api_key(account).await.unwrap();
         let other = world.accounts.create_api_key(account).await.unwrap();
         world
@@ -134,9 +132,9 @@ fn wallets_ledger_deposits_and_orders() {
     let world = Arc::new(World::open(dir.path()));
     runtime().block_on(async {
         let runner = Runner::start(world.log(), &world.models, RunnerConfig::default()).unwrap();
-        let account = register(&world, "buyer@example.com").await;
+        let account = world.registered("buyer@example.com").await;
         let owner = Owner::Account(account);
-        fund(&world, owner, 10_000_000).await;
+        world.fund(owner, 10_000_000).await;
         let unpaid = world
             .commerce
             .request_deposit(owner, Micros(5_000_000))
@@ -154,13 +152,13 @@ fn wallets_ledger_deposits_and_orders() {
             .unwrap();
         let first = world
             .commerce
-            .place_order(owner, &request("tg", "DE", 1_000_000), None)
+            .place_order(owner, &request_for("tg", "DE", 1_000_000), None)
             .await
             .unwrap();
         world.clock.advance(Span::seconds(10));
         let second = world
             .commerce
-            .place_order(owner, &request("wa", "US", 2_000_000), None)
+            .place_order(owner, &request_for("wa", "US", 2_000_000), None)
             .await
             .unwrap();
         world

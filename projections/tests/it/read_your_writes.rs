@@ -1,12 +1,10 @@
 //! Read-your-writes: waiting until projections reach a position, bounded; and
 //! a failing projection stops at its position while the others go on.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use nexus_core::domain::ledger::Owner;
 use nexus_core::log::{EventStore, RecordedEvent};
 use nexus_projections::{
@@ -19,13 +17,13 @@ fn an_order_can_be_read_as_soon_as_its_position_is_reached() {
     let world = Arc::new(World::open(dir.path()));
     runtime().block_on(async {
         let runner = Runner::start(world.log(), &world.models, RunnerConfig::default()).unwrap();
-        let account = register(&world, "reader@example.com").await;
+        let account = world.registered("reader@example.com").await;
         let owner = Owner::Account(account);
-        fund(&world, owner, 5_000_000).await;
+        world.fund(owner, 5_000_000).await;
         for _ in 0..20 {
             let placed = world
                 .commerce
-                .place_order(owner, &request("tg", "DE", 100_000), None)
+                .place_order(owner, &request_for("tg", "DE", 100_000), None)
                 .await
                 .unwrap();
             runner
@@ -47,7 +45,7 @@ fn waiting_for_a_position_not_reached_times_out_on_time() {
     let world = Arc::new(World::open(dir.path()));
     runtime().block_on(async {
         let runner = Runner::start(world.log(), &world.models, RunnerConfig::default()).unwrap();
-        register(&world, "waiter@example.com").await;
+        world.registered("waiter@example.com").await;
         let head = world.store.log.head();
         let started = Instant::now();
         let err = runner
@@ -116,12 +114,12 @@ fn a_failing_projection_stops_at_its_position_and_the_others_go_on() {
             ..RunnerConfig::default()
         };
         let runner = Runner::start_with(world.log(), &world.models, projections, config).unwrap();
-        let account = register(&world, "picky@example.com").await;
+        let account = world.registered("picky@example.com").await;
         let owner = Owner::Account(account);
-        fund(&world, owner, 5_000_000).await;
+        world.fund(owner, 5_000_000).await;
         let placed = world
             .commerce
-            .place_order(owner, &request("tg", "DE", 100_000), None)
+            .place_order(owner, &request_for("tg", "DE", 100_000), None)
             .await
             .unwrap();
         let hold = {

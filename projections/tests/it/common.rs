@@ -1,111 +1,53 @@
 //! A real store (log and vault on sled in a temp dir), the command services
 //! that write realistic events into it, and the read models beside it.
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use chrono::{DateTime, Duration, Utc};
-use nexus_core::domain::account::LookupKey;
-use nexus_core::domain::clock::ManualClock;
+use chrono::Duration;
 use nexus_core::domain::codec::DomainEvent;
-use nexus_core::domain::commerce::PlaceOrder;
-use nexus_core::domain::ids::{AccountId, OrderId};
+use nexus_core::domain::ids::OrderId;
 use nexus_core::domain::ledger::{Balances, LedgerAccount, Owner};
 use nexus_core::domain::money::Micros;
-use nexus_core::domain::order::{
-    CancelReason, Channel, CountryCode, DeliveryChannel, OrderPolicy, ServiceCode,
-};
+use nexus_core::domain::order::{CancelReason, DeliveryChannel};
 use nexus_core::domain::wallet::{Payment, WalletEvent};
 use nexus_core::log::{EventStore, SledLog};
-use nexus_core::service::account_service::{Accounts, AccountsConfig};
-use nexus_core::service::commerce_service::Commerce;
-use nexus_core::vault::MasterKeySource;
-use nexus_core::{Store, StoreConfig};
 use nexus_projections::{ReadModels, ReadModelsConfig};
 
-pub const LOOKUP_KEY: [u8; 32] = [0x5a; 32];
-pub const PASSWORD: &str = "correct horse battery";
-
-pub fn start() -> DateTime<Utc> {
-    DateTime::from_timestamp(1_764_000_000, 0).unwrap()
-}
-
-pub fn store_config(dir: &Path) -> StoreConfig {
-    StoreConfig {
-        dir: dir.join("store"),
-        master_key: MasterKeySource::GenerateAt(dir.join("master.key")),
-        cache_capacity_bytes: 64 << 20,
-    }
-}
+pub use nexus_testkit::{request_for, runtime, start, store_config, LOOKUP_KEY};
 
 pub fn projections_dir(dir: &Path) -> PathBuf {
     dir.join("projections")
 }
 
-pub fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
+/// The test kit's world, opened at a given dir, with the read models beside
+/// the store.
 pub struct World {
-    pub dir: PathBuf,
-    pub store: Store,
-    pub clock: Arc<ManualClock>,
-    pub commerce: Arc<Commerce<SledLog>>,
-    pub accounts: Arc<Accounts<SledLog>>,
+    kit: nexus_testkit::World,
     pub models: Arc<ReadModels>,
 }
 
 impl World {
     /// Opens (or creates) the store and read models under `dir`.
     pub fn open(dir: &Path) -> World {
-        let store = Store::open(&store_config(dir)).unwrap();
-        let clock = Arc::new(ManualClock::new(start()));
-        let commerce = Arc::new(Commerce::new(
-            store.log.clone(),
-            store.vault.clone(),
-            OrderPolicy::default(),
-            clock.clone(),
-        ));
-        let accounts = Accounts::new(
-            store.log.clone(),
-            store.vault.clone(),
-            LookupKey::new(LOOKUP_KEY),
-            AccountsConfig::default(),
-        )
-        .unwrap()
-        .with_insecure_cost_for_tests(4)
-        .with_clock(clock.clone());
+        let kit = nexus_testkit::World::builder().at(dir).build();
         let models = ReadModels::open(
             &ReadModelsConfig::new(projections_dir(dir)),
-            store.vault.clone(),
+            kit.store.vault.clone(),
         )
         .unwrap();
         World {
-            dir: dir.to_owned(),
-            store,
-            clock,
-            commerce,
-            accounts: Arc::new(accounts),
+            kit,
             models: Arc::new(models),
         }
     }
-
-    pub fn log(&self) -> Arc<SledLog> {
-        self.store.log.clone()
-    }
 }
 
-pub fn request(service: &str, country: &str, price_micros: i64) -> PlaceOrder {
-    PlaceOrder {
-        service: ServiceCode::new(service).unwrap(),
-        country: CountryCode::new(country).unwrap(),
-        channel: Channel::Sms,
-        price: Micros(price_micros),
+impl std::ops::Deref for World {
+    type Target = nexus_testkit::World;
+
+    fn deref(&self) -> &Self::Target {
+        &self.kit
     }
 }
 
@@ -129,29 +71,6 @@ impl Rng {
     }
 }
 
-pub async fn register(world: &World, email: &str) -> AccountId {
-    world
-        .accounts
-        .register(email, PASSWORD)
-        .await
-        .unwrap()
-        .account
-}
-
-pub async fn fund(world: &World, owner: Owner, micros: i64) {
-    let deposit = world
-        .commerce
-        .request_deposit(owner, Micros(micros))
-        .await
-        .unwrap();
-    let tx = format!("0x{}", uuid::Uuid::new_v4().simple());
-    world
-        .commerce
-        .record_payment(deposit, Payment::new("eth", &tx).unwrap(), Micros(micros))
-        .await
-        .unwrap();
-}
-
 const SERVICES: [&str; 3] = ["tg", "wa", "go"];
 const COUNTRIES: [&str; 3] = ["DE", "US", "FR"];
 const PROVIDERS: [&str; 2] = ["sim-a", "sim-b"];
@@ -161,13 +80,15 @@ const PROVIDERS: [&str; 2] = ["sim-a", "sim-b"];
 /// Returns the orders left open.
 pub async fn customer_workload(world: &World, seed: u64, orders: usize) -> Vec<OrderId> {
     let mut rng = Rng::new(seed);
-    let account = register(world, &format!("customer{seed}@example.com")).await;
+    let account = world
+        .registered(&format!("customer{seed}@example.com"))
+        .await;
     let owner = Owner::Account(account);
-    fund(world, owner, 50_000_000).await;
+    world.fund(owner, 50_000_000).await;
     let commerce = &world.commerce;
     let mut open = Vec::new();
     for i in 0..orders {
-        let req = request(
+        let req = request_for(
             SERVICES[rng.below(3) as usize],
             COUNTRIES[rng.below(3) as usize],
             100_000 + 10_000 * rng.below(50) as i64,
@@ -203,7 +124,7 @@ pub async fn customer_workload(world: &World, seed: u64, orders: usize) -> Vec<O
             }
         }
         if rng.below(8) == 0 {
-            fund(world, owner, 1_000_000).await;
+            world.fund(owner, 1_000_000).await;
         }
     }
     if rng.below(2) == 0 {
@@ -249,7 +170,7 @@ async fn assign(world: &World, id: OrderId, rng: &mut Rng, seed: u64, i: usize) 
 pub async fn anonymous_workload(world: &World, seed: u64) -> OrderId {
     let created = world
         .commerce
-        .create_anonymous_order(&request("tg", "GB", 300_000))
+        .create_anonymous_order(&request_for("tg", "GB", 300_000))
         .await
         .unwrap();
     let tx = format!("0xa{}", uuid::Uuid::new_v4().simple());
@@ -313,9 +234,9 @@ pub async fn concurrent_workload(world: &Arc<World>, customers: u64, orders_each
         world.commerce.process_deadline(id).await.unwrap();
     }
     // A deletion request and a withdrawal (no active orders are left).
-    let first = register(world, "leaving@example.com").await;
+    let first = world.registered("leaving@example.com").await;
     world.accounts.request_deletion(first).await.unwrap();
-    let second = register(world, "staying@example.com").await;
+    let second = world.registered("staying@example.com").await;
     world.accounts.request_deletion(second).await.unwrap();
     world.accounts.withdraw_deletion(second).await.unwrap();
 }

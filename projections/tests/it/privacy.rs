@@ -1,13 +1,11 @@
 //! Personal data in the read models: sealed, opened on read, erased with its
 //! subject (incrementally built and rebuilt alike), and never on disk in plain.
 
-mod common;
-
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use nexus_core::domain::codec::Personal;
 use nexus_core::domain::commerce::PlaceOrder;
 use nexus_core::domain::ledger::Owner;
@@ -50,12 +48,12 @@ struct Subjects {
 }
 
 async fn write_personal_data(world: &World) -> Subjects {
-    let account = register(world, EMAIL).await;
+    let account = world.registered(EMAIL).await;
     let owner = Owner::Account(account);
-    fund(world, owner, 10_000_000).await;
+    world.fund(owner, 10_000_000).await;
     let placed = world
         .commerce
-        .place_order(owner, &request("tg", "DE", 500_000), None)
+        .place_order(owner, &request_for("tg", "DE", 500_000), None)
         .await
         .unwrap();
     world
@@ -291,8 +289,8 @@ fn an_erased_account_reads_erased_and_leaves_the_schedule_incrementally_and_afte
     let world = Arc::new(World::open(dir.path()));
     runtime().block_on(async {
         let runner = Runner::start(world.log(), &world.models, RunnerConfig::default()).unwrap();
-        let leaving = register(&world, "leaving@example.com").await;
-        let staying = register(&world, "staying@example.com").await;
+        let leaving = world.registered("leaving@example.com").await;
+        let staying = world.registered("staying@example.com").await;
         world.accounts.request_deletion(leaving).await.unwrap();
         let due = start() + chrono::Duration::days(DELETION_GRACE_DAYS);
         runner

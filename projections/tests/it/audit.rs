@@ -2,12 +2,10 @@
 //! the wallets read model once it is caught up (and differs, visibly, from one
 //! that is behind), stops at a time, and exports every entry.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use nexus_core::domain::ledger::{LedgerAccount, Owner};
 use nexus_core::log::EventStore;
 use nexus_projections::audit::{compare_with_read_model, export_entries, trial_balance};
@@ -57,8 +55,8 @@ fn the_replayed_ledger_balances_and_matches_the_read_model() {
 
         // One more deposit the read model has not applied yet: the audit sees it.
         runner.stop().await;
-        let owner = Owner::Account(register(&world, "late@example.com").await);
-        fund(&world, owner, 1_000_000).await;
+        let owner = Owner::Account(world.registered("late@example.com").await);
+        world.fund(owner, 1_000_000).await;
         let now = trial_balance(world.log().as_ref(), None).await.unwrap();
         let (mismatches, count) = compare_with_read_model(&now, &wallets).unwrap();
         assert!(count >= 2, "{mismatches:?}");

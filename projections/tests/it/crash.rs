@@ -3,8 +3,6 @@
 //! exactly at their checkpoints: wallet balances and ledger rows equal what the
 //! log says up to the checkpoint, and the trial balance is zero.
 
-mod common;
-
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -12,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use nexus_core::domain::ledger::LedgerAccount;
 use nexus_core::log::EventStore;
 use nexus_core::Store;
@@ -83,10 +81,11 @@ fn run_named_child(
     mut until: impl FnMut(&std::sync::mpsc::Receiver<String>),
 ) {
     let exe = std::env::current_exe().unwrap();
+    let name = nexus_testkit::test_name(module_path!(), name);
     let mut child = Child(
         Command::new(exe)
             .args([
-                name,
+                name.as_str(),
                 "--exact",
                 "--ignored",
                 "--nocapture",

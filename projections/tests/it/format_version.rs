@@ -2,12 +2,10 @@
 //! than the code's (or with none recorded, by an older build) is dropped and
 //! rebuilt from position 0 when the runner starts, instead of being read.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use nexus_core::log::{EventStore, RecordedEvent};
 use nexus_projections::keys::FORMAT_KEY;
 use nexus_projections::{
