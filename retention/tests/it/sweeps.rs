@@ -3,101 +3,63 @@
 //! runner: what is due is erased, nothing early, held subjects are kept, and
 //! `verify` proves it (and catches a broken promise).
 
-use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
-use chrono::{DateTime, Duration, Utc};
-use nexus_core::domain::account::{AccountViewStatus, LookupKey};
+use chrono::Duration;
+use nexus_core::domain::account::AccountViewStatus;
 use nexus_core::domain::anonymous::{AnonymousError, TrackingId, RETENTION_DAYS};
-use nexus_core::domain::clock::ManualClock;
 use nexus_core::domain::commerce::CommerceError;
 use nexus_core::domain::commerce::PlaceOrder;
 use nexus_core::domain::ids::{AccountId, AnonymousId, OrderId};
 use nexus_core::domain::legal_hold::{CaseReference, HoldReason, HoldSubject};
 use nexus_core::domain::money::Micros;
-use nexus_core::domain::order::{Channel, CountryCode, OrderPolicy, ServiceCode};
+use nexus_core::domain::order::{Channel, CountryCode, ServiceCode};
 use nexus_core::domain::wallet::Payment;
 use nexus_core::log::{EventStore, SledLog};
-use nexus_core::service::account_service::{Accounts, AccountsConfig};
-use nexus_core::service::commerce_service::{CommandError, Commerce};
-use nexus_core::service::legal_hold_service::LegalHoldService;
-use nexus_core::vault::MasterKeySource;
-use nexus_core::{Store, StoreConfig};
+use nexus_core::service::commerce_service::CommandError;
 use nexus_projections::retention::DueSubject;
 use nexus_projections::{ReadModels, ReadModelsConfig, Runner, RunnerConfig};
 use nexus_retention::{SweepReport, Sweeper};
 
-const PASSWORD: &str = "correct horse battery";
+use nexus_testkit::{runtime, PASSWORD};
+
 const DELETION_GRACE_DAYS: i64 = 30;
 
+/// The test kit's world with the projections' runner keeping the retention
+/// schedule caught up, and the sweeper over both.
 struct World {
-    _dir: tempfile::TempDir,
-    store: Store,
-    clock: Arc<ManualClock>,
-    commerce: Arc<Commerce<SledLog>>,
-    accounts: Arc<Accounts<SledLog>>,
-    holds: Arc<LegalHoldService<SledLog>>,
+    kit: nexus_testkit::World,
     runner: Runner<SledLog>,
     sweeper: Sweeper<SledLog>,
 }
 
-fn start() -> DateTime<Utc> {
-    DateTime::from_timestamp(1_764_000_000, 0).unwrap()
+impl std::ops::Deref for World {
+    type Target = nexus_testkit::World;
+
+    fn deref(&self) -> &Self::Target {
+        &self.kit
+    }
 }
 
 fn world() -> World {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&StoreConfig {
-        dir: dir.path().join("store"),
-        master_key: MasterKeySource::GenerateAt(dir.path().join("master.key")),
-        cache_capacity_bytes: 16 << 20,
-    })
-    .unwrap();
-    let clock = Arc::new(ManualClock::new(start()));
-    let commerce = Arc::new(Commerce::new(
-        store.log.clone(),
-        store.vault.clone(),
-        OrderPolicy::default(),
-        clock.clone(),
-    ));
-    let accounts = Arc::new(
-        Accounts::new(
-            store.log.clone(),
-            store.vault.clone(),
-            LookupKey::new([7; 32]),
-            AccountsConfig::default(),
-        )
-        .unwrap()
-        .with_insecure_cost_for_tests(4)
-        .with_clock(clock.clone()),
-    );
-    let holds = Arc::new(LegalHoldService::new(
-        store.log.clone(),
-        store.vault.clone(),
-        clock.clone(),
-    ));
+    let kit = nexus_testkit::World::new();
     let models = ReadModels::open(
-        &ReadModelsConfig::new(dir.path().join("projections")),
-        store.vault.clone(),
+        &ReadModelsConfig::new(kit.dir().join("projections")),
+        kit.store.vault.clone(),
     )
     .unwrap();
-    let runner = Runner::start(store.log.clone(), &models, RunnerConfig::default()).unwrap();
+    let runner = Runner::start(kit.store.log.clone(), &models, RunnerConfig::default()).unwrap();
     let sweeper = Sweeper::new(
-        store.log.clone(),
-        store.vault.clone(),
-        accounts.clone(),
-        commerce.clone(),
-        holds.clone(),
+        kit.store.log.clone(),
+        kit.store.vault.clone(),
+        kit.accounts.clone(),
+        kit.commerce.clone(),
+        kit.holds.clone(),
         models.retention().unwrap(),
-        clock.clone(),
+        kit.clock.clone(),
     );
     World {
-        _dir: dir,
-        store,
-        clock,
-        commerce,
-        accounts,
-        holds,
+        kit,
         runner,
         sweeper,
     }
@@ -119,12 +81,7 @@ impl World {
     }
 
     async fn customer_asking_deletion(&self, email: &str) -> AccountId {
-        let account = self
-            .accounts
-            .register(email, PASSWORD)
-            .await
-            .unwrap()
-            .account;
+        let account = self.registered(email).await;
         self.accounts.request_deletion(account).await.unwrap();
         account
     }
@@ -157,14 +114,6 @@ impl World {
     fn erased(&self, subject: DueSubject) -> bool {
         self.store.vault.is_erased(&subject.subject()).unwrap()
     }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 #[test]
