@@ -6,9 +6,9 @@
 //! only from its allowed sources; bad files stop the start-up with a message
 //! that names the line and key and never echoes a secret.
 
-#[path = "../../providers/tests/fake/herosms.rs"]
+#[path = "../../providers/tests/it/fake_herosms.rs"]
 mod fake_herosms;
-#[path = "../../providers/tests/fake_smscode/mod.rs"]
+#[path = "../../providers/tests/it/fake_smscode.rs"]
 mod fake_smscode;
 
 use std::process::{Command, Stdio};

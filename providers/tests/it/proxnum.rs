@@ -1,11 +1,9 @@
 //! The Proxnum adapter against a fake Proxnum over real loopback HTTP.
 
-mod fake_proxnum;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use fake_proxnum::{BadToken, FakeProxnum, ListShape};
+use crate::fake_proxnum::{BadToken, FakeProxnum, ListShape};
 use nexus_core::domain::money::Micros;
 use nexus_core::domain::order::{Channel, CountryCode, ServiceCode};
 use nexus_providers::proxnum::{Proxnum, ProxnumConfig};

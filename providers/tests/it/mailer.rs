@@ -5,87 +5,20 @@
 //! (`nexus_tests::smtp::Replies`); a refused connection is a loopback port
 //! nothing listens on.
 
-mod mail_support;
-
-use std::fmt::Write as _;
-use std::sync::{Mutex, OnceLock};
+use crate::log_capture::{all_lines, capture_all};
+use crate::mail_support;
 use std::time::Duration;
 
+use crate::mail_support::{
+    config, header, idle, open_store, parse_message, refused, smtp, spool_files,
+};
 use chrono::{DateTime, Utc};
-use mail_support::{config, header, idle, open_store, parse_message, refused, smtp, spool_files};
 use nexus_core::domain::ids::{AccountId, DepositId};
 use nexus_core::domain::money::Micros;
 use nexus_providers::mailer::{
     Accepted, Mail, MailError, MailId, MailKind, MailTransport, Mailer, MailerConfig, Recipient,
 };
 use nexus_tests::smtp::{Replies, SmtpServer};
-
-// ---------------------------------------------------------------------------
-// Every log line of the test binary, for the redaction test.
-
-static LINES: OnceLock<Mutex<Vec<String>>> = OnceLock::new();
-
-struct Capture;
-
-struct Fields(String);
-
-impl tracing::field::Visit for Fields {
-    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-        let _ = write!(self.0, " {}={:?}", field.name(), value);
-    }
-}
-
-fn push_line(line: String) {
-    LINES
-        .get_or_init(|| Mutex::new(Vec::new()))
-        .lock()
-        .unwrap()
-        .push(line);
-}
-
-impl tracing::Subscriber for Capture {
-    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, span: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        let mut fields = Fields(format!("span {}", span.metadata().name()));
-        span.record(&mut fields);
-        push_line(fields.0);
-        tracing::span::Id::from_u64(1)
-    }
-    fn record(&self, _: &tracing::span::Id, values: &tracing::span::Record<'_>) {
-        let mut fields = Fields("record".into());
-        values.record(&mut fields);
-        push_line(fields.0);
-    }
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-    fn event(&self, event: &tracing::Event<'_>) {
-        let mut fields = Fields(format!(
-            "{} {}",
-            event.metadata().level(),
-            event.metadata().target()
-        ));
-        event.record(&mut fields);
-        push_line(fields.0);
-    }
-    fn enter(&self, _: &tracing::span::Id) {}
-    fn exit(&self, _: &tracing::span::Id) {}
-}
-
-fn capture_logs() {
-    static INSTALLED: OnceLock<()> = OnceLock::new();
-    INSTALLED.get_or_init(|| {
-        let _ = tracing::subscriber::set_global_default(Capture);
-    });
-}
-
-fn log_lines() -> Vec<String> {
-    LINES
-        .get_or_init(|| Mutex::new(Vec::new()))
-        .lock()
-        .unwrap()
-        .clone()
-}
 
 const TOKEN: &str = "vT0k3n_Q8s-2xYz9LmNoPqRsTuVwXyZ0123456789ab";
 
@@ -112,7 +45,7 @@ fn send(mailer: &Mailer, mail: Mail) -> Result<Accepted, MailError> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_verification_mail_arrives_with_its_link_and_token_line() {
-    capture_logs();
+    capture_all();
     let dir = tempfile::tempdir().unwrap();
     let store = open_store(dir.path());
     let server = SmtpServer::start();
@@ -164,7 +97,7 @@ async fn a_verification_mail_arrives_with_its_link_and_token_line() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lines_starting_with_a_dot_survive_the_smtp_transfer() {
-    capture_logs();
+    capture_all();
     let dir = tempfile::tempdir().unwrap();
     let store = open_store(dir.path());
     let server = SmtpServer::start();
@@ -192,7 +125,7 @@ async fn lines_starting_with_a_dot_survive_the_smtp_transfer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_temporary_failure_is_retried_then_sent() {
-    capture_logs();
+    capture_all();
     let dir = tempfile::tempdir().unwrap();
     let store = open_store(dir.path());
     let server = SmtpServer::start_replying(Replies::BusyFirst(2));
@@ -227,7 +160,7 @@ async fn a_temporary_failure_is_retried_then_sent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_permanent_failure_is_reported_kept_and_sent_after_a_restart() {
-    capture_logs();
+    capture_all();
     let dir = tempfile::tempdir().unwrap();
     let store = open_store(dir.path());
     let server = SmtpServer::start_replying(Replies::RejectRecipients(
@@ -285,7 +218,7 @@ async fn a_permanent_failure_is_reported_kept_and_sent_after_a_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_refuses_with_a_typed_error_and_counts_it() {
-    capture_logs();
+    capture_all();
     let dir = tempfile::tempdir().unwrap();
     let store = open_store(dir.path());
     // Refused connections and a long wait between attempts: mails stay pending.
@@ -335,7 +268,7 @@ async fn a_full_queue_refuses_with_a_typed_error_and_counts_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_outbox_holds_one_parseable_eml_file_per_mail() {
-    capture_logs();
+    capture_all();
     let data = tempfile::tempdir().unwrap();
     let store = open_store(data.path());
     let mailer = Mailer::start(
@@ -441,7 +374,7 @@ async fn the_outbox_holds_one_parseable_eml_file_per_mail() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_log_line_or_spool_file_holds_an_address_or_a_token() {
-    capture_logs();
+    capture_all();
     let dir = tempfile::tempdir().unwrap();
     let store = open_store(dir.path());
     // The server echoes the recipient and the link (with the token) in its
@@ -480,7 +413,7 @@ async fn no_log_line_or_spool_file_holds_an_address_or_a_token() {
     send(&full, verification("mona.secret@example.com")).unwrap();
     assert!(send(&full, verification("nina.secret@example.com")).is_err());
 
-    let lines = log_lines();
+    let lines = all_lines();
     let ours: Vec<&String> = lines
         .iter()
         .filter(|l| l.contains("L***@Example.com") || l.contains("n***@example.com"))

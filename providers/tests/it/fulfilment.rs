@@ -3,13 +3,11 @@
 //! a buy lost at a real-protocol upstream (a fake HeroSMS over loopback HTTP)
 //! is bought elsewhere and its number cancelled.
 
-#[path = "fake/herosms.rs"]
-mod fake_herosms;
-mod store_world;
-
+use crate::fake_herosms;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::store_world::{world, World};
 use nexus_core::domain::commerce::PlaceOrder;
 use nexus_core::domain::ids::OrderId;
 use nexus_core::domain::money::Micros;
@@ -20,7 +18,6 @@ use nexus_providers::fulfilment::{Fulfilment, FulfilmentConfig};
 use nexus_providers::router::{Router, RouterConfig};
 use nexus_providers::simulator::{Simulator, SimulatorConfig};
 use nexus_providers::upstream::{Upstream, UpstreamState};
-use store_world::{funded_customer, world, World};
 use tokio::sync::watch;
 
 fn sim(name: &str, f: impl FnOnce(&mut SimulatorConfig)) -> Arc<Simulator> {
@@ -95,7 +92,7 @@ async fn an_order_is_bought_polled_and_finished_upstream() {
     let w = world();
     let upstream = sim("sim-a", |_| {});
     let (stop, task) = start_worker(&w, vec![upstream.clone()]);
-    let owner = funded_customer(&w, 2_000_000).await;
+    let owner = w.funded_customer(2_000_000).await;
     let order = w
         .commerce
         .place_order(owner, &order_request(), None)
@@ -155,7 +152,7 @@ async fn fails_over_and_refunds_when_no_upstream_has_numbers() {
         &w,
         vec![sim("empty", |c| c.stock = 0), sim("full", |c| c.stock = 1)],
     );
-    let owner = funded_customer(&w, 2_000_000).await;
+    let owner = w.funded_customer(2_000_000).await;
     let first = w
         .commerce
         .place_order(owner, &order_request(), None)
@@ -194,7 +191,7 @@ async fn fails_over_and_refunds_when_no_upstream_has_numbers() {
 async fn resumes_after_a_restart_without_buying_twice() {
     let w = world();
     let upstream = sim("sim-a", |c| c.code_delay_ms = 400);
-    let owner = funded_customer(&w, 5_000_000).await;
+    let owner = w.funded_customer(5_000_000).await;
     // Orders placed while no worker runs.
     let a = w
         .commerce
@@ -279,7 +276,7 @@ async fn a_buy_lost_at_herosms_is_bought_elsewhere_and_its_number_cancelled() {
     // Nothing bought within one clock skew of the router's start is claimed
     // (an order from before a restart may hold it; HeroSMS writes seconds).
     tokio::time::sleep(Duration::from_millis(2_500)).await;
-    let owner = funded_customer(&w, 5_000_000).await;
+    let owner = w.funded_customer(5_000_000).await;
     let provider = |order: OrderId| {
         let commerce = w.commerce.clone();
         async move {
@@ -375,7 +372,7 @@ async fn after_a_restart_a_buy_lost_at_once_is_reconciled_and_older_numbers_kept
                 .provider
         }
     };
-    let owner = funded_customer(&w, 5_000_000).await;
+    let owner = w.funded_customer(5_000_000).await;
     let place = || async {
         w.commerce
             .place_order(owner, &order_request(), None)

@@ -5,19 +5,15 @@
 //! activation left by a timed-out buy is cancelled while one held by a live
 //! order is not touched.
 
-#[path = "fake/herosms.rs"]
-mod fake_herosms;
-mod fake_smscode;
-mod store_world;
-
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::fake_herosms::{ActivationState, Behaviour, FakeHeroSms, KEY};
+use crate::fake_smscode::FakeSmsCode;
+use crate::store_world::{world, World};
 use chrono::Utc;
-use fake_herosms::{ActivationState, Behaviour, FakeHeroSms, KEY};
-use fake_smscode::FakeSmsCode;
 use hmac::{Hmac, KeyInit, Mac};
 use nexus_core::domain::commerce::PlaceOrder;
 use nexus_core::domain::ids::OrderId;
@@ -34,7 +30,6 @@ use nexus_providers::sweep::{OrphanSweep, SweepConfig};
 use nexus_providers::upstream::{BuyRequest, Handle, Upstream};
 use serde_json::json;
 use sha2::Sha256;
-use store_world::{funded_customer, world, World};
 use tokio::sync::watch;
 
 const SECRET: &str = "whsec-test-5b1d";
@@ -191,7 +186,7 @@ async fn a_signed_smscode_push_records_its_code_once_even_when_polls_see_it_too(
     let upstream = smscode(&fake, Some(SECRET));
     let router = Arc::new(Router::new(vec![upstream.clone()], quick_router()));
     let (worker, stop, task) = start_worker(&w, router, slow_polling(None));
-    let owner = funded_customer(&w, 5_000_000).await;
+    let owner = w.funded_customer(5_000_000).await;
     let order = w
         .commerce
         .place_order(owner, &order_request("tg"), None)
@@ -303,7 +298,7 @@ async fn a_herosms_push_from_an_allowed_source_makes_the_worker_read_the_activat
     );
     let router = Arc::new(Router::new(vec![upstream.clone()], quick_router()));
     let (worker, stop, task) = start_worker(&w, router, slow_polling(None));
-    let owner = funded_customer(&w, 5_000_000).await;
+    let owner = w.funded_customer(5_000_000).await;
     let order = w
         .commerce
         .place_order(owner, &order_request("tg"), None)
@@ -414,7 +409,7 @@ async fn an_orphan_of_a_timed_out_buy_is_cancelled_and_a_live_orders_activation_
         ..SweepConfig::default()
     };
     let (_worker, stop, task) = start_worker(&w, router, slow_polling(Some(sweep)));
-    let owner = funded_customer(&w, 5_000_000).await;
+    let owner = w.funded_customer(5_000_000).await;
     let order = w
         .commerce
         .place_order(owner, &order_request("tg"), None)

@@ -1,13 +1,11 @@
 //! The SMSCode adapter against a fake SMSCode over real loopback HTTP, and the
 //! webhook signature checks.
 
-mod fake_smscode;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::fake_smscode::FakeSmsCode;
 use chrono::{DateTime, Utc};
-use fake_smscode::FakeSmsCode;
 use hmac::{Hmac, KeyInit, Mac};
 use nexus_core::domain::money::Micros;
 use nexus_core::domain::order::{Channel, CountryCode, ServiceCode};

@@ -4,14 +4,12 @@
 //! foreign spool file is set aside and counted, and the rest is delivered.
 //! Mail goes to a real SMTP server (aiosmtpd on loopback).
 
-mod mail_support;
-
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::mail_support::{config, idle, open_store, refused, smtp, spool_dir, spool_files};
 use chrono::Utc;
-use mail_support::{config, idle, open_store, refused, smtp, spool_dir, spool_files};
 use nexus_core::domain::account::LookupKey;
 use nexus_core::domain::clock::ManualClock;
 use nexus_core::domain::ids::AccountId;

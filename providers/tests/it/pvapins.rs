@@ -1,12 +1,10 @@
 //! The PVAPins adapter against a fake PVAPins over real loopback HTTP.
 
-mod fake_pvapins;
-
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fake_pvapins::{FakePvaPins, Format};
+use crate::fake_pvapins::{FakePvaPins, Format};
 use nexus_core::domain::money::Micros;
 use nexus_core::domain::order::{Channel, CountryCode, ServiceCode};
 use nexus_providers::pvapins::{PvaPins, PvaPinsConfig, UNKNOWN_STOCK};

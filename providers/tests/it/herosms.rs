@@ -1,15 +1,13 @@
 //! The HeroSMS adapter against a fake HeroSMS over real loopback HTTP.
 
-#[path = "fake/herosms.rs"]
-mod fake;
-
-use std::fmt::Write as _;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::fake_herosms::ActivationState;
+use crate::fake_herosms::{
+    ActiveShape, Behaviour, CancelledStatus, Canned, ErrorStyle, FakeHeroSms, KEY,
+};
 use chrono::{TimeZone, Utc};
-use fake::ActivationState;
-use fake::{ActiveShape, Behaviour, CancelledStatus, Canned, ErrorStyle, FakeHeroSms, KEY};
 use nexus_core::domain::money::Micros;
 use nexus_core::domain::order::{Channel, CountryCode, ServiceCode};
 use nexus_providers::catalog::Catalog;
@@ -1303,60 +1301,9 @@ fn configuration_is_checked() {
     assert!(!format!("{hero:?}").contains("secret-key"));
 }
 
-/// Collects the fields of every tracing event emitted on a thread that asked
-/// for it (see [`capture_logs`]). Installed once for the whole test binary: a
-/// thread-local default subscriber misses events whose callsites other tests,
-/// running at the same time on other threads, register first.
-struct Capture;
-
-thread_local! {
-    static CAPTURED: std::cell::RefCell<Option<Arc<Mutex<String>>>> =
-        const { std::cell::RefCell::new(None) };
-}
-
-/// Captures the log events of the calling thread (a current-thread test) from
-/// now on.
-fn capture_logs() -> Arc<Mutex<String>> {
-    static INSTALL: std::sync::Once = std::sync::Once::new();
-    INSTALL.call_once(|| tracing::subscriber::set_global_default(Capture).unwrap());
-    let log = Arc::new(Mutex::new(String::new()));
-    CAPTURED.with(|captured| *captured.borrow_mut() = Some(log.clone()));
-    log
-}
-
-struct Fields<'a>(&'a mut String);
-
-impl tracing::field::Visit for Fields<'_> {
-    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-        let _ = write!(self.0, "{}={:?} ", field.name(), value);
-    }
-}
-
-impl tracing::Subscriber for Capture {
-    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        tracing::span::Id::from_u64(1)
-    }
-    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-    fn event(&self, event: &tracing::Event<'_>) {
-        CAPTURED.with(|captured| {
-            if let Some(log) = &*captured.borrow() {
-                let mut log = log.lock().unwrap();
-                event.record(&mut Fields(&mut log));
-                log.push('\n');
-            }
-        });
-    }
-    fn enter(&self, _: &tracing::span::Id) {}
-    fn exit(&self, _: &tracing::span::Id) {}
-}
-
 #[tokio::test]
 async fn logs_carry_no_key_no_url_and_short_bodies() {
-    let log = capture_logs();
+    let log = crate::log_capture::capture_thread();
 
     let fake = start(|_| {});
     let hero = adapter(&fake);
