@@ -6,11 +6,7 @@
 //! only from its allowed sources; bad files stop the start-up with a message
 //! that names the line and key and never echoes a secret.
 
-#[path = "../../providers/tests/it/fake_herosms.rs"]
-mod fake_herosms;
-#[path = "../../providers/tests/it/fake_smscode.rs"]
-mod fake_smscode;
-
+use crate::{fake_herosms, fake_smscode};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
