@@ -6,21 +6,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use chrono::{DateTime, Utc};
-use nexus_core::domain::account::LookupKey;
-use nexus_core::domain::clock::ManualClock;
+use chrono::DateTime;
 use nexus_core::domain::codec::DomainEvent;
 use nexus_core::domain::deposit::DepositStatus;
 use nexus_core::domain::ids::DepositId;
 use nexus_core::domain::ledger::Owner;
 use nexus_core::domain::money::Micros;
-use nexus_core::domain::order::OrderPolicy;
 use nexus_core::domain::wallet::{DepositOutcome, WalletEvent};
 use nexus_core::log::{Direction, EventStore, SledLog};
-use nexus_core::service::account_service::{Accounts, AccountsConfig};
-use nexus_core::service::commerce_service::Commerce;
-use nexus_core::vault::MasterKeySource;
-use nexus_core::{Store, StoreConfig};
 use nexus_providers::gateway::json::Json;
 use nexus_providers::gateway::{
     canonical_body, sign, verify, GatewayError, IpnHandler, IpnSecret, NowPayments,
@@ -31,10 +24,6 @@ use nexus_tests::loopback::LoopbackServer;
 use proptest::prelude::*;
 
 const SECRET: &[u8] = b"ipn-secret-for-tests";
-
-fn start_time() -> DateTime<Utc> {
-    DateTime::from_timestamp(1_764_000_000, 0).unwrap()
-}
 
 /// Serves `POST /ipn` with the handler, on a thread with its own actix system.
 fn serve_ipn(handler: Arc<IpnHandler<SledLog>>) -> LoopbackServer {
@@ -66,47 +55,32 @@ fn serve_ipn(handler: Arc<IpnHandler<SledLog>>) -> LoopbackServer {
     })
 }
 
+/// The test kit's world with the IPN handler served on loopback and a
+/// simulated gateway that pays into it.
 struct World {
-    _dir: tempfile::TempDir,
+    kit: nexus_testkit::World,
     log: Arc<SledLog>,
-    clock: Arc<ManualClock>,
-    commerce: Arc<Commerce<SledLog>>,
-    accounts: Accounts<SledLog>,
     gateway: Arc<SimulatedGateway>,
     url: String,
     _server: LoopbackServer,
     http: reqwest::Client,
 }
 
+impl std::ops::Deref for World {
+    type Target = nexus_testkit::World;
+
+    fn deref(&self) -> &Self::Target {
+        &self.kit
+    }
+}
+
 impl World {
     fn new() -> World {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&StoreConfig {
-            dir: dir.path().join("store"),
-            master_key: MasterKeySource::GenerateAt(dir.path().join("master.key")),
-            cache_capacity_bytes: 64 << 20,
-        })
-        .unwrap();
-        let clock = Arc::new(ManualClock::new(start_time()));
-        let commerce = Arc::new(Commerce::new(
-            store.log.clone(),
-            store.vault.clone(),
-            OrderPolicy::default(),
-            clock.clone(),
-        ));
-        let accounts = Accounts::new(
-            store.log.clone(),
-            store.vault.clone(),
-            LookupKey::new([9; 32]),
-            AccountsConfig::default(),
-        )
-        .unwrap()
-        .with_insecure_cost_for_tests(4)
-        .with_clock(clock.clone());
+        let kit = nexus_testkit::World::new();
         let handler = Arc::new(IpnHandler::new(
-            commerce.clone(),
-            store.log.clone(),
+            kit.commerce.clone(),
+            kit.store.log.clone(),
             IpnSecret::new(SECRET.to_vec()).unwrap(),
         ));
         let server = serve_ipn(handler);
@@ -114,29 +88,16 @@ impl World {
         let gateway = Arc::new(
             SimulatedGateway::new(IpnSecret::new(SECRET.to_vec()).unwrap(), Some(url.clone()))
                 .unwrap()
-                .with_clock(clock.clone()),
+                .with_clock(kit.clock.clone()),
         );
         World {
-            _dir: dir,
-            log: store.log.clone(),
-            clock,
-            commerce,
-            accounts,
+            log: kit.store.log.clone(),
+            kit,
             gateway,
             url,
             _server: server,
             http: reqwest::Client::new(),
         }
-    }
-
-    async fn customer(&self) -> Owner {
-        let email = format!("c-{}@example.com", uuid::Uuid::new_v4().simple());
-        let registration = self
-            .accounts
-            .register(&email, "correct horse battery")
-            .await
-            .unwrap();
-        Owner::Account(registration.account)
     }
 
     /// A deposit of `amount` and its invoice (in BTC).

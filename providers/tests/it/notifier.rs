@@ -3,21 +3,14 @@
 //! events whose mails were spooled already.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
-use nexus_core::domain::account::LookupKey;
-use nexus_core::domain::clock::SystemClock;
 use nexus_core::domain::ledger::Owner;
 use nexus_core::domain::money::Micros;
-use nexus_core::domain::order::OrderPolicy;
 use nexus_core::domain::wallet::Payment;
-use nexus_core::service::account_service::{Accounts, AccountsConfig};
-use nexus_core::service::commerce_service::Commerce;
-use nexus_core::vault::MasterKeySource;
-use nexus_core::{Store, StoreConfig};
 use nexus_providers::mailer::{MailSettings, MailTransport, Mailer, MailerConfig};
 use nexus_providers::notifier::Notifier;
+use nexus_testkit::World;
 use tokio::sync::watch;
 
 fn mails_in(dir: &Path) -> Vec<String> {
@@ -44,29 +37,8 @@ async fn wait_for_mails(dir: &Path, n: usize) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deposit_and_deletion_mails_are_sent_once_from_the_events() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&StoreConfig {
-        dir: dir.path().join("store"),
-        master_key: MasterKeySource::GenerateAt(dir.path().join("master.key")),
-        cache_capacity_bytes: 64 << 20,
-    })
-    .unwrap();
-    let commerce = Commerce::new(
-        store.log.clone(),
-        store.vault.clone(),
-        OrderPolicy::default(),
-        Arc::new(SystemClock),
-    );
-    let accounts = Arc::new(
-        Accounts::new(
-            store.log.clone(),
-            store.vault.clone(),
-            LookupKey::new([5; 32]),
-            AccountsConfig::default(),
-        )
-        .unwrap()
-        .with_insecure_cost_for_tests(4),
-    );
+    let w = World::builder().system_clock().build();
+    let (dir, store, commerce, accounts) = (w.dir(), &w.store, &w.commerce, &w.accounts);
     let settings = MailSettings {
         from: "Nexus <no-reply@nexus.example>".into(),
         public_url: "http://127.0.0.1".into(),
@@ -74,14 +46,14 @@ async fn deposit_and_deletion_mails_are_sent_once_from_the_events() {
     };
     let mailer = Mailer::start(
         MailerConfig::new(
-            MailTransport::outbox_in(dir.path()),
+            MailTransport::outbox_in(dir),
             settings,
-            MailerConfig::spool_in(dir.path()),
+            MailerConfig::spool_in(dir),
         ),
         store.vault.clone(),
     )
     .unwrap();
-    let checkpoint = dir.path().join("notifier.position");
+    let checkpoint = dir.join("notifier.position");
     let start = |mailer: Mailer| {
         let notifier = Notifier::new(
             store.log.clone(),
@@ -113,7 +85,7 @@ async fn deposit_and_deletion_mails_are_sent_once_from_the_events() {
         )
         .await
         .unwrap();
-    let mails = wait_for_mails(dir.path(), 1).await;
+    let mails = wait_for_mails(dir, 1).await;
     assert_eq!(mails.len(), 1, "{mails:?}");
     assert!(mails[0].contains("To: dora@example.com"));
     assert!(mails[0].contains("7.50"), "the credited amount");
@@ -123,9 +95,9 @@ async fn deposit_and_deletion_mails_are_sent_once_from_the_events() {
     // Restarted: what was mailed is not mailed again; what comes next is.
     let (stop, task) = start(mailer.clone());
     accounts.request_deletion(account).await.unwrap();
-    let mails = wait_for_mails(dir.path(), 2).await;
+    let mails = wait_for_mails(dir, 2).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let mails_later = mails_in(dir.path());
+    let mails_later = mails_in(dir);
     assert_eq!(mails.len(), 2, "{mails:?}");
     assert_eq!(mails_later.len(), 2, "no duplicates");
     assert!(mails.iter().any(|m| m.to_lowercase().contains("delet")));
@@ -145,7 +117,7 @@ async fn deposit_and_deletion_mails_are_sent_once_from_the_events() {
     }
     mailer.idle().await;
     assert_eq!(mailer.report().duplicates, 2, "both mails asked for again");
-    assert_eq!(mails_in(dir.path()).len(), 2, "and not sent again");
+    assert_eq!(mails_in(dir).len(), 2, "and not sent again");
     stop.send(true).unwrap();
     task.await.unwrap().unwrap();
 }

@@ -6,20 +6,14 @@
 //! nobody twice.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use nexus_core::domain::account::LookupKey;
-use nexus_core::domain::clock::SystemClock;
 use nexus_core::domain::policy::PolicyChangeRequest;
 use nexus_core::log::EventStore;
-use nexus_core::service::account_service::{Accounts, AccountsConfig};
-use nexus_core::service::policy_service::PolicyService;
-use nexus_core::vault::MasterKeySource;
-use nexus_core::{Store, StoreConfig};
 use nexus_providers::mailer::{MailSettings, MailTransport, Mailer, MailerConfig};
 use nexus_providers::notifier::{Notifier, POLICY_MAILS_PER_STEP};
+use nexus_testkit::World;
 use tokio::sync::watch;
 
 const ACCOUNTS: usize = 2 * POLICY_MAILS_PER_STEP + 20;
@@ -62,38 +56,18 @@ fn address(n: usize) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_active_account_is_mailed_once_across_a_crash() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&StoreConfig {
-        dir: dir.path().join("store"),
-        master_key: MasterKeySource::GenerateAt(dir.path().join("master.key")),
-        cache_capacity_bytes: 64 << 20,
-    })
-    .unwrap();
-    let accounts = Arc::new(
-        Accounts::new(
-            store.log.clone(),
-            store.vault.clone(),
-            LookupKey::new([5; 32]),
-            AccountsConfig::default(),
-        )
-        .unwrap()
-        .with_insecure_cost_for_tests(4),
-    );
-    let policy = PolicyService::new(
-        store.log.clone(),
-        store.vault.clone(),
-        Arc::new(SystemClock),
-    );
+    let w = World::builder().system_clock().build();
+    let (dir, store, accounts, policy) = (w.dir(), &w.store, &w.accounts, &w.policy);
     let mailer = Mailer::start(
         MailerConfig::new(
-            MailTransport::outbox_in(dir.path()),
+            MailTransport::outbox_in(dir),
             MailSettings::default(),
-            MailerConfig::spool_in(dir.path()),
+            MailerConfig::spool_in(dir),
         ),
         store.vault.clone(),
     )
     .unwrap();
-    let checkpoint = dir.path().join("notifier.position");
+    let checkpoint = dir.join("notifier.position");
     let start = || {
         let notifier = Notifier::new(
             store.log.clone(),
@@ -140,7 +114,7 @@ async fn every_active_account_is_mailed_once_across_a_crash() {
         .filter(|n| *n != leaving)
         .map(address)
         .collect();
-    let to = wait_for_notices(dir.path(), expected.len()).await;
+    let to = wait_for_notices(dir, expected.len()).await;
     mailer.idle().await;
     assert_eq!(to, expected, "every active account, once");
     stop.send(true).unwrap();
@@ -161,9 +135,7 @@ async fn every_active_account_is_mailed_once_across_a_crash() {
         .map(|r| r.position)
         .collect();
     assert_eq!(registrations.len(), ACCOUNTS);
-    let progress = dir
-        .path()
-        .join(format!("notifier.policy-{}.position", announced.change.id));
+    let progress = dir.join(format!("notifier.policy-{}.position", announced.change.id));
     std::fs::write(
         &progress,
         registrations[POLICY_MAILS_PER_STEP - 1].to_string(),
@@ -185,11 +157,7 @@ async fn every_active_account_is_mailed_once_across_a_crash() {
         respooled,
         "the walk resumed after the first group and spooled the same ids"
     );
-    assert_eq!(
-        notice_recipients(dir.path()),
-        expected,
-        "nobody mailed twice"
-    );
+    assert_eq!(notice_recipients(dir), expected, "nobody mailed twice");
     stop.send(true).unwrap();
     task.await.unwrap().unwrap();
 
@@ -199,7 +167,7 @@ async fn every_active_account_is_mailed_once_across_a_crash() {
     let (stop, task) = start();
     tokio::time::sleep(Duration::from_millis(500)).await;
     mailer.idle().await;
-    assert_eq!(notice_recipients(dir.path()), expected, "no second notice");
+    assert_eq!(notice_recipients(dir), expected, "no second notice");
     stop.send(true).unwrap();
     task.await.unwrap().unwrap();
 }
