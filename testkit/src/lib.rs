@@ -97,6 +97,7 @@ pub fn unique_payment(currency: &str) -> Payment {
 pub struct WorldBuilder {
     dir: Option<PathBuf>,
     system_clock: bool,
+    accounts_config: AccountsConfig,
 }
 
 impl WorldBuilder {
@@ -110,6 +111,13 @@ impl WorldBuilder {
     /// time); [`World::clock`] then moves nothing.
     pub fn system_clock(mut self) -> Self {
         self.system_clock = true;
+        self
+    }
+
+    /// The accounts service's configuration (the default otherwise); its bcrypt
+    /// cost is replaced by [`TEST_BCRYPT_COST`].
+    pub fn accounts_config(mut self, config: AccountsConfig) -> Self {
+        self.accounts_config = config;
         self
     }
 
@@ -133,9 +141,9 @@ impl WorldBuilder {
             log.clone(),
             vault.clone(),
             LookupKey::new(LOOKUP_KEY),
-            AccountsConfig::default(),
+            self.accounts_config,
         )
-        .expect("the default configuration is valid")
+        .expect("a valid accounts configuration")
         .with_insecure_cost_for_tests(TEST_BCRYPT_COST)
         .with_clock(services_clock.clone());
         World {
@@ -183,6 +191,7 @@ impl World {
         WorldBuilder {
             dir: None,
             system_clock: false,
+            accounts_config: AccountsConfig::default(),
         }
     }
 

@@ -10,21 +10,17 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
 use hmac::{Hmac, KeyInit, Mac};
 use nexus_core::domain::account::{LookupKey, WebhookUrlPolicy};
-use nexus_core::domain::clock::SystemClock;
 use nexus_core::domain::codec::DomainEvent;
 use nexus_core::domain::commerce::PlaceOrder;
 use nexus_core::domain::ids::{AccountId, OrderId};
 use nexus_core::domain::ledger::Owner;
 use nexus_core::domain::money::Micros;
 use nexus_core::domain::order::{
-    CancelReason, Channel, CountryCode, DeliveryChannel, OrderEvent, OrderPolicy, ServiceCode,
+    CancelReason, Channel, CountryCode, DeliveryChannel, OrderEvent, ServiceCode,
 };
 use nexus_core::domain::wallet::{Payment, WalletEvent};
-use nexus_core::log::{Direction, EventStore, SledLog};
+use nexus_core::log::{Direction, EventStore};
 use nexus_core::service::account_service::{Accounts, AccountsConfig};
-use nexus_core::service::commerce_service::Commerce;
-use nexus_core::vault::MasterKeySource;
-use nexus_core::{Store, StoreConfig};
 use nexus_providers::customer_webhooks::{
     CustomerWebhooks, CustomerWebhooksConfig, DeliveryStats, ATTEMPT_HEADER, EVENT_ID_HEADER,
     SIGNATURE_HEADER,
@@ -119,54 +115,40 @@ fn serve_receiver(state: Arc<Mutex<Receiver>>) -> LoopbackServer {
     })
 }
 
+/// The test kit's world, on the system clock (the worker retries in real
+/// time), with accounts that accept a plain-HTTP webhook, and the receiver
+/// served on loopback.
 struct World {
-    dir: tempfile::TempDir,
-    store: Store,
-    commerce: Arc<Commerce<SledLog>>,
-    accounts: Arc<Accounts<SledLog>>,
+    kit: nexus_testkit::World,
     receiver: Arc<Mutex<Receiver>>,
     url: String,
     _server: LoopbackServer,
 }
 
+impl std::ops::Deref for World {
+    type Target = nexus_testkit::World;
+
+    fn deref(&self) -> &Self::Target {
+        &self.kit
+    }
+}
+
 fn world() -> World {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&StoreConfig {
-        dir: dir.path().join("store"),
-        master_key: MasterKeySource::GenerateAt(dir.path().join("master.key")),
-        cache_capacity_bytes: 64 << 20,
-    })
-    .unwrap();
-    let commerce = Arc::new(Commerce::new(
-        store.log.clone(),
-        store.vault.clone(),
-        OrderPolicy::default(),
-        Arc::new(SystemClock),
-    ));
-    let accounts = Arc::new(
-        Accounts::new(
-            store.log.clone(),
-            store.vault.clone(),
-            LookupKey::new([9; 32]),
-            AccountsConfig {
-                // The receiver listens on loopback over plain HTTP.
-                webhook_urls: WebhookUrlPolicy {
-                    allow_insecure: true,
-                },
-                ..AccountsConfig::default()
+    let kit = nexus_testkit::World::builder()
+        .system_clock()
+        .accounts_config(AccountsConfig {
+            // The receiver listens on loopback over plain HTTP.
+            webhook_urls: WebhookUrlPolicy {
+                allow_insecure: true,
             },
-        )
-        .unwrap()
-        .with_insecure_cost_for_tests(4),
-    );
+            ..AccountsConfig::default()
+        })
+        .build();
     let receiver = Arc::new(Mutex::new(Receiver::default()));
     let server = serve_receiver(receiver.clone());
     let url = server.url("/hook");
     World {
-        dir,
-        store,
-        commerce,
-        accounts,
+        kit,
         receiver,
         url,
         _server: server,
@@ -179,7 +161,7 @@ fn quick_config(world: &World) -> CustomerWebhooksConfig {
         max_retry_delay_ms: 80,
         max_attempts: 5,
         attempt_timeout_ms: 2_000,
-        ..CustomerWebhooksConfig::new(world.dir.path().join("webhooks.position"))
+        ..CustomerWebhooksConfig::new(world.dir().join("webhooks.position"))
     }
 }
 
@@ -604,7 +586,7 @@ async fn a_rotated_secret_signs_the_next_events_and_urls_are_checked() {
     let strict = Accounts::new(
         w.store.log.clone(),
         w.store.vault.clone(),
-        LookupKey::new([9; 32]),
+        LookupKey::new(nexus_testkit::LOOKUP_KEY),
         AccountsConfig::default(),
     )
     .unwrap();
@@ -642,7 +624,7 @@ async fn a_host_name_resolving_to_an_internal_address_is_never_connected_to() {
     // Allowed (development), the same name is delivered to.
     let config = CustomerWebhooksConfig {
         allow_internal_addresses: true,
-        checkpoint: w.dir.path().join("webhooks-allowed.position"),
+        checkpoint: w.dir().join("webhooks-allowed.position"),
         ..quick_config(&w)
     };
     let (stop, stats, task) = w.start(config);
