@@ -1,0 +1,7 @@
+//! nexus-core's integration tests, one binary: a module per subject.
+
+mod accounts;
+mod aggregate_cache;
+mod commerce;
+mod event_samples;
+mod log;

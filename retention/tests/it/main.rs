@@ -1,0 +1,3 @@
+//! nexus-retention's integration tests, one binary: a module per subject.
+
+mod sweeps;
