@@ -287,7 +287,26 @@ async fn get_order(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CodeQuery {
-    wait: Option<u64>,
+    wait: Option<CodeWait>,
+}
+
+/// A long-poll a client asked for: 0 to [`MAX_CODE_WAIT_SECS`] seconds. Any
+/// other value fails the query's deserialization, so it is refused as 400
+/// `invalid_query` like every bad query value (it was cut to the bound).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct CodeWait(u64);
+
+impl<'de> Deserialize<'de> for CodeWait {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let seconds = u64::deserialize(deserializer)?;
+        if seconds <= MAX_CODE_WAIT_SECS {
+            Ok(CodeWait(seconds))
+        } else {
+            Err(serde::de::Error::custom(format_args!(
+                "wait must be 0 to {MAX_CODE_WAIT_SECS} seconds"
+            )))
+        }
+    }
 }
 
 #[get("/v1/orders/{id}/code")]
@@ -298,7 +317,7 @@ async fn code(
     query: web::Query<CodeQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let id = order_id(&path)?;
-    let wait = Duration::from_secs(query.wait.unwrap_or(0).min(MAX_CODE_WAIT_SECS));
+    let wait = Duration::from_secs(query.wait.map_or(0, |w| w.0));
     let owner = Owner::Account(customer.account);
     let started = Instant::now();
     loop {
@@ -384,4 +403,28 @@ async fn respond_with_order(
 ) -> Result<HttpResponse, ApiError> {
     let order = owned(state, customer, id).await?;
     Ok(HttpResponse::Ok().json(order_view(state, id, &order).ok_or_else(ApiError::not_found)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wait(query: &str) -> Result<Option<u64>, String> {
+        web::Query::<CodeQuery>::from_query(query)
+            .map(|q| q.wait.map(|w| w.0))
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_code_wait_is_0_to_the_bound_and_anything_else_refused() {
+        assert_eq!(wait(""), Ok(None));
+        assert_eq!(wait("wait=0"), Ok(Some(0)));
+        assert_eq!(
+            wait(&format!("wait={MAX_CODE_WAIT_SECS}")),
+            Ok(Some(MAX_CODE_WAIT_SECS))
+        );
+        for refused in ["wait=61", "wait=12678031", "wait=-1", "wait=x", "wait="] {
+            assert!(wait(refused).is_err(), "{refused}");
+        }
+    }
 }
