@@ -1,7 +1,7 @@
 //! Accounts, sessions and API keys.
 
 use actix_web::cookie::{Cookie, SameSite};
-use actix_web::{delete, get, post, web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
 use nexus_core::domain::ids::ApiKeyId;
 use serde::{Deserialize, Serialize};
@@ -9,20 +9,217 @@ use serde::{Deserialize, Serialize};
 use super::auth::Customer;
 use super::body::ObjectBody;
 use super::error::ApiError;
+use super::error::Problem;
+use super::openapi::{
+    array_of, boolean, obj, password_schema, path_param, required_query_param, schema_ref, string,
+};
+use super::route::{Auth, Method, Op, Route};
 use super::sessions::{COOKIE_NAME, SESSION_HOURS};
 use super::state::AppState;
+use serde_json::json;
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(register)
-        .service(verify)
-        .service(verify_link)
-        .service(login)
-        .service(logout)
-        .service(change_password)
-        .service(create_api_key)
-        .service(list_api_keys)
-        .service(revoke_api_key);
-}
+/// This module's routes: the server registers each handler from here and the
+/// OpenAPI document describes each from here (one source for both).
+pub(super) const ROUTES: &[Route] = &[
+    Route {
+        method: Method::Post,
+        path: "/v1/accounts",
+        handler: |route| route.to(register),
+        doc: || Op {
+            summary: "Register",
+            tag: "accounts",
+            auth: Auth::None,
+            params: vec![],
+            body: Some(schema_ref("Credentials")),
+            success: (
+                201,
+                "Registered; a verification mail is sent",
+                Some(obj(&["id"], json!({ "id": string() }))),
+            ),
+            errors: vec![
+                Problem::InvalidJson,
+                Problem::InvalidEmail,
+                Problem::PasswordTooShort,
+                Problem::PasswordTooLong,
+                Problem::AlreadyRegistered,
+                Problem::EmailTaken,
+                Problem::Contention,
+            ],
+        },
+    },
+    Route {
+        method: Method::Post,
+        path: "/v1/accounts/verify",
+        handler: |route| route.to(verify),
+        doc: || Op {
+            summary: "Verify the e-mail with the mailed token",
+            tag: "accounts",
+            auth: Auth::None,
+            params: vec![],
+            body: Some(obj(&["token"], json!({ "token": string() }))),
+            success: (
+                200,
+                "Verified",
+                Some(obj(
+                    &["id", "verified"],
+                    json!({ "id": string(), "verified": { "const": true } }),
+                )),
+            ),
+            errors: vec![
+                Problem::InvalidJson,
+                Problem::VerificationTokenInvalid,
+                Problem::NotFound,
+                Problem::AlreadyVerified,
+                Problem::VerificationTokenUsed,
+                Problem::Contention,
+                Problem::VerificationTokenExpired,
+            ],
+        },
+    },
+    Route {
+        method: Method::Get,
+        path: "/verify",
+        handler: |route| route.to(verify_link),
+        doc: || Op {
+            summary: "The verification mail's link: verifies and answers an HTML page",
+            tag: "accounts",
+            auth: Auth::None,
+            params: vec![required_query_param(
+                "token",
+                "The token from the mail.",
+                string(),
+            )],
+            body: None,
+            success: (200, "Verified: a short HTML page (`text/html`)", None),
+            errors: vec![
+                Problem::InvalidQuery,
+                Problem::VerificationTokenInvalid,
+                Problem::NotFound,
+                Problem::AlreadyVerified,
+                Problem::VerificationTokenUsed,
+                Problem::Contention,
+                Problem::VerificationTokenExpired,
+            ],
+        },
+    },
+    Route {
+        method: Method::Post,
+        path: "/v1/sessions",
+        handler: |route| route.to(login),
+        doc: || Op {
+            summary: "Sign in (sets the session cookie)",
+            tag: "accounts",
+            auth: Auth::None,
+            params: vec![],
+            body: Some(schema_ref("Credentials")),
+            success: (
+                201,
+                "Signed in; `Set-Cookie` carries the session",
+                Some(obj(
+                    &["account", "verified"],
+                    json!({ "account": string(), "verified": boolean() }),
+                )),
+            ),
+            errors: vec![
+                Problem::InvalidJson,
+                Problem::InvalidCredentials,
+                Problem::AccountDisabled,
+            ],
+        },
+    },
+    Route {
+        method: Method::Delete,
+        path: "/v1/sessions",
+        handler: |route| route.to(logout),
+        doc: || Op {
+            summary: "Sign out (ends the cookie's session, if any)",
+            tag: "accounts",
+            auth: Auth::None,
+            params: vec![],
+            body: None,
+            success: (204, "Signed out", None),
+            errors: vec![],
+        },
+    },
+    Route {
+        method: Method::Post,
+        path: "/v1/me/password",
+        handler: |route| route.to(change_password),
+        doc: || Op {
+            summary: "Change the password",
+            tag: "accounts",
+            auth: Auth::Customer,
+            params: vec![],
+            body: Some(obj(
+                &["old_password", "new_password"],
+                json!({ "old_password": string(),
+                    "new_password": password_schema() }),
+            )),
+            success: (204, "Changed", None),
+            errors: vec![
+                Problem::InvalidJson,
+                Problem::PasswordTooShort,
+                Problem::PasswordTooLong,
+                Problem::InvalidCredentials,
+                Problem::NotFound,
+                Problem::Contention,
+            ],
+        },
+    },
+    Route {
+        method: Method::Post,
+        path: "/v1/api-keys",
+        handler: |route| route.to(create_api_key),
+        doc: || Op {
+            summary: "Create an API key",
+            tag: "accounts",
+            auth: Auth::Customer,
+            params: vec![],
+            body: None,
+            success: (201, "Created", Some(schema_ref("NewApiKey"))),
+            errors: vec![
+                Problem::NotFound,
+                Problem::TooManyApiKeys,
+                Problem::Contention,
+            ],
+        },
+    },
+    Route {
+        method: Method::Get,
+        path: "/v1/api-keys",
+        handler: |route| route.to(list_api_keys),
+        doc: || Op {
+            summary: "List API keys, newest first (all of them: their number is capped)",
+            tag: "accounts",
+            auth: Auth::Customer,
+            params: vec![],
+            body: None,
+            success: (
+                200,
+                "Every key, revoked ones included",
+                Some(obj(
+                    &["items", "next_cursor"],
+                    json!({ "items": array_of(schema_ref("ApiKey")), "next_cursor": { "type": "null" } }),
+                )),
+            ),
+            errors: vec![Problem::NotFound],
+        },
+    },
+    Route {
+        method: Method::Delete,
+        path: "/v1/api-keys/{id}",
+        handler: |route| route.to(revoke_api_key),
+        doc: || Op {
+            summary: "Revoke an API key",
+            tag: "accounts",
+            auth: Auth::Customer,
+            params: vec![path_param("id", "API key id.")],
+            body: None,
+            success: (204, "Revoked", None),
+            errors: vec![Problem::NotFound, Problem::Contention],
+        },
+    },
+];
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -36,7 +233,6 @@ struct Created {
     id: String,
 }
 
-#[post("/v1/accounts")]
 async fn register(
     state: web::Data<AppState>,
     body: ObjectBody<Credentials>,
@@ -58,7 +254,6 @@ struct VerifyRequest {
     token: String,
 }
 
-#[post("/v1/accounts/verify")]
 async fn verify(
     state: web::Data<AppState>,
     body: ObjectBody<VerifyRequest>,
@@ -83,7 +278,6 @@ const VERIFIED_PAGE: &str = "<!doctype html>\n<html lang=\"en\"><head><meta char
 /// by a person's browser: the same check as `POST /v1/accounts/verify`, a
 /// small page when it passes, the problem when it does not. Other query
 /// parameters (mail clients add tracking ones) are ignored.
-#[get("/verify")]
 async fn verify_link(
     state: web::Data<AppState>,
     query: web::Query<VerifyLink>,
@@ -96,7 +290,6 @@ async fn verify_link(
         .body(VERIFIED_PAGE))
 }
 
-#[post("/v1/sessions")]
 async fn login(
     state: web::Data<AppState>,
     body: ObjectBody<Credentials>,
@@ -121,7 +314,6 @@ async fn login(
     ))
 }
 
-#[delete("/v1/sessions")]
 async fn logout(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     if let Some(cookie) = req.cookie(COOKIE_NAME) {
         state
@@ -141,7 +333,6 @@ struct PasswordChange {
     new_password: String,
 }
 
-#[post("/v1/me/password")]
 async fn change_password(
     state: web::Data<AppState>,
     customer: Customer,
@@ -165,7 +356,6 @@ struct ApiKeyView {
     key: Option<String>,
 }
 
-#[post("/v1/api-keys")]
 async fn create_api_key(
     state: web::Data<AppState>,
     customer: Customer,
@@ -180,7 +370,6 @@ async fn create_api_key(
     }))
 }
 
-#[get("/v1/api-keys")]
 async fn list_api_keys(
     state: web::Data<AppState>,
     customer: Customer,
@@ -204,7 +393,6 @@ async fn list_api_keys(
     Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items, "next_cursor": null })))
 }
 
-#[delete("/v1/api-keys/{id}")]
 async fn revoke_api_key(
     state: web::Data<AppState>,
     customer: Customer,

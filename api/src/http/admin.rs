@@ -10,7 +10,7 @@
 
 use std::future::{ready, Ready};
 
-use actix_web::{delete, get, post, web, FromRequest, HttpRequest, HttpResponse};
+use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
 use chrono::{DateTime, SecondsFormat, Utc};
 use nexus_core::domain::legal_hold::{CaseReference, HoldReason, HoldSubject, LegalHold};
 use nexus_core::domain::policy::{AnnouncementKey, PolicyChangeAnnounced, PolicyChangeRequest};
@@ -23,21 +23,290 @@ use serde::Deserialize;
 use super::body::ObjectBody;
 use super::credentials::{bearer_token, MAX_ADMIN_AUTHORIZATION_BYTES};
 use super::error::{ApiError, Problem};
+use super::openapi::{
+    array_of, boolean, idempotency_header, integer, items_of, list_of, list_params, nullable, obj,
+    path_param, query_param, schema_ref, string, string_enum, string_or_null, time,
+};
+use super::route::{Auth, Method, Op, Route};
 use super::state::AppState;
 use super::wallet::PageLimit;
+use serde_json::json;
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(projections)
-        .service(providers)
-        .service(retention)
-        .service(retention_sweep)
-        .service(retention_verify)
-        .service(place_hold)
-        .service(release_hold)
-        .service(list_holds)
-        .service(announce)
-        .service(list_policy_changes);
-}
+/// This module's routes: the server registers each handler from here and the
+/// OpenAPI document describes each from here (one source for both).
+pub(super) const ROUTES: &[Route] = &[
+    Route {
+        method: Method::Get,
+        path: "/v1/admin/projections",
+        handler: |route| route.to(projections),
+        doc: || Op {
+            summary: "Projection status",
+            tag: "admin",
+            auth: Auth::Admin,
+            params: vec![],
+            body: None,
+            success: (
+                200,
+                "Projections",
+                Some(obj(
+                    &["log_head", "items"],
+                    json!({ "log_head": integer(), "items": array_of(obj(
+                        &["name", "position", "head", "lag_events", "lag_seconds", "state", "failure"],
+                        json!({ "name": string(), "position": integer(), "head": integer(),
+                            "lag_events": integer(), "lag_seconds": { "type": ["number", "null"] },
+                            "state": string_enum(&["running", "stopped", "failed"]),
+                            "failure": nullable(obj(&["position", "reason"], json!({
+                                "position": integer(), "reason": string() }))) }))) }),
+                )),
+            ),
+            errors: vec![Problem::NotFound],
+        },
+    },
+    Route {
+        method: Method::Get,
+        path: "/v1/admin/providers",
+        handler: |route| route.to(providers),
+        doc: || Op {
+            summary: "Upstream providers",
+            tag: "admin",
+            auth: Auth::Admin,
+            params: vec![],
+            body: None,
+            success: (
+                200,
+                "Providers",
+                Some(items_of(obj(
+                    &[
+                        "name",
+                        "breaker",
+                        "consecutive_failures",
+                        "latency_ms",
+                        "successes",
+                        "failures",
+                        "reconciled_cancelled",
+                        "reconciled_absent",
+                        "unreconciled",
+                    ],
+                    json!({ "name": string(),
+                        "breaker": string_enum(&["closed", "open", "half_open"]),
+                        "consecutive_failures": integer(), "latency_ms": integer(),
+                        "successes": integer(), "failures": integer(),
+                        "reconciled_cancelled": integer(), "reconciled_absent": integer(),
+                        "unreconciled": integer() }),
+                ))),
+            ),
+            errors: vec![Problem::NotFound],
+        },
+    },
+    Route {
+        method: Method::Get,
+        path: "/v1/admin/retention",
+        handler: |route| route.to(retention),
+        doc: || Op {
+            summary: "Retention schedule: subjects due by `until`",
+            tag: "admin",
+            auth: Auth::Admin,
+            params: {
+                let mut p = vec![query_param(
+                    "until",
+                    "RFC 3339 time; now when absent.",
+                    json!({ "type": "string", "format": "date-time" }),
+                )];
+                p.extend(list_params(DEFAULT_PAGE));
+                p
+            },
+            body: None,
+            success: (
+                200,
+                "Page",
+                Some(obj(
+                    &["until", "due_now", "due_now_capped", "items", "next_cursor"],
+                    json!({ "until": time(), "due_now": integer(), "due_now_capped": boolean(),
+                        "items": array_of(obj(&["subject", "kind", "due_at", "held"], json!({
+                            "subject": string(), "kind": string_enum(&["account", "anonymous"]),
+                            "due_at": time(), "held": boolean() }))),
+                        "next_cursor": string_or_null() }),
+                )),
+            ),
+            errors: vec![
+                Problem::InvalidQuery,
+                Problem::InvalidTime,
+                Problem::InvalidCursor,
+                Problem::NotFound,
+            ],
+        },
+    },
+    Route {
+        method: Method::Post,
+        path: "/v1/admin/retention/sweep",
+        handler: |route| route.to(retention_sweep),
+        doc: || Op {
+            summary: "Run the retention sweeps now: erase what is due and not held",
+            tag: "admin",
+            auth: Auth::Admin,
+            params: vec![],
+            body: None,
+            success: (
+                200,
+                "What the sweep did",
+                Some(obj(
+                    &[
+                        "examined",
+                        "accounts_erased",
+                        "anonymous_erased",
+                        "held",
+                        "skipped",
+                        "failed",
+                        "more_due",
+                    ],
+                    json!({ "examined": integer(), "accounts_erased": integer(),
+                        "anonymous_erased": integer(), "held": integer(), "skipped": integer(),
+                        "failed": integer(), "more_due": boolean() }),
+                )),
+            ),
+            errors: vec![Problem::NotFound],
+        },
+    },
+    Route {
+        method: Method::Get,
+        path: "/v1/admin/retention/verify",
+        handler: |route| route.to(retention_verify),
+        doc: || Op {
+            summary:
+                "Prove the sweeps: recorded erasures have no key left, nothing overdue unless held",
+            tag: "admin",
+            auth: Auth::Admin,
+            params: vec![],
+            body: None,
+            success: (
+                200,
+                "The proof",
+                Some(obj(
+                    &[
+                        "ok",
+                        "events_checked",
+                        "erasures_recorded",
+                        "keys_still_present",
+                        "overdue",
+                    ],
+                    json!({ "ok": boolean(), "events_checked": integer(),
+                        "erasures_recorded": integer(),
+                        "keys_still_present": array_of(string()), "overdue": array_of(string()) }),
+                )),
+            ),
+            errors: vec![Problem::NotFound],
+        },
+    },
+    Route {
+        method: Method::Post,
+        path: "/v1/admin/legal-holds",
+        handler: |route| route.to(place_hold),
+        doc: || Op {
+            summary: "Place a legal hold",
+            tag: "admin",
+            auth: Auth::Admin,
+            params: vec![],
+            body: Some(obj(
+                &["subject", "reference"],
+                json!({ "subject": string(), "reference": string(),
+                    "reason": { "type": "string", "enum": ["litigation", "regulator", "law_enforcement"],
+                        "default": "litigation" } }),
+            )),
+            success: (201, "Held", Some(schema_ref("LegalHold"))),
+            errors: vec![
+                Problem::InvalidJson,
+                Problem::InvalidSubject,
+                Problem::InvalidReason,
+                Problem::InvalidReference,
+                Problem::NotFound,
+                Problem::AlreadyHeld,
+                Problem::TooManyHolds,
+                Problem::Contention,
+            ],
+        },
+    },
+    Route {
+        method: Method::Delete,
+        path: "/v1/admin/legal-holds/{subject}",
+        handler: |route| route.to(release_hold),
+        doc: || Op {
+            summary: "Release a legal hold",
+            tag: "admin",
+            auth: Auth::Admin,
+            params: vec![path_param("subject", "Held subject.")],
+            body: None,
+            success: (204, "Released", None),
+            errors: vec![Problem::NotFound, Problem::Contention],
+        },
+    },
+    Route {
+        method: Method::Get,
+        path: "/v1/admin/legal-holds",
+        handler: |route| route.to(list_holds),
+        doc: || Op {
+            summary: "Legal holds in force",
+            tag: "admin",
+            auth: Auth::Admin,
+            params: vec![],
+            body: None,
+            success: (200, "Holds", Some(items_of(schema_ref("LegalHold")))),
+            errors: vec![Problem::NotFound],
+        },
+    },
+    Route {
+        method: Method::Post,
+        path: "/v1/admin/policy-changes",
+        handler: |route| route.to(announce),
+        doc: || Op {
+            summary: "Announce a policy change (>= 14 days ahead)",
+            tag: "admin",
+            auth: Auth::Admin,
+            params: vec![idempotency_header()],
+            body: Some(obj(
+                &["title", "summary", "effective_at"],
+                json!({ "title": string(), "summary": string(),
+                    "effective_at": time(), "url": { "type": "string", "format": "uri" } }),
+            )),
+            success: (
+                201,
+                "Announced (200 when an Idempotency-Key replays it)",
+                Some(schema_ref("PolicyChange")),
+            ),
+            errors: vec![
+                Problem::InvalidJson,
+                Problem::InvalidTime,
+                Problem::InvalidIdempotencyKey,
+                Problem::NotFound,
+                Problem::TooManyAnnouncements,
+                Problem::Contention,
+                Problem::InvalidTitle,
+                Problem::InvalidSummary,
+                Problem::InvalidUrl,
+                Problem::NoticeTooShort,
+                Problem::NoticeTooLong,
+                Problem::IdempotencyKeyReused,
+            ],
+        },
+    },
+    Route {
+        method: Method::Get,
+        path: "/v1/admin/policy-changes",
+        handler: |route| route.to(list_policy_changes),
+        doc: || Op {
+            summary: "Policy changes",
+            tag: "admin",
+            auth: Auth::Admin,
+            params: list_params(DEFAULT_PAGE),
+            body: None,
+            success: (200, "Page", Some(list_of("PolicyChange"))),
+            errors: vec![
+                Problem::InvalidCursor,
+                Problem::InvalidQuery,
+                Problem::NotFound,
+            ],
+        },
+    },
+];
 
 /// Schedule entries counted for `due_now`, at most (the count says when it
 /// stopped there).
@@ -97,7 +366,6 @@ fn parse_time(field: &'static str, text: &str) -> Result<DateTime<Utc>, ApiError
 // ---------------------------------------------------------------------------
 
 /// Each projection's position, lag (events and seconds) and state.
-#[get("/v1/admin/projections")]
 async fn projections(state: web::Data<AppState>, _: Admin) -> HttpResponse {
     let items: Vec<serde_json::Value> = state
         .runner
@@ -128,7 +396,6 @@ async fn projections(state: web::Data<AppState>, _: Admin) -> HttpResponse {
 }
 
 /// The router's view of each upstream: breaker, recent failures, latency.
-#[get("/v1/admin/providers")]
 async fn providers(state: web::Data<AppState>, _: Admin) -> HttpResponse {
     let items: Vec<serde_json::Value> = state
         .router
@@ -203,7 +470,6 @@ fn parse_retention_cursor(text: &str) -> Result<ScheduledSubject, ApiError> {
 
 /// Subjects due for erasure by `until` (default: now), earliest first, each
 /// with whether a legal hold freezes it; and how many are due now.
-#[get("/v1/admin/retention")]
 async fn retention(
     state: web::Data<AppState>,
     _: Admin,
@@ -274,7 +540,6 @@ async fn retention(
 
 /// Runs the retention sweeps now (they also run on a schedule): erases what is
 /// due and not held.
-#[post("/v1/admin/retention/sweep")]
 async fn retention_sweep(state: web::Data<AppState>, _: Admin) -> Result<HttpResponse, ApiError> {
     let report = state
         .retention
@@ -294,7 +559,6 @@ async fn retention_sweep(state: web::Data<AppState>, _: Admin) -> Result<HttpRes
 
 /// The proof of the sweeps: every erasure recorded in the log has its key gone,
 /// and nothing is overdue but what a legal hold freezes. Reads the whole log.
-#[get("/v1/admin/retention/verify")]
 async fn retention_verify(state: web::Data<AppState>, _: Admin) -> Result<HttpResponse, ApiError> {
     let report = state
         .retention
@@ -332,7 +596,6 @@ struct PlaceHold {
     reason: Option<String>,
 }
 
-#[post("/v1/admin/legal-holds")]
 async fn place_hold(
     state: web::Data<AppState>,
     _: Admin,
@@ -348,7 +611,6 @@ async fn place_hold(
     Ok(HttpResponse::Created().json(hold_view(&hold)))
 }
 
-#[delete("/v1/admin/legal-holds/{subject}")]
 async fn release_hold(
     state: web::Data<AppState>,
     _: Admin,
@@ -360,7 +622,6 @@ async fn release_hold(
 }
 
 /// Active holds in subject order (at most [`nexus_core::domain::legal_hold::MAX_ACTIVE_HOLDS`]).
-#[get("/v1/admin/legal-holds")]
 async fn list_holds(state: web::Data<AppState>, _: Admin) -> Result<HttpResponse, ApiError> {
     let holds = state.legal_holds.active().await?;
     let items: Vec<serde_json::Value> = holds.iter().map(hold_view).collect();
@@ -394,7 +655,6 @@ struct Announce {
 /// Announces a policy change (at least 14 days ahead); every active account is
 /// mailed once by the notifier. A repeat with the same `Idempotency-Key`
 /// answers the first announcement (200) instead of announcing again.
-#[post("/v1/admin/policy-changes")]
 async fn announce(
     state: web::Data<AppState>,
     _: Admin,
@@ -440,7 +700,6 @@ struct AnnouncementsQuery {
 }
 
 /// Announcements, oldest first; `cursor` is how many to skip (the list only grows).
-#[get("/v1/admin/policy-changes")]
 async fn list_policy_changes(
     state: web::Data<AppState>,
     _: Admin,

@@ -3,7 +3,7 @@
 //! read of the code through it is the delivery) and spends left credit on a
 //! replacement.
 
-use actix_web::{get, post, web, HttpResponse};
+use actix_web::{web, HttpResponse};
 use nexus_core::domain::anonymous::TrackingId;
 use nexus_core::domain::commerce::CommerceError;
 use nexus_core::domain::commerce::PlaceOrder;
@@ -17,12 +17,98 @@ use serde::Deserialize;
 
 use super::body::ObjectBody;
 use super::error::{ApiError, Problem};
+use super::openapi::{money, obj, path_param, schema_ref, string, string_enum};
 use super::orders::order_view;
+use super::route::{Auth, Method, Op, Route};
 use super::state::AppState;
+use serde_json::json;
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(create).service(track).service(reorder);
-}
+/// This module's routes: the server registers each handler from here and the
+/// OpenAPI document describes each from here (one source for both).
+pub(super) const ROUTES: &[Route] = &[
+    Route {
+        method: Method::Post,
+        path: "/v1/anonymous/orders",
+        handler: |route| route.to(create),
+        doc: || Op {
+            summary: "Anonymous order, paid by crypto",
+            tag: "anonymous",
+            auth: Auth::None,
+            params: vec![],
+            body: Some(schema_ref("PlaceAnonymousOrder")),
+            success: (
+                201,
+                "Tracking id, order and invoice",
+                Some(schema_ref("AnonymousOrder")),
+            ),
+            errors: vec![
+                Problem::InvalidJson,
+                Problem::UnknownService,
+                Problem::UnknownCountry,
+                Problem::InvalidChannel,
+                Problem::InvalidDeposit,
+                Problem::NoNumbers,
+                Problem::AnonymousOrderConflict,
+                Problem::Contention,
+                Problem::Unavailable,
+            ],
+        },
+    },
+    Route {
+        method: Method::Get,
+        path: "/v1/track/{tracking_id}",
+        handler: |route| route.to(track),
+        doc: || Op {
+            summary: "Follow an anonymous order",
+            tag: "anonymous",
+            auth: Auth::None,
+            params: vec![path_param("tracking_id", "Tracking id.")],
+            body: None,
+            success: (
+                200,
+                "Awaiting payment, or the latest order with its code and the credit left",
+                Some(json!({ "oneOf": [
+                    obj(&["status", "credit"], json!({
+                        "status": string_enum(&["awaiting_payment"]), "credit": money() })),
+                    schema_ref("TrackedOrder")
+                ] })),
+            ),
+            errors: vec![
+                Problem::NotFound,
+                Problem::OrderExpired,
+                Problem::Contention,
+            ],
+        },
+    },
+    Route {
+        method: Method::Post,
+        path: "/v1/track/{tracking_id}/reorder",
+        handler: |route| route.to(reorder),
+        doc: || Op {
+            summary: "Another number for an anonymous order, from its credit",
+            tag: "anonymous",
+            auth: Auth::None,
+            params: vec![path_param("tracking_id", "Tracking id.")],
+            body: None,
+            success: (
+                201,
+                "Placed",
+                Some(obj(
+                    &["id", "status"],
+                    json!({ "id": string(), "status": string_enum(&["placed"]) }),
+                )),
+            ),
+            errors: vec![
+                Problem::InsufficientFunds,
+                Problem::NotFound,
+                Problem::AnonymousOrderConflict,
+                Problem::OrderExists,
+                Problem::WalletConflict,
+                Problem::Contention,
+            ],
+        },
+    },
+];
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -32,7 +118,6 @@ struct AnonymousRequest {
     channel: Option<String>,
 }
 
-#[post("/v1/anonymous/orders")]
 async fn create(
     state: web::Data<AppState>,
     body: ObjectBody<AnonymousRequest>,
@@ -95,7 +180,6 @@ fn tracking_id(path: &str) -> Result<TrackingId, ApiError> {
 }
 
 /// The current order of a tracking ID, with its code once received.
-#[get("/v1/track/{tracking_id}")]
 async fn track(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -133,7 +217,6 @@ async fn track(
 }
 
 /// Spends the tracking ID's credit on a replacement once its order failed.
-#[post("/v1/track/{tracking_id}/reorder")]
 async fn reorder(
     state: web::Data<AppState>,
     path: web::Path<String>,

@@ -1,21 +1,136 @@
 //! The catalog: countries (ISO 3166-1 alpha-2), services, and sell prices with stock.
 
-use actix_web::{get, web, HttpResponse};
+use actix_web::{web, HttpResponse};
 use nexus_core::domain::order::{CountryCode, OrderError, ServiceCode};
 use serde::Deserialize;
 
 use super::error::{ApiError, Problem};
+use super::openapi::{
+    array_of, country_code, integer, items_of, list_params, money, nullable, obj, query_param,
+    required_query_param, service_code, string, string_or_null,
+};
+use super::route::{Auth, Method, Op, Route};
 use super::state::AppState;
 use super::wallet::PageLimit;
+use serde_json::json;
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(countries)
-        .service(services)
-        .service(prices)
-        .service(availability);
-}
+/// This module's routes: the server registers each handler from here and the
+/// OpenAPI document describes each from here (one source for both).
+pub(super) const ROUTES: &[Route] = &[
+    Route {
+        method: Method::Get,
+        path: "/v1/catalog/countries",
+        handler: |route| route.to(countries),
+        doc: || Op {
+            summary: "Countries",
+            tag: "catalog",
+            auth: Auth::None,
+            params: vec![],
+            body: None,
+            success: (
+                200,
+                "Countries",
+                Some(items_of(obj(
+                    &["code", "name", "dial_code"],
+                    json!({ "code": string(), "name": string(), "dial_code": string() }),
+                ))),
+            ),
+            errors: vec![],
+        },
+    },
+    Route {
+        method: Method::Get,
+        path: "/v1/catalog/services",
+        handler: |route| route.to(services),
+        doc: || Op {
+            summary: "Services",
+            tag: "catalog",
+            auth: Auth::None,
+            params: vec![],
+            body: None,
+            success: (
+                200,
+                "Services",
+                Some(items_of(obj(
+                    &["code", "name"],
+                    json!({ "code": string(), "name": string() }),
+                ))),
+            ),
+            errors: vec![],
+        },
+    },
+    Route {
+        method: Method::Get,
+        path: "/v1/catalog/prices",
+        handler: |route| route.to(prices),
+        doc: || Op {
+            summary: "Price and stock of one service in one country",
+            tag: "catalog",
+            auth: Auth::None,
+            params: vec![
+                required_query_param("country", "ISO country code.", country_code()),
+                required_query_param("service", "Service code.", service_code()),
+            ],
+            body: None,
+            success: (
+                200,
+                "One item; `price: null` and `stock: 0` when no upstream has numbers",
+                Some(items_of(obj(
+                    &["service", "country", "price", "stock"],
+                    json!({ "service": string(), "country": string(),
+                        "price": nullable(money()), "stock": integer() }),
+                ))),
+            ),
+            errors: vec![
+                Problem::InvalidQuery,
+                Problem::UnknownService,
+                Problem::UnknownCountry,
+            ],
+        },
+    },
+    Route {
+        method: Method::Get,
+        path: "/v1/catalog/availability",
+        handler: |route| route.to(availability),
+        doc: || Op {
+            summary: "Availability: success rate and time to code per route",
+            tag: "catalog",
+            auth: Auth::None,
+            params: {
+                let mut p = vec![
+                    query_param("country", "ISO country code.", country_code()),
+                    query_param("service", "Service code.", service_code()),
+                ];
+                p.extend(list_params(AVAILABILITY_DEFAULT_PAGE));
+                p
+            },
+            body: None,
+            success: (
+                200,
+                "Page",
+                Some(obj(
+                    &["items", "next_cursor"],
+                    json!({ "items": array_of(obj(
+                        &["service", "country", "orders", "successes", "success_rate_bp",
+                          "median_time_to_code_secs"],
+                        json!({ "service": string(), "country": string(),
+                            "orders": integer(), "successes": integer(),
+                            "success_rate_bp": { "type": "integer", "minimum": 0, "maximum": 10000,
+                                "description": "Basis points." },
+                            "median_time_to_code_secs": { "type": ["integer", "null"] } }))),
+                        "next_cursor": string_or_null() }),
+                )),
+            ),
+            errors: vec![
+                Problem::InvalidQuery,
+                Problem::InvalidCursor,
+                Problem::UnknownService,
+                Problem::UnknownCountry,
+            ],
+        },
+    },
+];
 
-#[get("/v1/catalog/countries")]
 async fn countries(state: web::Data<AppState>) -> HttpResponse {
     let items: Vec<serde_json::Value> = state
         .catalog
@@ -26,7 +141,6 @@ async fn countries(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "items": items }))
 }
 
-#[get("/v1/catalog/services")]
 async fn services(state: web::Data<AppState>) -> HttpResponse {
     let items: Vec<serde_json::Value> = state
         .catalog
@@ -45,7 +159,6 @@ struct PriceQuery {
 }
 
 /// The sell price and stock for one (service, country), from the upstreams' offers.
-#[get("/v1/catalog/prices")]
 async fn prices(
     state: web::Data<AppState>,
     query: web::Query<PriceQuery>,
@@ -131,7 +244,6 @@ impl Availability {
 /// the catalog statistics read model (routes with an unknown service or country
 /// are left out). Filters `service` and `country`; pages by `cursor`
 /// (`service/country` of the last item) and `limit` (at most 100).
-#[get("/v1/catalog/availability")]
 async fn availability(
     state: web::Data<AppState>,
     query: web::Query<AvailabilityQuery>,

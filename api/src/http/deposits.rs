@@ -1,7 +1,7 @@
 //! Crypto deposits: the invoice, the gateway's signed IPN webhook, and (on the
 //! embedded default only) a development route that has the simulated gateway pay.
 
-use actix_web::{post, web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::SecondsFormat;
 use nexus_core::domain::ids::DepositId;
 use nexus_core::domain::ledger::Owner;
@@ -15,11 +15,96 @@ use tracing::{info, warn};
 use super::auth::Customer;
 use super::body::{read_limited, ObjectBody};
 use super::error::{ApiError, Problem};
+use super::openapi::{path_param, schema_ref, string, string_enum, string_or_null};
+use super::route::{Auth, Method, Op, Route};
 use super::state::AppState;
+use serde_json::json;
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(create).service(ipn).service(dev_pay);
-}
+/// This module's routes: the server registers each handler from here and the
+/// OpenAPI document describes each from here (one source for both).
+pub(super) const ROUTES: &[Route] = &[
+    Route {
+        method: Method::Post,
+        path: "/v1/deposits",
+        handler: |route| route.to(create),
+        doc: || Op {
+            summary: "Create a crypto deposit invoice",
+            tag: "wallet",
+            auth: Auth::Customer,
+            params: vec![],
+            body: Some(schema_ref("DepositRequest")),
+            success: (201, "Invoice", Some(schema_ref("Invoice"))),
+            errors: vec![
+                Problem::InvalidJson,
+                Problem::InvalidAmount,
+                Problem::InvalidDeposit,
+                Problem::UnsupportedCurrency,
+                Problem::WalletConflict,
+                Problem::Contention,
+                Problem::Unavailable,
+            ],
+        },
+    },
+    Route {
+        method: Method::Post,
+        path: "/v1/payments/ipn",
+        handler: |route| route.to(ipn),
+        doc: || Op {
+            summary: "Payment gateway notification (signed)",
+            tag: "wallet",
+            auth: Auth::None,
+            params: vec![
+                json!({ "name": "x-nowpayments-sig", "in": "header", "required": true,
+                "description": "HMAC-SHA512 of the canonical body.", "schema": string() }),
+            ],
+            body: Some(json!({ "type": "object",
+                "description": "The gateway's notification; fields Nexus does not read are ignored.",
+                "required": ["payment_id", "payment_status", "order_id"],
+                "properties": {
+                    "payment_id": { "type": ["string", "integer"] },
+                    "payment_status": string_enum(&["waiting", "confirming", "confirmed", "sending",
+                        "partially_paid", "finished", "failed", "refunded", "expired"]),
+                    "order_id": string(),
+                    "price_amount": { "type": ["string", "number", "null"] },
+                    "price_currency": string_or_null(),
+                    "pay_amount": { "type": ["string", "number", "null"] },
+                    "actually_paid": { "type": ["string", "number", "null"] },
+                    "actually_paid_at_fiat": { "type": ["string", "number", "null"] },
+                    "pay_currency": string_or_null(),
+                    "outcome_amount": { "type": ["string", "number", "null"] },
+                    "payin_hash": string_or_null() } })),
+            success: (200, "Accepted", Some(schema_ref("Outcome"))),
+            errors: vec![
+                Problem::UnreadableBody,
+                Problem::IpnMalformedBody,
+                Problem::IpnUnsigned,
+                Problem::IpnMalformedSignature,
+                Problem::IpnBadSignature,
+                Problem::UnknownDeposit,
+                Problem::IpnMissingField,
+                Problem::IpnInvalidField,
+                Problem::IpnUnsupportedCurrency,
+                Problem::IpnNothingPaid,
+                Problem::IpnNotConfigured,
+                Problem::IpnFailed,
+            ],
+        },
+    },
+    Route {
+        method: Method::Post,
+        path: "/v1/dev/payments/{id}/pay",
+        handler: |route| route.to(dev_pay),
+        doc: || Op {
+            summary: "Pay an invoice with the simulated gateway (embedded default only)",
+            tag: "wallet",
+            auth: Auth::None,
+            params: vec![path_param("id", "Invoice id.")],
+            body: None,
+            success: (200, "Paid", Some(schema_ref("Outcome"))),
+            errors: vec![Problem::NotFound],
+        },
+    },
+];
 
 /// The failure recorded on a deposit whose invoice the gateway did not create.
 const GATEWAY_REFUSED_STATUS: &str = "invoice_not_created";
@@ -43,7 +128,6 @@ fn invoice_json(invoice: &Invoice, status: &str) -> serde_json::Value {
     })
 }
 
-#[post("/v1/deposits")]
 async fn create(
     state: web::Data<AppState>,
     customer: Customer,
@@ -86,7 +170,6 @@ async fn create(
 
 /// The gateway's webhook: verified (signature over the canonical body) before
 /// anything is read; a bad call changes nothing.
-#[post("/v1/payments/ipn")]
 async fn ipn(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -107,7 +190,6 @@ async fn ipn(
 }
 
 /// Development only: the simulated gateway pays invoice `id` in full.
-#[post("/v1/dev/payments/{id}/pay")]
 async fn dev_pay(
     state: web::Data<AppState>,
     path: web::Path<String>,

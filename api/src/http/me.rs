@@ -31,7 +31,7 @@ use std::time::Duration;
 use actix_web::body::{BodySize, MessageBody};
 use actix_web::error::JsonPayloadError;
 use actix_web::web::Bytes;
-use actix_web::{delete, get, patch, post, put, web, HttpMessage, HttpRequest, HttpResponse};
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use chrono::{DateTime, SecondsFormat, Utc};
 use nexus_core::domain::account::{Account, AccountStatus, Email};
 use nexus_core::domain::codec::Personal;
@@ -50,18 +50,125 @@ use tokio::sync::{mpsc, Semaphore};
 use super::auth::{Customer, Holder};
 use super::body::{read_limited, JsonObject, ObjectBody};
 use super::error::{ApiError, Problem};
+use super::openapi::{boolean, obj, schema_ref};
 use super::orders::status_name;
+use super::route::{Auth, Method, Op, Route};
 use super::state::AppState;
 use super::MAX_JSON_BYTES;
+use serde_json::json;
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(me)
-        .service(correct_email)
-        .service(request_deletion)
-        .service(withdraw_deletion)
-        .service(set_objection)
-        .service(export);
-}
+/// This module's routes: the server registers each handler from here and the
+/// OpenAPI document describes each from here (one source for both).
+pub(super) const ROUTES: &[Route] = &[
+    Route {
+        method: Method::Get,
+        path: "/v1/me",
+        handler: |route| route.to(me),
+        doc: || Op {
+            summary: "The account (also while a deletion is pending)",
+            tag: "me",
+            auth: Auth::Customer,
+            params: vec![],
+            body: None,
+            success: (200, "Account", Some(schema_ref("Me"))),
+            errors: vec![Problem::NotFound],
+        },
+    },
+    Route {
+        method: Method::Patch,
+        path: "/v1/me",
+        handler: |route| route.to(correct_email),
+        doc: || Op {
+            summary: "Correct the account (e-mail)",
+            tag: "me",
+            auth: Auth::Customer,
+            params: vec![],
+            body: Some(obj(
+                &["email"],
+                json!({ "email": { "type": "string", "format": "email", "maxLength": 254 } }),
+            )),
+            success: (200, "Account", Some(schema_ref("Me"))),
+            errors: vec![
+                Problem::InvalidJson,
+                Problem::InvalidEmail,
+                Problem::NotFound,
+                Problem::EmailTaken,
+                Problem::Contention,
+                Problem::EmailUnchanged,
+            ],
+        },
+    },
+    Route {
+        method: Method::Post,
+        path: "/v1/me/deletion",
+        handler: |route| route.to(request_deletion),
+        doc: || Op {
+            summary: "Request deletion (erased 30 days later)",
+            tag: "me",
+            auth: Auth::Customer,
+            params: vec![],
+            body: None,
+            success: (202, "Requested", Some(schema_ref("Me"))),
+            errors: vec![
+                Problem::NotFound,
+                Problem::ActiveOrders,
+                Problem::DeletionAlreadyRequested,
+                Problem::Contention,
+            ],
+        },
+    },
+    Route {
+        method: Method::Delete,
+        path: "/v1/me/deletion",
+        handler: |route| route.to(withdraw_deletion),
+        doc: || Op {
+            summary: "Withdraw the deletion request (session, or credentials in the body)",
+            tag: "me",
+            auth: Auth::Session,
+            params: vec![],
+            body: Some(schema_ref("Credentials")),
+            success: (200, "Withdrawn", Some(schema_ref("Me"))),
+            errors: vec![
+                Problem::InvalidJson,
+                Problem::UnreadableBody,
+                Problem::InvalidCredentials,
+                Problem::AccountDisabled,
+                Problem::NotFound,
+                Problem::NoDeletionPending,
+                Problem::DeletionWindowOver,
+                Problem::Contention,
+            ],
+        },
+    },
+    Route {
+        method: Method::Put,
+        path: "/v1/me/objection",
+        handler: |route| route.to(set_objection),
+        doc: || Op {
+            summary: "Object to non-essential processing (or withdraw the objection)",
+            tag: "me",
+            auth: Auth::Customer,
+            params: vec![],
+            body: Some(obj(&["object"], json!({ "object": boolean() }))),
+            success: (200, "Recorded", Some(schema_ref("Me"))),
+            errors: vec![Problem::InvalidJson, Problem::NotFound, Problem::Contention],
+        },
+    },
+    Route {
+        method: Method::Get,
+        path: "/v1/me/export",
+        handler: |route| route.to(export),
+        doc: || Op {
+            summary: "Export all data (portability)",
+            tag: "me",
+            auth: Auth::Customer,
+            params: vec![],
+            body: None,
+            success: (200, "Export (docs/EXPORT.md)", Some(schema_ref("Export"))),
+            errors: vec![Problem::NotFound, Problem::Unavailable],
+        },
+    },
+];
 
 /// The version of the export document's schema (`docs/EXPORT.md`).
 pub const EXPORT_SCHEMA_VERSION: u32 = 1;
@@ -145,7 +252,6 @@ async fn respond_with_me(
     Ok(response.json(view))
 }
 
-#[get("/v1/me")]
 async fn me(state: web::Data<AppState>, holder: Holder) -> Result<HttpResponse, ApiError> {
     respond_with_me(&state, holder.account, HttpResponse::Ok()).await
 }
@@ -159,7 +265,6 @@ struct EmailCorrection {
 /// Corrects the address. The new one must be free (409 `email_taken`), is
 /// unverified from now on, and gets a verification mail; the old one no longer
 /// logs in.
-#[patch("/v1/me")]
 async fn correct_email(
     state: web::Data<AppState>,
     customer: Customer,
@@ -182,7 +287,6 @@ async fn correct_email(
 /// Requests the deletion: 202 with the account, whose `deletion.erase_due_at`
 /// says when the data goes. 409 `active_orders` while an order is not final,
 /// 409 `deletion_already_requested` if it is pending already.
-#[post("/v1/me/deletion")]
 async fn request_deletion(
     state: web::Data<AppState>,
     holder: Holder,
@@ -201,7 +305,6 @@ struct HolderCredentials {
 /// Withdraws a pending deletion, within its window (409 `deletion_window_over`
 /// after; 409 `no_deletion_pending` if none is). Authenticated by a session of
 /// the account, or, with no session, by `{"email", "password"}` in the body.
-#[delete("/v1/me/deletion")]
 async fn withdraw_deletion(
     state: web::Data<AppState>,
     holder: Option<Holder>,
@@ -243,7 +346,6 @@ struct Objection {
 
 /// Sets (`true`) or lifts (`false`) the objection to non-essential processing;
 /// setting it as it already is changes nothing.
-#[put("/v1/me/objection")]
 async fn set_objection(
     state: web::Data<AppState>,
     customer: Customer,
@@ -546,7 +648,6 @@ struct WalletHeader {
 /// Everything held about me as one JSON document (`docs/EXPORT.md`), streamed
 /// one list page at a time. 503 (with `Retry-After`) while
 /// [`MAX_CONCURRENT_EXPORTS`] are streaming or the read models lag.
-#[get("/v1/me/export")]
 async fn export(state: web::Data<AppState>, holder: Holder) -> Result<HttpResponse, ApiError> {
     let permit = Semaphore::try_acquire(&EXPORTS).map_err(|_| {
         ApiError::unavailable("too many exports are running; try again shortly")

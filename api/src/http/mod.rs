@@ -16,6 +16,7 @@ mod me;
 mod openapi;
 mod orders;
 mod problem;
+mod route;
 pub mod sessions;
 mod smsactivate;
 pub mod state;
@@ -25,16 +26,74 @@ mod wallet;
 mod webhook;
 
 use actix_web::http::header::{self, HeaderValue};
-use actix_web::{get, web, HttpRequest, HttpResponse, ResponseError};
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use nexus_core::log::EventStore;
 
 use error::{ApiError, Problem};
+use openapi::{array_of, boolean, integer, obj, string, string_enum};
+use route::{Auth, Method, Op, Route};
+use serde_json::json;
 use state::AppState;
 
 /// Largest JSON body accepted, in bytes.
 pub const MAX_JSON_BYTES: usize = 16 * 1024;
 /// Longest query string accepted, in bytes.
 pub const MAX_QUERY_BYTES: usize = 2 * 1024;
+
+/// This module's routes: the server registers each handler from here and the
+/// OpenAPI document describes each from here (one source for both).
+pub(super) const ROUTES: &[Route] = &[
+    Route {
+        method: Method::Get,
+        path: "/health",
+        handler: |route| route.to(health),
+        doc: || Op {
+            summary: "Liveness and log head",
+            tag: "ops",
+            auth: Auth::None,
+            params: vec![],
+            body: None,
+            success: (
+                200,
+                "Up",
+                Some(obj(
+                    &["status", "log_head"],
+                    json!({ "status": string_enum(&["ok"]), "log_head": integer() }),
+                )),
+            ),
+            errors: vec![],
+        },
+    },
+    Route {
+        method: Method::Get,
+        path: "/ready",
+        handler: |route| route.to(ready),
+        doc: || Op {
+            summary: "Readiness: projections within lag bound",
+            tag: "ops",
+            auth: Auth::None,
+            params: vec![],
+            body: None,
+            success: (
+                200,
+                "Ready (503 with the same body, `status: not_ready`, when not)",
+                Some(obj(
+                    &["status", "log_head", "projections"],
+                    json!({
+                        "status": string_enum(&["ready", "not_ready"]),
+                        "log_head": integer(),
+                        "projections": array_of(obj(
+                            &["name", "position", "lag_events", "lag_seconds", "running"],
+                            json!({
+                                "name": string(), "position": integer(), "lag_events": integer(),
+                                "lag_seconds": { "type": ["number", "null"] },
+                                "running": boolean() }))) }),
+                )),
+            ),
+            errors: vec![],
+        },
+    },
+];
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.app_data(
@@ -47,21 +106,30 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .error_handler(|e, _| ApiError::new(Problem::InvalidQuery, e.to_string()).into()),
     )
     .app_data(web::PathConfig::default().error_handler(|_, _| ApiError::not_found().into()))
-    .service(health)
-    .service(ready)
-    .configure(accounts::routes)
-    .configure(orders::routes)
-    .configure(wallet::routes)
-    .configure(deposits::routes)
-    .configure(catalog::routes)
-    .configure(anonymous::routes)
-    .configure(webhook::routes)
-    .configure(admin::routes)
-    .configure(me::routes)
-    .configure(smsactivate::routes)
-    .configure(upstream_hooks::routes)
-    .configure(openapi::routes)
     .default_service(web::to(unrouted));
+    route::register(cfg, table());
+}
+
+/// Every route the server answers, in registration order: each module's own
+/// table. The server registers these and the OpenAPI document describes these.
+pub(crate) fn table() -> impl Iterator<Item = &'static Route> {
+    [
+        orders::ROUTES,
+        ROUTES,
+        accounts::ROUTES,
+        wallet::ROUTES,
+        deposits::ROUTES,
+        catalog::ROUTES,
+        anonymous::ROUTES,
+        webhook::ROUTES,
+        admin::ROUTES,
+        me::ROUTES,
+        smsactivate::ROUTES,
+        upstream_hooks::ROUTES,
+        openapi::ROUTES,
+    ]
+    .into_iter()
+    .flatten()
 }
 
 /// The problem with a JSON body: 413 over the limit, else 400 `invalid_json`.
@@ -117,7 +185,6 @@ async fn unrouted(req: HttpRequest) -> HttpResponse {
     response
 }
 
-#[get("/health")]
 async fn health(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "status": "ok", "log_head": state.log.head() }))
 }
@@ -126,7 +193,6 @@ async fn health(state: web::Data<AppState>) -> HttpResponse {
 const READY_MAX_LAG_EVENTS: u64 = 10_000;
 
 /// Ready: the log is open and every projection runs within the lag bound.
-#[get("/ready")]
 async fn ready(state: web::Data<AppState>) -> HttpResponse {
     let statuses = state.runner.status().await;
     let projections: Vec<_> = statuses

@@ -1,20 +1,43 @@
 //! The OpenAPI 3.1 document of the HTTP API, served at `GET /openapi.json`.
 //!
-//! Built in code (no handler annotations), once, and cached. A unit test scans the
-//! route registrations in this directory and fails when the document disagrees.
+//! Built once, on first use, from the route table (`http::table()`): each route's
+//! method and path come from the same entry the server registers its handler from,
+//! and its description from that entry's `doc`. This module holds the schema
+//! helpers the descriptions use and the shared components.
 
 use std::sync::OnceLock;
 
-use actix_web::{get, web, HttpResponse};
+use actix_web::HttpResponse;
 use serde_json::{json, Map, Value};
 
 use super::error::Problem;
+use super::route::{Auth, Method, Op, Route};
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(openapi_json);
-}
+/// This module's routes: the server registers each handler from here and the
+/// OpenAPI document describes each from here (one source for both).
+pub(super) const ROUTES: &[Route] = &[Route {
+    method: Method::Get,
+    path: "/openapi.json",
+    handler: |route| route.to(openapi_json),
+    doc: || Op {
+        summary: "This document",
+        tag: "ops",
+        auth: Auth::None,
+        params: vec![],
+        body: None,
+        success: (
+            200,
+            "OpenAPI 3.1 document",
+            Some(json!({ "type": "object",
+                    "required": ["openapi", "info", "paths", "components", "x-error-codes"],
+                    "properties": { "openapi": { "const": "3.1.0" }, "info": { "type": "object" },
+                        "paths": { "type": "object" }, "components": { "type": "object" },
+                        "x-error-codes": array_of(string()) } })),
+        ),
+        errors: vec![],
+    },
+}];
 
-#[get("/openapi.json")]
 async fn openapi_json() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/json")
@@ -57,48 +80,23 @@ pub fn document() -> &'static Value {
     DOCUMENT.get_or_init(build)
 }
 
-/// Who may call a route.
-#[derive(Clone, Copy)]
-enum Auth {
-    None,
-    /// An API key (bearer) or the session cookie.
-    Customer,
-    /// The session cookie only.
-    Session,
-    Admin,
-}
-
-/// One operation: method, path and what it takes and answers.
-struct Op {
-    method: &'static str,
-    path: &'static str,
-    summary: &'static str,
-    tag: &'static str,
-    auth: Auth,
-    params: Vec<Value>,
-    body: Option<Value>,
-    success: (u16, &'static str, Option<Value>),
-    /// The problems the route answers besides those every route shares.
-    errors: Vec<Problem>,
-}
-
-fn schema_ref(name: &str) -> Value {
+pub(super) fn schema_ref(name: &str) -> Value {
     json!({ "$ref": format!("#/components/schemas/{name}") })
 }
 
-fn path_param(name: &str, description: &str) -> Value {
+pub(super) fn path_param(name: &str, description: &str) -> Value {
     json!({ "name": name, "in": "path", "required": true, "description": description,
             "schema": { "type": "string", "maxLength": 256 } })
 }
 
-fn query_param(name: &str, description: &str, schema: Value) -> Value {
+pub(super) fn query_param(name: &str, description: &str, schema: Value) -> Value {
     json!({ "name": name, "in": "query", "required": false, "description": description,
             "schema": schema })
 }
 
 /// `cursor` and `limit`; `default_page` items when no limit is given. A limit
 /// outside 1–100 is refused (400 `invalid_query`).
-fn list_params(default_page: usize) -> Vec<Value> {
+pub(super) fn list_params(default_page: usize) -> Vec<Value> {
     vec![
         query_param(
             "cursor",
@@ -115,20 +113,20 @@ fn list_params(default_page: usize) -> Vec<Value> {
 
 /// 10 to 128 bytes of UTF-8 (the server counts bytes; a schema counts
 /// characters, so its bounds are the loosest that bytes allow).
-fn password_schema() -> Value {
+pub(super) fn password_schema() -> Value {
     use nexus_core::domain::account::{MAX_PASSWORD_BYTES, MIN_PASSWORD_BYTES};
     json!({ "type": "string",
             "minLength": MIN_PASSWORD_BYTES.div_ceil(4), "maxLength": MAX_PASSWORD_BYTES,
             "description": format!("{MIN_PASSWORD_BYTES} to {MAX_PASSWORD_BYTES} bytes of UTF-8.") })
 }
 
-fn idempotency_header() -> Value {
+pub(super) fn idempotency_header() -> Value {
     json!({ "name": "Idempotency-Key", "in": "header", "required": false,
             "description": "Replays the first answer for the same request; another request with the same key is 422 `idempotency_key_reused`.",
             "schema": { "type": "string", "maxLength": 255 } })
 }
 
-fn list_of(item: &str) -> Value {
+pub(super) fn list_of(item: &str) -> Value {
     obj(
         &["items", "next_cursor"],
         json!({ "items": { "type": "array", "maxItems": 100, "items": schema_ref(item) },
@@ -136,18 +134,18 @@ fn list_of(item: &str) -> Value {
     )
 }
 
-fn required_query_param(name: &str, description: &str, schema: Value) -> Value {
+pub(super) fn required_query_param(name: &str, description: &str, schema: Value) -> Value {
     json!({ "name": name, "in": "query", "required": true, "description": description,
             "schema": schema })
 }
 
 /// A service code as the domain takes it (`ServiceCode::new`).
-fn service_code() -> Value {
+pub(super) fn service_code() -> Value {
     json!({ "type": "string", "pattern": "^[a-z0-9_]{1,16}$" })
 }
 
 /// An ISO 3166-1 alpha-2 code, either case (`CountryCode::new`).
-fn country_code() -> Value {
+pub(super) fn country_code() -> Value {
     json!({ "type": "string", "pattern": "^[A-Za-z]{2}$" })
 }
 
@@ -162,7 +160,7 @@ fn problem_response(codes: &[&str]) -> Value {
             "content": { "application/problem+json": { "schema": schema } } })
 }
 
-fn operation(op: &Op) -> Value {
+fn operation(method: Method, path: &str, op: &Op) -> Value {
     let mut responses = Map::new();
     let (status, description, schema) = &op.success;
     let mut ok = json!({ "description": description });
@@ -173,7 +171,7 @@ fn operation(op: &Op) -> Value {
     let mut errors = op.errors.clone();
     // Every route but the compatible endpoint (which answers in its own
     // tokens) refuses a long query string; every route with a body, a large one.
-    if op.path != super::smsactivate::PATH {
+    if path != super::smsactivate::PATH {
         errors.push(Problem::QueryTooLong);
     }
     if op.body.is_some() {
@@ -205,7 +203,7 @@ fn operation(op: &Op) -> Value {
     let mut value = json!({
         "summary": op.summary,
         "tags": [op.tag],
-        "operationId": format!("{}_{}", op.method, op.path.trim_start_matches('/')
+        "operationId": format!("{}_{}", method.openapi_name(), path.trim_start_matches('/')
             .replace(['/', '.', '-'], "_").replace(['{', '}'], "")),
         "parameters": op.params,
         "responses": responses,
@@ -219,50 +217,50 @@ fn operation(op: &Op) -> Value {
 }
 
 /// A closed object: exactly these properties, `required` always present.
-fn obj(required: &[&str], properties: Value) -> Value {
+pub(super) fn obj(required: &[&str], properties: Value) -> Value {
     json!({ "type": "object", "additionalProperties": false, "required": required,
             "properties": properties })
 }
 
-fn money() -> Value {
+pub(super) fn money() -> Value {
     schema_ref("Money")
 }
 
-fn time() -> Value {
+pub(super) fn time() -> Value {
     schema_ref("Timestamp")
 }
 
 /// `schema` or `null`.
-fn nullable(schema: Value) -> Value {
+pub(super) fn nullable(schema: Value) -> Value {
     json!({ "oneOf": [schema, { "type": "null" }] })
 }
 
-fn string() -> Value {
+pub(super) fn string() -> Value {
     json!({ "type": "string" })
 }
 
-fn string_or_null() -> Value {
+pub(super) fn string_or_null() -> Value {
     json!({ "type": ["string", "null"] })
 }
 
-fn integer() -> Value {
+pub(super) fn integer() -> Value {
     json!({ "type": "integer", "minimum": 0 })
 }
 
-fn boolean() -> Value {
+pub(super) fn boolean() -> Value {
     json!({ "type": "boolean" })
 }
 
-fn string_enum(values: &[&str]) -> Value {
+pub(super) fn string_enum(values: &[&str]) -> Value {
     json!({ "type": "string", "enum": values })
 }
 
-fn array_of(items: Value) -> Value {
+pub(super) fn array_of(items: Value) -> Value {
     json!({ "type": "array", "items": items })
 }
 
 /// `{"items": [...]}`, the whole collection in one answer.
-fn items_of(item: Value) -> Value {
+pub(super) fn items_of(item: Value) -> Value {
     obj(&["items"], json!({ "items": array_of(item) }))
 }
 
@@ -534,1101 +532,6 @@ fn export_orders() -> Value {
     ))
 }
 
-fn operations() -> Vec<Op> {
-    use Auth::*;
-    let op = |method, path, summary, tag, auth, params, body, success, errors| Op {
-        method,
-        path,
-        summary,
-        tag,
-        auth,
-        params,
-        body,
-        success,
-        errors,
-    };
-    let order_id = || vec![path_param("id", "Order id.")];
-    vec![
-        op(
-            "get",
-            "/health",
-            "Liveness and log head",
-            "ops",
-            None,
-            vec![],
-            Option::None,
-            (
-                200,
-                "Up",
-                Some(obj(
-                    &["status", "log_head"],
-                    json!({ "status": string_enum(&["ok"]), "log_head": integer() }),
-                )),
-            ),
-            vec![],
-        ),
-        op(
-            "get",
-            "/ready",
-            "Readiness: projections within lag bound",
-            "ops",
-            None,
-            vec![],
-            Option::None,
-            (
-                200,
-                "Ready (503 with the same body, `status: not_ready`, when not)",
-                Some(obj(
-                    &["status", "log_head", "projections"],
-                    json!({
-                        "status": string_enum(&["ready", "not_ready"]),
-                        "log_head": integer(),
-                        "projections": array_of(obj(
-                            &["name", "position", "lag_events", "lag_seconds", "running"],
-                            json!({
-                                "name": string(), "position": integer(), "lag_events": integer(),
-                                "lag_seconds": { "type": ["number", "null"] },
-                                "running": boolean() }))) }),
-                )),
-            ),
-            vec![],
-        ),
-        op(
-            "get",
-            "/openapi.json",
-            "This document",
-            "ops",
-            None,
-            vec![],
-            Option::None,
-            (
-                200,
-                "OpenAPI 3.1 document",
-                Some(json!({ "type": "object",
-                    "required": ["openapi", "info", "paths", "components", "x-error-codes"],
-                    "properties": { "openapi": { "const": "3.1.0" }, "info": { "type": "object" },
-                        "paths": { "type": "object" }, "components": { "type": "object" },
-                        "x-error-codes": array_of(string()) } })),
-            ),
-            vec![],
-        ),
-        op(
-            "post",
-            "/v1/accounts",
-            "Register",
-            "accounts",
-            None,
-            vec![],
-            Some(schema_ref("Credentials")),
-            (
-                201,
-                "Registered; a verification mail is sent",
-                Some(obj(&["id"], json!({ "id": string() }))),
-            ),
-            vec![
-                Problem::InvalidJson,
-                Problem::InvalidEmail,
-                Problem::PasswordTooShort,
-                Problem::PasswordTooLong,
-                Problem::AlreadyRegistered,
-                Problem::EmailTaken,
-                Problem::Contention,
-            ],
-        ),
-        op(
-            "post",
-            "/v1/accounts/verify",
-            "Verify the e-mail with the mailed token",
-            "accounts",
-            None,
-            vec![],
-            Some(obj(&["token"], json!({ "token": string() }))),
-            (
-                200,
-                "Verified",
-                Some(obj(
-                    &["id", "verified"],
-                    json!({ "id": string(), "verified": { "const": true } }),
-                )),
-            ),
-            vec![
-                Problem::InvalidJson,
-                Problem::VerificationTokenInvalid,
-                Problem::NotFound,
-                Problem::AlreadyVerified,
-                Problem::VerificationTokenUsed,
-                Problem::Contention,
-                Problem::VerificationTokenExpired,
-            ],
-        ),
-        op(
-            "get",
-            "/verify",
-            "The verification mail's link: verifies and answers an HTML page",
-            "accounts",
-            None,
-            vec![required_query_param(
-                "token",
-                "The token from the mail.",
-                string(),
-            )],
-            Option::None,
-            (
-                200,
-                "Verified: a short HTML page (`text/html`)",
-                Option::None,
-            ),
-            vec![
-                Problem::InvalidQuery,
-                Problem::VerificationTokenInvalid,
-                Problem::NotFound,
-                Problem::AlreadyVerified,
-                Problem::VerificationTokenUsed,
-                Problem::Contention,
-                Problem::VerificationTokenExpired,
-            ],
-        ),
-        op(
-            "post",
-            "/v1/sessions",
-            "Sign in (sets the session cookie)",
-            "accounts",
-            None,
-            vec![],
-            Some(schema_ref("Credentials")),
-            (
-                201,
-                "Signed in; `Set-Cookie` carries the session",
-                Some(obj(
-                    &["account", "verified"],
-                    json!({ "account": string(), "verified": boolean() }),
-                )),
-            ),
-            vec![
-                Problem::InvalidJson,
-                Problem::InvalidCredentials,
-                Problem::AccountDisabled,
-            ],
-        ),
-        op(
-            "delete",
-            "/v1/sessions",
-            "Sign out (ends the cookie's session, if any)",
-            "accounts",
-            None,
-            vec![],
-            Option::None,
-            (204, "Signed out", Option::None),
-            vec![],
-        ),
-        op(
-            "post",
-            "/v1/me/password",
-            "Change the password",
-            "accounts",
-            Customer,
-            vec![],
-            Some(obj(
-                &["old_password", "new_password"],
-                json!({ "old_password": string(),
-                    "new_password": password_schema() }),
-            )),
-            (204, "Changed", Option::None),
-            vec![
-                Problem::InvalidJson,
-                Problem::PasswordTooShort,
-                Problem::PasswordTooLong,
-                Problem::InvalidCredentials,
-                Problem::NotFound,
-                Problem::Contention,
-            ],
-        ),
-        op(
-            "post",
-            "/v1/api-keys",
-            "Create an API key",
-            "accounts",
-            Customer,
-            vec![],
-            Option::None,
-            (201, "Created", Some(schema_ref("NewApiKey"))),
-            vec![
-                Problem::NotFound,
-                Problem::TooManyApiKeys,
-                Problem::Contention,
-            ],
-        ),
-        op(
-            "get",
-            "/v1/api-keys",
-            "List API keys, newest first (all of them: their number is capped)",
-            "accounts",
-            Customer,
-            vec![],
-            Option::None,
-            (
-                200,
-                "Every key, revoked ones included",
-                Some(obj(
-                    &["items", "next_cursor"],
-                    json!({ "items": array_of(schema_ref("ApiKey")), "next_cursor": { "type": "null" } }),
-                )),
-            ),
-            vec![Problem::NotFound],
-        ),
-        op(
-            "delete",
-            "/v1/api-keys/{id}",
-            "Revoke an API key",
-            "accounts",
-            Customer,
-            vec![path_param("id", "API key id.")],
-            Option::None,
-            (204, "Revoked", Option::None),
-            vec![Problem::NotFound, Problem::Contention],
-        ),
-        op(
-            "post",
-            "/v1/orders",
-            "Buy a number",
-            "orders",
-            Customer,
-            vec![idempotency_header()],
-            Some(schema_ref("PlaceOrder")),
-            (
-                201,
-                "Placed (waits up to 3 s for a number)",
-                Some(schema_ref("Order")),
-            ),
-            vec![
-                Problem::InvalidJson,
-                Problem::UnknownService,
-                Problem::UnknownCountry,
-                Problem::InvalidChannel,
-                Problem::InvalidAmount,
-                Problem::InvalidIdempotencyKey,
-                Problem::InsufficientFunds,
-                Problem::NotFound,
-                Problem::NoNumbers,
-                Problem::PriceAboveMax,
-                Problem::OrderExists,
-                Problem::WalletConflict,
-                Problem::Contention,
-                Problem::IdempotencyKeyReused,
-            ],
-        ),
-        op(
-            "get",
-            "/v1/orders",
-            "List orders",
-            "orders",
-            Customer,
-            list_params(super::wallet::DEFAULT_PAGE),
-            Option::None,
-            (200, "Page", Some(list_of("Order"))),
-            vec![Problem::InvalidCursor, Problem::InvalidQuery],
-        ),
-        op(
-            "get",
-            "/v1/orders/{id}",
-            "An order",
-            "orders",
-            Customer,
-            order_id(),
-            Option::None,
-            (200, "The order", Some(schema_ref("Order"))),
-            vec![Problem::NotFound],
-        ),
-        op(
-            "get",
-            "/v1/orders/{id}/code",
-            "Read the code (the first read is the delivery)",
-            "orders",
-            Customer,
-            {
-                let mut p = order_id();
-                p.push(query_param(
-                    "wait",
-                    "Seconds to wait for a code (at most 60).",
-                    json!({ "type": "integer", "minimum": 0, "maximum": 60 }),
-                ));
-                p
-            },
-            Option::None,
-            (
-                200,
-                "The code, or `code: null` with the status",
-                Some(schema_ref("Code")),
-            ),
-            vec![
-                Problem::InvalidQuery,
-                Problem::NotFound,
-                Problem::OrderExpired,
-                Problem::Contention,
-                Problem::CodeErased,
-            ],
-        ),
-        op(
-            "post",
-            "/v1/orders/{id}/resend",
-            "Ask for another code",
-            "orders",
-            Customer,
-            order_id(),
-            Option::None,
-            (200, "The order", Some(schema_ref("Order"))),
-            vec![
-                Problem::NotFound,
-                Problem::OrderWrongStatus,
-                Problem::OrderExpired,
-                Problem::Contention,
-            ],
-        ),
-        op(
-            "post",
-            "/v1/orders/{id}/cancel",
-            "Cancel (full refund)",
-            "orders",
-            Customer,
-            order_id(),
-            Option::None,
-            (200, "Cancelled", Some(schema_ref("Order"))),
-            vec![
-                Problem::NotFound,
-                Problem::OrderNotCancellable,
-                Problem::CancelTooEarly,
-                Problem::OrderWrongStatus,
-                Problem::Contention,
-            ],
-        ),
-        op(
-            "post",
-            "/v1/orders/{id}/complete",
-            "Complete",
-            "orders",
-            Customer,
-            order_id(),
-            Option::None,
-            (200, "Completed", Some(schema_ref("Order"))),
-            vec![
-                Problem::NotFound,
-                Problem::OrderWrongStatus,
-                Problem::NoCodeYet,
-                Problem::Contention,
-            ],
-        ),
-        op(
-            "get",
-            "/v1/wallet",
-            "Wallet balance",
-            "wallet",
-            Customer,
-            vec![],
-            Option::None,
-            (200, "Wallet", Some(schema_ref("Wallet"))),
-            vec![],
-        ),
-        op(
-            "get",
-            "/v1/wallet/entries",
-            "Ledger entries of the wallet",
-            "wallet",
-            Customer,
-            list_params(super::wallet::DEFAULT_PAGE),
-            Option::None,
-            (200, "Page", Some(list_of("LedgerEntry"))),
-            vec![Problem::InvalidCursor, Problem::InvalidQuery],
-        ),
-        op(
-            "get",
-            "/v1/deposits",
-            "List deposits",
-            "wallet",
-            Customer,
-            list_params(super::wallet::DEFAULT_PAGE),
-            Option::None,
-            (200, "Page", Some(list_of("Deposit"))),
-            vec![Problem::InvalidCursor, Problem::InvalidQuery],
-        ),
-        op(
-            "post",
-            "/v1/deposits",
-            "Create a crypto deposit invoice",
-            "wallet",
-            Customer,
-            vec![],
-            Some(schema_ref("DepositRequest")),
-            (201, "Invoice", Some(schema_ref("Invoice"))),
-            vec![
-                Problem::InvalidJson,
-                Problem::InvalidAmount,
-                Problem::InvalidDeposit,
-                Problem::UnsupportedCurrency,
-                Problem::WalletConflict,
-                Problem::Contention,
-                Problem::Unavailable,
-            ],
-        ),
-        op(
-            "post",
-            "/v1/payments/ipn",
-            "Payment gateway notification (signed)",
-            "wallet",
-            None,
-            vec![
-                json!({ "name": "x-nowpayments-sig", "in": "header", "required": true,
-                "description": "HMAC-SHA512 of the canonical body.", "schema": string() }),
-            ],
-            Some(json!({ "type": "object",
-                "description": "The gateway's notification; fields Nexus does not read are ignored.",
-                "required": ["payment_id", "payment_status", "order_id"],
-                "properties": {
-                    "payment_id": { "type": ["string", "integer"] },
-                    "payment_status": string_enum(&["waiting", "confirming", "confirmed", "sending",
-                        "partially_paid", "finished", "failed", "refunded", "expired"]),
-                    "order_id": string(),
-                    "price_amount": { "type": ["string", "number", "null"] },
-                    "price_currency": string_or_null(),
-                    "pay_amount": { "type": ["string", "number", "null"] },
-                    "actually_paid": { "type": ["string", "number", "null"] },
-                    "actually_paid_at_fiat": { "type": ["string", "number", "null"] },
-                    "pay_currency": string_or_null(),
-                    "outcome_amount": { "type": ["string", "number", "null"] },
-                    "payin_hash": string_or_null() } })),
-            (200, "Accepted", Some(schema_ref("Outcome"))),
-            vec![
-                Problem::UnreadableBody,
-                Problem::IpnMalformedBody,
-                Problem::IpnUnsigned,
-                Problem::IpnMalformedSignature,
-                Problem::IpnBadSignature,
-                Problem::UnknownDeposit,
-                Problem::IpnMissingField,
-                Problem::IpnInvalidField,
-                Problem::IpnUnsupportedCurrency,
-                Problem::IpnNothingPaid,
-                Problem::IpnNotConfigured,
-                Problem::IpnFailed,
-            ],
-        ),
-        op(
-            "post",
-            "/v1/dev/payments/{id}/pay",
-            "Pay an invoice with the simulated gateway (embedded default only)",
-            "wallet",
-            None,
-            vec![path_param("id", "Invoice id.")],
-            Option::None,
-            (200, "Paid", Some(schema_ref("Outcome"))),
-            vec![Problem::NotFound],
-        ),
-        op(
-            "get",
-            "/v1/catalog/countries",
-            "Countries",
-            "catalog",
-            None,
-            vec![],
-            Option::None,
-            (
-                200,
-                "Countries",
-                Some(items_of(obj(
-                    &["code", "name", "dial_code"],
-                    json!({ "code": string(), "name": string(), "dial_code": string() }),
-                ))),
-            ),
-            vec![],
-        ),
-        op(
-            "get",
-            "/v1/catalog/services",
-            "Services",
-            "catalog",
-            None,
-            vec![],
-            Option::None,
-            (
-                200,
-                "Services",
-                Some(items_of(obj(
-                    &["code", "name"],
-                    json!({ "code": string(), "name": string() }),
-                ))),
-            ),
-            vec![],
-        ),
-        op(
-            "get",
-            "/v1/catalog/prices",
-            "Price and stock of one service in one country",
-            "catalog",
-            None,
-            vec![
-                required_query_param("country", "ISO country code.", country_code()),
-                required_query_param("service", "Service code.", service_code()),
-            ],
-            Option::None,
-            (
-                200,
-                "One item; `price: null` and `stock: 0` when no upstream has numbers",
-                Some(items_of(obj(
-                    &["service", "country", "price", "stock"],
-                    json!({ "service": string(), "country": string(),
-                        "price": nullable(money()), "stock": integer() }),
-                ))),
-            ),
-            vec![
-                Problem::InvalidQuery,
-                Problem::UnknownService,
-                Problem::UnknownCountry,
-            ],
-        ),
-        op(
-            "get",
-            "/v1/catalog/availability",
-            "Availability: success rate and time to code per route",
-            "catalog",
-            None,
-            {
-                let mut p = vec![
-                    query_param("country", "ISO country code.", country_code()),
-                    query_param("service", "Service code.", service_code()),
-                ];
-                p.extend(list_params(super::catalog::AVAILABILITY_DEFAULT_PAGE));
-                p
-            },
-            Option::None,
-            (
-                200,
-                "Page",
-                Some(obj(
-                    &["items", "next_cursor"],
-                    json!({ "items": array_of(obj(
-                        &["service", "country", "orders", "successes", "success_rate_bp",
-                          "median_time_to_code_secs"],
-                        json!({ "service": string(), "country": string(),
-                            "orders": integer(), "successes": integer(),
-                            "success_rate_bp": { "type": "integer", "minimum": 0, "maximum": 10000,
-                                "description": "Basis points." },
-                            "median_time_to_code_secs": { "type": ["integer", "null"] } }))),
-                        "next_cursor": string_or_null() }),
-                )),
-            ),
-            vec![
-                Problem::InvalidQuery,
-                Problem::InvalidCursor,
-                Problem::UnknownService,
-                Problem::UnknownCountry,
-            ],
-        ),
-        op(
-            "post",
-            "/v1/anonymous/orders",
-            "Anonymous order, paid by crypto",
-            "anonymous",
-            None,
-            vec![],
-            Some(schema_ref("PlaceAnonymousOrder")),
-            (
-                201,
-                "Tracking id, order and invoice",
-                Some(schema_ref("AnonymousOrder")),
-            ),
-            vec![
-                Problem::InvalidJson,
-                Problem::UnknownService,
-                Problem::UnknownCountry,
-                Problem::InvalidChannel,
-                Problem::InvalidDeposit,
-                Problem::NoNumbers,
-                Problem::AnonymousOrderConflict,
-                Problem::Contention,
-                Problem::Unavailable,
-            ],
-        ),
-        op(
-            "get",
-            "/v1/track/{tracking_id}",
-            "Follow an anonymous order",
-            "anonymous",
-            None,
-            vec![path_param("tracking_id", "Tracking id.")],
-            Option::None,
-            (
-                200,
-                "Awaiting payment, or the latest order with its code and the credit left",
-                Some(json!({ "oneOf": [
-                    obj(&["status", "credit"], json!({
-                        "status": string_enum(&["awaiting_payment"]), "credit": money() })),
-                    schema_ref("TrackedOrder")
-                ] })),
-            ),
-            vec![
-                Problem::NotFound,
-                Problem::OrderExpired,
-                Problem::Contention,
-            ],
-        ),
-        op(
-            "post",
-            "/v1/track/{tracking_id}/reorder",
-            "Another number for an anonymous order, from its credit",
-            "anonymous",
-            None,
-            vec![path_param("tracking_id", "Tracking id.")],
-            Option::None,
-            (
-                201,
-                "Placed",
-                Some(obj(
-                    &["id", "status"],
-                    json!({ "id": string(), "status": string_enum(&["placed"]) }),
-                )),
-            ),
-            vec![
-                Problem::InsufficientFunds,
-                Problem::NotFound,
-                Problem::AnonymousOrderConflict,
-                Problem::OrderExists,
-                Problem::WalletConflict,
-                Problem::Contention,
-            ],
-        ),
-        op(
-            "put",
-            "/v1/me/webhook",
-            "Set the order webhook",
-            "webhook",
-            Customer,
-            vec![],
-            Some(schema_ref("SetWebhook")),
-            (
-                200,
-                "Set; the signing secret is shown only here",
-                Some(schema_ref("NewWebhook")),
-            ),
-            vec![
-                Problem::InvalidJson,
-                Problem::InvalidWebhookUrl,
-                Problem::NotFound,
-                Problem::Contention,
-            ],
-        ),
-        op(
-            "get",
-            "/v1/me/webhook",
-            "The order webhook",
-            "webhook",
-            Customer,
-            vec![],
-            Option::None,
-            (200, "Webhook", Some(schema_ref("Webhook"))),
-            vec![Problem::NotFound],
-        ),
-        op(
-            "delete",
-            "/v1/me/webhook",
-            "Remove the order webhook",
-            "webhook",
-            Customer,
-            vec![],
-            Option::None,
-            (204, "Removed", Option::None),
-            vec![Problem::NotFound, Problem::Contention],
-        ),
-        op(
-            "get",
-            "/v1/me",
-            "The account (also while a deletion is pending)",
-            "me",
-            Customer,
-            vec![],
-            Option::None,
-            (200, "Account", Some(schema_ref("Me"))),
-            vec![Problem::NotFound],
-        ),
-        op(
-            "patch",
-            "/v1/me",
-            "Correct the account (e-mail)",
-            "me",
-            Customer,
-            vec![],
-            Some(obj(
-                &["email"],
-                json!({ "email": { "type": "string", "format": "email", "maxLength": 254 } }),
-            )),
-            (200, "Account", Some(schema_ref("Me"))),
-            vec![
-                Problem::InvalidJson,
-                Problem::InvalidEmail,
-                Problem::NotFound,
-                Problem::EmailTaken,
-                Problem::Contention,
-                Problem::EmailUnchanged,
-            ],
-        ),
-        op(
-            "post",
-            "/v1/me/deletion",
-            "Request deletion (erased 30 days later)",
-            "me",
-            Customer,
-            vec![],
-            Option::None,
-            (202, "Requested", Some(schema_ref("Me"))),
-            vec![
-                Problem::NotFound,
-                Problem::ActiveOrders,
-                Problem::DeletionAlreadyRequested,
-                Problem::Contention,
-            ],
-        ),
-        op(
-            "delete",
-            "/v1/me/deletion",
-            "Withdraw the deletion request (session, or credentials in the body)",
-            "me",
-            Session,
-            vec![],
-            Some(schema_ref("Credentials")),
-            (200, "Withdrawn", Some(schema_ref("Me"))),
-            vec![
-                Problem::InvalidJson,
-                Problem::UnreadableBody,
-                Problem::InvalidCredentials,
-                Problem::AccountDisabled,
-                Problem::NotFound,
-                Problem::NoDeletionPending,
-                Problem::DeletionWindowOver,
-                Problem::Contention,
-            ],
-        ),
-        op(
-            "put",
-            "/v1/me/objection",
-            "Object to non-essential processing (or withdraw the objection)",
-            "me",
-            Customer,
-            vec![],
-            Some(obj(&["object"], json!({ "object": boolean() }))),
-            (200, "Recorded", Some(schema_ref("Me"))),
-            vec![Problem::InvalidJson, Problem::NotFound, Problem::Contention],
-        ),
-        op(
-            "get",
-            "/v1/me/export",
-            "Export all data (portability)",
-            "me",
-            Customer,
-            vec![],
-            Option::None,
-            (200, "Export (docs/EXPORT.md)", Some(schema_ref("Export"))),
-            vec![Problem::NotFound, Problem::Unavailable],
-        ),
-        op(
-            "get",
-            "/v1/admin/projections",
-            "Projection status",
-            "admin",
-            Admin,
-            vec![],
-            Option::None,
-            (
-                200,
-                "Projections",
-                Some(obj(
-                    &["log_head", "items"],
-                    json!({ "log_head": integer(), "items": array_of(obj(
-                        &["name", "position", "head", "lag_events", "lag_seconds", "state", "failure"],
-                        json!({ "name": string(), "position": integer(), "head": integer(),
-                            "lag_events": integer(), "lag_seconds": { "type": ["number", "null"] },
-                            "state": string_enum(&["running", "stopped", "failed"]),
-                            "failure": nullable(obj(&["position", "reason"], json!({
-                                "position": integer(), "reason": string() }))) }))) }),
-                )),
-            ),
-            vec![Problem::NotFound],
-        ),
-        op(
-            "get",
-            "/v1/admin/providers",
-            "Upstream providers",
-            "admin",
-            Admin,
-            vec![],
-            Option::None,
-            (
-                200,
-                "Providers",
-                Some(items_of(obj(
-                    &[
-                        "name",
-                        "breaker",
-                        "consecutive_failures",
-                        "latency_ms",
-                        "successes",
-                        "failures",
-                        "reconciled_cancelled",
-                        "reconciled_absent",
-                        "unreconciled",
-                    ],
-                    json!({ "name": string(),
-                        "breaker": string_enum(&["closed", "open", "half_open"]),
-                        "consecutive_failures": integer(), "latency_ms": integer(),
-                        "successes": integer(), "failures": integer(),
-                        "reconciled_cancelled": integer(), "reconciled_absent": integer(),
-                        "unreconciled": integer() }),
-                ))),
-            ),
-            vec![Problem::NotFound],
-        ),
-        op(
-            "get",
-            "/v1/admin/retention",
-            "Retention schedule: subjects due by `until`",
-            "admin",
-            Admin,
-            {
-                let mut p = vec![query_param(
-                    "until",
-                    "RFC 3339 time; now when absent.",
-                    json!({ "type": "string", "format": "date-time" }),
-                )];
-                p.extend(list_params(super::admin::DEFAULT_PAGE));
-                p
-            },
-            Option::None,
-            (
-                200,
-                "Page",
-                Some(obj(
-                    &["until", "due_now", "due_now_capped", "items", "next_cursor"],
-                    json!({ "until": time(), "due_now": integer(), "due_now_capped": boolean(),
-                        "items": array_of(obj(&["subject", "kind", "due_at", "held"], json!({
-                            "subject": string(), "kind": string_enum(&["account", "anonymous"]),
-                            "due_at": time(), "held": boolean() }))),
-                        "next_cursor": string_or_null() }),
-                )),
-            ),
-            vec![
-                Problem::InvalidQuery,
-                Problem::InvalidTime,
-                Problem::InvalidCursor,
-                Problem::NotFound,
-            ],
-        ),
-        op(
-            "post",
-            "/v1/admin/retention/sweep",
-            "Run the retention sweeps now: erase what is due and not held",
-            "admin",
-            Admin,
-            vec![],
-            Option::None,
-            (
-                200,
-                "What the sweep did",
-                Some(obj(
-                    &[
-                        "examined",
-                        "accounts_erased",
-                        "anonymous_erased",
-                        "held",
-                        "skipped",
-                        "failed",
-                        "more_due",
-                    ],
-                    json!({ "examined": integer(), "accounts_erased": integer(),
-                        "anonymous_erased": integer(), "held": integer(), "skipped": integer(),
-                        "failed": integer(), "more_due": boolean() }),
-                )),
-            ),
-            vec![Problem::NotFound],
-        ),
-        op(
-            "get",
-            "/v1/admin/retention/verify",
-            "Prove the sweeps: recorded erasures have no key left, nothing overdue unless held",
-            "admin",
-            Admin,
-            vec![],
-            Option::None,
-            (
-                200,
-                "The proof",
-                Some(obj(
-                    &[
-                        "ok",
-                        "events_checked",
-                        "erasures_recorded",
-                        "keys_still_present",
-                        "overdue",
-                    ],
-                    json!({ "ok": boolean(), "events_checked": integer(),
-                        "erasures_recorded": integer(),
-                        "keys_still_present": array_of(string()), "overdue": array_of(string()) }),
-                )),
-            ),
-            vec![Problem::NotFound],
-        ),
-        op(
-            "post",
-            "/v1/admin/legal-holds",
-            "Place a legal hold",
-            "admin",
-            Admin,
-            vec![],
-            Some(obj(
-                &["subject", "reference"],
-                json!({ "subject": string(), "reference": string(),
-                    "reason": { "type": "string", "enum": ["litigation", "regulator", "law_enforcement"],
-                        "default": "litigation" } }),
-            )),
-            (201, "Held", Some(schema_ref("LegalHold"))),
-            vec![
-                Problem::InvalidJson,
-                Problem::InvalidSubject,
-                Problem::InvalidReason,
-                Problem::InvalidReference,
-                Problem::NotFound,
-                Problem::AlreadyHeld,
-                Problem::TooManyHolds,
-                Problem::Contention,
-            ],
-        ),
-        op(
-            "delete",
-            "/v1/admin/legal-holds/{subject}",
-            "Release a legal hold",
-            "admin",
-            Admin,
-            vec![path_param("subject", "Held subject.")],
-            Option::None,
-            (204, "Released", Option::None),
-            vec![Problem::NotFound, Problem::Contention],
-        ),
-        op(
-            "get",
-            "/v1/admin/legal-holds",
-            "Legal holds in force",
-            "admin",
-            Admin,
-            vec![],
-            Option::None,
-            (200, "Holds", Some(items_of(schema_ref("LegalHold")))),
-            vec![Problem::NotFound],
-        ),
-        op(
-            "post",
-            "/v1/admin/policy-changes",
-            "Announce a policy change (>= 14 days ahead)",
-            "admin",
-            Admin,
-            vec![idempotency_header()],
-            Some(obj(
-                &["title", "summary", "effective_at"],
-                json!({ "title": string(), "summary": string(),
-                    "effective_at": time(), "url": { "type": "string", "format": "uri" } }),
-            )),
-            (
-                201,
-                "Announced (200 when an Idempotency-Key replays it)",
-                Some(schema_ref("PolicyChange")),
-            ),
-            vec![
-                Problem::InvalidJson,
-                Problem::InvalidTime,
-                Problem::InvalidIdempotencyKey,
-                Problem::NotFound,
-                Problem::TooManyAnnouncements,
-                Problem::Contention,
-                Problem::InvalidTitle,
-                Problem::InvalidSummary,
-                Problem::InvalidUrl,
-                Problem::NoticeTooShort,
-                Problem::NoticeTooLong,
-                Problem::IdempotencyKeyReused,
-            ],
-        ),
-        op(
-            "get",
-            "/v1/admin/policy-changes",
-            "Policy changes",
-            "admin",
-            Admin,
-            list_params(super::admin::DEFAULT_PAGE),
-            Option::None,
-            (200, "Page", Some(list_of("PolicyChange"))),
-            vec![
-                Problem::InvalidCursor,
-                Problem::InvalidQuery,
-                Problem::NotFound,
-            ],
-        ),
-        op(
-            "post",
-            "/v1/upstreams/{name}/webhook",
-            "Signed push from an upstream provider",
-            "upstreams",
-            None,
-            vec![path_param("name", "Configured upstream name.")],
-            Some(json!({ "type": "object",
-                "description": "The upstream's own push format, verified by its signature before it is read." })),
-            (
-                200,
-                "Accepted (queued for the worker) or ignored",
-                Some(obj(
-                    &["status"],
-                    json!({ "status": string_enum(&["accepted", "ignored"]) }),
-                )),
-            ),
-            vec![
-                Problem::UnreadableBody,
-                Problem::PushStale,
-                Problem::PushMalformed,
-                Problem::PushUnsigned,
-                Problem::PushBadSignature,
-                Problem::PushSourceNotAllowed,
-                Problem::NotFound,
-                Problem::PushNotSupported,
-                Problem::PushNotConfigured,
-                Problem::PushBusy,
-            ],
-        ),
-        op(
-            "get",
-            "/stubs/handler_api.php",
-            "SMS-Activate-compatible endpoint (plain-text tokens)",
-            "compat",
-            None,
-            vec![
-                query_param(
-                    "api_key",
-                    "API key.",
-                    json!({ "type": "string", "maxLength": 256 }),
-                ),
-                query_param("action", "SMS-Activate action.", string()),
-            ],
-            Option::None,
-            (200, "SMS-Activate answer", Some(string())),
-            vec![],
-        ),
-        op(
-            "post",
-            "/stubs/handler_api.php",
-            "SMS-Activate-compatible endpoint, form-encoded",
-            "compat",
-            None,
-            vec![],
-            Option::None,
-            (200, "SMS-Activate answer", Some(string())),
-            vec![],
-        ),
-    ]
-}
-
 /// The actions of the SMS-Activate-compatible endpoint and how each answers.
 const COMPAT_ACTIONS: [(&str, &str); 13] = [
     ("getBalance", "text: `ACCESS_BALANCE:<available>`"),
@@ -1722,9 +625,12 @@ fn string_enum_owned(values: &[String]) -> Value {
 
 fn build() -> Value {
     let mut paths = Map::new();
-    for op in operations() {
-        let entry = paths.entry(op.path.to_owned()).or_insert_with(|| json!({}));
-        entry[op.method] = operation(&op);
+    for route in super::table() {
+        let op = (route.doc)();
+        let entry = paths
+            .entry(route.path.to_owned())
+            .or_insert_with(|| json!({}));
+        entry[route.method.openapi_name()] = operation(route.method, route.path, &op);
     }
     // Withdrawing a deletion takes credentials in the body only without a session.
     if let Some(body) = paths
@@ -1766,76 +672,9 @@ mod tests {
     use super::*;
     use std::collections::BTreeSet;
 
-    /// (method, path) pairs registered in the source files of this directory.
-    fn registered_routes() -> BTreeSet<(String, String)> {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/http");
-        let mut found = BTreeSet::new();
-        let mut stack = vec![dir];
-        while let Some(dir) = stack.pop() {
-            for entry in std::fs::read_dir(&dir).expect("read src/http") {
-                let path = entry.expect("dir entry").path();
-                if path.is_dir() {
-                    stack.push(path);
-                    continue;
-                }
-                if path.extension().and_then(|e| e.to_str()) != Some("rs") {
-                    continue;
-                }
-                let source = std::fs::read_to_string(&path).expect("read source");
-                scan(&source, &mut found);
-            }
-        }
-        found
-    }
-
-    fn scan(source: &str, found: &mut BTreeSet<(String, String)>) {
-        let consts: Vec<(String, String)> = source
-            .lines()
-            .filter_map(|l| {
-                let l = l.trim().strip_prefix("pub ").unwrap_or(l.trim());
-                let rest = l.strip_prefix("const ")?;
-                let (name, value) = rest.split_once(": &str = \"")?;
-                Some((name.to_owned(), value.split('"').next()?.to_owned()))
-            })
-            .collect();
-        let lines: Vec<&str> = source.lines().collect();
-        for (i, line) in lines.iter().enumerate() {
-            let line = line.trim();
-            for method in ["get", "post", "put", "patch", "delete"] {
-                if let Some(rest) = line.strip_prefix(&format!("#[{method}(\"")) {
-                    let path = rest.split('"').next().unwrap_or_default();
-                    found.insert((method.to_owned(), path.to_owned()));
-                }
-            }
-            if let Some(idx) = line.find("web::resource(") {
-                let arg = line[idx + "web::resource(".len()..]
-                    .split(')')
-                    .next()
-                    .unwrap_or_default();
-                let path = match arg.strip_prefix('"') {
-                    Some(literal) => literal.trim_end_matches('"').to_owned(),
-                    None => consts
-                        .iter()
-                        .find(|(name, _)| name == arg.trim())
-                        .map(|(_, v)| v.clone())
-                        .unwrap_or_else(|| panic!("unresolved resource path {arg}")),
-                };
-                // The methods follow on this line or the next few, until the `;`.
-                let mut tail = String::new();
-                for next in &lines[i..] {
-                    tail.push_str(next);
-                    if next.contains(';') {
-                        break;
-                    }
-                }
-                let tail = &tail[tail.find("web::resource(").unwrap_or(0)..];
-                for method in ["get", "post", "put", "patch", "delete"] {
-                    if tail.contains(&format!("web::{method}()")) {
-                        found.insert((method.to_owned(), path.clone()));
-                    }
-                }
-            }
-        }
+    /// Every `.rs` file under `src/http`, with its source.
+    fn http_sources() -> Vec<(std::path::PathBuf, String)> {
+        sources_under(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/http"))
     }
 
     fn documented_routes() -> BTreeSet<(String, String)> {
@@ -1848,20 +687,83 @@ mod tests {
         found
     }
 
+    fn table_routes() -> Vec<(String, String)> {
+        super::super::table()
+            .map(|r| (r.method.openapi_name().to_owned(), r.path.to_owned()))
+            .collect()
+    }
+
     #[test]
-    fn document_lists_exactly_the_registered_routes() {
-        let registered = registered_routes();
-        assert!(
-            registered.len() > 40,
-            "scan found too few routes: {registered:?}"
+    fn document_lists_exactly_the_table() {
+        let table = table_routes();
+        let unique: BTreeSet<_> = table.iter().cloned().collect();
+        assert_eq!(unique.len(), table.len(), "a route is in the table twice");
+        assert!(table.len() > 40, "too few routes: {table:?}");
+        assert_eq!(documented_routes(), unique);
+    }
+
+    /// No handler is registered except through a `ROUTES` table: no route
+    /// attribute macros, resources or ad hoc routes in the handler modules.
+    #[test]
+    fn no_route_is_registered_outside_the_table() {
+        let mut forbidden: Vec<String> = ["get", "post", "put", "patch", "delete", "route"]
+            .iter()
+            .map(|m| format!("#[{m}("))
+            .collect();
+        forbidden.extend(["web::resource(", "cfg.service(", ".configure("].map(String::from));
+        let mut found = Vec::new();
+        for (path, source) in http_sources() {
+            // Test modules may build their own apps.
+            let code = source.split("#[cfg(test)]").next().unwrap_or_default();
+            for (n, line) in code.lines().enumerate() {
+                if forbidden.iter().any(|f| line.contains(f.as_str())) {
+                    found.push(format!("{}:{}: {}", path.display(), n + 1, line.trim()));
+                }
+            }
+        }
+        assert!(found.is_empty(), "routes outside the table: {found:#?}");
+    }
+
+    /// Through the real registration (`configure`), a request with each table
+    /// route's method on a concrete path reaches a handler: with no state
+    /// configured, the handler's extractors refuse (5xx), where a request no
+    /// route takes gets the unrouted 404 or 405.
+    #[actix_web::test]
+    async fn every_table_route_reaches_its_handler() {
+        use actix_web::{test, App};
+        let app = test::init_service(App::new().configure(super::super::configure)).await;
+        let call = |method: &str, path: &str| {
+            test::TestRequest::default()
+                .method(method.to_ascii_uppercase().parse().expect("method"))
+                .uri(path)
+                .to_request()
+        };
+        for (method, template) in table_routes() {
+            let concrete: Vec<String> = template
+                .split('/')
+                .map(|s| {
+                    if s.starts_with('{') {
+                        "x1".to_owned()
+                    } else {
+                        s.to_owned()
+                    }
+                })
+                .collect();
+            let answer = test::call_service(&app, call(&method, &concrete.join("/"))).await;
+            let status = answer.status().as_u16();
+            assert!(
+                ![404, 405].contains(&status),
+                "{method} {template} was not routed: {status}"
+            );
+        }
+        let answer = test::call_service(&app, call("put", "/v1/orders")).await;
+        assert_eq!(answer.status(), 405);
+        assert_eq!(
+            answer.headers().get("allow").map(|v| v.as_bytes()),
+            Some(&b"GET, POST"[..])
         );
-        let documented = documented_routes();
-        let missing: Vec<_> = registered.difference(&documented).collect();
-        let extra: Vec<_> = documented.difference(&registered).collect();
-        assert!(
-            missing.is_empty() && extra.is_empty(),
-            "undocumented routes: {missing:?}; documented but not registered: {extra:?}"
-        );
+        let answer = test::call_service(&app, call("get", "/v1/nothing")).await;
+        assert_eq!(answer.status(), 404);
     }
 
     fn refs<'a>(value: &'a Value, out: &mut Vec<&'a str>) {

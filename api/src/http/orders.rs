@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use actix_web::{get, post, web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, SecondsFormat, Utc};
 use nexus_core::domain::codec::Personal;
 use nexus_core::domain::commerce::CommerceError;
@@ -23,16 +23,171 @@ use serde::{Deserialize, Serialize};
 use super::auth::Customer;
 use super::body::ObjectBody;
 use super::error::{ApiError, Problem};
+use super::openapi::{
+    idempotency_header, list_of, list_params, path_param, query_param, schema_ref,
+};
+use super::route::{Auth, Method, Op, Route};
 use super::state::AppState;
+use serde_json::json;
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(place)
-        .service(list)
-        .service(get_order)
-        .service(code)
-        .service(resend)
-        .service(cancel)
-        .service(complete);
+/// This module's routes: the server registers each handler from here and the
+/// OpenAPI document describes each from here (one source for both).
+pub(super) const ROUTES: &[Route] = &[
+    Route {
+        method: Method::Post,
+        path: "/v1/orders",
+        handler: |route| route.to(place),
+        doc: || Op {
+            summary: "Buy a number",
+            tag: "orders",
+            auth: Auth::Customer,
+            params: vec![idempotency_header()],
+            body: Some(schema_ref("PlaceOrder")),
+            success: (
+                201,
+                "Placed (waits up to 3 s for a number)",
+                Some(schema_ref("Order")),
+            ),
+            errors: vec![
+                Problem::InvalidJson,
+                Problem::UnknownService,
+                Problem::UnknownCountry,
+                Problem::InvalidChannel,
+                Problem::InvalidAmount,
+                Problem::InvalidIdempotencyKey,
+                Problem::InsufficientFunds,
+                Problem::NotFound,
+                Problem::NoNumbers,
+                Problem::PriceAboveMax,
+                Problem::OrderExists,
+                Problem::WalletConflict,
+                Problem::Contention,
+                Problem::IdempotencyKeyReused,
+            ],
+        },
+    },
+    Route {
+        method: Method::Get,
+        path: "/v1/orders",
+        handler: |route| route.to(list),
+        doc: || Op {
+            summary: "List orders",
+            tag: "orders",
+            auth: Auth::Customer,
+            params: list_params(super::wallet::DEFAULT_PAGE),
+            body: None,
+            success: (200, "Page", Some(list_of("Order"))),
+            errors: vec![Problem::InvalidCursor, Problem::InvalidQuery],
+        },
+    },
+    Route {
+        method: Method::Get,
+        path: "/v1/orders/{id}",
+        handler: |route| route.to(get_order),
+        doc: || Op {
+            summary: "An order",
+            tag: "orders",
+            auth: Auth::Customer,
+            params: order_id_param(),
+            body: None,
+            success: (200, "The order", Some(schema_ref("Order"))),
+            errors: vec![Problem::NotFound],
+        },
+    },
+    Route {
+        method: Method::Get,
+        path: "/v1/orders/{id}/code",
+        handler: |route| route.to(code),
+        doc: || Op {
+            summary: "Read the code (the first read is the delivery)",
+            tag: "orders",
+            auth: Auth::Customer,
+            params: {
+                let mut p = order_id_param();
+                p.push(query_param(
+                    "wait",
+                    "Seconds to wait for a code (at most 60).",
+                    json!({ "type": "integer", "minimum": 0, "maximum": 60 }),
+                ));
+                p
+            },
+            body: None,
+            success: (
+                200,
+                "The code, or `code: null` with the status",
+                Some(schema_ref("Code")),
+            ),
+            errors: vec![
+                Problem::InvalidQuery,
+                Problem::NotFound,
+                Problem::OrderExpired,
+                Problem::Contention,
+                Problem::CodeErased,
+            ],
+        },
+    },
+    Route {
+        method: Method::Post,
+        path: "/v1/orders/{id}/resend",
+        handler: |route| route.to(resend),
+        doc: || Op {
+            summary: "Ask for another code",
+            tag: "orders",
+            auth: Auth::Customer,
+            params: order_id_param(),
+            body: None,
+            success: (200, "The order", Some(schema_ref("Order"))),
+            errors: vec![
+                Problem::NotFound,
+                Problem::OrderWrongStatus,
+                Problem::OrderExpired,
+                Problem::Contention,
+            ],
+        },
+    },
+    Route {
+        method: Method::Post,
+        path: "/v1/orders/{id}/cancel",
+        handler: |route| route.to(cancel),
+        doc: || Op {
+            summary: "Cancel (full refund)",
+            tag: "orders",
+            auth: Auth::Customer,
+            params: order_id_param(),
+            body: None,
+            success: (200, "Cancelled", Some(schema_ref("Order"))),
+            errors: vec![
+                Problem::NotFound,
+                Problem::OrderNotCancellable,
+                Problem::CancelTooEarly,
+                Problem::OrderWrongStatus,
+                Problem::Contention,
+            ],
+        },
+    },
+    Route {
+        method: Method::Post,
+        path: "/v1/orders/{id}/complete",
+        handler: |route| route.to(complete),
+        doc: || Op {
+            summary: "Complete",
+            tag: "orders",
+            auth: Auth::Customer,
+            params: order_id_param(),
+            body: None,
+            success: (200, "Completed", Some(schema_ref("Order"))),
+            errors: vec![
+                Problem::NotFound,
+                Problem::OrderWrongStatus,
+                Problem::NoCodeYet,
+                Problem::Contention,
+            ],
+        },
+    },
+];
+
+fn order_id_param() -> Vec<serde_json::Value> {
+    vec![path_param("id", "Order id.")]
 }
 
 /// Longest wait for a number when placing (the provisioning promise).
@@ -108,7 +263,6 @@ struct PlaceRequest {
     max_price: Option<String>,
 }
 
-#[post("/v1/orders")]
 async fn place(
     state: web::Data<AppState>,
     customer: Customer,
@@ -198,7 +352,6 @@ async fn place(
 }
 
 /// My orders, newest first, from the orders read model.
-#[get("/v1/orders")]
 async fn list(
     state: web::Data<AppState>,
     customer: Customer,
@@ -273,7 +426,6 @@ async fn owned(state: &AppState, customer: Customer, id: OrderId) -> Result<Orde
     }
 }
 
-#[get("/v1/orders/{id}")]
 async fn get_order(
     state: web::Data<AppState>,
     customer: Customer,
@@ -309,7 +461,6 @@ impl<'de> Deserialize<'de> for CodeWait {
     }
 }
 
-#[get("/v1/orders/{id}/code")]
 async fn code(
     state: web::Data<AppState>,
     customer: Customer,
@@ -349,7 +500,6 @@ async fn code(
     }
 }
 
-#[post("/v1/orders/{id}/resend")]
 async fn resend(
     state: web::Data<AppState>,
     customer: Customer,
@@ -363,7 +513,6 @@ async fn resend(
     respond_with_order(&state, customer, id).await
 }
 
-#[post("/v1/orders/{id}/cancel")]
 async fn cancel(
     state: web::Data<AppState>,
     customer: Customer,
@@ -381,7 +530,6 @@ async fn cancel(
     respond_with_order(&state, customer, id).await
 }
 
-#[post("/v1/orders/{id}/complete")]
 async fn complete(
     state: web::Data<AppState>,
     customer: Customer,

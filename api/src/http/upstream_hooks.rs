@@ -19,15 +19,47 @@ use tracing::{debug, info};
 
 use super::body::read_limited;
 use super::error::ApiError;
+use super::error::Problem;
+use super::openapi::{obj, path_param, string_enum};
+use super::route::{Auth, Method, Op, Route};
 use super::state::AppState;
+use serde_json::json;
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/v1/upstreams/{name}/webhook")
-            .route(web::post().to(webhook))
-            .default_service(web::to(super::unrouted)),
-    );
-}
+/// This module's routes: the server registers each handler from here and the
+/// OpenAPI document describes each from here (one source for both).
+pub(super) const ROUTES: &[Route] = &[Route {
+    method: Method::Post,
+    path: "/v1/upstreams/{name}/webhook",
+    handler: |route| route.to(webhook),
+    doc: || Op {
+        summary: "Signed push from an upstream provider",
+        tag: "upstreams",
+        auth: Auth::None,
+        params: vec![path_param("name", "Configured upstream name.")],
+        body: Some(json!({ "type": "object",
+                "description": "The upstream's own push format, verified by its signature before it is read." })),
+        success: (
+            200,
+            "Accepted (queued for the worker) or ignored",
+            Some(obj(
+                &["status"],
+                json!({ "status": string_enum(&["accepted", "ignored"]) }),
+            )),
+        ),
+        errors: vec![
+            Problem::UnreadableBody,
+            Problem::PushStale,
+            Problem::PushMalformed,
+            Problem::PushUnsigned,
+            Problem::PushBadSignature,
+            Problem::PushSourceNotAllowed,
+            Problem::NotFound,
+            Problem::PushNotSupported,
+            Problem::PushNotConfigured,
+            Problem::PushBusy,
+        ],
+    },
+}];
 
 async fn webhook(
     state: web::Data<AppState>,

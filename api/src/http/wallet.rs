@@ -1,7 +1,7 @@
 //! The wallet: balance, held, available; ledger entries with running balance;
 //! deposit history (both from the wallets read model).
 
-use actix_web::{get, web, HttpResponse};
+use actix_web::{web, HttpResponse};
 use chrono::SecondsFormat;
 use nexus_core::domain::ledger::Owner;
 use nexus_projections::wallets::DepositStatus;
@@ -10,11 +10,56 @@ use serde::{Deserialize, Deserializer};
 
 use super::auth::Customer;
 use super::error::{ApiError, Problem};
+use super::openapi::{list_of, list_params, schema_ref};
+use super::route::{Auth, Method, Op, Route};
 use super::state::AppState;
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(wallet).service(entries).service(deposits);
-}
+/// This module's routes: the server registers each handler from here and the
+/// OpenAPI document describes each from here (one source for both).
+pub(super) const ROUTES: &[Route] = &[
+    Route {
+        method: Method::Get,
+        path: "/v1/wallet",
+        handler: |route| route.to(wallet),
+        doc: || Op {
+            summary: "Wallet balance",
+            tag: "wallet",
+            auth: Auth::Customer,
+            params: vec![],
+            body: None,
+            success: (200, "Wallet", Some(schema_ref("Wallet"))),
+            errors: vec![],
+        },
+    },
+    Route {
+        method: Method::Get,
+        path: "/v1/wallet/entries",
+        handler: |route| route.to(entries),
+        doc: || Op {
+            summary: "Ledger entries of the wallet",
+            tag: "wallet",
+            auth: Auth::Customer,
+            params: list_params(DEFAULT_PAGE),
+            body: None,
+            success: (200, "Page", Some(list_of("LedgerEntry"))),
+            errors: vec![Problem::InvalidCursor, Problem::InvalidQuery],
+        },
+    },
+    Route {
+        method: Method::Get,
+        path: "/v1/deposits",
+        handler: |route| route.to(deposits),
+        doc: || Op {
+            summary: "List deposits",
+            tag: "wallet",
+            auth: Auth::Customer,
+            params: list_params(DEFAULT_PAGE),
+            body: None,
+            success: (200, "Page", Some(list_of("Deposit"))),
+            errors: vec![Problem::InvalidCursor, Problem::InvalidQuery],
+        },
+    },
+];
 
 /// Default page of a list.
 pub(super) const DEFAULT_PAGE: usize = 20;
@@ -68,7 +113,6 @@ impl ListQuery {
     }
 }
 
-#[get("/v1/wallet")]
 async fn wallet(state: web::Data<AppState>, customer: Customer) -> Result<HttpResponse, ApiError> {
     let wallet = state
         .commerce
@@ -81,7 +125,6 @@ async fn wallet(state: web::Data<AppState>, customer: Customer) -> Result<HttpRe
     })))
 }
 
-#[get("/v1/wallet/entries")]
 async fn entries(
     state: web::Data<AppState>,
     customer: Customer,
@@ -116,7 +159,6 @@ async fn entries(
     ))
 }
 
-#[get("/v1/deposits")]
 async fn deposits(
     state: web::Data<AppState>,
     customer: Customer,

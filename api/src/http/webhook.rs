@@ -2,20 +2,73 @@
 //! remove. Deliveries are the dispatcher's (`nexus_providers::customer_webhooks`);
 //! the wire format is in `docs/WEBHOOKS.md`.
 
-use actix_web::{delete, get, put, web, HttpResponse};
+use actix_web::{web, HttpResponse};
 use chrono::SecondsFormat;
 use serde::{Deserialize, Serialize};
 
 use super::auth::Customer;
 use super::body::ObjectBody;
 use super::error::ApiError;
+use super::error::Problem;
+use super::openapi::schema_ref;
+use super::route::{Auth, Method, Op, Route};
 use super::state::AppState;
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(set_webhook)
-        .service(get_webhook)
-        .service(remove_webhook);
-}
+/// This module's routes: the server registers each handler from here and the
+/// OpenAPI document describes each from here (one source for both).
+pub(super) const ROUTES: &[Route] = &[
+    Route {
+        method: Method::Put,
+        path: "/v1/me/webhook",
+        handler: |route| route.to(set_webhook),
+        doc: || Op {
+            summary: "Set the order webhook",
+            tag: "webhook",
+            auth: Auth::Customer,
+            params: vec![],
+            body: Some(schema_ref("SetWebhook")),
+            success: (
+                200,
+                "Set; the signing secret is shown only here",
+                Some(schema_ref("NewWebhook")),
+            ),
+            errors: vec![
+                Problem::InvalidJson,
+                Problem::InvalidWebhookUrl,
+                Problem::NotFound,
+                Problem::Contention,
+            ],
+        },
+    },
+    Route {
+        method: Method::Get,
+        path: "/v1/me/webhook",
+        handler: |route| route.to(get_webhook),
+        doc: || Op {
+            summary: "The order webhook",
+            tag: "webhook",
+            auth: Auth::Customer,
+            params: vec![],
+            body: None,
+            success: (200, "Webhook", Some(schema_ref("Webhook"))),
+            errors: vec![Problem::NotFound],
+        },
+    },
+    Route {
+        method: Method::Delete,
+        path: "/v1/me/webhook",
+        handler: |route| route.to(remove_webhook),
+        doc: || Op {
+            summary: "Remove the order webhook",
+            tag: "webhook",
+            auth: Auth::Customer,
+            params: vec![],
+            body: None,
+            success: (204, "Removed", None),
+            errors: vec![Problem::NotFound, Problem::Contention],
+        },
+    },
+];
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -34,7 +87,6 @@ struct WebhookView {
 
 /// Sets the endpoint, or replaces it; every PUT makes a new signing secret, shown
 /// in this answer only.
-#[put("/v1/me/webhook")]
 async fn set_webhook(
     state: web::Data<AppState>,
     customer: Customer,
@@ -53,7 +105,6 @@ async fn set_webhook(
         }))
 }
 
-#[get("/v1/me/webhook")]
 async fn get_webhook(
     state: web::Data<AppState>,
     customer: Customer,
@@ -71,7 +122,6 @@ async fn get_webhook(
 }
 
 /// Removes the endpoint; no deliveries from now on (also when there was none).
-#[delete("/v1/me/webhook")]
 async fn remove_webhook(
     state: web::Data<AppState>,
     customer: Customer,

@@ -30,9 +30,12 @@ use nexus_core::service::account_service::ApiKeyLogin;
 use nexus_core::service::commerce_service::CommandError;
 
 use super::gate::note_caller;
+use super::openapi::{query_param, string};
+use super::route::{Auth, Method, Op, Route};
 use super::state::AppState;
 use super::usage::Caller;
 use answer::text;
+use serde_json::json;
 
 /// The path every SMS-Activate client calls.
 pub const PATH: &str = "/stubs/handler_api.php";
@@ -43,14 +46,45 @@ pub const MAX_PARAMS: usize = 64;
 /// Longest `api_key` looked at; longer ones are no key of ours.
 const MAX_API_KEY_BYTES: usize = 256;
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource(PATH)
-            .route(web::get().to(handle))
-            .route(web::post().to(handle))
-            .default_service(web::to(super::unrouted)),
-    );
-}
+/// This module's routes: the server registers each handler from here and the
+/// OpenAPI document describes each from here (one source for both).
+pub(super) const ROUTES: &[Route] = &[
+    Route {
+        method: Method::Get,
+        path: "/stubs/handler_api.php",
+        handler: |route| route.to(handle),
+        doc: || Op {
+            summary: "SMS-Activate-compatible endpoint (plain-text tokens)",
+            tag: "compat",
+            auth: Auth::None,
+            params: vec![
+                query_param(
+                    "api_key",
+                    "API key.",
+                    json!({ "type": "string", "maxLength": 256 }),
+                ),
+                query_param("action", "SMS-Activate action.", string()),
+            ],
+            body: None,
+            success: (200, "SMS-Activate answer", Some(string())),
+            errors: vec![],
+        },
+    },
+    Route {
+        method: Method::Post,
+        path: "/stubs/handler_api.php",
+        handler: |route| route.to(handle),
+        doc: || Op {
+            summary: "SMS-Activate-compatible endpoint, form-encoded",
+            tag: "compat",
+            auth: Auth::None,
+            params: vec![],
+            body: None,
+            success: (200, "SMS-Activate answer", Some(string())),
+            errors: vec![],
+        },
+    },
+];
 
 /// The request's parameters, in order of arrival.
 struct Params(Vec<(String, String)>);
