@@ -32,6 +32,12 @@ impl Config {
     ) -> anyhow::Result<Self> {
         let tls = server.tls()?;
         let file = file.map(FileSettings::load).transpose()?;
+        if file
+            .as_ref()
+            .is_some_and(|f| f.environment == Environment::Production)
+        {
+            store.master_key_outside_data_dir()?;
+        }
         Ok(Self {
             store,
             domain,

@@ -16,6 +16,16 @@ use cli::Command;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Everything this process creates (the store, the read models, sessions, the
+/// usage log, the outbox, key files) is readable by its owner only: files 0600,
+/// directories 0700, whatever the inherited mask.
+fn owner_only_files() {
+    #[cfg(unix)]
+    {
+        let _previous = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    }
+}
+
 fn main() -> std::process::ExitCode {
     match run() {
         Ok(code) => code,
@@ -27,6 +37,7 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run() -> anyhow::Result<std::process::ExitCode> {
+    owner_only_files();
     let cli = cli::parse()?;
     init_tracing(&cli.log);
     match cli.command {

@@ -28,7 +28,9 @@ pub enum RetentionCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Run the sweeps now: erase every due subject not under a legal hold.
+    /// Run the sweeps now: erase every due subject not under a legal hold, then
+    /// begin a new vault key epoch if anything was erased since the last one, so
+    /// the erasures hold in any copy of the data directory taken afterwards.
     Run {
         #[arg(long)]
         json: bool,
@@ -76,7 +78,11 @@ pub fn run(
     runtime.block_on(async {
         match command {
             RetentionCommand::Status { json } => status(&sweeper, json).await,
-            RetentionCommand::Run { json } => sweep(&sweeper, json).await,
+            RetentionCommand::Run { json } => {
+                let code = sweep(&sweeper, json).await?;
+                rotate_keys(&store.vault, json)?;
+                Ok(code)
+            }
             RetentionCommand::Verify { json } => verify(&sweeper, json).await,
         }
     })
@@ -132,6 +138,33 @@ async fn status<S: EventStore>(sweeper: &Sweeper<S>, json: bool) -> anyhow::Resu
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A new key epoch when erasures are pending: their keys become unrecoverable.
+fn rotate_keys(vault: &nexus_core::vault::Vault, json: bool) -> anyhow::Result<()> {
+    if !vault.erasures_pending()? {
+        return Ok(());
+    }
+    let now_unix_s = u64::try_from(chrono::Utc::now().timestamp()).unwrap_or(0);
+    let r = vault
+        .rotate(now_unix_s)
+        .context("rotating the vault's key epoch")?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "key_epoch": r.epoch,
+                "rewrapped_keys": r.rewrapped_keys,
+                "destroyed_epochs": r.destroyed_epochs,
+            })
+        );
+    } else {
+        println!(
+            "key epoch {} begun: {} keys wrapped anew, {} old epoch keys destroyed",
+            r.epoch, r.rewrapped_keys, r.destroyed_epochs
+        );
+    }
+    Ok(())
 }
 
 async fn sweep<S: EventStore>(sweeper: &Sweeper<S>, json: bool) -> anyhow::Result<ExitCode> {

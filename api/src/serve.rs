@@ -77,6 +77,7 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
     let data_dir = &config.store.data_dir;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating the data dir {}", data_dir.display()))?;
+    owner_only_dir(data_dir)?;
     // One TLS stack for every client (reqwest, lettre): rustls with ring.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let store = Store::open(&config.store.store()).context("opening the store")?;
@@ -305,6 +306,7 @@ async fn serve(config: Config, store: Store) -> anyhow::Result<()> {
         settings.retention_sweep_secs,
         stop.subscribe(),
     ));
+    let rotation_task = tokio::spawn(run_vault_rotations(store.vault.clone(), stop.subscribe()));
     let sessions =
         SessionStore::open(&data_dir.join("sessions")).context("opening the session store")?;
 
@@ -394,6 +396,7 @@ async fn serve(config: Config, store: Store) -> anyhow::Result<()> {
     let _ = worker_task.await;
     let _ = notifier_task.await;
     let _ = retention_task.await;
+    let _ = rotation_task.await;
     let _ = customer_webhooks_task.await;
     let unsent = mailer.drain(MAIL_DRAIN).await;
     if unsent > 0 {
@@ -428,6 +431,64 @@ async fn run_retention_sweeps(
             _ = stopped.changed() => break,
         }
     }
+}
+
+/// The data directory is its owner's only (0700), also when an older version or
+/// another tool created it open: nothing inside is reachable by other users.
+fn owner_only_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("making the data dir {} owner-only", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// How often the server asks the vault whether a key-epoch rotation is due (an
+/// erasure in an epoch old enough, an interrupted rotation, an epoch a week old).
+const VAULT_ROTATION_CHECK: Duration = Duration::from_secs(3600);
+
+/// Rotates the vault's key epoch whenever it is due, checked every
+/// [`VAULT_ROTATION_CHECK`] and a minute after start (an interrupted rotation is
+/// finished then).
+async fn run_vault_rotations(
+    vault: Arc<nexus_core::vault::Vault>,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    const FIRST_AFTER: Duration = Duration::from_secs(60);
+    let mut tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + FIRST_AFTER,
+        VAULT_ROTATION_CHECK,
+    );
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let vault = vault.clone();
+                let rotated = tokio::task::spawn_blocking(move || rotate_if_due(&vault)).await;
+                match rotated {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "vault key rotation failed; tried again at the next check");
+                    }
+                    Err(e) => tracing::warn!(error = %e, "vault key rotation task failed"),
+                }
+            }
+            _ = stopped.changed() => break,
+        }
+    }
+}
+
+/// Rotates the vault's key epoch if due; the rotation when one ran.
+pub fn rotate_if_due(
+    vault: &nexus_core::vault::Vault,
+) -> Result<Option<nexus_core::vault::Rotation>, nexus_core::vault::VaultError> {
+    let now_unix_s = u64::try_from(chrono::Utc::now().timestamp()).unwrap_or(0);
+    if !vault.rotation_due(now_unix_s)? {
+        return Ok(None);
+    }
+    vault.rotate(now_unix_s).map(Some)
 }
 
 pub fn verify(config: &StoreSettings) -> anyhow::Result<ExitCode> {

@@ -30,6 +30,15 @@ pub enum StoreError {
     Vault(#[from] VaultError),
 }
 
+impl StoreConfig {
+    /// Where the vault's epoch key files live: beside the databases, in the store's
+    /// directory (they are wrapped under the master key, which lives elsewhere in
+    /// production).
+    pub fn epochs_dir(&self) -> PathBuf {
+        self.dir.join("vault-epochs")
+    }
+}
+
 impl Store {
     pub fn open(config: &StoreConfig) -> Result<Self, StoreError> {
         let log_config = SledLogConfig {
@@ -39,7 +48,11 @@ impl Store {
         };
         let ddb = Arc::new(SledLog::open_db(&log_config)?);
         // The vault first: a wrong master key stops start-up before anything else.
-        let vault = Arc::new(Vault::open(ddb.clone(), &config.master_key)?);
+        let vault = Arc::new(Vault::open(
+            ddb.clone(),
+            &config.master_key,
+            &config.epochs_dir(),
+        )?);
         let log = Arc::new(SledLog::with_db(ddb, log_config.sync)?);
         Ok(Self { log, vault })
     }

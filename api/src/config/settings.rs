@@ -50,6 +50,29 @@ pub struct StoreSettings {
 }
 
 impl StoreSettings {
+    /// Production keeps the master key out of the data directory: a copy of the
+    /// directory (a backup, a stolen disk) must not carry the key that opens it.
+    pub fn master_key_outside_data_dir(&self) -> anyhow::Result<()> {
+        let Some(key_file) = &self.master_key_file else {
+            anyhow::bail!(
+                "production requires NEXUS_MASTER_KEY_FILE: a master key file outside \
+                 the data directory (NEXUS_DATA_DIR)"
+            );
+        };
+        let resolve = |path: &std::path::Path| {
+            path.canonicalize()
+                .or_else(|_| std::path::absolute(path))
+                .unwrap_or_else(|_| path.to_path_buf())
+        };
+        if resolve(key_file).starts_with(resolve(&self.data_dir)) {
+            anyhow::bail!(
+                "NEXUS_MASTER_KEY_FILE is inside the data directory (NEXUS_DATA_DIR); \
+                 in production it must live elsewhere (a secrets mount, another volume)"
+            );
+        }
+        Ok(())
+    }
+
     pub fn store(&self) -> StoreConfig {
         // With an explicit key file the key must exist; the embedded default
         // makes one inside the data dir on first start.
@@ -323,5 +346,44 @@ mod tests {
             explicit.store().master_key,
             MasterKeySource::File(ref p) if p == &PathBuf::from("/run/secrets/key")
         ));
+    }
+
+    #[test]
+    fn production_master_key_must_live_outside_the_data_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("data");
+        std::fs::create_dir_all(&data_dir).unwrap();
+        let settings = |key: Option<PathBuf>| StoreSettings {
+            data_dir: data_dir.clone(),
+            master_key_file: key,
+            cache_mib: 256,
+        };
+        let missing = settings(None).master_key_outside_data_dir().unwrap_err();
+        assert!(
+            missing
+                .to_string()
+                .contains("requires NEXUS_MASTER_KEY_FILE"),
+            "{missing}"
+        );
+        let inside = data_dir.join("master.key");
+        std::fs::write(&inside, "k").unwrap();
+        let refused = settings(Some(inside))
+            .master_key_outside_data_dir()
+            .unwrap_err();
+        assert!(
+            refused.to_string().contains("inside the data directory"),
+            "{refused}"
+        );
+        // The same file reached through `..` is still inside.
+        let dotted = dir.path().join("elsewhere/../data/master.key");
+        std::fs::create_dir_all(dir.path().join("elsewhere")).unwrap();
+        assert!(settings(Some(dotted))
+            .master_key_outside_data_dir()
+            .is_err());
+        let outside = dir.path().join("master.key");
+        std::fs::write(&outside, "k").unwrap();
+        settings(Some(outside))
+            .master_key_outside_data_dir()
+            .unwrap();
     }
 }

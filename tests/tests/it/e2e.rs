@@ -72,3 +72,45 @@ fn the_data_dir_flag_overrides_the_environment() {
     assert!(flagged.path().join("store").exists());
     assert!(!ignored.path().join("store").exists());
 }
+
+/// Every file and directory the server made under the data dir is its owner's
+/// only (0600 / 0700), whatever the umask it inherited, and a data dir created
+/// open before is closed at start.
+#[test]
+fn the_data_dir_is_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let data_dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(data_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut server = Server::start_in(
+        data_dir,
+        &[
+            ("NEXUS_SIM_FAULTS", "off"),
+            ("NEXUS_COOKIE_SECURE", "false"),
+        ],
+    );
+    // Mail in the outbox, a session, usage records, projections.
+    nexus_tests::journey::customer(&server, "owner.only@example.com");
+    server.signal_terminate();
+    server.wait_for_exit(std::time::Duration::from_secs(30));
+    let mut open = Vec::new();
+    let mut seen = 0;
+    let mut stack = vec![server.data_dir.path().to_path_buf()];
+    while let Some(path) = stack.pop() {
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        seen += 1;
+        if meta.permissions().mode() & 0o077 != 0 {
+            open.push(format!(
+                "{} {:o}",
+                path.display(),
+                meta.permissions().mode() & 0o777
+            ));
+        }
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(&path).unwrap() {
+                stack.push(entry.unwrap().path());
+            }
+        }
+    }
+    assert!(seen > 10, "the server wrote its files ({seen} entries)");
+    assert!(open.is_empty(), "readable by others: {open:#?}");
+}

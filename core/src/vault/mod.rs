@@ -38,6 +38,10 @@ use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::durable::{sled_to_io, DurableDb};
 
+mod epoch;
+
+use epoch::Epoch;
+
 /// The largest plaintext [`Vault::seal`] accepts.
 pub const MAX_PII_BYTES: usize = 16 * 1024;
 /// The longest subject id, in bytes.
@@ -50,9 +54,29 @@ const TAG_BYTES: usize = 16;
 pub(crate) const MAX_SEALED_BYTES: usize = MAX_PII_BYTES + TAG_BYTES;
 /// `nonce || wrapped data key || tag`.
 const WRAPPED_KEY_LEN: usize = NONCE_BYTES + KEY_BYTES + TAG_BYTES;
+const EPOCH_NUMBER_BYTES: usize = 4;
+/// A key record: `epoch number (4, LE) || nonce || wrapped data key || tag`.
+const RECORD_LEN: usize = EPOCH_NUMBER_BYTES + WRAPPED_KEY_LEN;
+/// A key record written before epochs: wrapped under the master key itself.
+const LEGACY_RECORD_LEN: usize = WRAPPED_KEY_LEN;
 /// The value of an erased subject's key record; never the length of a wrapped key.
 const TOMBSTONE: &[u8] = &[0];
-const _: () = assert!(TOMBSTONE.len() != WRAPPED_KEY_LEN);
+const _: () = assert!(TOMBSTONE.len() != RECORD_LEN && TOMBSTONE.len() != LEGACY_RECORD_LEN);
+const _: () = assert!(RECORD_LEN != LEGACY_RECORD_LEN);
+/// Present while an erasure happened since the last rotation: a random value per
+/// erasure, so a rotation clears only the erasures it covered.
+const ROTATION_DUE_KEY: &[u8] = b"rotation-due";
+/// Epochs end at least this often, erasure or not.
+pub const MAX_EPOCH_AGE_SECS: u64 = 7 * 24 * 3600;
+/// An erasure makes a rotation due once the current epoch is this old: erasures
+/// come in a steady stream (codes, accounts, anonymous buyers), and a rotation
+/// re-wraps every live key, so they are batched. With the server's hourly check
+/// an erased key is destroyed at most about 7 hours after the erasure.
+pub const MIN_EPOCH_AGE_SECS: u64 = 6 * 3600;
+const _: () = assert!(MIN_EPOCH_AGE_SECS < MAX_EPOCH_AGE_SECS);
+/// How many times a rotation re-reads one record that changed under it (only an
+/// erasure changes a live record, and a tombstone is final).
+const MAX_REWRAP_ATTEMPTS: usize = 4;
 
 const TREE_NAME: &[u8] = b"vault";
 const CHECK_KEY: &[u8] = b"check";
@@ -60,6 +84,8 @@ const CHECK_PLAINTEXT: &[u8] = b"nexus vault master key check v1";
 /// Contains a space, so it can never equal a subject id (the wrapping AD).
 const CHECK_AD: &[u8] = b"nexus vault check";
 const KEY_PREFIX: &[u8] = b"k/";
+// The other records of the tree are not key records: their first two bytes differ.
+const _: () = assert!(ROTATION_DUE_KEY[1] != KEY_PREFIX[1] && CHECK_KEY[1] != KEY_PREFIX[1]);
 
 /// Unwrapped data keys kept in memory; the cache is cleared when it is full.
 const MAX_CACHED_KEYS: usize = 100_000;
@@ -228,6 +254,11 @@ pub enum VaultError {
     Tampered,
     #[error("corrupt vault record: {what}")]
     Corrupt { what: String },
+    #[error(
+        "the vault's epoch key files are missing from {} (its data keys are wrapped under them)",
+        dir.display()
+    )]
+    MissingEpochKeys { dir: PathBuf },
     #[error("vault I/O error: {0}")]
     Io(#[from] io::Error),
 }
@@ -254,7 +285,7 @@ struct KeyCache {
     keys: HashMap<SubjectId, DataKey>,
     /// Bumped by every erase. A key read from sled is cached only if no erase ran
     /// since the read started, so an erase never leaves its key behind in memory.
-    epoch: u64,
+    generation: u64,
 }
 
 /// The state of a subject's key.
@@ -264,11 +295,44 @@ enum KeyState {
     Missing,
 }
 
+/// The epoch keys in use, oldest first; the last is the current one. Two are
+/// present only while a rotation runs or after one was interrupted.
+struct Epochs {
+    list: Vec<Epoch>,
+}
+
+impl Epochs {
+    fn current(&self) -> &Epoch {
+        let current = self.list.last();
+        assert!(current.is_some(), "a vault always has a current epoch");
+        current.unwrap_or_else(|| unreachable!())
+    }
+
+    fn get(&self, number: u32) -> Option<&Epoch> {
+        self.list.iter().find(|e| e.number == number)
+    }
+}
+
+/// What a rotation did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rotation {
+    /// The new current epoch.
+    pub epoch: u32,
+    /// Live data keys wrapped anew under it.
+    pub rewrapped_keys: u64,
+    /// Epoch key files destroyed.
+    pub destroyed_epochs: usize,
+}
+
 /// The PII vault. Cheap to share behind an `Arc`; every method takes `&self`.
 pub struct Vault {
     durable: Arc<DurableDb>,
     tree: sled::Tree,
     master: MasterKey,
+    epochs: RwLock<Epochs>,
+    epochs_dir: PathBuf,
+    /// One rotation at a time.
+    rotating: std::sync::Mutex<()>,
     cache: RwLock<KeyCache>,
     cache_limit: usize,
     /// Subjects erased since open: caches of opened data compare it to know
@@ -287,7 +351,12 @@ impl fmt::Debug for Vault {
 impl Vault {
     /// Opens the vault tree of `db` and loads (or, for a new vault and
     /// [`MasterKeySource::GenerateAt`], creates) the master key.
-    pub(crate) fn open(db: Arc<DurableDb>, source: &MasterKeySource) -> Result<Vault, VaultError> {
+    /// The epoch key files live in `epochs_dir` (created owner-only if missing).
+    pub(crate) fn open(
+        db: Arc<DurableDb>,
+        source: &MasterKeySource,
+        epochs_dir: &Path,
+    ) -> Result<Vault, VaultError> {
         let tree = db.db().open_tree(TREE_NAME).map_err(sled_err)?;
         let check = tree.get(CHECK_KEY).map_err(sled_err)?;
         let master = match source {
@@ -309,16 +378,69 @@ impl Vault {
             master,
             cache: RwLock::new(KeyCache {
                 keys: HashMap::new(),
-                epoch: 0,
+                generation: 0,
             }),
             cache_limit: MAX_CACHED_KEYS,
             erasures: std::sync::atomic::AtomicU64::new(0),
+            epochs: RwLock::new(Epochs { list: Vec::new() }),
+            epochs_dir: epochs_dir.to_path_buf(),
+            rotating: std::sync::Mutex::new(()),
         };
-        match check {
-            Some(record) => vault.verify_check(&record)?,
-            None => vault.write_check()?,
+        // The master key first: a wrong one is told apart from a bad epoch file.
+        if let Some(record) = &check {
+            vault.verify_check(record)?;
+        }
+        vault.load_epochs(check.is_some())?;
+        if check.is_none() {
+            vault.write_check()?;
         }
         Ok(vault)
+    }
+
+    /// Loads the epoch key files, or begins epoch 1 for a vault that has none.
+    fn load_epochs(&self, master_verified: bool) -> Result<(), VaultError> {
+        epoch::ensure_dir(&self.epochs_dir)?;
+        let mut list = epoch::load_all(&self.epochs_dir, &self.master, master_verified)?;
+        if list.is_empty() {
+            match self.first_live_record()? {
+                Some(len) if len == RECORD_LEN => {
+                    return Err(VaultError::MissingEpochKeys {
+                        dir: self.epochs_dir.clone(),
+                    })
+                }
+                // Keys wrapped before epochs: the first rotation moves them under
+                // an epoch key, so it is due now.
+                Some(_) => self.mark_rotation_due()?,
+                None => {}
+            }
+            list.push(epoch::create(
+                &self.epochs_dir,
+                1,
+                unix_now_s(),
+                &self.master,
+            )?);
+        }
+        self.write_epochs().list = list;
+        Ok(())
+    }
+
+    /// The length of the first live key record, if any.
+    fn first_live_record(&self) -> Result<Option<usize>, VaultError> {
+        for entry in self.tree.scan_prefix(KEY_PREFIX) {
+            let (_, record) = entry.map_err(sled_err)?;
+            if record.as_ref() != TOMBSTONE {
+                return Ok(Some(record.len()));
+            }
+        }
+        Ok(None)
+    }
+
+    fn mark_rotation_due(&self) -> Result<(), VaultError> {
+        let marker: [u8; 8] = random_array()?;
+        self.tree
+            .insert(ROTATION_DUE_KEY, &marker)
+            .map_err(sled_err)?;
+        Ok(())
     }
 
     /// Seals `plaintext` for `subject`, creating the subject's data key on first use.
@@ -405,13 +527,16 @@ impl Vault {
             .map_err(sled_err)?;
         {
             // After the tombstone is in sled: a lookup that read the old record
-            // before it sees a new epoch and does not cache the key.
+            // before it sees a new generation and does not cache the key.
             let mut cache = self.write_cache();
             cache.keys.remove(subject);
-            cache.epoch = cache.epoch.wrapping_add(1);
+            cache.generation = cache.generation.wrapping_add(1);
         }
         self.erasures
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        // The erased key may linger in an old segment, wrapped under the current
+        // epoch key: a rotation destroys that key (within a day, see `rotation_due`).
+        self.mark_rotation_due()?;
         self.durable.sync()?;
         let existed = matches!(previous, Some(value) if value.as_ref() != TOMBSTONE);
         tracing::info!(subject = %subject, existed, "vault: subject erased");
@@ -430,14 +555,145 @@ impl Vault {
         mac.finalize().into_bytes().into()
     }
 
+    /// Whether a rotation is due: an erasure since the last one in an epoch at
+    /// least [`MIN_EPOCH_AGE_SECS`] old, a rotation left unfinished, or a
+    /// current epoch older than [`MAX_EPOCH_AGE_SECS`].
+    pub fn rotation_due(&self, now_unix_s: u64) -> Result<bool, VaultError> {
+        let erased = self.erasures_pending()?;
+        let epochs = self.read_epochs();
+        let age_s = now_unix_s.saturating_sub(epochs.current().created_unix_s);
+        Ok((erased && age_s >= MIN_EPOCH_AGE_SECS)
+            || epochs.list.len() > 1
+            || age_s >= MAX_EPOCH_AGE_SECS)
+    }
+
+    /// Whether a subject was erased (or keys from before epochs exist) since the
+    /// last rotation: until the next one, a copy of the data directory and the
+    /// master key could still unwrap that key from an old segment.
+    pub fn erasures_pending(&self) -> Result<bool, VaultError> {
+        self.tree.contains_key(ROTATION_DUE_KEY).map_err(sled_err)
+    }
+
+    /// Begins a new epoch and destroys every older one: a new epoch key is
+    /// written, every live data key is wrapped under it and synced, and only
+    /// then are the older epoch key files overwritten, synced and removed. From
+    /// then on no copy of a key record wrapped before (an old sled segment, a
+    /// copy of the data directory taken now) can be unwrapped, so an erased
+    /// subject's data key is gone for good. Sealing and erasing go on meanwhile.
+    ///
+    /// Interrupted, it leaves two epochs, both usable; the next rotation (due at
+    /// once, see [`Vault::rotation_due`]) finishes the work.
+    pub fn rotate(&self, now_unix_s: u64) -> Result<Rotation, VaultError> {
+        let _one = self.rotating.lock().unwrap_or_else(PoisonError::into_inner);
+        let covered = self.tree.get(ROTATION_DUE_KEY).map_err(sled_err)?;
+        let number = self
+            .read_epochs()
+            .current()
+            .number
+            .checked_add(1)
+            .ok_or_else(|| corrupt("epoch numbers are exhausted"))?;
+        let next = epoch::create(&self.epochs_dir, number, now_unix_s, &self.master)?;
+        // From here on new data keys are wrapped under the new epoch.
+        self.write_epochs().list.push(next);
+        let rewrapped_keys = self.rewrap_all(number)?;
+        self.durable.sync()?;
+        let retired: Vec<Epoch> = {
+            let mut epochs = self.write_epochs();
+            let keep = epochs.list.len() - 1;
+            epochs.list.drain(..keep).collect()
+        };
+        for old in &retired {
+            epoch::destroy(&old.path)?;
+        }
+        // Clear the marker only if no erasure came after the rotation read it:
+        // such a key may have been wrapped under the new epoch first.
+        if let Some(marker) = covered {
+            let _ = self
+                .tree
+                .compare_and_swap(ROTATION_DUE_KEY, Some(marker), None::<&[u8]>)
+                .map_err(sled_err)?;
+        }
+        self.durable.sync()?;
+        tracing::info!(
+            epoch = number,
+            rewrapped_keys,
+            destroyed = retired.len(),
+            "vault: key epoch rotated"
+        );
+        Ok(Rotation {
+            epoch: number,
+            rewrapped_keys,
+            destroyed_epochs: retired.len(),
+        })
+    }
+
+    /// Wraps every live data key not yet under epoch `number` under it.
+    fn rewrap_all(&self, number: u32) -> Result<u64, VaultError> {
+        let mut rewrapped = 0u64;
+        for entry in self.tree.scan_prefix(KEY_PREFIX) {
+            let (record_key, mut record) = entry.map_err(sled_err)?;
+            let subject = std::str::from_utf8(&record_key[KEY_PREFIX.len()..])
+                .ok()
+                .and_then(|s| SubjectId::new(s).ok())
+                .ok_or_else(|| corrupt("key record with an invalid subject id"))?;
+            let mut attempts = 0;
+            loop {
+                let current_epoch = record.len() == RECORD_LEN
+                    && record[..EPOCH_NUMBER_BYTES] == number.to_le_bytes();
+                if record.as_ref() == TOMBSTONE || current_epoch {
+                    break;
+                }
+                attempts += 1;
+                if attempts > MAX_REWRAP_ATTEMPTS {
+                    return Err(corrupt("a key record kept changing during a rotation"));
+                }
+                let fresh = {
+                    let epochs = self.read_epochs();
+                    let key = self.unwrap_key(&epochs, &subject, &record)?;
+                    let target = epochs
+                        .get(number)
+                        .ok_or_else(|| corrupt("the new epoch vanished"))?;
+                    wrap_key(target, &subject, &key)?
+                };
+                match self
+                    .tree
+                    .compare_and_swap(&record_key, Some(&record), Some(fresh))
+                    .map_err(sled_err)?
+                {
+                    Ok(()) => {
+                        rewrapped += 1;
+                        break;
+                    }
+                    Err(lost) => match lost.current {
+                        Some(current) => record = current,
+                        None => return Err(corrupt("a key record vanished")),
+                    },
+                }
+            }
+        }
+        Ok(rewrapped)
+    }
+
     /// Whether the subject was erased (false for a subject that never had a key).
     pub fn is_erased(&self, subject: &SubjectId) -> Result<bool, VaultError> {
         match self.tree.get(subject.record_key()).map_err(sled_err)? {
             None => Ok(false),
             Some(value) if value.as_ref() == TOMBSTONE => Ok(true),
-            Some(value) if value.len() == WRAPPED_KEY_LEN => Ok(false),
+            Some(value) if value.len() == RECORD_LEN || value.len() == LEGACY_RECORD_LEN => {
+                Ok(false)
+            }
             Some(_) => Err(corrupt("key record of unexpected length")),
         }
+    }
+
+    fn read_epochs(&self) -> RwLockReadGuard<'_, Epochs> {
+        // Epochs change only under the write guard, in steps that each leave a
+        // usable list; a panicking holder cannot break that.
+        self.epochs.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write_epochs(&self) -> RwLockWriteGuard<'_, Epochs> {
+        self.epochs.write().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn read_cache(&self) -> RwLockReadGuard<'_, KeyCache> {
@@ -449,9 +705,9 @@ impl Vault {
         self.cache.write().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn cache_insert(&self, subject: &SubjectId, key: &DataKey, epoch: u64) {
+    fn cache_insert(&self, subject: &SubjectId, key: &DataKey, generation: u64) {
         let mut cache = self.write_cache();
-        if cache.epoch != epoch || cache.keys.contains_key(subject) {
+        if cache.generation != generation || cache.keys.contains_key(subject) {
             return;
         }
         if cache.keys.len() >= self.cache_limit {
@@ -461,16 +717,16 @@ impl Vault {
     }
 
     fn key_state(&self, subject: &SubjectId) -> Result<KeyState, VaultError> {
-        let epoch = {
+        let generation = {
             let cache = self.read_cache();
             if let Some(key) = cache.keys.get(subject) {
                 return Ok(KeyState::Live(key.clone()));
             }
-            cache.epoch
+            cache.generation
         };
         match self.tree.get(subject.record_key()).map_err(sled_err)? {
             None => Ok(KeyState::Missing),
-            Some(record) => self.decode_record(subject, &record, epoch),
+            Some(record) => self.decode_record(subject, &record, generation),
         }
     }
 
@@ -479,13 +735,13 @@ impl Vault {
         &self,
         subject: &SubjectId,
         record: &[u8],
-        epoch: u64,
+        generation: u64,
     ) -> Result<KeyState, VaultError> {
         if record == TOMBSTONE {
             return Ok(KeyState::Erased);
         }
-        let key = self.unwrap_key(subject, record)?;
-        self.cache_insert(subject, &key, epoch);
+        let key = self.unwrap_key(&self.read_epochs(), subject, record)?;
+        self.cache_insert(subject, &key, generation);
         Ok(KeyState::Live(key))
     }
 
@@ -497,67 +753,63 @@ impl Vault {
     /// before acknowledging any append, and an event referencing the key is always
     /// appended after the seal, so no durable event refers to a lost key.
     fn create_data_key(&self, subject: &SubjectId) -> Result<DataKey, VaultError> {
-        // Read before the swap: an erase after it bumps the epoch, so the key
-        // is not cached.
-        let epoch = self.read_cache().epoch;
+        // Read before the swap: an erase after it bumps the generation, so the
+        // key is not cached.
+        let generation = self.read_cache().generation;
         let key = DataKey(random_array()?);
-        let wrapped = self.wrap_key(subject, &key)?;
         let record_key = subject.record_key();
-        loop {
-            match self
-                .tree
+        let lost = {
+            // Wrapped and stored under one read guard: a rotation switches the
+            // current epoch only between two creations, so it re-wraps every
+            // key stored under the epoch it retires.
+            let epochs = self.read_epochs();
+            let wrapped = wrap_key(epochs.current(), subject, &key)?;
+            self.tree
                 .compare_and_swap(&record_key, None::<&[u8]>, Some(wrapped.as_slice()))
                 .map_err(sled_err)?
-            {
-                Ok(()) => {
-                    self.cache_insert(subject, &key, epoch);
-                    return Ok(key);
-                }
-                Err(lost) => match lost.current {
-                    Some(current) => {
-                        return match self.decode_record(subject, &current, epoch)? {
-                            KeyState::Live(theirs) => Ok(theirs),
-                            _ => Err(VaultError::SubjectErased),
-                        }
-                    }
-                    // Records are never removed, but a swap can only lose to a
-                    // present value; try again rather than assume.
-                    None => continue,
-                },
+        };
+        match lost {
+            Ok(()) => {
+                self.cache_insert(subject, &key, generation);
+                Ok(key)
             }
-        }
-    }
-
-    fn wrap_key(&self, subject: &SubjectId, key: &DataKey) -> Result<Vec<u8>, VaultError> {
-        let nonce: [u8; NONCE_BYTES] = random_array()?;
-        let wrapped = self
-            .master
-            .cipher()
-            .encrypt(
-                &XNonce::from(nonce),
-                Payload {
-                    msg: &key.0,
-                    aad: subject.as_str().as_bytes(),
+            // Records are never removed, so a lost swap saw a present value.
+            Err(lost) => match lost.current {
+                Some(current) => match self.decode_record(subject, &current, generation)? {
+                    KeyState::Live(theirs) => Ok(theirs),
+                    _ => Err(VaultError::SubjectErased),
                 },
-            )
-            .map_err(|_| corrupt("key wrapping failed"))?;
-        let mut record = Vec::with_capacity(WRAPPED_KEY_LEN);
-        record.extend_from_slice(&nonce);
-        record.extend_from_slice(&wrapped);
-        Ok(record)
+                None => Err(corrupt("a key record vanished")),
+            },
+        }
     }
 
-    fn unwrap_key(&self, subject: &SubjectId, record: &[u8]) -> Result<DataKey, VaultError> {
-        if record.len() != WRAPPED_KEY_LEN {
-            return Err(corrupt("key record of unexpected length"));
-        }
-        let (nonce, wrapped) = record.split_at(NONCE_BYTES);
+    /// Unwraps a stored data key: a record of the current format under the epoch
+    /// key it names, a record written before epochs under the master key.
+    fn unwrap_key(
+        &self,
+        epochs: &Epochs,
+        subject: &SubjectId,
+        record: &[u8],
+    ) -> Result<DataKey, VaultError> {
+        let (cipher, wrapped) = match record.len() {
+            LEGACY_RECORD_LEN => (self.master.cipher(), record),
+            RECORD_LEN => {
+                let (number, wrapped) = record.split_at(EPOCH_NUMBER_BYTES);
+                let number = u32::from_le_bytes(number.try_into().map_err(|_| corrupt("epoch"))?);
+                let epoch = epochs
+                    .get(number)
+                    .ok_or_else(|| corrupt("key record of a destroyed epoch"))?;
+                (epoch.key.cipher(), wrapped)
+            }
+            _ => return Err(corrupt("key record of unexpected length")),
+        };
+        let (nonce, wrapped) = wrapped.split_at(NONCE_BYTES);
         let nonce = XNonce::try_from(nonce).map_err(|_| corrupt("key record nonce"))?;
-        // The master key was verified against the check record at open, so a
-        // failure here is a damaged (or moved) record.
+        // The master key was verified against the check record at open and the
+        // epoch keys authenticated, so a failure here is a damaged (or moved) record.
         let plain = Zeroizing::new(
-            self.master
-                .cipher()
+            cipher
                 .decrypt(
                     &nonce,
                     Payload {
@@ -624,7 +876,10 @@ impl Vault {
                 .ok()
                 .and_then(|s| SubjectId::new(s).ok())
                 .ok_or_else(|| corrupt("key record with an invalid subject id"))?;
-            if self.unwrap_key(&subject, &record).is_err() {
+            if self
+                .unwrap_key(&self.read_epochs(), &subject, &record)
+                .is_err()
+            {
                 return Err(VaultError::WrongMasterKey);
             }
             break;
@@ -760,18 +1015,51 @@ fn create_key_file(path: &Path) -> Result<MasterKey, VaultError> {
 }
 
 /// Makes the creation of `path` durable.
-#[cfg(unix)]
 fn sync_parent_dir(path: &Path) -> io::Result<()> {
-    let parent = match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent,
-        _ => Path::new("."),
-    };
-    File::open(parent)?.sync_all()
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => sync_dir(parent),
+        _ => sync_dir(Path::new(".")),
+    }
+}
+
+/// Makes the creation or removal of entries of `dir` durable.
+#[cfg(unix)]
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
 }
 
 #[cfg(not(unix))]
-fn sync_parent_dir(_path: &Path) -> io::Result<()> {
+fn sync_dir(_dir: &Path) -> io::Result<()> {
     Ok(())
+}
+
+/// Seconds since the Unix epoch by the system clock (0 if it is before 1970).
+fn unix_now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Wraps a data key under an epoch key, the subject id as associated data.
+fn wrap_key(epoch: &Epoch, subject: &SubjectId, key: &DataKey) -> Result<Vec<u8>, VaultError> {
+    let nonce: [u8; NONCE_BYTES] = random_array()?;
+    let wrapped = epoch
+        .key
+        .cipher()
+        .encrypt(
+            &XNonce::from(nonce),
+            Payload {
+                msg: &key.0,
+                aad: subject.as_str().as_bytes(),
+            },
+        )
+        .map_err(|_| corrupt("key wrapping failed"))?;
+    let mut record = Vec::with_capacity(RECORD_LEN);
+    record.extend_from_slice(&epoch.number.to_le_bytes());
+    record.extend_from_slice(&nonce);
+    record.extend_from_slice(&wrapped);
+    assert_eq!(record.len(), RECORD_LEN);
+    Ok(record)
 }
 
 #[cfg(test)]
@@ -808,7 +1096,11 @@ mod tests {
         }
 
         fn try_vault(&self, source: &MasterKeySource) -> Result<Vault, VaultError> {
-            Vault::open(self.db(), source)
+            Vault::open(self.db(), source, &self.epochs_dir())
+        }
+
+        fn epochs_dir(&self) -> PathBuf {
+            self.dir.path().join("epochs")
         }
 
         /// The default: GenerateAt the env's key path.
@@ -1033,7 +1325,12 @@ mod tests {
             std::fs::copy(&file, &target).unwrap();
         }
         let db = Arc::new(DurableDb::open(copy.path(), DB_CACHE).unwrap());
-        let copied = Vault::open(db, &MasterKeySource::File(env.key_path())).unwrap();
+        let copied = Vault::open(
+            db,
+            &MasterKeySource::File(env.key_path()),
+            &env.epochs_dir(),
+        )
+        .unwrap();
         assert!(copied.is_erased(&alice).unwrap());
         assert_eq!(copied.open_sealed(&sealed, &event).unwrap(), Opened::Erased);
         drop(vault);
@@ -1261,6 +1558,7 @@ mod tests {
             let vault = Vault::open(
                 Arc::clone(&db),
                 &MasterKeySource::GenerateAt(env.key_path()),
+                &env.epochs_dir(),
             )
             .unwrap();
             // Stand-in for the log: the sealed sections go into another tree.
@@ -1478,6 +1776,330 @@ mod tests {
         }
     }
 
+    fn epoch_files(env: &Env) -> Vec<PathBuf> {
+        files_under(&env.epochs_dir())
+    }
+
+    #[test]
+    fn rotation_keeps_live_subjects_and_destroys_the_old_epoch() {
+        let env = Env::new();
+        let (alice, bob) = (subject("account:alice"), subject("account:bob"));
+        let (ea, eb) = (Uuid::new_v4(), Uuid::new_v4());
+        let vault = env.vault();
+        let now = unix_now_s();
+        assert!(
+            !vault.rotation_due(now).unwrap(),
+            "a new vault needs no rotation"
+        );
+        let sa = vault.seal(&alice, &ea, b"alice@example.com").unwrap();
+        let sb = vault.seal(&bob, &eb, b"bob@example.com").unwrap();
+        let first = epoch_files(&env);
+        assert_eq!(first.len(), 1);
+        assert!(vault.erase(&bob).unwrap());
+        assert!(vault.erasures_pending().unwrap());
+        assert!(!vault.rotation_due(now).unwrap(), "erasures are batched");
+        assert!(
+            vault.rotation_due(now + MIN_EPOCH_AGE_SECS).unwrap(),
+            "an erasure makes a rotation due once the epoch is old enough"
+        );
+
+        let rotation = vault.rotate(now).unwrap();
+        assert_eq!(
+            rotation,
+            Rotation {
+                epoch: 2,
+                rewrapped_keys: 1,
+                destroyed_epochs: 1
+            }
+        );
+        assert!(!first[0].exists(), "the old epoch's file is gone");
+        assert_eq!(epoch_files(&env).len(), 1);
+        assert!(!vault.erasures_pending().unwrap());
+        assert!(!vault.rotation_due(now + MIN_EPOCH_AGE_SECS).unwrap());
+        assert!(
+            vault.rotation_due(now + MAX_EPOCH_AGE_SECS).unwrap(),
+            "epochs age out"
+        );
+        assert_eq!(
+            vault.open_sealed(&sa, &ea).unwrap(),
+            Opened::Plain(b"alice@example.com".to_vec())
+        );
+        drop(vault);
+
+        let vault = env.vault();
+        let record = vault.tree.get(alice.record_key()).unwrap().unwrap();
+        assert_eq!(&record[..EPOCH_NUMBER_BYTES], &2u32.to_le_bytes());
+        assert_eq!(
+            vault.open_sealed(&sa, &ea).unwrap(),
+            Opened::Plain(b"alice@example.com".to_vec())
+        );
+        assert_eq!(vault.open_sealed(&sb, &eb).unwrap(), Opened::Erased);
+        // New keys go under the new epoch too.
+        let carol = subject("account:carol");
+        let ec = Uuid::new_v4();
+        let sc = vault.seal(&carol, &ec, b"carol").unwrap();
+        assert_eq!(vault.rotate(now).unwrap().rewrapped_keys, 2);
+        assert_eq!(
+            vault.open_sealed(&sc, &ec).unwrap(),
+            Opened::Plain(b"carol".to_vec())
+        );
+    }
+
+    /// Every candidate key an attacker holding the directory has: the master key
+    /// and every epoch key that opens under it, from the epoch files and from any
+    /// window of any file shaped like one (a lingering copy).
+    fn key_material(dir: &Path, master: &MasterKey) -> Vec<XChaCha20Poly1305> {
+        let mut keys = vec![master.cipher()];
+        for path in files_under(dir) {
+            let bytes = std::fs::read(&path).unwrap();
+            for window in bytes.windows(WRAPPED_KEY_LEN) {
+                if window[..8] == [0u8; 8] {
+                    continue; // never one of our random nonces
+                }
+                let (nonce, sealed) = window.split_at(NONCE_BYTES);
+                // The test's vault reaches epoch 2; an attacker would try more.
+                for number in 1..=3u32 {
+                    let ad = format!("nexus vault epoch {number}");
+                    let opened = master.cipher().decrypt(
+                        &XNonce::try_from(nonce).unwrap(),
+                        Payload {
+                            msg: sealed,
+                            aad: ad.as_bytes(),
+                        },
+                    );
+                    if let Ok(key) = opened {
+                        keys.push(XChaCha20Poly1305::new(
+                            &Key::try_from(key.as_slice()).unwrap(),
+                        ));
+                    }
+                }
+            }
+        }
+        keys
+    }
+
+    /// How many windows of the files under `dir` unwrap as `subject`'s data key
+    /// under any of `keys`.
+    fn wrapped_keys_found(dir: &Path, keys: &[XChaCha20Poly1305], subject: &SubjectId) -> usize {
+        let mut found = 0;
+        for path in files_under(dir) {
+            let bytes = std::fs::read(&path).unwrap();
+            for window in bytes.windows(WRAPPED_KEY_LEN) {
+                if window[..8] == [0u8; 8] {
+                    continue;
+                }
+                let (nonce, wrapped) = window.split_at(NONCE_BYTES);
+                found += keys
+                    .iter()
+                    .filter(|cipher| {
+                        cipher
+                            .decrypt(
+                                &XNonce::try_from(nonce).unwrap(),
+                                Payload {
+                                    msg: wrapped,
+                                    aad: subject.as_str().as_bytes(),
+                                },
+                            )
+                            .is_ok()
+                    })
+                    .count();
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn after_erasure_and_rotation_nothing_in_the_directory_unwraps_the_erased_key() {
+        let env = Env::new();
+        let target = subject("account:target");
+        let event = Uuid::new_v4();
+        let vault = env.vault();
+        let sealed = vault.seal(&target, &event, b"target@example.com").unwrap();
+        for i in 0..50 {
+            vault
+                .seal(&subject(&format!("account:{i}")), &Uuid::new_v4(), b"x")
+                .unwrap();
+        }
+        vault.durable.sync().unwrap();
+        let master = read_key_file(&env.key_path()).unwrap().unwrap();
+        // The search works: before the erasure it finds the live key.
+        let keys = key_material(env.dir.path(), &master);
+        assert_eq!(keys.len(), 2, "the master key and one epoch key");
+        assert!(wrapped_keys_found(env.dir.path(), &keys, &target) >= 1);
+
+        assert!(vault.erase(&target).unwrap());
+        // Churn, so sled writes new segments while old copies may linger.
+        for i in 50..150 {
+            vault
+                .seal(&subject(&format!("account:{i}")), &Uuid::new_v4(), b"y")
+                .unwrap();
+        }
+        vault.rotate(unix_now_s()).unwrap();
+        vault.durable.sync().unwrap();
+        assert_eq!(vault.open_sealed(&sealed, &event).unwrap(), Opened::Erased);
+        drop(vault);
+
+        let keys = key_material(env.dir.path(), &master);
+        assert_eq!(keys.len(), 2, "the master key and only the new epoch key");
+        assert_eq!(wrapped_keys_found(env.dir.path(), &keys, &target), 0);
+        // Every other subject still opens through the directory's key material.
+        assert!(wrapped_keys_found(env.dir.path(), &keys, &subject("account:0")) >= 1);
+    }
+
+    #[test]
+    fn keys_wrapped_before_epochs_open_and_move_under_an_epoch_at_the_first_rotation() {
+        let env = Env::new();
+        let alice = subject("account:alice");
+        let event = Uuid::new_v4();
+        let (sealed, legacy) = {
+            let vault = env.vault();
+            let sealed = vault.seal(&alice, &event, b"legacy").unwrap();
+            // Rewrite the record as a vault without epochs wrote it.
+            let key = vault
+                .unwrap_key(
+                    &vault.read_epochs(),
+                    &alice,
+                    &vault.tree.get(alice.record_key()).unwrap().unwrap(),
+                )
+                .unwrap();
+            let nonce: [u8; NONCE_BYTES] = random_array().unwrap();
+            let wrapped = vault
+                .master
+                .cipher()
+                .encrypt(
+                    &XNonce::from(nonce),
+                    Payload {
+                        msg: &key.0,
+                        aad: alice.as_str().as_bytes(),
+                    },
+                )
+                .unwrap();
+            let legacy = [nonce.to_vec(), wrapped].concat();
+            vault
+                .tree
+                .insert(alice.record_key(), legacy.clone())
+                .unwrap();
+            vault.durable.sync().unwrap();
+            (sealed, legacy)
+        };
+        assert_eq!(legacy.len(), LEGACY_RECORD_LEN);
+        // A vault from before epochs has no epoch files at all.
+        std::fs::remove_dir_all(env.epochs_dir()).unwrap();
+        let vault = env.vault();
+        assert!(
+            vault.erasures_pending().unwrap(),
+            "legacy keys make a rotation due"
+        );
+        assert_eq!(
+            vault.open_sealed(&sealed, &event).unwrap(),
+            Opened::Plain(b"legacy".to_vec())
+        );
+        assert_eq!(vault.rotate(unix_now_s()).unwrap().rewrapped_keys, 1);
+        let record = vault.tree.get(alice.record_key()).unwrap().unwrap();
+        assert_eq!(record.len(), RECORD_LEN);
+        drop(vault);
+        let vault = env.vault();
+        assert_eq!(
+            vault.open_sealed(&sealed, &event).unwrap(),
+            Opened::Plain(b"legacy".to_vec())
+        );
+    }
+
+    #[test]
+    fn missing_epoch_files_stop_the_open_with_a_clear_error() {
+        let env = Env::new();
+        drop(
+            env.vault()
+                .seal(&subject("account:a"), &Uuid::new_v4(), b"x")
+                .unwrap(),
+        );
+        std::fs::remove_dir_all(env.epochs_dir()).unwrap();
+        let err = env
+            .try_vault(&MasterKeySource::GenerateAt(env.key_path()))
+            .unwrap_err();
+        assert!(matches!(err, VaultError::MissingEpochKeys { .. }), "{err}");
+    }
+
+    #[test]
+    fn an_interrupted_rotation_is_finished_by_the_next() {
+        let env = Env::new();
+        let alice = subject("account:alice");
+        let event = Uuid::new_v4();
+        let sealed = env.vault().seal(&alice, &event, b"a").unwrap();
+        // A crash after the new epoch's file was written, before any re-wrap.
+        let master = read_key_file(&env.key_path()).unwrap().unwrap();
+        epoch::create(&env.epochs_dir(), 2, unix_now_s(), &master).unwrap();
+        let vault = env.vault();
+        assert_eq!(epoch_files(&env).len(), 2);
+        assert!(vault.rotation_due(unix_now_s()).unwrap());
+        assert_eq!(
+            vault.open_sealed(&sealed, &event).unwrap(),
+            Opened::Plain(b"a".to_vec())
+        );
+        let rotation = vault.rotate(unix_now_s()).unwrap();
+        assert_eq!((rotation.epoch, rotation.destroyed_epochs), (3, 2));
+        assert_eq!(epoch_files(&env).len(), 1);
+        assert_eq!(
+            vault.open_sealed(&sealed, &event).unwrap(),
+            Opened::Plain(b"a".to_vec())
+        );
+    }
+
+    #[test]
+    fn sealing_and_erasing_during_a_rotation_leave_no_key_under_the_old_epoch() {
+        const THREADS: usize = 4;
+        const PER_THREAD: usize = 100;
+        let env = Env::new();
+        let vault = Arc::new(env.vault());
+        for i in 0..200 {
+            vault
+                .seal(&subject(&format!("before:{i}")), &Uuid::new_v4(), b"x")
+                .unwrap();
+        }
+        let barrier = Arc::new(Barrier::new(THREADS + 1));
+        let workers: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let (vault, barrier) = (vault.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    let mut live = Vec::new();
+                    for i in 0..PER_THREAD {
+                        let s = subject(&format!("during:{t}:{i}"));
+                        let event = Uuid::new_v4();
+                        let sealed = vault.seal(&s, &event, b"z").unwrap();
+                        if i % 3 == 0 {
+                            vault
+                                .erase(&subject(&format!("before:{}", t * 50 + i / 3)))
+                                .unwrap();
+                        }
+                        live.push((sealed, event));
+                    }
+                    live
+                })
+            })
+            .collect();
+        barrier.wait();
+        let rotation = vault.rotate(unix_now_s()).unwrap();
+        let live: Vec<_> = workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect();
+        assert_eq!(rotation.epoch, 2);
+        for entry in vault.tree.scan_prefix(KEY_PREFIX) {
+            let (_, record) = entry.unwrap();
+            assert!(
+                record.as_ref() == TOMBSTONE || record[..EPOCH_NUMBER_BYTES] == 2u32.to_le_bytes(),
+                "a record outside the current epoch"
+            );
+        }
+        for (sealed, event) in &live {
+            assert_eq!(
+                vault.open_sealed(sealed, event).unwrap(),
+                Opened::Plain(b"z".to_vec())
+            );
+        }
+    }
+
     #[test]
     fn corrupt_stored_records_are_corrupt_errors() {
         let env = Env::new();
@@ -1486,7 +2108,7 @@ mod tests {
         let a = subject("account:a");
         let sealed = vault.seal(&a, &event, b"pii").unwrap();
         let record = vault.tree.get(a.record_key()).unwrap().unwrap();
-        assert_eq!(record.len(), WRAPPED_KEY_LEN);
+        assert_eq!(record.len(), RECORD_LEN);
 
         // A wrong-length record.
         let b = subject("account:b");
@@ -1527,7 +2149,11 @@ mod tests {
             .insert(CHECK_KEY, &[7u8; 5][..])
             .unwrap();
         assert!(matches!(
-            Vault::open(db, &MasterKeySource::GenerateAt(env.key_path())),
+            Vault::open(
+                db,
+                &MasterKeySource::GenerateAt(env.key_path()),
+                &env.epochs_dir()
+            ),
             Err(VaultError::Corrupt { .. })
         ));
     }
