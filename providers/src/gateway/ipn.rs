@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use hmac::{Hmac, KeyInit, Mac};
 use nexus_core::domain::commerce::CommerceError;
-use nexus_core::domain::deposit::DepositError;
+use nexus_core::domain::deposit::{DepositError, GatewayPaymentId, PaymentReport};
 use nexus_core::domain::ids::DepositId;
 use nexus_core::domain::money::Micros;
 use nexus_core::domain::wallet::{Payment, WalletError};
@@ -341,22 +341,24 @@ impl Ipn {
         network_name(currency).ok_or(IpnError::InvalidField("pay_currency"))
     }
 
-    /// The transaction credited exactly once: `(network, payin_hash)`, or
+    /// The transaction the notification names: `(network, payin_hash)`, or
     /// `(network, payment_id)` when the gateway sent no hash.
     pub fn payment(&self) -> Result<Payment, IpnError> {
         let tx = self.payin_hash.as_deref().unwrap_or(&self.payment_id);
         Payment::new(&self.network()?, tx).map_err(|_| IpnError::InvalidField("payin_hash"))
     }
 
-    /// The fallback identity of this payment (by `payment_id`), when the
-    /// notification does carry a hash.
-    fn fallback_payment(&self) -> Result<Option<Payment>, IpnError> {
-        if self.payin_hash.is_none() {
-            return Ok(None);
-        }
-        Payment::new(&self.network()?, &self.payment_id)
-            .map(Some)
-            .map_err(|_| IpnError::InvalidField("payment_id"))
+    /// What the notification reports: the gateway's payment (`payment_id`),
+    /// its transaction, and the total paid so far ([`Ipn::paid_usd`]: the
+    /// gateway's amounts are cumulative per payment).
+    pub fn report(&self) -> Result<PaymentReport, IpnError> {
+        let gateway_payment = GatewayPaymentId::new(&self.payment_id)
+            .map_err(|_| IpnError::InvalidField("payment_id"))?;
+        Ok(PaymentReport {
+            gateway_payment,
+            transaction: self.payment()?,
+            paid_total: self.paid_usd()?,
+        })
     }
 }
 
@@ -375,13 +377,15 @@ pub fn network_name(pay_currency: &str) -> Option<String> {
 /// What a notification did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum IpnOutcome {
-    /// The payment was credited to the deposit's owner.
+    /// The payment was credited to the deposit's owner (`amount`: what this
+    /// notification added).
     Credited {
         deposit: DepositId,
         amount: Micros,
         position: u64,
     },
-    /// This transaction was credited before (a retried notification).
+    /// The notification adds nothing to what its payment credited before (a
+    /// retried, re-sent or reordered notification).
     AlreadyCredited { deposit: DepositId },
     /// A final failure (`failed`, `expired`, `refunded`) was recorded; a
     /// deposit that was paid already keeps its payment.
@@ -413,19 +417,12 @@ impl IpnOutcome {
 /// Verifies notifications and applies them to the domain.
 pub struct IpnHandler<S: EventStore> {
     commerce: Arc<Commerce<S>>,
-    store: Arc<S>,
     secret: IpnSecret,
 }
 
 impl<S: EventStore> IpnHandler<S> {
-    /// `store` is the log `commerce` writes to (read only, for the check of a
-    /// payment first credited without its hash).
-    pub fn new(commerce: Arc<Commerce<S>>, store: Arc<S>, secret: IpnSecret) -> Self {
-        Self {
-            commerce,
-            store,
-            secret,
-        }
+    pub fn new(commerce: Arc<Commerce<S>>, secret: IpnSecret) -> Self {
+        Self { commerce, secret }
     }
 
     /// Verifies `body` against `signature` (the [`SIGNATURE_HEADER`] value) and
@@ -505,22 +502,10 @@ impl<S: EventStore> IpnHandler<S> {
 
     async fn credit(&self, ipn: &Ipn) -> Result<IpnOutcome, IpnError> {
         let deposit = ipn.deposit()?;
-        let payment = ipn.payment()?;
-        let paid = ipn.paid_usd()?;
-        if let Some(fallback) = ipn.fallback_payment()? {
-            let seen = self
-                .store
-                .stream_version(&fallback.stream())
-                .await
-                .map_err(|e| IpnError::Domain(e.into()))?;
-            if seen > 0 {
-                debug!(%deposit, "payment credited before under its payment id");
-                return Ok(IpnOutcome::AlreadyCredited { deposit });
-            }
-        }
+        let report = ipn.report()?;
         match self
             .commerce
-            .record_payment(deposit, payment.clone(), paid)
+            .record_payment(deposit, report.clone())
             .await
             .map_err(IpnError::from_command)?
         {
@@ -528,7 +513,7 @@ impl<S: EventStore> IpnHandler<S> {
                 info!(
                     %deposit,
                     status = %ipn.status,
-                    network = %payment.network,
+                    network = %report.transaction.network,
                     amount = %amount,
                     "deposit credited"
                 );
@@ -539,7 +524,7 @@ impl<S: EventStore> IpnHandler<S> {
                 })
             }
             PaymentOutcome::AlreadyCredited => {
-                debug!(%deposit, "IPN for a payment credited before");
+                debug!(%deposit, "IPN that adds nothing to what was credited");
                 Ok(IpnOutcome::AlreadyCredited { deposit })
             }
         }
@@ -650,24 +635,28 @@ mod tests {
         );
         assert_eq!(network_name("--"), None);
         let with_hash = ipn(
-            r#"{"payment_id":5077125051,"payment_status":"finished","order_id":"x","pay_currency":"BTC","payin_hash":"ab12"}"#,
+            r#"{"payment_id":5077125051,"payment_status":"finished","order_id":"x","pay_currency":"BTC","payin_hash":"ab12","price_amount":1}"#,
         );
         assert_eq!(
             with_hash.payment().unwrap(),
             Payment::new("btc", "ab12").unwrap()
         );
-        assert_eq!(
-            with_hash.fallback_payment().unwrap(),
-            Some(Payment::new("btc", "5077125051").unwrap())
-        );
+        // Whether it names its hash or not, the report is of the gateway's payment.
+        let reported = with_hash.report().unwrap();
+        assert_eq!(reported.gateway_payment.as_str(), "5077125051");
+        assert_eq!(reported.transaction, Payment::new("btc", "ab12").unwrap());
+        assert_eq!(reported.paid_total, Micros(1_000_000));
         let without = ipn(
-            r#"{"payment_id":"5077125051","payment_status":"finished","order_id":"x","pay_currency":"btc","payin_hash":null}"#,
+            r#"{"payment_id":"5077125051","payment_status":"finished","order_id":"x","pay_currency":"btc","payin_hash":null,"price_amount":1}"#,
         );
         assert_eq!(
             without.payment().unwrap(),
             Payment::new("btc", "5077125051").unwrap()
         );
-        assert_eq!(without.fallback_payment().unwrap(), None);
+        assert_eq!(
+            without.report().unwrap().gateway_payment,
+            reported.gateway_payment
+        );
         assert_eq!(
             PaymentStatus::parse("PARTIALLY_PAID"),
             PaymentStatus::PartiallyPaid
