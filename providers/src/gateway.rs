@@ -18,8 +18,11 @@
 //! sorted recursively ([`json`]), hex in the `x-nowpayments-sig` header.
 //! [`IpnHandler`] verifies in constant time (`verify_slice`) before it reads a
 //! single field, and refuses unsigned, malformed or mis-signed calls with a
-//! typed [`IpnError`] and no state change. Amounts are parsed from the JSON
-//! number's text ([`decimal`]), never through `f64`.
+//! typed [`IpnError`] and no state change. A body that is not JSON cannot
+//! carry the signature (it covers the canonical JSON), so it is refused as
+//! mis-signed, not for its JSON; reading the body is linear in its size.
+//! Amounts are parsed from the JSON number's text ([`decimal`]), never through
+//! `f64`.
 //!
 //! What each status does:
 //!

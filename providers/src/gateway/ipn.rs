@@ -128,6 +128,13 @@ pub fn sign(secret: &IpnSecret, body: &[u8]) -> Result<String, IpnError> {
 }
 
 /// Checks the signature in constant time and returns the parsed body.
+///
+/// Nothing of the body is trusted before its signature matches: the header is
+/// checked first, then the size. The signature covers the body's canonical
+/// form, which only a JSON body has, so the body is read (in time linear in
+/// its size, see [`super::json`]) and a body that is not JSON answers
+/// [`IpnError::BadSignature`] like any other body the gateway did not sign.
+/// Only a signed body is refused for its shape ([`IpnError::MalformedBody`]).
 pub fn verify(secret: &IpnSecret, signature: Option<&str>, body: &[u8]) -> Result<Json, IpnError> {
     let signature = signature
         .map(str::trim)
@@ -137,11 +144,19 @@ pub fn verify(secret: &IpnSecret, signature: Option<&str>, body: &[u8]) -> Resul
         return Err(IpnError::MalformedSignature);
     }
     let expected = hex::decode(signature).map_err(|_| IpnError::MalformedSignature)?;
-    let value = parse_body(body)?;
+    if body.len() > MAX_IPN_BYTES {
+        return Err(IpnError::MalformedBody(format!(
+            "over {MAX_IPN_BYTES} bytes"
+        )));
+    }
+    let value = Json::parse(body).map_err(|_| IpnError::BadSignature)?;
     let mut mac = secret.mac();
     mac.update(value.canonical().as_bytes());
     mac.verify_slice(&expected)
         .map_err(|_| IpnError::BadSignature)?;
+    if !matches!(value, Json::Object(_)) {
+        return Err(IpnError::MalformedBody("not an object".into()));
+    }
     Ok(value)
 }
 
@@ -539,6 +554,46 @@ mod tests {
         Ipn::from_json(&Json::parse(fields.as_bytes()).unwrap()).unwrap()
     }
 
+    /// The signature of a canonical text, whatever its shape ([`sign`] signs
+    /// objects only).
+    fn sign_canonical(secret: &IpnSecret, canonical: &str) -> String {
+        let mut mac = secret.mac();
+        mac.update(canonical.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    #[test]
+    fn a_body_that_is_not_signed_is_refused_for_its_signature_not_its_json() {
+        let secret = IpnSecret::new(b"s3cret".to_vec()).unwrap();
+        let forged = "ab".repeat(64);
+        for body in [
+            &b"{\"a\":1,\"a\":2}"[..],
+            b"{\"payment_id\":",
+            b"payment_status=finished",
+            b"\xff\xfe",
+            b"",
+        ] {
+            assert!(
+                matches!(
+                    verify(&secret, Some(&forged), body),
+                    Err(IpnError::BadSignature)
+                ),
+                "{:?}",
+                String::from_utf8_lossy(body)
+            );
+            assert!(matches!(
+                verify(&secret, None, body),
+                Err(IpnError::Unsigned)
+            ));
+        }
+        // A body the gateway cannot have signed is refused by its size alone.
+        let huge = vec![b' '; MAX_IPN_BYTES + 1];
+        assert!(matches!(
+            verify(&secret, Some(&forged), &huge),
+            Err(IpnError::MalformedBody(_))
+        ));
+    }
+
     #[test]
     fn signature_is_checked_before_anything_else() {
         let secret = IpnSecret::new(b"s3cret".to_vec()).unwrap();
@@ -574,9 +629,15 @@ mod tests {
             verify(&other, Some(&signature), body),
             Err(IpnError::BadSignature)
         ));
+        // Signed, but not an object: refused for its shape, after the signature.
+        let array_signature = sign_canonical(&secret, "[1]");
+        assert!(matches!(
+            verify(&secret, Some(&array_signature), b"[1]"),
+            Err(IpnError::MalformedBody(_))
+        ));
         assert!(matches!(
             verify(&secret, Some(&signature), b"[1]"),
-            Err(IpnError::MalformedBody(_))
+            Err(IpnError::BadSignature)
         ));
         assert!(matches!(
             IpnSecret::new(Vec::new()),

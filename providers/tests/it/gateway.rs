@@ -266,7 +266,9 @@ async fn unsigned_mis_signed_tampered_or_malformed_calls_change_nothing() {
 
     let head = w.log.head();
     let (genuine, sig) = (body.as_str(), signature.as_str());
-    let cases: [(&str, &str, Option<&str>, u16, &str); 9] = [
+    // A body that is not JSON cannot carry the gateway's signature: it is
+    // refused for that, before its JSON is looked at.
+    let cases: [(&str, &str, Option<&str>, u16, &str); 10] = [
         ("unsigned", genuine, None, 401, "ipn_unsigned"),
         ("empty signature", genuine, Some(""), 401, "ipn_unsigned"),
         (
@@ -301,17 +303,24 @@ async fn unsigned_mis_signed_tampered_or_malformed_calls_change_nothing() {
             "truncated JSON",
             truncated,
             Some(sig),
-            400,
-            "ipn_malformed_body",
+            401,
+            "ipn_bad_signature",
         ),
         (
             "not JSON",
             "payment_status=finished",
             Some(sig),
-            400,
-            "ipn_malformed_body",
+            401,
+            "ipn_bad_signature",
         ),
-        ("an array", "[]", Some(sig), 400, "ipn_malformed_body"),
+        (
+            "a duplicate key",
+            r#"{"payment_id":1,"payment_id":2}"#,
+            Some(sig),
+            401,
+            "ipn_bad_signature",
+        ),
+        ("an array", "[]", Some(sig), 401, "ipn_bad_signature"),
     ];
     for (name, body, signature, status, code) in cases {
         assert_eq!(
