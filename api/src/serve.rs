@@ -271,7 +271,7 @@ async fn serve(config: Config, store: Store) -> anyhow::Result<()> {
                 (simulated.clone(), Some(simulated), secret)
             }
         };
-    let ipn = IpnHandler::new(commerce.clone(), store.log.clone(), ipn_secret);
+    let ipn = IpnHandler::new(commerce.clone(), ipn_secret);
     let read_models = Arc::new(
         ReadModels::open(
             &ReadModelsConfig::in_data_dir(data_dir),

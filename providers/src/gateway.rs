@@ -18,45 +18,54 @@
 //! sorted recursively ([`json`]), hex in the `x-nowpayments-sig` header.
 //! [`IpnHandler`] verifies in constant time (`verify_slice`) before it reads a
 //! single field, and refuses unsigned, malformed or mis-signed calls with a
-//! typed [`IpnError`] and no state change. Amounts are parsed from the JSON
-//! number's text ([`decimal`]), never through `f64`.
+//! typed [`IpnError`] and no state change. A body that is not JSON cannot
+//! carry the signature (it covers the canonical JSON), so it is refused as
+//! mis-signed, not for its JSON; reading the body is linear in its size.
+//! Amounts are parsed from the JSON number's text ([`decimal`]), never through
+//! `f64`.
 //!
 //! What each status does:
 //!
 //! | status | effect |
 //! |---|---|
 //! | `waiting`, `confirming`, `confirmed`, `sending` | nothing (logged at debug) |
-//! | `finished` | the payment is credited (see below) |
-//! | `partially_paid` | **credited as final**: what was actually paid is credited |
+//! | `finished` | what the payment's total adds is credited (see below) |
+//! | `partially_paid` | the same: what was actually paid so far is credited |
 //! | `failed`, `expired`, `refunded` | the deposit is marked failed ([`Commerce::fail_deposit`]); a paid deposit stays paid |
 //! | anything else | nothing (logged at warn) |
 //!
-//! **`partially_paid` is final.** NOWPayments sends it when the customer sent
-//! less than the quoted amount and the funds have reached our wallet (the
-//! payment will not move on to `finished`). The money arrived, so it is
-//! credited in full as a `Partial` deposit (DOMAIN.md: money that arrived is
-//! never kept back); the customer can top up with a new deposit. A later
-//! notification of the same transaction (same hash) is `AlreadyCredited`.
+//! **`partially_paid`, then more.** NOWPayments sends `partially_paid` when
+//! the customer sent less than the quoted amount and the funds reached our
+//! wallet. The money arrived, so it is credited at once as a `Partial` deposit
+//! (DOMAIN.md: money that arrived is never kept back). If the customer then
+//! sends the rest to the same payment, the gateway reports the payment again
+//! (`partially_paid` or `finished`) with its new **total**: only the increase
+//! is credited ($2 paid, then $5 in all: $2, then $3, outcome `Exact`). The
+//! customer can also top up with a new deposit.
 //!
-//! **The amount credited** (USD micro-dollars, rounded down): the gateway's
+//! **The amount reported** (USD micro-dollars, rounded down): the gateway's
 //! `actually_paid_at_fiat` when present and positive; otherwise
 //! `price_amount × actually_paid / pay_amount` in exact integer arithmetic;
 //! otherwise, for `finished` only (the gateway's word that the invoice is paid
-//! in full), `price_amount`. A non-USD `price_currency` is refused.
+//! in full), `price_amount`. A non-USD `price_currency` is refused. These
+//! amounts are cumulative: the total paid to the payment so far.
 //!
-//! **Exactly once** per transaction, by the domain: the payment is
-//! [`Payment::new`]`(network, tx)` where the network is `pay_currency`
-//! lowercased to 1-16 letters and digits (`USDTTRC20` → `usdttrc20`) and `tx`
-//! is `payin_hash`, or the gateway's `payment_id` when the notification has no
-//! hash (NOWPayments does not always send one). Because a retry could carry a
-//! hash that an earlier notification of the same payment lacked, a notification
-//! with a hash is also `AlreadyCredited` when the payment was credited under
-//! its `payment_id`. (The reverse, a hash first and no hash later, is not
-//! caught: NOWPayments re-sends a notification with the same body.)
+//! **Credited once, for what was paid**, by the domain
+//! ([`Commerce::record_payment`]): per gateway payment (`payment_id`), the
+//! total credited is the greatest total reported for it. A notification
+//! credits the increase over what its payment credited before; a re-sent,
+//! reordered or smaller one credits nothing (`AlreadyCredited`), with or
+//! without its `payin_hash` (NOWPayments does not always send one), and two
+//! arriving at once are decided one after the other on the deposit's stream.
+//! The transaction a notification names, [`Payment::new`]`(network, tx)` (the
+//! network is `pay_currency` lowercased to 1-16 letters and digits,
+//! `USDTTRC20` → `usdttrc20`; `tx` is `payin_hash`, else `payment_id`), is
+//! recorded with the credit and is never credited to a second deposit.
 //!
 //! A `finished` after `expired` is still credited, marked late by the domain.
 //!
 //! [`Commerce::fail_deposit`]: nexus_core::service::commerce_service::Commerce::fail_deposit
+//! [`Commerce::record_payment`]: nexus_core::service::commerce_service::Commerce::record_payment
 //! [`Payment::new`]: nexus_core::domain::wallet::Payment::new
 
 pub mod decimal;

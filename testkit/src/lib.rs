@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use nexus_core::domain::account::LookupKey;
 use nexus_core::domain::clock::{Clock, ManualClock, SystemClock};
 use nexus_core::domain::commerce::PlaceOrder;
+use nexus_core::domain::deposit::PaymentReport;
 use nexus_core::domain::ids::{AccountId, OrderId};
 use nexus_core::domain::ledger::Owner;
 use nexus_core::domain::money::Micros;
@@ -91,6 +92,14 @@ pub fn unique_email() -> String {
 pub fn unique_payment(currency: &str) -> Payment {
     let tx = format!("0x{}", uuid::Uuid::new_v4().simple());
     Payment::new(currency, &tx).expect("a valid payment")
+}
+
+/// The gateway's report of a fresh payment (its gateway id and transaction are
+/// new) of `micros` in all.
+pub fn unique_report(currency: &str, micros: i64) -> PaymentReport {
+    let gateway_payment = uuid::Uuid::new_v4().simple().to_string();
+    PaymentReport::new(&gateway_payment, unique_payment(currency), Micros(micros))
+        .expect("a valid report")
 }
 
 /// How a [`World`] is built: where, and which clock the services read.
@@ -265,7 +274,7 @@ impl World {
             .expect("a deposit");
         let outcome = self
             .commerce
-            .record_payment(deposit, unique_payment(currency), Micros(micros))
+            .record_payment(deposit, unique_report(currency, micros))
             .await
             .expect("a recorded payment");
         assert!(

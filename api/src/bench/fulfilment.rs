@@ -14,6 +14,7 @@ use nexus_core::domain::account::LookupKey;
 use nexus_core::domain::clock::SystemClock;
 use nexus_core::domain::codec::DomainEvent;
 use nexus_core::domain::commerce::PlaceOrder;
+use nexus_core::domain::deposit::PaymentReport;
 use nexus_core::domain::ids::OrderId;
 use nexus_core::domain::ledger::Owner;
 use nexus_core::domain::money::Micros;
@@ -153,8 +154,11 @@ async fn load(args: &FulfilmentBench) -> anyhow::Result<Figure> {
         commerce
             .record_payment(
                 deposit,
-                Payment::new("btc", &format!("bench-{i}"))?,
-                Micros::from_usd(100_000),
+                PaymentReport::new(
+                    &format!("bench-{i}"),
+                    Payment::new("btc", &format!("bench-{i}"))?,
+                    Micros::from_usd(100_000),
+                )?,
             )
             .await?;
         customers.push(owner);

@@ -10,6 +10,7 @@ use super::account::{Account, AccountError};
 use super::anonymous::{self, Anonymous, AnonymousError, AnonymousEvent};
 use super::deposit::{
     self, Deposit, DepositError, DepositEvent, PaymentEvent, PaymentGuard, PaymentRecorded,
+    PaymentReport,
 };
 use super::idempotency::{
     fingerprint, IdempotencyKey, IdempotencyKeyUsed, IdempotentResult, KeyReused,
@@ -21,7 +22,7 @@ use super::order::{
     self, Channel, CountryCode, Order, OrderDetails, OrderError, OrderEvent, OrderPolicy,
     ServiceCode,
 };
-use super::wallet::{self, Payment, Wallet, WalletError, WalletEvent};
+use super::wallet::{self, Wallet, WalletError, WalletEvent};
 
 /// Captured orders a deletion check looks at, newest first: older ones were
 /// completed by their deadline long ago.
@@ -157,53 +158,70 @@ pub fn start_anonymous_order(
 /// What a confirmed payment does.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PaymentDecision {
-    /// This transaction was credited before (a retried notification).
+    /// The report adds nothing to what was credited (a re-sent or reordered
+    /// notification), or its transaction was credited to another deposit.
     AlreadyCredited,
-    /// The credit: the transaction's guard, the deposit and the owner's wallet.
+    /// The credit of `amount`: the transaction's guard (when it is new), the
+    /// deposit and the owner's wallet.
     Credit {
         owner: Owner,
+        amount: Micros,
         guard: Vec<PaymentEvent>,
         deposit: Vec<DepositEvent>,
         wallet: Vec<WalletEvent>,
     },
 }
 
-/// Credits `paid` (as the gateway reports it) for deposit `id` to its owner's
-/// `wallet`, once per transaction (`guard`). A payment after the invoice
-/// expired is credited all the same, marked late.
+/// Credits what `report` adds for deposit `id` to its owner's `wallet`: per
+/// gateway payment, the total credited is the greatest total the gateway
+/// reported for it, so each report credits only its increase and one that adds
+/// nothing credits nothing, in whatever order and however often reports come.
+/// `guard` is the report's transaction: one credited to another deposit
+/// credits nothing here. A payment after the invoice expired is credited all
+/// the same, marked late.
 pub fn record_payment(
     guard: &PaymentGuard,
     deposit: &Deposit,
     wallet: &Wallet,
     id: DepositId,
-    payment: &Payment,
-    paid: Micros,
+    report: &PaymentReport,
     now: DateTime<Utc>,
 ) -> Result<PaymentDecision, CommerceError> {
-    if guard.recorded.is_some() {
+    if guard.recorded.as_ref().is_some_and(|r| r.deposit != id) {
         return Ok(PaymentDecision::AlreadyCredited);
     }
     let requested = deposit.requested.as_ref().ok_or(DepositError::NotFound)?;
-    let deposit_events = deposit::pay(deposit, payment.clone(), paid, now)?;
+    let due = requested
+        .amount
+        .strict_sub(deposit.credited_for(&report.gateway_payment));
+    let deposit_events = deposit::pay(deposit, report, now)?;
+    let Some(DepositEvent::DepositPaid(paid)) = deposit_events.first() else {
+        return Ok(PaymentDecision::AlreadyCredited);
+    };
+    let amount = paid.paid;
     let late = now > requested.expires_at;
     let wallet_events = wallet::credit_deposit(
         wallet,
         requested.owner,
         id,
-        payment.clone(),
-        requested.amount,
-        paid,
+        report.transaction.clone(),
+        due,
+        amount,
         late,
         now,
     )?;
-    let guard_event = PaymentEvent::PaymentRecorded(PaymentRecorded {
-        payment: payment.clone(),
-        deposit: id,
-        at: now,
-    });
+    let guard_events = match guard.recorded {
+        Some(_) => vec![],
+        None => vec![PaymentEvent::PaymentRecorded(PaymentRecorded {
+            payment: report.transaction.clone(),
+            deposit: id,
+            at: now,
+        })],
+    };
     Ok(PaymentDecision::Credit {
         owner: requested.owner,
-        guard: vec![guard_event],
+        amount,
+        guard: guard_events,
         deposit: deposit_events,
         wallet: wallet_events,
     })
@@ -277,5 +295,7 @@ pub fn repeat_answer(
     (recent && order.is_active()).then_some(id)
 }
 
+#[cfg(test)]
+mod payment_tests;
 #[cfg(test)]
 mod tests;

@@ -293,21 +293,22 @@ pub fn void(
     })])
 }
 
-/// Credits a confirmed crypto payment. Exactly once per (network, tx hash) is the
-/// caller's job (a `payment-…` stream appended with `NoStream` in the same append).
+/// Credits a confirmed crypto payment of `paid`. What is credited, and once,
+/// is the caller's decision ([`crate::domain::commerce::record_payment`]).
 ///
-/// Outcomes: the gateway reports what was paid in USD; that amount is credited in
-/// full whether it is less than the invoice (`Partial`), equal (`Exact`) or more
-/// (`Over`); a payment after the invoice expired is credited all the same and marked
-/// `late`; a second transaction against one invoice is credited too, each compared
-/// with the invoice on its own. Money that arrived is never kept back.
+/// Outcomes: `due` is what of the invoice this payment had still to pay
+/// before this credit (the invoice less what the same gateway payment credited
+/// before; zero or less once it was paid). `paid` is credited in full whether
+/// it is less than that (`Partial`), equal (`Exact`) or more (`Over`); a
+/// payment after the invoice expired is credited all the same and marked
+/// `late`. Money that arrived is never kept back.
 #[allow(clippy::too_many_arguments)]
 pub fn credit_deposit(
     wallet: &Wallet,
     owner: Owner,
     deposit: DepositId,
     payment: Payment,
-    invoiced: Micros,
+    due: Micros,
     paid: Micros,
     late: bool,
     at: DateTime<Utc>,
@@ -327,7 +328,7 @@ pub fn credit_deposit(
         paid,
         reason,
     )?;
-    let outcome = match paid.cmp(&invoiced) {
+    let outcome = match paid.cmp(&due) {
         std::cmp::Ordering::Less => DepositOutcome::Partial,
         std::cmp::Ordering::Equal => DepositOutcome::Exact,
         std::cmp::Ordering::Greater => DepositOutcome::Over,

@@ -15,7 +15,7 @@ use crate::domain::anonymous::{self, Anonymous, AnonymousError, TrackingId};
 use crate::domain::clock::Clock;
 use crate::domain::codec::Personal;
 use crate::domain::commerce::{self as decide, CommerceError, PaymentDecision, PlaceOrder};
-use crate::domain::deposit::{self, Deposit, PaymentGuard};
+use crate::domain::deposit::{self, Deposit, PaymentGuard, PaymentReport};
 use crate::domain::idempotency::{
     self, fingerprint, IdempotencyKey, IdempotencyKeyUsed, IdempotencyRecord, IdempotentResult,
 };
@@ -26,7 +26,7 @@ use crate::domain::order::{
     self, CancelReason, CodePii, DeliveryChannel, Order, OrderError, OrderEvent, OrderPolicy,
     OrderStatus, Timeout,
 };
-use crate::domain::wallet::{self, Payment, VoidReason, Wallet, WalletError};
+use crate::domain::wallet::{self, VoidReason, Wallet, WalletError};
 use crate::log::{EventStore, StreamName};
 use crate::vault::Vault;
 
@@ -106,7 +106,8 @@ pub enum PaymentOutcome {
         amount: Micros,
         position: u64,
     },
-    /// This transaction was credited before (a retried webhook): nothing changed.
+    /// The report added nothing to what was credited (a re-sent or reordered
+    /// notification): nothing changed.
     AlreadyCredited,
 }
 
@@ -737,44 +738,40 @@ impl<S: EventStore> Commerce<S> {
         self.read(&id.stream()).await
     }
 
-    /// Credits a confirmed payment of `paid` (USD, as the gateway reports it) to the
-    /// deposit's owner, exactly once per (network, tx hash): the payment's guard
-    /// stream is appended with `NoStream` in the same append as the credit.
+    /// Credits what the gateway's `report` adds for deposit `id` to the deposit's
+    /// owner (see [`decide::record_payment`]): per gateway payment, never more
+    /// than the greatest total reported for it. The deposit stream is read and
+    /// written by every credit, so concurrent reports of one payment are
+    /// decided one after the other.
     pub async fn record_payment(
         &self,
         id: DepositId,
-        payment: Payment,
-        paid: Micros,
+        report: PaymentReport,
     ) -> Result<PaymentOutcome, CommandError> {
-        let (clock, payment) = (&self.clock, &payment);
+        let (clock, report) = (&self.clock, &report);
         let committed = self
             .runner()
             .run(|tx| {
                 Box::pin(async move {
-                    let guard = tx.load::<PaymentGuard>(&payment.stream()).await?;
+                    let guard_stream = report.transaction.stream();
+                    let guard = tx.load::<PaymentGuard>(&guard_stream).await?;
                     let deposit = tx.load::<Deposit>(&id.stream()).await?;
                     let owner = deposit.requested.as_ref().map(|r| r.owner);
                     let wallet = match owner {
                         Some(owner) => tx.load::<Wallet>(&owner.wallet_stream()).await?,
                         None => Wallet::default(),
                     };
-                    let decision = decide::record_payment(
-                        &guard,
-                        &deposit,
-                        &wallet,
-                        id,
-                        payment,
-                        paid,
-                        clock.now(),
-                    )?;
+                    let decision =
+                        decide::record_payment(&guard, &deposit, &wallet, id, report, clock.now())?;
                     if let PaymentDecision::Credit {
                         owner,
                         guard,
                         deposit,
                         wallet,
+                        ..
                     } = &decision
                     {
-                        tx.emit(&payment.stream(), guard)?;
+                        tx.emit(&guard_stream, guard)?;
                         tx.emit(&id.stream(), deposit)?;
                         tx.emit(&owner.wallet_stream(), wallet)?;
                     }
@@ -784,12 +781,12 @@ impl<S: EventStore> Commerce<S> {
             .await?;
         match committed.value {
             PaymentDecision::AlreadyCredited => Ok(PaymentOutcome::AlreadyCredited),
-            PaymentDecision::Credit { owner, .. } => {
+            PaymentDecision::Credit { owner, amount, .. } => {
                 if let Owner::Anonymous(anon) = owner {
                     self.start_after_payment(anon).await?;
                 }
                 Ok(PaymentOutcome::Credited {
-                    amount: paid,
+                    amount,
                     position: committed.position,
                 })
             }

@@ -6,6 +6,7 @@ use nexus_core::domain::account::AccountError;
 use nexus_core::domain::codec::DomainEvent;
 
 use nexus_core::domain::commerce::CommerceError;
+use nexus_core::domain::deposit::PaymentReport;
 use nexus_core::domain::idempotency::IdempotencyKey;
 use nexus_core::domain::ids::OrderId;
 use nexus_core::domain::ledger::{Balances, LedgerAccount, Owner};
@@ -259,13 +260,19 @@ fn a_payment_is_credited_once_however_often_the_webhook_comes() {
             .request_deposit(owner, Micros(5_000_000))
             .await
             .unwrap();
+        // The same payment at the gateway, half of the calls naming it by its
+        // transaction hash and half (no hash sent) by its gateway id: each
+        // pair loads other guard streams, and the deposit stream serialises them.
         let payment = Payment::new("btc", "f4b1c0ffee").unwrap();
+        let by_id = Payment::new("btc", "5077125051").unwrap();
         let tasks: Vec<_> = (0..16)
-            .map(|_| {
-                let (commerce, payment) = (w.commerce.clone(), payment.clone());
+            .map(|i| {
+                let tx = if i % 2 == 0 { &payment } else { &by_id };
+                let report = PaymentReport::new("5077125051", tx.clone(), Micros(5_000_000));
+                let commerce = w.commerce.clone();
                 tokio::spawn(async move {
                     commerce
-                        .record_payment(deposit, payment, Micros(5_000_000))
+                        .record_payment(deposit, report.unwrap())
                         .await
                         .unwrap()
                 })
@@ -286,7 +293,10 @@ fn a_payment_is_credited_once_however_often_the_webhook_comes() {
             .unwrap();
         assert_eq!(
             w.commerce
-                .record_payment(other, payment, Micros(5_000_000))
+                .record_payment(
+                    other,
+                    PaymentReport::new("77", payment, Micros(5_000_000)).unwrap()
+                )
                 .await
                 .unwrap(),
             PaymentOutcome::AlreadyCredited
@@ -485,16 +495,19 @@ fn an_anonymous_order_is_paid_started_refunded_and_reordered_by_tracking_id() {
 
         // A partial payment stays as credit; the rest starts the order.
         let first = Payment::new("btc", "anon-tx-1").unwrap();
+        let first = PaymentReport::new("anon-pay", first, Micros(300_000)).unwrap();
         w.commerce
-            .record_payment(created.invoice, first, Micros(300_000))
+            .record_payment(created.invoice, first)
             .await
             .unwrap();
         let tracked = w.commerce.track(&tracking).await.unwrap();
         assert!(tracked.orders.is_empty());
         assert_eq!(tracked.wallet.available, Micros(300_000));
+        // The gateway reports the same payment again, $0.70 in all.
         let second = Payment::new("btc", "anon-tx-2").unwrap();
+        let second = PaymentReport::new("anon-pay", second, Micros(700_000)).unwrap();
         w.commerce
-            .record_payment(created.invoice, second, Micros(400_000))
+            .record_payment(created.invoice, second)
             .await
             .unwrap();
         let tracked = w.commerce.track(&tracking).await.unwrap();
@@ -728,8 +741,12 @@ fn cancel_complete_and_deposit_requests_are_idempotent_by_key() {
         w.commerce
             .record_payment(
                 first,
-                Payment::new("btc", "idem-tx").unwrap(),
-                Micros(3_000_000),
+                PaymentReport::new(
+                    "idem-pay",
+                    Payment::new("btc", "idem-tx").unwrap(),
+                    Micros(3_000_000),
+                )
+                .unwrap(),
             )
             .await
             .unwrap();

@@ -17,7 +17,8 @@ use nexus_core::domain::anonymous::{
 };
 use nexus_core::domain::codec::{CodecError, DomainEvent, Personal};
 use nexus_core::domain::deposit::{
-    DepositEvent, DepositFailed, DepositPaid, DepositRequested, PaymentEvent, PaymentRecorded,
+    DepositEvent, DepositFailed, DepositPaid, DepositRequested, GatewayPaymentId, PaymentEvent,
+    PaymentRecorded,
 };
 use nexus_core::domain::idempotency::{IdempotencyEvent, IdempotencyKeyUsed, IdempotentResult};
 use nexus_core::domain::ids::{AccountId, AnonymousId, ApiKeyId, DepositId, OrderId};
@@ -206,6 +207,7 @@ fn deposit_samples() -> Vec<DepositEvent> {
             deposit: deposit_id(),
             payment: payment(),
             paid: Micros(9_000_000),
+            gateway_payment: Some(GatewayPaymentId::new("5077125051").unwrap()),
             at: at(),
         }),
         DepositEvent::DepositFailed(DepositFailed {
@@ -736,4 +738,22 @@ mod upcasting {
             "unknown schema version 4 of OrderCompleted (this build writes 3 and upcasts from [2, 1])"
         );
     }
+}
+
+/// `DepositPaid` version 1 (one transaction, before credits were counted per
+/// gateway payment) reads as a credit of no gateway payment.
+#[test]
+fn a_deposit_paid_of_version_1_reads_as_a_credit_of_no_gateway_payment() {
+    let payload = stored_payload("DepositPaid/1");
+    let decoded = DepositEvent::decode("DepositPaid", 1, &payload).unwrap();
+    assert_eq!(
+        decoded,
+        DepositEvent::DepositPaid(DepositPaid {
+            deposit: deposit_id(),
+            payment: payment(),
+            paid: Micros(9_000_000),
+            gateway_payment: None,
+            at: at(),
+        })
+    );
 }

@@ -14,7 +14,7 @@ use nexus_core::domain::account::{
 use nexus_core::domain::anonymous::{AnonymousEvent, AnonymousOrderCreated, AnonymousOrderStarted};
 use nexus_core::domain::codec::{DomainEvent, Personal};
 use nexus_core::domain::deposit::{
-    DepositEvent, DepositPaid, DepositRequested, PaymentEvent, PaymentRecorded,
+    DepositEvent, DepositPaid, DepositRequested, GatewayPaymentId, PaymentEvent, PaymentRecorded,
 };
 use nexus_core::domain::ids::{AccountId, AnonymousId, DepositId, OrderId};
 use nexus_core::domain::ledger::{Entry, LedgerAccount, Owner, Reason};
@@ -164,6 +164,10 @@ impl Writer {
                     deposit,
                     payment: payment.clone(),
                     paid: Micros(amount),
+                    gateway_payment: Some(
+                        GatewayPaymentId::new(&uuid::Uuid::new_v4().simple().to_string())
+                            .expect("a gateway payment id"),
+                    ),
                     at: now,
                 })],
             ),

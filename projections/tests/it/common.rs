@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use chrono::Duration;
 use nexus_core::domain::codec::DomainEvent;
+use nexus_core::domain::deposit::PaymentReport;
 use nexus_core::domain::ids::OrderId;
 use nexus_core::domain::ledger::{Balances, LedgerAccount, Owner};
 use nexus_core::domain::money::Micros;
@@ -178,8 +179,7 @@ pub async fn anonymous_workload(world: &World, seed: u64) -> OrderId {
         .commerce
         .record_payment(
             created.invoice,
-            Payment::new("btc", &tx).unwrap(),
-            Micros(300_000),
+            PaymentReport::new(&tx, Payment::new("btc", &tx).unwrap(), Micros(300_000)).unwrap(),
         )
         .await
         .unwrap();

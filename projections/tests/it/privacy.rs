@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::common::*;
 use nexus_core::domain::codec::Personal;
 use nexus_core::domain::commerce::PlaceOrder;
+use nexus_core::domain::deposit::PaymentReport;
 use nexus_core::domain::ledger::Owner;
 use nexus_core::domain::money::Micros;
 use nexus_core::domain::order::{Channel, CountryCode, DeliveryChannel, ServiceCode};
@@ -88,8 +89,12 @@ async fn write_personal_data(world: &World) -> Subjects {
         .commerce
         .record_payment(
             created.invoice,
-            Payment::new("btc", "0xfeed").unwrap(),
-            Micros(300_000),
+            PaymentReport::new(
+                "feed",
+                Payment::new("btc", "0xfeed").unwrap(),
+                Micros(300_000),
+            )
+            .unwrap(),
         )
         .await
         .unwrap();

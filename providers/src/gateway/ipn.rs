@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use hmac::{Hmac, KeyInit, Mac};
 use nexus_core::domain::commerce::CommerceError;
-use nexus_core::domain::deposit::DepositError;
+use nexus_core::domain::deposit::{DepositError, GatewayPaymentId, PaymentReport};
 use nexus_core::domain::ids::DepositId;
 use nexus_core::domain::money::Micros;
 use nexus_core::domain::wallet::{Payment, WalletError};
@@ -128,6 +128,13 @@ pub fn sign(secret: &IpnSecret, body: &[u8]) -> Result<String, IpnError> {
 }
 
 /// Checks the signature in constant time and returns the parsed body.
+///
+/// Nothing of the body is trusted before its signature matches: the header is
+/// checked first, then the size. The signature covers the body's canonical
+/// form, which only a JSON body has, so the body is read (in time linear in
+/// its size, see [`super::json`]) and a body that is not JSON answers
+/// [`IpnError::BadSignature`] like any other body the gateway did not sign.
+/// Only a signed body is refused for its shape ([`IpnError::MalformedBody`]).
 pub fn verify(secret: &IpnSecret, signature: Option<&str>, body: &[u8]) -> Result<Json, IpnError> {
     let signature = signature
         .map(str::trim)
@@ -137,11 +144,19 @@ pub fn verify(secret: &IpnSecret, signature: Option<&str>, body: &[u8]) -> Resul
         return Err(IpnError::MalformedSignature);
     }
     let expected = hex::decode(signature).map_err(|_| IpnError::MalformedSignature)?;
-    let value = parse_body(body)?;
+    if body.len() > MAX_IPN_BYTES {
+        return Err(IpnError::MalformedBody(format!(
+            "over {MAX_IPN_BYTES} bytes"
+        )));
+    }
+    let value = Json::parse(body).map_err(|_| IpnError::BadSignature)?;
     let mut mac = secret.mac();
     mac.update(value.canonical().as_bytes());
     mac.verify_slice(&expected)
         .map_err(|_| IpnError::BadSignature)?;
+    if !matches!(value, Json::Object(_)) {
+        return Err(IpnError::MalformedBody("not an object".into()));
+    }
     Ok(value)
 }
 
@@ -341,22 +356,24 @@ impl Ipn {
         network_name(currency).ok_or(IpnError::InvalidField("pay_currency"))
     }
 
-    /// The transaction credited exactly once: `(network, payin_hash)`, or
+    /// The transaction the notification names: `(network, payin_hash)`, or
     /// `(network, payment_id)` when the gateway sent no hash.
     pub fn payment(&self) -> Result<Payment, IpnError> {
         let tx = self.payin_hash.as_deref().unwrap_or(&self.payment_id);
         Payment::new(&self.network()?, tx).map_err(|_| IpnError::InvalidField("payin_hash"))
     }
 
-    /// The fallback identity of this payment (by `payment_id`), when the
-    /// notification does carry a hash.
-    fn fallback_payment(&self) -> Result<Option<Payment>, IpnError> {
-        if self.payin_hash.is_none() {
-            return Ok(None);
-        }
-        Payment::new(&self.network()?, &self.payment_id)
-            .map(Some)
-            .map_err(|_| IpnError::InvalidField("payment_id"))
+    /// What the notification reports: the gateway's payment (`payment_id`),
+    /// its transaction, and the total paid so far ([`Ipn::paid_usd`]: the
+    /// gateway's amounts are cumulative per payment).
+    pub fn report(&self) -> Result<PaymentReport, IpnError> {
+        let gateway_payment = GatewayPaymentId::new(&self.payment_id)
+            .map_err(|_| IpnError::InvalidField("payment_id"))?;
+        Ok(PaymentReport {
+            gateway_payment,
+            transaction: self.payment()?,
+            paid_total: self.paid_usd()?,
+        })
     }
 }
 
@@ -375,13 +392,15 @@ pub fn network_name(pay_currency: &str) -> Option<String> {
 /// What a notification did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum IpnOutcome {
-    /// The payment was credited to the deposit's owner.
+    /// The payment was credited to the deposit's owner (`amount`: what this
+    /// notification added).
     Credited {
         deposit: DepositId,
         amount: Micros,
         position: u64,
     },
-    /// This transaction was credited before (a retried notification).
+    /// The notification adds nothing to what its payment credited before (a
+    /// retried, re-sent or reordered notification).
     AlreadyCredited { deposit: DepositId },
     /// A final failure (`failed`, `expired`, `refunded`) was recorded; a
     /// deposit that was paid already keeps its payment.
@@ -413,19 +432,12 @@ impl IpnOutcome {
 /// Verifies notifications and applies them to the domain.
 pub struct IpnHandler<S: EventStore> {
     commerce: Arc<Commerce<S>>,
-    store: Arc<S>,
     secret: IpnSecret,
 }
 
 impl<S: EventStore> IpnHandler<S> {
-    /// `store` is the log `commerce` writes to (read only, for the check of a
-    /// payment first credited without its hash).
-    pub fn new(commerce: Arc<Commerce<S>>, store: Arc<S>, secret: IpnSecret) -> Self {
-        Self {
-            commerce,
-            store,
-            secret,
-        }
+    pub fn new(commerce: Arc<Commerce<S>>, secret: IpnSecret) -> Self {
+        Self { commerce, secret }
     }
 
     /// Verifies `body` against `signature` (the [`SIGNATURE_HEADER`] value) and
@@ -505,22 +517,10 @@ impl<S: EventStore> IpnHandler<S> {
 
     async fn credit(&self, ipn: &Ipn) -> Result<IpnOutcome, IpnError> {
         let deposit = ipn.deposit()?;
-        let payment = ipn.payment()?;
-        let paid = ipn.paid_usd()?;
-        if let Some(fallback) = ipn.fallback_payment()? {
-            let seen = self
-                .store
-                .stream_version(&fallback.stream())
-                .await
-                .map_err(|e| IpnError::Domain(e.into()))?;
-            if seen > 0 {
-                debug!(%deposit, "payment credited before under its payment id");
-                return Ok(IpnOutcome::AlreadyCredited { deposit });
-            }
-        }
+        let report = ipn.report()?;
         match self
             .commerce
-            .record_payment(deposit, payment.clone(), paid)
+            .record_payment(deposit, report.clone())
             .await
             .map_err(IpnError::from_command)?
         {
@@ -528,7 +528,7 @@ impl<S: EventStore> IpnHandler<S> {
                 info!(
                     %deposit,
                     status = %ipn.status,
-                    network = %payment.network,
+                    network = %report.transaction.network,
                     amount = %amount,
                     "deposit credited"
                 );
@@ -539,7 +539,7 @@ impl<S: EventStore> IpnHandler<S> {
                 })
             }
             PaymentOutcome::AlreadyCredited => {
-                debug!(%deposit, "IPN for a payment credited before");
+                debug!(%deposit, "IPN that adds nothing to what was credited");
                 Ok(IpnOutcome::AlreadyCredited { deposit })
             }
         }
@@ -552,6 +552,46 @@ mod tests {
 
     fn ipn(fields: &str) -> Ipn {
         Ipn::from_json(&Json::parse(fields.as_bytes()).unwrap()).unwrap()
+    }
+
+    /// The signature of a canonical text, whatever its shape ([`sign`] signs
+    /// objects only).
+    fn sign_canonical(secret: &IpnSecret, canonical: &str) -> String {
+        let mut mac = secret.mac();
+        mac.update(canonical.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    #[test]
+    fn a_body_that_is_not_signed_is_refused_for_its_signature_not_its_json() {
+        let secret = IpnSecret::new(b"s3cret".to_vec()).unwrap();
+        let forged = "ab".repeat(64);
+        for body in [
+            &b"{\"a\":1,\"a\":2}"[..],
+            b"{\"payment_id\":",
+            b"payment_status=finished",
+            b"\xff\xfe",
+            b"",
+        ] {
+            assert!(
+                matches!(
+                    verify(&secret, Some(&forged), body),
+                    Err(IpnError::BadSignature)
+                ),
+                "{:?}",
+                String::from_utf8_lossy(body)
+            );
+            assert!(matches!(
+                verify(&secret, None, body),
+                Err(IpnError::Unsigned)
+            ));
+        }
+        // A body the gateway cannot have signed is refused by its size alone.
+        let huge = vec![b' '; MAX_IPN_BYTES + 1];
+        assert!(matches!(
+            verify(&secret, Some(&forged), &huge),
+            Err(IpnError::MalformedBody(_))
+        ));
     }
 
     #[test]
@@ -589,9 +629,15 @@ mod tests {
             verify(&other, Some(&signature), body),
             Err(IpnError::BadSignature)
         ));
+        // Signed, but not an object: refused for its shape, after the signature.
+        let array_signature = sign_canonical(&secret, "[1]");
+        assert!(matches!(
+            verify(&secret, Some(&array_signature), b"[1]"),
+            Err(IpnError::MalformedBody(_))
+        ));
         assert!(matches!(
             verify(&secret, Some(&signature), b"[1]"),
-            Err(IpnError::MalformedBody(_))
+            Err(IpnError::BadSignature)
         ));
         assert!(matches!(
             IpnSecret::new(Vec::new()),
@@ -650,24 +696,28 @@ mod tests {
         );
         assert_eq!(network_name("--"), None);
         let with_hash = ipn(
-            r#"{"payment_id":5077125051,"payment_status":"finished","order_id":"x","pay_currency":"BTC","payin_hash":"ab12"}"#,
+            r#"{"payment_id":5077125051,"payment_status":"finished","order_id":"x","pay_currency":"BTC","payin_hash":"ab12","price_amount":1}"#,
         );
         assert_eq!(
             with_hash.payment().unwrap(),
             Payment::new("btc", "ab12").unwrap()
         );
-        assert_eq!(
-            with_hash.fallback_payment().unwrap(),
-            Some(Payment::new("btc", "5077125051").unwrap())
-        );
+        // Whether it names its hash or not, the report is of the gateway's payment.
+        let reported = with_hash.report().unwrap();
+        assert_eq!(reported.gateway_payment.as_str(), "5077125051");
+        assert_eq!(reported.transaction, Payment::new("btc", "ab12").unwrap());
+        assert_eq!(reported.paid_total, Micros(1_000_000));
         let without = ipn(
-            r#"{"payment_id":"5077125051","payment_status":"finished","order_id":"x","pay_currency":"btc","payin_hash":null}"#,
+            r#"{"payment_id":"5077125051","payment_status":"finished","order_id":"x","pay_currency":"btc","payin_hash":null,"price_amount":1}"#,
         );
         assert_eq!(
             without.payment().unwrap(),
             Payment::new("btc", "5077125051").unwrap()
         );
-        assert_eq!(without.fallback_payment().unwrap(), None);
+        assert_eq!(
+            without.report().unwrap().gateway_payment,
+            reported.gateway_payment
+        );
         assert_eq!(
             PaymentStatus::parse("PARTIALLY_PAID"),
             PaymentStatus::PartiallyPaid

@@ -18,9 +18,12 @@
 //!
 //! Duplicate keys are refused (which value was signed would be ambiguous), as
 //! are lone surrogates, bodies nested deeper than [`MAX_DEPTH`] and anything
-//! after the value.
+//! after the value. Reading is linear in the input's size: each byte is looked
+//! at a bounded number of times, and each key is checked for a duplicate with
+//! one lookup in a hash set of its object's keys.
 
 use std::cmp::Ordering;
+use std::collections::HashSet;
 use std::fmt::Write as _;
 
 /// Deepest nesting accepted.
@@ -223,6 +226,10 @@ impl Parser<'_> {
         }
         self.at += 1;
         let mut members: Vec<(String, Json)> = Vec::new();
+        // The keys seen so far in this object: one hash lookup per key keeps
+        // the duplicate check linear in the body's size (comparing each key
+        // with every earlier one was quadratic in the number of keys).
+        let mut keys: HashSet<String> = HashSet::new();
         self.skip_ws();
         if self.peek() == Some(b'}') {
             self.at += 1;
@@ -235,7 +242,7 @@ impl Parser<'_> {
             }
             let key_at = self.at;
             let key = self.string()?;
-            if members.iter().any(|(k, _)| *k == key) {
+            if !keys.insert(key.clone()) {
                 return Err(JsonError {
                     at: key_at,
                     what: "duplicate key",
@@ -464,8 +471,30 @@ mod tests {
             );
         }
         let deep = "[".repeat(MAX_DEPTH + 1) + &"]".repeat(MAX_DEPTH + 1);
+        assert!(Json::parse(br#"{"a":{"b":1,"b":1}}"#).is_err(), "nested");
+        assert!(
+            Json::parse(br#"[{"a":1},{"a":1}]"#).is_ok(),
+            "keys of other objects"
+        );
         assert!(Json::parse(deep.as_bytes()).is_err());
         let ok = "[".repeat(MAX_DEPTH) + &"]".repeat(MAX_DEPTH);
         assert!(Json::parse(ok.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn a_duplicate_among_thousands_of_keys_is_found_wherever_it_is() {
+        let keys: Vec<String> = (0..8_000).map(|i| format!("\"k{i}\":0")).collect();
+        let distinct = format!("{{{}}}", keys.join(","));
+        let Json::Object(members) = Json::parse(distinct.as_bytes()).unwrap() else {
+            panic!("an object");
+        };
+        assert_eq!(members.len(), 8_000);
+        for repeated in ["k0", "k3999", "k7999"] {
+            let body = format!("{{{},\"{repeated}\":1}}", keys.join(","));
+            let error = Json::parse(body.as_bytes()).unwrap_err();
+            assert_eq!(error.what, "duplicate key");
+            // The second key starts after the comma that took the place of `}`.
+            assert_eq!(error.at, distinct.len(), "the second `{repeated}`");
+        }
     }
 }

@@ -112,6 +112,9 @@ pub struct SimulatedPayment {
     pub fiat_value: bool,
     /// Whether the notification carries `payin_hash` at all.
     pub with_hash: bool,
+    /// The gateway's `payment_id`; `None` is the invoice's own payment. The
+    /// amounts of one payment are cumulative: `paid` is its total so far.
+    pub payment_id: Option<String>,
 }
 
 impl SimulatedPayment {
@@ -123,6 +126,7 @@ impl SimulatedPayment {
             tx_hash: None,
             fiat_value: true,
             with_hash: true,
+            payment_id: None,
         }
     }
 
@@ -314,8 +318,9 @@ impl SimulatedGateway {
         let number = |text: String| Json::Number(text);
         let string = |text: &str| Json::String(text.to_owned());
         let currency = invoice.pay_currency.as_str();
+        let payment_id = payment.payment_id.as_ref().unwrap_or(&invoice.gateway_id);
         let body = Json::Object(vec![
-            ("payment_id".into(), number(invoice.gateway_id.clone())),
+            ("payment_id".into(), number(payment_id.clone())),
             ("parent_payment_id".into(), Json::Null),
             ("invoice_id".into(), Json::Null),
             ("payment_status".into(), string(payment.status.as_str())),

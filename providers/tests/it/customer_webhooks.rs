@@ -12,6 +12,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use nexus_core::domain::account::{LookupKey, WebhookUrlPolicy};
 use nexus_core::domain::codec::DomainEvent;
 use nexus_core::domain::commerce::PlaceOrder;
+use nexus_core::domain::deposit::PaymentReport;
 use nexus_core::domain::ids::{AccountId, OrderId};
 use nexus_core::domain::ledger::Owner;
 use nexus_core::domain::money::Micros;
@@ -186,8 +187,12 @@ impl World {
         self.commerce
             .record_payment(
                 deposit,
-                Payment::new("btc", &format!("tx-{account}")).unwrap(),
-                Micros(10_000_000),
+                PaymentReport::new(
+                    &format!("{}", account.0.simple()),
+                    Payment::new("btc", &format!("tx-{account}")).unwrap(),
+                    Micros(10_000_000),
+                )
+                .unwrap(),
             )
             .await
             .unwrap();

@@ -99,7 +99,6 @@ impl World {
         let kit = nexus_testkit::World::new();
         let handler = Arc::new(IpnHandler::new(
             kit.commerce.clone(),
-            kit.store.log.clone(),
             IpnSecret::new(SECRET.to_vec()).unwrap(),
         ));
         let server = serve_ipn(handler);
@@ -267,7 +266,9 @@ async fn unsigned_mis_signed_tampered_or_malformed_calls_change_nothing() {
 
     let head = w.log.head();
     let (genuine, sig) = (body.as_str(), signature.as_str());
-    let cases: [(&str, &str, Option<&str>, u16, &str); 9] = [
+    // A body that is not JSON cannot carry the gateway's signature: it is
+    // refused for that, before its JSON is looked at.
+    let cases: [(&str, &str, Option<&str>, u16, &str); 10] = [
         ("unsigned", genuine, None, 401, "ipn_unsigned"),
         ("empty signature", genuine, Some(""), 401, "ipn_unsigned"),
         (
@@ -302,17 +303,24 @@ async fn unsigned_mis_signed_tampered_or_malformed_calls_change_nothing() {
             "truncated JSON",
             truncated,
             Some(sig),
-            400,
-            "ipn_malformed_body",
+            401,
+            "ipn_bad_signature",
         ),
         (
             "not JSON",
             "payment_status=finished",
             Some(sig),
-            400,
-            "ipn_malformed_body",
+            401,
+            "ipn_bad_signature",
         ),
-        ("an array", "[]", Some(sig), 400, "ipn_malformed_body"),
+        (
+            "a duplicate key",
+            r#"{"payment_id":1,"payment_id":2}"#,
+            Some(sig),
+            401,
+            "ipn_bad_signature",
+        ),
+        ("an array", "[]", Some(sig), 401, "ipn_bad_signature"),
     ];
     for (name, body, signature, status, code) in cases {
         assert_eq!(
@@ -495,14 +503,64 @@ async fn a_payment_first_credited_without_its_hash_is_not_credited_again_with_it
     // A second transaction against the same invoice is money that arrived: it
     // is credited too (a new payment at the gateway, its own id and hash).
     let second = w.deposit(owner, Micros::from_usd(7)).await;
-    for hash in ["aa01", "aa02"] {
+    for (id, hash) in [("6000000001", "aa01"), ("6000000002", "aa02")] {
         let payment = SimulatedPayment {
             tx_hash: Some(hash.into()),
+            payment_id: Some(id.into()),
             ..SimulatedPayment::finished()
         };
         assert_eq!(w.pay(second, payment).await, (200, "credited".into()));
     }
     assert_eq!(w.available(owner).await, Micros::from_usd(21));
+    // The same payment at the gateway reported again with another hash adds nothing.
+    let again = SimulatedPayment {
+        tx_hash: Some("aa03".into()),
+        payment_id: Some("6000000002".into()),
+        ..SimulatedPayment::finished()
+    };
+    assert_eq!(w.pay(second, again).await, (200, "already_credited".into()));
+    assert_eq!(w.available(owner).await, Micros::from_usd(21));
+}
+
+/// The reproduction: genuine, correctly signed notifications of one $5.00
+/// invoice — `partially_paid` $2 (tx1), `finished` $5 in all (tx2), then
+/// `finished` re-sent without its hash, twice — credited $12.00. Each
+/// notification credits what it adds to its payment's total: $5.00 in all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partially_paid_then_finished_then_resent_without_a_hash_credits_what_was_paid() {
+    let w = World::new();
+    let owner = w.customer().await;
+    let deposit = w.deposit(owner, Micros::from_usd(5)).await;
+    let partial = SimulatedPayment {
+        tx_hash: Some("tx1".into()),
+        ..SimulatedPayment::partially_paid(Micros(2_000_000))
+    };
+    assert_eq!(w.pay(deposit, partial).await, (200, "credited".into()));
+    let finished = SimulatedPayment {
+        tx_hash: Some("tx2".into()),
+        ..SimulatedPayment::finished()
+    };
+    assert_eq!(w.pay(deposit, finished).await, (200, "credited".into()));
+    let resent = SimulatedPayment {
+        with_hash: false,
+        ..SimulatedPayment::finished()
+    };
+    let resent = w.gateway.ipn(deposit, &resent).unwrap();
+    for _ in 0..2 {
+        let delivery = w.gateway.deliver(resent.clone()).await.unwrap();
+        assert_eq!(
+            (delivery.status, answer_word(&delivery.body)),
+            (200, "already_credited".into())
+        );
+    }
+    assert_eq!(w.available(owner).await, Micros::from_usd(5));
+    assert_eq!(
+        w.credits(owner).await,
+        [
+            (Micros(2_000_000), DepositOutcome::Partial, false),
+            (Micros(3_000_000), DepositOutcome::Exact, false),
+        ]
+    );
 }
 
 // ---------------------------------------------------------------------------

@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use nexus_core::domain::deposit::PaymentReport;
 use nexus_core::domain::ledger::Owner;
 use nexus_core::domain::money::Micros;
 use nexus_core::domain::wallet::Payment;
@@ -80,8 +81,12 @@ async fn deposit_and_deletion_mails_are_sent_once_from_the_events() {
     commerce
         .record_payment(
             deposit,
-            Payment::new("btc", "n-1").unwrap(),
-            Micros(7_500_000),
+            PaymentReport::new(
+                "n-1",
+                Payment::new("btc", "n-1").unwrap(),
+                Micros(7_500_000),
+            )
+            .unwrap(),
         )
         .await
         .unwrap();

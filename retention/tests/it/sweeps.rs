@@ -10,6 +10,7 @@ use nexus_core::domain::account::AccountViewStatus;
 use nexus_core::domain::anonymous::{AnonymousError, TrackingId, RETENTION_DAYS};
 use nexus_core::domain::commerce::CommerceError;
 use nexus_core::domain::commerce::PlaceOrder;
+use nexus_core::domain::deposit::PaymentReport;
 use nexus_core::domain::ids::{AccountId, AnonymousId, OrderId};
 use nexus_core::domain::legal_hold::{CaseReference, HoldReason, HoldSubject};
 use nexus_core::domain::money::Micros;
@@ -102,8 +103,12 @@ impl World {
         self.commerce
             .record_payment(
                 created.invoice,
-                Payment::new("btc", &format!("0x{}", created.anon.0.simple())).unwrap(),
-                Micros(300_000),
+                PaymentReport::new(
+                    &created.anon.0.simple().to_string(),
+                    Payment::new("btc", &format!("0x{}", created.anon.0.simple())).unwrap(),
+                    Micros(300_000),
+                )
+                .unwrap(),
             )
             .await
             .unwrap();

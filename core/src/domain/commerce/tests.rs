@@ -14,6 +14,7 @@ use crate::domain::anonymous::{AnonymousOrderStarted, TrackingId};
 use crate::domain::idempotency::{replay, IdempotencyRecord};
 use crate::domain::ids::AccountId;
 use crate::domain::order::{CancelReason, OrderCancelled, OrderStatus};
+use crate::domain::wallet::Payment;
 
 fn t0() -> DateTime<Utc> {
     "2026-03-01T12:00:00Z".parse().unwrap()
@@ -34,6 +35,12 @@ fn request(price_micros: i64) -> PlaceOrder {
 
 fn payment(tx: &str) -> Payment {
     Payment::new("trx", tx).unwrap()
+}
+
+/// The gateway's report of its payment `gateway_payment`: transaction `tx`,
+/// `total_micros` paid so far.
+fn report(gateway_payment: &str, tx: &str, total_micros: i64) -> PaymentReport {
+    PaymentReport::new(gateway_payment, payment(tx), Micros(total_micros)).unwrap()
 }
 
 /// An account registered at t0, with a deletion pending if `leaving`.
@@ -161,19 +168,19 @@ fn invoice(owner: Owner, amount_micros: i64) -> (DepositId, Deposit) {
 fn a_payment_credits_its_deposit_and_wallet_once() {
     let owner = Owner::Account(customer());
     let (id, deposit) = invoice(owner, 5_000_000);
-    let tx = payment("0xabc");
+    let tx = report("5077125051", "0xabc", 5_000_000);
     let decision = record_payment(
         &PaymentGuard::default(),
         &deposit,
         &Wallet::default(),
         id,
         &tx,
-        Micros(5_000_000),
         t0() + Duration::minutes(5),
     )
     .unwrap();
     let PaymentDecision::Credit {
         owner: credited,
+        amount,
         guard,
         deposit: deposit_events,
         wallet: wallet_events,
@@ -181,8 +188,15 @@ fn a_payment_credits_its_deposit_and_wallet_once() {
     else {
         panic!("a first payment is credited");
     };
-    assert_eq!(credited, owner);
+    assert_eq!((credited, amount), (owner, Micros(5_000_000)));
     assert_eq!(deposit_events.len(), 1);
+    let deposit = Deposit::from_events(
+        &[
+            deposit::request(&Deposit::default(), id, owner, Micros(5_000_000), t0()).unwrap(),
+            deposit_events,
+        ]
+        .concat(),
+    );
     let wallet = Wallet::from_events(&wallet_events);
     assert_eq!(wallet.available, Micros(5_000_000));
     match &wallet_events[..] {
@@ -197,7 +211,6 @@ fn a_payment_credits_its_deposit_and_wallet_once() {
         &wallet,
         id,
         &tx,
-        Micros(5_000_000),
         t0() + Duration::minutes(6),
     );
     assert_eq!(again, Ok(PaymentDecision::AlreadyCredited));
@@ -213,8 +226,7 @@ fn a_late_payment_is_credited_and_marked_late_and_an_unknown_deposit_refused() {
         &deposit,
         &Wallet::default(),
         id,
-        &payment("0xdef"),
-        Micros(4_000_000),
+        &report("1", "0xdef", 4_000_000),
         expires_at + Duration::seconds(1),
     )
     .unwrap();
@@ -230,8 +242,7 @@ fn a_late_payment_is_credited_and_marked_late_and_an_unknown_deposit_refused() {
         &Deposit::default(),
         &Wallet::default(),
         id,
-        &payment("0xdef"),
-        Micros(4_000_000),
+        &report("1", "0xdef", 4_000_000),
         t0(),
     );
     assert_eq!(unknown, Err(CommerceError::Deposit(DepositError::NotFound)));
@@ -465,8 +476,7 @@ fn a_credit_the_ledger_cannot_count_is_refused_before_any_event() {
         &deposit,
         &nearly_full,
         id,
-        &payment("0xbig"),
-        Micros(100),
+        &report("1", "0xbig", 100),
         t0(),
     );
     assert_eq!(
@@ -476,13 +486,13 @@ fn a_credit_the_ledger_cannot_count_is_refused_before_any_event() {
         )))
     );
     // The deposit's own running total is checked too.
-    let paid = deposit::pay(&deposit, payment("0x1"), Micros(i64::MAX - 1), t0()).unwrap();
+    let paid = deposit::pay(&deposit, &report("1", "0x1", i64::MAX - 1), t0()).unwrap();
     let mut full = deposit.clone();
     for event in &paid {
         full.apply(event);
     }
     assert_eq!(
-        deposit::pay(&full, payment("0x2"), Micros(2), t0()),
+        deposit::pay(&full, &report("2", "0x2", 2), t0()),
         Err(DepositError::PaidOverflow)
     );
 }
