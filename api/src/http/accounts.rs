@@ -146,7 +146,7 @@ pub(super) const ROUTES: &[Route] = &[
         path: "/v1/me/password",
         handler: |route| route.to(change_password),
         doc: || Op {
-            summary: "Change the password",
+            summary: "Change the password (every other session of the account ends)",
             tag: "accounts",
             auth: Auth::Customer,
             params: vec![],
@@ -333,8 +333,11 @@ struct PasswordChange {
     new_password: String,
 }
 
+/// Changes the password and ends every other session of the account (the
+/// caller's own session, if it called with one, stays).
 async fn change_password(
     state: web::Data<AppState>,
+    req: HttpRequest,
     customer: Customer,
     body: ObjectBody<PasswordChange>,
 ) -> Result<HttpResponse, ApiError> {
@@ -342,6 +345,12 @@ async fn change_password(
         .accounts
         .change_password(customer.account, &body.old_password, &body.new_password)
         .await?;
+    let own = req.cookie(COOKIE_NAME);
+    let ended = state
+        .sessions
+        .end_others(customer.account, own.as_ref().map(|c| c.value()))
+        .map_err(|e| ApiError::internal(&e))?;
+    tracing::info!(account = %customer.account, ended, "other sessions ended after a password change");
     Ok(HttpResponse::NoContent().finish())
 }
 

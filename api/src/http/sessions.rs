@@ -1,6 +1,10 @@
 //! Browser sessions: an opaque random id in an `HttpOnly`, `SameSite=Strict`
 //! cookie, and server-side records keyed by the id's SHA-256 (the id itself is
 //! stored nowhere), each with an absolute expiry.
+//!
+//! An index by account (`account || key` in its own tree) finds every session of
+//! an account, to end them together (a password change ends the others), and
+//! bounds them: at most [`MAX_SESSIONS_PER_ACCOUNT`], the oldest ended first.
 
 use std::path::Path;
 
@@ -13,9 +17,13 @@ pub const SESSION_HOURS: i64 = 24;
 /// Bytes of randomness in a session id.
 const SESSION_ID_BYTES: usize = 32;
 pub const COOKIE_NAME: &str = "nexus_session";
+/// Live sessions one account may have; a new one past this ends the oldest.
+pub const MAX_SESSIONS_PER_ACCOUNT: usize = 32;
 
 pub struct SessionStore {
     tree: sled::Tree,
+    /// `account (16) || session key (32)` → expiry (8, big-endian).
+    by_account: sled::Tree,
     _db: sled::Db,
 }
 
@@ -34,7 +42,29 @@ impl SessionStore {
             .cache_capacity(16 << 20)
             .open()?;
         let tree = db.open_tree("sessions")?;
-        Ok(Self { tree, _db: db })
+        let by_account = db.open_tree("sessions_by_account")?;
+        let store = Self {
+            tree,
+            by_account,
+            _db: db,
+        };
+        store.index_unindexed()?;
+        Ok(store)
+    }
+
+    /// Sessions written before the index existed get their index entries.
+    fn index_unindexed(&self) -> Result<(), SessionError> {
+        if !self.by_account.is_empty() {
+            return Ok(());
+        }
+        for item in self.tree.iter() {
+            let (k, v) = item?;
+            if let (Some((account, expires)), Ok(key)) = (decode(&v), <[u8; 32]>::try_from(&*k)) {
+                self.by_account
+                    .insert(index_key(account, &key), &expires.to_be_bytes())?;
+            }
+        }
+        Ok(())
     }
 
     /// A new session for `account`: the id to put in the cookie.
@@ -45,9 +75,72 @@ impl SessionStore {
         let expires = (now + Duration::hours(SESSION_HOURS)).timestamp();
         let mut value = account.0.as_bytes().to_vec();
         value.extend_from_slice(&expires.to_be_bytes());
-        self.tree.insert(key(&id), value)?;
+        let session_key = key(&id);
+        self.tree.insert(session_key, value)?;
+        self.by_account
+            .insert(index_key(account, &session_key), &expires.to_be_bytes())?;
+        self.bound_sessions_of(account, now)?;
         self.prune(now)?;
         Ok(id)
+    }
+
+    /// Ends every session of `account` but the one with id `keep` (every one
+    /// when `None`). Returns how many ended.
+    pub fn end_others(
+        &self,
+        account: AccountId,
+        keep: Option<&str>,
+    ) -> Result<usize, SessionError> {
+        let keep = keep.map(key);
+        let mut ended = 0;
+        for item in self.by_account.scan_prefix(account.0.as_bytes()) {
+            let (index, _) = item?;
+            let Some(session_key) = index.get(16..) else {
+                continue;
+            };
+            if keep.as_ref().is_some_and(|k| k.as_slice() == session_key) {
+                continue;
+            }
+            self.tree.remove(session_key)?;
+            self.by_account.remove(&index)?;
+            ended += 1;
+        }
+        Ok(ended)
+    }
+
+    /// Drops the account's expired sessions, then its oldest while it has more
+    /// than [`MAX_SESSIONS_PER_ACCOUNT`].
+    fn bound_sessions_of(
+        &self,
+        account: AccountId,
+        now: DateTime<Utc>,
+    ) -> Result<(), SessionError> {
+        let mut live: Vec<(i64, sled::IVec)> = Vec::new();
+        for item in self.by_account.scan_prefix(account.0.as_bytes()) {
+            let (index, expires) = item?;
+            let expires = <[u8; 8]>::try_from(&*expires).map_or(i64::MIN, i64::from_be_bytes);
+            if expires <= now.timestamp() {
+                self.forget(&index)?;
+            } else {
+                live.push((expires, index));
+            }
+        }
+        // Sessions last equally long: the soonest expiry is the oldest.
+        live.sort();
+        let excess = live.len().saturating_sub(MAX_SESSIONS_PER_ACCOUNT);
+        for (_, index) in live.iter().take(excess) {
+            self.forget(index)?;
+        }
+        Ok(())
+    }
+
+    /// Removes a session and its index entry, given the index entry.
+    fn forget(&self, index: &[u8]) -> Result<(), SessionError> {
+        if let Some(session_key) = index.get(16..) {
+            self.tree.remove(session_key)?;
+        }
+        self.by_account.remove(index)?;
+        Ok(())
     }
 
     /// The session's account, if the session exists and has not expired.
@@ -62,14 +155,19 @@ impl SessionStore {
             return Ok(None);
         };
         if expires <= now.timestamp() {
-            self.tree.remove(key(id))?;
+            self.forget(&index_key(account, &key(id)))?;
             return Ok(None);
         }
         Ok(Some(account))
     }
 
     pub fn remove(&self, id: &str) -> Result<(), SessionError> {
-        self.tree.remove(key(id))?;
+        let session_key = key(id);
+        if let Some(value) = self.tree.remove(session_key)? {
+            if let Some((account, _)) = decode(&value) {
+                self.by_account.remove(index_key(account, &session_key))?;
+            }
+        }
         Ok(())
     }
 
@@ -80,7 +178,12 @@ impl SessionStore {
         for item in self.tree.iter() {
             let (k, v) = item?;
             if decode(&v).is_none_or(|(_, expires)| expires <= now.timestamp()) {
-                self.tree.remove(k)?;
+                self.tree.remove(&k)?;
+                if let (Some((account, _)), Ok(session_key)) =
+                    (decode(&v), <[u8; 32]>::try_from(&*k))
+                {
+                    self.by_account.remove(index_key(account, &session_key))?;
+                }
                 pruned += 1;
                 if pruned == MAX_PRUNED {
                     break;
@@ -93,6 +196,13 @@ impl SessionStore {
 
 fn key(id: &str) -> [u8; 32] {
     Sha256::digest(id.as_bytes()).into()
+}
+
+fn index_key(account: AccountId, session_key: &[u8; 32]) -> [u8; 48] {
+    let mut index = [0u8; 48];
+    index[..16].copy_from_slice(account.0.as_bytes());
+    index[16..].copy_from_slice(session_key);
+    index
 }
 
 fn decode(value: &[u8]) -> Option<(AccountId, i64)> {
@@ -128,5 +238,66 @@ mod tests {
         assert_eq!(store.account("not-a-session", now).unwrap(), None);
         // Only the hash is stored.
         assert!(store.tree.get(id.as_bytes()).unwrap().is_none());
+        assert!(
+            store.by_account.is_empty(),
+            "ended sessions leave no index entry"
+        );
+    }
+
+    #[test]
+    fn a_password_change_ends_the_other_sessions_of_that_account_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SessionStore::open(dir.path()).unwrap();
+        let (alice, bob) = (AccountId::new(), AccountId::new());
+        let now = Utc::now();
+        let here = store.create(alice, now).unwrap();
+        let elsewhere: Vec<String> = (0..3).map(|_| store.create(alice, now).unwrap()).collect();
+        let bobs = store.create(bob, now).unwrap();
+        assert_eq!(store.end_others(alice, Some(&here)).unwrap(), 3);
+        assert_eq!(store.account(&here, now).unwrap(), Some(alice));
+        for id in &elsewhere {
+            assert_eq!(store.account(id, now).unwrap(), None);
+        }
+        assert_eq!(store.account(&bobs, now).unwrap(), Some(bob));
+        assert_eq!(store.end_others(alice, None).unwrap(), 1);
+        assert_eq!(store.account(&here, now).unwrap(), None);
+    }
+
+    #[test]
+    fn an_account_has_a_bounded_number_of_sessions_the_oldest_ended_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SessionStore::open(dir.path()).unwrap();
+        let alice = AccountId::new();
+        let start = Utc::now();
+        let ids: Vec<String> = (0..MAX_SESSIONS_PER_ACCOUNT + 2)
+            .map(|i| {
+                store
+                    .create(alice, start + Duration::seconds(i as i64))
+                    .unwrap()
+            })
+            .collect();
+        let now = start + Duration::seconds(ids.len() as i64);
+        assert_eq!(store.account(&ids[0], now).unwrap(), None);
+        assert_eq!(store.account(&ids[1], now).unwrap(), None);
+        for id in &ids[2..] {
+            assert_eq!(store.account(id, now).unwrap(), Some(alice));
+        }
+        assert_eq!(store.by_account.len(), MAX_SESSIONS_PER_ACCOUNT);
+    }
+
+    #[test]
+    fn sessions_from_before_the_index_are_indexed_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let alice = AccountId::new();
+        let now = Utc::now();
+        let id = {
+            let store = SessionStore::open(dir.path()).unwrap();
+            let id = store.create(alice, now).unwrap();
+            store.by_account.clear().unwrap();
+            id
+        };
+        let store = SessionStore::open(dir.path()).unwrap();
+        assert_eq!(store.end_others(alice, None).unwrap(), 1);
+        assert_eq!(store.account(&id, now).unwrap(), None);
     }
 }

@@ -436,3 +436,41 @@ fn completing_an_order_whose_code_came_but_was_not_read_delivers_and_charges_it(
     assert_eq!(again.status, 409, "{}", again.body);
     assert_eq!(again.json()["code"], "order_wrong_status", "{}", again.body);
 }
+
+/// A password change ends every other session of the account; the session it
+/// was made from stays, and the new password signs in.
+#[test]
+fn a_password_change_ends_the_other_sessions() {
+    let server = start();
+    let email = "two.sessions@example.com";
+    customer(&server, email);
+    let login = |password: &str| {
+        let body = serde_json::json!({ "email": email, "password": password }).to_string();
+        let answer = server.send("POST", "/v1/sessions", &[], Some(&body));
+        assert_eq!(answer.status, 201, "{}", answer.body);
+        let cookie = answer.header("set-cookie").expect("a session cookie");
+        cookie.split(';').next().unwrap().to_owned()
+    };
+    let (here, elsewhere) = (login(PASSWORD), login(PASSWORD));
+    let me = |cookie: &str| {
+        server
+            .send("GET", "/v1/me", &[("cookie", cookie)], None)
+            .status
+    };
+    assert_eq!((me(&here), me(&elsewhere)), (200, 200));
+
+    let change = serde_json::json!({ "old_password": PASSWORD,
+        "new_password": "a different horse battery" })
+    .to_string();
+    let answer = server.send(
+        "POST",
+        "/v1/me/password",
+        &[("cookie", &here)],
+        Some(&change),
+    );
+    assert_eq!(answer.status, 204, "{}", answer.body);
+    assert_eq!(me(&here), 200, "the session the change came from stays");
+    assert_eq!(me(&elsewhere), 401, "every other session ended");
+    let fresh = login("a different horse battery");
+    assert_eq!(me(&fresh), 200);
+}
