@@ -393,10 +393,23 @@ impl FileSettings {
             text,
             production: environment == Environment::Production,
         };
+        let upstreams = rules.upstreams(&raw.upstream)?;
+        let gateway = rules.gateway(raw.gateway.as_ref())?;
+        // The simulated gateway, and its development pay route, pay invoices
+        // for free: only where every upstream is simulated too.
+        if let (None, Some(real)) = (
+            &gateway,
+            upstreams.iter().find(|u| u.kind != UpstreamKind::Simulator),
+        ) {
+            anyhow::bail!(
+                "upstream `{}` is a real upstream: it needs a [gateway] (the simulated gateway pays invoices for free)",
+                real.name
+            );
+        }
         Ok(FileSettings {
             environment,
-            upstreams: rules.upstreams(&raw.upstream)?,
-            gateway: rules.gateway(raw.gateway.as_ref())?,
+            upstreams,
+            gateway,
             smtp: rules.smtp(raw.smtp.as_ref())?,
             router: router(&raw.router)?,
             orphan_sweep: orphan_sweep(&raw.orphan_sweep),
@@ -821,6 +834,24 @@ url = "smtps://mail.example:465"
         let (before, _) = PRODUCTION.split_once("[gateway]").unwrap();
         let smtp_only = format!("{before}[smtp]\nurl = \"smtps://mail.example\"\n");
         assert!(error_of(&smtp_only).contains("[gateway]"));
+    }
+
+    #[test]
+    fn a_real_upstream_without_a_gateway_is_refused_even_in_development() {
+        with_key();
+        let (before, _) = PRODUCTION.split_once("[gateway]").unwrap();
+        let real_only = development(before);
+        assert_eq!(
+            error_of(&real_only),
+            "upstream `herosms` is a real upstream: it needs a [gateway] (the simulated gateway pays invoices for free)"
+        );
+        // With the gateway, or with simulators only, development starts.
+        FileSettings::parse(&development(PRODUCTION)).unwrap();
+        let simulated = FileSettings::parse(&development(
+            "[[upstream]]\nkind = \"simulator\"\nname = \"sim\"\n",
+        ))
+        .unwrap();
+        assert!(simulated.gateway.is_none());
     }
 
     #[test]

@@ -259,6 +259,49 @@ fn the_catalog_lists_countries_services_and_prices() {
 }
 
 #[test]
+fn the_development_pay_route_pays_an_invoice_once() {
+    let server = start();
+    let key = customer(&server, "payer@example.com");
+    let deposit = call(
+        &server,
+        "POST",
+        "/v1/deposits",
+        &key,
+        &[],
+        Some(r#"{"amount":"10.00"}"#),
+    );
+    assert_eq!(deposit.status, 201, "{}", deposit.body);
+    let id = deposit.json()["id"].as_str().unwrap().to_owned();
+    let pay = || server.send("POST", &format!("/v1/dev/payments/{id}/pay"), &[], None);
+    let first = pay();
+    assert_eq!(
+        (first.status, first.json()["outcome"].as_str()),
+        (200, Some("credited")),
+        "{}",
+        first.body
+    );
+    // Paid again (it was credited again: $20 for a $10 invoice): nothing more.
+    for _ in 0..2 {
+        let again = pay();
+        assert_eq!(
+            (again.status, again.json()["outcome"].as_str()),
+            (200, Some("already_credited")),
+            "{}",
+            again.body
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while call(&server, "GET", "/v1/wallet", &key, &[], None).json()["available"] != "10.00" {
+        assert!(Instant::now() < deadline, "the deposit was not credited");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Still $10 once the read models have seen every payment.
+    std::thread::sleep(Duration::from_millis(300));
+    let wallet = call(&server, "GET", "/v1/wallet", &key, &[], None).json();
+    assert_eq!(wallet["available"], "10.00", "{wallet}");
+}
+
+#[test]
 fn an_anonymous_order_is_paid_and_followed_by_its_tracking_id() {
     let server = start();
     let created = server.send(

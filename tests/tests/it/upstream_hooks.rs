@@ -6,13 +6,14 @@
 //! only from its allowed sources; bad files stop the start-up with a message
 //! that names the line and key and never echoes a secret.
 
+use crate::gateway_ipn::TestGateway;
 use crate::{fake_herosms, fake_smscode};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use hmac::{Hmac, KeyInit, Mac};
-use nexus_tests::journey::{call, customer, fund};
+use nexus_tests::journey::{call, customer};
 use nexus_tests::{nexus_binary, Server};
 use sha2::Sha256;
 
@@ -55,12 +56,16 @@ fn a_number_is_bought_through_a_configured_upstream_and_its_code_comes_by_signed
     let fake = fake_smscode::FakeSmsCode::start();
     // The fake shows the code to polls only after many of them: it comes by push.
     fake.state().code_after_polls = 10_000;
+    // A real upstream needs a real gateway: the simulated one pays for free.
+    let gateway = TestGateway::start();
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(
         &dir,
         &format!(
             r#"
 environment = "development"
+
+{gateway_section}
 
 [[upstream]]
 kind = "smscode"
@@ -73,18 +78,22 @@ countries = {{ ID = 6 }}
 services = {{ tg = 4, wa = 3 }}
 timeout_ms = 3000
 "#,
-            base = fake.base
+            base = fake.base,
+            gateway_section = gateway.section(),
         ),
     );
+    let [gateway_key, gateway_secret] = TestGateway::env();
     let server = Server::start_with(&[
         ("NEXUS_CONFIG", &config),
         ("NEXUS_E2E_SMSCODE_TOKEN", SMSCODE_TOKEN),
         ("NEXUS_E2E_SMSCODE_WEBHOOK_SECRET", WEBHOOK_SECRET),
         ("NEXUS_COOKIE_SECURE", "false"),
         ("NEXUS_BCRYPT_COST", "12"),
+        gateway_key,
+        gateway_secret,
     ]);
     let key = customer(&server, "config@example.com");
-    fund(&server, &key, "5.00");
+    gateway.fund(&server, &key, "5.00");
     let placed = call(
         &server,
         "POST",
@@ -337,4 +346,15 @@ fn bad_configuration_files_stop_the_start_with_a_clear_message() {
     );
     let message = refused_start(&simulator, &env);
     assert!(message.contains("development only"), "{message}");
+
+    // A real upstream with the simulated gateway, whose development pay route
+    // pays for free: refused in development too.
+    let production = production_config(hero, "");
+    let (without_gateway, _) = production.split_once("[gateway]").unwrap();
+    let free = format!("environment = \"development\"\n{without_gateway}");
+    let message = refused_start(&free, &env);
+    assert!(
+        message.contains("upstream `herosms` is a real upstream: it needs a [gateway]"),
+        "{message}"
+    );
 }
