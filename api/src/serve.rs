@@ -340,6 +340,7 @@ async fn serve(config: Config, store: Store) -> anyhow::Result<()> {
     let state_for_shutdown = state.clone();
     let gate = web::Data::new(Gate {
         limits: RateLimits::new(settings.rate()),
+        trusted_proxies: settings.trusted_proxies.clone().unwrap_or_default(),
         usage: Some(UsageLog::start(&data_dir.join("usage")).context("the usage log")?),
     });
     let sweeper = {

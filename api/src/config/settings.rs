@@ -12,6 +12,7 @@ use nexus_core::vault::MasterKeySource;
 use nexus_core::StoreConfig;
 
 use crate::http::credentials::AdminToken;
+use crate::http::forwarded::TrustedProxies;
 use crate::http::limits::RateSettings;
 
 /// Where the data lives and how the store opens: every command that opens it.
@@ -167,19 +168,28 @@ pub struct ServerSettings {
     #[arg(long, env = "NEXUS_RETENTION_SWEEP_SECS", default_value = "3600",
           value_name = "SECS", value_parser = Setting(whole_number::<u64>))]
     pub retention_sweep_secs: u64,
-    /// Requests per second per API key or session (burst 2×); `0` = off.
+    /// Requests per second per verified account, all its API keys and
+    /// sessions together (burst 2×); `0` = off.
     #[arg(long, env = "NEXUS_RATE_KEY_PER_S", default_value = "20",
           value_name = "N", value_parser = Setting(whole_number::<u32>))]
     pub rate_key_per_s: u32,
-    /// Requests per second per client IP on unauthenticated routes (burst
-    /// 2×); `0` = off.
+    /// Requests per second per client IP without a verified credential
+    /// (burst 2×); `0` = off.
     #[arg(long, env = "NEXUS_RATE_IP_PER_S", default_value = "20",
           value_name = "N", value_parser = Setting(whole_number::<u32>))]
     pub rate_ip_per_s: u32,
-    /// Register, log-in and verify attempts per minute per IP; `0` = off.
+    /// Sign-in attempts (register, log in, verify, change the password) per
+    /// minute per IP and per account, and failed API keys and admin tokens
+    /// per minute per IP; `0` = off.
     #[arg(long, env = "NEXUS_RATE_AUTH_PER_MIN", default_value = "10",
           value_name = "N", value_parser = Setting(whole_number::<u32>))]
     pub rate_auth_per_min: u32,
+    /// Comma-separated CIDR ranges (or addresses) of the proxies in front of
+    /// the server: from a peer in them, the client is the rightmost address
+    /// of `X-Forwarded-For` outside them; none: the peer is the client.
+    #[arg(long, env = "NEXUS_TRUSTED_PROXIES", value_name = "CIDRS",
+          value_parser = Setting(trusted_proxies))]
+    pub trusted_proxies: Option<TrustedProxies>,
     /// Bearer token of `/v1/admin/…`, 16+ printable ASCII characters; none:
     /// the admin routes are off (404). From the environment only: a command
     /// line is visible to every user of the machine.
@@ -275,6 +285,10 @@ fn address(text: &str, variable: &str) -> Result<SocketAddr, String> {
         .map_err(|e| format!("{variable} must be an address like 127.0.0.1:8080: {e}"))
 }
 
+fn trusted_proxies(text: &str, variable: &str) -> Result<TrustedProxies, String> {
+    TrustedProxies::parse(text).map_err(|e| format!("{variable}: {e}"))
+}
+
 /// The error names the variable (its own message), never the token.
 fn admin_token(text: &str, _variable: &str) -> Result<AdminToken, String> {
     AdminToken::new(text).map_err(|e| e.to_string())
@@ -309,6 +323,16 @@ mod tests {
         let refused = address("localhost", "NEXUS_LISTEN").unwrap_err();
         assert!(
             refused.starts_with("NEXUS_LISTEN must be an address like 127.0.0.1:8080"),
+            "{refused}"
+        );
+    }
+
+    #[test]
+    fn trusted_proxies_are_ranges_and_a_refusal_names_the_variable() {
+        assert!(trusted_proxies("10.0.0.0/8, ::1", "V").is_ok());
+        let refused = trusted_proxies("10.0.0.0/8,proxy", "NEXUS_TRUSTED_PROXIES").unwrap_err();
+        assert!(
+            refused.starts_with("NEXUS_TRUSTED_PROXIES: \"proxy\" is no CIDR range"),
             "{refused}"
         );
     }

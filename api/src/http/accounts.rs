@@ -10,6 +10,8 @@ use super::auth::Customer;
 use super::body::ObjectBody;
 use super::error::ApiError;
 use super::error::Problem;
+use super::gate::charge;
+use super::limits::{Budget, SignInKey};
 use super::openapi::{
     array_of, boolean, obj, password_schema, path_param, required_query_param, schema_ref, string,
 };
@@ -292,8 +294,10 @@ async fn verify_link(
 
 async fn login(
     state: web::Data<AppState>,
+    req: HttpRequest,
     body: ObjectBody<Credentials>,
 ) -> Result<HttpResponse, ApiError> {
+    charge_sign_in_to(&req, &body.email)?;
     let login = state
         .accounts
         .authenticate(&body.email, &body.password)
@@ -410,4 +414,13 @@ async fn revoke_api_key(
     let id = ApiKeyId::parse(&path).ok_or_else(ApiError::not_found)?;
     state.accounts.revoke_api_key(customer.account, id).await?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// An attempt to sign in to the account of `email` (a bcrypt check): besides
+/// the client IP's sign-in budget, charged by the gate, the address's own, so
+/// that many addresses cannot take turns on one account.
+pub(super) fn charge_sign_in_to(req: &HttpRequest, email: &str) -> Result<(), ApiError> {
+    charge(req, |limits, _| {
+        limits.check(Budget::AuthAccount(SignInKey::email(email)))
+    })
 }

@@ -8,7 +8,8 @@
 //! leaks through timing). A wrong or missing token is a 401 problem. The token
 //! is never logged nor echoed.
 
-use std::future::{ready, Ready};
+use std::future::Future;
+use std::pin::Pin;
 
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -21,12 +22,12 @@ use nexus_providers::router::BreakerState;
 use serde::Deserialize;
 
 use super::body::ObjectBody;
-use super::credentials::{bearer_token, MAX_ADMIN_AUTHORIZATION_BYTES};
 use super::error::{ApiError, Problem};
 use super::openapi::{
     array_of, boolean, idempotency_header, integer, items_of, list_of, list_params, nullable, obj,
     path_param, query_param, schema_ref, string, string_enum, string_or_null, time,
 };
+use super::principal::{resolved, Principal, Resolution};
 use super::route::{Auth, Method, Op, Route};
 use super::state::AppState;
 use super::wallet::PageLimit;
@@ -323,25 +324,22 @@ fn admin_unauthorized() -> ApiError {
 
 impl FromRequest for Admin {
     type Error = ApiError;
-    type Future = Ready<Result<Self, ApiError>>;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
-        let Some(state) = req.app_data::<web::Data<AppState>>() else {
-            return ready(Err(ApiError::internal(&"application state missing")));
-        };
-        // No token configured: the admin surface does not exist.
-        let Some(token) = &state.admin_token else {
-            return ready(Err(ApiError::not_found()));
-        };
-        let presented = req
-            .headers()
-            .get(actix_web::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| v.len() <= MAX_ADMIN_AUTHORIZATION_BYTES)
-            .and_then(bearer_token);
-        ready(match presented {
-            Some(presented) if token.matches(presented) => Ok(Admin),
-            _ => Err(admin_unauthorized()),
+        let req = req.clone();
+        Box::pin(async move {
+            let Some(state) = req.app_data::<web::Data<AppState>>() else {
+                return Err(ApiError::internal(&"application state missing"));
+            };
+            // No token configured: the admin surface does not exist.
+            if state.admin_token.is_none() {
+                return Err(ApiError::not_found());
+            }
+            match resolved(&req).await {
+                Resolution::Verified(Principal::Admin) => Ok(Admin),
+                _ => Err(admin_unauthorized()),
+            }
         })
     }
 }

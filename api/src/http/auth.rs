@@ -5,16 +5,12 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use actix_web::{web, FromRequest, HttpRequest};
-use chrono::Utc;
-use nexus_core::domain::account::AccountStatus;
+use actix_web::{FromRequest, HttpRequest};
 use nexus_core::domain::ids::AccountId;
 
-use super::credentials::bearer_token;
 use super::error::ApiError;
 use super::gate::note_caller;
-use super::sessions::COOKIE_NAME;
-use super::state::AppState;
+use super::principal::{resolved, Principal, Resolution};
 use super::usage::Caller;
 
 /// The authenticated customer.
@@ -23,68 +19,46 @@ pub struct Customer {
     pub account: AccountId,
 }
 
-/// Longest Authorization header value considered.
-const MAX_AUTHORIZATION_BYTES: usize = 256;
+/// The principal of a request, or the refusal of an extractor that needs one.
+fn verified(resolution: Resolution) -> Result<Principal, ApiError> {
+    match resolution {
+        Resolution::Verified(principal) => Ok(principal),
+        Resolution::Anonymous | Resolution::Failed { .. } => Err(ApiError::unauthorized()),
+        Resolution::Unavailable => Err(ApiError::internal(&"the credential could not be checked")),
+    }
+}
+
+/// Notes the caller for the usage log.
+fn note(req: &HttpRequest, principal: Principal) {
+    let (account, key_id) = match principal {
+        Principal::ApiKey(login) => (login.account, Some(login.key_id)),
+        Principal::Session { account, .. } => (account, None),
+        Principal::Admin => return,
+    };
+    note_caller(req, Caller { account, key_id });
+}
 
 impl FromRequest for Customer {
     type Error = ApiError;
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
-        let state = req.app_data::<web::Data<AppState>>().cloned();
-        let bearer = req
-            .headers()
-            .get(actix_web::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| v.len() <= MAX_AUTHORIZATION_BYTES)
-            .and_then(bearer_token)
-            .map(str::to_owned);
-        let session = req.cookie(COOKIE_NAME).map(|c| c.value().to_owned());
         let req = req.clone();
         Box::pin(async move {
-            let state = state.ok_or_else(|| ApiError::internal(&"application state missing"))?;
-            if let Some(key) = bearer {
-                let login = state
-                    .accounts
-                    .authenticate_api_key(&key)
-                    .await
-                    .map_err(|e| match e.refusal() {
-                        Some(_) => ApiError::unauthorized(),
-                        None => ApiError::from(e),
-                    })?;
-                note_caller(
-                    &req,
-                    Caller {
-                        account: login.account,
-                        key_id: Some(login.key_id),
-                    },
-                );
-                return Ok(Customer {
-                    account: login.account,
-                });
-            }
-            let Some(session) = session else {
-                return Err(ApiError::unauthorized());
-            };
-            let account = state
-                .sessions
-                .account(&session, Utc::now())
-                .map_err(|e| ApiError::internal(&e))?
-                .ok_or_else(ApiError::unauthorized)?;
-            let loaded = state.accounts.load_account(account).await?;
-            match loaded.state.status {
-                AccountStatus::Active => {
-                    note_caller(
-                        &req,
-                        Caller {
-                            account,
-                            key_id: None,
-                        },
-                    );
-                    Ok(Customer { account })
+            let principal = verified(resolved(&req).await)?;
+            match principal {
+                Principal::ApiKey(_)
+                | Principal::Session {
+                    deletion_pending: false,
+                    ..
+                } => {}
+                Principal::Session { .. } | Principal::Admin => {
+                    return Err(ApiError::unauthorized())
                 }
-                _ => Err(ApiError::unauthorized()),
             }
+            note(&req, principal);
+            let account = principal.account().ok_or_else(ApiError::unauthorized)?;
+            Ok(Customer { account })
         })
     }
 }
@@ -105,47 +79,19 @@ impl FromRequest for Holder {
     type Error = ApiError;
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
-    fn from_request(req: &HttpRequest, payload: &mut actix_web::dev::Payload) -> Self::Future {
-        let has_bearer = req
-            .headers()
-            .contains_key(actix_web::http::header::AUTHORIZATION);
-        if has_bearer {
-            let customer = Customer::from_request(req, payload);
-            return Box::pin(async move {
-                let customer = customer.await?;
-                Ok(Holder {
-                    account: customer.account,
-                    deletion_pending: false,
-                })
-            });
-        }
-        let state = req.app_data::<web::Data<AppState>>().cloned();
-        let session = req.cookie(COOKIE_NAME).map(|c| c.value().to_owned());
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
         let req = req.clone();
         Box::pin(async move {
-            let state = state.ok_or_else(|| ApiError::internal(&"application state missing"))?;
-            let session = session.ok_or_else(ApiError::unauthorized)?;
-            let account = state
-                .sessions
-                .account(&session, Utc::now())
-                .map_err(|e| ApiError::internal(&e))?
-                .ok_or_else(ApiError::unauthorized)?;
-            let loaded = state.accounts.load_account(account).await?;
-            if loaded.state.is_erased() {
-                return Err(ApiError::unauthorized());
-            }
-            let deletion_pending = match loaded.state.status {
-                AccountStatus::Active => false,
-                AccountStatus::DeletionPending { .. } => true,
-                AccountStatus::Unregistered => return Err(ApiError::unauthorized()),
-            };
-            note_caller(
-                &req,
-                Caller {
+            let principal = verified(resolved(&req).await)?;
+            let (account, deletion_pending) = match principal {
+                Principal::ApiKey(login) => (login.account, false),
+                Principal::Session {
                     account,
-                    key_id: None,
-                },
-            );
+                    deletion_pending,
+                } => (account, deletion_pending),
+                Principal::Admin => return Err(ApiError::unauthorized()),
+            };
+            note(&req, principal);
             Ok(Holder {
                 account,
                 deletion_pending,

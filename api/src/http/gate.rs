@@ -1,4 +1,5 @@
-//! The middleware every request passes: the query-string limit and rate limits
+//! The middleware every request passes: the client's address, the
+//! query-string limit, the credential's verification and the rate limits
 //! before the handler, the usage log after it.
 
 use std::net::IpAddr;
@@ -8,27 +9,31 @@ use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::Method;
 use actix_web::middleware::Next;
-use actix_web::{web, HttpMessage, ResponseError};
+use actix_web::{web, HttpMessage, HttpRequest, ResponseError};
 use chrono::Utc;
 
-use super::credentials::bearer_token;
 use super::error::ApiError;
-use super::limits::{Budget, RateLimits};
-use super::sessions::COOKIE_NAME;
+use super::forwarded::TrustedProxies;
+use super::limits::{Budget, RateLimits, SignInKey};
+use super::principal::{resolved, Resolution};
 use super::usage::{Caller, UsageLog, UsageRecord};
 use super::MAX_QUERY_BYTES;
 
-/// Shared by every worker: the limiters and the usage log.
+/// Shared by every worker: the limiters, the proxies whose `X-Forwarded-For`
+/// is believed, and the usage log.
 pub struct Gate {
     pub limits: RateLimits,
+    pub trusted_proxies: TrustedProxies,
     pub usage: Option<UsageLog>,
 }
 
-/// The SMS-Activate-compatible route carries its key in the query string.
+/// The SMS-Activate-compatible route carries its key in the query string or
+/// the body: its handler charges the budget once it has read the key.
 const COMPAT_ROUTE: &str = "/stubs/handler_api.php";
-/// Longest credential looked at for the limiter; longer ones are no valid
-/// credential and fall back to the IP budget.
-const MAX_CREDENTIAL_BYTES: usize = 256;
+
+/// The client's address, as the gate found it (see [`super::forwarded`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientIp(pub IpAddr);
 
 pub async fn gate(
     req: ServiceRequest,
@@ -43,19 +48,19 @@ pub async fn gate(
             .map(ServiceResponse::map_into_left_body);
     };
     let method = req.method().to_string();
+    let ip = client_ip(&gate.trusted_proxies, &req);
+    req.extensions_mut().insert(ClientIp(ip));
     // The compatible endpoint bounds its parameters itself and answers in its
     // own tokens.
-    let too_long = req.path() != COMPAT_ROUTE && req.query_string().len() > MAX_QUERY_BYTES;
-    let answer = if too_long {
+    let answer = if req.path() == COMPAT_ROUTE {
+        None
+    } else if req.query_string().len() > MAX_QUERY_BYTES {
         Some(ApiError::query_too_long(MAX_QUERY_BYTES).error_response())
     } else {
-        gate.limits.check(budget(&req)).err().map(|refusal| {
-            if req.path() == COMPAT_ROUTE {
-                compat_refusal(&refusal)
-            } else {
-                refusal.error_response()
-            }
-        })
+        admit(&gate.limits, &req, ip)
+            .await
+            .err()
+            .map(|refusal| refusal.error_response())
     };
     let response = match answer {
         Some(answer) => {
@@ -78,67 +83,96 @@ pub async fn gate(
     Ok(response)
 }
 
-/// Which budget pays for this request: its credential if it carries one, the
-/// stricter sign-in budget on the routes that run bcrypt or spend tokens, its IP
-/// otherwise.
-fn budget(req: &ServiceRequest) -> Budget<'_> {
-    let ip = req
+fn client_ip(trusted: &TrustedProxies, req: &ServiceRequest) -> IpAddr {
+    let peer = req
         .peer_addr()
         .map(|a| a.ip())
         .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    let forwarded = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .filter_map(|v| v.to_str().ok());
+    trusted.client(peer, forwarded)
+}
+
+/// How a route is charged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Charge {
+    /// Runs bcrypt or spends a token before anyone is known: the sign-in
+    /// budget of the IP (and, in the handler, of the address signed in to).
+    SignIn,
+    /// Runs bcrypt for a signed-in account: the sign-in budget of the IP and of
+    /// the account, besides the principal's own.
+    SignedInBcrypt,
+    /// Everything else: the principal's budget, or the IP's.
+    Regular,
+}
+
+fn charge_of(req: &ServiceRequest) -> Charge {
     let path = req.path();
+    let method = req.method();
     // Withdrawing a deletion takes a password when no session is left; the
     // mail's verification link spends a token like its POST form.
-    let signs_in = (req.method() == Method::POST
+    let signs_in = (method == Method::POST
         && matches!(
             path,
             "/v1/accounts" | "/v1/accounts/verify" | "/v1/sessions"
         ))
-        || (req.method() == Method::DELETE && path == "/v1/me/deletion")
-        || (req.method() == Method::GET && path == "/verify");
+        || (method == Method::DELETE && path == "/v1/me/deletion")
+        || (method == Method::GET && path == "/verify");
     if signs_in {
-        return Budget::Auth(ip);
+        Charge::SignIn
+    } else if method == Method::POST && path == "/v1/me/password" {
+        Charge::SignedInBcrypt
+    } else {
+        Charge::Regular
     }
-    if let Some(bearer) = req
-        .headers()
-        .get(actix_web::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(bearer_token)
-        .map(str::as_bytes)
-        .filter(|v| v.len() <= MAX_CREDENTIAL_BYTES)
-    {
-        return Budget::Credential(bearer);
-    }
-    if let Some(session) = req
-        .headers()
-        .get_all(actix_web::http::header::COOKIE)
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE_NAME)
-        .map(|(_, value)| value)
-        .filter(|v| v.len() <= MAX_CREDENTIAL_BYTES)
-    {
-        return Budget::Credential(session.as_bytes());
-    }
-    if path == COMPAT_ROUTE {
-        if let Some(key) = req
-            .query_string()
-            .split('&')
-            .filter_map(|pair| pair.split_once('='))
-            .find(|(name, _)| *name == "api_key")
-            .map(|(_, value)| value)
-            .filter(|v| !v.is_empty() && v.len() <= MAX_CREDENTIAL_BYTES)
-        {
-            return Budget::Credential(key.as_bytes());
+}
+
+/// Charges the request's budgets, verifying its credential first where the
+/// budget depends on it; `Err` is the 429 to answer.
+async fn admit(limits: &RateLimits, req: &ServiceRequest, ip: IpAddr) -> Result<(), ApiError> {
+    match charge_of(req) {
+        Charge::SignIn => limits.check(Budget::Auth(ip)),
+        Charge::SignedInBcrypt => {
+            limits.check(Budget::Auth(ip))?;
+            let resolution = resolved(req.request()).await;
+            limits.check_resolved(ip, resolution)?;
+            match resolution {
+                Resolution::Verified(principal) => match principal.account() {
+                    Some(account) => limits.check(Budget::AuthAccount(SignInKey::account(account))),
+                    None => Ok(()),
+                },
+                _ => Ok(()),
+            }
         }
+        Charge::Regular => limits.check_resolved(ip, resolved(req.request()).await),
     }
-    Budget::Ip(ip)
+}
+
+/// For a handler that learns the credential or the account itself (the
+/// compatible endpoint's key, the address of a log-in): charges `budget` with
+/// the client's address. Without the gate (a bare test app) nothing is charged.
+pub fn charge(
+    req: &HttpRequest,
+    budget: impl FnOnce(&RateLimits, IpAddr) -> Result<(), ApiError>,
+) -> Result<(), ApiError> {
+    let Some(gate) = req.app_data::<web::Data<Gate>>() else {
+        return Ok(());
+    };
+    let ip = match req.extensions().get::<ClientIp>() {
+        Some(ClientIp(ip)) => *ip,
+        None => req
+            .peer_addr()
+            .map(|a| a.ip())
+            .unwrap_or(IpAddr::from([0, 0, 0, 0])),
+    };
+    budget(&gate.limits, ip)
 }
 
 /// The compatible endpoint's clients read tokens, not problem documents: 429 with
 /// `Retry-After` and the protocol's own too-many-requests token.
-fn compat_refusal(refusal: &ApiError) -> actix_web::HttpResponse {
+pub fn compat_refusal(refusal: &ApiError) -> actix_web::HttpResponse {
     let mut answer = actix_web::HttpResponse::TooManyRequests();
     if let Some(seconds) = refusal.retry_after_s {
         answer.insert_header((actix_web::http::header::RETRY_AFTER, seconds));
@@ -147,6 +181,6 @@ fn compat_refusal(refusal: &ApiError) -> actix_web::HttpResponse {
 }
 
 /// Notes the authenticated caller for the usage log.
-pub fn note_caller(req: &actix_web::HttpRequest, caller: Caller) {
+pub fn note_caller(req: &HttpRequest, caller: Caller) {
     req.extensions_mut().insert(caller);
 }

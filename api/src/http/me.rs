@@ -329,6 +329,7 @@ async fn withdraw_deletion(
                     super::json_problem(&JsonPayloadError::Deserialize(e)),
                 )
             })?;
+        super::accounts::charge_sign_in_to(&req, &credentials.email)?;
         state
             .accounts
             .authenticate_holder(&credentials.email, &credentials.password)

@@ -10,11 +10,13 @@ mod catalog;
 pub mod credentials;
 mod deposits;
 pub mod error;
+pub mod forwarded;
 pub mod gate;
 pub mod limits;
 mod me;
 mod openapi;
 mod orders;
+pub mod principal;
 mod problem;
 mod route;
 pub mod sessions;
@@ -48,7 +50,7 @@ pub(super) const ROUTES: &[Route] = &[
         path: "/health",
         handler: |route| route.to(health),
         doc: || Op {
-            summary: "Liveness and log head",
+            summary: "Liveness",
             tag: "ops",
             auth: Auth::None,
             params: vec![],
@@ -56,10 +58,7 @@ pub(super) const ROUTES: &[Route] = &[
             success: (
                 200,
                 "Up",
-                Some(obj(
-                    &["status", "log_head"],
-                    json!({ "status": string_enum(&["ok"]), "log_head": integer() }),
-                )),
+                Some(obj(&["status"], json!({ "status": string_enum(&["ok"]) }))),
             ),
             errors: vec![],
         },
@@ -69,16 +68,18 @@ pub(super) const ROUTES: &[Route] = &[
         path: "/ready",
         handler: |route| route.to(ready),
         doc: || Op {
-            summary: "Readiness: projections within lag bound",
+            summary: "Readiness: projections within lag bound (details with the admin token)",
             tag: "ops",
             auth: Auth::None,
             params: vec![],
             body: None,
             success: (
                 200,
-                "Ready (503 with the same body, `status: not_ready`, when not)",
+                "Ready (503 with the same body, `status: not_ready`, when not). \
+                 `log_head` and `projections` only with `Authorization: Bearer` \
+                 and the admin token.",
                 Some(obj(
-                    &["status", "log_head", "projections"],
+                    &["status"],
                     json!({
                         "status": string_enum(&["ready", "not_ready"]),
                         "log_head": integer(),
@@ -185,37 +186,44 @@ async fn unrouted(req: HttpRequest) -> HttpResponse {
     response
 }
 
-async fn health(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({ "status": "ok", "log_head": state.log.head() }))
+/// Up: nothing more (the log's head is business volume).
+async fn health() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
 }
 
 /// Projections further behind than this make the server not ready.
 const READY_MAX_LAG_EVENTS: u64 = 10_000;
 
-/// Ready: the log is open and every projection runs within the lag bound.
-async fn ready(state: web::Data<AppState>) -> HttpResponse {
+/// Ready: the log is open and every projection runs within the lag bound. The
+/// details (projection names, positions, lags) only for the operator.
+async fn ready(state: web::Data<AppState>, admin: Option<admin::Admin>) -> HttpResponse {
     let statuses = state.runner.status().await;
-    let projections: Vec<_> = statuses
-        .iter()
-        .map(|s| {
-            serde_json::json!({
-                "name": s.name,
-                "position": s.position,
-                "lag_events": s.lag_events,
-                "lag_seconds": s.lag_seconds,
-                "running": matches!(s.state, nexus_projections::RunState::Running),
-            })
-        })
-        .collect();
     let ready = statuses.iter().all(|s| {
         matches!(s.state, nexus_projections::RunState::Running)
             && s.lag_events <= READY_MAX_LAG_EVENTS
     });
-    let body = serde_json::json!({
-        "status": if ready { "ready" } else { "not_ready" },
-        "log_head": state.log.head(),
-        "projections": projections,
-    });
+    let status = if ready { "ready" } else { "not_ready" };
+    let body = if admin.is_some() {
+        let projections: Vec<_> = statuses
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "name": s.name,
+                    "position": s.position,
+                    "lag_events": s.lag_events,
+                    "lag_seconds": s.lag_seconds,
+                    "running": matches!(s.state, nexus_projections::RunState::Running),
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "status": status,
+            "log_head": state.log.head(),
+            "projections": projections,
+        })
+    } else {
+        serde_json::json!({ "status": status })
+    };
     if ready {
         HttpResponse::Ok().json(body)
     } else {

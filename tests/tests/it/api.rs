@@ -4,10 +4,18 @@
 use std::time::{Duration, Instant};
 
 use nexus_tests::journey::{call, customer, fund, start, to_micros, verification_token, PASSWORD};
+use nexus_tests::Server;
 
 #[test]
 fn register_verify_deposit_order_code_complete_cashback() {
-    let server = start();
+    let admin_token = "api-journey-admin-token-0123";
+    let server = Server::start_with(&[
+        ("NEXUS_SIM_FAULTS", "off"),
+        ("NEXUS_SIM_CODE_DELAY_MS", "300"),
+        ("NEXUS_COOKIE_SECURE", "false"),
+        ("NEXUS_BCRYPT_COST", "12"),
+        ("NEXUS_ADMIN_TOKEN", admin_token),
+    ]);
     let key = customer(&server, "alice@example.com");
     fund(&server, &key, "10.00");
 
@@ -82,7 +90,12 @@ fn register_verify_deposit_order_code_complete_cashback() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    // The projections' details are the operator's.
     let ready = server.send("GET", "/ready", &[], None);
+    assert_eq!(ready.status, 200, "{}", ready.body);
+    assert_eq!(ready.json(), serde_json::json!({ "status": "ready" }));
+    let bearer = format!("Bearer {admin_token}");
+    let ready = server.send("GET", "/ready", &[("Authorization", &bearer)], None);
     assert_eq!(ready.status, 200, "{}", ready.body);
     assert_eq!(ready.json()["projections"].as_array().unwrap().len(), 5);
 

@@ -10,6 +10,7 @@ mod e2e;
 mod gate;
 mod gateway_ipn;
 mod journey_smtp;
+mod limits;
 mod mail_crash;
 mod offline_commands;
 mod openapi;

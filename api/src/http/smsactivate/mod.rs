@@ -5,7 +5,13 @@
 //! - Parameters come from the query string or an `application/x-www-form-urlencoded`
 //!   body (the body wins where both name one; the last of a repeated name wins);
 //!   unknown parameters are ignored.
-//! - `api_key` is one of the customer's API keys, on every action.
+//! - `api_key` is one of the customer's API keys, on every action. It is read
+//!   from one place: given more than once with different values (query and
+//!   body, compared after percent-decoding), it is `BAD_KEY`.
+//! - Rate limits are charged here, once the key is checked (the gate cannot
+//!   read a form body): a verified key pays from its account's budget, no key
+//!   or a wrong one from the client IP's (a wrong one also from the IP's
+//!   failed-credential budget); over a limit: 429 `CHANNELS_LIMIT`.
 //! - Answers are exact plain tokens (`text/plain`) or JSON (`application/json`),
 //!   with the HTTP status of the protocol's rule 2. `getStatusV2` always answers
 //!   JSON, refusals included (`{title, details, info?}`).
@@ -29,8 +35,9 @@ use nexus_core::domain::wallet::WalletError;
 use nexus_core::service::account_service::ApiKeyLogin;
 use nexus_core::service::commerce_service::CommandError;
 
-use super::gate::note_caller;
+use super::gate::{charge, compat_refusal, note_caller};
 use super::openapi::{query_param, string};
+use super::principal::{Principal, Resolution, MAX_API_KEY_BYTES};
 use super::route::{Auth, Method, Op, Route};
 use super::state::AppState;
 use super::usage::Caller;
@@ -43,8 +50,6 @@ pub const PATH: &str = "/stubs/handler_api.php";
 pub const MAX_PARAMS_BYTES: usize = 2 * 1024;
 /// Most parameters read from one request (query and body together).
 pub const MAX_PARAMS: usize = 64;
-/// Longest `api_key` looked at; longer ones are no key of ours.
-const MAX_API_KEY_BYTES: usize = 256;
 
 /// This module's routes: the server registers each handler from here and the
 /// OpenAPI document describes each from here (one source for both).
@@ -115,6 +120,24 @@ impl Params {
             .map(|(_, v)| v.as_str())
     }
 
+    /// The one `api_key`: `BadKey` when it is given more than once with
+    /// different values, none when absent or empty.
+    fn api_key(&self) -> Result<Option<&str>, Refusal> {
+        let mut keys = self
+            .0
+            .iter()
+            .filter(|(k, _)| k == "api_key")
+            .map(|(_, v)| v.trim())
+            .filter(|v| !v.is_empty());
+        let Some(first) = keys.next() else {
+            return Ok(None);
+        };
+        if keys.any(|other| other != first) {
+            return Err(Refusal::BadKey);
+        }
+        Ok(Some(first))
+    }
+
     /// The value of `name`, empty values as absent.
     fn non_empty(&self, name: &str) -> Option<&str> {
         self.get(name).map(str::trim).filter(|v| !v.is_empty())
@@ -135,11 +158,15 @@ async fn handle(
     // A body over the limit is refused in the protocol's own token, like a long
     // query; nothing past the limit is buffered.
     let Ok(Ok(body)) = payload.to_bytes_limited(MAX_PARAMS_BYTES).await else {
-        return Refusal::BadAction.plain();
+        return admit(&req, Resolution::Anonymous)
+            .map_or_else(|limited| limited, |()| Refusal::BadAction.plain());
     };
     let params = match Params::read(&req, &body) {
         Ok(params) => params,
-        Err(refusal) => return refusal.plain(),
+        Err(refusal) => {
+            return admit(&req, Resolution::Anonymous)
+                .map_or_else(|limited| limited, |()| refusal.plain())
+        }
     };
     let action = params.get("action").unwrap_or_default().to_owned();
     // getStatusV2 answers JSON whatever happens (herosms validates the shape).
@@ -150,10 +177,21 @@ async fn handle(
             refusal.plain()
         }
     };
-    let login = match authenticate(&state, &req, &params).await {
+    let (resolution, login) = authenticate(&state, &params).await;
+    if let Err(limited) = admit(&req, resolution) {
+        return limited;
+    }
+    let login = match login {
         Ok(login) => login,
         Err(refusal) => return render(refusal),
     };
+    note_caller(
+        &req,
+        Caller {
+            account: login.account,
+            key_id: Some(login.key_id),
+        },
+    );
     let answer = match action.as_str() {
         "getBalance" => balance(&state, login).await,
         "getNumber" => purchase::get_number(&state, login, &params, purchase::Form::V1).await,
@@ -173,30 +211,31 @@ async fn handle(
     answer.unwrap_or_else(render)
 }
 
-/// The API key's owner; the caller is noted for the usage log.
+/// The API key's owner, and what the key came to for the rate limits.
 async fn authenticate(
     state: &AppState,
-    req: &HttpRequest,
     params: &Params,
-) -> Result<ApiKeyLogin, Refusal> {
-    let key = params.non_empty("api_key").ok_or(Refusal::NoKey)?;
+) -> (Resolution, Result<ApiKeyLogin, Refusal>) {
+    let failed = Resolution::Failed { bearer: true };
+    let key = match params.api_key() {
+        Ok(Some(key)) => key,
+        Ok(None) => return (Resolution::Anonymous, Err(Refusal::NoKey)),
+        Err(refusal) => return (failed, Err(refusal)),
+    };
     if key.len() > MAX_API_KEY_BYTES {
-        return Err(Refusal::BadKey);
+        return (failed, Err(Refusal::BadKey));
     }
     match state.accounts.authenticate_api_key(key).await {
-        Ok(login) => {
-            note_caller(
-                req,
-                Caller {
-                    account: login.account,
-                    key_id: Some(login.key_id),
-                },
-            );
-            Ok(login)
-        }
-        Err(e) if e.refusal().is_some() => Err(Refusal::BadKey),
-        Err(e) => Err(internal(&e)),
+        Ok(login) => (Resolution::Verified(Principal::ApiKey(login)), Ok(login)),
+        Err(e) if e.refusal().is_some() => (failed, Err(Refusal::BadKey)),
+        Err(e) => (Resolution::Unavailable, Err(internal(&e))),
     }
+}
+
+/// Charges the request's budget; the protocol's 429 when it is spent.
+fn admit(req: &HttpRequest, resolution: Resolution) -> Result<(), HttpResponse> {
+    charge(req, |limits, ip| limits.check_resolved(ip, resolution))
+        .map_err(|refusal| compat_refusal(&refusal))
 }
 
 async fn balance(state: &AppState, login: ApiKeyLogin) -> Result<HttpResponse, Refusal> {
