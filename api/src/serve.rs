@@ -35,6 +35,7 @@ use crate::http::limits::{self, RateLimits};
 use crate::http::sessions::SessionStore;
 use crate::http::state::{AppState, Pricing};
 use crate::http::usage::UsageLog;
+use crate::http::{Exports, EXPORT_IDLE_READER_TIMEOUT_S};
 
 /// Upstream buys in flight at once (and as many polls, cancels and resends).
 const BUYS_IN_FLIGHT: usize = 4_096;
@@ -331,6 +332,7 @@ async fn serve(config: Config, store: Store) -> anyhow::Result<()> {
         admin_token: settings.admin_token.clone(),
         legal_holds: legal_holds.clone(),
         retention: retention.clone(),
+        exports: Exports::new(Duration::from_secs(EXPORT_IDLE_READER_TIMEOUT_S)),
         policy: Arc::new(nexus_core::service::policy_service::PolicyService::new(
             store.log.clone(),
             store.vault.clone(),

@@ -26,15 +26,29 @@
 //!   code by its owner: the dispatcher runs the same command as the HTTP read
 //!   (`Commerce::read_code` with `DeliveryChannel::Webhook`), so the hold is
 //!   captured then, exactly once, whichever read comes first.
+//! - **One account cannot slow down another.** Each account has its own lane:
+//!   at most [`CustomerWebhooksConfig::max_concurrent_per_account`] of its
+//!   deliveries in flight (sending or waiting for a retry), fewer than the
+//!   requests allowed at once, and at most
+//!   [`CustomerWebhooksConfig::max_queued_per_account`] waiting to start. When
+//!   its queue is full, the account's oldest waiting delivery is dropped,
+//!   counted ([`DeliveryStats::dropped`]) and logged; other accounts' deliveries
+//!   neither wait for it nor are dropped for it.
 //! - **Bounded, at least once.** At most [`CustomerWebhooksConfig::max_pending`]
-//!   deliveries are pending (in flight or waiting for a retry); the log is not
-//!   read further until one finishes. The checkpoint file holds the position below
-//!   which every delivery has finished, so a restart re-sends what was pending
-//!   (same event id) and skips nothing.
+//!   deliveries are pending (queued, in flight or waiting for a retry), more
+//!   than one account's lane can hold; the log is not read further until one
+//!   finishes. The checkpoint file holds the position below which every
+//!   delivery has finished (or was dropped), so a restart re-sends what was
+//!   pending (same event id) and skips nothing else.
+//! - **Where it connects.** Never through a proxy from the environment
+//!   (`HTTP(S)_PROXY`): the address checks below must see the real target.
+//!   Unless [`CustomerWebhooksConfig::allow_internal_addresses`], an internal
+//!   address is refused at every attempt, whether the URL names it or its host
+//!   name resolves to it ([`nexus_core::domain::account::ip_is_internal`]).
 //! - **Privacy.** No log line carries a code, a message text, a secret or a URL;
 //!   transport errors are logged without their URL.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -53,8 +67,8 @@ use nexus_core::service::commerce_service::Commerce;
 use nexus_core::vault::Vault;
 use serde::Serialize;
 use sha2::Sha256;
-use tokio::sync::{oneshot, watch, Semaphore};
-use tokio::task::JoinSet;
+use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::task::{AbortHandle, JoinSet};
 use tracing::{debug, info, warn};
 
 /// Events read from the log per batch.
@@ -105,6 +119,15 @@ pub struct CustomerWebhooksConfig {
     pub max_pending: usize,
     /// HTTP requests in flight at once; default 16.
     pub max_concurrent_requests: usize,
+    /// Deliveries of one account in flight at once (sending or waiting for a
+    /// retry); default 4. Fewer than `max_concurrent_requests`, so an account
+    /// whose endpoint never answers cannot hold every request.
+    pub max_concurrent_per_account: usize,
+    /// Deliveries of one account waiting to start; one more drops the
+    /// account's oldest waiting one; default 1 000. With the account's
+    /// deliveries in flight, fewer than `max_pending`, so one account cannot
+    /// stop the log from being read.
+    pub max_queued_per_account: usize,
     /// Deliver to host names that resolve to loopback, private or link-local
     /// addresses too (development only); default false: such addresses are
     /// dropped from every resolution, so a public name pointed at an internal
@@ -124,6 +147,8 @@ impl CustomerWebhooksConfig {
             max_retry_delay_ms: 600_000,
             max_pending: 10_000,
             max_concurrent_requests: 16,
+            max_concurrent_per_account: 4,
+            max_queued_per_account: 1_000,
             allow_internal_addresses: false,
         }
     }
@@ -150,6 +175,18 @@ impl CustomerWebhooksConfig {
         if self.max_pending == 0 || self.max_concurrent_requests == 0 {
             return bad("at least one pending delivery and one request at once");
         }
+        if self.max_concurrent_per_account == 0 || self.max_queued_per_account == 0 {
+            return bad("at least one delivery in flight and one queued per account");
+        }
+        if self.max_concurrent_per_account >= self.max_concurrent_requests {
+            return bad("fewer deliveries in flight per account than requests at once");
+        }
+        let per_account = self
+            .max_concurrent_per_account
+            .saturating_add(self.max_queued_per_account);
+        if per_account >= self.max_pending {
+            return bad("fewer deliveries per account than pending at once");
+        }
         Ok(())
     }
 }
@@ -163,6 +200,8 @@ pub struct DeliveryStats {
     pub retried: AtomicU64,
     /// Events given up after the last attempt.
     pub failed: AtomicU64,
+    /// Events dropped unsent because their account's queue was full.
+    pub dropped: AtomicU64,
     /// Codes captured because their webhook was acknowledged first.
     pub codes_captured: AtomicU64,
 }
@@ -276,9 +315,28 @@ struct Message {
 
 /// Resolves host names with the system resolver and keeps only public
 /// addresses: a webhook URL is checked when it is set, but the name's records
-/// can point anywhere at delivery time. (An IP literal is never resolved; the
-/// URL check refuses internal ones.)
+/// can point anywhere at delivery time. (An IP literal is never resolved:
+/// [`internal_literal`] checks it at each attempt.)
 struct PublicAddressesOnly;
+
+/// Whether `url`'s host is an IP address that is not public. The URL was
+/// checked when it was set, by the rules of that time: the check runs again
+/// before each attempt, under today's rules. A URL that does not parse is left
+/// to the client, which refuses it.
+fn internal_literal(url: &str) -> bool {
+    let Ok(url) = reqwest::Url::parse(url) else {
+        return false;
+    };
+    // The parser writes an IPv4 host as a dotted quad (whatever form it was
+    // given in) and an IPv6 one in brackets; a name does not parse as an IP.
+    let host = url.host_str().unwrap_or_default();
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    host.parse::<std::net::IpAddr>()
+        .is_ok_and(nexus_core::domain::account::ip_is_internal)
+}
 
 /// Why a webhook host was not connected to. Names no address: the customer's
 /// host name is not logged either.
@@ -302,6 +360,16 @@ impl reqwest::dns::Resolve for PublicAddressesOnly {
     }
 }
 
+/// One account's deliveries: those in flight hold one of its permits, those
+/// waiting to start are queued, oldest first.
+struct Lane {
+    permits: Arc<Semaphore>,
+    /// The position and task of each delivery that has not started.
+    waiting: VecDeque<(u64, AbortHandle)>,
+    /// Deliveries waiting or in flight; the lane is removed at zero.
+    deliveries: usize,
+}
+
 /// What every delivery task shares.
 struct Shared<S: EventStore> {
     store: Arc<S>,
@@ -314,6 +382,8 @@ struct Shared<S: EventStore> {
     stats: Arc<DeliveryStats>,
     /// Positions whose delivery has not finished.
     pending: Mutex<BTreeSet<u64>>,
+    /// The lanes of the accounts with deliveries waiting or in flight.
+    lanes: Mutex<HashMap<AccountId, Lane>>,
 }
 
 /// The dispatcher; [`CustomerWebhooks::run`] drives it.
@@ -332,7 +402,10 @@ impl<S: EventStore> CustomerWebhooks<S> {
         config.check()?;
         // reqwest brings no TLS crypto provider of its own; ring is the one.
         let _ = rustls::crypto::ring::default_provider().install_default();
+        // No proxy: through one, the resolver below would check the proxy's
+        // address, not the customer's host.
         let mut http = reqwest::Client::builder()
+            .no_proxy()
             .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
             .timeout(Duration::from_millis(config.attempt_timeout_ms))
             .redirect(reqwest::redirect::Policy::none())
@@ -354,6 +427,7 @@ impl<S: EventStore> CustomerWebhooks<S> {
                 config,
                 stats: Arc::new(DeliveryStats::default()),
                 pending: Mutex::new(BTreeSet::new()),
+                lanes: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -420,6 +494,9 @@ impl<S: EventStore> CustomerWebhooks<S> {
             });
             for record in &batch {
                 let Some(job) = job_of(record) else { continue };
+                let Some(account) = shared.account_of(&job).await else {
+                    continue;
+                };
                 // Waits for a free slot (back-pressure), or for the stop signal.
                 let slot = loop {
                     tokio::select! {
@@ -435,16 +512,14 @@ impl<S: EventStore> CustomerWebhooks<S> {
                 let previous = last_of_order.remove(&job.order);
                 let (done, done_rx) = oneshot::channel();
                 last_of_order.insert(job.order, done_rx);
-                let shared = shared.clone();
-                tasks.spawn(async move {
-                    if let Some(previous) = previous {
-                        let _ = previous.await;
-                    }
-                    shared.deliver(&job).await;
-                    shared.pending_remove(job.position);
-                    drop(slot);
-                    let _ = done.send(());
-                });
+                let queued = Queued {
+                    job,
+                    account,
+                    slot,
+                    previous,
+                    done,
+                };
+                shared.enqueue(&mut tasks, queued);
             }
             if let Some(last) = batch.last() {
                 read_up_to = last.position;
@@ -464,6 +539,17 @@ impl<S: EventStore> CustomerWebhooks<S> {
         }
         result
     }
+}
+
+/// A delivery on its way into its account's lane.
+struct Queued {
+    job: Job,
+    account: AccountId,
+    /// Its place among the pending deliveries.
+    slot: OwnedSemaphorePermit,
+    /// Done when the previous event of the same order is.
+    previous: Option<oneshot::Receiver<()>>,
+    done: oneshot::Sender<()>,
 }
 
 /// The delivery an order event calls for, if any.
@@ -502,6 +588,121 @@ fn write_checkpoint(path: &std::path::Path, position: u64) -> Result<(), std::io
 }
 
 impl<S: EventStore> Shared<S> {
+    /// The account that placed the job's order; `None` for an anonymous order
+    /// (no webhook) or an order that cannot be read (logged).
+    async fn account_of(&self, job: &Job) -> Option<AccountId> {
+        let first = self
+            .store
+            .read_stream(&job.order.stream(), 1, Direction::Forwards, 1)
+            .await;
+        let placed = match first.as_deref() {
+            Ok([record]) => {
+                OrderEvent::decode(&record.event_type, record.schema_version, &record.payload)
+            }
+            Ok(_) => return None,
+            Err(e) => {
+                warn!(order = %job.order, error = %e, "webhook: the order cannot be read");
+                return None;
+            }
+        };
+        match placed {
+            Ok(OrderEvent::OrderPlaced(placed)) => match placed.owner {
+                Owner::Account(account) => Some(account),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// Puts a delivery in its account's lane: it starts once the previous
+    /// event of its order is done and the account has a delivery permit free.
+    /// A full queue drops the account's oldest waiting delivery first.
+    fn enqueue(self: &Arc<Self>, tasks: &mut JoinSet<()>, queued: Queued) {
+        let Queued {
+            job,
+            account,
+            slot,
+            previous,
+            done,
+        } = queued;
+        let mut lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
+        let lane = lanes.entry(account).or_insert_with(|| Lane {
+            permits: Arc::new(Semaphore::new(self.config.max_concurrent_per_account)),
+            waiting: VecDeque::new(),
+            deliveries: 0,
+        });
+        if lane.waiting.len() >= self.config.max_queued_per_account {
+            if let Some((position, task)) = lane.waiting.pop_front() {
+                // Not started (it would have left the queue): nothing was sent.
+                task.abort();
+                lane.deliveries -= 1;
+                self.pending_remove(position);
+                DeliveryStats::bump(&self.stats.dropped);
+                warn!(account = %account, position, "webhook: the account's queue is full; its oldest waiting event is dropped");
+            }
+        }
+        // In flight at once when a permit is free and no earlier event of the
+        // order comes first; else queued. (A released permit goes to a
+        // delivery already waiting for one: a new one cannot overtake it.)
+        let ready = match previous {
+            None => lane.permits.clone().try_acquire_owned().ok(),
+            Some(_) => None,
+        };
+        let queued = ready.is_none();
+        let permits = lane.permits.clone();
+        let shared = self.clone();
+        let position = job.position;
+        // The lanes stay locked until the task is queued: it cannot start before.
+        let task = tasks.spawn(async move {
+            let _permit = match ready {
+                Some(permit) => permit,
+                None => {
+                    if let Some(previous) = previous {
+                        let _ = previous.await;
+                    }
+                    let permit = permits.acquire_owned().await.expect("never closed");
+                    if !shared.start(account, position) {
+                        return;
+                    }
+                    permit
+                }
+            };
+            shared.deliver(&job).await;
+            shared.pending_remove(position);
+            shared.finish(account);
+            drop(slot);
+            let _ = done.send(());
+        });
+        if queued {
+            lane.waiting.push_back((position, task));
+        }
+        lane.deliveries += 1;
+    }
+
+    /// Takes a delivery out of its account's queue as it starts; false when it
+    /// was dropped meanwhile.
+    fn start(&self, account: AccountId, position: u64) -> bool {
+        let mut lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(lane) = lanes.get_mut(&account) else {
+            return false;
+        };
+        match lane.waiting.iter().position(|(p, _)| *p == position) {
+            Some(index) => lane.waiting.remove(index).is_some(),
+            None => false,
+        }
+    }
+
+    /// Counts a started delivery out of its account's lane.
+    fn finish(&self, account: AccountId) {
+        let mut lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(lane) = lanes.get_mut(&account) {
+            lane.deliveries -= 1;
+            if lane.deliveries == 0 {
+                lanes.remove(&account);
+            }
+        }
+    }
+
     fn pending_add(&self, position: u64) {
         self.pending
             .lock()
@@ -544,7 +745,12 @@ impl<S: EventStore> Shared<S> {
                 debug!(order = %job.order, "webhook: no endpoint any more");
                 return;
             };
-            match self.post(job, &message, &url, &secret, attempt).await {
+            let outcome = if !self.config.allow_internal_addresses && internal_literal(&url) {
+                Err("the webhook host is not a public address".to_owned())
+            } else {
+                self.post(job, &message, &url, &secret, attempt).await
+            };
+            match outcome {
                 Ok(()) => {
                     DeliveryStats::bump(&self.stats.delivered);
                     debug!(order = %job.order, event = job.event_type, attempt, "webhook delivered");
@@ -751,5 +957,58 @@ mod tests {
         bad.max_attempts = 0;
         assert!(bad.check().is_err());
         config.check().unwrap();
+    }
+
+    #[test]
+    fn one_account_can_hold_neither_every_request_nor_every_pending_slot() {
+        let config = CustomerWebhooksConfig::new("x".into());
+        config.check().unwrap();
+        let refused = [
+            CustomerWebhooksConfig {
+                max_concurrent_per_account: config.max_concurrent_requests,
+                ..config.clone()
+            },
+            CustomerWebhooksConfig {
+                max_queued_per_account: config.max_pending - config.max_concurrent_per_account,
+                ..config.clone()
+            },
+            CustomerWebhooksConfig {
+                max_concurrent_per_account: 0,
+                ..config.clone()
+            },
+            CustomerWebhooksConfig {
+                max_queued_per_account: 0,
+                ..config.clone()
+            },
+        ];
+        for bad in refused {
+            assert!(bad.check().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn ip_literals_are_checked_at_delivery() {
+        for internal in [
+            "http://127.0.0.1:8080/hook",
+            "https://10.1.2.3/",
+            "https://0x7f.1/",
+            "https://[::1]/",
+            "https://[fec0::1]/",
+            "https://[::a00:1]/",
+            "https://[64:ff9b::a9fe:a9fe]/",
+            "https://[2002:a00:1::1]:8443/h",
+            "https://[::ffff:169.254.169.254]/",
+        ] {
+            assert!(internal_literal(internal), "{internal}");
+        }
+        for other in [
+            "https://93.184.216.34/h",
+            "https://[2606:2800:220:1::1]/",
+            "https://hooks.example.com/",
+            "https://localhost/",
+            "not a url",
+        ] {
+            assert!(!internal_literal(other), "{other}");
+        }
     }
 }

@@ -53,6 +53,7 @@ use crate::upstream::{
     UpstreamError, UpstreamFuture, UpstreamState, ZonelessClock,
 };
 use crate::upstream::{InboundError, InboundHint, InboundRequest};
+use crate::wire::redact;
 
 /// Logged bodies are cut to this many characters.
 const LOG_BODY_CHARS: usize = 200;
@@ -945,7 +946,7 @@ impl HeroSms {
         } else {
             "request failed"
         };
-        let detail = self.redact(&error.without_url().to_string());
+        let detail = self.scrub(&error.without_url().to_string());
         tracing::warn!(upstream = %self.name, action, kind, detail = %detail, "HeroSMS call failed");
         UpstreamError::Unavailable(format!("{action}: {kind}"))
     }
@@ -963,19 +964,22 @@ impl HeroSms {
         UpstreamError::Malformed(format!("{action}: unexpected answer ({shape})"))
     }
 
+    /// An answer in a log: the key masked, then letters and digits blanked
+    /// like every upstream's (it could carry a code).
     fn log_answer(&self, action: &str, reply: &Reply, what: &'static str) {
         tracing::warn!(
             upstream = %self.name,
             action,
             status = reply.status.as_u16(),
-            body = %self.redact(&reply.text),
+            body = %redact(&reply.text.replace(&self.api_key, "***")),
             "{what}"
         );
     }
 
-    /// Text fit for a log: the key masked, control characters replaced, cut to
-    /// 200 characters.
-    fn redact(&self, text: &str) -> String {
+    /// A transport error fit for a log: the key masked, control characters
+    /// replaced, cut to 200 characters. (An upstream's answer is redacted
+    /// further by `log_answer`.)
+    fn scrub(&self, text: &str) -> String {
         let masked = text.replace(&self.api_key, "***");
         let mut out: String = masked
             .chars()

@@ -14,12 +14,18 @@ use crate::upstream::UpstreamError;
 /// Most characters of an unexpected answer that are logged.
 const REDACTED_MAX_CHARS: usize = 200;
 
-/// Digits blanked, bounded: unexpected answers can be logged without phone
-/// numbers or codes in them.
+/// Letters and digits blanked (codes can be alphanumeric, and a phone number
+/// can be spelled in any script's digits), control characters turned to
+/// spaces, bounded: an unexpected answer is logged for its shape (its
+/// punctuation and lengths) without a phone number, code or name in it.
 pub(crate) fn redact(body: &str) -> String {
     body.chars()
         .take(REDACTED_MAX_CHARS)
-        .map(|c| if c.is_ascii_digit() { '#' } else { c })
+        .map(|c| match c {
+            c if c.is_alphanumeric() => '#',
+            c if c.is_control() => ' ',
+            c => c,
+        })
         .collect()
 }
 
@@ -78,9 +84,15 @@ mod tests {
     }
 
     #[test]
-    fn redact_blanks_digits_and_bounds_the_length() {
-        assert_eq!(redact("code 482913 for +1386"), "code ###### for +####");
-        assert_eq!(redact(&"a".repeat(1000)).len(), REDACTED_MAX_CHARS);
+    fn redact_blanks_letters_and_digits_and_bounds_the_length() {
+        assert_eq!(redact("code 482913 for +1386"), "#### ###### ### +####");
+        // An alphanumeric code, in JSON, with non-ASCII letters and digits.
+        assert_eq!(
+            redact(r#"{"code":"G-7QX2B","msg":"Код ٤٢"}"#),
+            "{\"####\":\"#-#####\",\"###\":\"### ##\"}"
+        );
+        assert_eq!(redact("a\nb\tc"), "# # #");
+        assert_eq!(redact(&"a".repeat(1000)), "#".repeat(REDACTED_MAX_CHARS));
     }
 
     #[test]

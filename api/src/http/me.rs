@@ -11,7 +11,9 @@
 //! - `PUT /v1/me/objection` `{"object": bool}`: objection to non-essential
 //!   processing.
 //! - `GET /v1/me/export`: everything held about the customer as one JSON
-//!   document (schema in `docs/EXPORT.md`), streamed.
+//!   document (schema in `docs/EXPORT.md`), streamed; one at a time per
+//!   account, and stopped when its reader takes nothing for
+//!   [`EXPORT_IDLE_READER_TIMEOUT_S`].
 //!
 //! # Who may call while a deletion is pending
 //!
@@ -24,7 +26,9 @@
 //! `{"email", "password"}` as its body instead, checked like a login (one bcrypt
 //! check, one answer for every wrong pair): that is the way back in.
 
+use std::collections::HashSet;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -45,7 +49,7 @@ use nexus_projections::orders::OrderView;
 use nexus_projections::wallets::{DepositRecord, DepositStatus, LedgerRow, Reference};
 use nexus_projections::{Cursor, Page, QueryError, MAX_PAGE_SIZE};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use super::auth::{Customer, Holder};
 use super::body::{read_limited, JsonObject, ObjectBody};
@@ -165,7 +169,11 @@ pub(super) const ROUTES: &[Route] = &[
             params: vec![],
             body: None,
             success: (200, "Export (docs/EXPORT.md)", Some(schema_ref("Export"))),
-            errors: vec![Problem::NotFound, Problem::Unavailable],
+            errors: vec![
+                Problem::ExportInProgress,
+                Problem::NotFound,
+                Problem::Unavailable,
+            ],
         },
     },
 ];
@@ -174,6 +182,9 @@ pub(super) const ROUTES: &[Route] = &[
 pub const EXPORT_SCHEMA_VERSION: u32 = 1;
 /// Exports streaming at once, server-wide; one more is answered 503.
 pub const MAX_CONCURRENT_EXPORTS: usize = 4;
+/// Seconds a reader may take no chunk of its export: then the export stops
+/// (the document ends unfinished) and its slot is free again.
+pub const EXPORT_IDLE_READER_TIMEOUT_S: u64 = 30;
 /// Chunks (one page of a list each) produced ahead of a slow reader.
 const EXPORT_CHUNKS_IN_FLIGHT: usize = 2;
 /// Longest wait for the read models to catch up with the log before an export.
@@ -181,7 +192,63 @@ const EXPORT_CATCH_UP_WAIT: Duration = Duration::from_secs(5);
 /// Seconds a refused export is told to wait before trying again.
 const EXPORT_RETRY_AFTER_S: u64 = 5;
 
-static EXPORTS: Semaphore = Semaphore::const_new(MAX_CONCURRENT_EXPORTS);
+/// The exports streaming now: at most [`MAX_CONCURRENT_EXPORTS`] server-wide
+/// and one per account, each dropped when its reader is idle too long. (Part
+/// of the shared state, so a test can make the idle time short.)
+pub struct Exports {
+    slots: Arc<Semaphore>,
+    accounts: Arc<Mutex<HashSet<AccountId>>>,
+    idle_reader_timeout: Duration,
+}
+
+/// An export's place among those running; freed when dropped.
+struct ExportSlot {
+    account: AccountId,
+    accounts: Arc<Mutex<HashSet<AccountId>>>,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Exports {
+    /// `idle_reader_timeout`: [`EXPORT_IDLE_READER_TIMEOUT_S`] in service.
+    pub fn new(idle_reader_timeout: Duration) -> Self {
+        Self {
+            slots: Arc::new(Semaphore::new(MAX_CONCURRENT_EXPORTS)),
+            accounts: Arc::new(Mutex::new(HashSet::new())),
+            idle_reader_timeout,
+        }
+    }
+
+    /// A slot for `account`'s export: 409 while another of its exports runs,
+    /// 503 while the server runs as many as it may.
+    fn start(&self, account: AccountId) -> Result<ExportSlot, ApiError> {
+        let mut accounts = self.accounts.lock().unwrap_or_else(|e| e.into_inner());
+        if accounts.contains(&account) {
+            return Err(ApiError::new(
+                Problem::ExportInProgress,
+                "an export of this account is running; finish or close it first",
+            ));
+        }
+        let slot = self.slots.clone().try_acquire_owned().map_err(|_| {
+            ApiError::unavailable("too many exports are running; try again shortly")
+                .with_retry_after(EXPORT_RETRY_AFTER_S)
+        })?;
+        accounts.insert(account);
+        Ok(ExportSlot {
+            account,
+            accounts: self.accounts.clone(),
+            _slot: slot,
+        })
+    }
+}
+
+impl Drop for ExportSlot {
+    fn drop(&mut self) {
+        self.accounts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.account);
+    }
+}
 
 fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
@@ -600,9 +667,19 @@ async fn code_export(
 #[error("the export stopped before its end")]
 struct ExportStopped;
 
-/// The streamed body: chunks from the producer task, in order.
+/// A piece of the document; the last one ends it.
+struct Chunk {
+    bytes: Bytes,
+    last: bool,
+}
+
+/// The streamed body: chunks from the producer task, in order. When the
+/// producer stops before the last one (a failed read, an idle reader), the
+/// body ends with an error: the connection is closed without the end of the
+/// chunked encoding, and the reader knows the document is cut.
 struct ExportBody {
-    chunks: mpsc::Receiver<Result<Bytes, ExportStopped>>,
+    chunks: mpsc::Receiver<Chunk>,
+    complete: bool,
 }
 
 impl MessageBody for ExportBody {
@@ -616,7 +693,41 @@ impl MessageBody for ExportBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Bytes, Self::Error>>> {
-        self.chunks.poll_recv(cx)
+        match self.chunks.poll_recv(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(chunk)) => {
+                self.complete |= chunk.last;
+                Poll::Ready(Some(Ok(chunk.bytes)))
+            }
+            Poll::Ready(None) if self.complete => Poll::Ready(None),
+            Poll::Ready(None) => Poll::Ready(Some(Err(ExportStopped))),
+        }
+    }
+}
+
+/// Runs `produce` on a task of its own, which holds `slot` until it ends,
+/// and answers the body it writes; the reader must take each chunk within
+/// `idle_reader_timeout`.
+fn stream_export<F>(
+    slot: ExportSlot,
+    idle_reader_timeout: Duration,
+    produce: impl FnOnce(Sender) -> F,
+) -> ExportBody
+where
+    F: std::future::Future<Output = ()> + 'static,
+{
+    let (chunks, receiver) = mpsc::channel(EXPORT_CHUNKS_IN_FLIGHT);
+    let producing = produce(Sender {
+        chunks,
+        idle_reader_timeout,
+    });
+    actix_web::rt::spawn(async move {
+        producing.await;
+        drop(slot);
+    });
+    ExportBody {
+        chunks: receiver,
+        complete: false,
     }
 }
 
@@ -647,13 +758,11 @@ struct WalletHeader {
 }
 
 /// Everything held about me as one JSON document (`docs/EXPORT.md`), streamed
-/// one list page at a time. 503 (with `Retry-After`) while
-/// [`MAX_CONCURRENT_EXPORTS`] are streaming or the read models lag.
+/// one list page at a time. 409 while another export of the account streams;
+/// 503 (with `Retry-After`) while [`MAX_CONCURRENT_EXPORTS`] are streaming or
+/// the read models lag.
 async fn export(state: web::Data<AppState>, holder: Holder) -> Result<HttpResponse, ApiError> {
-    let permit = Semaphore::try_acquire(&EXPORTS).map_err(|_| {
-        ApiError::unavailable("too many exports are running; try again shortly")
-            .with_retry_after(EXPORT_RETRY_AFTER_S)
-    })?;
+    let slot = state.exports.start(holder.account)?;
     // Read-your-writes: the read models hold everything the log held just now.
     let position = state.log.head();
     for name in [
@@ -697,13 +806,15 @@ async fn export(state: web::Data<AppState>, holder: Holder) -> Result<HttpRespon
         api_keys,
         webhook,
     };
-    let (sender, chunks) = mpsc::channel(EXPORT_CHUNKS_IN_FLIGHT);
     let task_state = state.clone();
     let owner = Owner::Account(holder.account);
-    actix_web::rt::spawn(async move {
-        produce_export(&task_state, owner, header, &sender).await;
-        drop(permit);
-    });
+    let body = stream_export(
+        slot,
+        state.exports.idle_reader_timeout,
+        |sender| async move {
+            produce_export(&task_state, owner, header, &sender).await;
+        },
+    );
     Ok(HttpResponse::Ok()
         .content_type("application/json")
         .insert_header((
@@ -713,14 +824,17 @@ async fn export(state: web::Data<AppState>, holder: Holder) -> Result<HttpRespon
                 holder.account
             ),
         ))
-        .body(ExportBody { chunks }))
+        .body(body))
 }
 
-/// Why the producer stopped early.
+/// Why the producer stopped early; the body ends with an error either way.
+#[derive(Debug)]
 enum Stop {
     /// The reader went away: nothing to report.
     Gone,
-    /// A read failed: logged, and the body ends with an error.
+    /// The reader took no chunk for [`Exports::idle_reader_timeout`].
+    Idle,
+    /// A read failed: logged.
     Failed(String),
 }
 
@@ -742,23 +856,47 @@ impl From<serde_json::Error> for Stop {
     }
 }
 
-type Sender = mpsc::Sender<Result<Bytes, ExportStopped>>;
+/// The producer's end of an export.
+struct Sender {
+    chunks: mpsc::Sender<Chunk>,
+    idle_reader_timeout: Duration,
+}
 
 async fn produce_export(state: &AppState, owner: Owner, header: ExportHeader, sender: &Sender) {
     match write_export(state, owner, header, sender).await {
         Ok(()) | Err(Stop::Gone) => {}
+        Err(Stop::Idle) => tracing::info!("export: the reader took nothing for too long; stopped"),
         Err(Stop::Failed(cause)) => {
             tracing::error!(cause = %cause, "export: stopped before its end");
-            let _ = sender.send(Err(ExportStopped)).await;
         }
     }
 }
 
 async fn send(sender: &Sender, chunk: Vec<u8>) -> Result<(), Stop> {
-    sender
-        .send(Ok(Bytes::from(chunk)))
+    send_chunk(sender, chunk, false).await
+}
+
+/// Sends the end of the document.
+async fn send_last(sender: &Sender, chunk: Vec<u8>) -> Result<(), Stop> {
+    send_chunk(sender, chunk, true).await
+}
+
+/// A full channel means the reader takes nothing: past the idle time the
+/// export stops rather than hold its slot for a reader that may never read.
+async fn send_chunk(sender: &Sender, chunk: Vec<u8>, last: bool) -> Result<(), Stop> {
+    let chunk = Chunk {
+        bytes: Bytes::from(chunk),
+        last,
+    };
+    match sender
+        .chunks
+        .send_timeout(chunk, sender.idle_reader_timeout)
         .await
-        .map_err(|_| Stop::Gone)
+    {
+        Ok(()) => Ok(()),
+        Err(mpsc::error::SendTimeoutError::Closed(_)) => Err(Stop::Gone),
+        Err(mpsc::error::SendTimeoutError::Timeout(_)) => Err(Stop::Idle),
+    }
 }
 
 /// Appends `items` to a JSON array being written, after a comma unless first.
@@ -865,5 +1003,104 @@ async fn write_export(
             None => break,
         }
     }
-    send(sender, b"],\"complete\":true}".to_vec()).await
+    send_last(sender, b"],\"complete\":true}".to_vec()).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The next piece of a body, as the server would poll it.
+    async fn next(body: &mut ExportBody) -> Option<Result<Bytes, ExportStopped>> {
+        std::future::poll_fn(|cx| Pin::new(&mut *body).poll_next(cx)).await
+    }
+
+    /// Waits, within a bound, until `account` may start an export again.
+    async fn wait_free(exports: &Exports, account: AccountId) -> ExportSlot {
+        for _ in 0..200 {
+            if let Ok(slot) = exports.start(account) {
+                return slot;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("the export slot was never freed");
+    }
+
+    #[test]
+    fn one_export_at_a_time_per_account_and_a_few_server_wide() {
+        let exports = Exports::new(Duration::from_secs(EXPORT_IDLE_READER_TIMEOUT_S));
+        let alice = AccountId::new();
+        let running = exports.start(alice).unwrap();
+        let refused = exports.start(alice).err().unwrap();
+        assert_eq!(refused.problem, Problem::ExportInProgress);
+        assert_eq!(refused.problem.status().as_u16(), 409);
+        // Another account's export is not held up by Alice's.
+        let others: Vec<ExportSlot> = (1..MAX_CONCURRENT_EXPORTS)
+            .map(|_| exports.start(AccountId::new()).unwrap())
+            .collect();
+        // The server is full: 503 with a time to come back, for anyone.
+        let full = exports.start(AccountId::new()).err().unwrap();
+        assert_eq!(full.problem, Problem::Unavailable);
+        assert_eq!(full.retry_after_s, Some(EXPORT_RETRY_AFTER_S));
+        // Alice's export ends: she may start another.
+        drop(running);
+        drop(others);
+        let again = exports.start(alice).unwrap();
+        assert_eq!(
+            exports.start(alice).err().unwrap().problem,
+            Problem::ExportInProgress
+        );
+        drop(again);
+    }
+
+    #[actix_web::test]
+    async fn a_reader_that_takes_nothing_loses_its_export_and_sees_it_cut() {
+        let exports = Exports::new(Duration::from_millis(100));
+        let alice = AccountId::new();
+        let slot = exports.start(alice).unwrap();
+        let (outcome, stopped) = tokio::sync::oneshot::channel();
+        let mut body = stream_export(slot, exports.idle_reader_timeout, |sender| async move {
+            let mut sent = 0;
+            let stop = loop {
+                match send(&sender, b"[".to_vec()).await {
+                    Ok(()) => sent += 1,
+                    Err(stop) => break stop,
+                }
+                if sent == 100 {
+                    break Stop::Failed("the reader was never idle".into());
+                }
+            };
+            let _ = outcome.send((sent, stop));
+        });
+        // Nobody reads: the producer fills the chunks in flight, then stops.
+        let (sent, stop) = tokio::time::timeout(Duration::from_secs(10), stopped)
+            .await
+            .expect("the producer stops")
+            .unwrap();
+        assert_eq!(sent, EXPORT_CHUNKS_IN_FLIGHT);
+        assert!(matches!(stop, Stop::Idle), "{stop:?}");
+        // Its slot is free again for the account.
+        drop(wait_free(&exports, alice).await);
+        // A reader that comes back gets what was produced, then an error, not
+        // a clean end: the document is visibly cut.
+        for _ in 0..EXPORT_CHUNKS_IN_FLIGHT {
+            assert_eq!(next(&mut body).await.unwrap().unwrap(), Bytes::from("["));
+        }
+        assert!(matches!(next(&mut body).await, Some(Err(ExportStopped))));
+    }
+
+    #[actix_web::test]
+    async fn a_finished_export_ends_cleanly_and_frees_its_slot() {
+        let exports = Exports::new(Duration::from_millis(100));
+        let alice = AccountId::new();
+        let slot = exports.start(alice).unwrap();
+        let mut body = stream_export(slot, exports.idle_reader_timeout, |sender| async move {
+            send(&sender, b"[1".to_vec()).await.unwrap();
+            send_last(&sender, b"]".to_vec()).await.unwrap();
+        });
+        assert_eq!(next(&mut body).await.unwrap().unwrap(), Bytes::from("[1"));
+        assert_eq!(next(&mut body).await.unwrap().unwrap(), Bytes::from("]"));
+        assert!(next(&mut body).await.is_none());
+        drop(wait_free(&exports, alice).await);
+    }
 }

@@ -31,6 +31,8 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use nexus_core::log::EventStore;
 
+pub use me::{Exports, EXPORT_IDLE_READER_TIMEOUT_S};
+
 use error::{ApiError, Problem};
 use openapi::{array_of, boolean, integer, obj, string, string_enum};
 use route::{Auth, Method, Op, Route};

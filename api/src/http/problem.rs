@@ -65,6 +65,7 @@ problems! {
     EmailTaken = ("email_taken", CONFLICT, "Conflict"),
     EmailUnchanged = ("email_unchanged", UNPROCESSABLE_ENTITY, "Unprocessable request"),
     ErasureNotDue = ("erasure_not_due", CONFLICT, "Conflict"),
+    ExportInProgress = ("export_in_progress", CONFLICT, "Conflict"),
     IdempotencyKeyReused = ("idempotency_key_reused", UNPROCESSABLE_ENTITY, "Unprocessable request"),
     InsufficientFunds = ("insufficient_funds", PAYMENT_REQUIRED, "Payment required"),
     Internal = ("internal", INTERNAL_SERVER_ERROR, "Internal error"),

@@ -41,6 +41,8 @@ pub struct AppState {
     pub policy: Arc<nexus_core::service::policy_service::PolicyService<SledLog>>,
     /// The retention sweeps (run on a schedule and from the admin surface).
     pub retention: Arc<nexus_retention::Sweeper<SledLog>>,
+    /// The data exports streaming now (`GET /v1/me/export`).
+    pub exports: super::Exports,
 }
 
 /// How long a list of the caller's own data waits for its read model to show

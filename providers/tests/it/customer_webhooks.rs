@@ -1,8 +1,11 @@
 //! Customer webhooks over real loopback HTTP, on a real sled store: a receiver
 //! that checks every signature, fails on purpose to exercise the retries, and
 //! sees the revisions of an order in order; an acknowledged code captures the
-//! hold once, also against a concurrent read over the API.
+//! hold once, also against a concurrent read over the API; an endpoint that
+//! never answers delays no other account; internal addresses and proxies from
+//! the environment are never used.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -156,12 +159,14 @@ fn world() -> World {
     }
 }
 
+/// Short retries; the receiver is on loopback, so internal addresses are allowed.
 fn quick_config(world: &World) -> CustomerWebhooksConfig {
     CustomerWebhooksConfig {
         first_retry_delay_ms: 20,
         max_retry_delay_ms: 80,
         max_attempts: 5,
         attempt_timeout_ms: 2_000,
+        allow_internal_addresses: true,
         ..CustomerWebhooksConfig::new(world.dir().join("webhooks.position"))
     }
 }
@@ -169,15 +174,20 @@ fn quick_config(world: &World) -> CustomerWebhooksConfig {
 impl World {
     /// A funded customer with its webhook pointing at the receiver.
     async fn customer(&self, email: &str) -> AccountId {
+        self.customer_at(email, &self.url, &self.receiver).await
+    }
+
+    /// A funded customer with its webhook at `url`, served by `receiver`.
+    async fn customer_at(&self, email: &str, url: &str, receiver: &Mutex<Receiver>) -> AccountId {
         let account = self
             .accounts
             .register(email, "correct horse battery")
             .await
             .unwrap()
             .account;
-        let endpoint = self.accounts.set_webhook(account, &self.url).await.unwrap();
+        let endpoint = self.accounts.set_webhook(account, url).await.unwrap();
         assert!(endpoint.secret.expose().starts_with("whsec_"));
-        self.receiver.lock().unwrap().secret = endpoint.secret.expose().to_owned();
+        receiver.lock().unwrap().secret = endpoint.secret.expose().to_owned();
         let owner = Owner::Account(account);
         let deposit = self
             .commerce
@@ -613,6 +623,7 @@ async fn a_host_name_resolving_to_an_internal_address_is_never_connected_to() {
     let account = w.customer("heidi@example.com").await;
     let config = CustomerWebhooksConfig {
         max_attempts: 2,
+        allow_internal_addresses: false,
         ..quick_config(&w)
     };
     let (stop, stats, task) = w.start(config);
@@ -638,4 +649,169 @@ async fn a_host_name_resolving_to_an_internal_address_is_never_connected_to() {
     assert!(!w.seen().is_empty());
     stop.send(true).unwrap();
     task.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_internal_ip_in_the_url_is_refused_at_every_attempt() {
+    // The URL names the receiver by its loopback IP, accepted when it was set
+    // (development policy): the dispatcher checks it again before each attempt.
+    let w = world();
+    let account = w.customer("judy@example.com").await;
+    let config = CustomerWebhooksConfig {
+        max_attempts: 2,
+        allow_internal_addresses: false,
+        ..quick_config(&w)
+    };
+    let (stop, stats, task) = w.start(config);
+    let id = w.order_with_code(account, "44444").await;
+    wait_until("the delivery to be given up", || {
+        DeliveryStats::get(&stats.failed) == 1
+    })
+    .await;
+    assert_eq!(DeliveryStats::get(&stats.retried), 1);
+    assert!(w.seen().is_empty(), "nothing reached the internal address");
+    assert_eq!(w.captures(account, id).await, 0);
+    stop.send(true).unwrap();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_that_never_answers_delays_no_other_account_and_overflows_only_its_own_queue() {
+    let w = world();
+    // Alice's endpoint takes every request and never answers; Bob's is the
+    // world's receiver.
+    let stuck = Arc::new(Mutex::new(Receiver {
+        answer_delay_ms: 3_600_000,
+        ..Receiver::default()
+    }));
+    let stuck_server = serve_receiver(stuck.clone());
+    let alice = w
+        .customer_at("alice@example.com", &stuck_server.url("/hook"), &stuck)
+        .await;
+    let bob = w.customer("bob@example.com").await;
+    let config = CustomerWebhooksConfig {
+        attempt_timeout_ms: 3_600_000,
+        max_concurrent_requests: 3,
+        max_concurrent_per_account: 2,
+        max_queued_per_account: 3,
+        ..quick_config(&w)
+    };
+    let (stop, stats, task) = w.start(config);
+    let stuck_requests = || stuck.lock().unwrap().seen.len();
+
+    // Six code events of Alice's: two in flight, three queued, and the sixth
+    // drops the oldest queued one.
+    for n in 0..6 {
+        w.order_with_code(alice, &format!("1000{n}")).await;
+    }
+    wait_until("Alice's oldest queued event to be dropped", || {
+        DeliveryStats::get(&stats.dropped) == 1
+    })
+    .await;
+    wait_until("Alice's two requests", || stuck_requests() == 2).await;
+
+    // Bob's events go out while every one of Alice's is stuck or queued, and
+    // Alice's full queue drops none of them.
+    let mut bobs = Vec::new();
+    for n in 0..3 {
+        bobs.push(w.order_with_code(bob, &format!("2000{n}")).await);
+        let seen = w.wait_seen(n + 1).await;
+        assert_eq!(seen[n].body["order_id"], bobs[n].to_string());
+        assert!(seen[n].verified);
+    }
+    wait_until("Bob's codes to count as read", || {
+        DeliveryStats::get(&stats.codes_captured) == 3
+    })
+    .await;
+    assert_eq!(DeliveryStats::get(&stats.delivered), 3);
+    assert_eq!(stuck_requests(), 2, "Alice still has her two requests only");
+    assert!(stuck.lock().unwrap().seen.iter().all(|s| s.attempt == 1));
+    assert_eq!(DeliveryStats::get(&stats.dropped), 1, "only Alice's oldest");
+    assert_eq!(DeliveryStats::get(&stats.failed), 0);
+    for id in bobs {
+        assert_eq!(w.captures(bob, id).await, 1, "Bob's codes were delivered");
+    }
+    stop.send(true).unwrap();
+    task.await.unwrap().unwrap();
+}
+
+/// Set in the process the proxy test starts; it holds the proxy's URL.
+const PROXY_CHILD_ENV: &str = "NEXUS_TEST_WEBHOOK_PROXY";
+
+#[test]
+fn proxy_variables_of_the_environment_are_ignored() {
+    if let Some(proxy) = std::env::var_os(PROXY_CHILD_ENV) {
+        return deliver_with_proxy_variables(&proxy.to_string_lossy());
+    }
+    // A client reads the proxy variables when it is built, so they are set
+    // only in a process of their own: this test binary again, running this
+    // test alone, where the branch above delivers one webhook.
+    let proxied = Arc::new(AtomicUsize::new(0));
+    let counter = proxied.clone();
+    let proxy = LoopbackServer::start(1, move |cfg| {
+        let counter = counter.clone();
+        cfg.default_service(web::to(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            async { HttpResponse::NoContent().finish() }
+        }));
+    });
+    let proxy_url = proxy.url("");
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap());
+    child
+        .args([
+            "customer_webhooks::proxy_variables_of_the_environment_are_ignored",
+            "--exact",
+            "--test-threads=1",
+        ])
+        .env(PROXY_CHILD_ENV, &proxy_url)
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy");
+    for name in [
+        "HTTP_PROXY",
+        "http_proxy",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ] {
+        child.env(name, &proxy_url);
+    }
+    let output = child.output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("1 passed"), "the test ran: {stdout}");
+    assert_eq!(
+        proxied.load(Ordering::SeqCst),
+        0,
+        "nothing went to the proxy"
+    );
+}
+
+/// In the child process: one webhook, sent straight to the receiver.
+fn deliver_with_proxy_variables(proxy_url: &str) {
+    assert!(std::env::var("HTTP_PROXY").is_ok_and(|v| v == proxy_url));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let w = world();
+        let account = w.customer("kate@example.com").await;
+        let (stop, stats, task) = w.start(quick_config(&w));
+        w.order_with_code(account, "55555").await;
+        wait_until("the acknowledgement", || {
+            DeliveryStats::get(&stats.delivered) == 1
+        })
+        .await;
+        let seen = w.seen();
+        assert_eq!(seen.len(), 1, "the receiver answered, not the proxy");
+        assert!(seen[0].verified);
+        stop.send(true).unwrap();
+        task.await.unwrap().unwrap();
+    });
 }

@@ -29,8 +29,10 @@ pub struct WebhookUrlPolicy {
 ///   (`127.1` or `2130706433` are refused, since resolvers read them as
 ///   addresses);
 /// - unless insecure URLs are allowed, the host is not `localhost` (or under
-///   `.localhost`) nor a loopback, private, link-local, shared, unspecified,
-///   broadcast, multicast or documentation address.
+///   `.localhost`) nor a loopback, private, link-local, site-local, shared,
+///   unspecified, broadcast, multicast or documentation address, nor an IPv6
+///   address that embeds an IPv4 one (IPv4-compatible `::/96`, NAT64
+///   `64:ff9b::/96`, 6to4 `2002::/16`), see [`ip_is_internal`].
 ///
 /// The scheme and host are lowercased; path and query are kept as given.
 #[derive(Clone, PartialEq, Eq)]
@@ -157,8 +159,10 @@ fn host_is_internal(host: &str) -> Result<bool, AccountError> {
 }
 
 /// Whether an address is loopback, private, link-local or otherwise not a
-/// public internet host: webhooks never go there (checked on the URL, and again
-/// on every address its host name resolves to when delivering).
+/// public internet host, or an IPv6 prefix that embeds an IPv4 address
+/// (IPv4-compatible, NAT64, 6to4): webhooks never go there (checked on the URL,
+/// and again at every delivery, on an address in the URL and on every address
+/// its host name resolves to).
 pub fn ip_is_internal(ip: std::net::IpAddr) -> bool {
     match ip {
         std::net::IpAddr::V4(v4) => ipv4_is_internal(v4),
@@ -166,13 +170,22 @@ pub fn ip_is_internal(ip: std::net::IpAddr) -> bool {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return ipv4_is_internal(v4);
             }
-            let first = v6.segments()[0];
+            let s = v6.segments();
+            let first = s[0];
             v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
                 || (first & 0xfe00) == 0xfc00 // unique local fc00::/7
                 || (first & 0xffc0) == 0xfe80 // link-local fe80::/10
-                || (first == 0x2001 && v6.segments()[1] == 0x0db8) // documentation
+                || (first & 0xffc0) == 0xfec0 // site-local fec0::/10 (deprecated)
+                || (first == 0x2001 && s[1] == 0x0db8) // documentation
+                // Prefixes that carry an IPv4 address a gateway or tunnel
+                // forwards to: whatever IPv4 host they name is refused with
+                // them, so none can reach an internal one.
+                || s[..6] == [0; 6] // IPv4-compatible ::/96 (deprecated)
+                || (first == 0x0064 && s[1] == 0xff9b && s[2..6] == [0; 4]) // NAT64 64:ff9b::/96
+                || (first == 0x0064 && s[1] == 0xff9b && s[2] == 0x0001) // local NAT64 64:ff9b:1::/48
+                || first == 0x2002 // 6to4 2002::/16
         }
     }
 }
@@ -271,6 +284,10 @@ mod tests {
             ("https://[fd00::1]/", "local or private"),
             ("https://[fe80::1]/", "local or private"),
             ("https://[::ffff:127.0.0.1]/", "local or private"),
+            ("https://[fec0::1]/", "local or private"),
+            ("https://[::a9fe:a9fe]/", "local or private"),
+            ("https://[64:ff9b::a9fe:a9fe]/", "local or private"),
+            ("https://[2002:a9fe:a9fe::1]/", "local or private"),
             (over.as_str(), "2048"),
         ];
         for (raw, why) in bad {
@@ -280,6 +297,15 @@ mod tests {
                 }
                 other => panic!("{raw:?} should be refused, got {other:?}"),
             }
+        }
+        // A public IPv4 address behind an IPv6 prefix that embeds it is
+        // refused too: the prefix, not the embedded address, decides.
+        for raw in [
+            "https://[::5db8:d822]/",
+            "https://[64:ff9b::5db8:d822]/",
+            "https://[2002:5db8:d822::1]/",
+        ] {
+            assert!(WebhookUrl::parse(raw, STRICT).is_err(), "{raw:?}");
         }
         // Development: plain HTTP and this machine are allowed; the rest holds.
         for raw in [
@@ -305,5 +331,45 @@ mod tests {
             format!("{:?}", hook("https://example.com/t?k=s3cret")),
             "WebhookUrl(<redacted>)"
         );
+    }
+
+    #[test]
+    fn internal_addresses_by_class() {
+        let internal = [
+            // (class, an address at each end of its range)
+            ("IPv4-compatible ::/96", "::a00:1", "::ffff:ffff"),
+            ("NAT64 64:ff9b::/96", "64:ff9b::", "64:ff9b::ffff:ffff"),
+            (
+                "local NAT64 64:ff9b:1::/48",
+                "64:ff9b:1::",
+                "64:ff9b:1:ffff::1",
+            ),
+            ("6to4 2002::/16", "2002::", "2002:ffff:ffff::1"),
+            ("site-local fec0::/10", "fec0::", "feff:ffff::1"),
+            ("unique local fc00::/7", "fc00::", "fdff::1"),
+            ("link-local fe80::/10", "fe80::", "febf::1"),
+            ("loopback and unspecified", "::1", "::"),
+            ("IPv4-mapped private", "::ffff:10.0.0.1", "::ffff:127.0.0.1"),
+        ];
+        for (class, low, high) in internal {
+            for text in [low, high] {
+                let ip: std::net::IpAddr = text.parse().unwrap();
+                assert!(ip_is_internal(ip), "{class}: {text}");
+            }
+        }
+        // Just outside those ranges, and ordinary public addresses, are public.
+        for text in [
+            "1::",
+            "64:ff9b:0:0:0:1::",
+            "64:ff9b:2::",
+            "2001:4860:4860::8888",
+            "2003::1",
+            "2606:2800:220:1::1",
+            "::ffff:93.184.216.34",
+            "93.184.216.34",
+        ] {
+            let ip: std::net::IpAddr = text.parse().unwrap();
+            assert!(!ip_is_internal(ip), "{text} is public");
+        }
     }
 }
