@@ -158,14 +158,12 @@ async fn handle(
     // A body over the limit is refused in the protocol's own token, like a long
     // query; nothing past the limit is buffered.
     let Ok(Ok(body)) = payload.to_bytes_limited(MAX_PARAMS_BYTES).await else {
-        return admit(&req, Resolution::Anonymous)
-            .map_or_else(|limited| limited, |()| Refusal::BadAction.plain());
+        return limited(&req, Resolution::Anonymous).unwrap_or_else(|| Refusal::BadAction.plain());
     };
     let params = match Params::read(&req, &body) {
         Ok(params) => params,
         Err(refusal) => {
-            return admit(&req, Resolution::Anonymous)
-                .map_or_else(|limited| limited, |()| refusal.plain())
+            return limited(&req, Resolution::Anonymous).unwrap_or_else(|| refusal.plain())
         }
     };
     let action = params.get("action").unwrap_or_default().to_owned();
@@ -178,8 +176,8 @@ async fn handle(
         }
     };
     let (resolution, login) = authenticate(&state, &params).await;
-    if let Err(limited) = admit(&req, resolution) {
-        return limited;
+    if let Some(refused) = limited(&req, resolution) {
+        return refused;
     }
     let login = match login {
         Ok(login) => login,
@@ -232,10 +230,12 @@ async fn authenticate(
     }
 }
 
-/// Charges the request's budget; the protocol's 429 when it is spent.
-fn admit(req: &HttpRequest, resolution: Resolution) -> Result<(), HttpResponse> {
+/// Charges the request's budget: the protocol's 429 when it is spent, `None`
+/// when the request may go on.
+fn limited(req: &HttpRequest, resolution: Resolution) -> Option<HttpResponse> {
     charge(req, |limits, ip| limits.check_resolved(ip, resolution))
-        .map_err(|refusal| compat_refusal(&refusal))
+        .err()
+        .map(|refusal| compat_refusal(&refusal))
 }
 
 async fn balance(state: &AppState, login: ApiKeyLogin) -> Result<HttpResponse, Refusal> {
