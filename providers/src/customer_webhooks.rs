@@ -729,7 +729,7 @@ impl<S: EventStore> Shared<S> {
 
     /// Sends one event until it is acknowledged, given up, or no longer wanted.
     async fn deliver(&self, job: &Job) {
-        let message = match self.message(job).await {
+        let mut message = match self.message(job).await {
             Ok(Some(message)) => message,
             Ok(None) => return,
             Err(e) => {
@@ -740,6 +740,18 @@ impl<S: EventStore> Shared<S> {
         let max_attempts = self.config.max_attempts;
         let mut last_failure = String::new();
         for attempt in 1..=max_attempts {
+            // A code is sent only while its key lives: a retry builds the body
+            // anew, so a code erased since the last attempt is not in it.
+            if attempt > 1 && message.carries_code {
+                message = match self.message(job).await {
+                    Ok(Some(message)) => message,
+                    Ok(None) => return,
+                    Err(e) => {
+                        warn!(order = %job.order, error = %e, "webhook: the order cannot be read");
+                        return;
+                    }
+                };
+            }
             // The endpoint as it is now: removed stops, rotated signs anew.
             let Some((url, secret)) = self.endpoint(message.account).await else {
                 debug!(order = %job.order, "webhook: no endpoint any more");

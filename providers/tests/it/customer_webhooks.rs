@@ -20,7 +20,7 @@ use nexus_core::domain::ids::{AccountId, OrderId};
 use nexus_core::domain::ledger::Owner;
 use nexus_core::domain::money::Micros;
 use nexus_core::domain::order::{
-    CancelReason, Channel, CountryCode, DeliveryChannel, OrderEvent, ServiceCode,
+    code_subject, CancelReason, Channel, CountryCode, DeliveryChannel, OrderEvent, ServiceCode,
 };
 use nexus_core::domain::wallet::{Payment, WalletEvent};
 use nexus_core::log::{Direction, EventStore};
@@ -416,6 +416,43 @@ async fn a_signed_code_event_is_retried_then_captures_the_hold_and_revisions_inc
     .await;
     assert_eq!(DeliveryStats::get(&stats.retried), 2);
     assert_eq!(DeliveryStats::get(&stats.failed), 0);
+    stop.send(true).unwrap();
+    task.await.unwrap().unwrap();
+}
+
+/// A retry after the code's key was erased carries no code: the body is built
+/// anew for each attempt of a code event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_the_code_was_erased_does_not_carry_it() {
+    let w = world();
+    let account = w.customer("ivy@example.com").await;
+    w.receiver.lock().unwrap().fail_first = usize::MAX;
+    let config = CustomerWebhooksConfig {
+        first_retry_delay_ms: 500,
+        max_retry_delay_ms: 500,
+        max_attempts: 2,
+        ..quick_config(&w)
+    };
+    let (stop, stats, task) = w.start(config);
+    let id = w.order_with_code(account, "73190").await;
+    let first = w.wait_seen(1).await;
+    assert_eq!(first[0].body["order"]["code"]["code"], "73190");
+    w.store.vault.erase(&code_subject(id, 1)).unwrap();
+
+    let seen = w.wait_seen(2).await;
+    assert_eq!(seen[1].attempt, 2);
+    assert_eq!(seen[1].body["type"], "order.code_received");
+    assert!(
+        seen[1].body["order"]["code"]["code"].is_null(),
+        "{:?}",
+        seen[1].body
+    );
+    assert!(seen[1].body["order"]["code"]["text"].is_null());
+    assert!(!seen[1].body.to_string().contains("73190"));
+    wait_until("the delivery given up", || {
+        DeliveryStats::get(&stats.failed) == 1
+    })
+    .await;
     stop.send(true).unwrap();
     task.await.unwrap().unwrap();
 }
