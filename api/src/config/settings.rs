@@ -332,7 +332,7 @@ mod tests {
         assert!(trusted_proxies("10.0.0.0/8, ::1", "V").is_ok());
         let refused = trusted_proxies("10.0.0.0/8,proxy", "NEXUS_TRUSTED_PROXIES").unwrap_err();
         assert!(
-            refused.starts_with("NEXUS_TRUSTED_PROXIES: \"proxy\" is no CIDR range"),
+            refused.starts_with("NEXUS_TRUSTED_PROXIES: entry 2 is no CIDR range"),
             "{refused}"
         );
     }

@@ -15,22 +15,24 @@ const MAX_FORWARDED_HOPS: usize = 16;
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TrustedProxies(Vec<IpNet>);
 
-/// Why `NEXUS_TRUSTED_PROXIES` is refused.
+/// Why `NEXUS_TRUSTED_PROXIES` is refused: which entry (from 1), never its text
+/// (a setting's value is not echoed).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} is no CIDR range (e.g. 10.0.0.0/8, 2001:db8::/32) nor an address")]
-pub struct NotARange(String);
+#[error("entry {0} is no CIDR range (e.g. 10.0.0.0/8, 2001:db8::/32) nor an address")]
+pub struct NotARange(usize);
 
 impl TrustedProxies {
     /// Comma-separated CIDR ranges or single addresses; empty: none.
     pub fn parse(text: &str) -> Result<TrustedProxies, NotARange> {
         text.split(',')
             .map(str::trim)
-            .filter(|item| !item.is_empty())
-            .map(|item| {
+            .enumerate()
+            .filter(|(_, item)| !item.is_empty())
+            .map(|(index, item)| {
                 item.parse::<IpNet>()
                     .or_else(|_| item.parse::<IpAddr>().map(IpNet::from))
                     .map(|net| net.trunc())
-                    .map_err(|_| NotARange(item.to_owned()))
+                    .map_err(|_| NotARange(index + 1))
             })
             .collect::<Result<Vec<_>, _>>()
             .map(TrustedProxies)
