@@ -237,8 +237,10 @@ fn a_production_file_with_loopback_upstreams_starts_and_hears_pushes_from_allowe
 
     let dir = tempfile::tempdir().unwrap();
     let allowed = write_config(&dir, &production_config(&fake.url, "\"127.0.0.1\""));
+    let key = master_key_outside_the_data_dir(&dir);
     let mut env = PRODUCTION_ENV.to_vec();
     env.push(("NEXUS_CONFIG", &allowed));
+    env.push(("NEXUS_MASTER_KEY_FILE", &key));
     let server = Server::start_with(&env);
     assert_eq!(server.request("GET", "/health", None).0, 200);
     // No simulated gateway in production: the development pay route is gone.
@@ -254,12 +256,32 @@ fn a_production_file_with_loopback_upstreams_starts_and_hears_pushes_from_allowe
 
     let dir = tempfile::tempdir().unwrap();
     let elsewhere = write_config(&dir, &production_config(&fake.url, "\"203.0.113.9\""));
+    let key = master_key_outside_the_data_dir(&dir);
     let mut env = PRODUCTION_ENV.to_vec();
     env.push(("NEXUS_CONFIG", &elsewhere));
+    env.push(("NEXUS_MASTER_KEY_FILE", &key));
     let server = Server::start_with(&env);
     let refused = server.send("POST", hook, &[], Some(&hero_push));
     assert_eq!(refused.status, 403, "{}", refused.body);
     assert_eq!(refused.json()["code"], "push_source_not_allowed");
+}
+
+/// A master key file in `dir` (production wants it outside the data dir, which
+/// the harness makes elsewhere).
+fn master_key_outside_the_data_dir(dir: &tempfile::TempDir) -> String {
+    let path = dir.path().join("master.key");
+    std::fs::write(&path, format!("{}\n", "5a".repeat(32))).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+#[test]
+fn production_refuses_a_master_key_missing_or_in_the_data_dir() {
+    let text = production_config("https://herosms.example", "\"127.0.0.1\"");
+    let missing = refused_start(&text, &PRODUCTION_ENV);
+    assert!(
+        missing.contains("requires NEXUS_MASTER_KEY_FILE"),
+        "{missing}"
+    );
 }
 
 /// Runs `nexus --config FILE serve` and expects it to refuse to start.
