@@ -12,10 +12,10 @@ use super::error::ApiError;
 use super::error::Problem;
 use super::gate::charge;
 use super::limits::{Budget, SignInKey};
-use super::openapi::{
+use super::route::{Auth, Method, Op, Route};
+use super::schema::{
     array_of, boolean, obj, password_schema, path_param, required_query_param, schema_ref, string,
 };
-use super::route::{Auth, Method, Op, Route};
 use super::sessions::{COOKIE_NAME, SESSION_HOURS};
 use super::state::AppState;
 use serde_json::json;

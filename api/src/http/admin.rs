@@ -23,12 +23,12 @@ use serde::Deserialize;
 
 use super::body::ObjectBody;
 use super::error::{ApiError, Problem};
-use super::openapi::{
+use super::principal::{resolved, Principal, Resolution};
+use super::route::{Auth, Method, Op, Route};
+use super::schema::{
     array_of, boolean, idempotency_header, integer, items_of, list_of, list_params, nullable, obj,
     path_param, query_param, schema_ref, string, string_enum, string_or_null, time,
 };
-use super::principal::{resolved, Principal, Resolution};
-use super::route::{Auth, Method, Op, Route};
 use super::state::AppState;
 use super::wallet::PageLimit;
 use serde_json::json;

@@ -17,9 +17,9 @@ use serde::Deserialize;
 
 use super::body::ObjectBody;
 use super::error::{ApiError, Problem};
-use super::openapi::{money, obj, path_param, schema_ref, string, string_enum};
 use super::orders::order_view;
 use super::route::{Auth, Method, Op, Route};
+use super::schema::{money, obj, path_param, schema_ref, string, string_enum};
 use super::state::AppState;
 use serde_json::json;
 

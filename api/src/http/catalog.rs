@@ -5,11 +5,11 @@ use nexus_core::domain::order::{CountryCode, OrderError, ServiceCode};
 use serde::Deserialize;
 
 use super::error::{ApiError, Problem};
-use super::openapi::{
+use super::route::{Auth, Method, Op, Route};
+use super::schema::{
     array_of, country_code, integer, items_of, list_params, money, nullable, obj, query_param,
     required_query_param, service_code, string, string_or_null,
 };
-use super::route::{Auth, Method, Op, Route};
 use super::state::AppState;
 use super::wallet::PageLimit;
 use serde_json::json;

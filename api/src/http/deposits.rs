@@ -15,8 +15,8 @@ use tracing::{info, warn};
 use super::auth::Customer;
 use super::body::{read_limited, ObjectBody};
 use super::error::{ApiError, Problem};
-use super::openapi::{path_param, schema_ref, string, string_enum, string_or_null};
 use super::route::{Auth, Method, Op, Route};
+use super::schema::{path_param, schema_ref, string, string_enum, string_or_null};
 use super::state::AppState;
 use serde_json::json;
 

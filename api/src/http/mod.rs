@@ -19,6 +19,7 @@ mod orders;
 pub mod principal;
 mod problem;
 mod route;
+mod schema;
 pub mod sessions;
 mod smsactivate;
 pub mod state;
@@ -34,8 +35,8 @@ use nexus_core::log::EventStore;
 pub use me::{Exports, EXPORT_IDLE_READER_TIMEOUT_S};
 
 use error::{ApiError, Problem};
-use openapi::{array_of, boolean, integer, obj, string, string_enum};
 use route::{Auth, Method, Op, Route};
+use schema::{array_of, boolean, integer, obj, string, string_enum};
 use serde_json::json;
 use state::AppState;
 
@@ -111,6 +112,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .app_data(web::PathConfig::default().error_handler(|_, _| ApiError::not_found().into()))
     .default_service(web::to(unrouted));
     route::register(cfg, table());
+    openapi::publish(table());
 }
 
 /// Every route the server answers, in registration order: each module's own

@@ -12,6 +12,10 @@ use serde_json::{json, Map, Value};
 
 use super::error::Problem;
 use super::route::{Auth, Method, Op, Route};
+use super::schema::{
+    array_of, boolean, country_code, integer, money, nullable, obj, password_schema, schema_ref,
+    service_code, string, string_enum, string_or_null, time,
+};
 
 /// This module's routes: the server registers each handler from here and the
 /// OpenAPI document describes each from here (one source for both).
@@ -74,79 +78,18 @@ pub(super) fn methods_for(path: &str) -> Vec<String> {
     methods
 }
 
-/// The document, built on first use.
+static DOCUMENT: OnceLock<Value> = OnceLock::new();
+
+/// Builds the document from the route table the server registers (called by
+/// `http::configure`; every worker registers the same table, the first wins).
+pub(super) fn publish<'a>(table: impl IntoIterator<Item = &'a Route>) {
+    DOCUMENT.get_or_init(|| build(table));
+}
+
+/// The published document (`null` before [`publish`]: no route is served then).
 pub fn document() -> &'static Value {
-    static DOCUMENT: OnceLock<Value> = OnceLock::new();
-    DOCUMENT.get_or_init(build)
-}
-
-pub(super) fn schema_ref(name: &str) -> Value {
-    json!({ "$ref": format!("#/components/schemas/{name}") })
-}
-
-pub(super) fn path_param(name: &str, description: &str) -> Value {
-    json!({ "name": name, "in": "path", "required": true, "description": description,
-            "schema": { "type": "string", "maxLength": 256 } })
-}
-
-pub(super) fn query_param(name: &str, description: &str, schema: Value) -> Value {
-    json!({ "name": name, "in": "query", "required": false, "description": description,
-            "schema": schema })
-}
-
-/// `cursor` and `limit`; `default_page` items when no limit is given. A limit
-/// outside 1–100 is refused (400 `invalid_query`).
-pub(super) fn list_params(default_page: usize) -> Vec<Value> {
-    vec![
-        query_param(
-            "cursor",
-            "Opaque cursor from a previous page's `next_cursor`.",
-            json!({ "type": "string", "minLength": 1 }),
-        ),
-        query_param(
-            "limit",
-            "Page size, 1-100.",
-            json!({ "type": "integer", "minimum": 1, "maximum": 100, "default": default_page }),
-        ),
-    ]
-}
-
-/// 10 to 128 bytes of UTF-8 (the server counts bytes; a schema counts
-/// characters, so its bounds are the loosest that bytes allow).
-pub(super) fn password_schema() -> Value {
-    use nexus_core::domain::account::{MAX_PASSWORD_BYTES, MIN_PASSWORD_BYTES};
-    json!({ "type": "string",
-            "minLength": MIN_PASSWORD_BYTES.div_ceil(4), "maxLength": MAX_PASSWORD_BYTES,
-            "description": format!("{MIN_PASSWORD_BYTES} to {MAX_PASSWORD_BYTES} bytes of UTF-8.") })
-}
-
-pub(super) fn idempotency_header() -> Value {
-    json!({ "name": "Idempotency-Key", "in": "header", "required": false,
-            "description": "Replays the first answer for the same request; another request with the same key is 422 `idempotency_key_reused`.",
-            "schema": { "type": "string", "maxLength": 255 } })
-}
-
-pub(super) fn list_of(item: &str) -> Value {
-    obj(
-        &["items", "next_cursor"],
-        json!({ "items": { "type": "array", "maxItems": 100, "items": schema_ref(item) },
-                "next_cursor": { "type": ["string", "null"] } }),
-    )
-}
-
-pub(super) fn required_query_param(name: &str, description: &str, schema: Value) -> Value {
-    json!({ "name": name, "in": "query", "required": true, "description": description,
-            "schema": schema })
-}
-
-/// A service code as the domain takes it (`ServiceCode::new`).
-pub(super) fn service_code() -> Value {
-    json!({ "type": "string", "pattern": "^[a-z0-9_]{1,16}$" })
-}
-
-/// An ISO 3166-1 alpha-2 code, either case (`CountryCode::new`).
-pub(super) fn country_code() -> Value {
-    json!({ "type": "string", "pattern": "^[A-Za-z]{2}$" })
+    static NOTHING: Value = Value::Null;
+    DOCUMENT.get().unwrap_or(&NOTHING)
 }
 
 fn problem_response(codes: &[&str]) -> Value {
@@ -214,54 +157,6 @@ fn operation(method: Method, path: &str, op: &Op) -> Value {
             "content": { "application/json": { "schema": body } } });
     }
     value
-}
-
-/// A closed object: exactly these properties, `required` always present.
-pub(super) fn obj(required: &[&str], properties: Value) -> Value {
-    json!({ "type": "object", "additionalProperties": false, "required": required,
-            "properties": properties })
-}
-
-pub(super) fn money() -> Value {
-    schema_ref("Money")
-}
-
-pub(super) fn time() -> Value {
-    schema_ref("Timestamp")
-}
-
-/// `schema` or `null`.
-pub(super) fn nullable(schema: Value) -> Value {
-    json!({ "oneOf": [schema, { "type": "null" }] })
-}
-
-pub(super) fn string() -> Value {
-    json!({ "type": "string" })
-}
-
-pub(super) fn string_or_null() -> Value {
-    json!({ "type": ["string", "null"] })
-}
-
-pub(super) fn integer() -> Value {
-    json!({ "type": "integer", "minimum": 0 })
-}
-
-pub(super) fn boolean() -> Value {
-    json!({ "type": "boolean" })
-}
-
-pub(super) fn string_enum(values: &[&str]) -> Value {
-    json!({ "type": "string", "enum": values })
-}
-
-pub(super) fn array_of(items: Value) -> Value {
-    json!({ "type": "array", "items": items })
-}
-
-/// `{"items": [...]}`, the whole collection in one answer.
-pub(super) fn items_of(item: Value) -> Value {
-    obj(&["items"], json!({ "items": array_of(item) }))
 }
 
 /// The order statuses a placed order can have.
@@ -623,9 +518,9 @@ fn string_enum_owned(values: &[String]) -> Value {
     json!({ "type": "string", "enum": values })
 }
 
-fn build() -> Value {
+fn build<'a>(table: impl IntoIterator<Item = &'a Route>) -> Value {
     let mut paths = Map::new();
-    for route in super::table() {
+    for route in table {
         let op = (route.doc)();
         let entry = paths
             .entry(route.path.to_owned())
@@ -670,6 +565,12 @@ fn build() -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The document of the server's own table.
+    fn document() -> &'static Value {
+        publish(super::super::table());
+        super::document()
+    }
     use std::collections::BTreeSet;
 
     /// Every `.rs` file under `src/http`, with its source.

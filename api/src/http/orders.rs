@@ -23,10 +23,10 @@ use serde::{Deserialize, Serialize};
 use super::auth::Customer;
 use super::body::ObjectBody;
 use super::error::{ApiError, Problem};
-use super::openapi::{
+use super::route::{Auth, Method, Op, Route};
+use super::schema::{
     idempotency_header, list_of, list_params, path_param, query_param, schema_ref,
 };
-use super::route::{Auth, Method, Op, Route};
 use super::state::AppState;
 use serde_json::json;
 

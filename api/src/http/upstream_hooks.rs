@@ -20,8 +20,8 @@ use tracing::{debug, info};
 use super::body::read_limited;
 use super::error::ApiError;
 use super::error::Problem;
-use super::openapi::{obj, path_param, string_enum};
 use super::route::{Auth, Method, Op, Route};
+use super::schema::{obj, path_param, string_enum};
 use super::state::AppState;
 use serde_json::json;
 

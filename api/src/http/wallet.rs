@@ -10,8 +10,8 @@ use serde::{Deserialize, Deserializer};
 
 use super::auth::Customer;
 use super::error::{ApiError, Problem};
-use super::openapi::{list_of, list_params, schema_ref};
 use super::route::{Auth, Method, Op, Route};
+use super::schema::{list_of, list_params, schema_ref};
 use super::state::AppState;
 
 /// This module's routes: the server registers each handler from here and the

@@ -10,8 +10,8 @@ use super::auth::Customer;
 use super::body::ObjectBody;
 use super::error::ApiError;
 use super::error::Problem;
-use super::openapi::schema_ref;
 use super::route::{Auth, Method, Op, Route};
+use super::schema::schema_ref;
 use super::state::AppState;
 
 /// This module's routes: the server registers each handler from here and the

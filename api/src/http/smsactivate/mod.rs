@@ -36,9 +36,9 @@ use nexus_core::service::account_service::ApiKeyLogin;
 use nexus_core::service::commerce_service::CommandError;
 
 use super::gate::{charge, compat_refusal, note_caller};
-use super::openapi::{query_param, string};
 use super::principal::{Principal, Resolution, MAX_API_KEY_BYTES};
 use super::route::{Auth, Method, Op, Route};
+use super::schema::{query_param, string};
 use super::state::AppState;
 use super::usage::Caller;
 use answer::text;
