@@ -145,7 +145,7 @@ fn rotate_keys(vault: &nexus_core::vault::Vault, json: bool) -> anyhow::Result<(
     if !vault.erasures_pending()? {
         return Ok(());
     }
-    let now_unix_s = u64::try_from(chrono::Utc::now().timestamp()).unwrap_or(0);
+    let now_unix_s = crate::serve::now_unix_s();
     let r = vault
         .rotate(now_unix_s)
         .context("rotating the vault's key epoch")?;

@@ -483,11 +483,17 @@ async fn run_vault_rotations(
     }
 }
 
+/// Seconds since the Unix epoch by the system clock, as the vault counts epoch
+/// ages (0 for a clock before 1970).
+pub fn now_unix_s() -> u64 {
+    u64::try_from(chrono::Utc::now().timestamp()).unwrap_or(0)
+}
+
 /// Rotates the vault's key epoch if due; the rotation when one ran.
 pub fn rotate_if_due(
     vault: &nexus_core::vault::Vault,
 ) -> Result<Option<nexus_core::vault::Rotation>, nexus_core::vault::VaultError> {
-    let now_unix_s = u64::try_from(chrono::Utc::now().timestamp()).unwrap_or(0);
+    let now_unix_s = now_unix_s();
     if !vault.rotation_due(now_unix_s)? {
         return Ok(None);
     }
