@@ -14,6 +14,7 @@ use chrono::SecondsFormat;
 use clap::Subcommand;
 use nexus_core::domain::clock::SystemClock;
 use nexus_core::log::EventStore;
+use nexus_core::service::account_service::Accounts;
 use nexus_core::service::legal_hold_service::LegalHoldService;
 use nexus_core::Store;
 use nexus_retention::Sweeper;
@@ -67,7 +68,7 @@ pub fn run(
     let sweeper = Sweeper::new(
         store.log.clone(),
         store.vault.clone(),
-        accounts,
+        accounts.clone(),
         commerce,
         holds,
         models
@@ -80,7 +81,7 @@ pub fn run(
             RetentionCommand::Status { json } => status(&sweeper, json).await,
             RetentionCommand::Run { json } => {
                 let code = sweep(&sweeper, json).await?;
-                rotate_keys(&store.vault, json)?;
+                rotate_keys(&store.vault, &accounts, json).await?;
                 Ok(code)
             }
             RetentionCommand::Verify { json } => verify(&sweeper, json).await,
@@ -140,15 +141,22 @@ async fn status<S: EventStore>(sweeper: &Sweeper<S>, json: bool) -> anyhow::Resu
     Ok(ExitCode::SUCCESS)
 }
 
-/// A new key epoch when erasures are pending: their keys become unrecoverable.
-fn rotate_keys(vault: &nexus_core::vault::Vault, json: bool) -> anyhow::Result<()> {
+/// A new key epoch when erasures are pending: their keys, and the lookup
+/// hashes of their addresses, become unrecoverable.
+async fn rotate_keys<S: EventStore>(
+    vault: &nexus_core::vault::Vault,
+    accounts: &Accounts<S>,
+    json: bool,
+) -> anyhow::Result<()> {
     if !vault.erasures_pending()? {
         return Ok(());
     }
     let now_unix_s = crate::serve::now_unix_s();
-    let r = vault
-        .rotate(now_unix_s)
+    let k = accounts
+        .rotate_keys(now_unix_s)
+        .await
         .context("rotating the vault's key epoch")?;
+    let r = &k.rotation;
     if json {
         println!(
             "{}",
@@ -156,12 +164,14 @@ fn rotate_keys(vault: &nexus_core::vault::Vault, json: bool) -> anyhow::Result<(
                 "key_epoch": r.epoch,
                 "rewrapped_keys": r.rewrapped_keys,
                 "destroyed_epochs": r.destroyed_epochs,
+                "moved_addresses": k.moved_addresses,
             })
         );
     } else {
         println!(
-            "key epoch {} begun: {} keys wrapped anew, {} old epoch keys destroyed",
-            r.epoch, r.rewrapped_keys, r.destroyed_epochs
+            "key epoch {} begun: {} keys wrapped anew, {} address lookups moved, \
+             {} old epoch keys destroyed",
+            r.epoch, r.rewrapped_keys, k.moved_addresses, r.destroyed_epochs
         );
     }
     Ok(())

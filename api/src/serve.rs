@@ -8,11 +8,10 @@ use std::time::Duration;
 
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
-use nexus_core::domain::account::LookupKey;
 use nexus_core::domain::clock::SystemClock;
 use nexus_core::domain::order::OrderPolicy;
 use nexus_core::log::{EventStore, SledLog};
-use nexus_core::service::account_service::{Accounts, AccountsConfig};
+use nexus_core::service::account_service::{Accounts, AccountsConfig, KeyRotation};
 use nexus_core::service::commerce_service::Commerce;
 use nexus_core::Store;
 use nexus_projections::{ReadModels, ReadModelsConfig, Runner, RunnerConfig};
@@ -117,7 +116,6 @@ pub(crate) fn domain_services(
         Accounts::new(
             store.log.clone(),
             store.vault.clone(),
-            LookupKey::new(store.vault.derive_key("email-lookup")),
             AccountsConfig {
                 bcrypt_cost: config.bcrypt_cost,
                 webhook_urls: nexus_core::domain::account::WebhookUrlPolicy {
@@ -307,7 +305,11 @@ async fn serve(config: Config, store: Store) -> anyhow::Result<()> {
         settings.retention_sweep_secs,
         stop.subscribe(),
     ));
-    let rotation_task = tokio::spawn(run_vault_rotations(store.vault.clone(), stop.subscribe()));
+    let rotation_task = tokio::spawn(run_vault_rotations(
+        store.vault.clone(),
+        accounts.clone(),
+        stop.subscribe(),
+    ));
     let sessions =
         SessionStore::open(&data_dir.join("sessions")).context("opening the session store")?;
 
@@ -455,8 +457,9 @@ const VAULT_ROTATION_CHECK: Duration = Duration::from_secs(3600);
 /// Rotates the vault's key epoch whenever it is due, checked every
 /// [`VAULT_ROTATION_CHECK`] and a minute after start (an interrupted rotation is
 /// finished then).
-async fn run_vault_rotations(
+async fn run_vault_rotations<S: EventStore>(
     vault: Arc<nexus_core::vault::Vault>,
+    accounts: Arc<Accounts<S>>,
     mut stopped: tokio::sync::watch::Receiver<bool>,
 ) {
     const FIRST_AFTER: Duration = Duration::from_secs(60);
@@ -468,14 +471,8 @@ async fn run_vault_rotations(
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                let vault = vault.clone();
-                let rotated = tokio::task::spawn_blocking(move || rotate_if_due(&vault)).await;
-                match rotated {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) => {
-                        tracing::warn!(error = %e, "vault key rotation failed; tried again at the next check");
-                    }
-                    Err(e) => tracing::warn!(error = %e, "vault key rotation task failed"),
+                if let Err(e) = rotate_if_due(&vault, &accounts).await {
+                    tracing::warn!(error = %e, "vault key rotation failed; tried again at the next check");
                 }
             }
             _ = stopped.changed() => break,
@@ -489,15 +486,17 @@ pub fn now_unix_s() -> u64 {
     u64::try_from(chrono::Utc::now().timestamp()).unwrap_or(0)
 }
 
-/// Rotates the vault's key epoch if due; the rotation when one ran.
-pub fn rotate_if_due(
+/// Rotates the vault's key epoch if due, moving the address lookups with it;
+/// the rotation when one ran.
+pub async fn rotate_if_due<S: EventStore>(
     vault: &nexus_core::vault::Vault,
-) -> Result<Option<nexus_core::vault::Rotation>, nexus_core::vault::VaultError> {
+    accounts: &Accounts<S>,
+) -> anyhow::Result<Option<KeyRotation>> {
     let now_unix_s = now_unix_s();
     if !vault.rotation_due(now_unix_s)? {
         return Ok(None);
     }
-    vault.rotate(now_unix_s).map(Some)
+    Ok(Some(accounts.rotate_keys(now_unix_s).await?))
 }
 
 pub fn verify(config: &StoreSettings) -> anyhow::Result<ExitCode> {

@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use nexus_core::domain::account::LookupKey;
 use nexus_core::domain::clock::{Clock, ManualClock, SystemClock};
 use nexus_core::domain::commerce::PlaceOrder;
 use nexus_core::domain::deposit::PaymentReport;
@@ -30,8 +29,6 @@ use nexus_core::{Store, StoreConfig};
 
 /// The password every test customer registers with.
 pub const PASSWORD: &str = "correct horse battery";
-/// The key of the e-mail lookup hashes of every world.
-pub const LOOKUP_KEY: [u8; 32] = [0x5a; 32];
 /// bcrypt's minimum: a test does not spend a quarter second per hash.
 pub const TEST_BCRYPT_COST: u32 = 4;
 
@@ -146,15 +143,10 @@ impl WorldBuilder {
             clock.clone()
         };
         let (log, vault) = (store.log.clone(), store.vault.clone());
-        let accounts = Accounts::new(
-            log.clone(),
-            vault.clone(),
-            LookupKey::new(LOOKUP_KEY),
-            self.accounts_config,
-        )
-        .expect("a valid accounts configuration")
-        .with_insecure_cost_for_tests(TEST_BCRYPT_COST)
-        .with_clock(services_clock.clone());
+        let accounts = Accounts::new(log.clone(), vault.clone(), self.accounts_config)
+            .expect("a valid accounts configuration")
+            .with_insecure_cost_for_tests(TEST_BCRYPT_COST)
+            .with_clock(services_clock.clone());
         World {
             commerce: Arc::new(Commerce::new(
                 log.clone(),

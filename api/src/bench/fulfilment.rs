@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
-use nexus_core::domain::account::LookupKey;
 use nexus_core::domain::clock::SystemClock;
 use nexus_core::domain::codec::DomainEvent;
 use nexus_core::domain::commerce::PlaceOrder;
@@ -138,7 +137,6 @@ async fn load(args: &FulfilmentBench) -> anyhow::Result<Figure> {
     let accounts = Accounts::new(
         store.log.clone(),
         store.vault.clone(),
-        LookupKey::new([1; 32]),
         AccountsConfig::default(),
     )?;
     let mut customers = Vec::with_capacity(CUSTOMERS);

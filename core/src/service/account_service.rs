@@ -109,6 +109,10 @@ impl From<AccountError> for AccountServiceError {
 
 type Result<T, E = AccountServiceError> = std::result::Result<T, E>;
 
+mod lookup;
+use lookup::{release_under_every_key, reserve_under_every_key};
+pub use lookup::{KeyRotation, EMAIL_LOOKUP};
+
 /// A new account and the token to mail for its verification.
 #[derive(Debug)]
 pub struct Registration {
@@ -160,7 +164,6 @@ pub struct ApiKeyLogin {
 pub struct Accounts<S: EventStore> {
     store: Arc<S>,
     vault: Arc<Vault>,
-    lookup_key: LookupKey,
     bcrypt_cost: u32,
     verification_ttl: Duration,
     hashing: Arc<Semaphore>,
@@ -171,6 +174,9 @@ pub struct Accounts<S: EventStore> {
     dummy_hash: OnceCell<String>,
     /// Folded accounts at their last version: every authenticated call loads one.
     folded: AggregateCache,
+    /// Held (read) by every command that computes address stream names, and
+    /// (write) while a rotation begins a new lookup key: see [`lookup`].
+    lookup_lock: tokio::sync::RwLock<()>,
 }
 
 impl<S: EventStore> fmt::Debug for Accounts<S> {
@@ -194,7 +200,6 @@ impl<S: EventStore> Accounts<S> {
     pub fn new(
         store: Arc<S>,
         vault: Arc<Vault>,
-        lookup_key: LookupKey,
         config: AccountsConfig,
     ) -> Result<Self, AccountsConfigError> {
         let cost = config.bcrypt_cost;
@@ -213,7 +218,6 @@ impl<S: EventStore> Accounts<S> {
         Ok(Self {
             store,
             vault,
-            lookup_key,
             bcrypt_cost: cost,
             verification_ttl: config.verification_ttl,
             hashing: Arc::new(Semaphore::new(config.hashing_concurrency)),
@@ -221,6 +225,7 @@ impl<S: EventStore> Accounts<S> {
             clock: Arc::new(SystemClock),
             dummy_hash: OnceCell::new(),
             folded: AggregateCache::default(),
+            lookup_lock: tokio::sync::RwLock::new(()),
         })
     }
 
@@ -253,24 +258,23 @@ impl<S: EventStore> Accounts<S> {
     pub async fn register(&self, email: &str, password: &str) -> Result<Registration> {
         let email = Email::parse(email)?;
         check_password(password)?;
-        let email_stream = self.lookup_key.email_stream(&email);
+        let _lookups = self.lookup_lock.read().await;
+        let email_streams = self.email_streams(&email)?;
         // Refuse a taken address before spending a bcrypt hash on it.
-        let reservation = self.load::<EmailReservation>(&email_stream).await?;
-        if reservation.state.holder.is_some() {
+        if self.holder(&email_streams).await?.is_some() {
             return Err(AccountError::EmailTaken.into());
         }
         let password_hash = self.hash_password(password).await?;
         let account = AccountId::new();
         let (token, token_hash) = self.new_verification_token(account)?;
         let verification = self.verification(token_hash);
-        let (clock, email, email_stream) = (&self.clock, &email, &email_stream);
+        let (clock, email, email_streams) = (&self.clock, &email, &email_streams);
         let (password_hash, verification) = (&password_hash, &verification);
         self.runner()
             .run(|tx| {
                 Box::pin(async move {
-                    let reservation = tx.load::<EmailReservation>(email_stream).await?;
                     let now = clock.now();
-                    let reserve = decide_reserve_email(&reservation, account, now)?;
+                    let reserve = reserve_under_every_key(&tx, email_streams, account, now).await?;
                     let events = decide_register(
                         &Account::default(),
                         account,
@@ -279,7 +283,7 @@ impl<S: EventStore> Accounts<S> {
                         *verification,
                         now,
                     )?;
-                    tx.emit(email_stream, &reserve)?;
+                    tx.emit(&email_streams[0], &reserve)?;
                     Ok(tx.emit(&account.stream(), &events)?)
                 })
             })
@@ -373,10 +377,11 @@ impl<S: EventStore> Accounts<S> {
     /// append.
     pub async fn change_email(&self, account: AccountId, new_email: &str) -> Result<Secret> {
         let new_email = Email::parse(new_email)?;
-        let new_stream = self.lookup_key.email_stream(&new_email);
+        let _lookups = self.lookup_lock.read().await;
+        let new_streams = self.email_streams(&new_email)?;
         let (token, token_hash) = self.new_verification_token(account)?;
         let verification = self.verification(token_hash);
-        let (new_email, new_stream, verification) = (&new_email, &new_stream, &verification);
+        let (new_email, new_streams, verification) = (&new_email, &new_streams, &verification);
         self.runner()
             .run(|tx| {
                 Box::pin(async move {
@@ -387,17 +392,15 @@ impl<S: EventStore> Accounts<S> {
                         .plain()
                         .ok_or(AccountError::AccountErased)?
                         .clone();
-                    let old_stream = self.lookup_key.email_stream(&Email::from_stored(old_email));
+                    let old_streams = self.email_streams(&Email::from_stored(old_email))?;
                     let now = self.clock.now();
                     let events = decide_change_email(&state, new_email, *verification, now)?;
                     // A change of case only keeps the same reservation.
-                    if old_stream != *new_stream {
-                        let new_reservation = tx.load::<EmailReservation>(new_stream).await?;
-                        let reserve = decide_reserve_email(&new_reservation, account, now)?;
-                        let old_reservation = tx.load::<EmailReservation>(&old_stream).await?;
-                        let release = decide_release_email(&old_reservation, account, now)?;
-                        tx.emit(new_stream, &reserve)?;
-                        tx.emit(&old_stream, &release)?;
+                    if old_streams[0] != new_streams[0] {
+                        let reserve =
+                            reserve_under_every_key(&tx, new_streams, account, now).await?;
+                        tx.emit(&new_streams[0], &reserve)?;
+                        release_under_every_key(&tx, &old_streams, account, now).await?;
                     }
                     Ok(tx.emit(&account.stream(), &events)?)
                 })
@@ -492,16 +495,13 @@ impl<S: EventStore> Accounts<S> {
 
     /// Releases `account`'s reservation of `email` if it still holds it.
     async fn release_email(&self, account: AccountId, email: &str) -> Result<()> {
-        let email_stream = self
-            .lookup_key
-            .email_stream(&Email::from_stored(email.to_owned()));
-        let (clock, email_stream) = (&self.clock, &email_stream);
+        let _lookups = self.lookup_lock.read().await;
+        let email_streams = self.email_streams(&Email::from_stored(email.to_owned()))?;
+        let (clock, email_streams) = (&self.clock, &email_streams);
         self.runner()
             .run(|tx| {
                 Box::pin(async move {
-                    let reservation = tx.load::<EmailReservation>(email_stream).await?;
-                    let release = decide_release_email(&reservation, account, clock.now())?;
-                    Ok(tx.emit(email_stream, &release)?)
+                    release_under_every_key(&tx, email_streams, account, clock.now()).await
                 })
             })
             .await?;
@@ -571,10 +571,8 @@ impl<S: EventStore> Accounts<S> {
     async fn check_password(&self, email: &str, password: &str) -> Result<Account> {
         // No account can have a malformed address: nothing to hide by timing.
         let email = Email::parse(email).map_err(|_| AccountError::InvalidCredentials)?;
-        let reservation = self
-            .load::<EmailReservation>(&self.lookup_key.email_stream(&email))
-            .await?;
-        let state = match reservation.state.holder {
+        let holder = self.holder(&self.email_streams(&email)?).await?;
+        let state = match holder {
             Some(account) => Some(self.load_account(account).await?.state),
             None => None,
         };

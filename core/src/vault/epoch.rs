@@ -38,6 +38,18 @@ impl EpochKey {
     pub(super) fn cipher(&self) -> XChaCha20Poly1305 {
         XChaCha20Poly1305::new(&Key::from(self.0))
     }
+
+    /// The epoch's key of keyed lookup hashes for `purpose`:
+    /// HMAC-SHA256(epoch key, "nexus-lookup-v1\n" || purpose). It lives as long
+    /// as the epoch key it is derived from.
+    pub(super) fn derive(&self, purpose: &str) -> [u8; KEY_BYTES] {
+        use hmac::{Hmac, KeyInit, Mac};
+        let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&self.0)
+            .expect("HMAC takes a key of any length");
+        mac.update(b"nexus-lookup-v1\n");
+        mac.update(purpose.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
 }
 
 impl Drop for EpochKey {

@@ -66,6 +66,12 @@ const _: () = assert!(RECORD_LEN != LEGACY_RECORD_LEN);
 /// Present while an erasure happened since the last rotation: a random value per
 /// erasure, so a rotation clears only the erasures it covered.
 const ROTATION_DUE_KEY: &[u8] = b"rotation-due";
+/// Present while lookup hashes may still be made under the master-derived key
+/// of vaults from before epochs: set when such a vault is first opened,
+/// removed by the first finished rotation.
+const LEGACY_LOOKUP_KEY: &[u8] = b"lookup-legacy";
+/// Present once lookup keys come from epochs.
+const EPOCH_LOOKUP_KEY: &[u8] = b"lookup-epochs";
 /// Epochs end at least this often, erasure or not.
 pub const MAX_EPOCH_AGE_SECS: u64 = 7 * 24 * 3600;
 /// An erasure makes a rotation due once the current epoch is this old: erasures
@@ -85,7 +91,12 @@ const CHECK_PLAINTEXT: &[u8] = b"nexus vault master key check v1";
 const CHECK_AD: &[u8] = b"nexus vault check";
 const KEY_PREFIX: &[u8] = b"k/";
 // The other records of the tree are not key records: their first two bytes differ.
-const _: () = assert!(ROTATION_DUE_KEY[1] != KEY_PREFIX[1] && CHECK_KEY[1] != KEY_PREFIX[1]);
+const _: () = assert!(
+    ROTATION_DUE_KEY[1] != KEY_PREFIX[1]
+        && CHECK_KEY[1] != KEY_PREFIX[1]
+        && LEGACY_LOOKUP_KEY[1] != KEY_PREFIX[1]
+        && EPOCH_LOOKUP_KEY[1] != KEY_PREFIX[1]
+);
 
 /// Unwrapped data keys kept in memory; the cache is cleared when it is full.
 const MAX_CACHED_KEYS: usize = 100_000;
@@ -324,6 +335,18 @@ pub struct Rotation {
     pub destroyed_epochs: usize,
 }
 
+/// The first half of a rotation, to pass to [`Vault::finish_rotation`].
+#[derive(Debug)]
+#[must_use = "a rotation is complete only once finished"]
+pub struct RotationBegun {
+    /// The new current epoch.
+    pub epoch: u32,
+    /// Live data keys wrapped anew under it.
+    pub rewrapped_keys: u64,
+    /// The rotation-due marker this rotation covers.
+    covered: Option<sled::IVec>,
+}
+
 /// The PII vault. Cheap to share behind an `Arc`; every method takes `&self`.
 pub struct Vault {
     durable: Arc<DurableDb>,
@@ -391,6 +414,7 @@ impl Vault {
             vault.verify_check(record)?;
         }
         vault.load_epochs(check.is_some())?;
+        vault.mark_lookup_keys(check.is_some())?;
         if check.is_none() {
             vault.write_check()?;
         }
@@ -433,6 +457,24 @@ impl Vault {
             }
         }
         Ok(None)
+    }
+
+    /// On the first open by a version with epoch lookup keys, a vault that held
+    /// data keeps the master-derived lookup key until its first rotation.
+    fn mark_lookup_keys(&self, existing: bool) -> Result<(), VaultError> {
+        if self.tree.contains_key(EPOCH_LOOKUP_KEY).map_err(sled_err)? {
+            return Ok(());
+        }
+        if existing {
+            self.tree
+                .insert(LEGACY_LOOKUP_KEY, &[1u8][..])
+                .map_err(sled_err)?;
+        }
+        self.tree
+            .insert(EPOCH_LOOKUP_KEY, &[1u8][..])
+            .map_err(sled_err)?;
+        self.durable.sync()?;
+        Ok(())
     }
 
     fn mark_rotation_due(&self) -> Result<(), VaultError> {
@@ -574,28 +616,71 @@ impl Vault {
         self.tree.contains_key(ROTATION_DUE_KEY).map_err(sled_err)
     }
 
-    /// Begins a new epoch and destroys every older one: a new epoch key is
-    /// written, every live data key is wrapped under it and synced, and only
-    /// then are the older epoch key files overwritten, synced and removed. From
-    /// then on no copy of a key record wrapped before (an old sled segment, a
-    /// copy of the data directory taken now) can be unwrapped, so an erased
-    /// subject's data key is gone for good. Sealing and erasing go on meanwhile.
+    /// Begins a new epoch and destroys every older one in one call, for tests
+    /// of the vault alone: a store with lookup hashes rotates through
+    /// `Accounts::rotate_keys`, which moves them between [`Vault::begin_rotation`]
+    /// and [`Vault::finish_rotation`].
+    #[cfg(test)]
+    pub(crate) fn rotate(&self, now_unix_s: u64) -> Result<Rotation, VaultError> {
+        let begun = self.begin_rotation(now_unix_s)?;
+        self.finish_rotation(begun)
+    }
+
+    /// The first half of a rotation: a new epoch key is written (unless an
+    /// interrupted rotation left one, which is then completed instead) and every
+    /// live data key is wrapped under it and synced. Older epochs stay usable,
+    /// and their lookup keys stay in [`Vault::lookup_keys`], until
+    /// [`Vault::finish_rotation`]. Sealing and erasing go on meanwhile.
+    pub fn begin_rotation(&self, now_unix_s: u64) -> Result<RotationBegun, VaultError> {
+        let _one = self.rotating.lock().unwrap_or_else(PoisonError::into_inner);
+        let covered = self.tree.get(ROTATION_DUE_KEY).map_err(sled_err)?;
+        let number = {
+            let epochs = self.read_epochs();
+            if epochs.list.len() > 1 {
+                epochs.current().number
+            } else {
+                epochs
+                    .current()
+                    .number
+                    .checked_add(1)
+                    .ok_or_else(|| corrupt("epoch numbers are exhausted"))?
+            }
+        };
+        if self.read_epochs().get(number).is_none() {
+            let next = epoch::create(&self.epochs_dir, number, now_unix_s, &self.master)?;
+            // From here on new data keys are wrapped under the new epoch.
+            self.write_epochs().list.push(next);
+        }
+        let rewrapped_keys = self.rewrap_all(number)?;
+        self.durable.sync()?;
+        Ok(RotationBegun {
+            epoch: number,
+            rewrapped_keys,
+            covered,
+        })
+    }
+
+    /// The second half of a rotation: the epoch key files older than the one
+    /// [`Vault::begin_rotation`] began are overwritten, synced and removed, and
+    /// the lookup key derived from the master key (from before epochs) is given
+    /// up. From then on no copy of a key record wrapped before (an old sled
+    /// segment, a copy of the data directory taken now) can be unwrapped, and no
+    /// lookup hash made before can be recomputed, so an erased subject's data
+    /// and address are gone for good.
     ///
     /// Interrupted, it leaves two epochs, both usable; the next rotation (due at
     /// once, see [`Vault::rotation_due`]) finishes the work.
-    pub fn rotate(&self, now_unix_s: u64) -> Result<Rotation, VaultError> {
+    pub fn finish_rotation(&self, begun: RotationBegun) -> Result<Rotation, VaultError> {
         let _one = self.rotating.lock().unwrap_or_else(PoisonError::into_inner);
-        let covered = self.tree.get(ROTATION_DUE_KEY).map_err(sled_err)?;
-        let number = self
-            .read_epochs()
-            .current()
-            .number
-            .checked_add(1)
-            .ok_or_else(|| corrupt("epoch numbers are exhausted"))?;
-        let next = epoch::create(&self.epochs_dir, number, now_unix_s, &self.master)?;
-        // From here on new data keys are wrapped under the new epoch.
-        self.write_epochs().list.push(next);
-        let rewrapped_keys = self.rewrap_all(number)?;
+        let number = begun.epoch;
+        assert_eq!(
+            self.read_epochs().current().number,
+            number,
+            "a rotation finishes the epoch it began"
+        );
+        // Keys sealed between the halves were wrapped under the new epoch already;
+        // this pass only catches a record an erase or seal raced with.
+        self.rewrap_all(number)?;
         self.durable.sync()?;
         let retired: Vec<Epoch> = {
             let mut epochs = self.write_epochs();
@@ -605,9 +690,10 @@ impl Vault {
         for old in &retired {
             epoch::destroy(&old.path)?;
         }
+        self.tree.remove(LEGACY_LOOKUP_KEY).map_err(sled_err)?;
         // Clear the marker only if no erasure came after the rotation read it:
         // such a key may have been wrapped under the new epoch first.
-        if let Some(marker) = covered {
+        if let Some(marker) = begun.covered {
             let _ = self
                 .tree
                 .compare_and_swap(ROTATION_DUE_KEY, Some(marker), None::<&[u8]>)
@@ -616,15 +702,40 @@ impl Vault {
         self.durable.sync()?;
         tracing::info!(
             epoch = number,
-            rewrapped_keys,
+            rewrapped_keys = begun.rewrapped_keys,
             destroyed = retired.len(),
             "vault: key epoch rotated"
         );
         Ok(Rotation {
             epoch: number,
-            rewrapped_keys,
+            rewrapped_keys: begun.rewrapped_keys,
             destroyed_epochs: retired.len(),
         })
+    }
+
+    /// The keys of keyed lookup hashes for `purpose` (e.g. `"email-lookup"`),
+    /// newest first: one per live epoch, derived from the epoch key with
+    /// HMAC-SHA256, and last the key derived from the master key while the vault
+    /// still has lookups from before epochs. Hashes are made with the first;
+    /// a lookup tries each. A rotation destroys all but the first, so a hash
+    /// made under a destroyed key can no longer be recomputed from anything on
+    /// the machine.
+    pub fn lookup_keys(&self, purpose: &str) -> Result<Vec<[u8; 32]>, VaultError> {
+        let mut keys: Vec<[u8; 32]> = self
+            .read_epochs()
+            .list
+            .iter()
+            .rev()
+            .map(|e| e.key.derive(purpose))
+            .collect();
+        if self
+            .tree
+            .contains_key(LEGACY_LOOKUP_KEY)
+            .map_err(sled_err)?
+        {
+            keys.push(self.derive_key(purpose));
+        }
+        Ok(keys)
     }
 
     /// Wraps every live data key not yet under epoch `number` under it.
@@ -1845,6 +1956,54 @@ mod tests {
         );
     }
 
+    #[test]
+    fn lookup_keys_follow_the_epochs_and_a_vault_from_before_epochs_keeps_its_own_until_a_rotation()
+    {
+        // A new vault derives its lookup keys from its epoch only.
+        let env = Env::new();
+        let vault = env.vault();
+        let first = vault.lookup_keys("email-lookup").unwrap();
+        assert_eq!(first.len(), 1);
+        assert_ne!(first[0], vault.derive_key("email-lookup"));
+        assert_ne!(first[0], vault.lookup_keys("another-purpose").unwrap()[0]);
+        // Mid-rotation: the new key first, the old one still tried.
+        let begun = vault.begin_rotation(unix_now_s()).unwrap();
+        let during = vault.lookup_keys("email-lookup").unwrap();
+        assert_eq!(during.len(), 2);
+        assert_eq!(during[1], first[0]);
+        vault.finish_rotation(begun).unwrap();
+        let after = vault.lookup_keys("email-lookup").unwrap();
+        assert_eq!(after, vec![during[0]], "the old lookup key is gone");
+        drop(vault);
+
+        // A vault written before epoch lookup keys (no marker) that holds data
+        // keeps the master-derived key, last, until its first rotation.
+        let env = Env::new();
+        let vault = env.vault();
+        vault
+            .seal(&subject("account:old"), &Uuid::new_v4(), b"x")
+            .unwrap();
+        vault.tree.remove(EPOCH_LOOKUP_KEY).unwrap();
+        drop(vault);
+        let vault = env.vault();
+        let legacy = vault.lookup_keys("email-lookup").unwrap();
+        assert_eq!(legacy.len(), 2);
+        assert_eq!(legacy[1], vault.derive_key("email-lookup"));
+        drop(vault);
+        let vault = env.vault();
+        assert_eq!(
+            vault.lookup_keys("email-lookup").unwrap(),
+            legacy,
+            "kept across opens"
+        );
+        vault.rotate(unix_now_s()).unwrap();
+        let rotated = vault.lookup_keys("email-lookup").unwrap();
+        assert_eq!(rotated.len(), 1);
+        assert!(!legacy.contains(&rotated[0]));
+        drop(vault);
+        assert_eq!(env.vault().lookup_keys("email-lookup").unwrap(), rotated);
+    }
+
     /// Every candidate key an attacker holding the directory has: the master key
     /// and every epoch key that opens under it, from the epoch files and from any
     /// window of any file shaped like one (a lingering copy).
@@ -2036,8 +2195,9 @@ mod tests {
             vault.open_sealed(&sealed, &event).unwrap(),
             Opened::Plain(b"a".to_vec())
         );
+        // The next rotation completes epoch 2 rather than beginning a third.
         let rotation = vault.rotate(unix_now_s()).unwrap();
-        assert_eq!((rotation.epoch, rotation.destroyed_epochs), (3, 2));
+        assert_eq!((rotation.epoch, rotation.destroyed_epochs), (2, 1));
         assert_eq!(epoch_files(&env).len(), 1);
         assert_eq!(
             vault.open_sealed(&sealed, &event).unwrap(),

@@ -8,9 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
-use nexus_core::domain::account::{
-    AccountError, AccountViewStatus, LookupKey, Secret, MAX_LIVE_API_KEYS,
-};
+use nexus_core::domain::account::{AccountError, AccountViewStatus, Secret, MAX_LIVE_API_KEYS};
 use nexus_core::domain::codec::Personal;
 use nexus_core::domain::commerce::PlaceOrder;
 use nexus_core::domain::ids::{AccountId, ApiKeyId};
@@ -22,7 +20,7 @@ use nexus_core::service::account_service::{
     AccountServiceError, Accounts, AccountsConfig, AccountsConfigError,
 };
 
-use nexus_testkit::{runtime, start, World, LOOKUP_KEY, PASSWORD};
+use nexus_testkit::{runtime, start, World, PASSWORD};
 
 #[track_caller]
 fn refused<T: std::fmt::Debug>(result: Result<T, AccountServiceError>) -> AccountError {
@@ -43,7 +41,6 @@ fn the_configuration_refuses_a_cost_below_12() {
         Accounts::new(
             w.store.log.clone(),
             w.store.vault.clone(),
-            LookupKey::new(LOOKUP_KEY),
             AccountsConfig {
                 bcrypt_cost: cost,
                 ..AccountsConfig::default()
@@ -63,7 +60,6 @@ fn the_configuration_refuses_a_cost_below_12() {
     let zero_ttl = Accounts::new(
         w.store.log.clone(),
         w.store.vault.clone(),
-        LookupKey::new(LOOKUP_KEY),
         AccountsConfig {
             verification_ttl: Duration::zero(),
             ..AccountsConfig::default()
@@ -80,7 +76,6 @@ fn the_default_configuration_hashes_at_cost_12() {
     let accounts = Accounts::new(
         w.store.log.clone(),
         w.store.vault.clone(),
-        LookupKey::new(LOOKUP_KEY),
         AccountsConfig::default(),
     )
     .unwrap();
@@ -224,8 +219,7 @@ fn registration_checks_its_input_and_refuses_a_second_registration() {
             ),
             AccountError::InvalidCredentials
         );
-        let stream = LookupKey::new(LOOKUP_KEY)
-            .email_stream(&nexus_core::domain::account::Email::parse("carol@example.com").unwrap());
+        let stream = w.accounts.email_stream("carol@example.com").unwrap();
         assert_eq!(stream_version(&w, &stream).await, 1);
     });
 }
@@ -292,8 +286,7 @@ fn sixteen_concurrent_registrations_of_one_address_one_wins() {
             }
         }
         assert_eq!(logged_in, winners);
-        let stream = LookupKey::new(LOOKUP_KEY)
-            .email_stream(&nexus_core::domain::account::Email::parse("race@example.com").unwrap());
+        let stream = w.accounts.email_stream("race@example.com").unwrap();
         assert_eq!(stream_version(&w, &stream).await, 1);
     });
 }

@@ -3,5 +3,6 @@
 mod accounts;
 mod aggregate_cache;
 mod commerce;
+mod email_lookup;
 mod event_samples;
 mod log;

@@ -15,7 +15,7 @@ use nexus_core::domain::wallet::{Payment, WalletEvent};
 use nexus_core::log::{EventStore, SledLog};
 use nexus_projections::{ReadModels, ReadModelsConfig};
 
-pub use nexus_testkit::{request_for, runtime, start, store_config, LOOKUP_KEY};
+pub use nexus_testkit::{request_for, runtime, start, store_config};
 
 pub fn projections_dir(dir: &Path) -> PathBuf {
     dir.join("projections")

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::common::*;
 use chrono::Duration as Span;
-use nexus_core::domain::account::{secret_hash, Email, LookupKey};
+use nexus_core::domain::account::secret_hash;
 use nexus_core::domain::clock::Clock;
 use nexus_core::domain::codec::Personal;
 
@@ -18,8 +18,8 @@ use nexus_projections::retention::DueSubject;
 use nexus_projections::wallets::{DepositStatus, Reference};
 use nexus_projections::{Cursor, Runner, RunnerConfig};
 
-fn email_hash(email: &str) -> [u8; 32] {
-    LookupKey::new(LOOKUP_KEY).email_hash(&Email::parse(email).unwrap())
+fn email_hash(world: &World, email: &str) -> [u8; 32] {
+    world.accounts.email_lookup_hash(email).unwrap()
 }
 
 async fn caught_up(world: &World, runner: &Runner<nexus_core::log::SledLog>) {
@@ -54,7 +54,7 @@ fn accounts_by_id_by_email_and_api_keys() {
         assert_eq!(summary.live_api_keys, 1);
         assert_eq!(
             accounts
-                .account_by_email_hash(&email_hash("FIRST@example.com"))
+                .account_by_email_hash(&email_hash(&world, "FIRST@example.com"))
                 .unwrap(),
             Some(account)
         );
@@ -88,13 +88,13 @@ fn accounts_by_id_by_email_and_api_keys() {
         assert_eq!(erase_due_at, start() + Span::days(30));
         assert_eq!(
             accounts
-                .account_by_email_hash(&email_hash("first@example.com"))
+                .account_by_email_hash(&email_hash(&world, "first@example.com"))
                 .unwrap(),
             None
         );
         assert_eq!(
             accounts
-                .account_by_email_hash(&email_hash("second@example.com"))
+                .account_by_email_hash(&email_hash(&world, "second@example.com"))
                 .unwrap(),
             Some(account)
         );

@@ -130,12 +130,10 @@ fn incremental_build_during_a_workload_equals_a_rebuild() {
                 .accounts()
                 .unwrap()
                 .account_by_email_hash(
-                    &nexus_core::domain::account::LookupKey::new(LOOKUP_KEY).email_hash(
-                        &nexus_core::domain::account::Email::parse(&format!(
-                            "customer{seed}@example.com"
-                        ))
+                    &world
+                        .accounts
+                        .email_lookup_hash(&format!("customer{seed}@example.com"))
                         .unwrap(),
-                    ),
                 )
                 .unwrap()
                 .expect("the address's holder");

@@ -12,7 +12,7 @@ use std::time::Duration;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
 use hmac::{Hmac, KeyInit, Mac};
-use nexus_core::domain::account::{LookupKey, WebhookUrlPolicy};
+use nexus_core::domain::account::WebhookUrlPolicy;
 use nexus_core::domain::codec::DomainEvent;
 use nexus_core::domain::commerce::PlaceOrder;
 use nexus_core::domain::deposit::PaymentReport;
@@ -638,7 +638,6 @@ async fn a_rotated_secret_signs_the_next_events_and_urls_are_checked() {
     let strict = Accounts::new(
         w.store.log.clone(),
         w.store.vault.clone(),
-        LookupKey::new(nexus_testkit::LOOKUP_KEY),
         AccountsConfig::default(),
     )
     .unwrap();

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use crate::mail_support::{config, idle, open_store, refused, smtp, spool_dir, spool_files};
 use chrono::Utc;
-use nexus_core::domain::account::LookupKey;
 use nexus_core::domain::clock::ManualClock;
 use nexus_core::domain::ids::AccountId;
 use nexus_core::log::SledLog;
@@ -26,7 +25,6 @@ fn accounts(store: &Store) -> Accounts<SledLog> {
     Accounts::new(
         store.log.clone(),
         store.vault.clone(),
-        LookupKey::new([7; 32]),
         AccountsConfig::default(),
     )
     .unwrap()

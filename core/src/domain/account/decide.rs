@@ -29,6 +29,26 @@ impl NewVerification {
     }
 }
 
+/// Moves `account`'s reservation of its address to the newest lookup key:
+/// `newest` is the reservation under it, `older` those under the keys a
+/// rotation is about to destroy. Nothing to do for an erased account, one that
+/// holds the newest reservation already, or one whose address no older key
+/// reserves for it (it gave the address up); [`AccountError::EmailTaken`] if
+/// another account holds the newest one.
+pub fn decide_move_reservation(
+    state: &Account,
+    account: AccountId,
+    newest: &EmailReservation,
+    older: &[EmailReservation],
+    now: DateTime<Utc>,
+) -> Result<Vec<EmailReservationEvent>, AccountError> {
+    let holds_older = older.iter().any(|r| r.holder == Some(account));
+    if state.is_erased() || !holds_older {
+        return Ok(vec![]);
+    }
+    decide_reserve_email(newest, account, now)
+}
+
 /// Reserves an address for `account` (nothing to do if it already holds it).
 pub fn decide_reserve_email(
     state: &EmailReservation,
@@ -593,6 +613,54 @@ mod tests {
                 account: other,
                 at: t0(),
             })]);
+    }
+
+    #[test]
+    fn a_rotation_moves_a_live_reservation_to_the_newest_key() {
+        let other = AccountId(Uuid::from_u128(99));
+        let held = |account| {
+            given::<EmailReservation>(vec![EmailReservationEvent::EmailReserved(EmailReserved {
+                account,
+                at: t0(),
+            })])
+            .state()
+            .clone()
+        };
+        let free = EmailReservation::default();
+        let live = given::<Account>(verified()).state().clone();
+        // Given a live account holding its address under the older key only,
+        // when the rotation moves it, then the newest key reserves it.
+        assert_eq!(
+            decide_move_reservation(&live, id(), &free, &[held(id())], t0()),
+            Ok(vec![EmailReservationEvent::EmailReserved(EmailReserved {
+                account: id(),
+                at: t0(),
+            })])
+        );
+        // Already moved: nothing to do.
+        assert_eq!(
+            decide_move_reservation(&live, id(), &held(id()), &[held(id())], t0()),
+            Ok(vec![])
+        );
+        // An address it gave up stays free.
+        assert_eq!(
+            decide_move_reservation(&live, id(), &free, std::slice::from_ref(&free), t0()),
+            Ok(vec![])
+        );
+        // Another account holds the newest reservation.
+        assert_eq!(
+            decide_move_reservation(&live, id(), &held(other), &[held(id())], t0()),
+            Err(AccountError::EmailTaken)
+        );
+        // An erased account's address is never carried over.
+        let mut erased_events = verified();
+        erased_events.push(AccountEvent::AccountErased(AccountErased { at: t0() }));
+        let erased = given::<Account>(erased_events).state().clone();
+        assert!(erased.is_erased());
+        assert_eq!(
+            decide_move_reservation(&erased, id(), &free, &[held(id())], t0()),
+            Ok(vec![])
+        );
     }
 
     #[test]
