@@ -57,7 +57,7 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_CUSTOMERS: usize = 256;
 /// Longest answer head or body read by the client.
 const MAX_RESPONSE_BYTES: usize = 1 << 20;
-const PASSWORD: &str = "bench password, long enough";
+pub(super) const PASSWORD: &str = "bench password, long enough";
 
 pub fn run(args: HttpBench) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(args.seconds >= 1, "--seconds must be at least 1");
@@ -76,7 +76,12 @@ pub fn run(args: HttpBench) -> anyhow::Result<ExitCode> {
         None => tempfile::tempdir(),
     }
     .context("a temp data dir")?;
-    let mut server = ServerProcess::start(dir.path(), &args.sim_faults)?;
+    let mode = match args.sim_faults.as_str() {
+        "on" => ServerMode::NoLimits { sim_faults: true },
+        "off" => ServerMode::NoLimits { sim_faults: false },
+        other => anyhow::bail!("--sim-faults must be on or off, not {other}"),
+    };
+    let mut server = ServerProcess::start(dir.path(), mode)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -92,7 +97,7 @@ async fn bench(args: &HttpBench, addr: std::net::SocketAddr, data: &Path) -> any
     for n in 0..args.customers {
         let data = data.to_path_buf();
         setups.push(tokio::spawn(async move {
-            let key = customer(addr, &data, &format!("bench-{n}@example.com")).await?;
+            let key = customer(addr, &data, &format!("bench-{n}@example.com"), "").await?;
             let auth = format!("Authorization: Bearer {key}\r\n");
             fund(addr, &auth, "100000.00").await?;
             anyhow::Ok(auth)
@@ -269,13 +274,13 @@ async fn load(
 }
 
 /// One keep-alive HTTP/1.1 connection: answers must carry `Content-Length`.
-struct Connection {
+pub(super) struct Connection {
     stream: TcpStream,
     buffer: Vec<u8>,
 }
 
 impl Connection {
-    async fn open(addr: std::net::SocketAddr) -> anyhow::Result<Self> {
+    pub(super) async fn open(addr: std::net::SocketAddr) -> anyhow::Result<Self> {
         let stream = TcpStream::connect(addr).await.context("connecting")?;
         stream.set_nodelay(true)?;
         Ok(Self {
@@ -284,7 +289,7 @@ impl Connection {
         })
     }
 
-    async fn send(
+    pub(super) async fn send(
         &mut self,
         method: &str,
         path: &str,
@@ -354,27 +359,33 @@ async fn request(
         .await
 }
 
-/// Registers, verifies (the token from the outbox), logs in, makes an API key.
-async fn customer(addr: std::net::SocketAddr, data: &Path, email: &str) -> anyhow::Result<String> {
+/// Registers, verifies (the token from the outbox), logs in, makes an API key;
+/// every request carries `headers` (e.g. the client's `X-Forwarded-For`).
+pub(super) async fn customer(
+    addr: std::net::SocketAddr,
+    data: &Path,
+    email: &str,
+    headers: &str,
+) -> anyhow::Result<String> {
     let credentials = format!(r#"{{"email":"{email}","password":"{PASSWORD}"}}"#);
-    let created = request(addr, "POST", "/v1/accounts", "", &credentials).await?;
+    let created = request(addr, "POST", "/v1/accounts", headers, &credentials).await?;
     anyhow::ensure!(created.0 == 201, "registering: {}", created.0);
     let token = verification_token(&data.join("outbox"), email).await?;
     let verified = request(
         addr,
         "POST",
         "/v1/accounts/verify",
-        "",
+        headers,
         &format!(r#"{{"token":"{token}"}}"#),
     )
     .await?;
     anyhow::ensure!(verified.0 == 200, "verifying: {}", verified.0);
-    let cookie = session_cookie(addr, &credentials).await?;
+    let cookie = session_cookie(addr, &credentials, headers).await?;
     let key = request(
         addr,
         "POST",
         "/v1/api-keys",
-        &format!("Cookie: {cookie}\r\n"),
+        &format!("{headers}Cookie: {cookie}\r\n"),
         "",
     )
     .await?;
@@ -383,10 +394,14 @@ async fn customer(addr: std::net::SocketAddr, data: &Path, email: &str) -> anyho
     Ok(key["key"].as_str().context("the key")?.to_owned())
 }
 
-async fn session_cookie(addr: std::net::SocketAddr, credentials: &str) -> anyhow::Result<String> {
+pub(super) async fn session_cookie(
+    addr: std::net::SocketAddr,
+    credentials: &str,
+    headers: &str,
+) -> anyhow::Result<String> {
     let mut stream = TcpStream::connect(addr).await?;
     let head = format!(
-        "POST /v1/sessions HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{credentials}",
+        "POST /v1/sessions HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n{headers}\r\n{credentials}",
         credentials.len()
     );
     stream.write_all(head.as_bytes()).await?;
@@ -450,26 +465,44 @@ async fn fund(addr: std::net::SocketAddr, auth: &str, amount: &str) -> anyhow::R
     }
 }
 
+/// How the server under test is set up.
+#[derive(Clone, Copy)]
+pub(super) enum ServerMode {
+    /// Rate limits off, to measure throughput; simulated faults on or off.
+    NoLimits { sim_faults: bool },
+    /// The default limits, loopback trusted as a proxy (each client names its
+    /// address in `X-Forwarded-For`), healthy simulated upstreams.
+    DefaultLimitsBehindProxy,
+}
+
 /// The server under test, as a child process.
-struct ServerProcess {
+pub(super) struct ServerProcess {
     child: Child,
-    addr: std::net::SocketAddr,
+    pub(super) addr: std::net::SocketAddr,
 }
 
 impl ServerProcess {
-    fn start(data: &Path, sim_faults: &str) -> anyhow::Result<Self> {
+    pub(super) fn start(data: &Path, mode: ServerMode) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("this binary's path")?;
-        let mut child = Command::new(exe)
+        let mut command = Command::new(exe);
+        command
             .arg("serve")
             .env("NEXUS_DATA_DIR", data)
             .env("NEXUS_LISTEN", "127.0.0.1:0")
             .env("NEXUS_LOG", "warn,nexus=info")
-            .env("NEXUS_RATE_KEY_PER_S", "0")
-            .env("NEXUS_RATE_IP_PER_S", "0")
-            .env("NEXUS_RATE_AUTH_PER_MIN", "0")
-            .env("NEXUS_SIM_FAULTS", sim_faults)
             .env("NEXUS_SIM_CODE_DELAY_MS", "600000")
-            .env("NEXUS_COOKIE_SECURE", "false")
+            .env("NEXUS_COOKIE_SECURE", "false");
+        match mode {
+            ServerMode::NoLimits { sim_faults } => command
+                .env("NEXUS_RATE_KEY_PER_S", "0")
+                .env("NEXUS_RATE_IP_PER_S", "0")
+                .env("NEXUS_RATE_AUTH_PER_MIN", "0")
+                .env("NEXUS_SIM_FAULTS", if sim_faults { "on" } else { "off" }),
+            ServerMode::DefaultLimitsBehindProxy => command
+                .env("NEXUS_TRUSTED_PROXIES", "127.0.0.1/32")
+                .env("NEXUS_SIM_FAULTS", "off"),
+        };
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -498,7 +531,7 @@ impl ServerProcess {
     }
 
     /// SIGTERM, then SIGKILL if it has not exited within [`STOP_GRACE`].
-    fn stop(&mut self) {
+    pub(super) fn stop(&mut self) {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();

@@ -7,6 +7,7 @@
 
 mod fulfilment;
 mod http;
+mod logins;
 mod stats;
 
 use stats::percentile_ms;
@@ -33,6 +34,9 @@ pub enum BenchCommand {
     /// The HTTP API under load: `GET /v1/orders/{id}` and `POST /v1/orders`
     /// against the real server on the embedded default.
     Http(http::HttpBench),
+    /// Other customers' sign-in latency while one account hammers the password
+    /// routes, with the default limits on.
+    Logins(logins::LoginsBench),
 }
 
 #[derive(Args)]
@@ -114,6 +118,7 @@ pub fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Log(args) => args,
         BenchCommand::Fulfilment(args) => return fulfilment::run(args),
         BenchCommand::Http(args) => return http::run(args),
+        BenchCommand::Logins(args) => return logins::run(args),
     };
     anyhow::ensure!(
         args.clients.iter().all(|c| (1..=MAX_CLIENTS).contains(c)),
