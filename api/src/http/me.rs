@@ -59,6 +59,7 @@ use super::route::{Auth, Method, Op, Route};
 use super::schema::{boolean, obj, schema_ref};
 use super::state::AppState;
 use super::MAX_JSON_BYTES;
+use nexus_core::domain::account::ApiKeyScope;
 use serde_json::json;
 
 /// This module's routes: the server registers each handler from here and the
@@ -71,7 +72,7 @@ pub(super) const ROUTES: &[Route] = &[
         doc: || Op {
             summary: "The account (also while a deletion is pending)",
             tag: "me",
-            auth: Auth::Customer,
+            auth: Auth::Customer(ApiKeyScope::Full),
             params: vec![],
             body: None,
             success: (200, "Account", Some(schema_ref("Me"))),
@@ -85,7 +86,7 @@ pub(super) const ROUTES: &[Route] = &[
         doc: || Op {
             summary: "Correct the account (e-mail)",
             tag: "me",
-            auth: Auth::Customer,
+            auth: Auth::FreshSession,
             params: vec![],
             body: Some(obj(
                 &["email"],
@@ -109,7 +110,7 @@ pub(super) const ROUTES: &[Route] = &[
         doc: || Op {
             summary: "Request deletion (erased 30 days later)",
             tag: "me",
-            auth: Auth::Customer,
+            auth: Auth::FreshSession,
             params: vec![],
             body: None,
             success: (202, "Requested", Some(schema_ref("Me"))),
@@ -151,7 +152,7 @@ pub(super) const ROUTES: &[Route] = &[
         doc: || Op {
             summary: "Object to non-essential processing (or withdraw the objection)",
             tag: "me",
-            auth: Auth::Customer,
+            auth: Auth::Customer(ApiKeyScope::Full),
             params: vec![],
             body: Some(obj(&["object"], json!({ "object": boolean() }))),
             success: (200, "Recorded", Some(schema_ref("Me"))),
@@ -165,7 +166,7 @@ pub(super) const ROUTES: &[Route] = &[
         doc: || Op {
             summary: "Export all data (portability)",
             tag: "me",
-            auth: Auth::Customer,
+            auth: Auth::Customer(ApiKeyScope::Full),
             params: vec![],
             body: None,
             success: (200, "Export (docs/EXPORT.md)", Some(schema_ref("Export"))),
