@@ -437,6 +437,9 @@ struct ApiKeyExport {
     id: String,
     /// The public first characters of the key's secret part.
     prefix: String,
+    scope: &'static str,
+    label: Option<String>,
+    allowed_ips: Vec<String>,
     created_at: String,
     revoked_at: Option<String>,
 }
@@ -789,6 +792,9 @@ async fn export(state: web::Data<AppState>, holder: Holder) -> Result<HttpRespon
         .map(|k| ApiKeyExport {
             id: k.id.to_string(),
             prefix: k.prefix,
+            scope: k.scope.name(),
+            label: k.label,
+            allowed_ips: k.allowed_ips.iter().map(|r| r.to_string()).collect(),
             created_at: rfc3339(k.created_at),
             revoked_at: k.revoked_at.map(rfc3339),
         })

@@ -373,9 +373,18 @@ fn schemas() -> Value {
 
 fn export_api_keys() -> Value {
     array_of(obj(
-        &["id", "prefix", "created_at", "revoked_at"],
+        &[
+            "id",
+            "prefix",
+            "scope",
+            "label",
+            "allowed_ips",
+            "created_at",
+            "revoked_at",
+        ],
         json!({
-                    "id": string(), "prefix": string(), "created_at": time(),
+                    "id": string(), "prefix": string(), "scope": api_key_scope(),
+                    "label": api_key_label(), "allowed_ips": allowed_ips(), "created_at": time(),
                     "revoked_at": nullable(time()) }),
     ))
 }
