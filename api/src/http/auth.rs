@@ -216,6 +216,98 @@ mod tests {
         assert_eq!(refusal(Auth::Session, session(false)), None);
     }
 
+    /// Through the real registration, a route's `Auth` reaches its extractor:
+    /// a session signed in at t0 makes a sensitive change, is refused once the
+    /// manual clock is 11 minutes on, and makes it again after confirming its
+    /// password; a key of any scope is refused throughout.
+    #[actix_web::test]
+    async fn a_registered_sensitive_route_follows_the_clock_and_the_confirmation() {
+        use crate::http::route::{register, Op, Route};
+        use crate::http::sessions::SessionStore;
+        use actix_web::dev::Service;
+        use actix_web::{test, App, HttpMessage, HttpResponse};
+        use chrono::{DateTime, Duration};
+        use nexus_core::domain::clock::{Clock, ManualClock};
+        use std::sync::Arc;
+
+        const ROUTES: &[Route] = &[Route {
+            method: Method::Post,
+            path: "/sensitive",
+            handler: |route| route.to(|_: Customer| async { HttpResponse::NoContent().finish() }),
+            doc: || Op {
+                summary: "A sensitive change",
+                tag: "tests",
+                auth: Auth::FreshSession,
+                params: vec![],
+                body: None,
+                success: (204, "Done", None),
+                errors: vec![],
+            },
+        }];
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SessionStore::open(dir.path()).unwrap());
+        let clock = Arc::new(ManualClock::new(
+            DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+        ));
+        let account = AccountId::new();
+        let id = store.create(account, clock.now()).unwrap();
+        // What the principal resolver does with a session cookie, by the
+        // manual clock; `x-key` stands for an API key of that scope.
+        let (in_store, in_clock) = (store.clone(), clock.clone());
+        let app = test::init_service(
+            App::new()
+                .wrap_fn(move |req, service| {
+                    let principal = match req.headers().get("x-key") {
+                        Some(_) => key(ApiKeyScope::Full),
+                        None => {
+                            let now = in_clock.now();
+                            let live = in_store.lookup(&id_of(&req), now).unwrap().unwrap();
+                            Principal::Session {
+                                account: live.account,
+                                deletion_pending: false,
+                                fresh: live.fresh_at(now),
+                            }
+                        }
+                    };
+                    req.extensions_mut().insert(Resolution::Verified(principal));
+                    service.call(req)
+                })
+                .configure(|cfg| register(cfg, ROUTES)),
+        )
+        .await;
+        fn id_of(req: &actix_web::dev::ServiceRequest) -> String {
+            req.headers()
+                .get("x-session")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        }
+        let call = |header: (&'static str, String)| {
+            test::TestRequest::post()
+                .uri("/sensitive")
+                .insert_header(header)
+                .to_request()
+        };
+        let by_session = || call(("x-session", id.clone()));
+        let by_key = || call(("x-key", "full".to_owned()));
+
+        assert_eq!(test::call_service(&app, by_session()).await.status().as_u16(), 204);
+        assert_eq!(test::call_service(&app, by_key()).await.status().as_u16(), 403);
+        clock.advance(Duration::minutes(11));
+        let stale = test::call_service(&app, by_session()).await;
+        assert_eq!(stale.status().as_u16(), 403);
+        let body = test::read_body(stale).await;
+        assert!(
+            String::from_utf8_lossy(&body).contains("reauthentication_required"),
+            "{body:?}"
+        );
+        assert!(store.confirm(&id, clock.now()).unwrap());
+        assert_eq!(test::call_service(&app, by_session()).await.status().as_u16(), 204);
+        let by_key = test::call_service(&app, by_key()).await;
+        let body = test::read_body(by_key).await;
+        assert!(String::from_utf8_lossy(&body).contains("session_required"));
+    }
+
     /// The changes that could take an account over: each needs a fresh
     /// session in the table the server registers from.
     #[test]

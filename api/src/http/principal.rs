@@ -8,9 +8,9 @@
 //! session cookie counts. A bearer that does not verify is never replaced by
 //! the cookie.
 
-use actix_web::{web, HttpMessage, HttpRequest};
 use std::net::IpAddr;
 
+use actix_web::{web, HttpMessage, HttpRequest};
 use nexus_core::domain::account::{AccountError, AccountStatus};
 use nexus_core::domain::ids::AccountId;
 use nexus_core::service::account_service::ApiKeyLogin;
