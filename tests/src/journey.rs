@@ -61,9 +61,22 @@ pub fn verification_token(server: &Server, email: &str) -> String {
     }
 }
 
-/// Registers, verifies, and returns an API key.
+/// Registers, verifies, and returns an API key (of scope `full`).
 pub fn customer(server: &Server, email: &str) -> String {
-    customer_verified_by(server, email, |email| verification_token(server, email))
+    signed_in_customer(server, email).key
+}
+
+/// A verified customer who just signed in: the session cookie (`name=value`;
+/// fresh, its password was just entered, so it may make the sensitive
+/// changes) and an API key of scope `full` (everything a key may do).
+pub struct SignedIn {
+    pub session: String,
+    pub key: String,
+}
+
+/// Registers, verifies, signs in and makes an API key.
+pub fn signed_in_customer(server: &Server, email: &str) -> SignedIn {
+    signed_in_verified_by(server, email, |email| verification_token(server, email))
 }
 
 /// Registers, verifies with the token `token_for(email)` finds in the mail,
@@ -73,6 +86,14 @@ pub fn customer_verified_by(
     email: &str,
     token_for: impl FnOnce(&str) -> String,
 ) -> String {
+    signed_in_verified_by(server, email, token_for).key
+}
+
+fn signed_in_verified_by(
+    server: &Server,
+    email: &str,
+    token_for: impl FnOnce(&str) -> String,
+) -> SignedIn {
     let body = format!(r#"{{"email":"{email}","password":"{PASSWORD}"}}"#);
     let created = server.send("POST", "/v1/accounts", &[], Some(&body));
     assert_eq!(created.status, 201, "{}", created.body);
@@ -95,9 +116,26 @@ pub fn customer_verified_by(
         "{cookie}"
     );
     let session = cookie.split(';').next().unwrap().to_owned();
-    let key = server.send("POST", "/v1/api-keys", &[("Cookie", &session)], None);
+    let key = server.send(
+        "POST",
+        "/v1/api-keys",
+        &[("Cookie", &session)],
+        Some(r#"{"scope":"full"}"#),
+    );
     assert_eq!(key.status, 201, "{}", key.body);
-    key.json()["key"].as_str().unwrap().to_owned()
+    let key = key.json()["key"].as_str().unwrap().to_owned();
+    SignedIn { session, key }
+}
+
+/// A call with the session cookie `session` (`name=value`).
+pub fn with_session(
+    server: &Server,
+    method: &str,
+    path: &str,
+    session: &str,
+    body: Option<&str>,
+) -> Response {
+    server.send(method, path, &[("Cookie", session)], body)
 }
 
 pub fn authed<'a>(key: &'a str, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, String)> {

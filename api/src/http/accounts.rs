@@ -2,20 +2,16 @@
 
 use actix_web::cookie::{Cookie, SameSite};
 use actix_web::{web, HttpRequest, HttpResponse};
-use chrono::Utc;
-use nexus_core::domain::ids::ApiKeyId;
 use serde::{Deserialize, Serialize};
 
-use super::auth::Customer;
+use super::auth::{Customer, Holder};
 use super::body::ObjectBody;
 use super::error::ApiError;
 use super::error::Problem;
 use super::gate::charge;
 use super::limits::{Budget, SignInKey};
 use super::route::{Auth, Method, Op, Route};
-use super::schema::{
-    array_of, boolean, obj, password_schema, path_param, required_query_param, schema_ref, string,
-};
+use super::schema::{boolean, obj, password_schema, required_query_param, schema_ref, string};
 use super::sessions::{COOKIE_NAME, SESSION_HOURS};
 use super::state::AppState;
 use serde_json::json;
@@ -145,12 +141,27 @@ pub(super) const ROUTES: &[Route] = &[
     },
     Route {
         method: Method::Post,
+        path: "/v1/sessions/confirm",
+        handler: |route| route.to(confirm_session),
+        doc: || Op {
+            summary:
+                "Enter the password again: the session may make sensitive changes for 10 minutes",
+            tag: "accounts",
+            auth: Auth::Session,
+            params: vec![],
+            body: Some(obj(&["password"], json!({ "password": string() }))),
+            success: (204, "Confirmed", None),
+            errors: vec![Problem::InvalidJson, Problem::InvalidCredentials],
+        },
+    },
+    Route {
+        method: Method::Post,
         path: "/v1/me/password",
         handler: |route| route.to(change_password),
         doc: || Op {
             summary: "Change the password (every other session of the account ends)",
             tag: "accounts",
-            auth: Auth::Customer,
+            auth: Auth::FreshSession,
             params: vec![],
             body: Some(obj(
                 &["old_password", "new_password"],
@@ -166,59 +177,6 @@ pub(super) const ROUTES: &[Route] = &[
                 Problem::NotFound,
                 Problem::Contention,
             ],
-        },
-    },
-    Route {
-        method: Method::Post,
-        path: "/v1/api-keys",
-        handler: |route| route.to(create_api_key),
-        doc: || Op {
-            summary: "Create an API key",
-            tag: "accounts",
-            auth: Auth::Customer,
-            params: vec![],
-            body: None,
-            success: (201, "Created", Some(schema_ref("NewApiKey"))),
-            errors: vec![
-                Problem::NotFound,
-                Problem::TooManyApiKeys,
-                Problem::Contention,
-            ],
-        },
-    },
-    Route {
-        method: Method::Get,
-        path: "/v1/api-keys",
-        handler: |route| route.to(list_api_keys),
-        doc: || Op {
-            summary: "List API keys, newest first (all of them: their number is capped)",
-            tag: "accounts",
-            auth: Auth::Customer,
-            params: vec![],
-            body: None,
-            success: (
-                200,
-                "Every key, revoked ones included",
-                Some(obj(
-                    &["items", "next_cursor"],
-                    json!({ "items": array_of(schema_ref("ApiKey")), "next_cursor": { "type": "null" } }),
-                )),
-            ),
-            errors: vec![Problem::NotFound],
-        },
-    },
-    Route {
-        method: Method::Delete,
-        path: "/v1/api-keys/{id}",
-        handler: |route| route.to(revoke_api_key),
-        doc: || Op {
-            summary: "Revoke an API key",
-            tag: "accounts",
-            auth: Auth::Customer,
-            params: vec![path_param("id", "API key id.")],
-            body: None,
-            success: (204, "Revoked", None),
-            errors: vec![Problem::NotFound, Problem::Contention],
         },
     },
 ];
@@ -304,7 +262,7 @@ async fn login(
         .await?;
     let id = state
         .sessions
-        .create(login.account, Utc::now())
+        .create(login.account, state.accounts.now())
         .map_err(|e| ApiError::internal(&e))?;
     let cookie = Cookie::build(COOKIE_NAME, id)
         .http_only(true)
@@ -332,6 +290,35 @@ async fn logout(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResp
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct Confirmation {
+    password: String,
+}
+
+/// Checks the session's password and records it as entered now (the
+/// sensitive routes need it within the last 10 minutes).
+async fn confirm_session(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    holder: Holder,
+    body: ObjectBody<Confirmation>,
+) -> Result<HttpResponse, ApiError> {
+    let cookie = req.cookie(COOKIE_NAME).ok_or_else(ApiError::unauthorized)?;
+    state
+        .accounts
+        .confirm_password(holder.account, &body.password)
+        .await?;
+    let confirmed = state
+        .sessions
+        .confirm(cookie.value(), state.accounts.now())
+        .map_err(|e| ApiError::internal(&e))?;
+    if !confirmed {
+        return Err(ApiError::unauthorized());
+    }
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct PasswordChange {
     old_password: String,
     new_password: String,
@@ -355,64 +342,6 @@ async fn change_password(
         .end_others(customer.account, own.as_ref().map(|c| c.value()))
         .map_err(|e| ApiError::internal(&e))?;
     tracing::info!(account = %customer.account, ended, "other sessions ended after a password change");
-    Ok(HttpResponse::NoContent().finish())
-}
-
-#[derive(Serialize)]
-struct ApiKeyView {
-    id: String,
-    prefix: String,
-    created_at: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    revoked_at: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    key: Option<String>,
-}
-
-async fn create_api_key(
-    state: web::Data<AppState>,
-    customer: Customer,
-) -> Result<HttpResponse, ApiError> {
-    let key = state.accounts.create_api_key(customer.account).await?;
-    Ok(HttpResponse::Created().json(ApiKeyView {
-        id: key.id.to_string(),
-        prefix: key.prefix,
-        created_at: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        revoked_at: None,
-        key: Some(key.key.expose().to_owned()),
-    }))
-}
-
-async fn list_api_keys(
-    state: web::Data<AppState>,
-    customer: Customer,
-) -> Result<HttpResponse, ApiError> {
-    let keys = state.accounts.list_api_keys(customer.account).await?;
-    let items: Vec<ApiKeyView> = keys
-        .into_iter()
-        .rev()
-        .map(|k| ApiKeyView {
-            id: k.id.to_string(),
-            prefix: k.prefix,
-            created_at: k
-                .created_at
-                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            revoked_at: k
-                .revoked_at
-                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
-            key: None,
-        })
-        .collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items, "next_cursor": null })))
-}
-
-async fn revoke_api_key(
-    state: web::Data<AppState>,
-    customer: Customer,
-    path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    let id = ApiKeyId::parse(&path).ok_or_else(ApiError::not_found)?;
-    state.accounts.revoke_api_key(customer.account, id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 

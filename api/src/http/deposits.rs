@@ -18,6 +18,7 @@ use super::error::{ApiError, Problem};
 use super::route::{Auth, Method, Op, Route};
 use super::schema::{path_param, schema_ref, string, string_enum, string_or_null};
 use super::state::AppState;
+use nexus_core::domain::account::ApiKeyScope;
 use serde_json::json;
 
 /// This module's routes: the server registers each handler from here and the
@@ -30,7 +31,7 @@ pub(super) const ROUTES: &[Route] = &[
         doc: || Op {
             summary: "Create a crypto deposit invoice",
             tag: "wallet",
-            auth: Auth::Customer,
+            auth: Auth::Customer(ApiKeyScope::Orders),
             params: vec![],
             body: Some(schema_ref("DepositRequest")),
             success: (201, "Invoice", Some(schema_ref("Invoice"))),

@@ -180,6 +180,9 @@ impl From<AccountError> for ApiError {
             E::ErasureNotDue => Problem::ErasureNotDue,
             // The reason names the rule broken, never the URL.
             E::InvalidWebhookUrl { .. } => Problem::InvalidWebhookUrl,
+            E::ApiKeyIpNotAllowed => Problem::IpNotAllowed,
+            E::InvalidApiKeyLabel { .. } => Problem::InvalidLabel,
+            E::InvalidAllowedIps { .. } => Problem::InvalidAllowedIps,
         };
         ApiError::new(problem, e.to_string())
     }

@@ -11,6 +11,24 @@ use ipnet::IpNet;
 /// trusted proxies is not a deployment, and the walk stays bounded.
 const MAX_FORWARDED_HOPS: usize = 16;
 
+/// The client's address, as the gate found it; kept in the request's
+/// extensions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientIp(pub IpAddr);
+
+/// The client's address the gate stored, or (without the gate: a bare test
+/// app) the TCP peer's.
+pub fn client_ip_of(req: &actix_web::HttpRequest) -> IpAddr {
+    use actix_web::HttpMessage;
+    match req.extensions().get::<ClientIp>() {
+        Some(ClientIp(ip)) => *ip,
+        None => req
+            .peer_addr()
+            .map(|a| a.ip().to_canonical())
+            .unwrap_or(IpAddr::from([0, 0, 0, 0])),
+    }
+}
+
 /// The address ranges of the proxies whose `X-Forwarded-For` is believed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TrustedProxies(Vec<IpNet>);

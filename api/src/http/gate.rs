@@ -13,7 +13,7 @@ use actix_web::{web, HttpMessage, HttpRequest, ResponseError};
 use chrono::Utc;
 
 use super::error::ApiError;
-use super::forwarded::TrustedProxies;
+use super::forwarded::{client_ip_of, ClientIp, TrustedProxies};
 use super::limits::{Budget, RateLimits, SignInKey};
 use super::principal::{resolved, Resolution};
 use super::usage::{Caller, UsageLog, UsageRecord};
@@ -30,10 +30,6 @@ pub struct Gate {
 /// The SMS-Activate-compatible route carries its key in the query string or
 /// the body: its handler charges the budget once it has read the key.
 const COMPAT_ROUTE: &str = "/stubs/handler_api.php";
-
-/// The client's address, as the gate found it (see [`super::forwarded`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ClientIp(pub IpAddr);
 
 pub async fn gate(
     req: ServiceRequest,
@@ -101,8 +97,9 @@ enum Charge {
     /// Runs bcrypt or spends a token before anyone is known: the sign-in
     /// budget of the IP (and, in the handler, of the address signed in to).
     SignIn,
-    /// Runs bcrypt for a signed-in account: the sign-in budget of the IP and of
-    /// the account, besides the principal's own.
+    /// Runs bcrypt for a signed-in account (a password change, a session's
+    /// confirmation): the sign-in budget of the IP and of the account, besides
+    /// the principal's own.
     SignedInBcrypt,
     /// Everything else: the principal's budget, or the IP's.
     Regular,
@@ -122,7 +119,7 @@ fn charge_of(req: &ServiceRequest) -> Charge {
         || (method == Method::GET && path == "/verify");
     if signs_in {
         Charge::SignIn
-    } else if method == Method::POST && path == "/v1/me/password" {
+    } else if method == Method::POST && matches!(path, "/v1/me/password" | "/v1/sessions/confirm") {
         Charge::SignedInBcrypt
     } else {
         Charge::Regular
@@ -160,14 +157,7 @@ pub fn charge(
     let Some(gate) = req.app_data::<web::Data<Gate>>() else {
         return Ok(());
     };
-    let ip = match req.extensions().get::<ClientIp>() {
-        Some(ClientIp(ip)) => *ip,
-        None => req
-            .peer_addr()
-            .map(|a| a.ip())
-            .unwrap_or(IpAddr::from([0, 0, 0, 0])),
-    };
-    budget(&gate.limits, ip)
+    budget(&gate.limits, client_ip_of(req))
 }
 
 /// The compatible endpoint's clients read tokens, not problem documents: 429 with

@@ -151,7 +151,7 @@ impl RateLimits {
                 }
                 self.check(Budget::Principal(PrincipalKey::of(&principal)))
             }
-            Resolution::Failed { bearer: true } => {
+            Resolution::Failed { bearer: true } | Resolution::IpRefused => {
                 self.fail(ip)?;
                 self.check(Budget::Ip(ip))
             }
@@ -367,6 +367,7 @@ mod tests {
             nexus_core::service::account_service::ApiKeyLogin {
                 account,
                 key_id: nexus_core::domain::ids::ApiKeyId::new(),
+                scope: nexus_core::domain::account::ApiKeyScope::Orders,
             },
         ))
     }
@@ -397,6 +398,22 @@ mod tests {
     }
 
     #[test]
+    fn a_key_used_outside_its_allow_list_spends_the_failure_budget() {
+        let limits = RateLimits::new(settings(1_000, 1_000, 2));
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        for _ in 0..2 {
+            limits.check_resolved(ip, Resolution::IpRefused).unwrap();
+        }
+        assert!(limits.check_resolved(ip, Resolution::IpRefused).is_err());
+        assert!(
+            limits
+                .check_resolved(ip, key_login(AccountId::new()))
+                .is_err(),
+            "the address is failing: every bearer from it waits"
+        );
+    }
+
+    #[test]
     fn failed_bearers_spend_the_failure_budget_and_then_every_bearer_is_refused() {
         let limits = RateLimits::new(settings(1_000, 1_000, 3));
         let ip: IpAddr = "192.0.2.7".parse().unwrap();
@@ -418,6 +435,7 @@ mod tests {
         let session = Resolution::Verified(Principal::Session {
             account: customer,
             deletion_pending: false,
+            fresh: true,
         });
         limits.check_resolved(ip, session).unwrap();
         limits.check_resolved(other, key_login(customer)).unwrap();

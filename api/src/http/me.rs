@@ -59,6 +59,7 @@ use super::route::{Auth, Method, Op, Route};
 use super::schema::{boolean, obj, schema_ref};
 use super::state::AppState;
 use super::MAX_JSON_BYTES;
+use nexus_core::domain::account::ApiKeyScope;
 use serde_json::json;
 
 /// This module's routes: the server registers each handler from here and the
@@ -71,7 +72,7 @@ pub(super) const ROUTES: &[Route] = &[
         doc: || Op {
             summary: "The account (also while a deletion is pending)",
             tag: "me",
-            auth: Auth::Customer,
+            auth: Auth::Customer(ApiKeyScope::Full),
             params: vec![],
             body: None,
             success: (200, "Account", Some(schema_ref("Me"))),
@@ -85,7 +86,7 @@ pub(super) const ROUTES: &[Route] = &[
         doc: || Op {
             summary: "Correct the account (e-mail)",
             tag: "me",
-            auth: Auth::Customer,
+            auth: Auth::FreshSession,
             params: vec![],
             body: Some(obj(
                 &["email"],
@@ -109,7 +110,7 @@ pub(super) const ROUTES: &[Route] = &[
         doc: || Op {
             summary: "Request deletion (erased 30 days later)",
             tag: "me",
-            auth: Auth::Customer,
+            auth: Auth::FreshSession,
             params: vec![],
             body: None,
             success: (202, "Requested", Some(schema_ref("Me"))),
@@ -151,7 +152,7 @@ pub(super) const ROUTES: &[Route] = &[
         doc: || Op {
             summary: "Object to non-essential processing (or withdraw the objection)",
             tag: "me",
-            auth: Auth::Customer,
+            auth: Auth::Customer(ApiKeyScope::Full),
             params: vec![],
             body: Some(obj(&["object"], json!({ "object": boolean() }))),
             success: (200, "Recorded", Some(schema_ref("Me"))),
@@ -165,7 +166,7 @@ pub(super) const ROUTES: &[Route] = &[
         doc: || Op {
             summary: "Export all data (portability)",
             tag: "me",
-            auth: Auth::Customer,
+            auth: Auth::Customer(ApiKeyScope::Full),
             params: vec![],
             body: None,
             success: (200, "Export (docs/EXPORT.md)", Some(schema_ref("Export"))),
@@ -436,6 +437,9 @@ struct ApiKeyExport {
     id: String,
     /// The public first characters of the key's secret part.
     prefix: String,
+    scope: &'static str,
+    label: Option<String>,
+    allowed_ips: Vec<String>,
     created_at: String,
     revoked_at: Option<String>,
 }
@@ -788,6 +792,9 @@ async fn export(state: web::Data<AppState>, holder: Holder) -> Result<HttpRespon
         .map(|k| ApiKeyExport {
             id: k.id.to_string(),
             prefix: k.prefix,
+            scope: k.scope.name(),
+            label: k.label,
+            allowed_ips: k.allowed_ips.iter().map(|r| r.to_string()).collect(),
             created_at: rfc3339(k.created_at),
             revoked_at: k.revoked_at.map(rfc3339),
         })

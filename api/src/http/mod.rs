@@ -4,6 +4,7 @@
 mod accounts;
 pub mod admin;
 mod anonymous;
+mod api_keys;
 mod auth;
 pub mod body;
 mod catalog;
@@ -122,6 +123,7 @@ pub(crate) fn table() -> impl Iterator<Item = &'static Route> {
         orders::ROUTES,
         ROUTES,
         accounts::ROUTES,
+        api_keys::ROUTES,
         wallet::ROUTES,
         deposits::ROUTES,
         catalog::ROUTES,

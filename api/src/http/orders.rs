@@ -28,6 +28,7 @@ use super::schema::{
     idempotency_header, list_of, list_params, path_param, query_param, schema_ref,
 };
 use super::state::AppState;
+use nexus_core::domain::account::ApiKeyScope;
 use serde_json::json;
 
 /// This module's routes: the server registers each handler from here and the
@@ -40,7 +41,7 @@ pub(super) const ROUTES: &[Route] = &[
         doc: || Op {
             summary: "Buy a number",
             tag: "orders",
-            auth: Auth::Customer,
+            auth: Auth::Customer(ApiKeyScope::Orders),
             params: vec![idempotency_header()],
             body: Some(schema_ref("PlaceOrder")),
             success: (
@@ -73,7 +74,7 @@ pub(super) const ROUTES: &[Route] = &[
         doc: || Op {
             summary: "List orders",
             tag: "orders",
-            auth: Auth::Customer,
+            auth: Auth::Customer(ApiKeyScope::Read),
             params: list_params(super::wallet::DEFAULT_PAGE),
             body: None,
             success: (200, "Page", Some(list_of("Order"))),
@@ -87,7 +88,7 @@ pub(super) const ROUTES: &[Route] = &[
         doc: || Op {
             summary: "An order",
             tag: "orders",
-            auth: Auth::Customer,
+            auth: Auth::Customer(ApiKeyScope::Read),
             params: order_id_param(),
             body: None,
             success: (200, "The order", Some(schema_ref("Order"))),
@@ -101,7 +102,7 @@ pub(super) const ROUTES: &[Route] = &[
         doc: || Op {
             summary: "Read the code (the first read is the delivery)",
             tag: "orders",
-            auth: Auth::Customer,
+            auth: Auth::Customer(ApiKeyScope::Read),
             params: {
                 let mut p = order_id_param();
                 p.push(query_param(
@@ -133,7 +134,7 @@ pub(super) const ROUTES: &[Route] = &[
         doc: || Op {
             summary: "Ask for another code",
             tag: "orders",
-            auth: Auth::Customer,
+            auth: Auth::Customer(ApiKeyScope::Orders),
             params: order_id_param(),
             body: None,
             success: (200, "The order", Some(schema_ref("Order"))),
@@ -152,7 +153,7 @@ pub(super) const ROUTES: &[Route] = &[
         doc: || Op {
             summary: "Cancel (full refund)",
             tag: "orders",
-            auth: Auth::Customer,
+            auth: Auth::Customer(ApiKeyScope::Orders),
             params: order_id_param(),
             body: None,
             success: (200, "Cancelled", Some(schema_ref("Order"))),
@@ -172,7 +173,7 @@ pub(super) const ROUTES: &[Route] = &[
         doc: || Op {
             summary: "Complete",
             tag: "orders",
-            auth: Auth::Customer,
+            auth: Auth::Customer(ApiKeyScope::Orders),
             params: order_id_param(),
             body: None,
             success: (200, "Completed", Some(schema_ref("Order"))),

@@ -8,13 +8,15 @@
 //! session cookie counts. A bearer that does not verify is never replaced by
 //! the cookie.
 
+use std::net::IpAddr;
+
 use actix_web::{web, HttpMessage, HttpRequest};
-use chrono::Utc;
-use nexus_core::domain::account::AccountStatus;
+use nexus_core::domain::account::{AccountError, AccountStatus};
 use nexus_core::domain::ids::AccountId;
 use nexus_core::service::account_service::ApiKeyLogin;
 
 use super::credentials::{bearer_token, MAX_ADMIN_AUTHORIZATION_BYTES};
+use super::forwarded::client_ip_of;
 use super::sessions::COOKIE_NAME;
 use super::state::AppState;
 
@@ -27,9 +29,12 @@ pub enum Principal {
     /// An API key of an active account.
     ApiKey(ApiKeyLogin),
     /// A session of an account that is active or whose deletion is pending.
+    /// `fresh`: its password was entered within the last
+    /// [`FRESH_PASSWORD_MINUTES`](super::sessions::FRESH_PASSWORD_MINUTES) (by the service clock).
     Session {
         account: AccountId,
         deletion_pending: bool,
+        fresh: bool,
     },
     /// The operator holding the admin token.
     Admin,
@@ -62,6 +67,9 @@ pub enum Resolution {
     /// token, whose guessing is throttled per IP; a session id (256 random
     /// bits) is not worth guessing, and an expired one is common.
     Failed { bearer: bool },
+    /// A live API key used from an address outside its allow-list: refused
+    /// (403), and counted like a failed bearer credential.
+    IpRefused,
     /// The check itself failed (the store did not answer); logged.
     Unavailable,
 }
@@ -110,16 +118,19 @@ async fn resolve(req: &HttpRequest) -> Resolution {
         return Resolution::Unavailable;
     };
     match presented {
-        Presented::Bearer(token) => bearer(state, &token).await,
+        Presented::Bearer(token) => bearer(state, &token, client_ip_of(req)).await,
         Presented::Session(id) => session(state, &id).await,
         Presented::Nothing => Resolution::Anonymous,
     }
 }
 
-async fn bearer(state: &AppState, token: &str) -> Resolution {
+async fn bearer(state: &AppState, token: &str, client_ip: IpAddr) -> Resolution {
     if token.len() <= MAX_API_KEY_BYTES {
-        match state.accounts.authenticate_api_key(token).await {
+        match state.accounts.authenticate_api_key(token, client_ip).await {
             Ok(login) => return Resolution::Verified(Principal::ApiKey(login)),
+            Err(e) if e.refusal() == Some(&AccountError::ApiKeyIpNotAllowed) => {
+                return Resolution::IpRefused
+            }
             Err(e) if e.refusal().is_some() => {}
             Err(e) => {
                 tracing::error!(cause = %e, "checking an API key");
@@ -134,14 +145,16 @@ async fn bearer(state: &AppState, token: &str) -> Resolution {
 }
 
 async fn session(state: &AppState, id: &str) -> Resolution {
-    let account = match state.sessions.account(id, Utc::now()) {
-        Ok(Some(account)) => account,
+    let now = state.accounts.now();
+    let live = match state.sessions.lookup(id, now) {
+        Ok(Some(live)) => live,
         Ok(None) => return Resolution::Failed { bearer: false },
         Err(e) => {
             tracing::error!(cause = %e, "checking a session");
             return Resolution::Unavailable;
         }
     };
+    let account = live.account;
     let loaded = match state.accounts.load_account(account).await {
         Ok(loaded) => loaded,
         Err(e) => {
@@ -160,5 +173,6 @@ async fn session(state: &AppState, id: &str) -> Resolution {
     Resolution::Verified(Principal::Session {
         account,
         deletion_pending,
+        fresh: live.fresh_at(now),
     })
 }

@@ -6,6 +6,7 @@
 //! so a route cannot be served without being documented, or the reverse.
 
 use actix_web::web;
+use nexus_core::domain::account::ApiKeyScope;
 use serde_json::Value;
 
 use super::error::Problem;
@@ -32,6 +33,17 @@ impl Method {
         }
     }
 
+    fn http(self) -> actix_web::http::Method {
+        use actix_web::http::Method as M;
+        match self {
+            Method::Get => M::GET,
+            Method::Post => M::POST,
+            Method::Put => M::PUT,
+            Method::Patch => M::PATCH,
+            Method::Delete => M::DELETE,
+        }
+    }
+
     /// An actix route guarded by this method, with no handler yet.
     fn route(self) -> actix_web::Route {
         match self {
@@ -44,16 +56,28 @@ impl Method {
     }
 }
 
-/// Who may call a route.
+/// Who may call a route. The server enforces it: [`register`] gives each
+/// route its `Auth` as resource data, and the extractors that name the caller
+/// ([`super::auth::Customer`], [`super::auth::Holder`]) check it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Auth {
     None,
-    /// An API key (bearer) or the session cookie.
-    Customer,
+    /// An API key whose scope covers this one (else 403
+    /// `insufficient_scope`), or the session cookie.
+    Customer(ApiKeyScope),
     /// The session cookie only.
     Session,
+    /// The session cookie whose password was entered (at sign-in or by
+    /// `POST /v1/sessions/confirm`) within [`FRESH_SESSION_MINUTES`]: the
+    /// changes that could take an account over. An API key: 403
+    /// `session_required`; an older session: 403 `reauthentication_required`.
+    FreshSession,
     Admin,
 }
+
+/// How long after the password was entered a session may make sensitive
+/// changes ([`Auth::FreshSession`]).
+pub const FRESH_SESSION_MINUTES: i64 = super::sessions::FRESH_PASSWORD_MINUTES;
 
 /// One route of the table.
 pub struct Route {
@@ -84,6 +108,12 @@ pub struct Op {
 /// served with several methods is several resources).
 pub fn register<'a>(cfg: &mut web::ServiceConfig, table: impl IntoIterator<Item = &'a Route>) {
     for route in table {
-        cfg.route(route.path, (route.handler)(route.method.route()));
+        let auth = (route.doc)().auth;
+        cfg.service(
+            web::resource(route.path)
+                .guard(actix_web::guard::Method(route.method.http()))
+                .app_data(auth)
+                .route((route.handler)(route.method.route())),
+        );
     }
 }

@@ -5,6 +5,10 @@
 //! An index by account (`account || key` in its own tree) finds every session of
 //! an account, to end them together (a password change ends the others), and
 //! bounds them: at most [`MAX_SESSIONS_PER_ACCOUNT`], the oldest ended first.
+//!
+//! A record also keeps when the session's password was last entered (at
+//! sign-in, and again by [`SessionStore::confirm`]): the sensitive routes
+//! need it recent ([`LiveSession::fresh_at`]).
 
 use std::path::Path;
 
@@ -19,6 +23,27 @@ const SESSION_ID_BYTES: usize = 32;
 pub const COOKIE_NAME: &str = "nexus_session";
 /// Live sessions one account may have; a new one past this ends the oldest.
 pub const MAX_SESSIONS_PER_ACCOUNT: usize = 32;
+/// How long after its password was last entered a session counts as fresh
+/// (may change the e-mail, the password, the webhook, API keys, or ask for
+/// deletion).
+pub const FRESH_PASSWORD_MINUTES: i64 = 10;
+
+/// A live session: its account and when its password was last entered
+/// (`None`: a session from before that was recorded).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LiveSession {
+    pub account: AccountId,
+    pub password_at: Option<DateTime<Utc>>,
+}
+
+impl LiveSession {
+    /// Whether the password was entered at most [`FRESH_PASSWORD_MINUTES`]
+    /// before `now` (and not after it: a clock set back proves nothing).
+    pub fn fresh_at(&self, now: DateTime<Utc>) -> bool {
+        self.password_at
+            .is_some_and(|at| at <= now && now - at <= Duration::minutes(FRESH_PASSWORD_MINUTES))
+    }
+}
 
 pub struct SessionStore {
     tree: sled::Tree,
@@ -67,14 +92,14 @@ impl SessionStore {
         Ok(())
     }
 
-    /// A new session for `account`: the id to put in the cookie.
+    /// A new session for `account`, its password entered `now`: the id to put
+    /// in the cookie.
     pub fn create(&self, account: AccountId, now: DateTime<Utc>) -> Result<String, SessionError> {
         let mut bytes = [0u8; SESSION_ID_BYTES];
         getrandom::fill(&mut bytes).map_err(|_| SessionError::Random)?;
         let id = hex::encode(bytes);
         let expires = (now + Duration::hours(SESSION_HOURS)).timestamp();
-        let mut value = account.0.as_bytes().to_vec();
-        value.extend_from_slice(&expires.to_be_bytes());
+        let value = encode(account, expires, now.timestamp());
         let session_key = key(&id);
         self.tree.insert(session_key, value)?;
         self.by_account
@@ -144,7 +169,17 @@ impl SessionStore {
     }
 
     /// The session's account, if the session exists and has not expired.
+    #[cfg(test)]
     pub fn account(&self, id: &str, now: DateTime<Utc>) -> Result<Option<AccountId>, SessionError> {
+        Ok(self.lookup(id, now)?.map(|live| live.account))
+    }
+
+    /// The session, if it exists and has not expired.
+    pub fn lookup(
+        &self,
+        id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<LiveSession>, SessionError> {
         if id.len() != 2 * SESSION_ID_BYTES {
             return Ok(None);
         }
@@ -158,7 +193,37 @@ impl SessionStore {
             self.forget(&index_key(account, &key(id)))?;
             return Ok(None);
         }
-        Ok(Some(account))
+        let password_at = value
+            .get(24..32)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .and_then(|b| DateTime::from_timestamp(i64::from_be_bytes(b), 0));
+        Ok(Some(LiveSession {
+            account,
+            password_at,
+        }))
+    }
+
+    /// Records that the session's password was entered again `now`; false
+    /// when the session is gone (expired or ended meanwhile).
+    pub fn confirm(&self, id: &str, now: DateTime<Utc>) -> Result<bool, SessionError> {
+        let Some(live) = self.lookup(id, now)? else {
+            return Ok(false);
+        };
+        let session_key = key(id);
+        let Some(value) = self.tree.get(session_key)? else {
+            return Ok(false);
+        };
+        let Some((_, expires)) = decode(&value) else {
+            return Ok(false);
+        };
+        // Only if the record is still the one read: a concurrent sign-out or
+        // password change wins.
+        let swapped = self.tree.compare_and_swap(
+            session_key,
+            Some(value),
+            Some(encode(live.account, expires, now.timestamp()).as_slice()),
+        )?;
+        Ok(swapped.is_ok())
     }
 
     pub fn remove(&self, id: &str) -> Result<(), SessionError> {
@@ -205,6 +270,15 @@ fn index_key(account: AccountId, session_key: &[u8; 32]) -> [u8; 48] {
     index
 }
 
+/// `account (16) || expiry (8) || password entered at (8)`, seconds since
+/// the epoch, big-endian. Records from before the last field have 24 bytes.
+fn encode(account: AccountId, expires: i64, password_at: i64) -> Vec<u8> {
+    let mut value = account.0.as_bytes().to_vec();
+    value.extend_from_slice(&expires.to_be_bytes());
+    value.extend_from_slice(&password_at.to_be_bytes());
+    value
+}
+
 fn decode(value: &[u8]) -> Option<(AccountId, i64)> {
     let account: [u8; 16] = value.get(..16)?.try_into().ok()?;
     let expires: [u8; 8] = value.get(16..24)?.try_into().ok()?;
@@ -242,6 +316,46 @@ mod tests {
             store.by_account.is_empty(),
             "ended sessions leave no index entry"
         );
+    }
+
+    #[test]
+    fn a_session_is_fresh_for_ten_minutes_after_its_password_and_again_after_confirming() {
+        use nexus_core::domain::clock::{Clock, ManualClock};
+        let dir = tempfile::tempdir().unwrap();
+        let store = SessionStore::open(dir.path()).unwrap();
+        let clock = ManualClock::new(DateTime::from_timestamp(1_800_000_000, 0).unwrap());
+        let id = store.create(AccountId::new(), clock.now()).unwrap();
+        let live = |now| store.lookup(&id, now).unwrap().unwrap();
+        assert!(live(clock.now()).fresh_at(clock.now()));
+        clock.advance(Duration::minutes(FRESH_PASSWORD_MINUTES));
+        assert!(live(clock.now()).fresh_at(clock.now()));
+        clock.advance(Duration::minutes(1));
+        assert!(
+            !live(clock.now()).fresh_at(clock.now()),
+            "11 minutes: stale"
+        );
+        assert!(store.confirm(&id, clock.now()).unwrap());
+        assert!(live(clock.now()).fresh_at(clock.now()));
+        // A time before the password was entered proves nothing.
+        assert!(!live(clock.now()).fresh_at(clock.now() - Duration::minutes(1)));
+        store.remove(&id).unwrap();
+        assert!(!store.confirm(&id, clock.now()).unwrap());
+    }
+
+    #[test]
+    fn a_session_from_before_password_times_is_live_but_not_fresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SessionStore::open(dir.path()).unwrap();
+        let now = Utc::now();
+        let account = AccountId::new();
+        let id = store.create(account, now).unwrap();
+        let old = encode(account, (now + Duration::hours(1)).timestamp(), 0);
+        store.tree.insert(key(&id), &old[..24]).unwrap();
+        let live = store.lookup(&id, now).unwrap().unwrap();
+        assert_eq!((live.account, live.password_at), (account, None));
+        assert!(!live.fresh_at(now));
+        assert!(store.confirm(&id, now).unwrap());
+        assert!(store.lookup(&id, now).unwrap().unwrap().fresh_at(now));
     }
 
     #[test]

@@ -13,6 +13,7 @@ use super::error::{ApiError, Problem};
 use super::route::{Auth, Method, Op, Route};
 use super::schema::{list_of, list_params, schema_ref};
 use super::state::AppState;
+use nexus_core::domain::account::ApiKeyScope;
 
 /// This module's routes: the server registers each handler from here and the
 /// OpenAPI document describes each from here (one source for both).
@@ -24,7 +25,7 @@ pub(super) const ROUTES: &[Route] = &[
         doc: || Op {
             summary: "Wallet balance",
             tag: "wallet",
-            auth: Auth::Customer,
+            auth: Auth::Customer(ApiKeyScope::Read),
             params: vec![],
             body: None,
             success: (200, "Wallet", Some(schema_ref("Wallet"))),
@@ -38,7 +39,7 @@ pub(super) const ROUTES: &[Route] = &[
         doc: || Op {
             summary: "Ledger entries of the wallet",
             tag: "wallet",
-            auth: Auth::Customer,
+            auth: Auth::Customer(ApiKeyScope::Read),
             params: list_params(DEFAULT_PAGE),
             body: None,
             success: (200, "Page", Some(list_of("LedgerEntry"))),
@@ -52,7 +53,7 @@ pub(super) const ROUTES: &[Route] = &[
         doc: || Op {
             summary: "List deposits",
             tag: "wallet",
-            auth: Auth::Customer,
+            auth: Auth::Customer(ApiKeyScope::Read),
             params: list_params(DEFAULT_PAGE),
             body: None,
             success: (200, "Page", Some(list_of("Deposit"))),

@@ -13,6 +13,7 @@ use super::error::Problem;
 use super::route::{Auth, Method, Op, Route};
 use super::schema::schema_ref;
 use super::state::AppState;
+use nexus_core::domain::account::ApiKeyScope;
 
 /// This module's routes: the server registers each handler from here and the
 /// OpenAPI document describes each from here (one source for both).
@@ -24,7 +25,7 @@ pub(super) const ROUTES: &[Route] = &[
         doc: || Op {
             summary: "Set the order webhook",
             tag: "webhook",
-            auth: Auth::Customer,
+            auth: Auth::FreshSession,
             params: vec![],
             body: Some(schema_ref("SetWebhook")),
             success: (
@@ -47,7 +48,7 @@ pub(super) const ROUTES: &[Route] = &[
         doc: || Op {
             summary: "The order webhook",
             tag: "webhook",
-            auth: Auth::Customer,
+            auth: Auth::Customer(ApiKeyScope::Full),
             params: vec![],
             body: None,
             success: (200, "Webhook", Some(schema_ref("Webhook"))),
@@ -61,7 +62,7 @@ pub(super) const ROUTES: &[Route] = &[
         doc: || Op {
             summary: "Remove the order webhook",
             tag: "webhook",
-            auth: Auth::Customer,
+            auth: Auth::FreshSession,
             params: vec![],
             body: None,
             success: (204, "Removed", None),

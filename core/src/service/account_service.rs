@@ -25,6 +25,7 @@
 //!   caller, which decides what an unverified account may do.
 
 use std::fmt;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Duration, Utc};
@@ -39,9 +40,10 @@ use crate::domain::account::{
     decide_reserve_email, decide_revoke_api_key, decide_set_objection, decide_set_webhook,
     decide_verify_email, decide_withdraw_deletion, make_api_key, make_verification_token,
     make_webhook_secret, parse_api_key, parse_verification_token, Account, AccountError,
-    AccountEvent, AccountView, ApiKeySummary, Email, EmailReservation, LookupKey, NewVerification,
-    Secret, Sha256Hash, WebhookUrl, WebhookUrlPolicy, API_KEY_SECRET_CHARS,
-    DEFAULT_VERIFICATION_TTL_HOURS, VERIFICATION_SECRET_BYTES, WEBHOOK_SECRET_BYTES,
+    AccountEvent, AccountView, ApiKeyScope, ApiKeySettings, ApiKeySummary, Email, EmailReservation,
+    LookupKey, NewVerification, Secret, Sha256Hash, WebhookUrl, WebhookUrlPolicy,
+    API_KEY_SECRET_CHARS, DEFAULT_VERIFICATION_TTL_HOURS, VERIFICATION_SECRET_BYTES,
+    WEBHOOK_SECRET_BYTES,
 };
 use crate::domain::clock::{Clock, SystemClock};
 use crate::domain::codec::DomainEvent;
@@ -158,6 +160,8 @@ pub struct WebhookEndpointView {
 pub struct ApiKeyLogin {
     pub account: AccountId,
     pub key_id: ApiKeyId,
+    /// What the key may do.
+    pub scope: ApiKeyScope,
 }
 
 /// The account commands over an event store.
@@ -371,6 +375,26 @@ impl<S: EventStore> Accounts<S> {
         Ok(())
     }
 
+    /// Checks the password of an account (its holder re-entering it on a
+    /// live session): [`AccountError::InvalidCredentials`] when wrong. A
+    /// bcrypt check; records nothing.
+    pub async fn confirm_password(&self, account: AccountId, password: &str) -> Result<()> {
+        let loaded = self.load_account(account).await?;
+        if loaded.state.id.is_none() {
+            return Err(AccountError::AccountNotFound.into());
+        }
+        let current = loaded
+            .state
+            .password_hash
+            .plain()
+            .ok_or(AccountError::AccountErased)?
+            .clone();
+        if !self.verify_password(password, current).await? {
+            return Err(AccountError::InvalidCredentials.into());
+        }
+        Ok(())
+    }
+
     /// Corrects the address: the new one must be free, is unverified, and gets a
     /// verification token (returned, to be mailed to the new address). The old
     /// reservation is released, the new one taken and the change recorded in one
@@ -509,11 +533,15 @@ impl<S: EventStore> Accounts<S> {
     }
 
     /// Creates an API key; the key is in the answer and nowhere else.
-    pub async fn create_api_key(&self, account: AccountId) -> Result<NewApiKey> {
+    pub async fn create_api_key(
+        &self,
+        account: AccountId,
+        settings: &ApiKeySettings,
+    ) -> Result<NewApiKey> {
         let id = ApiKeyId::new();
         let (key, key_hash, prefix) = make_api_key(account, &random::<API_KEY_SECRET_CHARS>()?);
         self.update(account, |state, now| {
-            decide_create_api_key(state, id, key_hash, &prefix, now)
+            decide_create_api_key(state, id, key_hash, &prefix, settings, now)
         })
         .await?;
         Ok(NewApiKey { id, key, prefix })
@@ -604,14 +632,25 @@ impl<S: EventStore> Accounts<S> {
         Ok(state.id.ok_or(AccountError::InvalidCredentials)?)
     }
 
-    /// The account an API key belongs to, if the key is live and the account
-    /// enabled. The key names its account (`nx_<account>_<secret>`), so this reads
-    /// one stream and compares SHA-256 of the key with its keys' hashes.
-    pub async fn authenticate_api_key(&self, key: &str) -> Result<ApiKeyLogin> {
+    /// The account an API key belongs to, if the key is live, accepted from
+    /// `client_ip` and the account enabled. The key names its account
+    /// (`nx_<account>_<secret>`), so this reads one stream and compares SHA-256
+    /// of the key with its keys' hashes.
+    pub async fn authenticate_api_key(&self, key: &str, client_ip: IpAddr) -> Result<ApiKeyLogin> {
         let (account, hash) = parse_api_key(key).ok_or(AccountError::InvalidCredentials)?;
         let loaded = self.load_account(account).await?;
-        let key_id = check_api_key(&loaded.state, &hash)?;
-        Ok(ApiKeyLogin { account, key_id })
+        let key = check_api_key(&loaded.state, &hash, client_ip)?;
+        Ok(ApiKeyLogin {
+            account,
+            key_id: key.id,
+            scope: key.scope,
+        })
+    }
+
+    /// The time by this service's clock (the one its decisions use), for
+    /// callers that keep time-bound records beside the log (sessions).
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
     }
 
     /// The account as its owner sees it (the address opened from the vault).

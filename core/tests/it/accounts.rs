@@ -8,7 +8,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
-use nexus_core::domain::account::{AccountError, AccountViewStatus, Secret, MAX_LIVE_API_KEYS};
+use nexus_core::domain::account::{
+    AccountError, AccountViewStatus, ApiKeySettings, Secret, MAX_LIVE_API_KEYS,
+};
 use nexus_core::domain::codec::Personal;
 use nexus_core::domain::commerce::PlaceOrder;
 use nexus_core::domain::ids::{AccountId, ApiKeyId};
@@ -21,6 +23,9 @@ use nexus_core::service::account_service::{
 };
 
 use nexus_testkit::{runtime, start, World, PASSWORD};
+
+/// The address API keys are used from in these tests (no key has an allow-list).
+const LOOPBACK: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
 #[track_caller]
 fn refused<T: std::fmt::Debug>(result: Result<T, AccountServiceError>) -> AccountError {
@@ -425,8 +430,13 @@ fn deletion_disables_login_and_api_keys_and_can_be_withdrawn_for_30_days() {
     runtime().block_on(async {
         let a = &w.accounts;
         let reg = a.register("mallory@example.com", PASSWORD).await.unwrap();
-        let key = a.create_api_key(reg.account).await.unwrap();
-        a.authenticate_api_key(key.key.expose()).await.unwrap();
+        let key = a
+            .create_api_key(reg.account, &ApiKeySettings::legacy())
+            .await
+            .unwrap();
+        a.authenticate_api_key(key.key.expose(), LOOPBACK)
+            .await
+            .unwrap();
 
         // An active order blocks the deletion; once it is cancelled, it goes through.
         let owner = Owner::Account(reg.account);
@@ -472,11 +482,14 @@ fn deletion_disables_login_and_api_keys_and_can_be_withdrawn_for_30_days() {
             AccountError::InvalidCredentials
         );
         assert_eq!(
-            refused(a.authenticate_api_key(key.key.expose()).await),
+            refused(a.authenticate_api_key(key.key.expose(), LOOPBACK).await),
             AccountError::AccountDisabled
         );
         assert_eq!(
-            refused(a.create_api_key(reg.account).await),
+            refused(
+                a.create_api_key(reg.account, &ApiKeySettings::legacy())
+                    .await
+            ),
             AccountError::AccountDisabled
         );
         assert_eq!(
@@ -489,7 +502,9 @@ fn deletion_disables_login_and_api_keys_and_can_be_withdrawn_for_30_days() {
         a.authenticate("mallory@example.com", PASSWORD)
             .await
             .unwrap();
-        a.authenticate_api_key(key.key.expose()).await.unwrap();
+        a.authenticate_api_key(key.key.expose(), LOOPBACK)
+            .await
+            .unwrap();
 
         w.accounts.request_deletion(reg.account).await.unwrap();
         w.clock.advance(Duration::days(30));
@@ -505,22 +520,57 @@ fn deletion_disables_login_and_api_keys_and_can_be_withdrawn_for_30_days() {
 }
 
 #[test]
+fn a_key_carries_its_scope_label_and_allow_list() {
+    let w = World::new();
+    runtime().block_on(async {
+        let a = &w.accounts;
+        let reg = a.register("olga@example.com", PASSWORD).await.unwrap();
+        let settings = ApiKeySettings::new(
+            nexus_core::domain::account::ApiKeyScope::Read,
+            Some("dashboard"),
+            &["198.51.100.0/24".into(), "2001:db8::/32".into()],
+        )
+        .unwrap();
+        let key = a.create_api_key(reg.account, &settings).await.unwrap();
+        let inside: std::net::IpAddr = "2001:db8::7".parse().unwrap();
+        let login = a
+            .authenticate_api_key(key.key.expose(), inside)
+            .await
+            .unwrap();
+        assert_eq!(login.scope, nexus_core::domain::account::ApiKeyScope::Read);
+        assert_eq!(
+            refused(a.authenticate_api_key(key.key.expose(), LOOPBACK).await),
+            AccountError::ApiKeyIpNotAllowed
+        );
+        let listed = a.list_api_keys(reg.account).await.unwrap();
+        assert_eq!(listed[0].label.as_deref(), Some("dashboard"));
+        assert_eq!(listed[0].allowed_ips, settings.allowed_ips);
+    });
+}
+
+#[test]
 fn api_keys_create_authenticate_list_revoke() {
     let w = World::new();
     runtime().block_on(async {
         let a = &w.accounts;
         let reg = a.register("oscar@example.com", PASSWORD).await.unwrap();
-        let first = a.create_api_key(reg.account).await.unwrap();
-        let second = a.create_api_key(reg.account).await.unwrap();
+        let first = a
+            .create_api_key(reg.account, &ApiKeySettings::legacy())
+            .await
+            .unwrap();
+        let second = a
+            .create_api_key(reg.account, &ApiKeySettings::legacy())
+            .await
+            .unwrap();
         let text = first.key.expose();
         assert!(text.starts_with(&format!("nx_{}_", reg.account)));
         assert_eq!(&text[36..44], first.prefix);
         assert_eq!(format!("{:?}", first.key), "Secret(<redacted>)");
 
-        let login = a.authenticate_api_key(text).await.unwrap();
+        let login = a.authenticate_api_key(text, LOOPBACK).await.unwrap();
         assert_eq!((login.account, login.key_id), (reg.account, first.id));
         assert_eq!(
-            a.authenticate_api_key(second.key.expose())
+            a.authenticate_api_key(second.key.expose(), LOOPBACK)
                 .await
                 .unwrap()
                 .key_id,
@@ -534,7 +584,7 @@ fn api_keys_create_authenticate_list_revoke() {
         let elsewhere = format!("nx_{}{}", AccountId::new(), &text[35..]);
         for bad in [forged.as_str(), elsewhere.as_str(), "", "nx_", "Bearer x"] {
             assert_eq!(
-                refused(a.authenticate_api_key(bad).await),
+                refused(a.authenticate_api_key(bad, LOOPBACK).await),
                 AccountError::InvalidCredentials,
                 "{bad:?}"
             );
@@ -548,10 +598,12 @@ fn api_keys_create_authenticate_list_revoke() {
 
         a.revoke_api_key(reg.account, first.id).await.unwrap();
         assert_eq!(
-            refused(a.authenticate_api_key(text).await),
+            refused(a.authenticate_api_key(text, LOOPBACK).await),
             AccountError::InvalidCredentials
         );
-        a.authenticate_api_key(second.key.expose()).await.unwrap();
+        a.authenticate_api_key(second.key.expose(), LOOPBACK)
+            .await
+            .unwrap();
         assert_eq!(
             refused(a.revoke_api_key(reg.account, first.id).await),
             AccountError::ApiKeyNotFound
@@ -569,14 +621,21 @@ fn api_keys_create_authenticate_list_revoke() {
 
         // The limit counts live keys.
         for _ in 1..MAX_LIVE_API_KEYS {
-            a.create_api_key(reg.account).await.unwrap();
+            a.create_api_key(reg.account, &ApiKeySettings::legacy())
+                .await
+                .unwrap();
         }
         assert_eq!(
-            refused(a.create_api_key(reg.account).await),
+            refused(
+                a.create_api_key(reg.account, &ApiKeySettings::legacy())
+                    .await
+            ),
             AccountError::TooManyApiKeys
         );
         a.revoke_api_key(reg.account, second.id).await.unwrap();
-        a.create_api_key(reg.account).await.unwrap();
+        a.create_api_key(reg.account, &ApiKeySettings::legacy())
+            .await
+            .unwrap();
     });
 }
 
@@ -592,7 +651,11 @@ fn concurrent_commands_on_one_account_all_land() {
         let tasks: Vec<_> = (0..8)
             .map(|_| {
                 let accounts = Arc::clone(&w.accounts);
-                tokio::spawn(async move { accounts.create_api_key(reg.account).await })
+                tokio::spawn(async move {
+                    accounts
+                        .create_api_key(reg.account, &ApiKeySettings::legacy())
+                        .await
+                })
             })
             .collect();
         let mut ok = 0;
@@ -661,7 +724,10 @@ fn the_raw_files_hold_no_address_password_token_or_key() {
         a.verify_email(reg.verification_token.expose())
             .await
             .unwrap();
-        let key = a.create_api_key(reg.account).await.unwrap();
+        let key = a
+            .create_api_key(reg.account, &ApiKeySettings::legacy())
+            .await
+            .unwrap();
         let token = a.change_email(reg.account, NEW_EMAIL).await.unwrap();
         a.authenticate(NEW_EMAIL, PASSWORD).await.unwrap();
         // A plain payload, to show the search below can find what is there.
@@ -721,7 +787,11 @@ fn debug_output_shows_no_secrets() {
             .register("wendy@example.com", PASSWORD)
             .await
             .unwrap();
-        let key = w.accounts.create_api_key(reg.account).await.unwrap();
+        let key = w
+            .accounts
+            .create_api_key(reg.account, &ApiKeySettings::legacy())
+            .await
+            .unwrap();
         let view = w.accounts.account(reg.account).await.unwrap();
         let loaded = w.accounts.load_account(reg.account).await.unwrap();
         let shown = format!("{reg:?} {key:?} {view:?} {:?} {loaded:?}", w.accounts);
@@ -910,7 +980,16 @@ mod erasure {
             .when(|s| decide_withdraw_deletion(s, due()))
             .then_err(AccountError::AccountErased);
         given::<Account>(history)
-            .when(|s| decide_create_api_key(s, ApiKeyId::new(), [1; 32], "abcdefgh", due()))
+            .when(|s| {
+                decide_create_api_key(
+                    s,
+                    ApiKeyId::new(),
+                    [1; 32],
+                    "abcdefgh",
+                    &ApiKeySettings::legacy(),
+                    due(),
+                )
+            })
             .then_err(AccountError::AccountErased);
     }
 

@@ -304,6 +304,12 @@ fn account_samples() -> Vec<AccountEvent> {
             key_id: ApiKeyId(Uuid::from_u128(5)),
             key_hash: [0xab; 32],
             prefix: "AbCd_-12".into(),
+            scope: ApiKeyScope::Full,
+            label: Some("ci runner".into()),
+            allowed_ips: vec![
+                IpRange::parse("198.51.100.0/24").unwrap(),
+                IpRange::parse("2001:db8::1").unwrap(),
+            ],
             at: at(),
         }),
         AccountEvent::ApiKeyRevoked(ApiKeyRevoked {
@@ -753,6 +759,26 @@ fn a_deposit_paid_of_version_1_reads_as_a_credit_of_no_gateway_payment() {
             payment: payment(),
             paid: Micros(9_000_000),
             gateway_payment: None,
+            at: at(),
+        })
+    );
+}
+
+/// `ApiKeyCreated` version 1 (keys before scopes) reads as a key of scope
+/// `orders`, without a label, accepted from any address.
+#[test]
+fn an_api_key_created_of_version_1_reads_as_an_orders_key_for_any_address() {
+    let payload = stored_payload("ApiKeyCreated/1");
+    let decoded = AccountEvent::decode("ApiKeyCreated", 1, &payload).unwrap();
+    assert_eq!(
+        decoded,
+        AccountEvent::ApiKeyCreated(ApiKeyCreated {
+            key_id: ApiKeyId(Uuid::from_u128(5)),
+            key_hash: [0xab; 32],
+            prefix: "AbCd_-12".into(),
+            scope: ApiKeyScope::Orders,
+            label: None,
+            allowed_ips: vec![],
             at: at(),
         })
     );

@@ -140,7 +140,14 @@ pub async fn customer_workload(world: &World, seed: u64, orders: usize) -> Vec<O
         .set_objection(account, rng.below(2) == 0)
         .await
         .unwrap();
-    let key = world.accounts.create_api_key(account).await.unwrap();
+    let key = world
+        .accounts
+        .create_api_key(
+            account,
+            &nexus_core::domain::account::ApiKeySettings::legacy(),
+        )
+        .await
+        .unwrap();
     if rng.below(2) == 0 {
         world
             .accounts

@@ -37,8 +37,22 @@ fn accounts_by_id_by_email_and_api_keys() {
     runtime().block_on(async {
         let runner = Runner::start(world.log(), &world.models, RunnerConfig::default()).unwrap();
         let account = world.registered("first@example.com").await;
-        let key = world.accounts.create_api_key(account).await.unwrap();
-        let other = world.accounts.create_api_key(account).await.unwrap();
+        let key = world
+            .accounts
+            .create_api_key(
+                account,
+                &nexus_core::domain::account::ApiKeySettings::legacy(),
+            )
+            .await
+            .unwrap();
+        let other = world
+            .accounts
+            .create_api_key(
+                account,
+                &nexus_core::domain::account::ApiKeySettings::legacy(),
+            )
+            .await
+            .unwrap();
         world
             .accounts
             .revoke_api_key(account, other.id)

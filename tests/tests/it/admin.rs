@@ -6,7 +6,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use nexus_tests::journey::{call, customer, fund, verification_token, PASSWORD};
+use nexus_tests::journey::{
+    call, customer, fund, signed_in_customer, verification_token, with_session, PASSWORD,
+};
 use nexus_tests::{Response, Server};
 
 const ADMIN_TOKEN: &str = "admin-token-for-tests-0123456789";
@@ -238,12 +240,12 @@ fn the_admin_surface_with_real_data() {
     );
     assert_eq!(registered.status, 201, "{}", registered.body);
     verification_token(&server, "bob@example.com");
-    let carol = customer(&server, "carol@example.com");
-    let carol_id = call(&server, "GET", "/v1/me", &carol, &[], None).json()["id"]
+    let carol = signed_in_customer(&server, "carol@example.com");
+    let carol_id = call(&server, "GET", "/v1/me", &carol.key, &[], None).json()["id"]
         .as_str()
         .unwrap()
         .to_owned();
-    let deletion = call(&server, "POST", "/v1/me/deletion", &carol, &[], None);
+    let deletion = with_session(&server, "POST", "/v1/me/deletion", &carol.session, None);
     assert_eq!(deletion.status, 202, "{}", deletion.body);
     let carol_subject = format!("account-{carol_id}");
 

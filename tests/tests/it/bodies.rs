@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use nexus_tests::journey::{customer, start};
+use nexus_tests::journey::{customer, signed_in_customer, start};
 use nexus_tests::Server;
 
 /// The server's body limit (`MAX_JSON_BYTES`).
@@ -135,20 +135,27 @@ fn only_json_objects_are_read_and_nothing_is_written_otherwise() {
     );
     assert_eq!(registered.status, 201, "{}", registered.body);
 
-    // Authenticated routes: orders, deposits, the webhook, the objection, the
-    // withdrawal of a deletion.
-    let key = customer(&server, "owner@example.com");
+    // Authenticated routes: orders, deposits, the webhook, API keys, the
+    // objection, the withdrawal of a deletion.
+    let owner = signed_in_customer(&server, "owner@example.com");
+    let key = owner.key;
     let bearer = format!("Bearer {key}");
-    let routes: [Route<'_>; 5] = [
+    let routes: [Route<'_>; 6] = [
         ("POST", "/v1/orders", &[("Idempotency-Key", "bodies-1")]),
         ("POST", "/v1/deposits", &[]),
+        // A sensitive change: the (fresh) session's, never a key's.
         ("PUT", "/v1/me/webhook", &[]),
+        ("POST", "/v1/api-keys", &[]),
         ("PUT", "/v1/me/objection", &[]),
         // Credentials in the body, read only as JSON like every other body.
         ("DELETE", "/v1/me/deletion", &[]),
     ];
     for (method, route, extra) in routes {
-        let mut headers = vec![("Authorization", bearer.as_str())];
+        let credential = match route {
+            "/v1/me/webhook" | "/v1/api-keys" => ("Cookie", owner.session.as_str()),
+            _ => ("Authorization", bearer.as_str()),
+        };
+        let mut headers = vec![credential];
         headers.extend_from_slice(extra);
         for (what, content_type, body, status, code) in refused_bodies() {
             let answer = send_raw(&server, method, route, &headers, content_type, &body);
@@ -166,6 +173,13 @@ fn only_json_objects_are_read_and_nothing_is_written_otherwise() {
     assert!(items.is_empty(), "{}", orders.body);
     let webhook = server.send("GET", "/v1/me/webhook", &auth, None);
     assert_eq!(webhook.status, 404, "{}", webhook.body);
+    let keys = server.send("GET", "/v1/api-keys", &auth, None);
+    assert_eq!(
+        keys.json()["items"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        keys.body
+    );
     let me = server.send("GET", "/v1/me", &auth, None);
     assert_eq!(me.status, 200, "{}", me.body);
 }

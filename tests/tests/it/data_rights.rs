@@ -113,7 +113,7 @@ fn session_of(login: &Response) -> String {
     cookie.split(';').next().unwrap().to_owned()
 }
 
-/// Registers, verifies, logs in and makes an API key.
+/// Registers, verifies, logs in and makes an API key of scope `full`.
 fn customer(server: &Server, email: &str) -> Customer {
     let created = server.send(
         "POST",
@@ -133,7 +133,14 @@ fn customer(server: &Server, email: &str) -> Customer {
     let login = login(server, email);
     assert_eq!(login.status, 201, "{}", login.body);
     let session = session_of(&login);
-    let key = server.send("POST", "/v1/api-keys", &[("Cookie", &session)], None);
+    // A key for everything a key may do; the sensitive changes go through
+    // the (fresh) session, as a customer's own would.
+    let key = server.send(
+        "POST",
+        "/v1/api-keys",
+        &[("Cookie", &session)],
+        Some(r#"{"scope":"full","label":"tests"}"#),
+    );
     assert_eq!(key.status, 201, "{}", key.body);
     Customer {
         email: email.to_owned(),
@@ -271,6 +278,18 @@ fn the_export_holds_my_deposit_and_orders_and_nothing_of_another_account() {
     assert_eq!(prefix.len(), 8);
     assert!(alice.key.contains(prefix));
     assert!(keys[0].get("key").is_none() && keys[0].get("hash").is_none());
+    assert_eq!(
+        (
+            &keys[0]["scope"],
+            &keys[0]["label"],
+            &keys[0]["allowed_ips"]
+        ),
+        (
+            &serde_json::json!("full"),
+            &serde_json::json!("tests"),
+            &serde_json::json!([])
+        )
+    );
     assert!(!export.body.contains(&alice.key));
     assert!(doc["webhook"].is_null(), "no webhook set");
 
@@ -387,7 +406,7 @@ fn a_corrected_email_is_verified_again_and_moves_the_login() {
         (r#"{"email":"alice@example.com"}"#, 422, "email_unchanged"),
         (r#"{"email":"Bob@Example.com"}"#, 409, "email_taken"),
     ] {
-        let answer = alice.with_key(&server, "PATCH", "/v1/me", Some(body));
+        let answer = alice.with_session(&server, "PATCH", "/v1/me", Some(body));
         assert_eq!(answer.status, status, "{body}: {}", answer.body);
         assert_eq!(problem_code(&answer).as_deref(), Some(code), "{body}");
         assert!(
@@ -442,7 +461,7 @@ fn a_corrected_email_is_verified_again_and_moves_the_login() {
     let bob_me = bob.with_key(&server, "GET", "/v1/me", None).json();
     assert_eq!(bob_me["email"], "bob@example.com");
     assert_ne!(bob_me["id"], before["id"]);
-    let moved = bob.with_key(
+    let moved = bob.with_session(
         &server,
         "PATCH",
         "/v1/me",
@@ -461,7 +480,7 @@ fn deletion_waits_for_active_orders_and_is_withdrawn_by_session_or_password() {
     // An active order blocks the request; once cancelled, it goes through.
     let active = order(&server, &alice);
     let active_id = active["id"].as_str().unwrap();
-    let refused = alice.with_key(&server, "POST", "/v1/me/deletion", None);
+    let refused = alice.with_session(&server, "POST", "/v1/me/deletion", None);
     assert_eq!(refused.status, 409, "{}", refused.body);
     assert_eq!(problem_code(&refused).as_deref(), Some("active_orders"));
     assert_eq!(
@@ -476,7 +495,7 @@ fn deletion_waits_for_active_orders_and_is_withdrawn_by_session_or_password() {
     );
     assert_eq!(cancelled.status, 200, "{}", cancelled.body);
 
-    let requested = alice.with_key(&server, "POST", "/v1/me/deletion", None);
+    let requested = alice.with_session(&server, "POST", "/v1/me/deletion", None);
     assert_eq!(requested.status, 202, "{}", requested.body);
     let requested = requested.json();
     assert_eq!(requested["status"], "deletion_pending");
@@ -535,11 +554,15 @@ fn deletion_waits_for_active_orders_and_is_withdrawn_by_session_or_password() {
         alice.with_key(&server, "GET", "/v1/wallet", None).status,
         200
     );
-    let nothing_pending = alice.with_key(&server, "DELETE", "/v1/me/deletion", None);
+    let nothing_pending = alice.with_session(&server, "DELETE", "/v1/me/deletion", None);
     assert_eq!(
         problem_code(&nothing_pending).as_deref(),
         Some("no_deletion_pending")
     );
+    // The route is a session's: a key is told so.
+    let by_key = alice.with_key(&server, "DELETE", "/v1/me/deletion", None);
+    assert_eq!(by_key.status, 403, "{}", by_key.body);
+    assert_eq!(problem_code(&by_key).as_deref(), Some("session_required"));
 
     // Requested again, then the session ends: the password is the way back.
     let requested = alice.with_session(&server, "POST", "/v1/me/deletion", None);

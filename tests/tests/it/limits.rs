@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use nexus_tests::journey::{call, customer, PASSWORD};
+use nexus_tests::journey::{call, customer, signed_in_customer, PASSWORD};
 use nexus_tests::{Response, Server};
 
 const ADMIN_TOKEN: &str = "limits-admin-token-0123456789";
@@ -200,16 +200,14 @@ fn changing_the_password_is_on_the_sign_in_budget_per_account_and_per_ip() {
     );
     // Register, verify and log in: three of the IP's five; from other client
     // addresses from now on, so that only the account's budget counts.
-    let key = customer(&server, "password-limits@example.com");
+    let session = signed_in_customer(&server, "password-limits@example.com").session;
     let change = format!(r#"{{"old_password":"not-{PASSWORD}","new_password":"{PASSWORD}-2"}}"#);
     let answers = statuses(8, |i| {
         let client = format!("198.51.100.{}", i + 1);
-        call(
-            &server,
+        server.send(
             "POST",
             "/v1/me/password",
-            &key,
-            &[("X-Forwarded-For", &client)],
+            &[("Cookie", &session), ("X-Forwarded-For", &client)],
             Some(&change),
         )
     });

@@ -4,6 +4,7 @@
 
 mod admin;
 mod api;
+mod api_keys;
 mod bodies;
 mod data_rights;
 mod e2e;

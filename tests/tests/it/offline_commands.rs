@@ -7,7 +7,7 @@
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use nexus_tests::journey::{call, customer, fund, to_micros};
+use nexus_tests::journey::{call, customer, fund, signed_in_customer, to_micros, with_session};
 use nexus_tests::{nexus_binary, Server};
 
 fn nexus(server: &Server, args: &[&str]) -> Output {
@@ -28,9 +28,9 @@ fn json_of(output: &Output) -> serde_json::Value {
 #[test]
 fn retention_commands_on_a_stopped_servers_data() {
     let mut server = Server::start();
-    let dana = customer(&server, "dana@example.com");
-    fund(&server, &dana, "5.00");
-    let deletion = call(&server, "POST", "/v1/me/deletion", &dana, &[], None);
+    let dana = signed_in_customer(&server, "dana@example.com");
+    fund(&server, &dana.key, "5.00");
+    let deletion = with_session(&server, "POST", "/v1/me/deletion", &dana.session, None);
     assert_eq!(deletion.status, 202, "{}", deletion.body);
 
     // The running server holds the store: the command says where to go instead.

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use hmac::{Hmac, KeyInit, Mac};
-use nexus_tests::journey::{customer, fund};
+use nexus_tests::journey::{fund, signed_in_customer, with_session};
 use nexus_tests::loopback::LoopbackServer;
 use nexus_tests::{Response, Server};
 use serde_json::Value;
@@ -125,8 +125,10 @@ fn verify(secret: &str, header: &str, body: &[u8]) -> bool {
 #[test]
 fn a_signed_code_event_is_delivered_by_webhook_and_captures_the_hold() {
     let server = start(true);
-    let alice = customer(&server, "alice@example.com");
-    let mallory = customer(&server, "mallory@example.com");
+    let alice_in = signed_in_customer(&server, "alice@example.com");
+    let (alice, alice_session) = (alice_in.key, alice_in.session);
+    let mallory_in = signed_in_customer(&server, "mallory@example.com");
+    let (mallory, mallory_session) = (mallory_in.key, mallory_in.session);
     let receiver = Receiver::start(1);
 
     // No endpoint yet; then bad URLs are problems that never echo the URL.
@@ -143,17 +145,17 @@ fn a_signed_code_event_is_delivered_by_webhook_and_captures_the_hold() {
         r#"{"url":"https://127.1/hook"}"#,
         long.as_str(),
     ] {
-        let r = call(&server, "PUT", "/v1/me/webhook", &alice, Some(body));
+        let r = with_session(&server, "PUT", "/v1/me/webhook", &alice_session, Some(body));
         assert_eq!(r.status, 400, "{body}: {}", r.body);
         assert_eq!(r.header("content-type"), Some("application/problem+json"));
         assert_eq!(r.json()["code"], "invalid_webhook_url", "{body}");
         assert!(!r.body.contains("s3cret"), "{}", r.body);
     }
-    let r = call(
+    let r = with_session(
         &server,
         "PUT",
         "/v1/me/webhook",
-        &alice,
+        &alice_session,
         Some(r#"{"uri":"x"}"#),
     );
     assert_eq!(
@@ -173,11 +175,11 @@ fn a_signed_code_event_is_delivered_by_webhook_and_captures_the_hold() {
     );
 
     // Set: the secret is in this answer only.
-    let set = call(
+    let set = with_session(
         &server,
         "PUT",
         "/v1/me/webhook",
-        &alice,
+        &alice_session,
         Some(&format!(r#"{{"url":"{}"}}"#, receiver.url)),
     );
     assert_eq!(set.status, 200, "{}", set.body);
@@ -200,7 +202,7 @@ fn a_signed_code_event_is_delivered_by_webhook_and_captures_the_hold() {
         404
     );
     assert_eq!(
-        call(&server, "DELETE", "/v1/me/webhook", &mallory, None).status,
+        with_session(&server, "DELETE", "/v1/me/webhook", &mallory_session, None).status,
         204
     );
     assert_eq!(
@@ -322,7 +324,7 @@ fn a_signed_code_event_is_delivered_by_webhook_and_captures_the_hold() {
     assert!(completed.1["revision"].as_u64() > body["revision"].as_u64());
     assert_eq!(completed.1["order"]["status"], "completed");
     assert_eq!(
-        call(&server, "DELETE", "/v1/me/webhook", &alice, None).status,
+        with_session(&server, "DELETE", "/v1/me/webhook", &alice_session, None).status,
         204
     );
     assert_eq!(
@@ -334,7 +336,7 @@ fn a_signed_code_event_is_delivered_by_webhook_and_captures_the_hold() {
 #[test]
 fn without_the_development_flag_only_public_https_endpoints_are_accepted() {
     let server = start(false);
-    let key = customer(&server, "bob@example.com");
+    let session = signed_in_customer(&server, "bob@example.com").session;
     for url in [
         "http://127.0.0.1:9/hook",
         "https://127.0.0.1/hook",
@@ -342,31 +344,31 @@ fn without_the_development_flag_only_public_https_endpoints_are_accepted() {
         "https://169.254.169.254/latest",
         "http://hooks.example.com/nexus",
     ] {
-        let r = call(
+        let r = with_session(
             &server,
             "PUT",
             "/v1/me/webhook",
-            &key,
+            &session,
             Some(&format!(r#"{{"url":"{url}"}}"#)),
         );
         assert_eq!(r.status, 400, "{url}: {}", r.body);
         assert_eq!(r.json()["code"], "invalid_webhook_url");
     }
-    let first = call(
+    let first = with_session(
         &server,
         "PUT",
         "/v1/me/webhook",
-        &key,
+        &session,
         Some(r#"{"url":"https://Hooks.Example.com/nexus"}"#),
     );
     assert_eq!(first.status, 200, "{}", first.body);
     assert_eq!(first.json()["url"], "https://hooks.example.com/nexus");
     // PUT again rotates the secret.
-    let second = call(
+    let second = with_session(
         &server,
         "PUT",
         "/v1/me/webhook",
-        &key,
+        &session,
         Some(r#"{"url":"https://hooks.example.com/nexus"}"#),
     );
     assert_eq!(second.status, 200, "{}", second.body);

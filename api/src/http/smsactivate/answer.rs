@@ -15,7 +15,8 @@ use serde_json::value::RawValue;
 pub enum Refusal {
     /// No `api_key` parameter.
     NoKey,
-    /// The key is unknown, revoked, or its account is disabled.
+    /// The key is unknown, revoked, used from outside its address allow-list,
+    /// below the scope the action needs, or its account is disabled.
     BadKey,
     /// No such action (or parameters that could not be read).
     BadAction,

@@ -27,7 +27,7 @@ mod catalog;
 mod purchase;
 
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
-use nexus_core::domain::account::AccountError;
+use nexus_core::domain::account::{AccountError, ApiKeyScope};
 use nexus_core::domain::commerce::CommerceError;
 use nexus_core::domain::ledger::Owner;
 use nexus_core::domain::order::OrderError;
@@ -35,6 +35,7 @@ use nexus_core::domain::wallet::WalletError;
 use nexus_core::service::account_service::ApiKeyLogin;
 use nexus_core::service::commerce_service::CommandError;
 
+use super::forwarded::client_ip_of;
 use super::gate::{charge, compat_refusal, note_caller};
 use super::principal::{Principal, Resolution, MAX_API_KEY_BYTES};
 use super::route::{Auth, Method, Op, Route};
@@ -175,7 +176,7 @@ async fn handle(
             refusal.plain()
         }
     };
-    let (resolution, login) = authenticate(&state, &params).await;
+    let (resolution, login) = authenticate(&state, &req, &params).await;
     if let Some(refused) = limited(&req, resolution) {
         return refused;
     }
@@ -190,6 +191,13 @@ async fn handle(
             key_id: Some(login.key_id),
         },
     );
+    match scope_of(&action) {
+        None => return render(Refusal::BadAction),
+        // The protocol has no token for a key that may not do this; a client
+        // reads BAD_KEY as "this key will not do".
+        Some(needed) if !login.scope.covers(needed) => return render(Refusal::BadKey),
+        Some(_) => {}
+    }
     let answer = match action.as_str() {
         "getBalance" => balance(&state, login).await,
         "getNumber" => purchase::get_number(&state, login, &params, purchase::Form::V1).await,
@@ -209,9 +217,37 @@ async fn handle(
     answer.unwrap_or_else(render)
 }
 
+/// Each action the endpoint answers and the API key scope it needs (as the
+/// `/v1` routes: reading needs `read`, buying and changing an activation
+/// `orders`).
+pub const ACTIONS: &[(&str, ApiKeyScope)] = &[
+    ("getBalance", ApiKeyScope::Read),
+    ("getNumber", ApiKeyScope::Orders),
+    ("getNumberV2", ApiKeyScope::Orders),
+    ("getStatus", ApiKeyScope::Read),
+    ("getStatusV2", ApiKeyScope::Read),
+    ("setStatus", ApiKeyScope::Orders),
+    ("finishActivation", ApiKeyScope::Orders),
+    ("cancelActivation", ApiKeyScope::Orders),
+    ("getActiveActivations", ApiKeyScope::Read),
+    ("getPrices", ApiKeyScope::Read),
+    ("getCountries", ApiKeyScope::Read),
+    ("getServicesList", ApiKeyScope::Read),
+    ("getOperators", ApiKeyScope::Read),
+];
+
+/// The scope `action` needs; `None` for an action the endpoint does not answer.
+fn scope_of(action: &str) -> Option<ApiKeyScope> {
+    ACTIONS
+        .iter()
+        .find(|(name, _)| *name == action)
+        .map(|(_, scope)| *scope)
+}
+
 /// The API key's owner, and what the key came to for the rate limits.
 async fn authenticate(
     state: &AppState,
+    req: &HttpRequest,
     params: &Params,
 ) -> (Resolution, Result<ApiKeyLogin, Refusal>) {
     let failed = Resolution::Failed { bearer: true };
@@ -223,8 +259,13 @@ async fn authenticate(
     if key.len() > MAX_API_KEY_BYTES {
         return (failed, Err(Refusal::BadKey));
     }
-    match state.accounts.authenticate_api_key(key).await {
+    match state
+        .accounts
+        .authenticate_api_key(key, client_ip_of(req))
+        .await
+    {
         Ok(login) => (Resolution::Verified(Principal::ApiKey(login)), Ok(login)),
+        // A key used outside its allow-list counts as a failed one too.
         Err(e) if e.refusal().is_some() => (failed, Err(Refusal::BadKey)),
         Err(e) => (Resolution::Unavailable, Err(internal(&e))),
     }
@@ -283,5 +324,22 @@ fn refusal_of(e: CommandError) -> Refusal {
         )) => Refusal::BadKey,
         CommandError::Contention { .. } => Refusal::Unavailable,
         other => internal(&other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reading_needs_read_and_buying_or_changing_needs_orders() {
+        for action in ["getBalance", "getPrices", "getStatus", "getStatusV2"] {
+            assert_eq!(scope_of(action), Some(ApiKeyScope::Read), "{action}");
+        }
+        for action in ["getNumber", "getNumberV2", "setStatus", "cancelActivation"] {
+            assert_eq!(scope_of(action), Some(ApiKeyScope::Orders), "{action}");
+        }
+        assert_eq!(scope_of("getFullSms"), None);
+        assert!(ACTIONS.iter().all(|(_, scope)| *scope != ApiKeyScope::Full));
     }
 }

@@ -2,11 +2,14 @@
 //! `(&state, …, now) -> Result<Vec<Event>, AccountError>`, and the checks of a
 //! presented API key and of a login.
 
+use std::net::IpAddr;
+
 use chrono::{DateTime, Duration, Utc};
 
+use super::api_key::{ip_allowed, ApiKeySettings};
 use super::credentials::{digests_equal, Email, Secret};
 use super::events::*;
-use super::state::{Account, AccountStatus, EmailReservation};
+use super::state::{Account, AccountStatus, ApiKey, EmailReservation};
 use super::webhook_url::WebhookUrl;
 use super::{AccountError, Sha256Hash, DELETION_GRACE_DAYS, MAX_LIVE_API_KEYS};
 use crate::domain::codec::Personal;
@@ -286,6 +289,7 @@ pub fn decide_create_api_key(
     key_id: ApiKeyId,
     key_hash: Sha256Hash,
     prefix: &str,
+    settings: &ApiKeySettings,
     now: DateTime<Utc>,
 ) -> Result<Vec<AccountEvent>, AccountError> {
     state.enabled()?;
@@ -296,6 +300,9 @@ pub fn decide_create_api_key(
         key_id,
         key_hash,
         prefix: prefix.to_owned(),
+        scope: settings.scope,
+        label: settings.label.clone(),
+        allowed_ips: settings.allowed_ips.clone(),
         at: now,
     })])
 }
@@ -357,18 +364,29 @@ pub fn decide_remove_webhook(
     )])
 }
 
-/// The live key whose hash is `key_hash`, on an enabled account. Unknown and
-/// revoked keys are [`AccountError::InvalidCredentials`]; a valid key of a
-/// disabled (or erased) account is [`AccountError::AccountDisabled`]. Every
-/// stored hash is compared, in constant time each.
-pub fn check_api_key(state: &Account, key_hash: &Sha256Hash) -> Result<ApiKeyId, AccountError> {
+/// The live key whose hash is `key_hash`, on an enabled account, used from
+/// `client_ip`. Unknown and revoked keys are [`AccountError::InvalidCredentials`];
+/// a live key used from outside its allow-list is
+/// [`AccountError::ApiKeyIpNotAllowed`]; a valid key of a disabled (or erased)
+/// account is [`AccountError::AccountDisabled`]. Every stored hash is
+/// compared, in constant time each.
+pub fn check_api_key<'a>(
+    state: &'a Account,
+    key_hash: &Sha256Hash,
+    client_ip: IpAddr,
+) -> Result<&'a ApiKey, AccountError> {
     let mut found = None;
     for key in &state.api_keys {
         if digests_equal(&key.hash, key_hash) && key.revoked_at.is_none() {
-            found = Some(key.id);
+            found = Some(key);
         }
     }
     let key = found.ok_or(AccountError::InvalidCredentials)?;
+    // Before the account's status: a caller outside the list learns nothing
+    // more about the account.
+    if !ip_allowed(&key.allowed_ips, client_ip) {
+        return Err(AccountError::ApiKeyIpNotAllowed);
+    }
     match state.enabled() {
         Ok(_) => Ok(key),
         Err(AccountError::AccountNotFound) => Err(AccountError::InvalidCredentials),
@@ -400,6 +418,9 @@ mod tests {
             key_id: ApiKeyId(Uuid::from_u128(n)),
             key_hash: [n as u8; 32],
             prefix: format!("pfx{n}"),
+            scope: ApiKeyScope::Orders,
+            label: None,
+            allowed_ips: vec![],
             at: t0(),
         })
     }
@@ -741,18 +762,23 @@ mod tests {
     fn api_keys_create_limit_revoke_and_check() {
         let (key, hash, prefix) = make_api_key(id(), &[3; 40]);
         let key_id = ApiKeyId(Uuid::from_u128(1000));
+        let settings = ApiKeySettings::new(ApiKeyScope::Read, Some("ci"), &[]).unwrap();
         let state = given::<Account>(registered())
-            .when(|s| decide_create_api_key(s, key_id, hash, &prefix, t0()))
+            .when(|s| decide_create_api_key(s, key_id, hash, &prefix, &settings, t0()))
             .then(vec![AccountEvent::ApiKeyCreated(ApiKeyCreated {
                 key_id,
                 key_hash: hash,
                 prefix: prefix.clone(),
+                scope: ApiKeyScope::Read,
+                label: Some("ci".into()),
+                allowed_ips: vec![],
                 at: t0(),
             })]);
         let (_, presented) = parse_api_key(key.expose()).unwrap();
-        assert_eq!(check_api_key(&state, &presented), Ok(key_id));
+        let checked = check_api_key(&state, &presented, loopback()).unwrap();
+        assert_eq!((checked.id, checked.scope), (key_id, ApiKeyScope::Read));
         assert_eq!(
-            check_api_key(&state, &[0; 32]),
+            check_api_key(&state, &[0; 32], loopback()),
             Err(AccountError::InvalidCredentials)
         );
         assert_eq!(state.api_key_summaries().len(), 1);
@@ -762,14 +788,14 @@ mod tests {
         let mut events = registered();
         events.extend((1..=20).map(key_created));
         given::<Account>(events.clone())
-            .when(|s| decide_create_api_key(s, key_id, hash, &prefix, t0()))
+            .when(|s| decide_create_api_key(s, key_id, hash, &prefix, &settings, t0()))
             .then_err(AccountError::TooManyApiKeys);
         events.push(AccountEvent::ApiKeyRevoked(ApiKeyRevoked {
             key_id: ApiKeyId(Uuid::from_u128(7)),
             at: t0(),
         }));
         given::<Account>(events)
-            .when(|s| decide_create_api_key(s, key_id, hash, &prefix, t0()))
+            .when(|s| decide_create_api_key(s, key_id, hash, &prefix, &settings, t0()))
             .result()
             .unwrap();
 
@@ -783,7 +809,7 @@ mod tests {
                 at: t0(),
             })]);
         assert_eq!(
-            check_api_key(&revoked, &[1; 32]),
+            check_api_key(&revoked, &[1; 32], loopback()),
             Err(AccountError::InvalidCredentials)
         );
         assert_eq!(
@@ -798,17 +824,62 @@ mod tests {
         events.push(deletion_requested(t0()));
         let disabled = given::<Account>(events.clone()).state().clone();
         assert_eq!(
-            check_api_key(&disabled, &[1; 32]),
+            check_api_key(&disabled, &[1; 32], loopback()),
             Err(AccountError::AccountDisabled)
         );
         given::<Account>(events.clone())
-            .when(|s| decide_create_api_key(s, key_id, hash, &prefix, t0()))
+            .when(|s| decide_create_api_key(s, key_id, hash, &prefix, &settings, t0()))
             .then_err(AccountError::AccountDisabled);
         // Revoking still works there.
         given::<Account>(events)
             .when(|s| decide_revoke_api_key(s, ApiKeyId(Uuid::from_u128(1)), t0()))
             .result()
             .unwrap();
+    }
+
+    fn loopback() -> IpAddr {
+        IpAddr::from([127, 0, 0, 1])
+    }
+
+    #[test]
+    fn a_key_with_an_allow_list_works_from_its_ranges_only() {
+        let (key, hash, prefix) = make_api_key(id(), &[4; 40]);
+        let key_id = ApiKeyId(Uuid::from_u128(1001));
+        let settings =
+            ApiKeySettings::new(ApiKeyScope::Full, None, &["203.0.113.0/24".into()]).unwrap();
+        let mut events = registered();
+        events.extend(
+            decide_create_api_key(
+                &given::<Account>(registered()).state().clone(),
+                key_id,
+                hash,
+                &prefix,
+                &settings,
+                t0(),
+            )
+            .unwrap(),
+        );
+        let mut state = given::<Account>(events).state().clone();
+        let (_, presented) = parse_api_key(key.expose()).unwrap();
+        let inside = IpAddr::from([203, 0, 113, 9]);
+        assert_eq!(
+            check_api_key(&state, &presented, inside).unwrap().id,
+            key_id
+        );
+        assert_eq!(
+            check_api_key(&state, &presented, loopback()),
+            Err(AccountError::ApiKeyIpNotAllowed)
+        );
+        // A wrong key from outside is still just a wrong key.
+        assert_eq!(
+            check_api_key(&state, &[0; 32], loopback()),
+            Err(AccountError::InvalidCredentials)
+        );
+        state.apply(&deletion_requested(t0()));
+        assert_eq!(
+            check_api_key(&state, &presented, inside),
+            Err(AccountError::AccountDisabled)
+        );
     }
 
     #[test]

@@ -5,8 +5,8 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::Sha256Hash;
-use crate::domain::codec::{EventBody, Personal};
+use super::{ApiKeyScope, ApiKeySettings, IpRange, Sha256Hash};
+use crate::domain::codec::{upcast, EventBody, Personal};
 use crate::domain::ids::{AccountId, ApiKeyId};
 use crate::{domain_events, personal_event_body};
 
@@ -137,6 +137,8 @@ pub struct AccountErased {
 }
 impl EventBody for AccountErased {}
 
+/// An API key was created (schema version 2: with its scope, label and
+/// address allow-list).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiKeyCreated {
     pub key_id: ApiKeyId,
@@ -144,9 +146,40 @@ pub struct ApiKeyCreated {
     pub key_hash: Sha256Hash,
     /// The first characters of the key's secret part, public (for lists).
     pub prefix: String,
+    pub scope: ApiKeyScope,
+    /// The owner's name for the key (not personal data: the owner's own note,
+    /// at most 64 characters).
+    pub label: Option<String>,
+    /// Empty: any address.
+    pub allowed_ips: Vec<IpRange>,
     pub at: DateTime<Utc>,
 }
 impl EventBody for ApiKeyCreated {}
+
+/// [`ApiKeyCreated`] version 1, frozen: keys before scopes. They read as
+/// scope `orders`, no label, any address.
+#[derive(Deserialize)]
+pub struct ApiKeyCreatedV1 {
+    pub key_id: ApiKeyId,
+    pub key_hash: Sha256Hash,
+    pub prefix: String,
+    pub at: DateTime<Utc>,
+}
+
+impl From<ApiKeyCreatedV1> for ApiKeyCreated {
+    fn from(v1: ApiKeyCreatedV1) -> ApiKeyCreated {
+        let legacy = ApiKeySettings::legacy();
+        ApiKeyCreated {
+            key_id: v1.key_id,
+            key_hash: v1.key_hash,
+            prefix: v1.prefix,
+            scope: legacy.scope,
+            label: legacy.label,
+            allowed_ips: legacy.allowed_ips,
+            at: v1.at,
+        }
+    }
+}
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiKeyRevoked {
@@ -207,7 +240,7 @@ domain_events! {
         AccountObjectionSet(AccountObjectionSet) = 1,
         AccountDeletionRequested(AccountDeletionRequested) = 1,
         AccountDeletionWithdrawn(AccountDeletionWithdrawn) = 1,
-        ApiKeyCreated(ApiKeyCreated) = 1,
+        ApiKeyCreated(ApiKeyCreated) = 2 { 1 => upcast::<ApiKeyCreatedV1, ApiKeyCreated> },
         ApiKeyRevoked(ApiKeyRevoked) = 1,
         WebhookEndpointSet(WebhookEndpointSet) = 1,
         WebhookEndpointRemoved(WebhookEndpointRemoved) = 1,

@@ -42,6 +42,8 @@
 //! - `credentials.rs`: e-mail addresses, passwords and their bcrypt input, the
 //!   lookup key, and the secrets handed out (verification tokens, API keys,
 //!   webhook signing secrets);
+//! - `api_key.rs`: what an API key may do (its scope) and from where (its
+//!   address allow-list), and its label;
 //! - `webhook_url.rs`: which webhook URLs are accepted, and the address checks
 //!   that keep deliveries off internal networks;
 //! - `events.rs`: the event types of both streams;
@@ -50,6 +52,7 @@
 //!
 //! Each file's tests sit at its bottom.
 
+mod api_key;
 mod credentials;
 mod decide;
 mod events;
@@ -58,6 +61,7 @@ mod fixtures;
 mod state;
 mod webhook_url;
 
+pub use api_key::*;
 pub use credentials::*;
 pub use decide::*;
 pub use events::*;
@@ -148,6 +152,13 @@ pub enum AccountError {
     TooManyApiKeys,
     #[error("no such API key (or it is already revoked)")]
     ApiKeyNotFound,
+    /// A live key used from an address outside its allow-list.
+    #[error("this API key is not accepted from this address")]
+    ApiKeyIpNotAllowed,
+    #[error("invalid API key label: {reason}")]
+    InvalidApiKeyLabel { reason: &'static str },
+    #[error("invalid address allow-list: {reason}")]
+    InvalidAllowedIps { reason: &'static str },
     /// The reason names the rule broken, never the URL.
     #[error("invalid webhook URL: {reason}")]
     InvalidWebhookUrl { reason: &'static str },

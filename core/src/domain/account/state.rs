@@ -5,7 +5,7 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 
 use super::events::{AccountEvent, EmailReservationEvent, WebhookEndpointPii};
-use super::{AccountError, Sha256Hash};
+use super::{AccountError, ApiKeyScope, IpRange, Sha256Hash};
 use crate::domain::aggregate::Aggregate;
 use crate::domain::codec::Personal;
 use crate::domain::ids::{AccountId, ApiKeyId};
@@ -37,6 +37,9 @@ pub struct ApiKey {
     pub id: ApiKeyId,
     pub hash: Sha256Hash,
     pub prefix: String,
+    pub scope: ApiKeyScope,
+    pub label: Option<String>,
+    pub allowed_ips: Vec<IpRange>,
     pub created_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
 }
@@ -46,6 +49,7 @@ impl fmt::Debug for ApiKey {
         f.debug_struct("ApiKey")
             .field("id", &self.id)
             .field("prefix", &self.prefix)
+            .field("scope", &self.scope)
             .field("created_at", &self.created_at)
             .field("revoked_at", &self.revoked_at)
             .finish_non_exhaustive()
@@ -57,6 +61,9 @@ impl fmt::Debug for ApiKey {
 pub struct ApiKeySummary {
     pub id: ApiKeyId,
     pub prefix: String,
+    pub scope: ApiKeyScope,
+    pub label: Option<String>,
+    pub allowed_ips: Vec<IpRange>,
     pub created_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
 }
@@ -162,6 +169,9 @@ impl Account {
             .map(|k| ApiKeySummary {
                 id: k.id,
                 prefix: k.prefix.clone(),
+                scope: k.scope,
+                label: k.label.clone(),
+                allowed_ips: k.allowed_ips.clone(),
                 created_at: k.created_at,
                 revoked_at: k.revoked_at,
             })
@@ -242,6 +252,9 @@ impl Aggregate for Account {
                 id: e.key_id,
                 hash: e.key_hash,
                 prefix: e.prefix.clone(),
+                scope: e.scope,
+                label: e.label.clone(),
+                allowed_ips: e.allowed_ips.clone(),
                 created_at: e.at,
                 revoked_at: None,
             }),
