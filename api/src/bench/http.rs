@@ -358,7 +358,7 @@ async fn request(
 async fn customer(addr: std::net::SocketAddr, data: &Path, email: &str) -> anyhow::Result<String> {
     let credentials = format!(r#"{{"email":"{email}","password":"{PASSWORD}"}}"#);
     let created = request(addr, "POST", "/v1/accounts", "", &credentials).await?;
-    anyhow::ensure!(created.0 == 201, "registering: {}", created.0);
+    anyhow::ensure!(created.0 == 202, "registering: {}", created.0);
     let token = verification_token(&data.join("outbox"), email).await?;
     let verified = request(
         addr,

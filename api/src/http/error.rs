@@ -180,6 +180,11 @@ impl From<AccountError> for ApiError {
             E::ErasureNotDue => Problem::ErasureNotDue,
             // The reason names the rule broken, never the URL.
             E::InvalidWebhookUrl { .. } => Problem::InvalidWebhookUrl,
+            E::RecoveryTokenInvalid => Problem::RecoveryTokenInvalid,
+            E::RecoveryTokenExpired => Problem::RecoveryTokenExpired,
+            E::RecoveryTokenUsed => Problem::RecoveryTokenUsed,
+            E::EmailUndoAddressTaken => Problem::EmailUndoAddressTaken,
+            E::TooManyEmailChanges => Problem::TooManyEmailChanges,
         };
         ApiError::new(problem, e.to_string())
     }

@@ -21,10 +21,18 @@
 //!   spends one bcrypt check (against a dummy hash of the configured cost), so
 //!   both take about the same time. A disabled account is reported as such only
 //!   to someone who gave its right password.
+//! - **No user enumeration at registration.** A taken address is refused only
+//!   after the password is hashed, as a new registration's is; the caller
+//!   answers both alike and tells the holder ([`Accounts::holder_of`]).
+//! - **Account recovery.** A password reset ([`Accounts::request_password_reset`],
+//!   [`Accounts::reset_password`]) and the undo of an e-mail change by the old
+//!   address ([`Accounts::undo_email_change`]) go by single-use tokens of the
+//!   verification token's shape, stored as their hash.
 //! - **Logins before verification** are allowed; [`Login::verified`] tells the
 //!   caller, which decides what an unverified account may do.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Duration, Utc};
@@ -33,15 +41,17 @@ use tokio::sync::{OnceCell, Semaphore};
 use super::repo::{load_cached, AggregateCache, Loaded};
 use super::runner::{Runner, ServiceError, StoreFault, Tx};
 use crate::domain::account::{
-    bcrypt_input, check_api_key, check_login, check_password, decide_change_email,
-    decide_change_password, decide_create_api_key, decide_erase_account, decide_issue_verification,
+    bcrypt_input, check_api_key, check_login, check_password, check_password_reset,
+    decide_change_email, decide_change_password, decide_create_api_key, decide_erase_account,
+    decide_issue_email_undo, decide_issue_password_reset, decide_issue_verification,
     decide_register, decide_release_email, decide_remove_webhook, decide_request_deletion,
-    decide_reserve_email, decide_revoke_api_key, decide_set_objection, decide_set_webhook,
-    decide_verify_email, decide_withdraw_deletion, make_api_key, make_verification_token,
-    make_webhook_secret, parse_api_key, parse_verification_token, Account, AccountError,
-    AccountEvent, AccountView, ApiKeySummary, Email, EmailReservation, LookupKey, NewVerification,
-    Secret, Sha256Hash, WebhookUrl, WebhookUrlPolicy, API_KEY_SECRET_CHARS,
-    DEFAULT_VERIFICATION_TTL_HOURS, VERIFICATION_SECRET_BYTES, WEBHOOK_SECRET_BYTES,
+    decide_reserve_email, decide_reset_password, decide_revoke_api_key, decide_set_objection,
+    decide_set_webhook, decide_undo_email_change, decide_verify_email, decide_withdraw_deletion,
+    email_undo_target, make_api_key, make_verification_token, make_webhook_secret, parse_api_key,
+    parse_verification_token, Account, AccountError, AccountEvent, AccountView, ApiKeySummary,
+    Email, EmailReservation, LookupKey, NewVerification, Secret, Sha256Hash, WebhookUrl,
+    WebhookUrlPolicy, API_KEY_SECRET_CHARS, DEFAULT_VERIFICATION_TTL_HOURS, EMAIL_UNDO_TTL_DAYS,
+    PASSWORD_RESET_TTL_MINUTES, VERIFICATION_SECRET_BYTES, WEBHOOK_SECRET_BYTES,
 };
 use crate::domain::clock::{Clock, SystemClock};
 use crate::domain::codec::DomainEvent;
@@ -116,6 +126,32 @@ pub struct Registration {
     pub verification_token: Secret,
 }
 
+/// A recovery token to mail: a password reset (to the account's address) or the
+/// undo of an e-mail change (to the old address).
+#[derive(Debug)]
+pub struct RecoveryMail {
+    pub account: AccountId,
+    /// Where the mail goes (normalized). Never logged.
+    pub email: String,
+    pub token: Secret,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// An e-mail change made: the verification token for the new address and the
+/// undo for the old one.
+#[derive(Debug)]
+pub struct EmailChange {
+    pub verification_token: Secret,
+    pub undo: RecoveryMail,
+}
+
+/// The account that holds an address, and the address as it registered it.
+#[derive(Debug)]
+pub struct AddressHolder {
+    pub account: AccountId,
+    pub email: String,
+}
+
 /// A successful login.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Login {
@@ -171,6 +207,8 @@ pub struct Accounts<S: EventStore> {
     dummy_hash: OnceCell<String>,
     /// Folded accounts at their last version: every authenticated call loads one.
     folded: AggregateCache,
+    /// bcrypt hashes and checks run so far (both kinds).
+    bcrypt_runs: AtomicU64,
 }
 
 impl<S: EventStore> fmt::Debug for Accounts<S> {
@@ -221,6 +259,7 @@ impl<S: EventStore> Accounts<S> {
             clock: Arc::new(SystemClock),
             dummy_hash: OnceCell::new(),
             folded: AggregateCache::default(),
+            bcrypt_runs: AtomicU64::new(0),
         })
     }
 
@@ -246,19 +285,23 @@ impl<S: EventStore> Accounts<S> {
         self.bcrypt_cost
     }
 
+    /// bcrypt hashes and checks run since the service was built: what shows
+    /// that the paths that must not be told apart by their timing do the same
+    /// work.
+    pub fn bcrypt_runs(&self) -> u64 {
+        self.bcrypt_runs.load(Ordering::Relaxed)
+    }
+
     // -- commands ------------------------------------------------------------
 
     /// Registers an account; returns it with the first verification token (to be
-    /// mailed). [`AccountError::EmailTaken`] if the address is registered.
+    /// mailed). [`AccountError::EmailTaken`] if the address is registered, found
+    /// only after the password is hashed, as for a new address, so that the
+    /// time taken does not tell the two apart.
     pub async fn register(&self, email: &str, password: &str) -> Result<Registration> {
         let email = Email::parse(email)?;
         check_password(password)?;
         let email_stream = self.lookup_key.email_stream(&email);
-        // Refuse a taken address before spending a bcrypt hash on it.
-        let reservation = self.load::<EmailReservation>(&email_stream).await?;
-        if reservation.state.holder.is_some() {
-            return Err(AccountError::EmailTaken.into());
-        }
         let password_hash = self.hash_password(password).await?;
         let account = AccountId::new();
         let (token, token_hash) = self.new_verification_token(account)?;
@@ -368,16 +411,19 @@ impl<S: EventStore> Accounts<S> {
     }
 
     /// Corrects the address: the new one must be free, is unverified, and gets a
-    /// verification token (returned, to be mailed to the new address). The old
-    /// reservation is released, the new one taken and the change recorded in one
-    /// append.
-    pub async fn change_email(&self, account: AccountId, new_email: &str) -> Result<Secret> {
+    /// verification token (to be mailed to the new address); the old address gets
+    /// a token that undoes the change for [`EMAIL_UNDO_TTL_DAYS`] days
+    /// ([`Accounts::undo_email_change`]). The old reservation is released, the
+    /// new one taken and the change recorded in one append.
+    pub async fn change_email(&self, account: AccountId, new_email: &str) -> Result<EmailChange> {
         let new_email = Email::parse(new_email)?;
         let new_stream = self.lookup_key.email_stream(&new_email);
         let (token, token_hash) = self.new_verification_token(account)?;
+        let (undo_token, undo_hash) = self.new_verification_token(account)?;
         let verification = self.verification(token_hash);
         let (new_email, new_stream, verification) = (&new_email, &new_stream, &verification);
-        self.runner()
+        let committed = self
+            .runner()
             .run(|tx| {
                 Box::pin(async move {
                     let state = tx.load::<Account>(&account.stream()).await?;
@@ -387,24 +433,173 @@ impl<S: EventStore> Accounts<S> {
                         .plain()
                         .ok_or(AccountError::AccountErased)?
                         .clone();
-                    let old_stream = self.lookup_key.email_stream(&Email::from_stored(old_email));
+                    let old_stream = self
+                        .lookup_key
+                        .email_stream(&Email::from_stored(old_email.clone()));
                     let now = self.clock.now();
-                    let events = decide_change_email(&state, new_email, *verification, now)?;
+                    let mut events = decide_change_email(&state, new_email, *verification, now)?;
+                    events.extend(decide_issue_email_undo(&state, undo_hash, now)?);
                     // A change of case only keeps the same reservation.
                     if old_stream != *new_stream {
-                        let new_reservation = tx.load::<EmailReservation>(new_stream).await?;
-                        let reserve = decide_reserve_email(&new_reservation, account, now)?;
-                        let old_reservation = tx.load::<EmailReservation>(&old_stream).await?;
-                        let release = decide_release_email(&old_reservation, account, now)?;
-                        tx.emit(new_stream, &reserve)?;
-                        tx.emit(&old_stream, &release)?;
+                        self.move_reservation(&tx, account, &old_stream, new_stream, now)
+                            .await?;
+                    }
+                    tx.emit(&account.stream(), &events)?;
+                    Ok((old_email, now))
+                })
+            })
+            .await?;
+        let (old_email, now) = committed.value;
+        tracing::info!(account = %account, "account e-mail changed");
+        Ok(EmailChange {
+            verification_token: token,
+            undo: RecoveryMail {
+                account,
+                email: old_email,
+                token: undo_token,
+                expires_at: now + Duration::days(EMAIL_UNDO_TTL_DAYS),
+            },
+        })
+    }
+
+    /// Releases `from` and reserves `to` for `account`, in the step's append.
+    async fn move_reservation(
+        &self,
+        tx: &Tx<'_, S>,
+        account: AccountId,
+        from: &StreamName,
+        to: &StreamName,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let new_reservation = tx.load::<EmailReservation>(to).await?;
+        let reserve = decide_reserve_email(&new_reservation, account, now)?;
+        let old_reservation = tx.load::<EmailReservation>(from).await?;
+        let release = decide_release_email(&old_reservation, account, now)?;
+        tx.emit(to, &reserve)?;
+        tx.emit(from, &release)?;
+        Ok(())
+    }
+
+    /// Undoes an e-mail change with the token mailed to the old address (valid
+    /// [`EMAIL_UNDO_TTL_DAYS`] days, once): the old address is the account's
+    /// again, verified, and `new_password` its password. The caller ends every
+    /// session. [`AccountError::EmailUndoAddressTaken`] if another account
+    /// registered the old address since; a token malformed, unknown or of an
+    /// unknown account is [`AccountError::RecoveryTokenInvalid`].
+    pub async fn undo_email_change(&self, token: &str, new_password: &str) -> Result<AccountId> {
+        check_password(new_password)?;
+        let (account, token_hash) =
+            parse_verification_token(token).ok_or(AccountError::RecoveryTokenInvalid)?;
+        let new_hash: OnceCell<String> = OnceCell::new();
+        let (new_hash, token_hash) = (&new_hash, &token_hash);
+        let result = self
+            .runner()
+            .run(|tx| {
+                Box::pin(async move {
+                    let state = tx.load::<Account>(&account.stream()).await?;
+                    let now = self.clock.now();
+                    let old_email = email_undo_target(&state, token_hash, now)?;
+                    let hash = new_hash
+                        .get_or_try_init(|| self.hash_password(new_password))
+                        .await?;
+                    let events = decide_undo_email_change(&state, token_hash, hash, now)?;
+                    let current = state.email.plain().ok_or(AccountError::AccountErased)?;
+                    let old_stream = self.lookup_key.email_stream(&Email::from_stored(old_email));
+                    let current_stream = self
+                        .lookup_key
+                        .email_stream(&Email::from_stored(current.clone()));
+                    if old_stream != current_stream {
+                        self.move_reservation(&tx, account, &current_stream, &old_stream, now)
+                            .await
+                            .map_err(|e| match e {
+                                ServiceError::Refused(AccountError::EmailTaken) => {
+                                    AccountError::EmailUndoAddressTaken.into()
+                                }
+                                other => other,
+                            })?;
                     }
                     Ok(tx.emit(&account.stream(), &events)?)
                 })
             })
-            .await?;
-        tracing::info!(account = %account, "account e-mail changed");
-        Ok(token)
+            .await;
+        match result {
+            Err(ServiceError::Refused(AccountError::AccountNotFound)) => {
+                Err(AccountError::RecoveryTokenInvalid.into())
+            }
+            Err(e) => Err(e),
+            Ok(_) => {
+                tracing::info!(account = %account, "account e-mail change undone");
+                Ok(account)
+            }
+        }
+    }
+
+    /// Starts a password reset for the account of `email`: a token valid
+    /// [`PASSWORD_RESET_TTL_MINUTES`] minutes, to be mailed to the account's
+    /// address. `None`, with nothing recorded, when no enabled account has the
+    /// address (unknown, malformed, deletion pending, erased): the caller must
+    /// answer every request alike and do this work after answering, so that
+    /// neither the answer nor its timing tells who has an account.
+    pub async fn request_password_reset(&self, email: &str) -> Result<Option<RecoveryMail>> {
+        let Some(holder) = self.holder_of(email).await? else {
+            return Ok(None);
+        };
+        let account = holder.account;
+        let (token, token_hash) = self.new_verification_token(account)?;
+        let result = self
+            .update(account, |state, now| {
+                decide_issue_password_reset(state, token_hash, now)
+            })
+            .await;
+        let issued_at = match result {
+            Ok(at) => at,
+            Err(ServiceError::Refused(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        tracing::info!(account = %account, "password reset issued");
+        Ok(Some(RecoveryMail {
+            account,
+            email: holder.email,
+            token,
+            expires_at: issued_at + Duration::minutes(PASSWORD_RESET_TTL_MINUTES),
+        }))
+    }
+
+    /// Sets a new password with a reset token (valid
+    /// [`PASSWORD_RESET_TTL_MINUTES`] minutes, once, the latest issued); the
+    /// caller ends every session. A token malformed, unknown, superseded or of
+    /// an unknown account is [`AccountError::RecoveryTokenInvalid`].
+    pub async fn reset_password(&self, token: &str, new_password: &str) -> Result<AccountId> {
+        check_password(new_password)?;
+        let (account, token_hash) =
+            parse_verification_token(token).ok_or(AccountError::RecoveryTokenInvalid)?;
+        let new_hash: OnceCell<String> = OnceCell::new();
+        let (new_hash, token_hash) = (&new_hash, &token_hash);
+        let result = self
+            .runner()
+            .run(|tx| {
+                Box::pin(async move {
+                    let state = tx.load::<Account>(&account.stream()).await?;
+                    // A wrong token spends no bcrypt.
+                    check_password_reset(&state, token_hash, self.clock.now())?;
+                    let hash = new_hash
+                        .get_or_try_init(|| self.hash_password(new_password))
+                        .await?;
+                    let events = decide_reset_password(&state, token_hash, hash, self.clock.now())?;
+                    Ok(tx.emit(&account.stream(), &events)?)
+                })
+            })
+            .await;
+        match result {
+            Err(ServiceError::Refused(AccountError::AccountNotFound)) => {
+                Err(AccountError::RecoveryTokenInvalid.into())
+            }
+            Err(e) => Err(e),
+            Ok(_) => {
+                tracing::info!(account = %account, "account password reset");
+                Ok(account)
+            }
+        }
     }
 
     /// Sets (true) or lifts (false) the objection to non-essential processing.
@@ -596,6 +791,29 @@ impl<S: EventStore> Accounts<S> {
         Err(AccountError::InvalidCredentials.into())
     }
 
+    /// The account holding `email` and the address as it holds it, unless there
+    /// is none, the address is malformed or the account's data is erased; for
+    /// telling the holder that someone tried to register their address.
+    pub async fn holder_of(&self, email: &str) -> Result<Option<AddressHolder>> {
+        let Ok(email) = Email::parse(email) else {
+            return Ok(None);
+        };
+        let reservation = self
+            .load::<EmailReservation>(&self.lookup_key.email_stream(&email))
+            .await?;
+        let Some(account) = reservation.state.holder else {
+            return Ok(None);
+        };
+        let state = self.load_account(account).await?.state;
+        if state.is_erased() {
+            return Ok(None);
+        }
+        Ok(state.email.plain().map(|email| AddressHolder {
+            account,
+            email: email.clone(),
+        }))
+    }
+
     /// Checks an address and password like [`Accounts::authenticate`], but also
     /// admits an account whose deletion is pending: the way back in to withdraw
     /// the request once no session is left (a login refuses such an account).
@@ -734,6 +952,7 @@ impl<S: EventStore> Accounts<S> {
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T> {
+        self.bcrypt_runs.fetch_add(1, Ordering::Relaxed);
         let permit = Arc::clone(&self.hashing)
             .acquire_owned()
             .await
