@@ -335,6 +335,9 @@ async fn serve(config: Config, store: Store) -> anyhow::Result<()> {
         legal_holds: legal_holds.clone(),
         retention: retention.clone(),
         exports: Exports::new(Duration::from_secs(EXPORT_IDLE_READER_TIMEOUT_S)),
+        reset_requests: Arc::new(tokio::sync::Semaphore::new(
+            crate::http::MAX_RESET_REQUESTS_IN_FLIGHT,
+        )),
         policy: Arc::new(nexus_core::service::policy_service::PolicyService::new(
             store.log.clone(),
             store.vault.clone(),

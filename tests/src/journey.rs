@@ -61,6 +61,44 @@ pub fn verification_token(server: &Server, email: &str) -> String {
     }
 }
 
+/// The token of the link to `<server>/<path>?token=` in a mail to `email` in
+/// the outbox, waiting for the mail (at most 20 s); the token also stands on a
+/// line of its own.
+pub fn mailed_token(server: &Server, email: &str, path: &str) -> String {
+    let marker = format!("/{path}?token=");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let token = outbox_mails(server)
+            .iter()
+            .filter(|text| text.contains(email))
+            .find_map(|text| {
+                let token = text
+                    .lines()
+                    .find_map(|l| l.split_once(&marker).map(|(_, t)| t.trim().to_owned()))?;
+                text.lines().any(|l| l.trim() == token).then_some(token)
+            });
+        if let Some(token) = token {
+            return token;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no mail with {marker} for {email}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Every mail in the server's outbox, as written.
+pub fn outbox_mails(server: &Server) -> Vec<String> {
+    std::fs::read_dir(server.data_dir.path().join("outbox"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Registers, verifies, and returns an API key (of scope `full`).
 pub fn customer(server: &Server, email: &str) -> String {
     signed_in_customer(server, email).key
@@ -96,7 +134,7 @@ fn signed_in_verified_by(
 ) -> SignedIn {
     let body = format!(r#"{{"email":"{email}","password":"{PASSWORD}"}}"#);
     let created = server.send("POST", "/v1/accounts", &[], Some(&body));
-    assert_eq!(created.status, 201, "{}", created.body);
+    assert_eq!(created.status, 202, "{}", created.body);
     let token = token_for(email);
     let verified = server.send(
         "POST",

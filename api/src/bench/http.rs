@@ -369,7 +369,7 @@ pub(super) async fn customer(
 ) -> anyhow::Result<String> {
     let credentials = format!(r#"{{"email":"{email}","password":"{PASSWORD}"}}"#);
     let created = request(addr, "POST", "/v1/accounts", headers, &credentials).await?;
-    anyhow::ensure!(created.0 == 201, "registering: {}", created.0);
+    anyhow::ensure!(created.0 == 202, "registering: {}", created.0);
     let token = verification_token(&data.join("outbox"), email).await?;
     let verified = request(
         addr,

@@ -2,7 +2,9 @@
 
 use actix_web::cookie::{Cookie, SameSite};
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde::{Deserialize, Serialize};
+use nexus_core::domain::account::AccountError;
+use nexus_core::service::runner::ServiceError;
+use serde::Deserialize;
 
 use super::auth::{Customer, Holder};
 use super::body::ObjectBody;
@@ -10,6 +12,7 @@ use super::error::ApiError;
 use super::error::Problem;
 use super::gate::charge;
 use super::limits::{Budget, SignInKey};
+use super::recovery::{accepted_schema, Accepted};
 use super::route::{Auth, Method, Op, Route};
 use super::schema::{boolean, obj, password_schema, required_query_param, schema_ref, string};
 use super::sessions::{COOKIE_NAME, SESSION_HOURS};
@@ -23,26 +26,26 @@ pub(super) const ROUTES: &[Route] = &[
         method: Method::Post,
         path: "/v1/accounts",
         handler: |route| route.to(register),
-        doc: || Op {
-            summary: "Register",
+        doc: || {
+            Op {
+            summary: "Register (the same answer whether the address is free or taken)",
             tag: "accounts",
             auth: Auth::None,
             params: vec![],
             body: Some(schema_ref("Credentials")),
             success: (
-                201,
-                "Registered; a verification mail is sent",
-                Some(obj(&["id"], json!({ "id": string() }))),
+                202,
+                "Accepted: a free address gets its verification mail, a taken one a notice to its holder",
+                Some(accepted_schema()),
             ),
             errors: vec![
                 Problem::InvalidJson,
                 Problem::InvalidEmail,
                 Problem::PasswordTooShort,
                 Problem::PasswordTooLong,
-                Problem::AlreadyRegistered,
-                Problem::EmailTaken,
                 Problem::Contention,
             ],
+        }
         },
     },
     Route {
@@ -188,24 +191,36 @@ struct Credentials {
     password: String,
 }
 
-#[derive(Serialize)]
-struct Created {
-    id: String,
-}
+/// The answer to every accepted registration, of a free address or a taken
+/// one: nothing in it (status, body, headers) tells them apart.
+const REGISTRATION_ACCEPTED: Accepted = Accepted {
+    detail: "A mail is on its way to this address: confirm it with the link inside, then sign in.",
+};
 
+/// Registers, or, for a taken address, tells its holder that someone tried;
+/// both answer 202 with [`REGISTRATION_ACCEPTED`], after the same bcrypt
+/// hash, so the answer does not tell who has an account. Besides the IP's
+/// sign-in budget (the gate), the address's own.
 async fn register(
     state: web::Data<AppState>,
+    req: HttpRequest,
     body: ObjectBody<Credentials>,
 ) -> Result<HttpResponse, ApiError> {
-    let registration = state.accounts.register(&body.email, &body.password).await?;
-    state.mail_verification(
-        registration.account,
-        &body.email,
-        registration.verification_token.expose(),
-    );
-    Ok(HttpResponse::Created().json(Created {
-        id: registration.account.to_string(),
-    }))
+    charge_sign_in_to(&req, &body.email)?;
+    match state.accounts.register(&body.email, &body.password).await {
+        Ok(registration) => state.mail_verification(
+            registration.account,
+            &body.email,
+            registration.verification_token.expose(),
+        ),
+        Err(ServiceError::Refused(AccountError::EmailTaken)) => {
+            if let Some(holder) = state.accounts.holder_of(&body.email).await? {
+                state.mail_registration_attempt(&holder);
+            }
+        }
+        Err(e) => return Err(e.into()),
+    }
+    Ok(HttpResponse::Accepted().json(REGISTRATION_ACCEPTED))
 }
 
 #[derive(Deserialize)]

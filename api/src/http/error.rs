@@ -183,6 +183,11 @@ impl From<AccountError> for ApiError {
             E::ApiKeyIpNotAllowed => Problem::IpNotAllowed,
             E::InvalidApiKeyLabel { .. } => Problem::InvalidLabel,
             E::InvalidAllowedIps { .. } => Problem::InvalidAllowedIps,
+            E::RecoveryTokenInvalid => Problem::RecoveryTokenInvalid,
+            E::RecoveryTokenExpired => Problem::RecoveryTokenExpired,
+            E::RecoveryTokenUsed => Problem::RecoveryTokenUsed,
+            E::EmailUndoAddressTaken => Problem::EmailUndoAddressTaken,
+            E::TooManyEmailChanges => Problem::TooManyEmailChanges,
         };
         ApiError::new(problem, e.to_string())
     }

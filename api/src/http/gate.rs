@@ -98,7 +98,8 @@ enum Charge {
     /// budget of the IP (and, in the handler, of the address signed in to).
     SignIn,
     /// Runs bcrypt for a signed-in account (a password change, a session's
-    /// confirmation): the sign-in budget of the IP and of the account, besides
+    /// confirmation), or changes its address (as costly to abuse as a
+    /// registration): the sign-in budget of the IP and of the account, besides
     /// the principal's own.
     SignedInBcrypt,
     /// Everything else: the principal's budget, or the IP's.
@@ -109,17 +110,25 @@ fn charge_of(req: &ServiceRequest) -> Charge {
     let path = req.path();
     let method = req.method();
     // Withdrawing a deletion takes a password when no session is left; the
-    // mail's verification link spends a token like its POST form.
+    // mail's verification link spends a token like its POST form; the
+    // recovery routes mail or spend a token.
     let signs_in = (method == Method::POST
         && matches!(
             path,
-            "/v1/accounts" | "/v1/accounts/verify" | "/v1/sessions"
+            "/v1/accounts"
+                | "/v1/accounts/verify"
+                | "/v1/sessions"
+                | "/v1/password-resets"
+                | "/v1/password-resets/confirm"
+                | "/v1/email-changes/undo"
         ))
         || (method == Method::DELETE && path == "/v1/me/deletion")
         || (method == Method::GET && path == "/verify");
     if signs_in {
         Charge::SignIn
-    } else if method == Method::POST && matches!(path, "/v1/me/password" | "/v1/sessions/confirm") {
+    } else if (method == Method::POST && matches!(path, "/v1/me/password" | "/v1/sessions/confirm"))
+        || (method == Method::PATCH && path == "/v1/me")
+    {
         Charge::SignedInBcrypt
     } else {
         Charge::Regular

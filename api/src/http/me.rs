@@ -4,7 +4,9 @@
 //! - `GET /v1/me`: the account (id, e-mail, verification, status with the
 //!   deletion's due date, objection, creation time).
 //! - `PATCH /v1/me` `{"email"}`: corrects the address; the new one is unverified
-//!   and a verification mail goes to it.
+//!   and a verification mail goes to it; the old one is told, with a link that
+//!   undoes the change for 7 days (`POST /v1/email-changes/undo`). Pays from
+//!   the sign-in budget, per IP and per account, like a registration.
 //! - `POST /v1/me/deletion`: requests the deletion (refused while orders are
 //!   active); the account is disabled at once and erased 30 days later.
 //! - `DELETE /v1/me/deletion`: withdraws it within those 30 days.
@@ -57,7 +59,7 @@ use super::error::{ApiError, Problem};
 use super::orders::status_name;
 use super::route::{Auth, Method, Op, Route};
 use super::schema::{boolean, obj, schema_ref};
-use super::state::AppState;
+use super::state::{AppState, RecoveryKind};
 use super::MAX_JSON_BYTES;
 use nexus_core::domain::account::ApiKeyScope;
 use serde_json::json;
@@ -100,6 +102,7 @@ pub(super) const ROUTES: &[Route] = &[
                 Problem::EmailTaken,
                 Problem::Contention,
                 Problem::EmailUnchanged,
+                Problem::TooManyEmailChanges,
             ],
         },
     },
@@ -332,7 +335,7 @@ struct EmailCorrection {
 
 /// Corrects the address. The new one must be free (409 `email_taken`), is
 /// unverified from now on, and gets a verification mail; the old one no longer
-/// logs in.
+/// logs in, and is mailed a link that undoes the change for 7 days.
 async fn correct_email(
     state: web::Data<AppState>,
     customer: Customer,
@@ -340,11 +343,16 @@ async fn correct_email(
 ) -> Result<HttpResponse, ApiError> {
     let correction = body.into_inner();
     let email = Email::parse(&correction.email)?;
-    let token = state
+    let change = state
         .accounts
         .change_email(customer.account, email.as_str())
         .await?;
-    state.mail_verification(customer.account, email.as_str(), token.expose());
+    state.mail_verification(
+        customer.account,
+        email.as_str(),
+        change.verification_token.expose(),
+    );
+    state.mail_recovery(RecoveryKind::EmailUndo, &change.undo);
     respond_with_me(&state, customer.account, HttpResponse::Ok()).await
 }
 

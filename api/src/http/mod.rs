@@ -19,6 +19,7 @@ mod openapi;
 mod orders;
 pub mod principal;
 mod problem;
+mod recovery;
 mod route;
 mod schema;
 pub mod sessions;
@@ -43,6 +44,9 @@ use state::AppState;
 
 /// Largest JSON body accepted, in bytes.
 pub const MAX_JSON_BYTES: usize = 16 * 1024;
+/// Password-reset requests worked on after their answer at once; past it a
+/// request is dropped (with the same answer).
+pub const MAX_RESET_REQUESTS_IN_FLIGHT: usize = 64;
 /// Longest query string accepted, in bytes.
 pub const MAX_QUERY_BYTES: usize = 2 * 1024;
 
@@ -131,6 +135,7 @@ pub(crate) fn table() -> impl Iterator<Item = &'static Route> {
         webhook::ROUTES,
         admin::ROUTES,
         me::ROUTES,
+        recovery::ROUTES,
         smsactivate::ROUTES,
         upstream_hooks::ROUTES,
         openapi::ROUTES,

@@ -5,12 +5,12 @@ use std::sync::Arc;
 use nexus_core::domain::ids::AccountId;
 use nexus_core::domain::money::Micros;
 use nexus_core::log::{EventStore, SledLog};
-use nexus_core::service::account_service::Accounts;
+use nexus_core::service::account_service::{Accounts, AddressHolder, RecoveryMail};
 use nexus_core::service::commerce_service::Commerce;
 use nexus_projections::{ReadModels, Runner};
 use nexus_providers::catalog::Catalog;
 use nexus_providers::gateway::{IpnHandler, PaymentGateway, SimulatedGateway};
-use nexus_providers::mailer::{Mail, MailId, Mailer, Recipient};
+use nexus_providers::mailer::{Mail, MailId, MailKind, Mailer, Recipient};
 use nexus_providers::router::Router;
 use tracing::warn;
 
@@ -43,6 +43,9 @@ pub struct AppState {
     pub retention: Arc<nexus_retention::Sweeper<SledLog>>,
     /// The data exports streaming now (`GET /v1/me/export`).
     pub exports: super::Exports,
+    /// Password-reset requests being worked on after their answer (see
+    /// `recovery.rs`): at most this many at once.
+    pub reset_requests: Arc<tokio::sync::Semaphore>,
 }
 
 /// How long a list of the caller's own data waits for its read model to show
@@ -66,24 +69,80 @@ impl AppState {
     }
 
     /// Spools the verification mail for `account` (its id: the token's hash);
-    /// a full queue is reported, the request goes on.
+    /// a failure is logged, not answered: the customer can ask for another.
     pub fn mail_verification(&self, account: AccountId, email: &str, token: &str) {
+        self.spool_mail(account, email, MailId::for_verification(token), |to| {
+            Mail::Verification {
+                to,
+                token: token.to_owned(),
+                expires_at: None,
+            }
+        });
+    }
+
+    /// Spools a password-reset mail (to the account's address) or the notice
+    /// of an e-mail change with its undo (to the old address).
+    pub fn mail_recovery(&self, kind: RecoveryKind, recovery: &RecoveryMail) {
+        let token = recovery.token.expose().to_owned();
+        let expires_at = recovery.expires_at;
+        let (mail_kind, make): (MailKind, fn(Recipient, String, _) -> Mail) = match kind {
+            RecoveryKind::PasswordReset => (MailKind::PasswordReset, |to, token, expires_at| {
+                Mail::PasswordReset {
+                    to,
+                    token,
+                    expires_at,
+                }
+            }),
+            RecoveryKind::EmailUndo => (MailKind::EmailChanged, |to, token, expires_at| {
+                Mail::EmailChanged {
+                    to,
+                    token,
+                    expires_at,
+                }
+            }),
+        };
+        let id = MailId::for_token(mail_kind, &token);
+        self.spool_mail(recovery.account, &recovery.email, id, |to| {
+            make(to, token, expires_at)
+        });
+    }
+
+    /// Tells the holder of an address that someone tried to register with it:
+    /// at most one such mail per account and hour.
+    pub fn mail_registration_attempt(&self, holder: &AddressHolder) {
+        let hour = chrono::Utc::now().timestamp().div_euclid(3600);
+        let id = MailId::for_registration_attempt(holder.account.0, hour);
+        self.spool_mail(holder.account, &holder.email, id, |to| {
+            Mail::RegistrationAttempt { to }
+        });
+    }
+
+    /// Spools one mail to `email`, sealed under `account`; a failure is logged
+    /// (kind only), never answered.
+    fn spool_mail(
+        &self,
+        account: AccountId,
+        email: &str,
+        id: MailId,
+        make: impl FnOnce(Recipient) -> Mail,
+    ) {
         let to = match Recipient::parse(email) {
             Ok(to) => to,
-            Err(e) => return warn!(error = %e, "verification mail: the address does not parse"),
+            Err(e) => return warn!(error = %e, "mail: the address does not parse"),
         };
-        let mail = Mail::Verification {
-            to,
-            token: token.to_owned(),
-            expires_at: None,
-        };
-        if let Err(e) = self
-            .mailer
-            .send(MailId::for_verification(token), account, mail)
-        {
-            warn!(error = %e, "verification mail not queued");
+        let mail = make(to);
+        let kind = mail.kind();
+        if let Err(e) = self.mailer.send(id, account, mail) {
+            warn!(kind = kind.as_str(), error = %e, "mail not queued");
         }
     }
+}
+
+/// Which recovery mail [`AppState::mail_recovery`] sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecoveryKind {
+    PasswordReset,
+    EmailUndo,
 }
 
 /// Sell prices: the upstream's cost plus a markup, rounded up to a whole cent.

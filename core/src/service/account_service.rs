@@ -21,11 +21,19 @@
 //!   spends one bcrypt check (against a dummy hash of the configured cost), so
 //!   both take about the same time. A disabled account is reported as such only
 //!   to someone who gave its right password.
+//! - **No user enumeration at registration.** A taken address is refused only
+//!   after the password is hashed, as a new registration's is; the caller
+//!   answers both alike and tells the holder ([`Accounts::holder_of`]).
+//! - **Account recovery.** A password reset ([`Accounts::request_password_reset`],
+//!   [`Accounts::reset_password`]) and the undo of an e-mail change by the old
+//!   address ([`Accounts::undo_email_change`]) go by single-use tokens of the
+//!   verification token's shape, stored as their hash.
 //! - **Logins before verification** are allowed; [`Login::verified`] tells the
 //!   caller, which decides what an unverified account may do.
 
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Duration, Utc};
@@ -34,15 +42,17 @@ use tokio::sync::{OnceCell, Semaphore};
 use super::repo::{load_cached, AggregateCache, Loaded};
 use super::runner::{Runner, ServiceError, StoreFault, Tx};
 use crate::domain::account::{
-    bcrypt_input, check_api_key, check_login, check_password, decide_change_email,
-    decide_change_password, decide_create_api_key, decide_erase_account, decide_issue_verification,
+    bcrypt_input, check_api_key, check_login, check_password, check_password_reset,
+    decide_change_email, decide_change_password, decide_create_api_key, decide_erase_account,
+    decide_issue_email_undo, decide_issue_password_reset, decide_issue_verification,
     decide_register, decide_release_email, decide_remove_webhook, decide_request_deletion,
-    decide_reserve_email, decide_revoke_api_key, decide_set_objection, decide_set_webhook,
-    decide_verify_email, decide_withdraw_deletion, make_api_key, make_verification_token,
-    make_webhook_secret, parse_api_key, parse_verification_token, Account, AccountError,
-    AccountEvent, AccountView, ApiKeyScope, ApiKeySettings, ApiKeySummary, Email, EmailReservation,
-    LookupKey, NewVerification, Secret, Sha256Hash, WebhookUrl, WebhookUrlPolicy,
-    API_KEY_SECRET_CHARS, DEFAULT_VERIFICATION_TTL_HOURS, VERIFICATION_SECRET_BYTES,
+    decide_reserve_email, decide_reset_password, decide_revoke_api_key, decide_set_objection,
+    decide_set_webhook, decide_undo_email_change, decide_verify_email, decide_withdraw_deletion,
+    email_undo_target, make_api_key, make_verification_token, make_webhook_secret, parse_api_key,
+    parse_verification_token, Account, AccountError, AccountEvent, AccountView, ApiKeyScope,
+    ApiKeySettings, ApiKeySummary, Email, EmailReservation, LookupKey, NewVerification, Secret,
+    Sha256Hash, WebhookUrl, WebhookUrlPolicy, API_KEY_SECRET_CHARS, DEFAULT_VERIFICATION_TTL_HOURS,
+    EMAIL_UNDO_TTL_DAYS, PASSWORD_RESET_TTL_MINUTES, VERIFICATION_SECRET_BYTES,
     WEBHOOK_SECRET_BYTES,
 };
 use crate::domain::clock::{Clock, SystemClock};
@@ -112,7 +122,7 @@ impl From<AccountError> for AccountServiceError {
 type Result<T, E = AccountServiceError> = std::result::Result<T, E>;
 
 mod lookup;
-use lookup::{release_under_every_key, reserve_under_every_key};
+use lookup::{move_reservation, release_under_every_key, reserve_under_every_key};
 pub use lookup::{KeyRotation, EMAIL_LOOKUP};
 
 /// A new account and the token to mail for its verification.
@@ -120,6 +130,32 @@ pub use lookup::{KeyRotation, EMAIL_LOOKUP};
 pub struct Registration {
     pub account: AccountId,
     pub verification_token: Secret,
+}
+
+/// A recovery token to mail: a password reset (to the account's address) or the
+/// undo of an e-mail change (to the old address).
+#[derive(Debug)]
+pub struct RecoveryMail {
+    pub account: AccountId,
+    /// Where the mail goes (normalized). Never logged.
+    pub email: String,
+    pub token: Secret,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// An e-mail change made: the verification token for the new address and the
+/// undo for the old one.
+#[derive(Debug)]
+pub struct EmailChange {
+    pub verification_token: Secret,
+    pub undo: RecoveryMail,
+}
+
+/// The account that holds an address, and the address as it registered it.
+#[derive(Debug)]
+pub struct AddressHolder {
+    pub account: AccountId,
+    pub email: String,
 }
 
 /// A successful login.
@@ -181,6 +217,8 @@ pub struct Accounts<S: EventStore> {
     /// Held (read) by every command that computes address stream names, and
     /// (write) while a rotation begins a new lookup key: see [`lookup`].
     lookup_lock: tokio::sync::RwLock<()>,
+    /// bcrypt hashes and checks run so far (both kinds).
+    bcrypt_runs: AtomicU64,
 }
 
 impl<S: EventStore> fmt::Debug for Accounts<S> {
@@ -230,6 +268,7 @@ impl<S: EventStore> Accounts<S> {
             dummy_hash: OnceCell::new(),
             folded: AggregateCache::default(),
             lookup_lock: tokio::sync::RwLock::new(()),
+            bcrypt_runs: AtomicU64::new(0),
         })
     }
 
@@ -255,19 +294,24 @@ impl<S: EventStore> Accounts<S> {
         self.bcrypt_cost
     }
 
+    /// bcrypt hashes and checks run since the service was built: what shows
+    /// that the paths that must not be told apart by their timing do the same
+    /// work.
+    pub fn bcrypt_runs(&self) -> u64 {
+        self.bcrypt_runs.load(Ordering::Relaxed)
+    }
+
     // -- commands ------------------------------------------------------------
 
     /// Registers an account; returns it with the first verification token (to be
-    /// mailed). [`AccountError::EmailTaken`] if the address is registered.
+    /// mailed). [`AccountError::EmailTaken`] if the address is registered, found
+    /// only after the password is hashed, as for a new address, so that the
+    /// time taken does not tell the two apart.
     pub async fn register(&self, email: &str, password: &str) -> Result<Registration> {
         let email = Email::parse(email)?;
         check_password(password)?;
         let _lookups = self.lookup_lock.read().await;
         let email_streams = self.email_streams(&email)?;
-        // Refuse a taken address before spending a bcrypt hash on it.
-        if self.holder(&email_streams).await?.is_some() {
-            return Err(AccountError::EmailTaken.into());
-        }
         let password_hash = self.hash_password(password).await?;
         let account = AccountId::new();
         let (token, token_hash) = self.new_verification_token(account)?;
@@ -396,17 +440,20 @@ impl<S: EventStore> Accounts<S> {
     }
 
     /// Corrects the address: the new one must be free, is unverified, and gets a
-    /// verification token (returned, to be mailed to the new address). The old
-    /// reservation is released, the new one taken and the change recorded in one
-    /// append.
-    pub async fn change_email(&self, account: AccountId, new_email: &str) -> Result<Secret> {
+    /// verification token (to be mailed to the new address); the old address gets
+    /// a token that undoes the change for [`EMAIL_UNDO_TTL_DAYS`] days
+    /// ([`Accounts::undo_email_change`]). The old reservation is released, the
+    /// new one taken and the change recorded in one append.
+    pub async fn change_email(&self, account: AccountId, new_email: &str) -> Result<EmailChange> {
         let new_email = Email::parse(new_email)?;
         let _lookups = self.lookup_lock.read().await;
         let new_streams = self.email_streams(&new_email)?;
         let (token, token_hash) = self.new_verification_token(account)?;
+        let (undo_token, undo_hash) = self.new_verification_token(account)?;
         let verification = self.verification(token_hash);
         let (new_email, new_streams, verification) = (&new_email, &new_streams, &verification);
-        self.runner()
+        let committed = self
+            .runner()
             .run(|tx| {
                 Box::pin(async move {
                     let state = tx.load::<Account>(&account.stream()).await?;
@@ -416,22 +463,152 @@ impl<S: EventStore> Accounts<S> {
                         .plain()
                         .ok_or(AccountError::AccountErased)?
                         .clone();
-                    let old_streams = self.email_streams(&Email::from_stored(old_email))?;
+                    let old_streams = self.email_streams(&Email::from_stored(old_email.clone()))?;
                     let now = self.clock.now();
-                    let events = decide_change_email(&state, new_email, *verification, now)?;
+                    let mut events = decide_change_email(&state, new_email, *verification, now)?;
+                    events.extend(decide_issue_email_undo(&state, undo_hash, now)?);
                     // A change of case only keeps the same reservation.
                     if old_streams[0] != new_streams[0] {
-                        let reserve =
-                            reserve_under_every_key(&tx, new_streams, account, now).await?;
-                        tx.emit(&new_streams[0], &reserve)?;
-                        release_under_every_key(&tx, &old_streams, account, now).await?;
+                        move_reservation(&tx, account, &old_streams, new_streams, now).await?;
+                    }
+                    tx.emit(&account.stream(), &events)?;
+                    Ok((old_email, now))
+                })
+            })
+            .await?;
+        let (old_email, now) = committed.value;
+        tracing::info!(account = %account, "account e-mail changed");
+        Ok(EmailChange {
+            verification_token: token,
+            undo: RecoveryMail {
+                account,
+                email: old_email,
+                token: undo_token,
+                expires_at: now + Duration::days(EMAIL_UNDO_TTL_DAYS),
+            },
+        })
+    }
+
+    /// Undoes an e-mail change with the token mailed to the old address (valid
+    /// [`EMAIL_UNDO_TTL_DAYS`] days, once): the old address is the account's
+    /// again, verified, and `new_password` its password. The caller ends every
+    /// session. [`AccountError::EmailUndoAddressTaken`] if another account
+    /// registered the old address since; a token malformed, unknown or of an
+    /// unknown account is [`AccountError::RecoveryTokenInvalid`].
+    pub async fn undo_email_change(&self, token: &str, new_password: &str) -> Result<AccountId> {
+        check_password(new_password)?;
+        let (account, token_hash) =
+            parse_verification_token(token).ok_or(AccountError::RecoveryTokenInvalid)?;
+        let new_hash: OnceCell<String> = OnceCell::new();
+        let (new_hash, token_hash) = (&new_hash, &token_hash);
+        let _lookups = self.lookup_lock.read().await;
+        let result = self
+            .runner()
+            .run(|tx| {
+                Box::pin(async move {
+                    let state = tx.load::<Account>(&account.stream()).await?;
+                    let now = self.clock.now();
+                    let old_email = email_undo_target(&state, token_hash, now)?;
+                    let hash = new_hash
+                        .get_or_try_init(|| self.hash_password(new_password))
+                        .await?;
+                    let events = decide_undo_email_change(&state, token_hash, hash, now)?;
+                    let current = state.email.plain().ok_or(AccountError::AccountErased)?;
+                    let old_streams = self.email_streams(&Email::from_stored(old_email))?;
+                    let current_streams =
+                        self.email_streams(&Email::from_stored(current.clone()))?;
+                    if old_streams[0] != current_streams[0] {
+                        move_reservation(&tx, account, &current_streams, &old_streams, now)
+                            .await
+                            .map_err(|e| match e {
+                                ServiceError::Refused(AccountError::EmailTaken) => {
+                                    AccountError::EmailUndoAddressTaken.into()
+                                }
+                                other => other,
+                            })?;
                     }
                     Ok(tx.emit(&account.stream(), &events)?)
                 })
             })
-            .await?;
-        tracing::info!(account = %account, "account e-mail changed");
-        Ok(token)
+            .await;
+        match result {
+            Err(ServiceError::Refused(AccountError::AccountNotFound)) => {
+                Err(AccountError::RecoveryTokenInvalid.into())
+            }
+            Err(e) => Err(e),
+            Ok(_) => {
+                tracing::info!(account = %account, "account e-mail change undone");
+                Ok(account)
+            }
+        }
+    }
+
+    /// Starts a password reset for the account of `email`: a token valid
+    /// [`PASSWORD_RESET_TTL_MINUTES`] minutes, to be mailed to the account's
+    /// address. `None`, with nothing recorded, when no enabled account has the
+    /// address (unknown, malformed, deletion pending, erased): the caller must
+    /// answer every request alike and do this work after answering, so that
+    /// neither the answer nor its timing tells who has an account.
+    pub async fn request_password_reset(&self, email: &str) -> Result<Option<RecoveryMail>> {
+        let Some(holder) = self.holder_of(email).await? else {
+            return Ok(None);
+        };
+        let account = holder.account;
+        let (token, token_hash) = self.new_verification_token(account)?;
+        let result = self
+            .update(account, |state, now| {
+                decide_issue_password_reset(state, token_hash, now)
+            })
+            .await;
+        let issued_at = match result {
+            Ok(at) => at,
+            Err(ServiceError::Refused(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        tracing::info!(account = %account, "password reset issued");
+        Ok(Some(RecoveryMail {
+            account,
+            email: holder.email,
+            token,
+            expires_at: issued_at + Duration::minutes(PASSWORD_RESET_TTL_MINUTES),
+        }))
+    }
+
+    /// Sets a new password with a reset token (valid
+    /// [`PASSWORD_RESET_TTL_MINUTES`] minutes, once, the latest issued); the
+    /// caller ends every session. A token malformed, unknown, superseded or of
+    /// an unknown account is [`AccountError::RecoveryTokenInvalid`].
+    pub async fn reset_password(&self, token: &str, new_password: &str) -> Result<AccountId> {
+        check_password(new_password)?;
+        let (account, token_hash) =
+            parse_verification_token(token).ok_or(AccountError::RecoveryTokenInvalid)?;
+        let new_hash: OnceCell<String> = OnceCell::new();
+        let (new_hash, token_hash) = (&new_hash, &token_hash);
+        let result = self
+            .runner()
+            .run(|tx| {
+                Box::pin(async move {
+                    let state = tx.load::<Account>(&account.stream()).await?;
+                    // A wrong token spends no bcrypt.
+                    check_password_reset(&state, token_hash, self.clock.now())?;
+                    let hash = new_hash
+                        .get_or_try_init(|| self.hash_password(new_password))
+                        .await?;
+                    let events = decide_reset_password(&state, token_hash, hash, self.clock.now())?;
+                    Ok(tx.emit(&account.stream(), &events)?)
+                })
+            })
+            .await;
+        match result {
+            Err(ServiceError::Refused(AccountError::AccountNotFound)) => {
+                Err(AccountError::RecoveryTokenInvalid.into())
+            }
+            Err(e) => Err(e),
+            Ok(_) => {
+                tracing::info!(account = %account, "account password reset");
+                Ok(account)
+            }
+        }
     }
 
     /// Sets (true) or lifts (false) the objection to non-essential processing.
@@ -622,6 +799,30 @@ impl<S: EventStore> Accounts<S> {
         Err(AccountError::InvalidCredentials.into())
     }
 
+    /// The account holding `email` and the address as it holds it, unless there
+    /// is none, the address is malformed or the account's data is erased; for
+    /// telling the holder that someone tried to register their address.
+    pub async fn holder_of(&self, email: &str) -> Result<Option<AddressHolder>> {
+        let Ok(email) = Email::parse(email) else {
+            return Ok(None);
+        };
+        let holder = {
+            let _lookups = self.lookup_lock.read().await;
+            self.holder(&self.email_streams(&email)?).await?
+        };
+        let Some(account) = holder else {
+            return Ok(None);
+        };
+        let state = self.load_account(account).await?.state;
+        if state.is_erased() {
+            return Ok(None);
+        }
+        Ok(state.email.plain().map(|email| AddressHolder {
+            account,
+            email: email.clone(),
+        }))
+    }
+
     /// Checks an address and password like [`Accounts::authenticate`], but also
     /// admits an account whose deletion is pending: the way back in to withdraw
     /// the request once no session is left (a login refuses such an account).
@@ -771,6 +972,7 @@ impl<S: EventStore> Accounts<S> {
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T> {
+        self.bcrypt_runs.fetch_add(1, Ordering::Relaxed);
         let permit = Arc::clone(&self.hashing)
             .acquire_owned()
             .await

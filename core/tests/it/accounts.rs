@@ -324,7 +324,8 @@ fn an_email_change_moves_uniqueness_atomically() {
         let token = a
             .change_email(frank.account, "frank@new.example")
             .await
-            .unwrap();
+            .unwrap()
+            .verification_token;
         let view = a.account(frank.account).await.unwrap();
         assert_eq!(view.email, Personal::Plain("frank@new.example".into()));
         assert!(!view.verified, "a corrected address is verified again");
@@ -728,7 +729,8 @@ fn the_raw_files_hold_no_address_password_token_or_key() {
             .create_api_key(reg.account, &ApiKeySettings::legacy())
             .await
             .unwrap();
-        let token = a.change_email(reg.account, NEW_EMAIL).await.unwrap();
+        let change = a.change_email(reg.account, NEW_EMAIL).await.unwrap();
+        let token = change.verification_token;
         a.authenticate(NEW_EMAIL, PASSWORD).await.unwrap();
         // A plain payload, to show the search below can find what is there.
         let marker = NewEvent {
@@ -747,7 +749,18 @@ fn the_raw_files_hold_no_address_password_token_or_key() {
             ))
             .await
             .unwrap();
-        vec![reg.verification_token, key.key, token]
+        let reset = a
+            .request_password_reset(NEW_EMAIL)
+            .await
+            .unwrap()
+            .expect("a reset for the account");
+        vec![
+            reg.verification_token,
+            key.key,
+            token,
+            change.undo.token,
+            reset.token,
+        ]
     });
     let store_dir = w.dir().join("store");
     let dir = w.close();

@@ -326,6 +326,36 @@ fn account_samples() -> Vec<AccountEvent> {
         }),
         AccountEvent::WebhookEndpointRemoved(WebhookEndpointRemoved { at: at() }),
         AccountEvent::AccountErased(AccountErased { at: at() }),
+        AccountEvent::PasswordResetIssued(PasswordResetIssued {
+            token_hash: [13; 32],
+            issued_at: at(),
+            expires_at: at() + chrono::Duration::minutes(30),
+        }),
+        AccountEvent::AccountPasswordReset(AccountPasswordReset {
+            account,
+            token_hash: [13; 32],
+            at: at(),
+            pii: Personal::Plain(PasswordPii {
+                password_hash: "$2b$12$resetresetresetresetre".into(),
+            }),
+        }),
+        AccountEvent::EmailChangeUndoIssued(EmailChangeUndoIssued {
+            account,
+            token_hash: [14; 32],
+            issued_at: at(),
+            expires_at: at() + chrono::Duration::days(7),
+            pii: Personal::Plain(EmailPii {
+                email: "old@example.com".into(),
+            }),
+        }),
+        AccountEvent::EmailChangeUndone(EmailChangeUndone {
+            account,
+            token_hash: [14; 32],
+            at: at(),
+            pii: Personal::Plain(PasswordPii {
+                password_hash: "$2b$12$undoneundoneundoneundo".into(),
+            }),
+        }),
     ]
 }
 

@@ -6,3 +6,4 @@ mod commerce;
 mod email_lookup;
 mod event_samples;
 mod log;
+mod recovery;

@@ -46,6 +46,9 @@ const IGNORED_ACCOUNT_EVENTS: &[&str] = &[
     "AccountPasswordChanged",
     "WebhookEndpointSet",
     "WebhookEndpointRemoved",
+    "PasswordResetIssued",
+    "AccountPasswordReset",
+    "EmailChangeUndoIssued",
 ];
 
 fn missing(record: &RecordedEvent, what: &'static str, id: impl std::fmt::Display) -> ApplyError {
@@ -80,7 +83,10 @@ fn account_event(
         AccountEvent::AccountVerificationIssued(_)
         | AccountEvent::AccountPasswordChanged(_)
         | AccountEvent::WebhookEndpointSet(_)
-        | AccountEvent::WebhookEndpointRemoved(_) => return Ok(()),
+        | AccountEvent::WebhookEndpointRemoved(_)
+        | AccountEvent::PasswordResetIssued(_)
+        | AccountEvent::AccountPasswordReset(_)
+        | AccountEvent::EmailChangeUndoIssued(_) => return Ok(()),
         AccountEvent::ApiKeyCreated(e) => {
             let key_row = ApiKeyRow {
                 account,
@@ -114,7 +120,11 @@ fn account_event(
         .ok_or_else(|| missing(record, "account", account))?;
     let mut erased = None;
     match event {
-        AccountEvent::AccountEmailVerified(_) => row.verified = true,
+        // The undo follows the change back to the old address, which its token
+        // reached: verified again.
+        AccountEvent::AccountEmailVerified(_) | AccountEvent::EmailChangeUndone(_) => {
+            row.verified = true
+        }
         AccountEvent::AccountEmailChanged(_) => {
             let sealed =
                 StoredPii::of(record).ok_or_else(|| ApplyError::MissingPersonalSection {
@@ -143,7 +153,10 @@ fn account_event(
         | AccountEvent::AccountVerificationIssued(_)
         | AccountEvent::AccountPasswordChanged(_)
         | AccountEvent::WebhookEndpointSet(_)
-        | AccountEvent::WebhookEndpointRemoved(_) => {}
+        | AccountEvent::WebhookEndpointRemoved(_)
+        | AccountEvent::PasswordResetIssued(_)
+        | AccountEvent::AccountPasswordReset(_)
+        | AccountEvent::EmailChangeUndoIssued(_) => {}
     }
     if let Some(erased) = erased {
         st.put(erased_key(account), erased);

@@ -57,6 +57,9 @@ pub enum MailKind {
     DeletionScheduled,
     DeletionDone,
     PolicyChange,
+    PasswordReset,
+    EmailChanged,
+    RegistrationAttempt,
 }
 
 impl MailKind {
@@ -67,6 +70,9 @@ impl MailKind {
             MailKind::DeletionScheduled => "deletion_scheduled",
             MailKind::DeletionDone => "deletion_done",
             MailKind::PolicyChange => "policy_change",
+            MailKind::PasswordReset => "password_reset",
+            MailKind::EmailChanged => "email_changed",
+            MailKind::RegistrationAttempt => "registration_attempt",
         }
     }
 }
@@ -111,6 +117,23 @@ pub enum Mail {
         effective_at: DateTime<Utc>,
         url: Option<String>,
     },
+    /// A password reset: a link `<public_url>/password-reset?token=TOKEN` and
+    /// the token on a line of its own, valid until `expires_at`, once.
+    PasswordReset {
+        to: Recipient,
+        token: String,
+        expires_at: DateTime<Utc>,
+    },
+    /// To the old address after an e-mail change: a link
+    /// `<public_url>/email-undo?token=TOKEN` and the token on a line of its
+    /// own, which undo the change until `expires_at`.
+    EmailChanged {
+        to: Recipient,
+        token: String,
+        expires_at: DateTime<Utc>,
+    },
+    /// To an account's address: someone tried to register with it.
+    RegistrationAttempt { to: Recipient },
 }
 
 impl std::fmt::Debug for Mail {
@@ -180,7 +203,10 @@ impl Mail {
             | Mail::DepositConfirmation { to, .. }
             | Mail::DeletionScheduled { to, .. }
             | Mail::DeletionDone { to }
-            | Mail::PolicyChange { to, .. } => to,
+            | Mail::PolicyChange { to, .. }
+            | Mail::PasswordReset { to, .. }
+            | Mail::EmailChanged { to, .. }
+            | Mail::RegistrationAttempt { to } => to,
         }
     }
 
@@ -191,25 +217,42 @@ impl Mail {
             Mail::DeletionScheduled { .. } => MailKind::DeletionScheduled,
             Mail::DeletionDone { .. } => MailKind::DeletionDone,
             Mail::PolicyChange { .. } => MailKind::PolicyChange,
+            Mail::PasswordReset { .. } => MailKind::PasswordReset,
+            Mail::EmailChanged { .. } => MailKind::EmailChanged,
+            Mail::RegistrationAttempt { .. } => MailKind::RegistrationAttempt,
         }
     }
 
     /// Secrets besides the address that must never reach a log.
     pub(crate) fn secret(&self) -> Option<&str> {
         match self {
-            Mail::Verification { token, .. } => Some(token),
+            Mail::Verification { token, .. }
+            | Mail::PasswordReset { token, .. }
+            | Mail::EmailChanged { token, .. } => Some(token),
             _ => None,
         }
+    }
+
+    /// The link a mail that carries a token opens: the verification link, the
+    /// password-reset link, the undo of an e-mail change.
+    pub fn link(&self, settings: &MailSettings) -> Option<String> {
+        let (path, token) = match self {
+            Mail::Verification { token, .. } => ("verify", token),
+            Mail::PasswordReset { token, .. } => ("password-reset", token),
+            Mail::EmailChanged { token, .. } => ("email-undo", token),
+            _ => return None,
+        };
+        Some(format!(
+            "{}/{path}?token={}",
+            settings.public_url.trim_end_matches('/'),
+            query_escape(token)
+        ))
     }
 
     /// The verification link, for a verification mail.
     pub fn verification_link(&self, settings: &MailSettings) -> Option<String> {
         match self {
-            Mail::Verification { token, .. } => Some(format!(
-                "{}/verify?token={}",
-                settings.public_url.trim_end_matches('/'),
-                query_escape(token)
-            )),
+            Mail::Verification { .. } => self.link(settings),
             _ => None,
         }
     }
@@ -217,9 +260,16 @@ impl Mail {
     /// Checks what can be checked before queueing.
     pub(crate) fn validate(&self, now: DateTime<Utc>) -> Result<(), MailError> {
         match self {
-            Mail::Verification { token, .. } if token.trim().is_empty() => Err(MailError::Render(
-                "a verification mail needs a token".into(),
-            )),
+            Mail::Verification { token, .. }
+            | Mail::PasswordReset { token, .. }
+            | Mail::EmailChanged { token, .. }
+                if token.trim().is_empty() =>
+            {
+                Err(MailError::Render(format!(
+                    "a {} mail needs a token",
+                    self.kind()
+                )))
+            }
             Mail::PolicyChange { effective_at, .. }
                 if *effective_at - now < chrono::Duration::days(POLICY_NOTICE_DAYS) =>
             {
@@ -247,6 +297,13 @@ impl Mail {
                 one_line(title),
                 day(*effective_at)
             ),
+            Mail::PasswordReset { .. } => format!("{service}: reset your password"),
+            Mail::EmailChanged { .. } => {
+                format!("{service}: the e-mail address of your account was changed")
+            }
+            Mail::RegistrationAttempt { .. } => {
+                format!("{service}: someone tried to register with your address")
+            }
         }
     }
 
@@ -341,6 +398,50 @@ impl Mail {
                     text.push_str(&format!("\nThe full text: {}\n", one_line(url)));
                 }
             }
+            Mail::PasswordReset {
+                token, expires_at, ..
+            } => {
+                let link = self.link(settings).unwrap_or_default();
+                text.push_str(&format!(
+                    "someone asked to reset the password of your {service} account. To \
+                     choose a new password, open this link:\n\n\
+                     {link}\n\n\
+                     or enter this code:\n\n\
+                     {token}\n\n\
+                     The code works once, until {}. Setting a new password signs out \
+                     every session of the account.\n\n\
+                     If you did not ask for this, ignore this message: your password \
+                     stays as it is.\n",
+                    minute(*expires_at)
+                ));
+            }
+            Mail::EmailChanged {
+                token, expires_at, ..
+            } => {
+                let link = self.link(settings).unwrap_or_default();
+                text.push_str(&format!(
+                    "the e-mail address of your {service} account was changed from this \
+                     address to another one. If you made the change, there is nothing \
+                     to do.\n\n\
+                     If you did not, undo it by opening this link:\n\n\
+                     {link}\n\n\
+                     or by entering this code:\n\n\
+                     {token}\n\n\
+                     The code works once, until {}. Undoing sets this address back, \
+                     asks you for a new password and signs out every session of the \
+                     account.\n",
+                    minute(*expires_at)
+                ));
+            }
+            Mail::RegistrationAttempt { .. } => {
+                text.push_str(&format!(
+                    "someone tried to register a new {service} account with this address. \
+                     It already belongs to your account, so nothing was created and \
+                     nothing changed.\n\n\
+                     If it was you, sign in, or reset your password if you forgot it. \
+                     If it was not, you need not do anything.\n"
+                ));
+            }
         }
         text.push_str(&format!("\n-- \nThe {service} team\n"));
         text
@@ -430,5 +531,94 @@ mod address_tests {
             let email = Email::parse(raw).unwrap();
             assert!(Recipient::parse(email.as_str()).is_ok(), "{raw}");
         }
+    }
+}
+
+#[cfg(test)]
+mod recovery_mail_tests {
+    use super::*;
+    use crate::mailer::MailId;
+
+    const TOKEN: &str = "0190000000007000800000000000000a.vT0k3n_Q8s-2xYz9LmNoPqRsTuVwXyZ0123456";
+
+    fn settings() -> MailSettings {
+        MailSettings {
+            public_url: "https://nexus.test/".into(),
+            ..MailSettings::default()
+        }
+    }
+
+    fn at() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_900_000_000, 0).unwrap()
+    }
+
+    fn to() -> Recipient {
+        Recipient::parse("alice@example.com").unwrap()
+    }
+
+    #[test]
+    fn a_reset_and_an_undo_carry_their_link_and_their_token_on_a_line_of_its_own() {
+        for (mail, link, subject) in [
+            (
+                Mail::PasswordReset {
+                    to: to(),
+                    token: TOKEN.into(),
+                    expires_at: at(),
+                },
+                format!("https://nexus.test/password-reset?token={TOKEN}"),
+                "Nexus: reset your password",
+            ),
+            (
+                Mail::EmailChanged {
+                    to: to(),
+                    token: TOKEN.into(),
+                    expires_at: at(),
+                },
+                format!("https://nexus.test/email-undo?token={TOKEN}"),
+                "Nexus: the e-mail address of your account was changed",
+            ),
+        ] {
+            let body = mail.body(&settings());
+            let lines: Vec<&str> = body.lines().collect();
+            assert!(lines.contains(&link.as_str()), "{body}");
+            assert!(lines.contains(&TOKEN), "{body}");
+            assert!(body.contains("2030-03-17 17:46 UTC"), "{body}");
+            assert_eq!(mail.subject(&settings()), subject);
+            assert_eq!(mail.link(&settings()), Some(link));
+            assert_eq!(mail.secret(), Some(TOKEN));
+            assert!(!format!("{mail:?}").contains(TOKEN));
+            assert!(!format!("{mail:?}").contains("alice@"));
+            mail.message(&settings()).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_recovery_mail_needs_a_token() {
+        let mail = Mail::PasswordReset {
+            to: to(),
+            token: " ".into(),
+            expires_at: at(),
+        };
+        assert!(matches!(mail.validate(at()), Err(MailError::Render(_))));
+    }
+
+    #[test]
+    fn the_notice_of_a_registration_attempt_names_no_secret_and_goes_once_an_hour() {
+        let mail = Mail::RegistrationAttempt { to: to() };
+        assert_eq!(mail.kind(), MailKind::RegistrationAttempt);
+        assert_eq!(mail.secret(), None);
+        assert_eq!(mail.link(&settings()), None);
+        assert!(mail
+            .body(&settings())
+            .contains("someone tried to register a new Nexus account with this address"));
+        let account = uuid::Uuid::from_u128(7);
+        assert_eq!(
+            MailId::for_registration_attempt(account, 10),
+            MailId::for_registration_attempt(account, 10)
+        );
+        assert_ne!(
+            MailId::for_registration_attempt(account, 10),
+            MailId::for_registration_attempt(account, 11)
+        );
     }
 }

@@ -113,6 +113,23 @@ impl MailId {
         MailId::derive(&[MailKind::Verification.as_str().as_bytes(), token.as_bytes()])
     }
 
+    /// A mail that carries a token (a password reset, the undo of an e-mail
+    /// change): one mail per token issued. The token cannot be read back.
+    pub fn for_token(kind: MailKind, token: &str) -> MailId {
+        MailId::derive(&[kind.as_str().as_bytes(), token.as_bytes()])
+    }
+
+    /// The notice of a registration attempt on `account`'s address: at most
+    /// one per account and `period` (a number of the caller's choosing, e.g.
+    /// the hour), so repeated attempts do not flood the holder.
+    pub fn for_registration_attempt(account: uuid::Uuid, period: i64) -> MailId {
+        MailId::derive(&[
+            MailKind::RegistrationAttempt.as_str().as_bytes(),
+            account.as_bytes(),
+            &period.to_be_bytes(),
+        ])
+    }
+
     /// Parses 32 hex digits.
     pub fn parse(text: &str) -> Option<MailId> {
         (text.len() == 32 && text.bytes().all(|b| b.is_ascii_hexdigit()))
@@ -139,6 +156,9 @@ impl MailKind {
             MailKind::DeletionScheduled,
             MailKind::DeletionDone,
             MailKind::PolicyChange,
+            MailKind::PasswordReset,
+            MailKind::EmailChanged,
+            MailKind::RegistrationAttempt,
         ]
         .into_iter()
         .find(|k| k.as_str() == text)

@@ -238,7 +238,7 @@ fn the_admin_surface_with_real_data() {
             r#"{{"email":"bob@example.com","password":"{PASSWORD}"}}"#
         )),
     );
-    assert_eq!(registered.status, 201, "{}", registered.body);
+    assert_eq!(registered.status, 202, "{}", registered.body);
     verification_token(&server, "bob@example.com");
     let carol = signed_in_customer(&server, "carol@example.com");
     let carol_id = call(&server, "GET", "/v1/me", &carol.key, &[], None).json()["id"]
@@ -441,7 +441,7 @@ fn the_admin_surface_with_real_data() {
             r#"{{"email":"erin@example.com","password":"{PASSWORD}"}}"#
         )),
     );
-    assert_eq!(late.status, 201, "{}", late.body);
+    assert_eq!(late.status, 202, "{}", late.body);
     verification_token(&server, "erin@example.com");
     std::thread::sleep(Duration::from_millis(1_500));
     let after_restart = policy_mails(server.data_dir.path());

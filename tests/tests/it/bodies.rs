@@ -133,7 +133,7 @@ fn only_json_objects_are_read_and_nothing_is_written_otherwise() {
         &[],
         Some(r#"{"email":"victim@example.com","password":"long enough password"}"#),
     );
-    assert_eq!(registered.status, 201, "{}", registered.body);
+    assert_eq!(registered.status, 202, "{}", registered.body);
 
     // Authenticated routes: orders, deposits, the webhook, API keys, the
     // objection, the withdrawal of a deletion.

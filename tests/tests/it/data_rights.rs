@@ -121,7 +121,7 @@ fn customer(server: &Server, email: &str) -> Customer {
         &[],
         Some(&credentials(email, PASSWORD)),
     );
-    assert_eq!(created.status, 201, "{}", created.body);
+    assert_eq!(created.status, 202, "{}", created.body);
     let token = verification_token(server, email);
     let verified = server.send(
         "POST",

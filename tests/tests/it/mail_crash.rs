@@ -67,7 +67,7 @@ fn spooled_mail_is_delivered_exactly_once_after_a_kill() {
     for n in 0..CUSTOMERS {
         let body = format!(r#"{{"email":"{}","password":"{PASSWORD}"}}"#, address(n));
         let created = server.send("POST", "/v1/accounts", &[], Some(&body));
-        assert_eq!(created.status, 201, "{}", created.body);
+        assert_eq!(created.status, 202, "{}", created.body);
     }
     let announced = call(
         &server,

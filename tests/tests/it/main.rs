@@ -15,6 +15,7 @@ mod limits;
 mod mail_crash;
 mod offline_commands;
 mod openapi;
+mod recovery;
 mod smsactivate;
 mod upstream_hooks;
 mod webhooks;

@@ -294,9 +294,9 @@ fn real_answers_match_the_documented_schemas() {
             r#"{{"email":"schema-one@example.com","password":"{PASSWORD}"}}"#
         )),
     );
-    assert_eq!(register.status, 201, "{}", register.body);
+    assert_eq!(register.status, 202, "{}", register.body);
     check_answer(&document, "post", "/v1/accounts", &register);
-    let required: BTreeSet<String> = document["paths"]["/v1/accounts"]["post"]["responses"]["201"]
+    let required: BTreeSet<String> = document["paths"]["/v1/accounts"]["post"]["responses"]["202"]
         ["content"]["application/json"]["schema"]["required"]
         .as_array()
         .expect("required")
@@ -312,7 +312,7 @@ fn real_answers_match_the_documented_schemas() {
         .collect();
     assert_eq!(fields, required);
 
-    // A problem: the same address again.
+    // The same address again: the same documented answer.
     let again = server.send(
         "POST",
         "/v1/accounts",
@@ -321,8 +321,19 @@ fn real_answers_match_the_documented_schemas() {
             r#"{{"email":"schema-one@example.com","password":"{PASSWORD}"}}"#
         )),
     );
-    assert_eq!(again.status, 409, "{}", again.body);
+    assert_eq!(again.status, 202, "{}", again.body);
     check_answer(&document, "post", "/v1/accounts", &again);
+    // A problem: a malformed address.
+    let malformed = server.send(
+        "POST",
+        "/v1/accounts",
+        &[],
+        Some(&format!(
+            r#"{{"email":"schema-one","password":"{PASSWORD}"}}"#
+        )),
+    );
+    assert_eq!(malformed.status, 400, "{}", malformed.body);
+    check_answer(&document, "post", "/v1/accounts", &malformed);
 
     let key = journey::customer(&server, "schema-two@example.com");
     let get = |path: &str| call(&server, "GET", path, &key, &[], None);

@@ -9,9 +9,12 @@ use chrono::{DateTime, Duration, Utc};
 use super::api_key::{ip_allowed, ApiKeySettings};
 use super::credentials::{digests_equal, Email, Secret};
 use super::events::*;
-use super::state::{Account, AccountStatus, ApiKey, EmailReservation};
+use super::state::{Account, AccountStatus, ApiKey, EmailReservation, PendingVerification};
 use super::webhook_url::WebhookUrl;
-use super::{AccountError, Sha256Hash, DELETION_GRACE_DAYS, MAX_LIVE_API_KEYS};
+use super::{
+    AccountError, Sha256Hash, DELETION_GRACE_DAYS, EMAIL_UNDO_TTL_DAYS, MAX_LIVE_API_KEYS,
+    MAX_PENDING_EMAIL_UNDOS, PASSWORD_RESET_TTL_MINUTES,
+};
 use crate::domain::codec::Personal;
 use crate::domain::ids::{AccountId, ApiKeyId};
 
@@ -198,6 +201,167 @@ pub fn decide_change_email(
         }),
         verification.issued(now),
     ])
+}
+
+/// Opens the undo of an e-mail change, decided on the state before the change
+/// and appended with it: a token for the old address, valid
+/// [`EMAIL_UNDO_TTL_DAYS`] days, that carries the old address (sealed). At
+/// most [`MAX_PENDING_EMAIL_UNDOS`] undos may be open at once
+/// ([`AccountError::TooManyEmailChanges`]), so that a run of changes cannot
+/// push the owner's undo out.
+pub fn decide_issue_email_undo(
+    state: &Account,
+    token_hash: Sha256Hash,
+    now: DateTime<Utc>,
+) -> Result<Vec<AccountEvent>, AccountError> {
+    let account = state.enabled()?;
+    let old_email = state.email.plain().ok_or(AccountError::AccountErased)?;
+    let open = state
+        .email_undos
+        .iter()
+        .filter(|u| u.expires_at > now)
+        .count();
+    if open >= MAX_PENDING_EMAIL_UNDOS {
+        return Err(AccountError::TooManyEmailChanges);
+    }
+    Ok(vec![AccountEvent::EmailChangeUndoIssued(
+        EmailChangeUndoIssued {
+            account,
+            token_hash,
+            issued_at: now,
+            expires_at: now + Duration::days(EMAIL_UNDO_TTL_DAYS),
+            pii: Personal::Plain(EmailPii {
+                email: old_email.clone(),
+            }),
+        },
+    )])
+}
+
+/// The address an e-mail undo token restores: a token of an open undo, before
+/// it expires. Every open undo is compared, in constant time each. The account
+/// may be disabled (a deletion requested by whoever took it over) but not
+/// erased.
+pub fn email_undo_target(
+    state: &Account,
+    token_hash: &Sha256Hash,
+    now: DateTime<Utc>,
+) -> Result<String, AccountError> {
+    state.existing()?;
+    let mut found = None;
+    for undo in &state.email_undos {
+        if digests_equal(&undo.token_hash, token_hash) {
+            found = Some(undo);
+        }
+    }
+    match found {
+        Some(undo) if now >= undo.expires_at => Err(AccountError::RecoveryTokenExpired),
+        Some(undo) => Ok(undo
+            .email
+            .plain()
+            .ok_or(AccountError::AccountErased)?
+            .clone()),
+        None => Err(spent_or_invalid(state, token_hash)),
+    }
+}
+
+/// Undoes an e-mail change with the token mailed to the old address: the
+/// address is that one again and counts as verified, the password is the new
+/// one given with the undo (whoever changed the address may know the old
+/// one), and every other open undo and reset ends. The reservations move in
+/// the same append, as for a change.
+pub fn decide_undo_email_change(
+    state: &Account,
+    token_hash: &Sha256Hash,
+    new_password_hash: &str,
+    now: DateTime<Utc>,
+) -> Result<Vec<AccountEvent>, AccountError> {
+    let old_email = email_undo_target(state, token_hash, now)?;
+    let account = state.existing()?;
+    let mut events = Vec::with_capacity(2);
+    if state.email.plain() != Some(&old_email) {
+        events.push(AccountEvent::AccountEmailChanged(AccountEmailChanged {
+            account,
+            at: now,
+            pii: Personal::Plain(EmailPii { email: old_email }),
+        }));
+    }
+    events.push(AccountEvent::EmailChangeUndone(EmailChangeUndone {
+        account,
+        token_hash: *token_hash,
+        at: now,
+        pii: Personal::Plain(PasswordPii {
+            password_hash: new_password_hash.to_owned(),
+        }),
+    }));
+    Ok(events)
+}
+
+/// Issues a password-reset token for the account's address, valid
+/// [`PASSWORD_RESET_TTL_MINUTES`] minutes; an earlier one stops working. Only
+/// an enabled account gets one (the caller answers every request alike).
+pub fn decide_issue_password_reset(
+    state: &Account,
+    token_hash: Sha256Hash,
+    now: DateTime<Utc>,
+) -> Result<Vec<AccountEvent>, AccountError> {
+    state.enabled()?;
+    Ok(vec![AccountEvent::PasswordResetIssued(
+        PasswordResetIssued {
+            token_hash,
+            issued_at: now,
+            expires_at: now + Duration::minutes(PASSWORD_RESET_TTL_MINUTES),
+        },
+    )])
+}
+
+/// Checks a reset token: the latest issued, once, before it expires.
+pub fn check_password_reset(
+    state: &Account,
+    token_hash: &Sha256Hash,
+    now: DateTime<Utc>,
+) -> Result<AccountId, AccountError> {
+    let account = state.enabled()?;
+    match state.password_reset {
+        Some(PendingVerification {
+            token_hash: pending,
+            expires_at,
+        }) if digests_equal(&pending, token_hash) => {
+            if now >= expires_at {
+                Err(AccountError::RecoveryTokenExpired)
+            } else {
+                Ok(account)
+            }
+        }
+        _ => Err(spent_or_invalid(state, token_hash)),
+    }
+}
+
+/// Sets the password with a reset token ([`check_password_reset`]); the new
+/// password was hashed beforehand, off the async runtime. The token is spent.
+pub fn decide_reset_password(
+    state: &Account,
+    token_hash: &Sha256Hash,
+    new_password_hash: &str,
+    now: DateTime<Utc>,
+) -> Result<Vec<AccountEvent>, AccountError> {
+    let account = check_password_reset(state, token_hash, now)?;
+    Ok(vec![AccountEvent::AccountPasswordReset(
+        AccountPasswordReset {
+            account,
+            token_hash: *token_hash,
+            at: now,
+            pii: Personal::Plain(PasswordPii {
+                password_hash: new_password_hash.to_owned(),
+            }),
+        },
+    )])
+}
+
+fn spent_or_invalid(state: &Account, token_hash: &Sha256Hash) -> AccountError {
+    match state.used_recovery_token {
+        Some(used) if digests_equal(&used, token_hash) => AccountError::RecoveryTokenUsed,
+        _ => AccountError::RecoveryTokenInvalid,
+    }
 }
 
 /// Sets or lifts the objection to non-essential processing; nothing to do if it
@@ -931,5 +1095,104 @@ mod tests {
         given::<Account>(vec![])
             .when(|s| decide_set_webhook(s, &hook("https://c.example/"), &second, t0()))
             .then_err(AccountError::AccountNotFound);
+    }
+
+    fn reset_issued(n: u8) -> AccountEvent {
+        decide_issue_password_reset(&given::<Account>(verified()).state().clone(), [n; 32], t0())
+            .unwrap()
+            .remove(0)
+    }
+
+    #[test]
+    fn a_reset_token_works_once_before_it_expires() {
+        let mut events = verified();
+        events.push(reset_issued(7));
+        let state = given::<Account>(events.clone())
+            .when(|s| decide_reset_password(s, &[7; 32], "$2b$new", t0()))
+            .then(vec![AccountEvent::AccountPasswordReset(
+                AccountPasswordReset {
+                    account: id(),
+                    token_hash: [7; 32],
+                    at: t0(),
+                    pii: Personal::Plain(PasswordPii {
+                        password_hash: "$2b$new".into(),
+                    }),
+                },
+            )]);
+        assert_eq!(state.password_hash.plain().unwrap(), "$2b$new");
+        assert_eq!(
+            decide_reset_password(&state, &[7; 32], "$2b$again", t0()),
+            Err(AccountError::RecoveryTokenUsed)
+        );
+        let expiry = t0() + Duration::minutes(PASSWORD_RESET_TTL_MINUTES);
+        given::<Account>(events.clone())
+            .when(|s| decide_reset_password(s, &[7; 32], "$2b$new", expiry))
+            .then_err(AccountError::RecoveryTokenExpired);
+        given::<Account>(events.clone())
+            .when(|s| decide_reset_password(s, &[8; 32], "$2b$new", t0()))
+            .then_err(AccountError::RecoveryTokenInvalid);
+        // A password change or an e-mail change ends a pending reset.
+        let mut changed = events.clone();
+        changed.extend(
+            decide_change_password(&given::<Account>(events).state().clone(), HASH, t0()).unwrap(),
+        );
+        given::<Account>(changed)
+            .when(|s| decide_reset_password(s, &[7; 32], "$2b$new", t0()))
+            .then_err(AccountError::RecoveryTokenInvalid);
+    }
+
+    #[test]
+    fn no_reset_for_a_disabled_account() {
+        let mut events = verified();
+        events.push(reset_issued(7));
+        events.push(deletion_requested(t0()));
+        given::<Account>(events.clone())
+            .when(|s| decide_issue_password_reset(s, [9; 32], t0()))
+            .then_err(AccountError::AccountDisabled);
+        given::<Account>(events)
+            .when(|s| decide_reset_password(s, &[7; 32], "$2b$new", t0()))
+            .then_err(AccountError::AccountDisabled);
+    }
+
+    #[test]
+    fn an_undo_restores_the_old_address_and_sets_the_password() {
+        let mut events = verified();
+        let state = given::<Account>(events.clone()).state().clone();
+        events.extend(
+            decide_change_email(&state, &email("eve@evil.example"), token(2), t0()).unwrap(),
+        );
+        events.extend(decide_issue_email_undo(&state, [5; 32], t0()).unwrap());
+        let later = t0() + Duration::days(EMAIL_UNDO_TTL_DAYS) - Duration::seconds(1);
+        let state = given::<Account>(events.clone())
+            .when(|s| decide_undo_email_change(s, &[5; 32], "$2b$mine", later))
+            .then(vec![
+                AccountEvent::AccountEmailChanged(AccountEmailChanged {
+                    account: id(),
+                    at: later,
+                    pii: Personal::Plain(EmailPii {
+                        email: "alice@example.com".into(),
+                    }),
+                }),
+                AccountEvent::EmailChangeUndone(EmailChangeUndone {
+                    account: id(),
+                    token_hash: [5; 32],
+                    at: later,
+                    pii: Personal::Plain(PasswordPii {
+                        password_hash: "$2b$mine".into(),
+                    }),
+                }),
+            ]);
+        assert_eq!(state.email.plain().unwrap(), "alice@example.com");
+        assert!(state.verified);
+        assert!(state.email_undos.is_empty());
+        assert_eq!(
+            email_undo_target(&state, &[5; 32], later),
+            Err(AccountError::RecoveryTokenUsed)
+        );
+        given::<Account>(events)
+            .when(|s| {
+                decide_undo_email_change(s, &[5; 32], "$2b$mine", later + Duration::seconds(1))
+            })
+            .then_err(AccountError::RecoveryTokenExpired);
     }
 }

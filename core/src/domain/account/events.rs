@@ -228,6 +228,65 @@ pub struct WebhookEndpointRemoved {
 }
 impl EventBody for WebhookEndpointRemoved {}
 
+/// A password-reset token was issued and mailed to the account's address; it
+/// replaces any earlier one. Only its hash is stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PasswordResetIssued {
+    /// SHA-256 of the token.
+    pub token_hash: Sha256Hash,
+    pub issued_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+impl EventBody for PasswordResetIssued {}
+
+/// The password was set anew with the reset token whose hash is `token_hash`
+/// (the password change of a reset; the token is spent).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountPasswordReset {
+    pub account: AccountId,
+    pub token_hash: Sha256Hash,
+    pub at: DateTime<Utc>,
+    #[serde(skip)]
+    pub pii: Personal<PasswordPii>,
+}
+personal_event_body!(AccountPasswordReset, pii, |e: &AccountPasswordReset| e
+    .account
+    .subject());
+
+/// The address was changed away from `pii.email` (appended with the
+/// [`AccountEmailChanged`]): a token mailed to that old address can undo the
+/// change until `expires_at`. The old address stays sealed under the account's
+/// subject, erased with it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmailChangeUndoIssued {
+    pub account: AccountId,
+    /// SHA-256 of the token.
+    pub token_hash: Sha256Hash,
+    pub issued_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    #[serde(skip)]
+    pub pii: Personal<EmailPii>,
+}
+personal_event_body!(EmailChangeUndoIssued, pii, |e: &EmailChangeUndoIssued| e
+    .account
+    .subject());
+
+/// An e-mail change was undone with the token mailed to the old address. It
+/// follows, in the same append, the [`AccountEmailChanged`] back to that
+/// address: the address counts as verified again (the token reached it), the
+/// password is the one given with the undo, and every other pending token ends.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmailChangeUndone {
+    pub account: AccountId,
+    pub token_hash: Sha256Hash,
+    pub at: DateTime<Utc>,
+    #[serde(skip)]
+    pub pii: Personal<PasswordPii>,
+}
+personal_event_body!(EmailChangeUndone, pii, |e: &EmailChangeUndone| e
+    .account
+    .subject());
+
 domain_events! {
     /// The events of an account stream.
     #[derive(Clone, Debug, PartialEq, Eq)]
@@ -245,6 +304,10 @@ domain_events! {
         WebhookEndpointSet(WebhookEndpointSet) = 1,
         WebhookEndpointRemoved(WebhookEndpointRemoved) = 1,
         AccountErased(AccountErased) = 1,
+        PasswordResetIssued(PasswordResetIssued) = 1,
+        AccountPasswordReset(AccountPasswordReset) = 1,
+        EmailChangeUndoIssued(EmailChangeUndoIssued) = 1,
+        EmailChangeUndone(EmailChangeUndone) = 1,
     }
 }
 

@@ -32,6 +32,7 @@
 //!
 //! - verification token: `<account: 32 hex>.<secret: 43 URL-safe base64 chars
 //!   (32 random bytes)>`;
+//! - password-reset and e-mail undo tokens: the verification token's shape;
 //! - API key: `nx_<account: 32 hex>_<secret: 40 chars of the URL-safe base64
 //!   alphabet (240 random bits)>`. Its public `prefix` (for lists) is the first 8
 //!   characters of the secret part, leaving 192 secret bits.
@@ -89,7 +90,15 @@ pub const API_KEY_PREFIX: &str = "nx_";
 pub const API_KEY_SECRET_CHARS: usize = 40;
 /// Characters of the secret part shown publicly as the key's `prefix`.
 pub const API_KEY_PUBLIC_CHARS: usize = 8;
-/// Random bytes in a verification token's secret part.
+/// How long a password-reset token is valid.
+pub const PASSWORD_RESET_TTL_MINUTES: i64 = 30;
+/// How long the old address can undo an e-mail change.
+pub const EMAIL_UNDO_TTL_DAYS: i64 = 7;
+/// Most e-mail changes whose undo is still open: past it a change is refused,
+/// so that changes made in a row cannot push the first undo out.
+pub const MAX_PENDING_EMAIL_UNDOS: usize = 5;
+/// Random bytes in a verification token's secret part (and in a password-reset
+/// or e-mail undo token's, which have the same shape).
 pub const VERIFICATION_SECRET_BYTES: usize = 32;
 
 /// Longest accepted webhook URL, in bytes.
@@ -162,4 +171,18 @@ pub enum AccountError {
     /// The reason names the rule broken, never the URL.
     #[error("invalid webhook URL: {reason}")]
     InvalidWebhookUrl { reason: &'static str },
+    /// A password-reset or e-mail undo token that is malformed, unknown,
+    /// superseded or of an unknown account.
+    #[error("invalid recovery token")]
+    RecoveryTokenInvalid,
+    #[error("the recovery token has expired")]
+    RecoveryTokenExpired,
+    #[error("the recovery token was already used")]
+    RecoveryTokenUsed,
+    #[error(
+        "the old address was registered by another account since; the change cannot be undone"
+    )]
+    EmailUndoAddressTaken,
+    #[error("at most {MAX_PENDING_EMAIL_UNDOS} e-mail changes within {EMAIL_UNDO_TTL_DAYS} days")]
+    TooManyEmailChanges,
 }

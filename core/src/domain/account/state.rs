@@ -31,6 +31,15 @@ pub struct PendingVerification {
     pub expires_at: DateTime<Utc>,
 }
 
+/// An e-mail change that the old address can still undo.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingEmailUndo {
+    pub token_hash: Sha256Hash,
+    pub expires_at: DateTime<Utc>,
+    /// The address the undo restores, opened from the vault (or `Erased`).
+    pub email: Personal<String>,
+}
+
 /// An API key of the account.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ApiKey {
@@ -121,6 +130,14 @@ pub struct Account {
     pub api_keys: Vec<ApiKey>,
     /// Where order events are posted, if anywhere.
     pub webhook: Option<WebhookEndpoint>,
+    /// The password-reset token currently valid, by its hash.
+    pub password_reset: Option<PendingVerification>,
+    /// The e-mail changes the old address can undo, oldest first (those expired
+    /// when a newer one was issued are dropped).
+    pub email_undos: Vec<PendingEmailUndo>,
+    /// The last reset or undo token spent, to tell a reused token from a wrong
+    /// one.
+    pub used_recovery_token: Option<Sha256Hash>,
     /// When the erasure of the personal data was recorded ([`AccountErased`]).
     ///
     /// [`AccountErased`]: super::AccountErased
@@ -232,6 +249,7 @@ impl Aggregate for Account {
             }
             AccountEvent::AccountPasswordChanged(e) => {
                 self.password_hash = map_personal(&e.pii, |p| p.password_hash.clone());
+                self.password_reset = None;
             }
             AccountEvent::AccountEmailChanged(e) => {
                 self.email = map_personal(&e.pii, |p| p.email.clone());
@@ -239,6 +257,8 @@ impl Aggregate for Account {
                 self.verified_at = None;
                 self.verification = None;
                 self.used_token = None;
+                // A reset link went to the address that is no longer the account's.
+                self.password_reset = None;
             }
             AccountEvent::AccountObjectionSet(e) => self.objection = e.object,
             AccountEvent::AccountDeletionRequested(e) => {
@@ -276,6 +296,36 @@ impl Aggregate for Account {
                 self.password_hash = Personal::Erased;
                 self.webhook = None;
                 self.verification = None;
+                self.password_reset = None;
+                self.email_undos.clear();
+            }
+            AccountEvent::PasswordResetIssued(e) => {
+                self.password_reset = Some(PendingVerification {
+                    token_hash: e.token_hash,
+                    expires_at: e.expires_at,
+                });
+            }
+            AccountEvent::AccountPasswordReset(e) => {
+                self.password_hash = map_personal(&e.pii, |p| p.password_hash.clone());
+                self.password_reset = None;
+                self.used_recovery_token = Some(e.token_hash);
+            }
+            AccountEvent::EmailChangeUndoIssued(e) => {
+                self.email_undos.retain(|u| u.expires_at > e.issued_at);
+                self.email_undos.push(PendingEmailUndo {
+                    token_hash: e.token_hash,
+                    expires_at: e.expires_at,
+                    email: map_personal(&e.pii, |p| p.email.clone()),
+                });
+            }
+            AccountEvent::EmailChangeUndone(e) => {
+                // The address was set back by the change appended just before.
+                self.password_hash = map_personal(&e.pii, |p| p.password_hash.clone());
+                self.verified = true;
+                self.verified_at = Some(e.at);
+                self.email_undos.clear();
+                self.password_reset = None;
+                self.used_recovery_token = Some(e.token_hash);
             }
         }
     }

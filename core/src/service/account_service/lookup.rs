@@ -229,3 +229,17 @@ pub(super) async fn release_under_every_key<S: EventStore>(
     }
     Ok(())
 }
+
+/// Moves `account`'s reservation from the address of `from` to that of `to`
+/// (each under every key), in the step's append.
+pub(super) async fn move_reservation<S: EventStore>(
+    tx: &Tx<'_, S>,
+    account: AccountId,
+    from: &[StreamName],
+    to: &[StreamName],
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let reserve = reserve_under_every_key(tx, to, account, now).await?;
+    tx.emit(&to[0], &reserve)?;
+    release_under_every_key(tx, from, account, now).await
+}
