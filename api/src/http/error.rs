@@ -180,6 +180,11 @@ impl From<AccountError> for ApiError {
             E::ErasureNotDue => Problem::ErasureNotDue,
             // The reason names the rule broken, never the URL.
             E::InvalidWebhookUrl { .. } => Problem::InvalidWebhookUrl,
+            E::TwoFactorRequired => Problem::TwoFactorRequired,
+            E::TwoFactorCodeInvalid => Problem::TwoFactorCodeInvalid,
+            E::TwoFactorAlreadyEnabled => Problem::TwoFactorAlreadyEnabled,
+            E::TwoFactorNotPending => Problem::TwoFactorNotPending,
+            E::TwoFactorNotEnabled => Problem::TwoFactorNotEnabled,
         };
         ApiError::new(problem, e.to_string())
     }

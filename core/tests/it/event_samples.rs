@@ -320,6 +320,27 @@ fn account_samples() -> Vec<AccountEvent> {
         }),
         AccountEvent::WebhookEndpointRemoved(WebhookEndpointRemoved { at: at() }),
         AccountEvent::AccountErased(AccountErased { at: at() }),
+        AccountEvent::TwoFactorEnrolmentStarted(TwoFactorEnrolmentStarted {
+            account,
+            at: at(),
+            pii: Personal::Plain(TotpSecretPii {
+                secret: b"12345678901234567890".to_vec(),
+            }),
+        }),
+        AccountEvent::TwoFactorEnabled(TwoFactorEnabled {
+            at: at(),
+            step: 58_800_000,
+            recovery_code_hashes: vec![[0xc1; 32], [0xc2; 32]],
+        }),
+        AccountEvent::TwoFactorStepUsed(TwoFactorStepUsed {
+            at: at(),
+            step: 58_800_001,
+        }),
+        AccountEvent::RecoveryCodeUsed(RecoveryCodeUsed {
+            at: at(),
+            code_hash: [0xc1; 32],
+        }),
+        AccountEvent::TwoFactorDisabled(TwoFactorDisabled { at: at() }),
     ]
 }
 

@@ -80,7 +80,12 @@ fn account_event(
         AccountEvent::AccountVerificationIssued(_)
         | AccountEvent::AccountPasswordChanged(_)
         | AccountEvent::WebhookEndpointSet(_)
-        | AccountEvent::WebhookEndpointRemoved(_) => return Ok(()),
+        | AccountEvent::WebhookEndpointRemoved(_)
+        | AccountEvent::TwoFactorEnrolmentStarted(_)
+        | AccountEvent::TwoFactorEnabled(_)
+        | AccountEvent::TwoFactorStepUsed(_)
+        | AccountEvent::RecoveryCodeUsed(_)
+        | AccountEvent::TwoFactorDisabled(_) => return Ok(()),
         AccountEvent::ApiKeyCreated(e) => {
             let key_row = ApiKeyRow {
                 account,
@@ -143,7 +148,12 @@ fn account_event(
         | AccountEvent::AccountVerificationIssued(_)
         | AccountEvent::AccountPasswordChanged(_)
         | AccountEvent::WebhookEndpointSet(_)
-        | AccountEvent::WebhookEndpointRemoved(_) => {}
+        | AccountEvent::WebhookEndpointRemoved(_)
+        | AccountEvent::TwoFactorEnrolmentStarted(_)
+        | AccountEvent::TwoFactorEnabled(_)
+        | AccountEvent::TwoFactorStepUsed(_)
+        | AccountEvent::RecoveryCodeUsed(_)
+        | AccountEvent::TwoFactorDisabled(_) => {}
     }
     if let Some(erased) = erased {
         st.put(erased_key(account), erased);
