@@ -5,3 +5,4 @@ mod aggregate_cache;
 mod commerce;
 mod event_samples;
 mod log;
+mod two_factor;

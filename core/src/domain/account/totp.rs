@@ -130,6 +130,11 @@ pub fn base32(bytes: &[u8]) -> String {
     out
 }
 
+/// The secret as a person types it into an authenticator app (base32).
+pub fn totp_secret_text(key: &[u8]) -> Secret {
+    Secret::new(base32(key))
+}
+
 /// The `otpauth://` URI an authenticator app scans. Its label names the
 /// account by its id, never by its e-mail address: the URI sits in a phone's
 /// app, its backups and screenshots.
