@@ -3,7 +3,9 @@
 use actix_web::cookie::{Cookie, SameSite};
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
+use nexus_core::domain::account::{AccountError, SecondFactor};
 use nexus_core::domain::ids::ApiKeyId;
+use nexus_core::service::runner::ServiceError;
 use serde::{Deserialize, Serialize};
 
 use super::auth::Customer;
@@ -109,11 +111,18 @@ pub(super) const ROUTES: &[Route] = &[
         path: "/v1/sessions",
         handler: |route| route.to(login),
         doc: || Op {
-            summary: "Sign in (sets the session cookie)",
+            summary: "Sign in (sets the session cookie); with two-factor on, a code too",
             tag: "accounts",
             auth: Auth::None,
             params: vec![],
-            body: Some(schema_ref("Credentials")),
+            body: Some(obj(
+                &["email", "password"],
+                json!({
+                    "email": { "type": "string", "format": "email", "maxLength": 254 },
+                    "password": password_schema(),
+                    "totp": { "type": "string", "description": "The authenticator app's 6-digit code, when two-factor is on." },
+                    "recovery_code": { "type": "string", "description": "Instead of `totp`: an unused recovery code." } }),
+            )),
             success: (
                 201,
                 "Signed in; `Set-Cookie` carries the session",
@@ -125,7 +134,10 @@ pub(super) const ROUTES: &[Route] = &[
             errors: vec![
                 Problem::InvalidJson,
                 Problem::InvalidCredentials,
+                Problem::TwoFactorRequired,
+                Problem::TwoFactorCodeInvalid,
                 Problem::AccountDisabled,
+                Problem::Contention,
             ],
         },
     },
@@ -292,16 +304,56 @@ async fn verify_link(
         .body(VERIFIED_PAGE))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignIn {
+    email: String,
+    password: String,
+    #[serde(default)]
+    totp: Option<String>,
+    #[serde(default)]
+    recovery_code: Option<String>,
+}
+
+impl SignIn {
+    fn second_factor(&self) -> Result<Option<SecondFactor>, ApiError> {
+        match (&self.totp, &self.recovery_code) {
+            (None, None) => Ok(None),
+            (Some(code), None) => Ok(Some(SecondFactor::Totp(code.trim().to_owned()))),
+            (None, Some(code)) => Ok(Some(SecondFactor::RecoveryCode(code.clone()))),
+            (Some(_), Some(_)) => Err(ApiError::new(
+                Problem::InvalidJson,
+                "give `totp` or `recovery_code`, not both",
+            )),
+        }
+    }
+}
+
+/// Signs in. With two-factor on, the password and a code: a missing code is
+/// `two_factor_required` (told only to someone who gave the right password),
+/// a wrong one `two_factor_code_invalid`, which spends a second attempt from
+/// the IP's and the address's sign-in budgets (see docs/SECURITY.md for the
+/// bound this puts on guessing).
 async fn login(
     state: web::Data<AppState>,
     req: HttpRequest,
-    body: ObjectBody<Credentials>,
+    body: ObjectBody<SignIn>,
 ) -> Result<HttpResponse, ApiError> {
     charge_sign_in_to(&req, &body.email)?;
-    let login = state
+    let second = body.second_factor()?;
+    let signed_in = state
         .accounts
-        .authenticate(&body.email, &body.password)
-        .await?;
+        .sign_in(&body.email, &body.password, second.as_ref())
+        .await;
+    if let Err(ServiceError::Refused(AccountError::TwoFactorCodeInvalid)) = &signed_in {
+        // The answer stays the 401 whether or not the budgets had room: what
+        // is spent here slows the next guesses.
+        let _spent = charge(&req, |limits, ip| {
+            limits.check(Budget::Auth(ip))?;
+            limits.check(Budget::AuthAccount(SignInKey::email(&body.email)))
+        });
+    }
+    let login = signed_in?;
     let id = state
         .sessions
         .create(login.account, Utc::now())

@@ -8,7 +8,7 @@ use std::pin::Pin;
 use actix_web::{FromRequest, HttpRequest};
 use nexus_core::domain::ids::AccountId;
 
-use super::error::ApiError;
+use super::error::{ApiError, Problem};
 use super::gate::note_caller;
 use super::principal::{resolved, Principal, Resolution};
 use super::usage::Caller;
@@ -96,6 +96,38 @@ impl FromRequest for Holder {
                 account,
                 deletion_pending,
             })
+        })
+    }
+}
+
+/// An active account signed in by its session cookie; an API key is refused
+/// (401): for the routes that change how the account itself is signed in to
+/// (two-factor authentication), which a leaked key must not reach.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SignedIn {
+    pub account: AccountId,
+}
+
+impl FromRequest for SignedIn {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move {
+            let principal = verified(resolved(&req).await)?;
+            let Principal::Session {
+                account,
+                deletion_pending: false,
+            } = principal
+            else {
+                return Err(ApiError::new(
+                    Problem::Unauthorized,
+                    "this route takes a session (sign in); an API key is not accepted",
+                ));
+            };
+            note(&req, principal);
+            Ok(SignedIn { account })
         })
     }
 }

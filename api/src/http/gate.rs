@@ -122,7 +122,9 @@ fn charge_of(req: &ServiceRequest) -> Charge {
         || (method == Method::GET && path == "/verify");
     if signs_in {
         Charge::SignIn
-    } else if method == Method::POST && path == "/v1/me/password" {
+    } else if (method == Method::POST && path == "/v1/me/password")
+        || (method == Method::DELETE && path == "/v1/me/two-factor")
+    {
         Charge::SignedInBcrypt
     } else {
         Charge::Regular

@@ -23,6 +23,7 @@ mod schema;
 pub mod sessions;
 mod smsactivate;
 pub mod state;
+mod two_factor;
 mod upstream_hooks;
 pub mod usage;
 mod wallet;
@@ -129,6 +130,7 @@ pub(crate) fn table() -> impl Iterator<Item = &'static Route> {
         webhook::ROUTES,
         admin::ROUTES,
         me::ROUTES,
+        two_factor::ROUTES,
         smsactivate::ROUTES,
         upstream_hooks::ROUTES,
         openapi::ROUTES,

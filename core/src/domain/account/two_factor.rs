@@ -30,6 +30,21 @@ impl fmt::Debug for SecondFactor {
     }
 }
 
+impl SecondFactor {
+    /// A code as typed where either kind is taken: [`TOTP_DIGITS`] digits are
+    /// a TOTP code, anything else is read as a recovery code.
+    ///
+    /// [`TOTP_DIGITS`]: super::TOTP_DIGITS
+    pub fn from_code(code: &str) -> SecondFactor {
+        let code = code.trim();
+        if code.len() == super::TOTP_DIGITS as usize && code.bytes().all(|b| b.is_ascii_digit()) {
+            SecondFactor::Totp(code.to_owned())
+        } else {
+            SecondFactor::RecoveryCode(code.to_owned())
+        }
+    }
+}
+
 /// Starts an enrolment with a new secret (20 random bytes); it replaces any
 /// pending one. Refused while two-factor is on: turn it off first.
 pub fn decide_start_two_factor(
@@ -346,6 +361,14 @@ mod tests {
         assert_eq!(
             format!("{recovery:?} {right:?}"),
             "RecoveryCode(<redacted>) Totp(<redacted>)"
+        );
+        assert_eq!(
+            SecondFactor::from_code(" 012345 "),
+            SecondFactor::Totp("012345".into())
+        );
+        assert_eq!(
+            SecondFactor::from_code("abcd-efgh-ijkl-mnop"),
+            SecondFactor::RecoveryCode("abcd-efgh-ijkl-mnop".into())
         );
     }
 }
