@@ -15,6 +15,7 @@ mod mail_crash;
 mod offline_commands;
 mod openapi;
 mod smsactivate;
+mod two_factor;
 mod upstream_hooks;
 mod webhooks;
 
