@@ -5,6 +5,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
 use nexus_core::domain::account::{AccountError, SecondFactor};
 use nexus_core::domain::ids::ApiKeyId;
+use nexus_core::service::account_service::AccountServiceError;
 use nexus_core::service::runner::ServiceError;
 use serde::{Deserialize, Serialize};
 
@@ -115,14 +116,7 @@ pub(super) const ROUTES: &[Route] = &[
             tag: "accounts",
             auth: Auth::None,
             params: vec![],
-            body: Some(obj(
-                &["email", "password"],
-                json!({
-                    "email": { "type": "string", "format": "email", "maxLength": 254 },
-                    "password": password_schema(),
-                    "totp": { "type": "string", "description": "The authenticator app's 6-digit code, when two-factor is on." },
-                    "recovery_code": { "type": "string", "description": "Instead of `totp`: an unused recovery code." } }),
-            )),
+            body: Some(schema_ref("SignIn")),
             success: (
                 201,
                 "Signed in; `Set-Cookie` carries the session",
@@ -317,15 +311,23 @@ struct SignIn {
 
 impl SignIn {
     fn second_factor(&self) -> Result<Option<SecondFactor>, ApiError> {
-        match (&self.totp, &self.recovery_code) {
-            (None, None) => Ok(None),
-            (Some(code), None) => Ok(Some(SecondFactor::Totp(code.trim().to_owned()))),
-            (None, Some(code)) => Ok(Some(SecondFactor::RecoveryCode(code.clone()))),
-            (Some(_), Some(_)) => Err(ApiError::new(
-                Problem::InvalidJson,
-                "give `totp` or `recovery_code`, not both",
-            )),
-        }
+        second_factor_of(&self.totp, &self.recovery_code)
+    }
+}
+
+/// The second factor of a body with `totp` and `recovery_code` (at most one).
+pub(super) fn second_factor_of(
+    totp: &Option<String>,
+    recovery_code: &Option<String>,
+) -> Result<Option<SecondFactor>, ApiError> {
+    match (totp, recovery_code) {
+        (None, None) => Ok(None),
+        (Some(code), None) => Ok(Some(SecondFactor::Totp(code.trim().to_owned()))),
+        (None, Some(code)) => Ok(Some(SecondFactor::RecoveryCode(code.clone()))),
+        (Some(_), Some(_)) => Err(ApiError::new(
+            Problem::InvalidJson,
+            "give `totp` or `recovery_code`, not both",
+        )),
     }
 }
 
@@ -345,15 +347,7 @@ async fn login(
         .accounts
         .sign_in(&body.email, &body.password, second.as_ref())
         .await;
-    if let Err(ServiceError::Refused(AccountError::TwoFactorCodeInvalid)) = &signed_in {
-        // The answer stays the 401 whether or not the budgets had room: what
-        // is spent here slows the next guesses.
-        let _spent = charge(&req, |limits, ip| {
-            limits.check(Budget::Auth(ip))?;
-            limits.check(Budget::AuthAccount(SignInKey::email(&body.email)))
-        });
-    }
-    let login = signed_in?;
+    let login = signed_in.inspect_err(|e| charge_wrong_code(&req, &body.email, e))?;
     let id = state
         .sessions
         .create(login.account, Utc::now())
@@ -466,6 +460,18 @@ async fn revoke_api_key(
     let id = ApiKeyId::parse(&path).ok_or_else(ApiError::not_found)?;
     state.accounts.revoke_api_key(customer.account, id).await?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// After a wrong two-factor code for the account of `email`: a second sign-in
+/// attempt from the IP's and the address's budgets. The answer stays the 401
+/// whether or not the budgets had room: what is spent slows the next guesses.
+pub(super) fn charge_wrong_code(req: &HttpRequest, email: &str, error: &AccountServiceError) {
+    if let ServiceError::Refused(AccountError::TwoFactorCodeInvalid) = error {
+        let _spent = charge(req, |limits, ip| {
+            limits.check(Budget::Auth(ip))?;
+            limits.check(Budget::AuthAccount(SignInKey::email(email)))
+        });
+    }
 }
 
 /// An attempt to sign in to the account of `email` (a bcrypt check): besides

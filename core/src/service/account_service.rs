@@ -705,8 +705,26 @@ impl<S: EventStore> Accounts<S> {
     /// An unknown address, a wrong password and an erased account are all
     /// [`AccountError::InvalidCredentials`], at the cost of one bcrypt check.
     pub async fn authenticate_holder(&self, email: &str, password: &str) -> Result<AccountId> {
+        self.authenticate_holder_with(email, password, None).await
+    }
+
+    /// [`Accounts::authenticate_holder`] with the second factor an account
+    /// with two-factor on needs, spent as at [`Accounts::sign_in`].
+    pub async fn authenticate_holder_with(
+        &self,
+        email: &str,
+        password: &str,
+        second: Option<&SecondFactor>,
+    ) -> Result<AccountId> {
         let state = self.check_password(email, password).await?;
-        Ok(state.id.ok_or(AccountError::InvalidCredentials)?)
+        let account = state.id.ok_or(AccountError::InvalidCredentials)?;
+        if state.two_factor_on() {
+            self.update(account, |state, now| {
+                decide_second_factor(state, second, now)
+            })
+            .await?;
+        }
+        Ok(account)
     }
 
     /// The account an API key belongs to, if the key is live and the account

@@ -196,3 +196,33 @@ fn the_secret_is_sealed_under_the_account_and_erased_with_it() {
         assert_eq!(*secret, Personal::Erased);
     });
 }
+
+#[test]
+fn withdrawing_a_deletion_with_the_password_needs_a_code_too() {
+    let w = World::new();
+    runtime().block_on(async {
+        let a = &w.accounts;
+        let account = a.register(EMAIL, PASSWORD).await.unwrap().account;
+        let key = base32_decode(a.start_two_factor(account).await.unwrap().secret.expose());
+        let SecondFactor::Totp(first) = code_now(&w, &key) else {
+            unreachable!()
+        };
+        a.confirm_two_factor(account, &first).await.unwrap();
+        a.request_deletion(account).await.unwrap();
+        assert_eq!(
+            refused(a.authenticate_holder(EMAIL, PASSWORD).await),
+            AccountError::TwoFactorRequired
+        );
+        w.clock.advance(Duration::seconds(30));
+        let code = code_now(&w, &key);
+        let holder = a.authenticate_holder_with(EMAIL, PASSWORD, Some(&code));
+        assert_eq!(holder.await.unwrap(), account);
+        assert_eq!(
+            refused(
+                a.authenticate_holder_with(EMAIL, PASSWORD, Some(&code))
+                    .await
+            ),
+            AccountError::TwoFactorCodeInvalid
+        );
+    });
+}

@@ -224,3 +224,42 @@ fn wrong_codes_pay_the_sign_in_budget_twice() {
     let right = sign_in(&server, email, PASSWORD, json!({ "totp": code(&key, 1) }));
     assert_problem(&right, 429, "rate_limited");
 }
+
+/// With no session left, a pending deletion is withdrawn with the password in
+/// the body: with two-factor on, and a code too.
+#[test]
+fn withdrawing_a_deletion_with_the_password_needs_a_code() {
+    let server = Server::start_with(&[
+        ("NEXUS_SIM_FAULTS", "off"),
+        ("NEXUS_COOKIE_SECURE", "false"),
+        ("NEXUS_RATE_AUTH_PER_MIN", "1000"),
+    ]);
+    let document = server.send("GET", "/openapi.json", &[], None).json();
+    let email = "leaving@example.com";
+    let body = json!({ "email": email, "password": PASSWORD }).to_string();
+    let created = server.send("POST", "/v1/accounts", &[], Some(&body));
+    assert_eq!(created.status, 201, "{}", created.body);
+    let session = session_of(&sign_in(&server, email, PASSWORD, json!({})));
+    let (key, _) = enrol(&server, &document, &session);
+    let requested = server.send("POST", "/v1/me/deletion", &[("cookie", &session)], None);
+    assert_eq!(requested.status, 202, "{}", requested.body);
+
+    let withdraw = |extra: Value| {
+        let mut body = json!({ "email": email, "password": PASSWORD });
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        server.send(
+            "DELETE",
+            "/v1/me/deletion",
+            &[("content-type", "application/json")],
+            Some(&body.to_string()),
+        )
+    };
+    let no_code = withdraw(json!({}));
+    assert_problem(&no_code, 401, "two_factor_required");
+    check_answer(&document, "delete", "/v1/me/deletion", &no_code);
+    let withdrawn = withdraw(json!({ "totp": code(&key, 1) }));
+    assert_eq!(withdrawn.status, 200, "{}", withdrawn.body);
+    check_answer(&document, "delete", "/v1/me/deletion", &withdrawn);
+}
