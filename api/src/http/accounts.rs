@@ -2,7 +2,8 @@
 
 use actix_web::cookie::{Cookie, SameSite};
 use actix_web::{web, HttpRequest, HttpResponse};
-use nexus_core::domain::account::AccountError;
+use nexus_core::domain::account::{AccountError, SecondFactor};
+use nexus_core::service::account_service::AccountServiceError;
 use nexus_core::service::runner::ServiceError;
 use serde::Deserialize;
 
@@ -108,11 +109,11 @@ pub(super) const ROUTES: &[Route] = &[
         path: "/v1/sessions",
         handler: |route| route.to(login),
         doc: || Op {
-            summary: "Sign in (sets the session cookie)",
+            summary: "Sign in (sets the session cookie); with two-factor on, a code too",
             tag: "accounts",
             auth: Auth::None,
             params: vec![],
-            body: Some(schema_ref("Credentials")),
+            body: Some(schema_ref("SignIn")),
             success: (
                 201,
                 "Signed in; `Set-Cookie` carries the session",
@@ -124,7 +125,10 @@ pub(super) const ROUTES: &[Route] = &[
             errors: vec![
                 Problem::InvalidJson,
                 Problem::InvalidCredentials,
+                Problem::TwoFactorRequired,
+                Problem::TwoFactorCodeInvalid,
                 Problem::AccountDisabled,
+                Problem::Contention,
             ],
         },
     },
@@ -265,16 +269,56 @@ async fn verify_link(
         .body(VERIFIED_PAGE))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignIn {
+    email: String,
+    password: String,
+    #[serde(default)]
+    totp: Option<String>,
+    #[serde(default)]
+    recovery_code: Option<String>,
+}
+
+impl SignIn {
+    fn second_factor(&self) -> Result<Option<SecondFactor>, ApiError> {
+        second_factor_of(&self.totp, &self.recovery_code)
+    }
+}
+
+/// The second factor of a body with `totp` and `recovery_code` (at most one).
+pub(super) fn second_factor_of(
+    totp: &Option<String>,
+    recovery_code: &Option<String>,
+) -> Result<Option<SecondFactor>, ApiError> {
+    match (totp, recovery_code) {
+        (None, None) => Ok(None),
+        (Some(code), None) => Ok(Some(SecondFactor::Totp(code.trim().to_owned()))),
+        (None, Some(code)) => Ok(Some(SecondFactor::RecoveryCode(code.clone()))),
+        (Some(_), Some(_)) => Err(ApiError::new(
+            Problem::InvalidJson,
+            "give `totp` or `recovery_code`, not both",
+        )),
+    }
+}
+
+/// Signs in. With two-factor on, the password and a code: a missing code is
+/// `two_factor_required` (told only to someone who gave the right password),
+/// a wrong one `two_factor_code_invalid`, which spends a second attempt from
+/// the IP's and the address's sign-in budgets (see docs/SECURITY.md for the
+/// bound this puts on guessing).
 async fn login(
     state: web::Data<AppState>,
     req: HttpRequest,
-    body: ObjectBody<Credentials>,
+    body: ObjectBody<SignIn>,
 ) -> Result<HttpResponse, ApiError> {
     charge_sign_in_to(&req, &body.email)?;
-    let login = state
+    let second = body.second_factor()?;
+    let signed_in = state
         .accounts
-        .authenticate(&body.email, &body.password)
-        .await?;
+        .sign_in(&body.email, &body.password, second.as_ref())
+        .await;
+    let login = signed_in.inspect_err(|e| charge_wrong_code(&req, &body.email, e))?;
     let id = state
         .sessions
         .create(login.account, state.accounts.now())
@@ -358,6 +402,18 @@ async fn change_password(
         .map_err(|e| ApiError::internal(&e))?;
     tracing::info!(account = %customer.account, ended, "other sessions ended after a password change");
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// After a wrong two-factor code for the account of `email`: a second sign-in
+/// attempt from the IP's and the address's budgets. The answer stays the 401
+/// whether or not the budgets had room: what is spent slows the next guesses.
+pub(super) fn charge_wrong_code(req: &HttpRequest, email: &str, error: &AccountServiceError) {
+    if let ServiceError::Refused(AccountError::TwoFactorCodeInvalid) = error {
+        let _spent = charge(req, |limits, ip| {
+            limits.check(Budget::Auth(ip))?;
+            limits.check(Budget::AuthAccount(SignInKey::email(email)))
+        });
+    }
 }
 
 /// An attempt to sign in to the account of `email` (a bcrypt check): besides

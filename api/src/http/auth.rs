@@ -291,8 +291,17 @@ mod tests {
         let by_session = || call(("x-session", id.clone()));
         let by_key = || call(("x-key", "full".to_owned()));
 
-        assert_eq!(test::call_service(&app, by_session()).await.status().as_u16(), 204);
-        assert_eq!(test::call_service(&app, by_key()).await.status().as_u16(), 403);
+        assert_eq!(
+            test::call_service(&app, by_session())
+                .await
+                .status()
+                .as_u16(),
+            204
+        );
+        assert_eq!(
+            test::call_service(&app, by_key()).await.status().as_u16(),
+            403
+        );
         clock.advance(Duration::minutes(11));
         let stale = test::call_service(&app, by_session()).await;
         assert_eq!(stale.status().as_u16(), 403);
@@ -302,7 +311,13 @@ mod tests {
             "{body:?}"
         );
         assert!(store.confirm(&id, clock.now()).unwrap());
-        assert_eq!(test::call_service(&app, by_session()).await.status().as_u16(), 204);
+        assert_eq!(
+            test::call_service(&app, by_session())
+                .await
+                .status()
+                .as_u16(),
+            204
+        );
         let by_key = test::call_service(&app, by_key()).await;
         let body = test::read_body(by_key).await;
         assert!(String::from_utf8_lossy(&body).contains("session_required"));
@@ -320,6 +335,8 @@ mod tests {
             (Method::Delete, "/v1/me/webhook"),
             (Method::Post, "/v1/api-keys"),
             (Method::Delete, "/v1/api-keys/{id}"),
+            (Method::Post, "/v1/me/two-factor"),
+            (Method::Post, "/v1/me/two-factor/confirm"),
         ];
         let table: Vec<_> = crate::http::table()
             .map(|route| (route.method, route.path, (route.doc)().auth))

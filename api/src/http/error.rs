@@ -188,6 +188,11 @@ impl From<AccountError> for ApiError {
             E::RecoveryTokenUsed => Problem::RecoveryTokenUsed,
             E::EmailUndoAddressTaken => Problem::EmailUndoAddressTaken,
             E::TooManyEmailChanges => Problem::TooManyEmailChanges,
+            E::TwoFactorRequired => Problem::TwoFactorRequired,
+            E::TwoFactorCodeInvalid => Problem::TwoFactorCodeInvalid,
+            E::TwoFactorAlreadyEnabled => Problem::TwoFactorAlreadyEnabled,
+            E::TwoFactorNotPending => Problem::TwoFactorNotPending,
+            E::TwoFactorNotEnabled => Problem::TwoFactorNotEnabled,
         };
         ApiError::new(problem, e.to_string())
     }

@@ -128,6 +128,7 @@ fn charge_of(req: &ServiceRequest) -> Charge {
         Charge::SignIn
     } else if (method == Method::POST && matches!(path, "/v1/me/password" | "/v1/sessions/confirm"))
         || (method == Method::PATCH && path == "/v1/me")
+        || (method == Method::DELETE && path == "/v1/me/two-factor")
     {
         Charge::SignedInBcrypt
     } else {

@@ -11,8 +11,9 @@
 //!   request from the IP is refused, right ones too, so that a guesser learns
 //!   nothing;
 //! - the routes that run bcrypt or spend tokens (register, log in, verify,
-//!   change the password, withdraw a deletion with the password) pay from the
-//!   much lower sign-in budget, per IP and per account.
+//!   change the password, withdraw a deletion with the password, turn
+//!   two-factor off) pay from the much lower sign-in budget, per IP and per
+//!   account; a wrong two-factor code at sign-in pays a second time.
 //!
 //! Over a limit: 429 `rate_limited` with `Retry-After`. The maps are swept of
 //! idle keys periodically; their size is bounded by [`MAX_TRACKED_KEYS`].

@@ -134,12 +134,14 @@ pub(super) const ROUTES: &[Route] = &[
             tag: "me",
             auth: Auth::Session,
             params: vec![],
-            body: Some(schema_ref("Credentials")),
+            body: Some(schema_ref("SignIn")),
             success: (200, "Withdrawn", Some(schema_ref("Me"))),
             errors: vec![
                 Problem::InvalidJson,
                 Problem::UnreadableBody,
                 Problem::InvalidCredentials,
+                Problem::TwoFactorRequired,
+                Problem::TwoFactorCodeInvalid,
                 Problem::AccountDisabled,
                 Problem::NotFound,
                 Problem::NoDeletionPending,
@@ -376,11 +378,16 @@ async fn request_deletion(
 struct HolderCredentials {
     email: String,
     password: String,
+    #[serde(default)]
+    totp: Option<String>,
+    #[serde(default)]
+    recovery_code: Option<String>,
 }
 
 /// Withdraws a pending deletion, within its window (409 `deletion_window_over`
 /// after; 409 `no_deletion_pending` if none is). Authenticated by a session of
-/// the account, or, with no session, by `{"email", "password"}` in the body.
+/// the account, or, with no session, by `{"email", "password"}` in the body
+/// (and `totp` or `recovery_code` when two-factor is on, as at sign-in).
 async fn withdraw_deletion(
     state: web::Data<AppState>,
     holder: Option<Holder>,
@@ -406,10 +413,13 @@ async fn withdraw_deletion(
                 )
             })?;
         super::accounts::charge_sign_in_to(&req, &credentials.email)?;
+        let second =
+            super::accounts::second_factor_of(&credentials.totp, &credentials.recovery_code)?;
         state
             .accounts
-            .authenticate_holder(&credentials.email, &credentials.password)
-            .await?
+            .authenticate_holder_with(&credentials.email, &credentials.password, second.as_ref())
+            .await
+            .inspect_err(|e| super::accounts::charge_wrong_code(&req, &credentials.email, e))?
     };
     state.accounts.withdraw_deletion(account).await?;
     respond_with_me(&state, account, HttpResponse::Ok()).await

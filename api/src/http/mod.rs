@@ -25,6 +25,7 @@ mod schema;
 pub mod sessions;
 mod smsactivate;
 pub mod state;
+mod two_factor;
 mod upstream_hooks;
 pub mod usage;
 mod wallet;
@@ -136,6 +137,7 @@ pub(crate) fn table() -> impl Iterator<Item = &'static Route> {
         admin::ROUTES,
         me::ROUTES,
         recovery::ROUTES,
+        two_factor::ROUTES,
         smsactivate::ROUTES,
         upstream_hooks::ROUTES,
         openapi::ROUTES,

@@ -318,6 +318,11 @@ fn schemas() -> Value {
         "Credentials": obj(&["email", "password"], json!({
             "email": { "type": "string", "format": "email", "maxLength": 254 },
             "password": password_schema() })),
+        "SignIn": obj(&["email", "password"], json!({
+            "email": { "type": "string", "format": "email", "maxLength": 254 },
+            "password": password_schema(),
+            "totp": { "type": "string", "description": "The authenticator app's 6-digit code, when two-factor is on." },
+            "recovery_code": { "type": "string", "description": "Instead of `totp`: an unused recovery code." } })),
         "Me": obj(&["id", "email", "verified", "verified_at", "status", "deletion", "objection", "created_at"], json!({
             "id": string(),
             "email": { "type": ["string", "null"], "description": "null once erased." },

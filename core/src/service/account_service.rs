@@ -55,6 +55,11 @@ use crate::domain::account::{
     EMAIL_UNDO_TTL_DAYS, PASSWORD_RESET_TTL_MINUTES, VERIFICATION_SECRET_BYTES,
     WEBHOOK_SECRET_BYTES,
 };
+use crate::domain::account::{
+    decide_confirm_two_factor, decide_disable_two_factor, decide_second_factor,
+    decide_start_two_factor, make_recovery_codes, otpauth_uri, totp_secret_text, SecondFactor,
+    RECOVERY_CODES, RECOVERY_CODE_BYTES, TOTP_SECRET_BYTES,
+};
 use crate::domain::clock::{Clock, SystemClock};
 use crate::domain::codec::DomainEvent;
 use crate::domain::commerce::{captured_to_check, has_active_orders};
@@ -189,6 +194,16 @@ pub struct NewWebhookEndpoint {
 pub struct WebhookEndpointView {
     pub url: String,
     pub set_at: DateTime<Utc>,
+}
+
+/// A two-factor enrolment just started: the secret, shown once, as text and
+/// as the URI an authenticator app scans.
+#[derive(Debug)]
+pub struct TwoFactorEnrolment {
+    /// base32 (RFC 4648, no padding).
+    pub secret: Secret,
+    /// `otpauth://totp/Nexus:<account id>?secret=…&issuer=Nexus…`
+    pub uri: Secret,
 }
 
 /// A request authenticated by an API key.
@@ -760,13 +775,101 @@ impl<S: EventStore> Accounts<S> {
         Ok(())
     }
 
+    /// Starts a two-factor enrolment with a new random secret (replacing a
+    /// pending one); it takes effect once [`Accounts::confirm_two_factor`] sees
+    /// its first code. The secret is in the answer and, sealed, in the log.
+    pub async fn start_two_factor(&self, account: AccountId) -> Result<TwoFactorEnrolment> {
+        let key = zeroize::Zeroizing::new(random::<TOTP_SECRET_BYTES>()?);
+        self.update(account, |state, now| {
+            decide_start_two_factor(state, &key, now)
+        })
+        .await?;
+        tracing::info!(account = %account, "two-factor enrolment started");
+        Ok(TwoFactorEnrolment {
+            secret: totp_secret_text(&*key),
+            uri: otpauth_uri(&*key, account),
+        })
+    }
+
+    /// Turns two-factor on with a first code of the pending secret; answers the
+    /// recovery codes (shown once; only their hashes are kept).
+    pub async fn confirm_two_factor(&self, account: AccountId, code: &str) -> Result<Vec<Secret>> {
+        let mut random_codes = [[0u8; RECOVERY_CODE_BYTES]; RECOVERY_CODES];
+        for bytes in &mut random_codes {
+            *bytes = random()?;
+        }
+        let (codes, hashes) = make_recovery_codes(&random_codes);
+        self.update(account, |state, now| {
+            decide_confirm_two_factor(state, code, &hashes, now)
+        })
+        .await?;
+        tracing::info!(account = %account, "two-factor authentication enabled");
+        Ok(codes)
+    }
+
+    /// Turns two-factor off, given the password and a code (TOTP or recovery):
+    /// [`AccountError::InvalidCredentials`] for a wrong password,
+    /// [`AccountError::TwoFactorCodeInvalid`] for a wrong code.
+    pub async fn disable_two_factor(
+        &self,
+        account: AccountId,
+        password: &str,
+        code: &SecondFactor,
+    ) -> Result<()> {
+        let state = self.load_account(account).await?.state;
+        state.enabled()?;
+        let checked = state
+            .password_hash
+            .plain()
+            .ok_or(AccountError::AccountErased)?
+            .clone();
+        if !self.verify_password(password, checked.clone()).await? {
+            return Err(AccountError::InvalidCredentials.into());
+        }
+        self.update(account, |state, now| {
+            // A password changed since it was checked is not the one given.
+            if state.password_hash.plain() != Some(&checked) {
+                return Err(AccountError::InvalidCredentials);
+            }
+            decide_disable_two_factor(state, code, now)
+        })
+        .await?;
+        tracing::info!(account = %account, "two-factor authentication disabled");
+        Ok(())
+    }
+
     // -- queries -------------------------------------------------------------
 
-    /// Logs in with an address and a password.
+    /// Logs in with an address and a password; an account with two-factor on
+    /// is refused ([`AccountError::TwoFactorRequired`]): see
+    /// [`Accounts::sign_in`].
     pub async fn authenticate(&self, email: &str, password: &str) -> Result<Login> {
+        self.sign_in(email, password, None).await
+    }
+
+    /// Logs in with an address, a password and, when the account has
+    /// two-factor on, a code. The code is looked at only after the password
+    /// verified, so [`AccountError::TwoFactorRequired`] tells nothing to
+    /// someone without the password. An accepted code is recorded before the
+    /// login is answered: the same TOTP step or recovery code cannot sign in
+    /// twice, even concurrently (the second append conflicts and decides
+    /// again).
+    pub async fn sign_in(
+        &self,
+        email: &str,
+        password: &str,
+        second: Option<&SecondFactor>,
+    ) -> Result<Login> {
         let state = self.check_password(email, password).await?;
+        let account = check_login(&state)?;
+        if state.two_factor_on() {
+            self.update(account, |state, now| {
+                decide_second_factor(state, second, now)
+            })
+            .await?;
+        }
         Ok(Login {
-            account: check_login(&state)?,
+            account,
             verified: state.verified,
         })
     }
@@ -829,8 +932,26 @@ impl<S: EventStore> Accounts<S> {
     /// An unknown address, a wrong password and an erased account are all
     /// [`AccountError::InvalidCredentials`], at the cost of one bcrypt check.
     pub async fn authenticate_holder(&self, email: &str, password: &str) -> Result<AccountId> {
+        self.authenticate_holder_with(email, password, None).await
+    }
+
+    /// [`Accounts::authenticate_holder`] with the second factor an account
+    /// with two-factor on needs, spent as at [`Accounts::sign_in`].
+    pub async fn authenticate_holder_with(
+        &self,
+        email: &str,
+        password: &str,
+        second: Option<&SecondFactor>,
+    ) -> Result<AccountId> {
         let state = self.check_password(email, password).await?;
-        Ok(state.id.ok_or(AccountError::InvalidCredentials)?)
+        let account = state.id.ok_or(AccountError::InvalidCredentials)?;
+        if state.two_factor_on() {
+            self.update(account, |state, now| {
+                decide_second_factor(state, second, now)
+            })
+            .await?;
+        }
+        Ok(account)
     }
 
     /// The account an API key belongs to, if the key is live, accepted from

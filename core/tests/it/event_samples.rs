@@ -356,6 +356,27 @@ fn account_samples() -> Vec<AccountEvent> {
                 password_hash: "$2b$12$undoneundoneundoneundo".into(),
             }),
         }),
+        AccountEvent::TwoFactorEnrolmentStarted(TwoFactorEnrolmentStarted {
+            account,
+            at: at(),
+            pii: Personal::Plain(TotpSecretPii {
+                secret: b"12345678901234567890".to_vec(),
+            }),
+        }),
+        AccountEvent::TwoFactorEnabled(TwoFactorEnabled {
+            at: at(),
+            step: 58_800_000,
+            recovery_code_hashes: vec![[0xc1; 32], [0xc2; 32]],
+        }),
+        AccountEvent::TwoFactorStepUsed(TwoFactorStepUsed {
+            at: at(),
+            step: 58_800_001,
+        }),
+        AccountEvent::RecoveryCodeUsed(RecoveryCodeUsed {
+            at: at(),
+            code_hash: [0xc1; 32],
+        }),
+        AccountEvent::TwoFactorDisabled(TwoFactorDisabled { at: at() }),
     ]
 }
 

@@ -7,3 +7,4 @@ mod email_lookup;
 mod event_samples;
 mod log;
 mod recovery;
+mod two_factor;

@@ -86,7 +86,12 @@ fn account_event(
         | AccountEvent::WebhookEndpointRemoved(_)
         | AccountEvent::PasswordResetIssued(_)
         | AccountEvent::AccountPasswordReset(_)
-        | AccountEvent::EmailChangeUndoIssued(_) => return Ok(()),
+        | AccountEvent::EmailChangeUndoIssued(_)
+        | AccountEvent::TwoFactorEnrolmentStarted(_)
+        | AccountEvent::TwoFactorEnabled(_)
+        | AccountEvent::TwoFactorStepUsed(_)
+        | AccountEvent::RecoveryCodeUsed(_)
+        | AccountEvent::TwoFactorDisabled(_) => return Ok(()),
         AccountEvent::ApiKeyCreated(e) => {
             let key_row = ApiKeyRow {
                 account,
@@ -156,7 +161,12 @@ fn account_event(
         | AccountEvent::WebhookEndpointRemoved(_)
         | AccountEvent::PasswordResetIssued(_)
         | AccountEvent::AccountPasswordReset(_)
-        | AccountEvent::EmailChangeUndoIssued(_) => {}
+        | AccountEvent::EmailChangeUndoIssued(_)
+        | AccountEvent::TwoFactorEnrolmentStarted(_)
+        | AccountEvent::TwoFactorEnabled(_)
+        | AccountEvent::TwoFactorStepUsed(_)
+        | AccountEvent::RecoveryCodeUsed(_)
+        | AccountEvent::TwoFactorDisabled(_) => {}
     }
     if let Some(erased) = erased {
         st.put(erased_key(account), erased);

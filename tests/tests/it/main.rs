@@ -17,6 +17,7 @@ mod offline_commands;
 mod openapi;
 mod recovery;
 mod smsactivate;
+mod two_factor;
 mod upstream_hooks;
 mod webhooks;
 

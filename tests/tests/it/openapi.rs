@@ -179,7 +179,7 @@ fn check(document: &Value, schema: &Value, value: &Value, at: &str, errors: &mut
 /// Checks a real answer to `method path` (the path as documented, with its
 /// `{templates}`) against the document: its status is documented, and its body
 /// matches the schema of that status and content type.
-fn check_answer(document: &Value, method: &str, path: &str, response: &Response) {
+pub(crate) fn check_answer(document: &Value, method: &str, path: &str, response: &Response) {
     let operation = &document["paths"][path][method];
     assert!(operation.is_object(), "{method} {path} is not documented");
     let documented = &operation["responses"][response.status.to_string()];

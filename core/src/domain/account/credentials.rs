@@ -21,6 +21,10 @@ use crate::log::StreamName;
 pub struct Secret(String);
 
 impl Secret {
+    pub(super) fn new(secret: String) -> Secret {
+        Secret(secret)
+    }
+
     pub fn expose(&self) -> &str {
         &self.0
     }

@@ -5,6 +5,7 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::totp::TotpSecretPii;
 use super::{ApiKeyScope, ApiKeySettings, IpRange, Sha256Hash};
 use crate::domain::codec::{upcast, EventBody, Personal};
 use crate::domain::ids::{AccountId, ApiKeyId};
@@ -287,6 +288,59 @@ personal_event_body!(EmailChangeUndone, pii, |e: &EmailChangeUndone| e
     .account
     .subject());
 
+/// Two-factor enrolment began: a new TOTP secret, sealed under the account's
+/// subject, waits for its first code. It replaces any earlier pending one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TwoFactorEnrolmentStarted {
+    pub account: AccountId,
+    pub at: DateTime<Utc>,
+    #[serde(skip)]
+    pub pii: Personal<TotpSecretPii>,
+}
+personal_event_body!(
+    TwoFactorEnrolmentStarted,
+    pii,
+    |e: &TwoFactorEnrolmentStarted| e.account.subject()
+);
+
+/// The pending secret's first code was right: a login now needs a code.
+/// `step` is the time step of that code (it cannot be used again).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TwoFactorEnabled {
+    pub at: DateTime<Utc>,
+    pub step: u64,
+    /// SHA-256 of each recovery code (as [`recovery_code_hash`] reads it).
+    ///
+    /// [`recovery_code_hash`]: super::recovery_code_hash
+    pub recovery_code_hashes: Vec<Sha256Hash>,
+}
+impl EventBody for TwoFactorEnabled {}
+
+/// A TOTP code of time step `step` was accepted: no code of that step or an
+/// earlier one is accepted again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TwoFactorStepUsed {
+    pub at: DateTime<Utc>,
+    pub step: u64,
+}
+impl EventBody for TwoFactorStepUsed {}
+
+/// A recovery code (by its hash) was accepted: it is spent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecoveryCodeUsed {
+    pub at: DateTime<Utc>,
+    pub code_hash: Sha256Hash,
+}
+impl EventBody for RecoveryCodeUsed {}
+
+/// Two-factor authentication was turned off: the secret and the recovery
+/// codes are forgotten.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TwoFactorDisabled {
+    pub at: DateTime<Utc>,
+}
+impl EventBody for TwoFactorDisabled {}
+
 domain_events! {
     /// The events of an account stream.
     #[derive(Clone, Debug, PartialEq, Eq)]
@@ -308,6 +362,11 @@ domain_events! {
         AccountPasswordReset(AccountPasswordReset) = 1,
         EmailChangeUndoIssued(EmailChangeUndoIssued) = 1,
         EmailChangeUndone(EmailChangeUndone) = 1,
+        TwoFactorEnrolmentStarted(TwoFactorEnrolmentStarted) = 1,
+        TwoFactorEnabled(TwoFactorEnabled) = 1,
+        TwoFactorStepUsed(TwoFactorStepUsed) = 1,
+        RecoveryCodeUsed(RecoveryCodeUsed) = 1,
+        TwoFactorDisabled(TwoFactorDisabled) = 1,
     }
 }
 

@@ -37,6 +37,14 @@
 //!   alphabet (240 random bits)>`. Its public `prefix` (for lists) is the first 8
 //!   characters of the secret part, leaving 192 secret bits.
 //!
+//! # Two-factor authentication
+//!
+//! A TOTP secret (20 random bytes) is personal data like the e-mail: sealed in
+//! [`TwoFactorEnrolmentStarted`] under the account's subject, so it is erased
+//! with the account. Recovery codes are stored only as SHA-256 hashes (80
+//! random bits each). The last TOTP step accepted is part of the state, so a
+//! code works once.
+//!
 //! # Map
 //!
 //! - this file: the limits of the rules and [`AccountError`], every refusal;
@@ -49,7 +57,10 @@
 //!   that keep deliveries off internal networks;
 //! - `events.rs`: the event types of both streams;
 //! - `state.rs`: [`Account`] and [`EmailReservation`], folded from their events;
-//! - `decide.rs`: the pure decisions and checks.
+//! - `decide.rs`: the pure decisions and checks;
+//! - `totp.rs`: one-time passwords (HOTP, TOTP), the secret's `otpauth://`
+//!   URI, recovery codes;
+//! - `two_factor.rs`: the decisions of two-factor authentication.
 //!
 //! Each file's tests sit at its bottom.
 
@@ -60,6 +71,8 @@ mod events;
 #[cfg(test)]
 mod fixtures;
 mod state;
+mod totp;
+mod two_factor;
 mod webhook_url;
 
 pub use api_key::*;
@@ -67,6 +80,8 @@ pub use credentials::*;
 pub use decide::*;
 pub use events::*;
 pub use state::*;
+pub use totp::*;
+pub use two_factor::*;
 pub use webhook_url::*;
 
 /// Longest accepted e-mail address, in bytes (after trimming).
@@ -185,4 +200,17 @@ pub enum AccountError {
     EmailUndoAddressTaken,
     #[error("at most {MAX_PENDING_EMAIL_UNDOS} e-mail changes within {EMAIL_UNDO_TTL_DAYS} days")]
     TooManyEmailChanges,
+    /// The password was right; the account also needs a TOTP or recovery code.
+    #[error("two-factor authentication is on: a code from the authenticator app or a recovery code is needed")]
+    TwoFactorRequired,
+    /// A wrong, reused or expired TOTP code, or an unknown or spent recovery
+    /// code: one error for all.
+    #[error("invalid two-factor code")]
+    TwoFactorCodeInvalid,
+    #[error("two-factor authentication is already on")]
+    TwoFactorAlreadyEnabled,
+    #[error("no two-factor enrolment is pending; start one first")]
+    TwoFactorNotPending,
+    #[error("two-factor authentication is not on")]
+    TwoFactorNotEnabled,
 }

@@ -5,6 +5,7 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 
 use super::events::{AccountEvent, EmailReservationEvent, WebhookEndpointPii};
+use super::totp::TotpSecretPii;
 use super::{AccountError, ApiKeyScope, IpRange, Sha256Hash};
 use crate::domain::aggregate::Aggregate;
 use crate::domain::codec::Personal;
@@ -85,6 +86,40 @@ pub struct WebhookEndpoint {
     pub set_at: DateTime<Utc>,
 }
 
+/// Whether a login needs a second factor, as the account's events tell it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum TwoFactor {
+    #[default]
+    Off,
+    /// Enrolment started: the secret waits for its first code.
+    Pending {
+        /// Opened from the vault (or `Erased`).
+        secret: Personal<TotpSecretPii>,
+        started_at: DateTime<Utc>,
+    },
+    /// A login needs a TOTP code or a recovery code.
+    On {
+        secret: Personal<TotpSecretPii>,
+        recovery_codes: Vec<RecoveryCode>,
+        enabled_at: DateTime<Utc>,
+    },
+}
+
+/// A recovery code, by its hash.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RecoveryCode {
+    pub hash: Sha256Hash,
+    pub used_at: Option<DateTime<Utc>>,
+}
+
+impl fmt::Debug for RecoveryCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecoveryCode")
+            .field("used_at", &self.used_at)
+            .finish_non_exhaustive()
+    }
+}
+
 /// What the owner (and the API) sees of an account.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AccountView {
@@ -142,9 +177,18 @@ pub struct Account {
     ///
     /// [`AccountErased`]: super::AccountErased
     pub erased_at: Option<DateTime<Utc>>,
+    pub two_factor: TwoFactor,
+    /// The latest TOTP time step accepted: no code of it or an earlier step is
+    /// accepted again (kept across a disable, so a code cannot come back).
+    pub last_totp_step: Option<u64>,
 }
 
 impl Account {
+    /// Whether a login needs a second factor.
+    pub fn two_factor_on(&self) -> bool {
+        matches!(self.two_factor, TwoFactor::On { .. })
+    }
+
     /// Whether the personal data of the account was erased (it reads back so).
     pub fn is_erased(&self) -> bool {
         self.erased_at.is_some()
@@ -292,6 +336,7 @@ impl Aggregate for Account {
             AccountEvent::WebhookEndpointRemoved(_) => self.webhook = None,
             AccountEvent::AccountErased(e) => {
                 self.erased_at = Some(e.at);
+                self.two_factor = TwoFactor::Off;
                 self.email = Personal::Erased;
                 self.password_hash = Personal::Erased;
                 self.webhook = None;
@@ -327,6 +372,42 @@ impl Aggregate for Account {
                 self.password_reset = None;
                 self.used_recovery_token = Some(e.token_hash);
             }
+            AccountEvent::TwoFactorEnrolmentStarted(e) => {
+                self.two_factor = TwoFactor::Pending {
+                    secret: e.pii.clone(),
+                    started_at: e.at,
+                };
+            }
+            AccountEvent::TwoFactorEnabled(e) => {
+                let secret = match std::mem::take(&mut self.two_factor) {
+                    TwoFactor::Pending { secret, .. } | TwoFactor::On { secret, .. } => secret,
+                    TwoFactor::Off => Personal::Erased,
+                };
+                self.two_factor = TwoFactor::On {
+                    secret,
+                    recovery_codes: e
+                        .recovery_code_hashes
+                        .iter()
+                        .map(|hash| RecoveryCode {
+                            hash: *hash,
+                            used_at: None,
+                        })
+                        .collect(),
+                    enabled_at: e.at,
+                };
+                self.last_totp_step = self.last_totp_step.max(Some(e.step));
+            }
+            AccountEvent::TwoFactorStepUsed(e) => {
+                self.last_totp_step = self.last_totp_step.max(Some(e.step));
+            }
+            AccountEvent::RecoveryCodeUsed(e) => {
+                if let TwoFactor::On { recovery_codes, .. } = &mut self.two_factor {
+                    for code in recovery_codes.iter_mut().filter(|c| c.hash == e.code_hash) {
+                        code.used_at.get_or_insert(e.at);
+                    }
+                }
+            }
+            AccountEvent::TwoFactorDisabled(_) => self.two_factor = TwoFactor::Off,
         }
     }
 }
