@@ -390,13 +390,15 @@ struct HolderCredentials {
 /// (and `totp` or `recovery_code` when two-factor is on, as at sign-in).
 async fn withdraw_deletion(
     state: web::Data<AppState>,
-    holder: Option<Holder>,
+    holder: Result<Holder, ApiError>,
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let body = read_limited(payload, MAX_JSON_BYTES).await?;
     let account = if body.iter().all(u8::is_ascii_whitespace) {
-        holder.ok_or_else(ApiError::unauthorized)?.account
+        // Without credentials in the body, the caller's own refusal (an API
+        // key is told the route takes a session).
+        holder?.account
     } else {
         // As every JSON route: credentials come only as `application/json`.
         if req.content_type() != "application/json" {

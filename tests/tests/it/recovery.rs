@@ -4,7 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use nexus_tests::journey::{call, customer, mailed_token, outbox_mails, PASSWORD};
+use nexus_tests::journey::{
+    customer, mailed_token, outbox_mails, signed_in_customer, with_session, PASSWORD,
+};
 use nexus_tests::{Response, Server};
 
 const NEW_PASSWORD: &str = "a brand new passphrase";
@@ -238,25 +240,16 @@ fn changing_the_email_pays_from_the_sign_in_budget() {
         ("NEXUS_BCRYPT_COST", "12"),
         ("NEXUS_RATE_AUTH_PER_MIN", "4"),
     ]);
-    // customer() spends three of the IP's four (register, verify, log in).
-    let key = customer(&server, "uma@example.com");
-    let first = call(
-        &server,
-        "PATCH",
-        "/v1/me",
-        &key,
-        &[],
-        Some(r#"{"email":"uma@new.example"}"#),
-    );
+    // signed_in_customer() spends three of the IP's four (register, verify,
+    // log in); an e-mail change takes a fresh session.
+    let alice = signed_in_customer(&server, "uma@example.com");
+    let change = |email: &str| {
+        let body = format!(r#"{{"email":"{email}"}}"#);
+        with_session(&server, "PATCH", "/v1/me", &alice.session, Some(&body))
+    };
+    let first = change("uma@new.example");
     assert_eq!(first.status, 200, "{}", first.body);
-    let second = call(
-        &server,
-        "PATCH",
-        "/v1/me",
-        &key,
-        &[],
-        Some(r#"{"email":"uma@third.example"}"#),
-    );
+    let second = change("uma@third.example");
     assert_eq!(second.status, 429, "{}", second.body);
     assert_eq!(second.json()["code"], "rate_limited");
 }

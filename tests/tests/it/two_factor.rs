@@ -209,7 +209,7 @@ fn wrong_codes_pay_the_sign_in_budget_twice() {
     let email = "guessed@example.com";
     let body = json!({ "email": email, "password": PASSWORD }).to_string();
     let created = server.send("POST", "/v1/accounts", &[], Some(&body));
-    assert_eq!(created.status, 201, "{}", created.body);
+    assert_eq!(created.status, 202, "{}", created.body);
     let session = session_of(&sign_in(&server, email, PASSWORD, json!({})));
     let (key, _) = enrol(&server, &document, &session);
     let wrong = if code(&key, 1) == "000000" {
@@ -238,7 +238,7 @@ fn withdrawing_a_deletion_with_the_password_needs_a_code() {
     let email = "leaving@example.com";
     let body = json!({ "email": email, "password": PASSWORD }).to_string();
     let created = server.send("POST", "/v1/accounts", &[], Some(&body));
-    assert_eq!(created.status, 201, "{}", created.body);
+    assert_eq!(created.status, 202, "{}", created.body);
     let session = session_of(&sign_in(&server, email, PASSWORD, json!({})));
     let (key, _) = enrol(&server, &document, &session);
     let requested = server.send("POST", "/v1/me/deletion", &[("cookie", &session)], None);
