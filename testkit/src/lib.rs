@@ -231,14 +231,20 @@ impl World {
             .account
     }
 
-    /// Step: a registered customer with a fresh e-mail address.
+    /// Step: a registered customer with a fresh, verified e-mail address (only
+    /// a verified account deposits and orders).
     pub async fn customer(&self) -> Owner {
-        Owner::Account(self.registered(&unique_email()).await)
+        Owner::Account(self.verified_customer().await)
     }
 
     /// Step: a registered customer whose e-mail address is verified.
     pub async fn verified_customer(&self) -> AccountId {
-        let account = self.registered(&unique_email()).await;
+        self.verified(&unique_email()).await
+    }
+
+    /// Step: a customer registered as `email`, the address verified.
+    pub async fn verified(&self, email: &str) -> AccountId {
+        let account = self.registered(email).await;
         let token = self
             .accounts
             .issue_verification(account)

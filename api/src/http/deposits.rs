@@ -37,6 +37,7 @@ pub(super) const ROUTES: &[Route] = &[
             success: (201, "Invoice", Some(schema_ref("Invoice"))),
             errors: vec![
                 Problem::InvalidJson,
+                Problem::EmailNotVerified,
                 Problem::InvalidAmount,
                 Problem::InvalidDeposit,
                 Problem::UnsupportedCurrency,

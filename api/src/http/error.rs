@@ -168,6 +168,7 @@ impl From<AccountError> for ApiError {
             E::AlreadyRegistered => Problem::AlreadyRegistered,
             E::InvalidCredentials => Problem::InvalidCredentials,
             E::AccountDisabled => Problem::AccountDisabled,
+            E::EmailNotVerified => Problem::EmailNotVerified,
             E::AlreadyVerified => Problem::AlreadyVerified,
             E::VerificationTokenInvalid => Problem::VerificationTokenInvalid,
             E::VerificationTokenExpired => Problem::VerificationTokenExpired,

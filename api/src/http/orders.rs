@@ -51,6 +51,7 @@ pub(super) const ROUTES: &[Route] = &[
             ),
             errors: vec![
                 Problem::InvalidJson,
+                Problem::EmailNotVerified,
                 Problem::UnknownService,
                 Problem::UnknownCountry,
                 Problem::InvalidChannel,

@@ -51,6 +51,7 @@ macro_rules! problems {
 
 problems! {
     AccountDisabled = ("account_disabled", FORBIDDEN, "Forbidden"),
+    EmailNotVerified = ("email_not_verified", FORBIDDEN, "Forbidden"),
     ActiveOrders = ("active_orders", CONFLICT, "Conflict"),
     AlreadyHeld = ("already_held", CONFLICT, "Conflict"),
     AlreadyRegistered = ("already_registered", CONFLICT, "Conflict"),

@@ -35,6 +35,7 @@ pub(super) const ROUTES: &[Route] = &[
             ),
             errors: vec![
                 Problem::InvalidJson,
+                Problem::EmailNotVerified,
                 Problem::InvalidWebhookUrl,
                 Problem::NotFound,
                 Problem::Contention,

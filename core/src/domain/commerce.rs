@@ -108,7 +108,7 @@ pub fn place_order(
     now: DateTime<Utc>,
 ) -> Result<Placement, CommerceError> {
     if let Some(account) = account {
-        account.enabled()?;
+        account.trusted()?;
     }
     let details = request.details();
     let order = order::place(
@@ -124,6 +124,28 @@ pub fn place_order(
     )?;
     let wallet = wallet::place_hold(wallet, owner, id, request.price, now)?;
     Ok(Placement { order, wallet })
+}
+
+/// Opens invoice `id` for `amount` into `owner`'s wallet. `account` is the
+/// owner's account, for a registered customer: it must be enabled and have
+/// verified an address.
+pub fn request_deposit(
+    account: Option<&Account>,
+    id: DepositId,
+    owner: Owner,
+    amount: Micros,
+    now: DateTime<Utc>,
+) -> Result<Vec<DepositEvent>, CommerceError> {
+    if let Some(account) = account {
+        account.trusted()?;
+    }
+    Ok(deposit::request(
+        &Deposit::default(),
+        id,
+        owner,
+        amount,
+        now,
+    )?)
 }
 
 /// An anonymous buyer's next order, paid from their credit: the record of it,

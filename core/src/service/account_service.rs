@@ -675,11 +675,11 @@ impl<S: EventStore> Accounts<S> {
         Ok(())
     }
 
-    /// Erases the account's personal data once its deletion is due (what the
-    /// retention sweep calls): releases its address, erases the account's vault
-    /// subject, then records `AccountErased`. Refused unless a deletion is
-    /// pending and due ([`AccountError::ErasureNotDue`],
-    /// [`AccountError::NoDeletionPending`]); [`AccountError::AccountErased`] once
+    /// Erases the account's personal data once its deletion is due, or once
+    /// its registration lapsed unverified (what the retention sweep calls):
+    /// releases its address, erases the account's vault subject, then records
+    /// `AccountErased`. Refused unless one of the two is due
+    /// ([`AccountError::ErasureNotDue`], [`AccountError::NoDeletionPending`]); [`AccountError::AccountErased`] once
     /// recorded. The key goes first, so a crash between the two leaves the data
     /// erased and the account still on the schedule: the next call records the
     /// erasure.

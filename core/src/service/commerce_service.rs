@@ -724,7 +724,13 @@ impl<S: EventStore> Commerce<S> {
                     }
                     let id = DepositId::new();
                     let now = clock.now();
-                    let events = deposit::request(&Deposit::default(), id, owner, amount, now)?;
+                    let account = match owner {
+                        Owner::Account(account) => {
+                            Some(tx.load::<Account>(&account.stream()).await?)
+                        }
+                        Owner::Anonymous(_) => None,
+                    };
+                    let events = decide::request_deposit(account.as_ref(), id, owner, amount, now)?;
                     tx.emit(&id.stream(), &events)?;
                     emit_key_use(&tx, key, fingerprint, IdempotentResult::Deposit(id), now)?;
                     Ok(id)

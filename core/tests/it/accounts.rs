@@ -431,6 +431,8 @@ fn deletion_disables_login_and_api_keys_and_can_be_withdrawn_for_30_days() {
     runtime().block_on(async {
         let a = &w.accounts;
         let reg = a.register("mallory@example.com", PASSWORD).await.unwrap();
+        let token = a.issue_verification(reg.account).await.unwrap();
+        a.verify_email(token.expose()).await.unwrap();
         let key = a
             .create_api_key(reg.account, &ApiKeySettings::legacy())
             .await
@@ -884,8 +886,9 @@ mod erasure {
     use super::*;
     use nexus_core::domain::account::{
         decide_create_api_key, decide_erase_account, decide_withdraw_deletion, Account,
-        AccountDeletionRequested, AccountDeletionWithdrawn, AccountErased, AccountEvent,
-        AccountRegistered, RegisteredPii, DELETION_GRACE_DAYS,
+        AccountDeletionRequested, AccountDeletionWithdrawn, AccountEmailVerified, AccountErased,
+        AccountEvent, AccountRegistered, RegisteredPii, DELETION_GRACE_DAYS,
+        UNVERIFIED_LAPSE_HOURS,
     };
     use nexus_core::domain::aggregate::given;
     use nexus_core::log::Direction;
@@ -905,6 +908,13 @@ mod erasure {
         })
     }
 
+    fn verified() -> AccountEvent {
+        AccountEvent::AccountEmailVerified(AccountEmailVerified {
+            token_hash: [7; 32],
+            at: start() + Duration::minutes(5),
+        })
+    }
+
     fn deletion_requested(at: DateTime<Utc>) -> AccountEvent {
         AccountEvent::AccountDeletionRequested(AccountDeletionRequested {
             at,
@@ -921,6 +931,7 @@ mod erasure {
         let account = AccountId::new();
         let history = vec![
             registered(account, plain_pii()),
+            verified(),
             deletion_requested(start()),
         ];
 
@@ -953,11 +964,12 @@ mod erasure {
         given::<Account>(vec![])
             .when(|s| decide_erase_account(s, late))
             .then_err(AccountError::AccountNotFound);
-        given::<Account>(vec![registered(account, plain_pii())])
+        given::<Account>(vec![registered(account, plain_pii()), verified()])
             .when(|s| decide_erase_account(s, late))
             .then_err(AccountError::NoDeletionPending);
         given::<Account>(vec![
             registered(account, plain_pii()),
+            verified(),
             deletion_requested(start()),
             AccountEvent::AccountDeletionWithdrawn(AccountDeletionWithdrawn {
                 at: start() + Duration::days(1),
@@ -965,6 +977,54 @@ mod erasure {
         ])
         .when(|s| decide_erase_account(s, late))
         .then_err(AccountError::NoDeletionPending);
+    }
+
+    #[test]
+    fn an_account_never_verified_lapses_a_day_after_registration() {
+        let account = AccountId::new();
+        let lapse = start() + Duration::hours(UNVERIFIED_LAPSE_HOURS);
+        let unverified = vec![registered(account, plain_pii())];
+        assert_eq!(
+            given::<Account>(unverified.clone()).state().lapses_at(),
+            Some(lapse)
+        );
+        given::<Account>(unverified.clone())
+            .when(|s| decide_erase_account(s, lapse - Duration::seconds(1)))
+            .then_err(AccountError::ErasureNotDue);
+        let state = given::<Account>(unverified.clone())
+            .when(|s| decide_erase_account(s, lapse))
+            .then(vec![AccountEvent::AccountErased(AccountErased {
+                at: lapse,
+            })]);
+        assert!(state.is_erased());
+        // A deletion requested before the lapse does not postpone it.
+        let mut deleting = unverified;
+        deleting.push(deletion_requested(start() + Duration::hours(1)));
+        given::<Account>(deleting)
+            .when(|s| decide_erase_account(s, lapse))
+            .then(vec![AccountEvent::AccountErased(AccountErased {
+                at: lapse,
+            })]);
+        // Verified once, the account never lapses, even after an e-mail change
+        // leaves its new address unverified.
+        let changed = vec![
+            registered(account, plain_pii()),
+            verified(),
+            AccountEvent::AccountEmailChanged(nexus_core::domain::account::AccountEmailChanged {
+                account,
+                at: start() + Duration::hours(2),
+                pii: Personal::Plain(nexus_core::domain::account::EmailPii {
+                    email: "erin.new@example.com".into(),
+                }),
+            }),
+        ];
+        let given_changed = given::<Account>(changed.clone());
+        let state = given_changed.state();
+        assert!(!state.verified);
+        assert_eq!(state.lapses_at(), None);
+        given::<Account>(changed)
+            .when(|s| decide_erase_account(s, lapse + Duration::days(30)))
+            .then_err(AccountError::NoDeletionPending);
     }
 
     #[test]
@@ -1006,6 +1066,78 @@ mod erasure {
             .then_err(AccountError::AccountErased);
     }
 
+    /// Given a registration never verified, when it is a day old, then the
+    /// account is erased and its address is free; until then it cannot open an
+    /// invoice, order or set a webhook, and after verifying it can.
+    #[test]
+    fn an_unverified_account_cannot_spend_and_lapses_after_a_day() {
+        use nexus_core::domain::commerce::CommerceError;
+        use nexus_core::domain::ledger::Owner;
+        use nexus_core::domain::money::Micros;
+        use nexus_core::service::commerce_service::CommandError;
+        use nexus_testkit::request;
+        let w = World::new();
+        runtime().block_on(async {
+            let a = &w.accounts;
+            let lapsing = a.register("lapsing@example.com", PASSWORD).await.unwrap();
+            let owner = Owner::Account(lapsing.account);
+            let not_verified = |e: CommandError| {
+                assert!(
+                    matches!(
+                        e,
+                        CommandError::Refused(CommerceError::Account(
+                            AccountError::EmailNotVerified
+                        ))
+                    ),
+                    "{e:?}"
+                )
+            };
+            let before = w.store.log.head();
+            let deposit = w.commerce.request_deposit(owner, Micros(5_000_000)).await;
+            not_verified(deposit.unwrap_err());
+            let order = w
+                .commerce
+                .place_order(owner, &request(1_000_000), None)
+                .await;
+            not_verified(order.unwrap_err());
+            let hook = a
+                .set_webhook(lapsing.account, "https://hooks.example.com/n")
+                .await;
+            assert_eq!(refused(hook), AccountError::EmailNotVerified);
+            assert_eq!(w.store.log.head(), before, "a refusal appends nothing");
+
+            // A verified account can do all three.
+            let kept = a.register("kept@example.com", PASSWORD).await.unwrap();
+            let token = a.issue_verification(kept.account).await.unwrap();
+            a.verify_email(token.expose()).await.unwrap();
+            let kept_owner = Owner::Account(kept.account);
+            w.commerce
+                .request_deposit(kept_owner, Micros(5_000_000))
+                .await
+                .unwrap();
+            a.set_webhook(kept.account, "https://hooks.example.com/k")
+                .await
+                .unwrap();
+
+            w.clock
+                .advance(Duration::hours(UNVERIFIED_LAPSE_HOURS) - Duration::seconds(1));
+            assert_eq!(
+                refused(a.erase_account(lapsing.account).await),
+                AccountError::ErasureNotDue
+            );
+            w.clock.advance(Duration::seconds(1));
+            a.erase_account(lapsing.account).await.unwrap();
+            assert!(w.store.vault.is_erased(&lapsing.account.subject()).unwrap());
+            assert_eq!(
+                refused(a.erase_account(kept.account).await),
+                AccountError::NoDeletionPending
+            );
+            // The address is free again.
+            let owner_now = a.register("lapsing@example.com", PASSWORD).await.unwrap();
+            assert_ne!(owner_now.account, lapsing.account);
+        });
+    }
+
     #[test]
     fn erase_account_erases_the_vault_subject_and_records_it_when_due() {
         let w = World::new();
@@ -1013,6 +1145,10 @@ mod erasure {
             let a = &w.accounts;
             let reg = a.register("erin@example.com", PASSWORD).await.unwrap();
             let kept = a.register("frank@example.com", PASSWORD).await.unwrap();
+            for account in [reg.account, kept.account] {
+                let token = a.issue_verification(account).await.unwrap();
+                a.verify_email(token.expose()).await.unwrap();
+            }
             assert_eq!(
                 refused(a.erase_account(reg.account).await),
                 AccountError::NoDeletionPending

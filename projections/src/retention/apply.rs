@@ -34,25 +34,23 @@ impl Projection for RetentionProjection {
         }
         match category {
             Category::Account => {
-                if !matches!(
-                    record.event_type.as_str(),
-                    "AccountDeletionRequested" | "AccountDeletionWithdrawn" | "AccountErased"
-                ) && stream::known_and_ignored::<AccountEvent>(
-                    record,
-                    &[record.event_type.as_str()],
-                ) {
+                const SCHEDULING: &[&str] = &[
+                    "AccountRegistered",
+                    "AccountEmailVerified",
+                    "EmailChangeUndone",
+                    "AccountDeletionRequested",
+                    "AccountDeletionWithdrawn",
+                    "AccountErased",
+                ];
+                let event_type = record.event_type.as_str();
+                if !SCHEDULING.contains(&event_type)
+                    && stream::known_and_ignored::<AccountEvent>(record, &[event_type])
+                {
                     return Ok(());
                 }
                 let account = stream::account_of(record, rest)?;
-                match stream::decode::<AccountEvent>(record)? {
-                    AccountEvent::AccountDeletionRequested(e) => {
-                        schedule(st, ACCOUNT, &account.0, Some(keys::time(e.erase_due_at)))
-                    }
-                    AccountEvent::AccountDeletionWithdrawn(_) | AccountEvent::AccountErased(_) => {
-                        schedule(st, ACCOUNT, &account.0, None)
-                    }
-                    _ => Ok(()),
-                }
+                let event = stream::decode::<AccountEvent>(record)?;
+                schedule_account(st, &account.0, &event)
             }
             Category::Anonymous => match stream::decode::<AnonymousEvent>(record)? {
                 AnonymousEvent::AnonymousOrderCreated(e) => {
@@ -65,6 +63,40 @@ impl Projection for RetentionProjection {
             _ => Ok(()),
         }
     }
+}
+
+/// Follows what may make an account due and puts it on the schedule at the
+/// earliest (or takes it off).
+fn schedule_account(
+    st: &mut Staging,
+    id: &uuid::Uuid,
+    event: &AccountEvent,
+) -> Result<(), ApplyError> {
+    let key = dues_key(id);
+    let mut dues = st.get::<AccountDues>(&key)?.copied().unwrap_or_default();
+    match event {
+        AccountEvent::AccountRegistered(e) => {
+            let lapse = e.registered_at + Duration::hours(UNVERIFIED_LAPSE_HOURS);
+            dues.lapse = Some(keys::time(lapse));
+        }
+        AccountEvent::AccountEmailVerified(_) | AccountEvent::EmailChangeUndone(_) => {
+            dues.lapse = None;
+        }
+        AccountEvent::AccountDeletionRequested(e) => {
+            dues.deletion = Some(keys::time(e.erase_due_at));
+        }
+        AccountEvent::AccountDeletionWithdrawn(_) => dues.deletion = None,
+        AccountEvent::AccountErased(_) => dues = AccountDues::default(),
+        _ => return Ok(()),
+    }
+    match dues {
+        AccountDues {
+            lapse: None,
+            deletion: None,
+        } => st.delete(&key),
+        _ => st.put(key, dues),
+    }
+    schedule(st, ACCOUNT, id, dues.earliest())
 }
 
 /// Puts the subject on the schedule at `due` (replacing an earlier entry), or

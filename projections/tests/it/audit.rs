@@ -55,7 +55,7 @@ fn the_replayed_ledger_balances_and_matches_the_read_model() {
 
         // One more deposit the read model has not applied yet: the audit sees it.
         runner.stop().await;
-        let owner = Owner::Account(world.registered("late@example.com").await);
+        let owner = Owner::Account(world.verified("late@example.com").await);
         world.fund(owner, 1_000_000).await;
         let now = trial_balance(world.log().as_ref(), None).await.unwrap();
         let (mismatches, count) = compare_with_read_model(&now, &wallets).unwrap();

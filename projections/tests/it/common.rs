@@ -81,9 +81,7 @@ const PROVIDERS: [&str; 2] = ["sim-a", "sim-b"];
 /// Returns the orders left open.
 pub async fn customer_workload(world: &World, seed: u64, orders: usize) -> Vec<OrderId> {
     let mut rng = Rng::new(seed);
-    let account = world
-        .registered(&format!("customer{seed}@example.com"))
-        .await;
+    let account = world.verified(&format!("customer{seed}@example.com")).await;
     let owner = Owner::Account(account);
     world.fund(owner, 50_000_000).await;
     let commerce = &world.commerce;
@@ -241,9 +239,9 @@ pub async fn concurrent_workload(world: &Arc<World>, customers: u64, orders_each
         world.commerce.process_deadline(id).await.unwrap();
     }
     // A deletion request and a withdrawal (no active orders are left).
-    let first = world.registered("leaving@example.com").await;
+    let first = world.verified("leaving@example.com").await;
     world.accounts.request_deletion(first).await.unwrap();
-    let second = world.registered("staying@example.com").await;
+    let second = world.verified("staying@example.com").await;
     world.accounts.request_deletion(second).await.unwrap();
     world.accounts.withdraw_deletion(second).await.unwrap();
 }

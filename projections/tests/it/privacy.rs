@@ -49,7 +49,7 @@ struct Subjects {
 }
 
 async fn write_personal_data(world: &World) -> Subjects {
-    let account = world.registered(EMAIL).await;
+    let account = world.verified(EMAIL).await;
     let owner = Owner::Account(account);
     world.fund(owner, 10_000_000).await;
     let placed = world
@@ -294,8 +294,8 @@ fn an_erased_account_reads_erased_and_leaves_the_schedule_incrementally_and_afte
     let world = Arc::new(World::open(dir.path()));
     runtime().block_on(async {
         let runner = Runner::start(world.log(), &world.models, RunnerConfig::default()).unwrap();
-        let leaving = world.registered("leaving@example.com").await;
-        let staying = world.registered("staying@example.com").await;
+        let leaving = world.verified("leaving@example.com").await;
+        let staying = world.verified("staying@example.com").await;
         world.accounts.request_deletion(leaving).await.unwrap();
         let due = start() + chrono::Duration::days(DELETION_GRACE_DAYS);
         runner

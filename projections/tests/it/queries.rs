@@ -36,7 +36,7 @@ fn accounts_by_id_by_email_and_api_keys() {
     let world = Arc::new(World::open(dir.path()));
     runtime().block_on(async {
         let runner = Runner::start(world.log(), &world.models, RunnerConfig::default()).unwrap();
-        let account = world.registered("first@example.com").await;
+        let account = world.verified("first@example.com").await;
         let key = world
             .accounts
             .create_api_key(
@@ -64,7 +64,7 @@ fn accounts_by_id_by_email_and_api_keys() {
         let summary = accounts.account(account).unwrap().unwrap();
         assert_eq!(summary.status, AccountStatusView::Active);
         assert_eq!(summary.email, Personal::Plain("first@example.com".into()));
-        assert!(!summary.verified && summary.objection);
+        assert!(summary.verified && summary.objection);
         assert_eq!(summary.live_api_keys, 1);
         assert_eq!(
             accounts
@@ -146,7 +146,7 @@ fn wallets_ledger_deposits_and_orders() {
     let world = Arc::new(World::open(dir.path()));
     runtime().block_on(async {
         let runner = Runner::start(world.log(), &world.models, RunnerConfig::default()).unwrap();
-        let account = world.registered("buyer@example.com").await;
+        let account = world.verified("buyer@example.com").await;
         let owner = Owner::Account(account);
         world.fund(owner, 10_000_000).await;
         let unpaid = world

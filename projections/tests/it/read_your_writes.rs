@@ -17,7 +17,7 @@ fn an_order_can_be_read_as_soon_as_its_position_is_reached() {
     let world = Arc::new(World::open(dir.path()));
     runtime().block_on(async {
         let runner = Runner::start(world.log(), &world.models, RunnerConfig::default()).unwrap();
-        let account = world.registered("reader@example.com").await;
+        let account = world.verified("reader@example.com").await;
         let owner = Owner::Account(account);
         world.fund(owner, 5_000_000).await;
         for _ in 0..20 {
@@ -45,7 +45,7 @@ fn waiting_for_a_position_not_reached_times_out_on_time() {
     let world = Arc::new(World::open(dir.path()));
     runtime().block_on(async {
         let runner = Runner::start(world.log(), &world.models, RunnerConfig::default()).unwrap();
-        world.registered("waiter@example.com").await;
+        world.verified("waiter@example.com").await;
         let head = world.store.log.head();
         let started = Instant::now();
         let err = runner
@@ -114,7 +114,7 @@ fn a_failing_projection_stops_at_its_position_and_the_others_go_on() {
             ..RunnerConfig::default()
         };
         let runner = Runner::start_with(world.log(), &world.models, projections, config).unwrap();
-        let account = world.registered("picky@example.com").await;
+        let account = world.verified("picky@example.com").await;
         let owner = Owner::Account(account);
         world.fund(owner, 5_000_000).await;
         let placed = world

@@ -82,7 +82,7 @@ impl World {
     }
 
     async fn customer_asking_deletion(&self, email: &str) -> AccountId {
-        let account = self.registered(email).await;
+        let account = self.verified(email).await;
         self.accounts.request_deletion(account).await.unwrap();
         account
     }
@@ -128,12 +128,7 @@ fn due_accounts_and_anonymous_buyers_are_erased_and_nothing_early() {
     let w = world();
     rt.block_on(async {
         let leaving = w.customer_asking_deletion("leaving@example.com").await;
-        let staying = w
-            .accounts
-            .register("staying@example.com", PASSWORD)
-            .await
-            .unwrap()
-            .account;
+        let staying = w.verified("staying@example.com").await;
         let (anon, anon_order, tracking_id) = w.anonymous_buyer().await;
 
         // Nothing is due yet.
@@ -185,6 +180,48 @@ fn due_accounts_and_anonymous_buyers_are_erased_and_nothing_early() {
         assert!(proof.ok(), "{proof:?}");
         assert_eq!(proof.erasures_recorded, 2);
         assert!(proof.events_checked > 5);
+    });
+}
+
+/// Given registrations never verified, when a day has passed, then the sweep
+/// erases them and frees their addresses; one verified in time is kept, and
+/// so is one verified after asking for deletion until its deletion is due.
+#[test]
+fn registrations_never_verified_lapse_after_a_day() {
+    let rt = runtime();
+    let _entered = rt.enter();
+    let w = world();
+    rt.block_on(async {
+        let lapsing = w.registered("lapsing@example.com").await;
+        let verified_late = w.registered("late@example.com").await;
+        let deleting = w.registered("deleting@example.com").await;
+        w.accounts.request_deletion(deleting).await.unwrap();
+        w.clock.advance(Duration::hours(23));
+        let token = w.accounts.issue_verification(verified_late).await.unwrap();
+        w.accounts.verify_email(token.expose()).await.unwrap();
+        assert_eq!(w.sweep().await, SweepReport::default());
+
+        w.clock.advance(Duration::hours(1));
+        let report = w.sweep().await;
+        assert_eq!(
+            (report.examined, report.accounts_erased),
+            (2, 2),
+            "{report:?}"
+        );
+        assert!(w.erased(DueSubject::Account(lapsing)));
+        assert!(w.erased(DueSubject::Account(deleting)));
+        assert!(!w.erased(DueSubject::Account(verified_late)));
+        // Off the schedule; the addresses can be registered again.
+        assert_eq!(w.sweep().await, SweepReport::default());
+        let again = w.registered("lapsing@example.com").await;
+        assert_ne!(again, lapsing);
+        w.accounts
+            .register("deleting@example.com", PASSWORD)
+            .await
+            .unwrap();
+        w.caught_up().await;
+        let proof = w.sweeper.verify().await.unwrap();
+        assert!(proof.ok(), "{proof:?}");
     });
 }
 

@@ -253,3 +253,61 @@ fn changing_the_email_pays_from_the_sign_in_budget() {
     assert_eq!(second.status, 429, "{}", second.body);
     assert_eq!(second.json()["code"], "rate_limited");
 }
+
+/// Given an account whose address is not verified yet, signed in on a fresh
+/// session: it cannot open an invoice, order or set a webhook (403
+/// `email_not_verified`, nothing recorded); once the mailed link is used, it
+/// can.
+#[test]
+fn an_unverified_account_cannot_deposit_order_or_set_a_webhook() {
+    let server = start();
+    let email = "unverified@example.com";
+    let created = server.send(
+        "POST",
+        "/v1/accounts",
+        &[],
+        Some(&credentials(email, PASSWORD)),
+    );
+    assert_eq!(created.status, 202, "{}", created.body);
+    let cookie = session(&server, email, PASSWORD);
+    let attempts = [
+        ("POST", "/v1/deposits", r#"{"amount":"5.00"}"#),
+        (
+            "POST",
+            "/v1/orders",
+            r#"{"service":"tg","country":"GB","channel":"sms"}"#,
+        ),
+        (
+            "PUT",
+            "/v1/me/webhook",
+            r#"{"url":"https://hooks.example.com/n"}"#,
+        ),
+    ];
+    for (method, path, body) in attempts {
+        let refused = with_session(&server, method, path, &cookie, Some(body));
+        assert_eq!(refused.status, 403, "{path}: {}", refused.body);
+        assert_eq!(refused.json()["code"], "email_not_verified", "{path}");
+    }
+    let orders = with_session(&server, "GET", "/v1/orders", &cookie, None);
+    assert_eq!(
+        orders.json()["items"],
+        serde_json::json!([]),
+        "{}",
+        orders.body
+    );
+
+    let token = nexus_tests::journey::verification_token(&server, email);
+    let verified = server.send(
+        "POST",
+        "/v1/accounts/verify",
+        &[],
+        Some(&format!(r#"{{"token":"{token}"}}"#)),
+    );
+    assert_eq!(verified.status, 200, "{}", verified.body);
+    let (method, path, body) = attempts[0];
+    let invoice = with_session(&server, method, path, &cookie, Some(body));
+    assert_eq!(invoice.status, 201, "{}", invoice.body);
+    let (method, path, body) = attempts[2];
+    let hook = with_session(&server, method, path, &cookie, Some(body));
+    assert_eq!(hook.status, 200, "{}", hook.body);
+}

@@ -320,7 +320,9 @@ fn refusal_of(e: CommandError) -> Refusal {
             Refusal::NoBalance
         }
         CommandError::Refused(CommerceError::Account(
-            AccountError::AccountDisabled | AccountError::AccountNotFound,
+            AccountError::AccountDisabled
+            | AccountError::AccountNotFound
+            | AccountError::EmailNotVerified,
         )) => Refusal::BadKey,
         CommandError::Contention { .. } => Refusal::Unavailable,
         other => internal(&other),

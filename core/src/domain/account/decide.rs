@@ -420,9 +420,11 @@ pub fn decide_withdraw_deletion(
     }
 }
 
-/// Records the erasure of the account's personal data: only an account whose
-/// deletion is pending and due (`now` at or after `erase_due_at`) can be erased,
-/// and only once. The caller erases the account's vault subject before
+/// Records the erasure of the account's personal data, once: due when its
+/// deletion is pending and `now` is at or after `erase_due_at`, or when its
+/// address was never verified and `now` is at or after
+/// [`Account::lapses_at`] (nothing of it can be financial: it could not
+/// deposit or order). The caller erases the account's vault subject before
 /// appending; an account whose subject is already erased but whose erasure is
 /// not recorded yet (the append did not land) is recorded now.
 pub fn decide_erase_account(
@@ -435,11 +437,14 @@ pub fn decide_erase_account(
     if state.erased_at.is_some() {
         return Err(AccountError::AccountErased);
     }
+    let lapsed = state.lapses_at().is_some_and(|at| now >= at);
     match state.status {
         AccountStatus::DeletionPending { erase_due_at, .. } if now >= erase_due_at => {
             Ok(vec![AccountEvent::AccountErased(AccountErased { at: now })])
         }
+        _ if lapsed => Ok(vec![AccountEvent::AccountErased(AccountErased { at: now })]),
         AccountStatus::DeletionPending { .. } => Err(AccountError::ErasureNotDue),
+        _ if state.lapses_at().is_some() => Err(AccountError::ErasureNotDue),
         _ => Err(AccountError::NoDeletionPending),
     }
 }
@@ -502,7 +507,7 @@ pub fn decide_set_webhook(
     secret: &Secret,
     now: DateTime<Utc>,
 ) -> Result<Vec<AccountEvent>, AccountError> {
-    let account = state.enabled()?;
+    let account = state.trusted()?;
     Ok(vec![AccountEvent::WebhookEndpointSet(WebhookEndpointSet {
         account,
         at: now,

@@ -99,6 +99,9 @@ pub const MAX_LIVE_API_KEYS: usize = 20;
 pub const DELETION_GRACE_DAYS: i64 = 30;
 /// How long a verification token is valid unless configured otherwise.
 pub const DEFAULT_VERIFICATION_TTL_HOURS: i64 = 24;
+/// An account whose address was never verified is erased, and its address
+/// released, this many hours after registration (the retention sweep does it).
+pub const UNVERIFIED_LAPSE_HOURS: i64 = 24;
 /// The prefix of every API key.
 pub const API_KEY_PREFIX: &str = "nx_";
 /// Random characters in an API key's secret part.
@@ -150,6 +153,10 @@ pub enum AccountError {
     InvalidCredentials,
     #[error("the account is disabled (its deletion was requested)")]
     AccountDisabled,
+    /// Depositing, ordering and setting a webhook wait for the first
+    /// verification of the account's address.
+    #[error("verify the e-mail address first (the link in the registration mail)")]
+    EmailNotVerified,
     #[error("the account's personal data was erased")]
     AccountErased,
     #[error("the e-mail address is already verified")]

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Duration, Utc};
 
 use super::events::{AccountEvent, EmailReservationEvent, WebhookEndpointPii};
 use super::totp::TotpSecretPii;
@@ -156,6 +156,12 @@ pub struct Account {
     pub password_hash: Personal<String>,
     pub verified: bool,
     pub verified_at: Option<DateTime<Utc>>,
+    /// When an address of the account was first verified (kept across e-mail
+    /// changes): until then the account cannot spend, and lapses
+    /// [`UNVERIFIED_LAPSE_HOURS`] after registration.
+    ///
+    /// [`UNVERIFIED_LAPSE_HOURS`]: super::UNVERIFIED_LAPSE_HOURS
+    pub first_verified_at: Option<DateTime<Utc>>,
     pub verification: Option<PendingVerification>,
     /// The hash of the token that verified the current address, to tell a reused
     /// token from a wrong one.
@@ -248,6 +254,26 @@ impl Account {
         }
     }
 
+    /// When the account lapses if its address is still not verified then:
+    /// `None` once an address of it was verified.
+    pub fn lapses_at(&self) -> Option<DateTime<Utc>> {
+        match self.first_verified_at {
+            Some(_) => None,
+            None => Some(self.registered_at? + Duration::hours(super::UNVERIFIED_LAPSE_HOURS)),
+        }
+    }
+
+    /// [`Account::enabled`], and an address of it verified at least once
+    /// (else `EmailNotVerified`): what depositing, ordering and setting a
+    /// webhook need.
+    pub fn trusted(&self) -> Result<AccountId, AccountError> {
+        let id = self.enabled()?;
+        match self.first_verified_at {
+            Some(_) => Ok(id),
+            None => Err(AccountError::EmailNotVerified),
+        }
+    }
+
     /// The account, if it exists, is not erased and is not disabled (else
     /// `AccountNotFound`, `AccountErased` or `AccountDisabled`).
     pub fn enabled(&self) -> Result<AccountId, AccountError> {
@@ -288,6 +314,7 @@ impl Aggregate for Account {
             AccountEvent::AccountEmailVerified(e) => {
                 self.verified = true;
                 self.verified_at = Some(e.at);
+                self.first_verified_at.get_or_insert(e.at);
                 self.verification = None;
                 self.used_token = Some(e.token_hash);
             }
@@ -368,6 +395,7 @@ impl Aggregate for Account {
                 self.password_hash = map_personal(&e.pii, |p| p.password_hash.clone());
                 self.verified = true;
                 self.verified_at = Some(e.at);
+                self.first_verified_at.get_or_insert(e.at);
                 self.email_undos.clear();
                 self.password_reset = None;
                 self.used_recovery_token = Some(e.token_hash);

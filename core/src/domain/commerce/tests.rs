@@ -6,8 +6,8 @@ use uuid::Uuid;
 
 use super::*;
 use crate::domain::account::{
-    decide_register, decide_request_deletion, make_verification_token, AccountEvent, Email,
-    NewVerification,
+    decide_register, decide_request_deletion, decide_verify_email, make_verification_token,
+    AccountEvent, Email, NewVerification,
 };
 use crate::domain::aggregate::Aggregate;
 use crate::domain::anonymous::{AnonymousOrderStarted, TrackingId};
@@ -43,15 +43,31 @@ fn report(gateway_payment: &str, tx: &str, total_micros: i64) -> PaymentReport {
     PaymentReport::new(gateway_payment, payment(tx), Micros(total_micros)).unwrap()
 }
 
-/// An account registered at t0, with a deletion pending if `leaving`.
+/// An account registered and verified at t0, with a deletion pending if
+/// `leaving`.
 fn account(leaving: bool) -> Account {
+    let mut state = unverified_account();
+    let (_, token_hash) = make_verification_token(customer(), &[7; 32]);
+    for event in decide_verify_email(&state, &token_hash, t0()).unwrap() {
+        state.apply(&event);
+    }
+    if leaving {
+        for event in decide_request_deletion(&state, false, t0()).unwrap() {
+            state.apply(&event);
+        }
+    }
+    state
+}
+
+/// An account registered at t0 whose address is not verified.
+fn unverified_account() -> Account {
     let (_, token_hash) = make_verification_token(customer(), &[7; 32]);
     let verification = NewVerification {
         token_hash,
         ttl: Duration::hours(24),
     };
     let email = Email::parse("buyer@example.com").unwrap();
-    let mut events: Vec<AccountEvent> = decide_register(
+    let events: Vec<AccountEvent> = decide_register(
         &Account::default(),
         customer(),
         &email,
@@ -60,14 +76,7 @@ fn account(leaving: bool) -> Account {
         t0(),
     )
     .unwrap();
-    let mut state = Account::from_events(&events);
-    if leaving {
-        events = decide_request_deletion(&state, false, t0()).unwrap();
-        for event in &events {
-            state.apply(event);
-        }
-    }
-    state
+    Account::from_events(&events)
 }
 
 /// A wallet of `owner` credited with `micros` by a deposit.
@@ -156,6 +165,38 @@ fn an_order_is_refused_without_funds_or_with_a_deletion_pending() {
         unknown,
         Err(CommerceError::Account(AccountError::AccountNotFound))
     );
+    let unverified = place_order(
+        Some(&unverified_account()),
+        &funded(owner, 1_000_000),
+        id,
+        owner,
+        &request(250_000),
+        &policy,
+        t0(),
+    );
+    assert_eq!(
+        unverified,
+        Err(CommerceError::Account(AccountError::EmailNotVerified))
+    );
+}
+
+#[test]
+fn an_invoice_is_opened_only_for_a_verified_enabled_account() {
+    let owner = Owner::Account(customer());
+    let id = DepositId(Uuid::from_u128(60));
+    let amount = Micros(5_000_000);
+    let opened = request_deposit(Some(&account(false)), id, owner, amount, t0()).unwrap();
+    assert!(matches!(&opened[..], [DepositEvent::DepositRequested(r)] if r.amount == amount));
+    for (state, refusal) in [
+        (unverified_account(), AccountError::EmailNotVerified),
+        (account(true), AccountError::AccountDisabled),
+        (Account::default(), AccountError::AccountNotFound),
+    ] {
+        assert_eq!(
+            request_deposit(Some(&state), id, owner, amount, t0()),
+            Err(CommerceError::Account(refusal))
+        );
+    }
 }
 
 fn invoice(owner: Owner, amount_micros: i64) -> (DepositId, Deposit) {
