@@ -141,11 +141,14 @@ async fn load(args: &FulfilmentBench) -> anyhow::Result<Figure> {
     )?;
     let mut customers = Vec::with_capacity(CUSTOMERS);
     for i in 0..CUSTOMERS {
-        let account = accounts
+        let registration = accounts
             .register(&format!("bench-{i}@example.com"), "a long enough password")
-            .await?
-            .account;
-        let owner = Owner::Account(account);
+            .await?;
+        // Only a verified account deposits and orders.
+        accounts
+            .verify_email(registration.verification_token.expose())
+            .await?;
+        let owner = Owner::Account(registration.account);
         let deposit = commerce
             .request_deposit(owner, Micros::from_usd(100_000))
             .await?;

@@ -179,12 +179,15 @@ impl World {
 
     /// A funded customer with its webhook at `url`, served by `receiver`.
     async fn customer_at(&self, email: &str, url: &str, receiver: &Mutex<Receiver>) -> AccountId {
-        let account = self
+        let registration = self
             .accounts
             .register(email, "correct horse battery")
             .await
-            .unwrap()
-            .account;
+            .unwrap();
+        // Only a verified account sets a webhook and deposits.
+        let token = registration.verification_token.expose();
+        self.accounts.verify_email(token).await.unwrap();
+        let account = registration.account;
         let endpoint = self.accounts.set_webhook(account, url).await.unwrap();
         assert!(endpoint.secret.expose().starts_with("whsec_"));
         receiver.lock().unwrap().secret = endpoint.secret.expose().to_owned();

@@ -68,11 +68,14 @@ async fn deposit_and_deletion_mails_are_sent_once_from_the_events() {
     };
     let (stop, task) = start(mailer.clone());
 
-    let account = accounts
+    let registration = accounts
         .register("dora@example.com", "correct horse battery")
         .await
-        .unwrap()
-        .account;
+        .unwrap();
+    // Only a verified account deposits.
+    let token = registration.verification_token.expose();
+    accounts.verify_email(token).await.unwrap();
+    let account = registration.account;
     let owner = Owner::Account(account);
     let deposit = commerce
         .request_deposit(owner, Micros(10_000_000))
