@@ -32,6 +32,7 @@
 //!   caller, which decides what an unverified account may do.
 
 use std::fmt;
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -74,6 +75,9 @@ use crate::vault::Vault;
 pub const MIN_BCRYPT_COST: u32 = 12;
 /// bcrypt's highest cost.
 pub const MAX_BCRYPT_COST: u32 = 31;
+/// Lanes of password checks kept before those nobody uses are dropped (a lane
+/// is normally dropped when its last check ends).
+const MAX_CHECK_LANES: usize = 4_096;
 
 /// How the service hashes passwords and how long verification tokens live.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -234,6 +238,12 @@ pub struct Accounts<S: EventStore> {
     lookup_lock: tokio::sync::RwLock<()>,
     /// bcrypt hashes and checks run so far (both kinds).
     bcrypt_runs: AtomicU64,
+    /// One password check at a time per account (or, for an address no
+    /// account holds, per address): the rest of that account's checks wait
+    /// here, so that one account on many connections holds at most one
+    /// hashing slot and everyone else keeps the others. An entry lives while
+    /// a check of its key runs or waits.
+    check_lanes: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl<S: EventStore> fmt::Debug for Accounts<S> {
@@ -284,6 +294,7 @@ impl<S: EventStore> Accounts<S> {
             folded: AggregateCache::default(),
             lookup_lock: tokio::sync::RwLock::new(()),
             bcrypt_runs: AtomicU64::new(0),
+            check_lanes: Mutex::new(HashMap::new()),
         })
     }
 
@@ -415,7 +426,9 @@ impl<S: EventStore> Accounts<S> {
                         .clone();
                     let checked = checked_against.lock().map(|c| c.clone()).unwrap_or(None);
                     if checked.as_ref() != Some(&current) {
-                        if !self.verify_password(old_password, current.clone()).await? {
+                        let lane = account.stream();
+                        let old = self.verify_password(lane.as_str(), old_password, current.clone());
+                        if !old.await? {
                             return Err(AccountError::InvalidCredentials.into());
                         }
                         if let Ok(mut checked) = checked_against.lock() {
@@ -448,7 +461,8 @@ impl<S: EventStore> Accounts<S> {
             .plain()
             .ok_or(AccountError::AccountErased)?
             .clone();
-        if !self.verify_password(password, current).await? {
+        let lane = account.stream();
+        if !self.verify_password(lane.as_str(), password, current).await? {
             return Err(AccountError::InvalidCredentials.into());
         }
         Ok(())
@@ -823,7 +837,11 @@ impl<S: EventStore> Accounts<S> {
             .plain()
             .ok_or(AccountError::AccountErased)?
             .clone();
-        if !self.verify_password(password, checked.clone()).await? {
+        let lane = account.stream();
+        if !self
+            .verify_password(lane.as_str(), password, checked.clone())
+            .await?
+        {
             return Err(AccountError::InvalidCredentials.into());
         }
         self.update(account, |state, now| {
@@ -879,7 +897,14 @@ impl<S: EventStore> Accounts<S> {
     async fn check_password(&self, email: &str, password: &str) -> Result<Account> {
         // No account can have a malformed address: nothing to hide by timing.
         let email = Email::parse(email).map_err(|_| AccountError::InvalidCredentials)?;
-        let holder = self.holder(&self.email_streams(&email)?).await?;
+        let streams = self.email_streams(&email)?;
+        let holder = self.holder(&streams).await?;
+        // The lane is the account's, or the address's when none holds it: a
+        // run of checks on one address waits the same whether it is held.
+        let lane = match holder {
+            Some(account) => account.stream().as_str().to_owned(),
+            None => streams[0].as_str().to_owned(),
+        };
         let state = match holder {
             Some(account) => Some(self.load_account(account).await?.state),
             None => None,
@@ -889,14 +914,14 @@ impl<S: EventStore> Accounts<S> {
             .and_then(|s| s.password_hash.plain().cloned());
         match (state, stored) {
             (Some(state), Some(hash)) => {
-                if self.verify_password(password, hash).await? {
+                if self.verify_password(&lane, password, hash).await? {
                     return Ok(state);
                 }
             }
             // Unknown address (or erased account): spend the same work anyway.
             _ => {
                 let dummy = self.dummy_hash().await?.clone();
-                self.verify_password(password, dummy).await?;
+                self.verify_password(&lane, password, dummy).await?;
             }
         }
         Err(AccountError::InvalidCredentials.into())
@@ -1069,12 +1094,37 @@ impl<S: EventStore> Accounts<S> {
             .map_err(|e| StoreFault::Hashing(e.to_string()).into())
     }
 
-    /// Checks a password against a stored hash, off the runtime.
-    async fn verify_password(&self, password: &str, hash: String) -> Result<bool> {
+    /// Checks a password against a stored hash, off the runtime, after the
+    /// checks of the same `lane` (an account's or an address's stream name)
+    /// that came first.
+    async fn verify_password(&self, lane: &str, password: &str, hash: String) -> Result<bool> {
         let input = bcrypt_input(password);
-        self.off_runtime(move || bcrypt::verify(input, &hash))
-            .await?
-            .map_err(|e| StoreFault::Hashing(e.to_string()).into())
+        let turn = self.lane(lane).lock_owned().await;
+        let checked = self
+            .off_runtime(move || {
+                let _turn = turn;
+                bcrypt::verify(input, &hash)
+            })
+            .await;
+        self.leave_lane(lane);
+        checked?.map_err(|e| StoreFault::Hashing(e.to_string()).into())
+    }
+
+    fn lane(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut lanes = self.check_lanes.lock().unwrap_or_else(|e| e.into_inner());
+        if lanes.len() >= MAX_CHECK_LANES {
+            // Lanes left by callers that gave up while waiting.
+            lanes.retain(|_, lane| Arc::strong_count(lane) > 1);
+        }
+        Arc::clone(lanes.entry(key.to_owned()).or_default())
+    }
+
+    /// Drops the lane of `key` when nobody runs or waits in it.
+    fn leave_lane(&self, key: &str) {
+        let mut lanes = self.check_lanes.lock().unwrap_or_else(|e| e.into_inner());
+        if lanes.get(key).is_some_and(|lane| Arc::strong_count(lane) == 1) {
+            lanes.remove(key);
+        }
     }
 
     async fn dummy_hash(&self) -> Result<&String> {

@@ -229,6 +229,55 @@ fn registration_checks_its_input_and_refuses_a_second_registration() {
     });
 }
 
+/// Given two hashing slots and one account's password guessed on eight
+/// connections at once, when another customer signs in meanwhile, then the
+/// guesses take one slot at a time and the other sign-in finishes among the
+/// first three (behind at most one guess, not behind all eight, as it did
+/// when every check queued for the same slots).
+#[test]
+fn one_accounts_guesses_hold_one_hashing_slot_at_a_time() {
+    let w = World::new();
+    let config = AccountsConfig {
+        hashing_concurrency: 2,
+        ..AccountsConfig::default()
+    };
+    let accounts = Accounts::new(w.store.log.clone(), w.store.vault.clone(), config)
+        .unwrap()
+        .with_insecure_cost_for_tests(10)
+        .with_clock(w.clock.clone());
+    let accounts = Arc::new(accounts);
+    runtime().block_on(async {
+        accounts.register("target@example.com", PASSWORD).await.unwrap();
+        accounts.register("bystander@example.com", PASSWORD).await.unwrap();
+        let finished = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for i in 0..8 {
+            let (accounts, finished) = (accounts.clone(), finished.clone());
+            tasks.push(tokio::spawn(async move {
+                let guess = format!("not the password {i}");
+                let result = accounts.authenticate("target@example.com", &guess).await;
+                assert_eq!(refused(result), AccountError::InvalidCredentials);
+                finished.lock().unwrap().push("guess");
+            }));
+        }
+        // The guesses are all waiting before the other customer comes.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let (by, done) = (accounts.clone(), finished.clone());
+        tasks.push(tokio::spawn(async move {
+            by.authenticate("bystander@example.com", PASSWORD)
+                .await
+                .unwrap();
+            done.lock().unwrap().push("bystander");
+        }));
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let order = finished.lock().unwrap().clone();
+        let place = order.iter().position(|who| *who == "bystander").unwrap();
+        assert!(place <= 2, "finished in the order {order:?}");
+    });
+}
+
 #[test]
 fn passwords_longer_than_72_bytes_count_in_full() {
     let w = World::new();
