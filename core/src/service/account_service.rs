@@ -31,8 +31,8 @@
 //! - **Logins before verification** are allowed; [`Login::verified`] tells the
 //!   caller, which decides what an unverified account may do.
 
-use std::fmt;
 use std::collections::HashMap;
+use std::fmt;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -427,7 +427,8 @@ impl<S: EventStore> Accounts<S> {
                     let checked = checked_against.lock().map(|c| c.clone()).unwrap_or(None);
                     if checked.as_ref() != Some(&current) {
                         let lane = account.stream();
-                        let old = self.verify_password(lane.as_str(), old_password, current.clone());
+                        let old =
+                            self.verify_password(lane.as_str(), old_password, current.clone());
                         if !old.await? {
                             return Err(AccountError::InvalidCredentials.into());
                         }
@@ -462,7 +463,10 @@ impl<S: EventStore> Accounts<S> {
             .ok_or(AccountError::AccountErased)?
             .clone();
         let lane = account.stream();
-        if !self.verify_password(lane.as_str(), password, current).await? {
+        if !self
+            .verify_password(lane.as_str(), password, current)
+            .await?
+        {
             return Err(AccountError::InvalidCredentials.into());
         }
         Ok(())
@@ -1122,7 +1126,10 @@ impl<S: EventStore> Accounts<S> {
     /// Drops the lane of `key` when nobody runs or waits in it.
     fn leave_lane(&self, key: &str) {
         let mut lanes = self.check_lanes.lock().unwrap_or_else(|e| e.into_inner());
-        if lanes.get(key).is_some_and(|lane| Arc::strong_count(lane) == 1) {
+        if lanes
+            .get(key)
+            .is_some_and(|lane| Arc::strong_count(lane) == 1)
+        {
             lanes.remove(key);
         }
     }

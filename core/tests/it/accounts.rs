@@ -247,8 +247,14 @@ fn one_accounts_guesses_hold_one_hashing_slot_at_a_time() {
         .with_clock(w.clock.clone());
     let accounts = Arc::new(accounts);
     runtime().block_on(async {
-        accounts.register("target@example.com", PASSWORD).await.unwrap();
-        accounts.register("bystander@example.com", PASSWORD).await.unwrap();
+        accounts
+            .register("target@example.com", PASSWORD)
+            .await
+            .unwrap();
+        accounts
+            .register("bystander@example.com", PASSWORD)
+            .await
+            .unwrap();
         let finished = Arc::new(std::sync::Mutex::new(Vec::new()));
         let mut tasks = Vec::new();
         for i in 0..8 {

@@ -226,3 +226,57 @@ fn withdrawing_a_deletion_with_the_password_needs_a_code_too() {
         );
     });
 }
+
+/// Given an account taken over (its address changed, then a key created, a
+/// webhook set and two-factor turned on by whoever changed it), when the old
+/// address undoes the change, then that key is revoked, the webhook removed
+/// and two-factor off: the owner signs in with the new password alone, and
+/// the key the owner made before the change still works.
+#[test]
+fn an_undo_takes_back_what_was_set_up_since_the_change() {
+    use nexus_core::domain::account::ApiKeySettings;
+    let w = World::new();
+    runtime().block_on(async {
+        let a = &w.accounts;
+        let loopback = std::net::IpAddr::from([127, 0, 0, 1]);
+        let account = w.verified(EMAIL).await;
+        let owners_key = a
+            .create_api_key(account, &ApiKeySettings::legacy())
+            .await
+            .unwrap();
+        w.clock.advance(Duration::minutes(1));
+        let change = a
+            .change_email(account, "mallory@evil.example")
+            .await
+            .unwrap();
+        let planted = a
+            .create_api_key(account, &ApiKeySettings::legacy())
+            .await
+            .unwrap();
+        a.set_webhook(account, "https://hooks.evil.example/codes")
+            .await
+            .unwrap();
+        let key = base32_decode(a.start_two_factor(account).await.unwrap().secret.expose());
+        let SecondFactor::Totp(first) = code_now(&w, &key) else {
+            unreachable!()
+        };
+        a.confirm_two_factor(account, &first).await.unwrap();
+
+        w.clock.advance(Duration::hours(1));
+        a.undo_email_change(change.undo.token.expose(), "the owner's new passphrase")
+            .await
+            .unwrap();
+        assert_eq!(
+            refused(a.authenticate_api_key(planted.key.expose(), loopback).await),
+            AccountError::InvalidCredentials
+        );
+        let kept = a.authenticate_api_key(owners_key.key.expose(), loopback);
+        assert_eq!(kept.await.unwrap().account, account);
+        assert_eq!(a.webhook(account).await.unwrap(), None);
+        let login = a
+            .sign_in(EMAIL, "the owner's new passphrase", None)
+            .await
+            .unwrap();
+        assert_eq!(login.account, account);
+    });
+}

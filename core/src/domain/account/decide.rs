@@ -9,7 +9,10 @@ use chrono::{DateTime, Duration, Utc};
 use super::api_key::{ip_allowed, ApiKeySettings};
 use super::credentials::{digests_equal, Email, Secret};
 use super::events::*;
-use super::state::{Account, AccountStatus, ApiKey, EmailReservation, PendingVerification};
+use super::state::{
+    Account, AccountStatus, ApiKey, EmailReservation, PendingEmailUndo, PendingVerification,
+    TwoFactor,
+};
 use super::webhook_url::WebhookUrl;
 use super::{
     AccountError, Sha256Hash, DELETION_GRACE_DAYS, EMAIL_UNDO_TTL_DAYS, MAX_LIVE_API_KEYS,
@@ -246,6 +249,20 @@ pub fn email_undo_target(
     token_hash: &Sha256Hash,
     now: DateTime<Utc>,
 ) -> Result<String, AccountError> {
+    let undo = pending_undo(state, token_hash, now)?;
+    Ok(undo
+        .email
+        .plain()
+        .ok_or(AccountError::AccountErased)?
+        .clone())
+}
+
+/// The undo a token names, while it can still be used.
+fn pending_undo<'a>(
+    state: &'a Account,
+    token_hash: &Sha256Hash,
+    now: DateTime<Utc>,
+) -> Result<&'a PendingEmailUndo, AccountError> {
     state.existing()?;
     let mut found = None;
     for undo in &state.email_undos {
@@ -255,11 +272,7 @@ pub fn email_undo_target(
     }
     match found {
         Some(undo) if now >= undo.expires_at => Err(AccountError::RecoveryTokenExpired),
-        Some(undo) => Ok(undo
-            .email
-            .plain()
-            .ok_or(AccountError::AccountErased)?
-            .clone()),
+        Some(undo) => Ok(undo),
         None => Err(spent_or_invalid(state, token_hash)),
     }
 }
@@ -267,22 +280,46 @@ pub fn email_undo_target(
 /// Undoes an e-mail change with the token mailed to the old address: the
 /// address is that one again and counts as verified, the password is the new
 /// one given with the undo (whoever changed the address may know the old
-/// one), and every other open undo and reset ends. The reservations move in
-/// the same append, as for a change.
+/// one), and every other open undo and reset ends; the reservations move in
+/// the same append, as for a change. What whoever changed it may have set up
+/// since to keep a hold on the account goes too: API keys created since the change are revoked, a webhook
+/// set since is removed, and two-factor authentication turned on since is
+/// turned off (its codes would lock the owner out).
 pub fn decide_undo_email_change(
     state: &Account,
     token_hash: &Sha256Hash,
     new_password_hash: &str,
     now: DateTime<Utc>,
 ) -> Result<Vec<AccountEvent>, AccountError> {
-    let old_email = email_undo_target(state, token_hash, now)?;
+    let undo = pending_undo(state, token_hash, now)?;
+    let (since, old_email) = (undo.issued_at, email_undo_target(state, token_hash, now)?);
     let account = state.existing()?;
-    let mut events = Vec::with_capacity(2);
+    let mut events = Vec::with_capacity(4);
     if state.email.plain() != Some(&old_email) {
         events.push(AccountEvent::AccountEmailChanged(AccountEmailChanged {
             account,
             at: now,
             pii: Personal::Plain(EmailPii { email: old_email }),
+        }));
+    }
+    let keys_since = state
+        .api_keys
+        .iter()
+        .filter(|k| k.revoked_at.is_none() && k.created_at >= since);
+    events.extend(keys_since.map(|k| {
+        AccountEvent::ApiKeyRevoked(ApiKeyRevoked {
+            key_id: k.id,
+            at: now,
+        })
+    }));
+    if state.webhook.as_ref().is_some_and(|w| w.set_at >= since) {
+        events.push(AccountEvent::WebhookEndpointRemoved(
+            WebhookEndpointRemoved { at: now },
+        ));
+    }
+    if matches!(state.two_factor, TwoFactor::On { enabled_at, .. } if enabled_at >= since) {
+        events.push(AccountEvent::TwoFactorDisabled(TwoFactorDisabled {
+            at: now,
         }));
     }
     events.push(AccountEvent::EmailChangeUndone(EmailChangeUndone {

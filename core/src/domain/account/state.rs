@@ -36,6 +36,8 @@ pub struct PendingVerification {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PendingEmailUndo {
     pub token_hash: Sha256Hash,
+    /// When the change it undoes was made.
+    pub issued_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
     /// The address the undo restores, opened from the vault (or `Erased`).
     pub email: Personal<String>,
@@ -386,6 +388,7 @@ impl Aggregate for Account {
                 self.email_undos.retain(|u| u.expires_at > e.issued_at);
                 self.email_undos.push(PendingEmailUndo {
                     token_hash: e.token_hash,
+                    issued_at: e.issued_at,
                     expires_at: e.expires_at,
                     email: map_personal(&e.pii, |p| p.email.clone()),
                 });
