@@ -69,7 +69,7 @@ pub fn run(config: StoreSettings, command: AuditCommand) -> anyhow::Result<ExitC
         ),
         AuditCommand::Verify { .. } => (None, None, None),
     };
-    let store = Store::open(&config.store()).context("opening the store")?;
+    let store = Store::open(&config.existing_store()?).context("opening the store")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -8,7 +8,7 @@ mod upstream;
 use anyhow::Context;
 use toml::Spanned;
 
-pub use settings::{BadSetting, DomainSettings, ServerSettings, StoreSettings, TlsFiles};
+pub use settings::{BadSetting, DomainSettings, NoStore, ServerSettings, StoreSettings, TlsFiles};
 
 /// What `nexus serve` runs with.
 pub struct Config {

@@ -31,6 +31,10 @@ fn main() -> std::process::ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("nexus: {e:#}");
+            // A data directory without a store is a usage error, as clap's.
+            if e.downcast_ref::<config::NoStore>().is_some() {
+                return std::process::ExitCode::from(2);
+            }
             std::process::ExitCode::FAILURE
         }
     }

@@ -22,7 +22,7 @@ const BAR_WIDTH: usize = 30;
 const REDRAW_EVERY: Duration = Duration::from_millis(100);
 
 pub fn run(config: StoreSettings, name: Option<String>) -> anyhow::Result<ExitCode> {
-    let store = Store::open(&config.store()).context("opening the store")?;
+    let store = Store::open(&config.existing_store()?).context("opening the store")?;
     let models = ReadModels::open(
         &ReadModelsConfig::in_data_dir(&config.data_dir),
         store.vault.clone(),

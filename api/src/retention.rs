@@ -49,7 +49,7 @@ pub fn run(
     domain: &DomainSettings,
     command: RetentionCommand,
 ) -> anyhow::Result<ExitCode> {
-    let store = Store::open(&config.store()).context(
+    let store = Store::open(&config.existing_store()?).context(
         "opening the store (while `nexus serve` runs, use the admin routes \
          /v1/admin/retention/sweep and /v1/admin/retention/verify)",
     )?;

@@ -80,7 +80,14 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
     owner_only_dir(data_dir)?;
     // One TLS stack for every client (reqwest, lettre): rustls with ring.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let store = Store::open(&config.store.store()).context("opening the store")?;
+    let store_config = config.store.store();
+    if !store_config.exists() {
+        info!(
+            dir = %store_config.dir.display(),
+            "no store in the data directory: creating a new one (first start)"
+        );
+    }
+    let store = Store::open(&store_config).context("opening the store")?;
     info!(head = store.log.head(), "log open");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -503,7 +510,7 @@ pub async fn rotate_if_due<S: EventStore>(
 }
 
 pub fn verify(config: &StoreSettings) -> anyhow::Result<ExitCode> {
-    let store = Store::open(&config.store()).context("opening the store")?;
+    let store = Store::open(&config.existing_store()?).context("opening the store")?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .context("starting the runtime")?;

@@ -37,6 +37,12 @@ impl StoreConfig {
     pub fn epochs_dir(&self) -> PathBuf {
         self.dir.join("vault-epochs")
     }
+
+    /// Whether the store was created (a command other than `serve` must not
+    /// create one).
+    pub fn exists(&self) -> bool {
+        SledLog::exists_in(&self.dir)
+    }
 }
 
 impl Store {

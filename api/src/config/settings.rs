@@ -74,6 +74,20 @@ impl StoreSettings {
         Ok(())
     }
 
+    /// The store's configuration for a command that reads an existing store
+    /// (every command but `serve`): [`NoStore`] when the data directory holds
+    /// none, before anything is created there (a new master key and an empty
+    /// store would pass every check of an audit run in the wrong directory).
+    pub fn existing_store(&self) -> Result<StoreConfig, NoStore> {
+        let config = self.store();
+        if !config.exists() {
+            return Err(NoStore {
+                data_dir: self.data_dir.clone(),
+            });
+        }
+        Ok(config)
+    }
+
     pub fn store(&self) -> StoreConfig {
         // With an explicit key file the key must exist; the embedded default
         // makes one inside the data dir on first start.
@@ -87,6 +101,19 @@ impl StoreSettings {
             cache_capacity_bytes: self.cache_mib.saturating_mul(1024 * 1024),
         }
     }
+}
+
+/// A command that reads a store was pointed at a data directory without one.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "no Nexus store in {} (looked for {}): run the command where `nexus serve` keeps its \
+     data, or pass --data-dir (NEXUS_DATA_DIR); only `nexus serve` creates a store, on \
+     its first start",
+    data_dir.display(),
+    data_dir.join("store").display()
+)]
+pub struct NoStore {
+    pub data_dir: PathBuf,
 }
 
 /// Order policy and account rules: the server and the offline commands that

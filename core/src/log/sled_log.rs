@@ -59,6 +59,9 @@ const _: () = assert!(MAX_GROUP_VALUE_BYTES <= u32::MAX as usize);
 const STREAM_INDEX_SHARDS: usize = 64;
 const _: () = assert!(STREAM_INDEX_SHARDS > 0);
 
+/// The log's database directory under the store's.
+const LOG_DIR: &str = "log";
+
 /// Where and how to open the log.
 #[derive(Clone, Debug)]
 pub struct SledLogConfig {
@@ -217,9 +220,15 @@ impl SledLog {
         Self::with_db(Arc::new(ddb), config.sync)
     }
 
+    /// Whether a log was created under `dir` (its database's page file):
+    /// what a command that must not create one checks first.
+    pub fn exists_in(dir: &std::path::Path) -> bool {
+        dir.join(LOG_DIR).join("db").is_file()
+    }
+
     /// Opens the database that holds the log (and the vault).
     pub(crate) fn open_db(config: &SledLogConfig) -> Result<DurableDb, LogError> {
-        let dir = config.dir.join("log");
+        let dir = config.dir.join(LOG_DIR);
         std::fs::create_dir_all(&dir)?;
         Ok(DurableDb::open(&dir, config.cache_capacity_bytes)?)
     }

@@ -147,3 +147,49 @@ fn audit_commands_on_a_stopped_servers_data() {
         "{bad:?}"
     );
 }
+
+/// Given a data directory without a store (a mistyped `--data-dir`, or the
+/// wrong working directory), when any command but `serve` runs on it, then it
+/// exits with 2, names the directory and `--data-dir`, and creates nothing
+/// there: no master key, no empty store whose audit would pass.
+#[test]
+fn commands_refuse_a_data_directory_without_a_store() {
+    let parent = tempfile::tempdir().unwrap();
+    let missing = parent.path().join("dta");
+    let empty = parent.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let commands: [&[&str]; 8] = [
+        &["verify"],
+        &["audit", "verify"],
+        &["audit", "balance"],
+        &["audit", "export"],
+        &["retention", "status"],
+        &["retention", "run"],
+        &["retention", "verify"],
+        &["replay"],
+    ];
+    for dir in [&missing, &empty] {
+        for args in commands {
+            let output = Command::new(nexus_binary())
+                .args(args)
+                .env("NEXUS_DATA_DIR", dir)
+                .env("NEXUS_LOG", "warn")
+                .stdin(Stdio::null())
+                .output()
+                .expect("run nexus");
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+            assert!(
+                stderr.contains(&dir.display().to_string()) && stderr.contains("--data-dir"),
+                "{args:?}: {stderr}"
+            );
+            assert!(output.stdout.is_empty(), "{args:?}: nothing reported");
+        }
+    }
+    assert!(!missing.exists(), "the mistyped directory is not created");
+    assert_eq!(
+        std::fs::read_dir(&empty).unwrap().count(),
+        0,
+        "nothing made"
+    );
+}
