@@ -28,6 +28,9 @@ pub struct ApiError {
     pub detail: String,
     /// Seconds for a `Retry-After` header (429, 503).
     pub retry_after_s: Option<u64>,
+    /// Extension members of the problem (RFC 9457 §3.2), each documented in
+    /// the OpenAPI document's `Problem` schema.
+    pub members: serde_json::Map<String, serde_json::Value>,
 }
 
 /// The wire shape of a problem.
@@ -39,6 +42,8 @@ struct ProblemBody<'a> {
     status: u16,
     detail: &'a str,
     code: &'a str,
+    #[serde(flatten)]
+    members: &'a serde_json::Map<String, serde_json::Value>,
 }
 
 impl std::fmt::Display for ApiError {
@@ -66,6 +71,7 @@ impl ResponseError for ApiError {
             status: status.as_u16(),
             detail: &self.detail,
             code: self.problem.code(),
+            members: &self.members,
         };
         let mut response = HttpResponse::build(status);
         if status == StatusCode::UNAUTHORIZED {
@@ -88,7 +94,14 @@ impl ApiError {
             problem,
             detail: detail.into(),
             retry_after_s: None,
+            members: serde_json::Map::new(),
         }
+    }
+
+    /// Adds the extension member `name` (documented in the `Problem` schema).
+    pub fn with_member(mut self, name: &str, value: serde_json::Value) -> Self {
+        self.members.insert(name.to_owned(), value);
+        self
     }
 
     pub fn with_retry_after(mut self, seconds: u64) -> Self {
@@ -235,9 +248,12 @@ impl From<WalletError> for ApiError {
     fn from(e: WalletError) -> Self {
         use WalletError as E;
         match e {
-            E::InsufficientFunds { .. } => ApiError::new(
+            E::InsufficientFunds { available, needed } => ApiError::new(
                 Problem::InsufficientFunds,
-                "the wallet's available balance is too low",
+                format!(
+                    "this costs {needed} USD and the wallet has {available} USD available \
+                     (held amounts excluded); top up with POST /v1/deposits"
+                ),
             ),
             E::HoldExists | E::HoldNotOpen | E::Ledger(_) => {
                 ApiError::new(Problem::WalletConflict, e.to_string())
@@ -469,10 +485,16 @@ mod tests {
             Problem::NotFound
         );
         let poor = ServiceError::Refused(CommerceError::Wallet(WalletError::InsufficientFunds {
-            available: Micros::ZERO,
-            needed: Micros(1),
+            available: Micros(100_000),
+            needed: Micros(250_000),
         }));
-        assert_eq!(ApiError::from(poor).problem, Problem::InsufficientFunds);
+        let poor = ApiError::from(poor);
+        assert_eq!(poor.problem, Problem::InsufficientFunds);
+        assert!(
+            poor.detail.contains("costs 0.25 USD") && poor.detail.contains("0.10 USD available"),
+            "{}",
+            poor.detail
+        );
     }
 
     #[test]

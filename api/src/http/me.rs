@@ -39,7 +39,7 @@ use actix_web::error::JsonPayloadError;
 use actix_web::web::Bytes;
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use chrono::{DateTime, SecondsFormat, Utc};
-use nexus_core::domain::account::{Account, AccountStatus, Email};
+use nexus_core::domain::account::{Account, AccountError, AccountStatus, Email};
 use nexus_core::domain::codec::Personal;
 
 use nexus_core::domain::ids::AccountId;
@@ -47,6 +47,7 @@ use nexus_core::domain::ledger::Owner;
 use nexus_core::domain::order::{CancelReason, Channel, CodePii, DeliveryChannel, OrderStatus};
 use nexus_core::domain::wallet::DepositOutcome;
 use nexus_core::log::EventStore;
+use nexus_core::service::runner::ServiceError;
 use nexus_projections::orders::OrderView;
 use nexus_projections::wallets::{DepositRecord, DepositStatus, LedgerRow, Reference};
 use nexus_projections::{Cursor, Page, QueryError, MAX_PAGE_SIZE};
@@ -369,8 +370,31 @@ async fn request_deletion(
     state: web::Data<AppState>,
     holder: Holder,
 ) -> Result<HttpResponse, ApiError> {
-    state.accounts.request_deletion(holder.account).await?;
+    let requested = state.accounts.request_deletion(holder.account).await;
+    if let Err(ServiceError::Refused(AccountError::ActiveOrders)) = requested {
+        return Err(active_orders_problem(&state, holder.account).await);
+    }
+    requested?;
     respond_with_me(&state, holder.account, HttpResponse::Accepted()).await
+}
+
+/// 409 `active_orders`, naming the orders that are still active.
+async fn active_orders_problem(state: &AppState, account: AccountId) -> ApiError {
+    let active = match state.commerce.active_orders(Owner::Account(account)).await {
+        Ok(active) => active,
+        Err(e) => return e.into(),
+    };
+    let ids: Vec<String> = active.iter().map(|(id, _)| id.to_string()).collect();
+    ApiError::new(
+        Problem::ActiveOrders,
+        format!(
+            "{} order(s) still active ({}): complete or cancel them, or let them expire, \
+             then ask again",
+            ids.len(),
+            ids.join(", ")
+        ),
+    )
+    .with_member("active_orders", serde_json::json!(ids))
 }
 
 #[derive(Deserialize)]

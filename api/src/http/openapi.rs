@@ -258,7 +258,9 @@ fn schemas() -> Value {
             "properties": {
                 "type": { "type": "string", "format": "uri" }, "title": { "type": "string" },
                 "status": { "type": "integer" }, "detail": { "type": "string" },
-                "code": { "type": "string", "enum": error_codes() }
+                "code": { "type": "string", "enum": error_codes() },
+                "active_orders": { "type": "array", "items": string(),
+                    "description": "With `active_orders`: the ids of the orders still active." }
             }
         },
         "Order": {

@@ -483,6 +483,17 @@ fn deletion_waits_for_active_orders_and_is_withdrawn_by_session_or_password() {
     let refused = alice.with_session(&server, "POST", "/v1/me/deletion", None);
     assert_eq!(refused.status, 409, "{}", refused.body);
     assert_eq!(problem_code(&refused).as_deref(), Some("active_orders"));
+    // The answer names the order in the way.
+    assert_eq!(
+        refused.json()["active_orders"],
+        serde_json::json!([active_id]),
+        "{}",
+        refused.body
+    );
+    assert!(refused.json()["detail"]
+        .as_str()
+        .unwrap()
+        .contains(active_id));
     assert_eq!(
         alice.with_key(&server, "GET", "/v1/me", None).json()["status"],
         "active"
