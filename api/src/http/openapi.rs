@@ -324,7 +324,15 @@ fn schemas() -> Value {
             "email": { "type": "string", "format": "email", "maxLength": 254 },
             "password": password_schema(),
             "totp": { "type": "string", "description": "The authenticator app's 6-digit code, when two-factor is on." },
-            "recovery_code": { "type": "string", "description": "Instead of `totp`: an unused recovery code." } })),
+            "recovery_code": { "type": "string", "description": "Instead of `totp`: an unused recovery code." } }))
+            .as_object()
+            .cloned()
+            .map(|mut sign_in| {
+                // One second factor at most.
+                sign_in.insert("not".into(), json!({ "required": ["totp", "recovery_code"] }));
+                Value::Object(sign_in)
+            })
+            .unwrap_or_default(),
         "Me": obj(&["id", "email", "verified", "verified_at", "status", "deletion", "objection", "created_at"], json!({
             "id": string(),
             "email": { "type": ["string", "null"], "description": "null once erased." },
