@@ -31,6 +31,7 @@ fn verified(resolution: Resolution) -> Result<Principal, ApiError> {
             Problem::IpNotAllowed,
             "this API key is not accepted from this address",
         )),
+        Resolution::DeletionPending => Err(ApiError::deletion_pending()),
         Resolution::Unavailable => Err(ApiError::internal(&"the credential could not be checked")),
     }
 }
@@ -100,9 +101,8 @@ impl FromRequest for Customer {
                     deletion_pending: false,
                     ..
                 } => {}
-                Principal::Session { .. } | Principal::Admin => {
-                    return Err(ApiError::unauthorized())
-                }
+                Principal::Session { .. } => return Err(ApiError::deletion_pending()),
+                Principal::Admin => return Err(ApiError::unauthorized()),
             }
             note(&req, principal);
             let account = principal.account().ok_or_else(ApiError::unauthorized)?;

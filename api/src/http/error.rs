@@ -116,6 +116,17 @@ impl ApiError {
         )
     }
 
+    /// 401 `account_deletion_pending`: a right API key of an account whose
+    /// deletion was requested.
+    pub fn deletion_pending() -> Self {
+        Self::new(
+            Problem::AccountDeletionPending,
+            "this account's deletion is pending: its API keys work again once the request \
+             is withdrawn (DELETE /v1/me/deletion, with a session or with the e-mail and \
+             password in the body) within 30 days of it",
+        )
+    }
+
     pub fn not_found() -> Self {
         Self::new(Problem::NotFound, "no such resource")
     }

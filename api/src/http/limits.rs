@@ -158,6 +158,7 @@ impl RateLimits {
             }
             Resolution::Anonymous
             | Resolution::Failed { bearer: false }
+            | Resolution::DeletionPending
             | Resolution::Unavailable => self.check(Budget::Ip(ip)),
         }
     }

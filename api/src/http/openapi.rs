@@ -125,7 +125,11 @@ fn operation(method: Method, path: &str, op: &Op) -> Value {
     match op.auth {
         Auth::None => {}
         Auth::Customer(_) => {
-            errors.extend([Problem::Unauthorized, Problem::InsufficientScope]);
+            errors.extend([
+                Problem::Unauthorized,
+                Problem::AccountDeletionPending,
+                Problem::InsufficientScope,
+            ]);
             errors.push(Problem::IpNotAllowed);
         }
         Auth::Session => errors.extend([Problem::Unauthorized, Problem::SessionRequired]),

@@ -70,6 +70,9 @@ pub enum Resolution {
     /// A live API key used from an address outside its allow-list: refused
     /// (403), and counted like a failed bearer credential.
     IpRefused,
+    /// A right API key of an account whose deletion is pending: refused (401
+    /// `account_deletion_pending`) until the request is withdrawn.
+    DeletionPending,
     /// The check itself failed (the store did not answer); logged.
     Unavailable,
 }
@@ -130,6 +133,9 @@ async fn bearer(state: &AppState, token: &str, client_ip: IpAddr) -> Resolution 
             Ok(login) => return Resolution::Verified(Principal::ApiKey(login)),
             Err(e) if e.refusal() == Some(&AccountError::ApiKeyIpNotAllowed) => {
                 return Resolution::IpRefused
+            }
+            Err(e) if e.refusal() == Some(&AccountError::AccountDisabled) => {
+                return Resolution::DeletionPending
             }
             Err(e) if e.refusal().is_some() => {}
             Err(e) => {

@@ -51,6 +51,7 @@ macro_rules! problems {
 
 problems! {
     AccountDisabled = ("account_disabled", FORBIDDEN, "Forbidden"),
+    AccountDeletionPending = ("account_deletion_pending", UNAUTHORIZED, "Unauthorized"),
     EmailNotVerified = ("email_not_verified", FORBIDDEN, "Forbidden"),
     ActiveOrders = ("active_orders", CONFLICT, "Conflict"),
     AlreadyHeld = ("already_held", CONFLICT, "Conflict"),

@@ -525,6 +525,12 @@ fn deletion_waits_for_active_orders_and_is_withdrawn_by_session_or_password() {
     ] {
         let answer = alice.with_key(&server, method, path, None);
         assert_eq!(answer.status, 401, "{method} {path} with the key");
+        assert_eq!(
+            problem_code(&answer).as_deref(),
+            Some("account_deletion_pending"),
+            "{method} {path} with the key: {}",
+            answer.body
+        );
     }
     let relogin = login(&server, &alice.email);
     assert_eq!(relogin.status, 403, "{}", relogin.body);
@@ -543,6 +549,12 @@ fn deletion_waits_for_active_orders_and_is_withdrawn_by_session_or_password() {
     ] {
         let answer = alice.with_session(&server, method, path, body);
         assert_eq!(answer.status, 401, "{method} {path} with the session");
+        assert_eq!(
+            problem_code(&answer).as_deref(),
+            Some("account_deletion_pending"),
+            "{method} {path} with the session: {}",
+            answer.body
+        );
     }
     let me = alice.with_session(&server, "GET", "/v1/me", None);
     assert_eq!(me.status, 200, "{}", me.body);

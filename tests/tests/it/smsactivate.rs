@@ -529,3 +529,24 @@ fn post_form(server: &Server, body: &str) -> String {
     stream.read_to_string(&mut raw).unwrap();
     raw
 }
+
+/// Given a customer whose deletion is pending, when their key calls the
+/// compatible endpoint, then the answer says so (`ACCOUNT_DELETION_PENDING`,
+/// 401) instead of a misleading `BAD_KEY`; withdrawn, the key works again.
+#[test]
+fn a_key_of_an_account_being_deleted_is_told_so() {
+    let server = start("300", "120");
+    let who = nexus_tests::journey::signed_in_customer(&server, "leaving@example.com");
+    let cookie = [("Cookie", who.session.as_str())];
+    let requested = server.send("POST", "/v1/me/deletion", &cookie, None);
+    assert_eq!(requested.status, 202, "{}", requested.body);
+    assert_token(
+        &compat(&server, &who.key, "action=getBalance"),
+        401,
+        "ACCOUNT_DELETION_PENDING",
+    );
+    let withdrawn = server.send("DELETE", "/v1/me/deletion", &cookie, None);
+    assert_eq!(withdrawn.status, 200, "{}", withdrawn.body);
+    let balance = compat(&server, &who.key, "action=getBalance");
+    assert_eq!(balance.status, 200, "{}", balance.body);
+}

@@ -16,7 +16,8 @@ pub enum Refusal {
     /// No `api_key` parameter.
     NoKey,
     /// The key is unknown, revoked, used from outside its address allow-list,
-    /// below the scope the action needs, or its account is disabled.
+    /// below the scope the action needs, or its account never verified an
+    /// address.
     BadKey,
     /// No such action (or parameters that could not be read).
     BadAction,
@@ -43,11 +44,14 @@ pub enum Refusal {
     StatusCancel,
     /// An internal failure or contention: retryable, nothing was bought.
     Unavailable,
+    /// A right key of an account whose deletion is pending (not in the
+    /// original protocol: an explicit token instead of a misleading `BAD_KEY`).
+    DeletionPending,
 }
 
 impl Refusal {
     /// One of each refusal (for the OpenAPI document).
-    pub const ALL: [Refusal; 14] = [
+    pub const ALL: [Refusal; 15] = [
         Refusal::NoKey,
         Refusal::BadKey,
         Refusal::BadAction,
@@ -64,6 +68,7 @@ impl Refusal {
         },
         Refusal::StatusCancel,
         Refusal::Unavailable,
+        Refusal::DeletionPending,
     ];
 
     /// The token as the body carries it.
@@ -91,12 +96,13 @@ impl Refusal {
             Refusal::EarlyCancelDenied { .. } => "EARLY_CANCEL_DENIED",
             Refusal::StatusCancel => "STATUS_CANCEL",
             Refusal::Unavailable => "ERROR_SQL",
+            Refusal::DeletionPending => "ACCOUNT_DELETION_PENDING",
         }
     }
 
     pub fn status(&self) -> StatusCode {
         match self {
-            Refusal::NoKey | Refusal::BadKey => StatusCode::UNAUTHORIZED,
+            Refusal::NoKey | Refusal::BadKey | Refusal::DeletionPending => StatusCode::UNAUTHORIZED,
             Refusal::NoBalance => StatusCode::PAYMENT_REQUIRED,
             Refusal::NoNumbers | Refusal::WrongActivationId | Refusal::NoActivation => {
                 StatusCode::NOT_FOUND
@@ -129,6 +135,9 @@ impl Refusal {
             Refusal::EarlyCancelDenied { .. } => "too early to cancel",
             Refusal::StatusCancel => "the activation was cancelled",
             Refusal::Unavailable => "temporarily unavailable; try again",
+            Refusal::DeletionPending => {
+                "the account's deletion is pending; its keys work again once it is withdrawn"
+            }
         }
     }
 
@@ -255,6 +264,7 @@ mod tests {
                 Refusal::EarlyCancelDenied { .. } => 11,
                 Refusal::StatusCancel => 12,
                 Refusal::Unavailable => 13,
+                Refusal::DeletionPending => 14,
             }
         }
         let mut seen = [false; Refusal::ALL.len()];
@@ -291,6 +301,7 @@ mod tests {
                 "WRONG_MAX_PRICE:0.13",
             ),
             (Refusal::Unavailable, 503, "ERROR_SQL"),
+            (Refusal::DeletionPending, 401, "ACCOUNT_DELETION_PENDING"),
         ];
         for (refusal, status, token) in cases {
             let (got_status, content_type, body) = body_of(refusal.plain());

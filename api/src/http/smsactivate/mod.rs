@@ -265,6 +265,9 @@ async fn authenticate(
         .await
     {
         Ok(login) => (Resolution::Verified(Principal::ApiKey(login)), Ok(login)),
+        Err(e) if e.refusal() == Some(&AccountError::AccountDisabled) => {
+            (Resolution::DeletionPending, Err(Refusal::DeletionPending))
+        }
         // A key used outside its allow-list counts as a failed one too.
         Err(e) if e.refusal().is_some() => (failed, Err(Refusal::BadKey)),
         Err(e) => (Resolution::Unavailable, Err(internal(&e))),

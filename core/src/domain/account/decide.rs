@@ -595,8 +595,10 @@ pub fn check_api_key<'a>(
     }
     match state.enabled() {
         Ok(_) => Ok(key),
-        Err(AccountError::AccountNotFound) => Err(AccountError::InvalidCredentials),
-        Err(_) => Err(AccountError::AccountDisabled),
+        // A deletion pending: the key is right but stops working until the
+        // request is withdrawn, and its holder is told so.
+        Err(AccountError::AccountDisabled) => Err(AccountError::AccountDisabled),
+        Err(_) => Err(AccountError::InvalidCredentials),
     }
 }
 
