@@ -13,7 +13,10 @@ use std::task::{Context, Poll};
 
 use actix_web::dev::Payload;
 use actix_web::{web, FromRequest, HttpRequest};
-use serde::de::{DeserializeOwned, Deserializer, MapAccess, Visitor};
+use serde::de::{
+    DeserializeOwned, DeserializeSeed, Deserializer, Error as _, IntoDeserializer, MapAccess,
+    Visitor,
+};
 use serde::Deserialize;
 
 use super::error::{ApiError, Problem};
@@ -51,7 +54,19 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for JsonObject<T> {
             }
 
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
-                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                let mut fields = NamingFields {
+                    inner: map,
+                    last_key: None,
+                };
+                let read =
+                    T::deserialize(serde::de::value::MapAccessDeserializer::new(&mut fields));
+                read.map_err(|e| match &fields.last_key {
+                    Some(key) => match field_problem(key, &e.to_string()) {
+                        Some(problem) => A::Error::custom(problem),
+                        None => e,
+                    },
+                    None => e,
+                })
             }
         }
 
@@ -59,6 +74,75 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for JsonObject<T> {
             .deserialize_map(ObjectVisitor(PhantomData))
             .map(JsonObject)
     }
+}
+
+/// A body's map that remembers the key it read last: the field a type error
+/// is about.
+struct NamingFields<A> {
+    inner: A,
+    /// At most [`MAX_FIELD_NAME_CHARS`] characters of it.
+    last_key: Option<String>,
+}
+
+/// Longest field name repeated in a problem (a longer one is no field of ours).
+const MAX_FIELD_NAME_CHARS: usize = 64;
+
+impl<'de, A: MapAccess<'de>> MapAccess<'de> for &mut NamingFields<A> {
+    type Error = A::Error;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, A::Error> {
+        let Some(key) = self.inner.next_key::<String>()? else {
+            return Ok(None);
+        };
+        self.last_key = Some(key.chars().take(MAX_FIELD_NAME_CHARS).collect());
+        seed.deserialize(key.into_deserializer()).map(Some)
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, A::Error> {
+        self.inner.next_value_seed(seed)
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        self.inner.size_hint()
+    }
+}
+
+/// What is wrong with the value of `field`, from serde's message about it,
+/// without the value itself (it could be a password): `field `amount`:
+/// expected a string, found an integer`. `None` for a message that is not
+/// about a value's type or variant.
+pub fn field_problem(field: &str, message: &str) -> Option<String> {
+    let field = field.escape_debug();
+    let expected = |text: &str| {
+        let at = text.find(", expected ")?;
+        let rest = &text[at + ", expected ".len()..];
+        Some(rest.split(" at line ").next().unwrap_or(rest).to_owned())
+    };
+    if let Some(rest) = message.strip_prefix("invalid type: ") {
+        let found = rest.split([' ', ',']).next().unwrap_or("value");
+        let found = match found {
+            "floating" => "floating point",
+            other => other,
+        };
+        let article = if found.starts_with(['a', 'e', 'i', 'o', 'u']) {
+            "an"
+        } else {
+            "a"
+        };
+        return Some(format!(
+            "field `{field}`: expected {}, found {article} {found}",
+            expected(rest)?
+        ));
+    }
+    for prefix in ["invalid value: ", "unknown variant ", "invalid length "] {
+        if let Some(rest) = message.strip_prefix(prefix) {
+            return Some(format!("field `{field}`: expected {}", expected(rest)?));
+        }
+    }
+    None
 }
 
 impl<T: DeserializeOwned + 'static> FromRequest for ObjectBody<T> {
@@ -121,6 +205,55 @@ mod tests {
         .unwrap();
         assert_eq!(c.email, "a@example.com");
         assert_eq!(c.password, "pw");
+    }
+
+    /// A value of the wrong type names its field and the type expected, and
+    /// never repeats the value.
+    #[test]
+    fn a_wrong_type_names_the_field_and_the_type() {
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        struct Order {
+            service: String,
+            quantity: u32,
+            channel: Channel,
+        }
+        #[derive(Debug, Deserialize)]
+        #[serde(rename_all = "lowercase")]
+        enum Channel {
+            Sms,
+            Voice,
+        }
+        let cases = [
+            (
+                r#"{"service":5,"quantity":1,"channel":"sms"}"#,
+                "field `service`: expected a string, found an integer",
+            ),
+            (
+                r#"{"service":"tg","quantity":"secret-text","channel":"sms"}"#,
+                "field `quantity`: expected u32, found a string",
+            ),
+            (
+                r#"{"service":"tg","quantity":-1,"channel":"sms"}"#,
+                "field `quantity`: expected u32",
+            ),
+            (
+                r#"{"service":"tg","quantity":1,"channel":"secret-text"}"#,
+                "field `channel`: expected `sms` or `voice`",
+            ),
+            (
+                r#"{"service":"tg","quantity":1.5,"channel":"sms"}"#,
+                "field `quantity`: expected u32, found a floating point",
+            ),
+        ];
+        for (body, expected) in cases {
+            let Err(e) = serde_json::from_str::<JsonObject<Order>>(body) else {
+                panic!("{body} was accepted");
+            };
+            let message = e.to_string();
+            assert!(message.starts_with(expected), "{body}: {message}");
+            assert!(!message.contains("secret"), "{body}: {message}");
+        }
     }
 
     #[test]

@@ -113,7 +113,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .app_data(
         web::QueryConfig::default()
-            .error_handler(|e, _| ApiError::new(Problem::InvalidQuery, e.to_string()).into()),
+            .error_handler(|e, _| ApiError::new(Problem::InvalidQuery, query_problem(&e)).into()),
     )
     .app_data(web::PathConfig::default().error_handler(|_, _| ApiError::not_found().into()))
     .default_service(web::to(unrouted));
@@ -166,7 +166,10 @@ fn json_problem(e: &actix_web::error::JsonPayloadError) -> String {
             // Only messages that name fields, never values: a wrong value could be
             // a password.
             let message = e.to_string();
-            if message.starts_with("unknown field") || message.starts_with("missing field") {
+            if message.starts_with("unknown field")
+                || message.starts_with("missing field")
+                || message.starts_with("field `")
+            {
                 message
             } else {
                 format!(
@@ -177,6 +180,25 @@ fn json_problem(e: &actix_web::error::JsonPayloadError) -> String {
             }
         }
         _ => "the body could not be read".into(),
+    }
+}
+
+/// What is wrong with a query string, in the API's words (not the framework's),
+/// never echoing a value.
+fn query_problem(e: &actix_web::error::QueryPayloadError) -> String {
+    let message = match e {
+        actix_web::error::QueryPayloadError::Deserialize(e) => e.to_string(),
+        _ => String::new(),
+    };
+    if message.starts_with("unknown field") || message.starts_with("missing field") {
+        return format!("the query string: {message}");
+    }
+    match body::field_problem("?", &message) {
+        Some(problem) => format!(
+            "the query string has a parameter of the wrong kind ({})",
+            problem.trim_start_matches("field `?`: ")
+        ),
+        None => "the query string does not match this route's parameters".into(),
     }
 }
 

@@ -236,3 +236,57 @@ fn routes_that_read_raw_bytes_refuse_large_bodies_with_a_problem() {
         assert_problem(route, "a large body", (413, "body_too_large"), &answer);
     }
 }
+
+/// Given a body whose field has the wrong type, or a query parameter of the
+/// wrong kind, when it is sent, then the problem names the field and the type
+/// expected in the API's own words, never the framework's ("Query deserialize
+/// error") and never the value sent.
+#[test]
+fn wrong_types_name_the_field_and_the_type_expected() {
+    let server = start();
+    let key = customer(&server, "types@example.com");
+    let bearer = format!("Bearer {key}");
+    let auth = [("Authorization", bearer.as_str())];
+    let body = br#"{"service":5,"country":"GB","channel":"sms"}"#;
+    let answer = send_raw(
+        &server,
+        "POST",
+        "/v1/orders",
+        &auth,
+        "application/json",
+        body,
+    );
+    assert_problem(
+        "POST /v1/orders",
+        "a number for service",
+        (400, "invalid_json"),
+        &answer,
+    );
+    let detail = serde_json::from_str::<serde_json::Value>(&answer.2).unwrap()["detail"].clone();
+    assert!(
+        detail
+            .as_str()
+            .unwrap()
+            .starts_with("field `service`: expected a string, found an integer"),
+        "{detail}"
+    );
+
+    let answer = send_raw(
+        &server,
+        "GET",
+        "/v1/orders?limit=victim",
+        &auth,
+        "application/json",
+        b"",
+    );
+    assert_problem(
+        "GET /v1/orders",
+        "a word for limit",
+        (400, "invalid_query"),
+        &answer,
+    );
+    let detail = serde_json::from_str::<serde_json::Value>(&answer.2).unwrap()["detail"].clone();
+    let detail = detail.as_str().unwrap();
+    assert!(detail.starts_with("the query string"), "{detail}");
+    assert!(!detail.contains("deserialize"), "{detail}");
+}
