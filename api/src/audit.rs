@@ -69,7 +69,10 @@ pub fn run(config: StoreSettings, command: AuditCommand) -> anyhow::Result<ExitC
         ),
         AuditCommand::Verify { .. } => (None, None, None),
     };
-    let store = Store::open(&config.existing_store()?).context("opening the store")?;
+    let store = Store::open(&config.existing_store()?).context(
+        "opening the store (a running `nexus serve` holds it: stop the server first; \
+         the audit reads the log alone)",
+    )?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -22,7 +22,10 @@ const BAR_WIDTH: usize = 30;
 const REDRAW_EVERY: Duration = Duration::from_millis(100);
 
 pub fn run(config: StoreSettings, name: Option<String>) -> anyhow::Result<ExitCode> {
-    let store = Store::open(&config.existing_store()?).context("opening the store")?;
+    let store = Store::open(&config.existing_store()?).context(
+        "opening the store (a running `nexus serve` holds it: stop the server first; \
+         GET /v1/admin/projections shows the read models while it runs)",
+    )?;
     let models = ReadModels::open(
         &ReadModelsConfig::in_data_dir(&config.data_dir),
         store.vault.clone(),

@@ -87,7 +87,8 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
             "no store in the data directory: creating a new one (first start)"
         );
     }
-    let store = Store::open(&store_config).context("opening the store")?;
+    let store = Store::open(&store_config)
+        .context("opening the store (is another `nexus serve` using this data directory?)")?;
     info!(head = store.log.head(), "log open");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -510,7 +511,8 @@ pub async fn rotate_if_due<S: EventStore>(
 }
 
 pub fn verify(config: &StoreSettings) -> anyhow::Result<ExitCode> {
-    let store = Store::open(&config.existing_store()?).context("opening the store")?;
+    let store = Store::open(&config.existing_store()?)
+        .context("opening the store (a running `nexus serve` holds it: stop the server first)")?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .context("starting the runtime")?;

@@ -336,8 +336,16 @@ pub enum LogError {
     Closed,
     #[error("the log stopped after a failed write and must be reopened")]
     Poisoned,
+    /// The I/O error is in the message and not a `source`: a report of the
+    /// error chain (`{:#}`) would say it twice.
     #[error("log I/O: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
+}
+
+impl From<std::io::Error> for LogError {
+    fn from(e: std::io::Error) -> Self {
+        LogError::Io(e)
+    }
 }
 
 /// The log as the rest of Nexus sees it. A second backend implements this trait;

@@ -270,8 +270,16 @@ pub enum VaultError {
         dir.display()
     )]
     MissingEpochKeys { dir: PathBuf },
+    /// The I/O error is in the message and not a `source` (said once in a
+    /// report of the chain).
     #[error("vault I/O error: {0}")]
-    Io(#[from] io::Error),
+    Io(io::Error),
+}
+
+impl From<io::Error> for VaultError {
+    fn from(e: io::Error) -> Self {
+        VaultError::Io(e)
+    }
 }
 
 /// An unwrapped data key.

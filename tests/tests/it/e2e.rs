@@ -32,7 +32,13 @@ fn a_second_server_on_the_same_data_dir_is_refused_clearly() {
         .expect("run nexus");
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("in use by another process"), "{stderr}");
+    // Said once, with what to check.
+    assert_eq!(
+        stderr.matches("in use by another process").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(stderr.contains("another `nexus serve`"), "{stderr}");
 }
 
 #[test]
