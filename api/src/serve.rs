@@ -343,6 +343,7 @@ async fn serve(config: Config, store: Store) -> anyhow::Result<()> {
         legal_holds: legal_holds.clone(),
         retention: retention.clone(),
         exports: Exports::new(Duration::from_secs(EXPORT_IDLE_READER_TIMEOUT_S)),
+        started_at: chrono::Utc::now(),
         reset_requests: Arc::new(tokio::sync::Semaphore::new(
             crate::http::MAX_RESET_REQUESTS_IN_FLIGHT,
         )),

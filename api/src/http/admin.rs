@@ -67,8 +67,9 @@ pub(super) const ROUTES: &[Route] = &[
         method: Method::Get,
         path: "/v1/admin/providers",
         handler: |route| route.to(providers),
-        doc: || Op {
-            summary: "Upstream providers",
+        doc: || {
+            Op {
+            summary: "Upstream providers: breaker state and counters since `counted_since` (the server's start; they are kept in memory)",
             tag: "admin",
             auth: Auth::Admin,
             params: vec![],
@@ -76,7 +77,7 @@ pub(super) const ROUTES: &[Route] = &[
             success: (
                 200,
                 "Providers",
-                Some(items_of(obj(
+                Some(with_counted_since(items_of(obj(
                     &[
                         "name",
                         "breaker",
@@ -94,9 +95,10 @@ pub(super) const ROUTES: &[Route] = &[
                         "successes": integer(), "failures": integer(),
                         "reconciled_cancelled": integer(), "reconciled_absent": integer(),
                         "unreconciled": integer() }),
-                ))),
+                )))),
             ),
             errors: vec![Problem::NotFound],
+        }
         },
     },
     Route {
@@ -417,7 +419,28 @@ async fn providers(state: web::Data<AppState>, _: Admin) -> HttpResponse {
             })
         })
         .collect();
-    HttpResponse::Ok().json(serde_json::json!({ "items": items }))
+    HttpResponse::Ok().json(serde_json::json!({
+        "items": items,
+        "counted_since": state
+            .started_at
+            .to_rfc3339_opts(SecondsFormat::Secs, true),
+    }))
+}
+
+/// `items_of(…)` with `counted_since`: when the counters started (the server's
+/// start).
+fn with_counted_since(mut list: serde_json::Value) -> serde_json::Value {
+    if let Some(properties) = list["properties"].as_object_mut() {
+        properties.insert(
+            "counted_since".into(),
+            json!({ "type": "string", "format": "date-time",
+                    "description": "The server's start: the counters are kept in memory." }),
+        );
+    }
+    if let Some(required) = list["required"].as_array_mut() {
+        required.push(json!("counted_since"));
+    }
+    list
 }
 
 // ---------------------------------------------------------------------------

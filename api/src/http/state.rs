@@ -46,6 +46,9 @@ pub struct AppState {
     /// Password-reset requests being worked on after their answer (see
     /// `recovery.rs`): at most this many at once.
     pub reset_requests: Arc<tokio::sync::Semaphore>,
+    /// When this server started: what the in-memory counters (the upstreams'
+    /// in `/v1/admin/providers`) count from.
+    pub started_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// How long a list of the caller's own data waits for its read model to show

@@ -201,6 +201,9 @@ fn the_admin_surface_with_real_data() {
     let providers = admin(&server, "GET", "/v1/admin/providers", None).json();
     let items = providers["items"].as_array().unwrap();
     assert!(items.len() >= 2, "{providers}");
+    // The counters say since when they count (the server's start).
+    let since = providers["counted_since"].as_str().unwrap();
+    assert!(since.ends_with('Z') && since.len() == 20, "{providers}");
     let successes: u64 = items.iter().map(|p| p["successes"].as_u64().unwrap()).sum();
     assert_eq!(successes, 2, "{providers}");
     assert!(items.iter().all(|p| p["breaker"] == "closed"));
