@@ -10,6 +10,10 @@ fn serve_answers_health_on_the_embedded_default() {
     let json: serde_json::Value = serde_json::from_str(&body).expect("JSON body");
     // Up, and nothing more: the log's head is business volume.
     assert_eq!(json, serde_json::json!({ "status": "ok" }));
+    // A person who opens the server finds where the API is described.
+    let (status, page) = server.request("GET", "/", None);
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("href=\"/openapi.json\""), "{page}");
     // The embedded default made its store and master key inside the data dir.
     let dir = server.data_dir.path();
     assert!(dir.join("store").is_dir());
