@@ -195,7 +195,7 @@ pub fn call(
     server.send(method, path, &refs, body)
 }
 
-/// A decimal amount as the API writes it ("10.00", "0.065", "-3.50") in
+/// A decimal amount as the API writes it ("10.000000", "-3.500000") or takes it ("0.065") in
 /// integer micros.
 pub fn to_micros(text: &str) -> i64 {
     let (sign, digits) = match text.strip_prefix('-') {
@@ -231,7 +231,11 @@ pub fn fund(server: &Server, key: &str, amount: &str) {
     let paid = server.send("POST", &format!("/v1/dev/payments/{id}/pay"), &[], None);
     assert!(paid.status == 200 || paid.status == 202, "{}", paid.body);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while call(server, "GET", "/v1/wallet", key, &[], None).json()["available"] != amount {
+    let credited = |server: &Server| {
+        let wallet = call(server, "GET", "/v1/wallet", key, &[], None).json();
+        wallet["available"].as_str().map(to_micros) == Some(to_micros(amount))
+    };
+    while !credited(server) {
         assert!(Instant::now() < deadline, "the deposit was not credited");
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -12,7 +12,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use nexus_core::domain::legal_hold::{CaseReference, HoldReason, HoldSubject, LegalHold};
 use nexus_core::domain::policy::{AnnouncementKey, PolicyChangeAnnounced, PolicyChangeRequest};
 use nexus_core::log::EventStore;
@@ -27,7 +27,7 @@ use super::principal::{resolved, Principal, Resolution};
 use super::route::{Auth, Method, Op, Route};
 use super::schema::{
     array_of, boolean, idempotency_header, integer, items_of, list_of, list_params, nullable, obj,
-    path_param, query_param, schema_ref, string, string_enum, string_or_null, time,
+    path_param, query_param, rfc3339, schema_ref, string, string_enum, string_or_null, time,
 };
 use super::state::AppState;
 use super::wallet::PageLimit;
@@ -346,10 +346,6 @@ impl FromRequest for Admin {
     }
 }
 
-fn rfc3339(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Secs, true)
-}
-
 fn parse_time(field: &'static str, text: &str) -> Result<DateTime<Utc>, ApiError> {
     DateTime::parse_from_rfc3339(text)
         .map(|t| t.with_timezone(&Utc))
@@ -421,9 +417,7 @@ async fn providers(state: web::Data<AppState>, _: Admin) -> HttpResponse {
         .collect();
     HttpResponse::Ok().json(serde_json::json!({
         "items": items,
-        "counted_since": state
-            .started_at
-            .to_rfc3339_opts(SecondsFormat::Secs, true),
+        "counted_since": rfc3339(state.started_at),
     }))
 }
 

@@ -19,7 +19,7 @@ use super::body::ObjectBody;
 use super::error::{ApiError, Problem};
 use super::orders::order_view;
 use super::route::{Auth, Method, Op, Route};
-use super::schema::{money, obj, path_param, schema_ref, string, string_enum};
+use super::schema::{money, obj, path_param, rfc3339, schema_ref, string, string_enum};
 use super::state::AppState;
 use serde_json::json;
 
@@ -170,7 +170,7 @@ async fn create(
             "pay_currency": invoice.pay_currency,
             "pay_amount": invoice.pay_amount,
             "pay_address": invoice.pay_address,
-            "expires_at": invoice.expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            "expires_at": rfc3339(invoice.expires_at),
         },
     })))
 }

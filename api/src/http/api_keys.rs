@@ -4,7 +4,6 @@
 
 use actix_web::error::JsonPayloadError;
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
-use chrono::{DateTime, SecondsFormat, Utc};
 use nexus_core::domain::account::{ApiKeyScope, ApiKeySettings, IpRange};
 use nexus_core::domain::ids::ApiKeyId;
 use serde::{Deserialize, Serialize};
@@ -14,7 +13,7 @@ use super::auth::Customer;
 use super::body::{read_limited, JsonObject};
 use super::error::{ApiError, Problem};
 use super::route::{Auth, Method, Op, Route};
-use super::schema::{array_of, obj, path_param, schema_ref};
+use super::schema::{array_of, obj, path_param, rfc3339, schema_ref};
 use super::state::AppState;
 use super::MAX_JSON_BYTES;
 
@@ -121,10 +120,6 @@ struct ApiKeyView {
     revoked_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     key: Option<String>,
-}
-
-fn rfc3339(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
 fn ranges(list: &[IpRange]) -> Vec<String> {

@@ -2,7 +2,6 @@
 //! embedded default only) a development route that has the simulated gateway pay.
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use chrono::SecondsFormat;
 use nexus_core::domain::ids::DepositId;
 use nexus_core::domain::ledger::Owner;
 use nexus_core::domain::money::Micros;
@@ -16,7 +15,7 @@ use super::auth::Customer;
 use super::body::{read_limited, ObjectBody};
 use super::error::{ApiError, Problem};
 use super::route::{Auth, Method, Op, Route};
-use super::schema::{path_param, schema_ref, string, string_enum, string_or_null};
+use super::schema::{path_param, rfc3339, schema_ref, string, string_enum, string_or_null};
 use super::state::AppState;
 use nexus_core::domain::account::ApiKeyScope;
 use serde_json::json;
@@ -126,7 +125,7 @@ fn invoice_json(invoice: &Invoice, status: &str) -> serde_json::Value {
         "pay_currency": invoice.pay_currency,
         "pay_amount": invoice.pay_amount,
         "pay_address": invoice.pay_address,
-        "expires_at": invoice.expires_at.to_rfc3339_opts(SecondsFormat::Secs, true),
+        "expires_at": rfc3339(invoice.expires_at),
     })
 }
 

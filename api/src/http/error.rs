@@ -66,7 +66,7 @@ impl ResponseError for ApiError {
     fn error_response(&self) -> HttpResponse {
         let status = self.problem.status();
         let body = ProblemBody {
-            kind: format!("https://nexus.example/problems/{}", self.problem.code()),
+            kind: super::pages::problem_path(self.problem),
             title: self.problem.title(),
             status: status.as_u16(),
             detail: &self.detail,
@@ -403,10 +403,7 @@ mod tests {
         let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(json["code"], "order_not_cancellable");
         assert_eq!(json["status"], 409);
-        assert_eq!(
-            json["type"],
-            "https://nexus.example/problems/order_not_cancellable"
-        );
+        assert_eq!(json["type"], "/problems/order_not_cancellable");
         assert!(json["title"].is_string() && json["detail"].is_string());
     }
 
@@ -502,7 +499,8 @@ mod tests {
         let poor = ApiError::from(poor);
         assert_eq!(poor.problem, Problem::InsufficientFunds);
         assert!(
-            poor.detail.contains("costs 0.25 USD") && poor.detail.contains("0.10 USD available"),
+            poor.detail.contains("costs 0.250000 USD")
+                && poor.detail.contains("0.100000 USD available"),
             "{}",
             poor.detail
         );

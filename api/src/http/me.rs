@@ -38,7 +38,7 @@ use actix_web::body::{BodySize, MessageBody};
 use actix_web::error::JsonPayloadError;
 use actix_web::web::Bytes;
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use nexus_core::domain::account::{Account, AccountError, AccountStatus, Email};
 use nexus_core::domain::codec::Personal;
 
@@ -49,7 +49,7 @@ use nexus_core::domain::wallet::DepositOutcome;
 use nexus_core::log::EventStore;
 use nexus_core::service::runner::ServiceError;
 use nexus_projections::orders::OrderView;
-use nexus_projections::wallets::{DepositRecord, DepositStatus, LedgerRow, Reference};
+use nexus_projections::wallets::{DepositRecord, DepositStatus};
 use nexus_projections::{Cursor, Page, QueryError, MAX_PAGE_SIZE};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
@@ -59,8 +59,9 @@ use super::body::{read_limited, JsonObject, ObjectBody};
 use super::error::{ApiError, Problem};
 use super::orders::status_name;
 use super::route::{Auth, Method, Op, Route};
-use super::schema::{boolean, obj, schema_ref};
+use super::schema::{boolean, obj, rfc3339, schema_ref};
 use super::state::{AppState, RecoveryKind};
+use super::wallet::ledger_entry;
 use super::MAX_JSON_BYTES;
 use nexus_core::domain::account::ApiKeyScope;
 use serde_json::json;
@@ -255,10 +256,6 @@ impl Drop for ExportSlot {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&self.account);
     }
-}
-
-fn rfc3339(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
 // ---------------------------------------------------------------------------
@@ -486,50 +483,6 @@ struct ApiKeyExport {
     allowed_ips: Vec<String>,
     created_at: String,
     revoked_at: Option<String>,
-}
-
-#[derive(Serialize)]
-struct ReferenceExport {
-    /// `order` or `deposit`.
-    kind: &'static str,
-    id: String,
-}
-
-#[derive(Serialize)]
-struct LedgerEntryExport {
-    position: u64,
-    at: String,
-    reason: &'static str,
-    reference: ReferenceExport,
-    available_change: String,
-    held_change: String,
-    available: String,
-    held: String,
-    balance: String,
-}
-
-fn ledger_entry(row: &LedgerRow) -> LedgerEntryExport {
-    let reference = match row.reference {
-        Reference::Order(id) => ReferenceExport {
-            kind: "order",
-            id: id.to_string(),
-        },
-        Reference::Deposit(id) => ReferenceExport {
-            kind: "deposit",
-            id: id.to_string(),
-        },
-    };
-    LedgerEntryExport {
-        position: row.position,
-        at: rfc3339(row.at),
-        reason: row.reason.as_str(),
-        reference,
-        available_change: row.available_change.to_string(),
-        held_change: row.held_change.to_string(),
-        available: row.available.to_string(),
-        held: row.held.to_string(),
-        balance: row.balance().to_string(),
-    }
 }
 
 #[derive(Serialize)]

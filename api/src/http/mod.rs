@@ -17,6 +17,7 @@ pub mod limits;
 mod me;
 mod openapi;
 mod orders;
+mod pages;
 pub mod principal;
 mod problem;
 mod recovery;
@@ -54,22 +55,6 @@ pub const MAX_QUERY_BYTES: usize = 2 * 1024;
 /// This module's routes: the server registers each handler from here and the
 /// OpenAPI document describes each from here (one source for both).
 pub(super) const ROUTES: &[Route] = &[
-    Route {
-        method: Method::Get,
-        path: "/",
-        handler: |route| route.to(index),
-        doc: || {
-            Op {
-            summary: "A small page for a person who opens the server in a browser: what it is and where the API is described",
-            tag: "ops",
-            auth: Auth::None,
-            params: vec![],
-            body: None,
-            success: (200, "The index page (`text/html`)", None),
-            errors: vec![],
-        }
-        },
-    },
     Route {
         method: Method::Get,
         path: "/health",
@@ -143,6 +128,7 @@ pub(crate) fn table() -> impl Iterator<Item = &'static Route> {
     [
         orders::ROUTES,
         ROUTES,
+        pages::ROUTES,
         accounts::ROUTES,
         api_keys::ROUTES,
         wallet::ROUTES,
@@ -197,31 +183,6 @@ fn json_problem(e: &actix_web::error::JsonPayloadError) -> String {
         }
         _ => "the body could not be read".into(),
     }
-}
-
-/// The index page: no script, no style sheet, nothing from elsewhere.
-const INDEX_PAGE: &str = concat!(
-    "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">",
-    "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">",
-    "<title>Nexus</title></head><body><main><h1>Nexus</h1>",
-    "<p>Temporary phone numbers for one-time codes, by SMS or voice call, over an HTTP API.</p>",
-    "<ul><li><a href=\"/openapi.json\">The API reference</a> (OpenAPI 3.1, every route and error code)</li>",
-    "<li><a href=\"/health\">Health</a></li></ul>",
-    "<p>To start: register with <code>POST /v1/accounts</code>, verify the address with the ",
-    "mailed link, sign in with <code>POST /v1/sessions</code> and create an API key with ",
-    "<code>POST /v1/api-keys</code>; the README has the whole journey.</p>",
-    "</main></body></html>\n"
-);
-
-async fn index() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/html; charset=utf-8")
-        .insert_header((
-            header::CONTENT_SECURITY_POLICY,
-            "default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
-        ))
-        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
-        .body(INDEX_PAGE)
 }
 
 /// What is wrong with a query string, in the API's words (not the framework's),

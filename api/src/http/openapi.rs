@@ -251,16 +251,21 @@ fn schemas() -> Value {
     let mut tracked_required = ORDER_REQUIRED.to_vec();
     tracked_required.extend(["code", "credit"]);
     json!({
-        "Money": { "type": "string", "pattern": "^-?[0-9]+(\\.[0-9]{1,6})?$",
-            "description": "US dollars as a decimal string (stored as integer micro-dollars).",
-            "examples": ["1.50"] },
+        "Money": { "type": "string", "pattern": "^-?[0-9]+\\.[0-9]{6}$",
+            "description": "US dollars as a decimal string with exactly six decimals, the unit's whole precision (integer micro-dollars): every amount in an answer has this shape.",
+            "examples": ["1.500000"] },
+        "Amount": { "type": "string", "pattern": "^[0-9]+(\\.[0-9]{1,6})?$",
+            "description": "US dollars asked for in a request: a decimal string with up to six decimals (`10`, `10.5`, `0.015`).",
+            "examples": ["10.00"] },
         "Timestamp": { "type": "string", "format": "date-time", "description": "RFC 3339, UTC." },
         "Problem": {
             "type": "object", "required": ["type", "title", "status", "detail", "code"],
             "additionalProperties": false,
             "description": "RFC 9457 problem details with a stable machine `code`.",
             "properties": {
-                "type": { "type": "string", "format": "uri" }, "title": { "type": "string" },
+                "type": { "type": "string", "format": "uri-reference",
+                    "description": "The page explaining the code (`/problems/{code}`), relative to the server." },
+                "title": { "type": "string" },
                 "status": { "type": "integer" }, "detail": { "type": "string" },
                 "code": { "type": "string", "enum": error_codes() },
                 "active_orders": { "type": "array", "items": string(),
@@ -279,7 +284,7 @@ fn schemas() -> Value {
         "PlaceOrder": obj(&["service", "country"], json!({
             "service": service_code(), "country": country_code(),
             "channel": { "type": ["string", "null"], "enum": ["sms", "voice", null], "default": "sms" },
-            "max_price": nullable(money()) })),
+            "max_price": nullable(schema_ref("Amount")) })),
         "PlaceAnonymousOrder": obj(&["service", "country"], json!({
             "service": service_code(), "country": country_code(),
             "channel": { "type": ["string", "null"], "enum": ["sms", "voice", null], "default": "sms" } })),
@@ -292,10 +297,17 @@ fn schemas() -> Value {
         ] },
         "Wallet": obj(&["balance", "held", "available"], json!({
             "balance": money(), "held": money(), "available": money() })),
-        "LedgerEntry": obj(&["at", "reason", "available_change", "held_change", "available", "held", "balance"], json!({
+        "LedgerEntry": obj(&["position", "at", "reason", "reference", "available_change",
+                "held_change", "available", "held", "balance"], json!({
+            "position": { "type": "integer", "minimum": 0,
+                "description": "The log position of the event that moved the money (the audit's record)." },
             "at": time(),
             "reason": string_enum(&["deposit", "anonymous_payment", "hold", "capture", "void",
                 "cashback", "provider_cost", "unclaimed"]),
+            "reference": obj(&["kind", "id"], json!({
+                "kind": { "type": "string", "enum": ["order", "deposit"],
+                    "description": "What the entry is for: `GET /v1/orders/{id}` or `GET /v1/deposits/{id}`." },
+                "id": string() })),
             "available_change": money(), "held_change": money(),
             "available": money(), "held": money(), "balance": money() })),
         "Deposit": obj(&["id", "amount", "paid", "status", "created_at", "expires_at"], json!({
@@ -308,7 +320,7 @@ fn schemas() -> Value {
             "pay_amount": { "type": "string", "description": "Amount in `pay_currency`, as the gateway quotes it." },
             "pay_address": string(), "expires_at": time() })),
         "DepositRequest": obj(&["amount"], json!({
-            "amount": money(),
+            "amount": schema_ref("Amount"),
             "pay_currency": { "type": "string", "description": "Crypto to pay with; the gateway's default when absent." } })),
         "ApiKey": obj(&["id", "prefix", "scope", "label", "allowed_ips", "created_at"], json!({
             "id": string(), "prefix": string(), "scope": api_key_scope(),
@@ -414,16 +426,7 @@ fn export_wallet() -> Value {
         json!({
                     "currency": { "const": "USD" }, "balance": money(), "held": money(),
                     "available": money(),
-                    "entries": array_of(obj(
-                        &["position", "at", "reason", "reference", "available_change",
-                          "held_change", "available", "held", "balance"],
-                        json!({ "position": integer(), "at": time(),
-                            "reason": string_enum(&["deposit", "hold", "capture", "void", "cashback",
-                                "anonymous_payment", "provider_cost", "unclaimed"]),
-                            "reference": obj(&["kind", "id"], json!({
-                                "kind": string_enum(&["order", "deposit"]), "id": string() })),
-                            "available_change": money(), "held_change": money(),
-                            "available": money(), "held": money(), "balance": money() }))) }),
+                    "entries": array_of(schema_ref("LedgerEntry")) }),
     )
 }
 
@@ -616,6 +619,7 @@ fn build<'a>(table: impl IntoIterator<Item = &'a Route>) -> Value {
         "openapi": "3.1.0",
         "info": { "title": "Nexus API", "version": env!("CARGO_PKG_VERSION"),
             "description": "Phone-verification backend. Money is a decimal string in USD; errors are RFC 9457 problem+json with a stable `code`." },
+        "servers": [{ "url": "/", "description": "The server that serves this document." }],
         "paths": paths,
         "components": {
             "schemas": schemas(),
@@ -714,7 +718,10 @@ mod tests {
             let concrete: Vec<String> = template
                 .split('/')
                 .map(|s| {
-                    if s.starts_with('{') {
+                    if s == "{code}" {
+                        // A problem page exists for the codes there are only.
+                        "not_found".to_owned()
+                    } else if s.starts_with('{') {
                         "x1".to_owned()
                     } else {
                         s.to_owned()

@@ -4,7 +4,6 @@
 use std::time::{Duration, Instant};
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use chrono::{DateTime, SecondsFormat, Utc};
 use nexus_core::domain::codec::Personal;
 use nexus_core::domain::commerce::CommerceError;
 use nexus_core::domain::commerce::PlaceOrder;
@@ -25,7 +24,7 @@ use super::body::ObjectBody;
 use super::error::{ApiError, Problem};
 use super::route::{Auth, Method, Op, Route};
 use super::schema::{
-    idempotency_header, list_of, list_params, path_param, query_param, schema_ref,
+    idempotency_header, list_of, list_params, path_param, query_param, rfc3339, schema_ref,
 };
 use super::state::AppState;
 use nexus_core::domain::account::ApiKeyScope;
@@ -197,10 +196,6 @@ const PLACE_WAIT: Duration = Duration::from_millis(3_000);
 /// Longest long-poll for a code, in seconds.
 const MAX_CODE_WAIT_SECS: u64 = 60;
 const POLL_EVERY: Duration = Duration::from_millis(50);
-
-fn rfc3339(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Secs, true)
-}
 
 #[derive(Serialize)]
 pub struct OrderView {

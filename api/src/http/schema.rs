@@ -1,7 +1,13 @@
 //! Helpers that build JSON Schema values for the route descriptions (each
 //! module's `ROUTES`) and the OpenAPI document's components.
 
+use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Value};
+
+/// A time in an answer, in the `Timestamp` shape: RFC 3339, UTC, whole seconds.
+pub fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
 
 pub fn schema_ref(name: &str) -> Value {
     json!({ "$ref": format!("#/components/schemas/{name}") })
@@ -45,7 +51,7 @@ pub fn password_schema() -> Value {
 
 pub fn idempotency_header() -> Value {
     json!({ "name": "Idempotency-Key", "in": "header", "required": false,
-            "description": "Replays the first answer for the same request; another request with the same key is 422 `idempotency_key_reused`.",
+            "description": "Optional. A key of your choosing (1 to 255 printable characters; a UUID is good) that makes a retry safe: the same key with the same request replays the first answer instead of acting twice; with another request it is 422 `idempotency_key_reused`. Kept at least 24 hours.",
             "schema": { "type": "string", "maxLength": 255 } })
 }
 

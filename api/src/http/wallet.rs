@@ -2,16 +2,15 @@
 //! deposit history (both from the wallets read model).
 
 use actix_web::{web, HttpResponse};
-use chrono::SecondsFormat;
 use nexus_core::domain::ledger::Owner;
-use nexus_projections::wallets::DepositStatus;
+use nexus_projections::wallets::{DepositStatus, LedgerRow, Reference};
 use nexus_projections::{Cursor, MAX_PAGE_SIZE};
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use super::auth::Customer;
 use super::error::{ApiError, Problem};
 use super::route::{Auth, Method, Op, Route};
-use super::schema::{list_of, list_params, schema_ref};
+use super::schema::{list_of, list_params, rfc3339, schema_ref};
 use super::state::AppState;
 use nexus_core::domain::account::ApiKeyScope;
 
@@ -126,6 +125,53 @@ async fn wallet(state: web::Data<AppState>, customer: Customer) -> Result<HttpRe
     })))
 }
 
+/// What a ledger entry is for: the order or deposit it belongs to.
+#[derive(Serialize)]
+struct EntryReference {
+    /// `order` or `deposit`.
+    kind: &'static str,
+    id: String,
+}
+
+/// A ledger entry as the API shows it (the `LedgerEntry` schema), in the list
+/// and in the data export alike.
+#[derive(Serialize)]
+pub(super) struct LedgerEntryView {
+    position: u64,
+    at: String,
+    reason: &'static str,
+    reference: EntryReference,
+    available_change: String,
+    held_change: String,
+    available: String,
+    held: String,
+    balance: String,
+}
+
+pub(super) fn ledger_entry(row: &LedgerRow) -> LedgerEntryView {
+    let reference = match row.reference {
+        Reference::Order(id) => EntryReference {
+            kind: "order",
+            id: id.to_string(),
+        },
+        Reference::Deposit(id) => EntryReference {
+            kind: "deposit",
+            id: id.to_string(),
+        },
+    };
+    LedgerEntryView {
+        position: row.position,
+        at: rfc3339(row.at),
+        reason: row.reason.as_str(),
+        reference,
+        available_change: row.available_change.to_string(),
+        held_change: row.held_change.to_string(),
+        available: row.available.to_string(),
+        held: row.held.to_string(),
+        balance: row.balance().to_string(),
+    }
+}
+
 async fn entries(
     state: web::Data<AppState>,
     customer: Customer,
@@ -140,21 +186,7 @@ async fn entries(
     let page = wallets
         .ledger(&Owner::Account(customer.account), cursor, limit)
         .map_err(|e| ApiError::internal(&e))?;
-    let items: Vec<serde_json::Value> = page
-        .items
-        .iter()
-        .map(|row| {
-            serde_json::json!({
-                "at": row.at.to_rfc3339_opts(SecondsFormat::Secs, true),
-                "reason": row.reason.as_str(),
-                "available_change": row.available_change.to_string(),
-                "held_change": row.held_change.to_string(),
-                "available": row.available.to_string(),
-                "held": row.held.to_string(),
-                "balance": row.balance().to_string(),
-            })
-        })
-        .collect();
+    let items: Vec<LedgerEntryView> = page.items.iter().map(ledger_entry).collect();
     Ok(HttpResponse::Ok().json(
         serde_json::json!({ "items": items, "next_cursor": page.next.map(|c| c.to_string()) }),
     ))
@@ -187,8 +219,8 @@ async fn deposits(
                     DepositStatus::Paid => "paid",
                     DepositStatus::Failed => "failed",
                 },
-                "created_at": d.requested_at.to_rfc3339_opts(SecondsFormat::Secs, true),
-                "expires_at": d.expires_at.to_rfc3339_opts(SecondsFormat::Secs, true),
+                "created_at": rfc3339(d.requested_at),
+                "expires_at": rfc3339(d.expires_at),
             })
         })
         .collect();

@@ -3,7 +3,6 @@
 //! the wire format is in `docs/WEBHOOKS.md`.
 
 use actix_web::{web, HttpResponse};
-use chrono::SecondsFormat;
 use serde::{Deserialize, Serialize};
 
 use super::auth::Customer;
@@ -11,7 +10,7 @@ use super::body::ObjectBody;
 use super::error::ApiError;
 use super::error::Problem;
 use super::route::{Auth, Method, Op, Route};
-use super::schema::schema_ref;
+use super::schema::{rfc3339, schema_ref};
 use super::state::AppState;
 use nexus_core::domain::account::ApiKeyScope;
 
@@ -102,7 +101,7 @@ async fn set_webhook(
         .insert_header(("Cache-Control", "no-store"))
         .json(WebhookView {
             url: endpoint.url,
-            set_at: endpoint.set_at.to_rfc3339_opts(SecondsFormat::Secs, true),
+            set_at: rfc3339(endpoint.set_at),
             secret: Some(endpoint.secret.into_string()),
         }))
 }
@@ -118,7 +117,7 @@ async fn get_webhook(
         .ok_or_else(ApiError::not_found)?;
     Ok(HttpResponse::Ok().json(WebhookView {
         url: endpoint.url,
-        set_at: endpoint.set_at.to_rfc3339_opts(SecondsFormat::Secs, true),
+        set_at: rfc3339(endpoint.set_at),
         secret: None,
     }))
 }

@@ -119,17 +119,14 @@ impl Micros {
 }
 
 impl std::fmt::Display for Micros {
-    /// At least two decimals, up to six, no trailing zeros beyond two: `10.00`,
-    /// `0.015`, `-3.50`.
+    /// Always six decimals, the unit's whole precision, so every amount the
+    /// service prints has one shape: `10.000000`, `0.015000`, `-3.500000`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let sign = if self.0 < 0 { "-" } else { "" };
         let abs = self.0.unsigned_abs();
         let whole = abs / MICROS_PER_USD as u64;
-        let mut fraction = format!("{:06}", abs % MICROS_PER_USD as u64);
-        while fraction.len() > 2 && fraction.ends_with('0') {
-            fraction.pop();
-        }
-        write!(f, "{sign}{whole}.{fraction}")
+        let fraction = abs % MICROS_PER_USD as u64;
+        write!(f, "{sign}{whole}.{fraction:06}")
     }
 }
 
@@ -141,12 +138,13 @@ mod tests {
     #[test]
     fn parses_and_formats_exactly() {
         let cases = [
-            ("10", 10_000_000, "10.00"),
-            ("10.5", 10_500_000, "10.50"),
+            ("10", 10_000_000, "10.000000"),
+            ("10.5", 10_500_000, "10.500000"),
             ("0.000001", 1, "0.000001"),
-            ("0.015", 15_000, "0.015"),
+            ("0.015", 15_000, "0.015000"),
             ("1234.567891", 1_234_567_891, "1234.567891"),
-            ("-3.5", -3_500_000, "-3.50"),
+            ("-3.5", -3_500_000, "-3.500000"),
+            ("-0.5", -500_000, "-0.500000"),
         ];
         for (text, micros, shown) in cases {
             assert_eq!(Micros::parse(text), Ok(Micros(micros)), "{text}");
@@ -220,7 +218,9 @@ mod tests {
     proptest! {
         #[test]
         fn display_parses_back(micros in -MAX_AMOUNT_MICROS * 1000..MAX_AMOUNT_MICROS * 1000) {
-            prop_assert_eq!(Micros::parse(&Micros(micros).to_string()), Ok(Micros(micros)));
+            let shown = Micros(micros).to_string();
+            prop_assert_eq!(Micros::parse(&shown), Ok(Micros(micros)));
+            prop_assert_eq!(shown.split('.').nth(1).map(str::len), Some(6), "{}", shown);
         }
     }
 }

@@ -359,7 +359,7 @@ async fn a_signed_code_event_is_retried_then_captures_the_hold_and_revisions_inc
     assert_eq!(body["order"]["code"]["text"], "Your Telegram code is 52817");
     assert_eq!(body["order"]["phone"], "4915112345678");
     assert_eq!(body["order"]["service"], "tg");
-    assert_eq!(body["order"]["price"], "1.50");
+    assert_eq!(body["order"]["price"], "1.500000");
     // The revision is the order stream's version at the event.
     let events = w.order_events(id).await;
     let code_version = events

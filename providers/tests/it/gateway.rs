@@ -659,7 +659,7 @@ async fn nowpayments_creates_a_payment_with_exact_amounts() {
     assert_eq!(
         body,
         format!(
-            r#"{{"price_amount":10.50,"price_currency":"usd","pay_currency":"btc","order_id":"{deposit}","order_description":"Nexus deposit","ipn_callback_url":"https://nexus.example/ipn"}}"#
+            r#"{{"price_amount":10.500000,"price_currency":"usd","pay_currency":"btc","order_id":"{deposit}","order_description":"Nexus deposit","ipn_callback_url":"https://nexus.example/ipn"}}"#
         )
     );
 

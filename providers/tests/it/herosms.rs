@@ -195,7 +195,7 @@ async fn buy_reads_the_fixture_and_sends_a_price_cap() {
     assert_eq!(seen.action(), "getNumberV2");
     assert_eq!(seen.param("service"), Some("tg"));
     assert_eq!(seen.param("country"), Some("6"));
-    assert_eq!(seen.param("maxPrice"), Some("0.50"));
+    assert_eq!(seen.param("maxPrice"), Some("0.500000"));
     assert_eq!(seen.param("fixedPrice"), None);
     // No idempotency on HeroSMS: our key is not sent.
     assert!(!seen.params.values().any(|v| v == "order-1"));

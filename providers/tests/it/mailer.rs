@@ -148,9 +148,9 @@ async fn a_temporary_failure_is_retried_then_sent() {
     let (headers, body) = parse_message(&mails[0]);
     assert_eq!(
         header(&headers, "subject"),
-        "Nexus: deposit of 12.50 USD credited"
+        "Nexus: deposit of 12.500000 USD credited"
     );
-    assert!(body.contains("Invoiced: 10.00 USD"), "{body}");
+    assert!(body.contains("Invoiced: 10.000000 USD"), "{body}");
     assert!(body.contains("More than the invoice arrived"), "{body}");
     assert!(body.contains("after the invoice expired"), "{body}");
     let report = mailer.report();

@@ -96,7 +96,7 @@ async fn deposit_and_deletion_mails_are_sent_once_from_the_events() {
     let mails = wait_for_mails(dir, 1).await;
     assert_eq!(mails.len(), 1, "{mails:?}");
     assert!(mails[0].contains("To: dora@example.com"));
-    assert!(mails[0].contains("7.50"), "the credited amount");
+    assert!(mails[0].contains("7.500000"), "the credited amount");
 
     stop.send(true).unwrap();
     task.await.unwrap().unwrap();

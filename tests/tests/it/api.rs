@@ -110,6 +110,29 @@ fn register_verify_deposit_order_code_complete_cashback() {
             .filter_map(|e| e["reason"].as_str())
             .collect();
         if reasons == ["cashback", "capture", "hold", "deposit"] {
+            // Each entry names what it is for, and every amount has six decimals.
+            let rows = entries["items"].as_array().unwrap();
+            let deposit_id = call(&server, "GET", "/v1/deposits", &key, &[], None).json()["items"]
+                [0]["id"]
+                .clone();
+            for row in &rows[..3] {
+                assert_eq!(row["reference"]["kind"], "order", "{row}");
+                assert_eq!(row["reference"]["id"], id.as_str(), "{row}");
+            }
+            assert_eq!(rows[3]["reference"]["kind"], "deposit", "{entries}");
+            assert_eq!(rows[3]["reference"]["id"], deposit_id, "{entries}");
+            for row in rows {
+                for field in [
+                    "available_change",
+                    "held_change",
+                    "available",
+                    "held",
+                    "balance",
+                ] {
+                    let amount = row[field].as_str().unwrap();
+                    assert_eq!(amount.split('.').nth(1).map(str::len), Some(6), "{row}");
+                }
+            }
             break;
         }
         assert!(Instant::now() < deadline, "ledger rows: {reasons:?}");
@@ -117,10 +140,10 @@ fn register_verify_deposit_order_code_complete_cashback() {
     }
     let deposits = call(&server, "GET", "/v1/deposits", &key, &[], None).json();
     assert_eq!(deposits["items"][0]["status"], "paid");
-    assert_eq!(deposits["items"][0]["amount"], "10.00");
+    assert_eq!(deposits["items"][0]["amount"], "10.000000");
 
     let wallet = call(&server, "GET", "/v1/wallet", &key, &[], None).json();
-    assert_eq!(wallet["held"], "0.00");
+    assert_eq!(wallet["held"], "0.000000");
     // 10.00 - price + 2% of the price.
     let price_micros = to_micros(&price);
     let expected = 10_000_000 - price_micros + price_micros * 2 / 100;
@@ -304,14 +327,14 @@ fn the_development_pay_route_pays_an_invoice_once() {
         );
     }
     let deadline = Instant::now() + Duration::from_secs(10);
-    while call(&server, "GET", "/v1/wallet", &key, &[], None).json()["available"] != "10.00" {
+    while call(&server, "GET", "/v1/wallet", &key, &[], None).json()["available"] != "10.000000" {
         assert!(Instant::now() < deadline, "the deposit was not credited");
         std::thread::sleep(Duration::from_millis(50));
     }
     // Still $10 once the read models have seen every payment.
     std::thread::sleep(Duration::from_millis(300));
     let wallet = call(&server, "GET", "/v1/wallet", &key, &[], None).json();
-    assert_eq!(wallet["available"], "10.00", "{wallet}");
+    assert_eq!(wallet["available"], "10.000000", "{wallet}");
 }
 
 #[test]

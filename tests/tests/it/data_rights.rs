@@ -5,6 +5,7 @@
 
 use std::time::{Duration, Instant};
 
+use nexus_tests::journey::to_micros;
 use nexus_tests::{Response, Server};
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -158,7 +159,11 @@ fn fund(server: &Server, who: &Customer, amount: &str) -> String {
     let paid = server.send("POST", &format!("/v1/dev/payments/{id}/pay"), &[], None);
     assert_eq!(paid.status, 200, "{}", paid.body);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while who.with_key(server, "GET", "/v1/wallet", None).json()["available"] != amount {
+    while who.with_key(server, "GET", "/v1/wallet", None).json()["available"]
+        .as_str()
+        .map(to_micros)
+        != Some(to_micros(amount))
+    {
         assert!(Instant::now() < deadline, "the deposit was not credited");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -312,7 +317,7 @@ fn the_export_holds_my_deposit_and_orders_and_nothing_of_another_account() {
     let deposit_entry = entries.iter().find(|e| e["reason"] == "deposit").unwrap();
     assert_eq!(deposit_entry["reference"]["kind"], "deposit");
     assert_eq!(deposit_entry["reference"]["id"], alice_deposit.as_str());
-    assert_eq!(deposit_entry["available_change"], "10.00");
+    assert_eq!(deposit_entry["available_change"], "10.000000");
     let positions: Vec<u64> = entries
         .iter()
         .map(|e| e["position"].as_u64().unwrap())
@@ -326,7 +331,7 @@ fn the_export_holds_my_deposit_and_orders_and_nothing_of_another_account() {
     assert_eq!(deposits.len(), 1);
     assert_eq!(deposits[0]["id"], alice_deposit.as_str());
     assert_eq!(deposits[0]["status"], "paid");
-    assert_eq!(deposits[0]["paid"], "10.00");
+    assert_eq!(deposits[0]["paid"], "10.000000");
     assert_eq!(deposits[0]["payment_count"], 1);
     assert!(deposits[0]["payments"][0]["tx_hash"].is_string());
 

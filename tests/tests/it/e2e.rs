@@ -14,6 +14,7 @@ fn serve_answers_health_on_the_embedded_default() {
     let (status, page) = server.request("GET", "/", None);
     assert_eq!(status, 200, "{page}");
     assert!(page.contains("href=\"/openapi.json\""), "{page}");
+    assert!(page.contains("href=\"/reference\""), "{page}");
     // The embedded default made its store and master key inside the data dir.
     let dir = server.data_dir.path();
     assert!(dir.join("store").is_dir());

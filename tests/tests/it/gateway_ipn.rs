@@ -463,7 +463,7 @@ fn a_signed_nowpayments_ipn_over_http_credits_the_deposit_exactly_once() {
         deposit,
         serde_json::json!({
             "id": deposit_id,
-            "amount": "10.00",
+            "amount": "10.000000",
             "status": "waiting",
             "pay_currency": "btc",
             "pay_amount": PAY_AMOUNT,
@@ -560,16 +560,16 @@ fn a_signed_nowpayments_ipn_over_http_credits_the_deposit_exactly_once() {
     assert_eq!(items.len(), 1, "{deposits}");
     assert_eq!(items[0]["id"], deposit_id.as_str());
     assert_eq!(items[0]["status"], "paid", "{deposits}");
-    assert_eq!(items[0]["amount"], "10.00");
-    assert_eq!(items[0]["paid"], "10.00");
+    assert_eq!(items[0]["amount"], "10.000000");
+    assert_eq!(items[0]["paid"], "10.000000");
     let entries = call(&server, "GET", "/v1/wallet/entries", &key, &[], None);
     assert_eq!(entries.status, 200, "{}", entries.body);
     let entries = entries.json();
     let rows = entries["items"].as_array().expect("items");
     assert_eq!(rows.len(), 1, "{entries}");
     assert_eq!(rows[0]["reason"], "deposit");
-    assert_eq!(rows[0]["available_change"], "10.00");
-    assert_eq!(rows[0]["held_change"], "0.00");
+    assert_eq!(rows[0]["available_change"], "10.000000");
+    assert_eq!(rows[0]["held_change"], "0.000000");
 
     // The notifications were the test's; the gateway heard only the creation.
     assert_eq!(gateway.received().len(), 1, "{:?}", gateway.received());

@@ -204,9 +204,9 @@ fn register_verify_by_smtp_mail_deposit_by_signed_ipn_order_code_complete_cashba
 
     // The deposit confirmation arrives over SMTP.
     let confirmation = smtp.wait_for_mail_to(email, |m| m.contains(&deposit_id));
-    assert!(confirmation.contains("Subject: Nexus: deposit of 10.00 USD credited"));
+    assert!(confirmation.contains("Subject: Nexus: deposit of 10.000000 USD credited"));
     assert!(
-        confirmation.contains("Credited: 10.00 USD"),
+        confirmation.contains("Credited: 10.000000 USD"),
         "the confirmation names the amount credited"
     );
 
@@ -284,7 +284,7 @@ fn a_cancelled_order_is_refunded_in_full() {
     let email = "bob@example.com";
     let key = customer(&server, &smtp, email);
     fund(&server, &key, "5.00");
-    smtp.wait_for_mail_to(email, |m| m.contains("Credited: 5.00 USD"));
+    smtp.wait_for_mail_to(email, |m| m.contains("Credited: 5.000000 USD"));
 
     let (order_id, price) = place_order(&server, &key, "smtp-cancel-1");
     assert_eq!(wallet(&server, &key), (5_000_000, 5_000_000 - price, price));
@@ -354,7 +354,7 @@ fn an_order_without_a_code_expires_and_is_refunded_in_full() {
     let email = "carol@example.com";
     let key = customer(&server, &smtp, email);
     fund(&server, &key, "5.00");
-    smtp.wait_for_mail_to(email, |m| m.contains("Credited: 5.00 USD"));
+    smtp.wait_for_mail_to(email, |m| m.contains("Credited: 5.000000 USD"));
 
     let (order_id, price) = place_order(&server, &key, "smtp-expiry-1");
     assert_eq!(wallet(&server, &key), (5_000_000, 5_000_000 - price, price));

@@ -15,6 +15,7 @@ mod limits;
 mod mail_crash;
 mod offline_commands;
 mod openapi;
+mod pages;
 mod recovery;
 mod smsactivate;
 mod two_factor;

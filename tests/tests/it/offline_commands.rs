@@ -101,8 +101,11 @@ fn audit_commands_on_a_stopped_servers_data() {
     let balance = nexus(&server, &["audit", "balance", "--json"]);
     assert!(balance.status.success(), "{balance:?}");
     let balance = json_of(&balance);
-    assert_eq!(balance["total"], "0.00", "{balance}");
-    assert_eq!(balance["accounts"]["crypto_clearing"], "-7.25", "{balance}");
+    assert_eq!(balance["total"], "0.000000", "{balance}");
+    assert_eq!(
+        balance["accounts"]["crypto_clearing"], "-7.250000",
+        "{balance}"
+    );
     // The order's hold moved part of the deposit from available to held.
     let available = balance["accounts"]["customer_available"].as_str().unwrap();
     let held = balance["accounts"]["customer_held"]
@@ -121,7 +124,7 @@ fn audit_commands_on_a_stopped_servers_data() {
     );
     let early = json_of(&early);
     assert_eq!(early["entries_posted"], 0, "{early}");
-    assert_eq!(early["total"], "0.00", "{early}");
+    assert_eq!(early["total"], "0.000000", "{early}");
 
     let export = nexus(&server, &["audit", "export"]);
     assert!(export.status.success(), "{export:?}");
@@ -130,7 +133,7 @@ fn audit_commands_on_a_stopped_servers_data() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert!(lines.iter().any(|l| l["reason"] == "deposit"
-        && l["amount"] == "7.25"
+        && l["amount"] == "7.250000"
         && l["debit"] == "crypto_clearing"
         && l["credit"]
             .as_str()

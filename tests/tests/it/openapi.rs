@@ -45,17 +45,15 @@ use serde_json::Value;
 use std::collections::BTreeSet;
 
 /// The one `pattern` the document uses: money as a decimal string.
-const MONEY_PATTERN: &str = "^-?[0-9]+(\\.[0-9]{1,6})?$";
+const MONEY_PATTERN: &str = "^-?[0-9]+\\.[0-9]{6}$";
 
-/// Whether `text` is `-?digits(.1-6 digits)?`, the money pattern, by hand.
+/// Whether `text` is `-?digits.6 digits`, the money pattern, by hand.
 fn is_money(text: &str) -> bool {
     let digits = text.strip_prefix('-').unwrap_or(text);
-    let (whole, fraction) = match digits.split_once('.') {
-        Some((whole, fraction)) => (whole, Some(fraction)),
-        None => (digits, None),
-    };
     let all_digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    all_digits(whole) && fraction.is_none_or(|f| all_digits(f) && f.len() <= 6)
+    digits.split_once('.').is_some_and(|(whole, fraction)| {
+        all_digits(whole) && all_digits(fraction) && fraction.len() == 6
+    })
 }
 
 fn type_matches(name: &str, value: &Value) -> bool {
@@ -244,7 +242,7 @@ fn the_checker_refuses_what_the_schema_does_not_allow() {
         errors
     };
     assert!(errors_for(serde_json::json!({
-        "amount": "-3.50", "at": "2026-01-02T03:04:05Z", "note": null, "tags": ["a"] }))
+        "amount": "-3.500000", "at": "2026-01-02T03:04:05Z", "note": null, "tags": ["a"] }))
     .is_empty());
     for (bad, why) in [
         (
@@ -257,6 +255,10 @@ fn the_checker_refuses_what_the_schema_does_not_allow() {
         ),
         (
             serde_json::json!({ "amount": "1.5000001", "at": "2026-01-02T03:04:05Z" }),
+            "money",
+        ),
+        (
+            serde_json::json!({ "amount": "1.50", "at": "2026-01-02T03:04:05Z" }),
             "money",
         ),
         (

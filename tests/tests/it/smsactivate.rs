@@ -155,7 +155,7 @@ fn a_whole_activation_through_the_compatible_endpoint() {
     );
     // Delivered: captured, with cashback (2% of the price).
     let wallet = bearer(&server, "GET", "/v1/wallet", &key, None).json();
-    assert_eq!(wallet["held"], "0.00");
+    assert_eq!(wallet["held"], "0.000000");
     let after = 10_000_000 - price + price * 2 / 100;
     assert_eq!(balance_micros(&server, &key), after);
 
@@ -333,7 +333,7 @@ fn cancel_refunds_and_one_intent_buys_one_number() {
     assert_eq!(balance_micros(&server, &key), 5_000_000, "refunded in full");
     assert_eq!(
         bearer(&server, "GET", "/v1/wallet", &key, None).json()["held"],
-        "0.00"
+        "0.000000"
     );
     assert_token(
         &compat(&server, &key, &format!("action=getStatus&id={activation}")),
@@ -394,7 +394,7 @@ fn every_refusal_is_its_token_with_its_status() {
     assert_token(
         &compat(&server, &key, "action=getBalance"),
         200,
-        "ACCESS_BALANCE:0.00",
+        "ACCESS_BALANCE:0.000000",
     );
     assert_token(&compat(&server, &key, "action=fly"), 400, "BAD_ACTION");
     assert_token(&compat(&server, &key, ""), 400, "BAD_ACTION");
@@ -420,7 +420,7 @@ fn every_refusal_is_its_token_with_its_status() {
     );
     assert_eq!(
         bearer(&server, "GET", "/v1/wallet", &key, None).json()["held"],
-        "0.00",
+        "0.000000",
         "nothing bought"
     );
     let too_cheap = compat(
@@ -447,11 +447,11 @@ fn every_refusal_is_its_token_with_its_status() {
             "action=getBalance&json=1&freePrice=False&ref_id=x",
         ),
         200,
-        "ACCESS_BALANCE:0.00",
+        "ACCESS_BALANCE:0.000000",
     );
     // A form body counts as parameters.
     let form = post_form(&server, &format!("api_key={key}&action=getBalance"));
-    assert!(form.ends_with("\r\n\r\nACCESS_BALANCE:0.00"), "{form}");
+    assert!(form.ends_with("\r\n\r\nACCESS_BALANCE:0.000000"), "{form}");
     // Over 2 KiB of form body or of query: the protocol's BAD_ACTION.
     let padding = "a".repeat(3 * 1024);
     let form = post_form(

@@ -284,7 +284,7 @@ fn a_signed_code_event_is_delivered_by_webhook_and_captures_the_hold() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let wallet = call(&server, "GET", "/v1/wallet", &alice, None).json();
-    assert_eq!(wallet["held"], "0.00");
+    assert_eq!(wallet["held"], "0.000000");
     let read = call(&server, "GET", &format!("/v1/orders/{id}"), &alice, None).json();
     assert_eq!(read["status"], "code_delivered", "{read}");
     // The order price was captured (2% cashback on top), once.

@@ -298,7 +298,7 @@ mod tests {
             (
                 Refusal::WrongMaxPrice(Micros(130_000)),
                 400,
-                "WRONG_MAX_PRICE:0.13",
+                "WRONG_MAX_PRICE:0.130000",
             ),
             (Refusal::Unavailable, 503, "ERROR_SQL"),
             (Refusal::DeletionPending, 401, "ACCOUNT_DELETION_PENDING"),
@@ -334,11 +334,11 @@ mod tests {
             cost: Decimal,
         }
         for (micros, text) in [
-            (130_000, r#"{"cost":0.13}"#),
-            (12_345_600, r#"{"cost":12.3456}"#),
-            (2_600, r#"{"cost":0.0026}"#),
-            (0, r#"{"cost":0.00}"#),
-            (1_000_000_000_000, r#"{"cost":1000000.00}"#),
+            (130_000, r#"{"cost":0.130000}"#),
+            (12_345_600, r#"{"cost":12.345600}"#),
+            (2_600, r#"{"cost":0.002600}"#),
+            (0, r#"{"cost":0.000000}"#),
+            (1_000_000_000_000, r#"{"cost":1000000.000000}"#),
         ] {
             let written = serde_json::to_string(&Price {
                 cost: Decimal(Micros(micros)),
