@@ -986,4 +986,65 @@ mod tests {
         let codes = doc["x-error-codes"].as_array().expect("codes");
         assert!(codes.iter().any(|c| c == "insufficient_funds"));
     }
+
+    /// Who may call an operation, in the words of the README's route table.
+    fn readme_who(path: &str, op: &Value) -> String {
+        let schemes: Vec<&str> = op["security"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r.as_object().and_then(|o| o.keys().next()))
+            .map(String::as_str)
+            .collect();
+        if path == super::super::smsactivate::PATH {
+            "`api_key` parameter".to_owned()
+        } else if op.get("x-fresh-session-minutes").is_some() {
+            "fresh session".to_owned()
+        } else {
+            match (schemes.as_slice(), op["x-api-key-scope"].as_str()) {
+                ([], _) => "none".to_owned(),
+                (["session"], _) => "session".to_owned(),
+                (["adminToken"], _) => "admin token".to_owned(),
+                (_, Some(scope)) => format!("key `{scope}`, session"),
+                (other, None) => other.join(" or "),
+            }
+        }
+    }
+
+    /// The README's route table is the document's: every route once, with who
+    /// may call it and its summary, and nothing else.
+    #[test]
+    fn the_readme_route_table_is_the_documents() {
+        let readme = include_str!("../../../README.md");
+        let (_, section) = readme
+            .split_once("\n## Routes\n")
+            .expect("a Routes section");
+        // Up to the next heading (the admin routes' own table follows).
+        let section = section.split("\n#").next().unwrap_or_default();
+        let in_readme: BTreeSet<String> = section
+            .lines()
+            .filter(|l| l.starts_with("| `"))
+            .map(str::to_owned)
+            .collect();
+        let mut documented = BTreeSet::new();
+        for (path, item) in document()["paths"].as_object().expect("paths") {
+            for (method, op) in item.as_object().expect("path item") {
+                let summary = op["summary"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .replace('|', "\\|");
+                documented.insert(format!(
+                    "| `{}` | `{path}` | {} | {summary} |",
+                    method.to_uppercase(),
+                    readme_who(path, op)
+                ));
+            }
+        }
+        let missing: Vec<_> = documented.difference(&in_readme).collect();
+        let extra: Vec<_> = in_readme.difference(&documented).collect();
+        assert!(
+            missing.is_empty() && extra.is_empty(),
+            "README rows to add: {missing:#?}\nREADME rows to remove: {extra:#?}"
+        );
+    }
 }
