@@ -197,6 +197,8 @@ impl From<AccountError> for ApiError {
             E::VerificationTokenInvalid => Problem::VerificationTokenInvalid,
             E::VerificationTokenExpired => Problem::VerificationTokenExpired,
             E::VerificationTokenUsed => Problem::VerificationTokenUsed,
+            // Never answered: the route that resends answers 202 whatever happens.
+            E::VerificationRecentlySent => Problem::RateLimited,
             E::ActiveOrders => Problem::ActiveOrders,
             E::DeletionAlreadyRequested => Problem::DeletionAlreadyRequested,
             E::NoDeletionPending => Problem::NoDeletionPending,

@@ -15,7 +15,13 @@
 //!   sets that address back and a new password (whoever changed the address
 //!   may also know the old password), and ends every session.
 //!
-//! All three pay from the sign-in budget of the client IP (the gate) and of the
+//! - `POST /v1/verification-mails` `{"email"}`: a new verification mail for an
+//!   account whose address is not verified yet (the first was lost), answered
+//!   like a password-reset request (202 at once, the same body, the work
+//!   afterwards); at most one per 5 minutes per account, earlier links stop
+//!   working.
+//!
+//! All of them pay from the sign-in budget of the client IP (the gate) and of the
 //! address or the account the token names (here).
 
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -38,6 +44,26 @@ use super::state::{AppState, RecoveryKind};
 pub(super) const ROUTES: &[Route] = &[
     Route {
         method: Method::Post,
+        path: "/v1/verification-mails",
+        handler: |route| route.to(resend_verification),
+        doc: || {
+            Op {
+            summary: "Send the verification mail again (the same answer whether the address has an unverified account)",
+            tag: "accounts",
+            auth: Auth::None,
+            params: vec![],
+            body: Some(email_schema()),
+            success: (
+                202,
+                "Accepted; a mail follows if an unverified account has the address and none was sent in the last 5 minutes",
+                Some(accepted_schema()),
+            ),
+            errors: vec![Problem::InvalidJson, Problem::InvalidEmail],
+        }
+        },
+    },
+    Route {
+        method: Method::Post,
         path: "/v1/password-resets",
         handler: |route| route.to(request_reset),
         doc: || Op {
@@ -46,10 +72,7 @@ pub(super) const ROUTES: &[Route] = &[
             tag: "accounts",
             auth: Auth::None,
             params: vec![],
-            body: Some(obj(
-                &["email"],
-                json!({ "email": { "type": "string", "format": "email", "maxLength": 254 } }),
-            )),
+            body: Some(email_schema()),
             success: (
                 202,
                 "Accepted; a mail follows if an account has the address",
@@ -122,6 +145,19 @@ pub(super) const RESET_ACCEPTED: Accepted = Accepted {
         "If an account has this address, a mail with a link to reset its password is on its way.",
 };
 
+pub(super) const VERIFICATION_ACCEPTED: Accepted = Accepted {
+    detail: "If an account whose address is not verified yet has this address, a new \
+             verification mail is on its way (at most one every 5 minutes; earlier links \
+             stop working).",
+};
+
+fn email_schema() -> serde_json::Value {
+    obj(
+        &["email"],
+        json!({ "email": { "type": "string", "format": "email", "maxLength": 254 } }),
+    )
+}
+
 pub(super) fn accepted_schema() -> serde_json::Value {
     obj(&["detail"], json!({ "detail": string() }))
 }
@@ -164,6 +200,34 @@ async fn request_reset(
         Err(_) => warn!("password reset request dropped: too many in flight"),
     }
     Ok(HttpResponse::Accepted().json(RESET_ACCEPTED))
+}
+
+/// Like [`request_reset`]: 202 at once, the lookup and the mail afterwards,
+/// sharing its bound on work in flight.
+async fn resend_verification(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: ObjectBody<ResetRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let email = Email::parse(&body.email)?;
+    charge_sign_in_to(&req, email.as_str())?;
+    match state.reset_requests.clone().try_acquire_owned() {
+        Ok(permit) => {
+            let state = state.clone();
+            actix_web::rt::spawn(async move {
+                let _permit = permit;
+                match state.accounts.resend_verification(email.as_str()).await {
+                    Ok(Some((holder, token))) => {
+                        state.mail_verification(holder.account, &holder.email, token.expose())
+                    }
+                    Ok(None) => {}
+                    Err(e) => warn!(error = %e, "verification mail not sent again"),
+                }
+            });
+        }
+        Err(_) => warn!("verification mail request dropped: too many in flight"),
+    }
+    Ok(HttpResponse::Accepted().json(VERIFICATION_ACCEPTED))
 }
 
 #[derive(Deserialize)]

@@ -43,8 +43,8 @@ pub struct AppState {
     pub retention: Arc<nexus_retention::Sweeper<SledLog>>,
     /// The data exports streaming now (`GET /v1/me/export`).
     pub exports: super::Exports,
-    /// Password-reset requests being worked on after their answer (see
-    /// `recovery.rs`): at most this many at once.
+    /// Password-reset and verification-mail requests being worked on after
+    /// their answer (see `recovery.rs`): at most this many at once.
     pub reset_requests: Arc<tokio::sync::Semaphore>,
     /// When this server started: what the in-memory counters (the upstreams'
     /// in `/v1/admin/providers`) count from.

@@ -381,6 +381,27 @@ impl<S: EventStore> Accounts<S> {
         Ok(token)
     }
 
+    /// A new verification token for the enabled, unverified account holding
+    /// `email` (its first mail was lost), with the holder to mail it to;
+    /// `None` when no such account holds the address. At most one per
+    /// [`crate::domain::account::VERIFICATION_RESEND_MINUTES`]
+    /// ([`AccountError::VerificationRecentlySent`]).
+    pub async fn resend_verification(
+        &self,
+        email: &str,
+    ) -> Result<Option<(AddressHolder, Secret)>> {
+        let Some(holder) = self.holder_of(email).await? else {
+            return Ok(None);
+        };
+        match self.issue_verification(holder.account).await {
+            Ok(token) => Ok(Some((holder, token))),
+            Err(ServiceError::Refused(
+                AccountError::AlreadyVerified | AccountError::AccountDisabled,
+            )) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Verifies the address of the account the token names; returns that account.
     /// A token that is malformed, unknown, superseded or of an unknown account is
     /// [`AccountError::VerificationTokenInvalid`].

@@ -187,6 +187,48 @@ fn verification_tokens_expire_and_a_new_one_replaces_the_old() {
 }
 
 #[test]
+fn a_lost_verification_mail_is_sent_again_at_most_every_five_minutes() {
+    let w = World::new();
+    runtime().block_on(async {
+        let a = &w.accounts;
+        let reg = a.register("carol@example.com", PASSWORD).await.unwrap();
+        // Given the registration's mail moments ago, when asked again: refused,
+        // and the first token still works.
+        w.clock.advance(Duration::minutes(4));
+        assert_eq!(
+            refused(a.resend_verification("Carol@example.com").await),
+            AccountError::VerificationRecentlySent
+        );
+        // Five minutes on: a new token for the holder, the old one superseded.
+        w.clock.advance(Duration::minutes(1));
+        let (holder, token) = a
+            .resend_verification("carol@example.com")
+            .await
+            .unwrap()
+            .expect("a new token");
+        assert_eq!(holder.account, reg.account);
+        assert_eq!(holder.email, "carol@example.com");
+        assert_eq!(
+            refused(a.resend_verification("carol@example.com").await),
+            AccountError::VerificationRecentlySent
+        );
+        assert_eq!(
+            refused(a.verify_email(reg.verification_token.expose()).await),
+            AccountError::VerificationTokenInvalid
+        );
+        a.verify_email(token.expose()).await.unwrap();
+        // Verified, unknown or malformed: nothing to send, nothing said.
+        w.clock.advance(Duration::minutes(10));
+        for address in ["carol@example.com", "nobody@example.com", "not an address"] {
+            assert!(
+                a.resend_verification(address).await.unwrap().is_none(),
+                "{address}"
+            );
+        }
+    });
+}
+
+#[test]
 fn registration_checks_its_input_and_refuses_a_second_registration() {
     let w = World::new();
     runtime().block_on(async {

@@ -78,7 +78,7 @@ fn the_readme_quickstart_works_as_written() {
         &[("Content-Type", "application/json")],
         Some(r#"{"email":"you@example.com","password":"a long password"}"#),
     );
-    assert_eq!(signed_in.status, 200, "{}", signed_in.body);
+    assert_eq!(signed_in.status, 201, "{}", signed_in.body);
     let cookie = signed_in
         .header("set-cookie")
         .and_then(|c| c.split(';').next())

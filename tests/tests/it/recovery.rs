@@ -311,3 +311,56 @@ fn an_unverified_account_cannot_deposit_order_or_set_a_webhook() {
     let hook = with_session(&server, method, path, &cookie, Some(body));
     assert_eq!(hook.status, 200, "{}", hook.body);
 }
+
+#[test]
+fn a_verification_mail_asked_for_again_answers_alike_and_waits_five_minutes() {
+    let server = start();
+    let email = "lost-mail@example.com";
+    let registered = server.send(
+        "POST",
+        "/v1/accounts",
+        &[],
+        Some(&credentials(email, PASSWORD)),
+    );
+    assert_eq!(registered.status, 202, "{}", registered.body);
+    let token = mailed_token(&server, email, "verify");
+    let mails_to = |to: &str| {
+        outbox_mails(&server)
+            .into_iter()
+            .filter(|m| m.contains(to))
+            .count()
+    };
+    // Asked for again, for the unverified address and for one nobody has: the
+    // same answer, so it tells nobody which addresses have accounts.
+    let body = |to: &str| format!(r#"{{"email":"{to}"}}"#);
+    let known = server.send("POST", "/v1/verification-mails", &[], Some(&body(email)));
+    let unknown = server.send(
+        "POST",
+        "/v1/verification-mails",
+        &[],
+        Some(&body("nobody@example.com")),
+    );
+    assert_eq!(known.status, 202, "{}", known.body);
+    assert_eq!((unknown.status, &unknown.body), (known.status, &known.body));
+    assert_eq!(header_names(&unknown), header_names(&known));
+    // The registration's mail went moments ago: no second one yet (a mail
+    // bomb gets one every five minutes at most), and its link still works.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(mails_to(email), 1, "one mail within five minutes");
+    let verified = server.send(
+        "POST",
+        "/v1/accounts/verify",
+        &[],
+        Some(&format!(r#"{{"token":"{token}"}}"#)),
+    );
+    assert_eq!(verified.status, 200, "{}", verified.body);
+    // Bad input is refused, as everywhere.
+    let bad = server.send(
+        "POST",
+        "/v1/verification-mails",
+        &[],
+        Some(r#"{"email":"nope"}"#),
+    );
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    assert_eq!(bad.json()["code"], "invalid_email");
+}

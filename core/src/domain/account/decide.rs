@@ -16,7 +16,7 @@ use super::state::{
 use super::webhook_url::WebhookUrl;
 use super::{
     AccountError, Sha256Hash, DELETION_GRACE_DAYS, EMAIL_UNDO_TTL_DAYS, MAX_LIVE_API_KEYS,
-    MAX_PENDING_EMAIL_UNDOS, PASSWORD_RESET_TTL_MINUTES,
+    MAX_PENDING_EMAIL_UNDOS, PASSWORD_RESET_TTL_MINUTES, VERIFICATION_RESEND_MINUTES,
 };
 use crate::domain::codec::Personal;
 use crate::domain::ids::{AccountId, ApiKeyId};
@@ -118,7 +118,8 @@ pub fn decide_register(
     ])
 }
 
-/// Issues a new verification token; earlier ones stop working.
+/// Issues a new verification token (a lost mail); earlier ones stop working.
+/// At most one per [`VERIFICATION_RESEND_MINUTES`].
 pub fn decide_issue_verification(
     state: &Account,
     verification: NewVerification,
@@ -127,6 +128,12 @@ pub fn decide_issue_verification(
     state.enabled()?;
     if state.verified {
         return Err(AccountError::AlreadyVerified);
+    }
+    let resend_from = state
+        .verification_issued_at
+        .map(|at| at + Duration::minutes(VERIFICATION_RESEND_MINUTES));
+    if resend_from.is_some_and(|from| now < from) {
+        return Err(AccountError::VerificationRecentlySent);
     }
     Ok(vec![verification.issued(now)])
 }

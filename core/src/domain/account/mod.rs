@@ -99,6 +99,9 @@ pub const MAX_LIVE_API_KEYS: usize = 20;
 pub const DELETION_GRACE_DAYS: i64 = 30;
 /// How long a verification token is valid unless configured otherwise.
 pub const DEFAULT_VERIFICATION_TTL_HOURS: i64 = 24;
+/// The least time between two verification mails of an account asked for
+/// again (a lost mail): bounds what anyone can make the address receive.
+pub const VERIFICATION_RESEND_MINUTES: i64 = 5;
 /// An account whose address was never verified is erased, and its address
 /// released, this many hours after registration (the retention sweep does it).
 pub const UNVERIFIED_LAPSE_HOURS: i64 = 24;
@@ -167,6 +170,10 @@ pub enum AccountError {
     VerificationTokenExpired,
     #[error("the verification token was already used")]
     VerificationTokenUsed,
+    /// A verification mail was sent less than [`VERIFICATION_RESEND_MINUTES`]
+    /// ago.
+    #[error("a verification mail was sent moments ago; wait for it")]
+    VerificationRecentlySent,
     #[error(
         "the account still has active orders; wait until they are completed, cancelled or expired"
     )]

@@ -165,6 +165,8 @@ pub struct Account {
     /// [`UNVERIFIED_LAPSE_HOURS`]: super::UNVERIFIED_LAPSE_HOURS
     pub first_verified_at: Option<DateTime<Utc>>,
     pub verification: Option<PendingVerification>,
+    /// When the latest verification token was issued (and mailed).
+    pub verification_issued_at: Option<DateTime<Utc>>,
     /// The hash of the token that verified the current address, to tell a reused
     /// token from a wrong one.
     pub used_token: Option<Sha256Hash>,
@@ -312,6 +314,7 @@ impl Aggregate for Account {
                     token_hash: e.token_hash,
                     expires_at: e.expires_at,
                 });
+                self.verification_issued_at = Some(e.issued_at);
             }
             AccountEvent::AccountEmailVerified(e) => {
                 self.verified = true;
