@@ -271,6 +271,54 @@ fn the_catalog_lists_countries_services_and_prices() {
     );
 }
 
+/// Telegram in Antarctica is the embedded default's pair out of stock
+/// (docs/SIMULATOR.md): its price shows stock 0 and no price, and an order of
+/// it is refused as no numbers, with nothing held; Telegram in Indonesia, the
+/// fast pair, is in stock and cheaper than Telegram in the UK.
+#[test]
+fn a_pair_out_of_stock_shows_stock_0_and_its_order_is_refused() {
+    let server = start();
+    let price_of = |service: &str, country: &str| {
+        let path = format!("/v1/catalog/prices?service={service}&country={country}");
+        let answer = server.send("GET", &path, &[], None);
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        answer.json()["items"][0].clone()
+    };
+    let antarctica = price_of("tg", "AQ");
+    assert_eq!(antarctica["stock"], 0, "{antarctica}");
+    assert!(antarctica["price"].is_null(), "{antarctica}");
+    let indonesia = price_of("tg", "ID");
+    let britain = price_of("tg", "GB");
+    assert!(indonesia["stock"].as_u64().unwrap() > 0, "{indonesia}");
+    assert!(
+        to_micros(indonesia["price"].as_str().unwrap())
+            < to_micros(britain["price"].as_str().unwrap()),
+        "{indonesia} {britain}"
+    );
+
+    let key = customer(&server, "antarctic@example.com");
+    fund(&server, &key, "10.00");
+    let refused = call(
+        &server,
+        "POST",
+        "/v1/orders",
+        &key,
+        &[],
+        Some(r#"{"service":"tg","country":"AQ","channel":"sms"}"#),
+    );
+    assert_eq!(
+        (refused.status, refused.json()["code"].as_str()),
+        (409, Some("no_numbers")),
+        "{}",
+        refused.body
+    );
+    let wallet = call(&server, "GET", "/v1/wallet", &key, &[], None).json();
+    assert_eq!(
+        (wallet["available"].as_str(), wallet["held"].as_str()),
+        (Some("10.00"), Some("0.00"))
+    );
+}
+
 #[test]
 fn the_development_pay_route_pays_an_invoice_once() {
     let server = start();
