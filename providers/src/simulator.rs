@@ -204,7 +204,9 @@ impl Simulator {
 
     /// The simulator's clock: the real one, plus what tests skipped.
     fn now(&self) -> Instant {
-        Instant::now() + Duration::from_millis(self.skew_ms.load(Ordering::Relaxed))
+        let real = Instant::now();
+        real.checked_add(Duration::from_millis(self.skew_ms.load(Ordering::Relaxed)))
+            .unwrap_or(real)
     }
 
     /// Moves the simulator's clock forward.
@@ -376,9 +378,10 @@ impl Simulator {
     /// purchase (or after a resend), if ever.
     fn advance(&self, a: &mut Activation) {
         let now = self.now();
+        // A delay past the clock's range (a huge fixed one) never comes.
         let due = a
             .code_after
-            .map(|delay| a.resend_at.unwrap_or(a.bought_at) + delay);
+            .and_then(|delay| a.resend_at.unwrap_or(a.bought_at).checked_add(delay));
         if matches!(
             a.state,
             UpstreamState::Waiting | UpstreamState::CodeReceived
@@ -819,9 +822,10 @@ mod tests {
             for seed in 0..100 {
                 let sim = Simulator::with_seed(config.clone(), seed);
                 let p = sim.buy(&pair("tg", "ID", "o1")).await.unwrap();
-                sim.skip(Duration::from_millis(4_900));
+                // Margins of a second: real time passes between the calls too.
+                sim.skip(Duration::from_secs(4));
                 assert_eq!(state(&sim, &p).await, WAITING, "{} {seed}", config.name);
-                sim.skip(Duration::from_millis(10_101));
+                sim.skip(Duration::from_millis(11_001));
                 assert_eq!(state(&sim, &p).await, RECEIVED, "{} {seed}", config.name);
             }
         }
@@ -844,9 +848,9 @@ mod tests {
                     "{} {seed}",
                     config.name
                 );
-                sim.skip(Duration::from_millis(118_900));
+                sim.skip(Duration::from_secs(115));
                 assert_eq!(state(&sim, &kept).await, WAITING, "{} {seed}", config.name);
-                sim.skip(Duration::from_millis(360_100));
+                sim.skip(Duration::from_millis(364_001));
                 assert_eq!(state(&sim, &kept).await, RECEIVED, "{} {seed}", config.name);
             }
         }
@@ -897,16 +901,27 @@ mod tests {
     /// slow and the never pair, gets its code after exactly that delay.
     #[tokio::test]
     async fn a_fixed_delay_overrides_every_pairs_spread() {
-        for config in embedded(CodeTiming::Fixed { delay_ms: 300 }) {
+        for config in embedded(CodeTiming::Fixed { delay_ms: 10_000 }) {
             let sim = Simulator::with_seed(config.clone(), 1);
             for (service, country) in [("ig", "BR"), ("wa", "GB"), ("tg", "ID"), ("go", "VN")] {
                 let p = sim.buy(&pair(service, country, service)).await.unwrap();
-                sim.skip(Duration::from_millis(250));
+                sim.skip(Duration::from_secs(9));
                 assert_eq!(state(&sim, &p).await, WAITING, "{service} {country}");
-                sim.skip(Duration::from_millis(51));
+                sim.skip(Duration::from_millis(1_001));
                 assert_eq!(state(&sim, &p).await, RECEIVED, "{service} {country}");
             }
         }
+    }
+
+    /// A delay past what the clock can add (any `NEXUS_SIM_CODE_DELAY_MS` is
+    /// accepted) means no code, not a panic.
+    #[tokio::test]
+    async fn a_huge_fixed_delay_means_no_code() {
+        let config = embedded(CodeTiming::Fixed { delay_ms: u64::MAX }).remove(0);
+        let sim = Simulator::with_seed(config, 1);
+        let p = sim.buy(&pair("tg", "ID", "o1")).await.unwrap();
+        sim.skip(Duration::from_secs(60));
+        assert_eq!(state(&sim, &p).await, WAITING);
     }
 
     /// A pair with a few numbers in its profile sells them, then none; sold
