@@ -271,6 +271,68 @@ fn the_catalog_lists_countries_services_and_prices() {
     );
 }
 
+/// Without `NEXUS_SIM_CODE_DELAY_MS` the embedded default draws each code's
+/// delay from its pair's spread (docs/SIMULATOR.md): WhatsApp in the UK has no
+/// code for 4 minutes, so once the cancel guard has passed a cancel is
+/// refunded; Telegram in Indonesia gets its code within 15 s.
+#[test]
+fn on_the_default_spread_the_slow_pair_can_be_cancelled_and_the_fast_pair_gets_its_code() {
+    let server = Server::start_with(&[
+        ("NEXUS_SIM_FAULTS", "off"),
+        ("NEXUS_CANCEL_GUARD_SECS", "1"),
+        ("NEXUS_COOKIE_SECURE", "false"),
+        ("NEXUS_BCRYPT_COST", "12"),
+    ]);
+    let key = customer(&server, "first-hour@example.com");
+    fund(&server, &key, "10.00");
+    let order = |pair: &str| {
+        let body = format!(
+            r#"{{"service":"{}","country":"{}","channel":"sms"}}"#,
+            &pair[..2],
+            &pair[3..]
+        );
+        let placed = call(&server, "POST", "/v1/orders", &key, &[], Some(&body));
+        assert_eq!(placed.status, 201, "{}", placed.body);
+        assert_eq!(
+            placed.json()["status"],
+            "number_assigned",
+            "{}",
+            placed.body
+        );
+        placed.json()["id"].as_str().unwrap().to_owned()
+    };
+    let slow = order("wa/GB");
+    let fast = order("tg/ID");
+
+    // The code long-poll outlasts the fast pair's 15 s; the guard's 1 s passes meanwhile.
+    let code = call(
+        &server,
+        "GET",
+        &format!("/v1/orders/{fast}/code?wait=30"),
+        &key,
+        &[],
+        None,
+    );
+    assert_eq!(code.status, 200, "{}", code.body);
+    assert!(code.json()["code"].is_string(), "{}", code.body);
+
+    let cancelled = call(
+        &server,
+        "POST",
+        &format!("/v1/orders/{slow}/cancel"),
+        &key,
+        &[],
+        None,
+    );
+    assert_eq!(cancelled.status, 200, "{}", cancelled.body);
+    assert_eq!(
+        cancelled.json()["status"],
+        "cancelled",
+        "{}",
+        cancelled.body
+    );
+}
+
 /// Telegram in Antarctica is the embedded default's pair out of stock
 /// (docs/SIMULATOR.md): its price shows stock 0 and no price, and an order of
 /// it is refused as no numbers, with nothing held; Telegram in Indonesia, the
