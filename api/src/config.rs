@@ -902,7 +902,9 @@ url = "smtps://mail.example:465"
         let settings = FileSettings::parse(&example).unwrap();
         assert_eq!(settings.upstreams.len(), 4);
         for upstream in &settings.upstreams {
-            upstream.build(0).unwrap();
+            upstream
+                .build(nexus_providers::simulator::CodeTiming::Realistic)
+                .unwrap();
         }
     }
 

@@ -24,7 +24,7 @@ use nexus_providers::gateway::{
 use nexus_providers::mailer::{MailSettings, MailTransport, Mailer, MailerConfig};
 use nexus_providers::notifier::Notifier;
 use nexus_providers::router::{Router, RouterConfig};
-use nexus_providers::simulator::{Simulator, SimulatorConfig};
+use nexus_providers::simulator::{CodeTiming, Simulator, SimulatorConfig};
 use nexus_providers::upstream::Upstream;
 use tracing::info;
 
@@ -162,13 +162,17 @@ async fn serve(config: Config, store: Store) -> anyhow::Result<()> {
     if let Some(file) = file {
         info!(environment = ?file.environment, upstreams = file.upstreams.len(), "configuration file read");
     }
+    let code_timing = match settings.sim_code_delay_ms {
+        Some(delay_ms) => CodeTiming::Fixed { delay_ms },
+        None => CodeTiming::Realistic,
+    };
     let upstreams: Vec<Arc<dyn Upstream>> = match file.filter(|f| !f.upstreams.is_empty()) {
         Some(file) => file
             .upstreams
             .iter()
-            .map(|u| u.build(settings.sim_code_delay_ms))
+            .map(|u| u.build(code_timing))
             .collect::<anyhow::Result<_>>()?,
-        None => SimulatorConfig::embedded_defaults(settings.sim_faults, settings.sim_code_delay_ms)
+        None => SimulatorConfig::embedded_defaults(settings.sim_faults, code_timing)
             .into_iter()
             .map(|c| Arc::new(Simulator::new(c)) as Arc<dyn Upstream>)
             .collect(),

@@ -1036,7 +1036,7 @@ fn breaker_state(breaker: &Breaker, config: &RouterConfig) -> BreakerState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::simulator::{Simulator, SimulatorConfig};
+    use crate::simulator::{CodeTiming, Simulator, SimulatorConfig};
     use crate::upstream::UpstreamState;
     use nexus_core::domain::order::Channel;
 
@@ -1054,7 +1054,7 @@ mod tests {
         let mut config = SimulatorConfig {
             latency_ms: 5,
             jitter_ms: 0,
-            code_delay_ms: 60_000,
+            code_timing: CodeTiming::Fixed { delay_ms: 60_000 },
             ..SimulatorConfig::healthy(name)
         };
         f(&mut config);

@@ -4,6 +4,12 @@
 //! garbage), and codes by SMS or voice call arriving after a delay. A timed-out
 //! buy may have gone through (as with a real upstream): [`Upstream::find_purchase`]
 //! replays the idempotency key and finds it, so the router can cancel it.
+//!
+//! With [`Market::Realistic`] each (service, country) has its own price tier and
+//! stock, and with [`CodeTiming::Realistic`] its own spread of code arrivals
+//! ([`profile`], docs/SIMULATOR.md); numbers carry the country's calling code.
+
+pub mod profile;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,6 +20,7 @@ use chrono::Utc;
 use nexus_core::domain::money::Micros;
 use nexus_core::domain::order::{Channel, CountryCode, ServiceCode};
 
+use self::profile::Profile;
 use crate::upstream::{
     BuyRequest, CancelOutcome, Handle, Offer, Purchase, Snapshot, Upstream, UpstreamError,
     UpstreamFuture, UpstreamState,
@@ -36,14 +43,38 @@ pub struct SimulatorConfig {
     pub server_error_per_mille: u32,
     /// Calls answered with garbage (`Malformed`, nothing done).
     pub garbage_per_mille: u32,
-    /// Time from purchase to the code.
-    pub code_delay_ms: u64,
-    /// The upstream's cost per number, before any per-country variation.
+    /// When the code arrives after the purchase (or a resend).
+    pub code_timing: CodeTiming,
+    /// How prices and stock vary by (service, country).
+    pub market: Market,
+    /// The upstream's cost per number, before any per-pair variation.
     pub base_cost: Micros,
-    /// Numbers in stock per (service, country); bought ones are not returned.
+    /// Most numbers in stock per (service, country) (the pair's own stock
+    /// under [`Market::Realistic`] can be lower); bought ones are not returned.
     pub stock: u64,
     /// Cancel is refused this long after the purchase.
     pub min_cancel_ms: u64,
+}
+
+/// When a purchase's code arrives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CodeTiming {
+    /// Every code after exactly this delay (tests and benches pin it).
+    Fixed { delay_ms: u64 },
+    /// Each activation draws its delay from its pair's spread: most within a
+    /// minute, some after minutes, a few never ([`profile::Arrival`]).
+    Realistic,
+}
+
+/// How price and stock vary by (service, country).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Market {
+    /// Every pair alike: the base cost plus up to 49 thousandths of a dollar
+    /// (a stable hash of the pair), `stock` numbers each.
+    Uniform,
+    /// Each pair's price tier and stock from its profile
+    /// ([`profile::Profile`]), capped at `stock`.
+    Realistic,
 }
 
 impl SimulatorConfig {
@@ -58,22 +89,24 @@ impl SimulatorConfig {
             timeout_ms: 2_000,
             server_error_per_mille: 0,
             garbage_per_mille: 0,
-            code_delay_ms: 5_000,
+            code_timing: CodeTiming::Fixed { delay_ms: 5_000 },
+            market: Market::Uniform,
             base_cost: Micros(100_000),
             stock: 1_000_000,
             min_cancel_ms: 0,
         }
     }
 
-    /// The embedded default's three upstreams: different prices, latencies and
-    /// failure rates, so routing and failover show from the first run. With
-    /// `faults` off all three are healthy.
-    pub fn embedded_defaults(faults: bool, code_delay_ms: u64) -> Vec<SimulatorConfig> {
+    /// The embedded default's three upstreams on the realistic market:
+    /// different prices, latencies and failure rates, so routing and failover
+    /// show from the first run. With `faults` off all three are healthy.
+    pub fn embedded_defaults(faults: bool, code_timing: CodeTiming) -> Vec<SimulatorConfig> {
         let mut cheap = Self::healthy("sim-budget");
         let mut fast = Self::healthy("sim-express");
         let mut steady = Self::healthy("sim-steady");
         for c in [&mut cheap, &mut fast, &mut steady] {
-            c.code_delay_ms = code_delay_ms;
+            c.code_timing = code_timing;
+            c.market = Market::Realistic;
         }
         cheap.base_cost = Micros(60_000);
         fast.base_cost = Micros(150_000);
@@ -101,6 +134,8 @@ impl SimulatorConfig {
 struct Activation {
     request: BuyRequest,
     bought_at: Instant,
+    /// When the code arrives after the purchase (or a resend); `None`: never.
+    code_after: Option<Duration>,
     phone: String,
     code: String,
     /// Messages sent so far (0 until the code arrives; +1 per resend).
@@ -112,6 +147,19 @@ struct Activation {
 /// Most activations the simulator remembers; the oldest closed ones go first.
 const MAX_ACTIVATIONS: usize = 200_000;
 
+/// An activation without its code expires this long after the purchase.
+const ACTIVATION_TTL: Duration = Duration::from_secs(20 * 60);
+
+/// What `offers` names without a filter: services and countries across the
+/// tiers (12 × 25 = 300 offers).
+const LISTED_SERVICES: [&str; 12] = [
+    "tg", "wa", "go", "fb", "ig", "tw", "vi", "ds", "am", "oi", "ub", "mt",
+];
+const LISTED_COUNTRIES: [&str; 25] = [
+    "ID", "IN", "PH", "VN", "RU", "NG", "KE", "BR", "MX", "PL", "TR", "TH", "AR", "US", "GB", "DE",
+    "FR", "JP", "CA", "SN", "BO", "LB", "AQ", "VA", "FK",
+];
+
 pub struct Simulator {
     config: SimulatorConfig,
     rng: Mutex<SplitMix64>,
@@ -119,6 +167,9 @@ pub struct Simulator {
     activations: Mutex<HashMap<Handle, Activation>>,
     by_key: Mutex<HashMap<String, Handle>>,
     sold: Mutex<HashMap<(ServiceCode, CountryCode), u64>>,
+    /// How far the simulator's clock runs ahead of the real one (moved by
+    /// tests only, so that minutes pass without waiting for them).
+    skew_ms: AtomicU64,
 }
 
 /// What a call drew from the failure rates.
@@ -147,7 +198,22 @@ impl Simulator {
             activations: Mutex::new(HashMap::new()),
             by_key: Mutex::new(HashMap::new()),
             sold: Mutex::new(HashMap::new()),
+            skew_ms: AtomicU64::new(0),
         }
+    }
+
+    /// The simulator's clock: the real one, plus what tests skipped.
+    fn now(&self) -> Instant {
+        let real = Instant::now();
+        real.checked_add(Duration::from_millis(self.skew_ms.load(Ordering::Relaxed)))
+            .unwrap_or(real)
+    }
+
+    /// Moves the simulator's clock forward.
+    #[cfg(test)]
+    fn skip(&self, by: Duration) {
+        let ms = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
+        self.skew_ms.fetch_add(ms, Ordering::Relaxed);
     }
 
     fn draw(&self, below: u64) -> u64 {
@@ -188,10 +254,36 @@ impl Simulator {
         Fault::None
     }
 
-    /// The cost for a (service, country): the base, varied by a stable hash.
+    /// The cost for a (service, country): the base, varied by the market.
     fn cost(&self, service: &ServiceCode, country: CountryCode) -> Micros {
-        let h = fnv1a(format!("{}{}", service.as_str(), country.as_str()).as_bytes());
-        Micros(self.config.base_cost.0 + (h % 50) as i64 * 1_000)
+        match self.config.market {
+            Market::Uniform => {
+                let h =
+                    profile::fnv1a(format!("{}{}", service.as_str(), country.as_str()).as_bytes());
+                Micros(self.config.base_cost.0 + (h % 50) as i64 * 1_000)
+            }
+            Market::Realistic => {
+                Micros(Profile::of(service, country).cost_micros(self.config.base_cost.0))
+            }
+        }
+    }
+
+    /// Numbers a (service, country) had before any was sold.
+    fn stock(&self, service: &ServiceCode, country: CountryCode) -> u64 {
+        match self.config.market {
+            Market::Uniform => self.config.stock,
+            Market::Realistic => Profile::of(service, country).stock.min(self.config.stock),
+        }
+    }
+
+    /// When this purchase's code arrives; `None`: never.
+    fn draw_code_after(&self, service: &ServiceCode, country: CountryCode) -> Option<Duration> {
+        match self.config.code_timing {
+            CodeTiming::Fixed { delay_ms } => Some(Duration::from_millis(delay_ms)),
+            CodeTiming::Realistic => Profile::of(service, country)
+                .arrival
+                .draw(|below| self.draw(below)),
+        }
     }
 
     fn purchase_of(handle: &Handle, activation: &Activation, cost: Micros) -> Purchase {
@@ -225,11 +317,12 @@ impl Simulator {
             return Err(UpstreamError::PriceTooHigh { min: Some(cost) });
         }
         {
+            let stock = self.stock(&request.service, request.country);
             let mut sold = self.sold.lock().unwrap_or_else(|p| p.into_inner());
             let n = sold
                 .entry((request.service.clone(), request.country))
                 .or_default();
-            if *n >= self.config.stock {
+            if *n >= stock {
                 return Err(UpstreamError::NoNumbers);
             }
             *n += 1;
@@ -238,8 +331,9 @@ impl Simulator {
         let handle = Handle(format!("{}-{id}", self.config.name));
         let activation = Activation {
             request: request.clone(),
-            bought_at: Instant::now(),
-            phone: format!("999{:09}", self.draw(1_000_000_000)),
+            bought_at: self.now(),
+            code_after: self.draw_code_after(&request.service, request.country),
+            phone: profile::phone_number(request.country, |below| self.draw(below)),
             code: format!("{:06}", self.draw(1_000_000)),
             revision: 0,
             resend_at: None,
@@ -280,15 +374,18 @@ impl Simulator {
             .ok_or(UpstreamError::NotFound)
     }
 
-    /// Moves an activation's clock: the code arrives `code_delay_ms` after the
-    /// purchase (or after a resend).
+    /// Moves an activation's clock: the code arrives its drawn delay after the
+    /// purchase (or after a resend), if ever.
     fn advance(&self, a: &mut Activation) {
-        let delay = Duration::from_millis(self.config.code_delay_ms);
-        let due = a.resend_at.unwrap_or(a.bought_at) + delay;
+        let now = self.now();
+        // A delay past the clock's range (a huge fixed one) never comes.
+        let due = a
+            .code_after
+            .and_then(|delay| a.resend_at.unwrap_or(a.bought_at).checked_add(delay));
         if matches!(
             a.state,
             UpstreamState::Waiting | UpstreamState::CodeReceived
-        ) && Instant::now() >= due
+        ) && due.is_some_and(|due| now >= due)
         {
             let expected = if a.resend_at.is_some() { 2 } else { 1 };
             if a.revision < expected {
@@ -297,7 +394,7 @@ impl Simulator {
             }
         }
         if a.state == UpstreamState::Waiting
-            && a.bought_at.elapsed() >= Duration::from_secs(20 * 60)
+            && now.saturating_duration_since(a.bought_at) >= ACTIVATION_TTL
         {
             a.state = UpstreamState::Expired;
         }
@@ -331,6 +428,33 @@ impl Simulator {
         }
     }
 
+    /// The pairs `offers` answers for: the asked pair; an asked service in
+    /// every catalog country; every catalog service in an asked country; or,
+    /// without a filter, a representative set (at most 300 pairs).
+    fn listed(
+        service: Option<&ServiceCode>,
+        country: Option<CountryCode>,
+    ) -> (Vec<ServiceCode>, Vec<CountryCode>) {
+        let catalog = crate::catalog::Catalog::shipped();
+        let services: Vec<ServiceCode> = match (service, country) {
+            (Some(s), _) => vec![s.clone()],
+            (None, Some(_)) => catalog.services().iter().map(|s| s.code.clone()).collect(),
+            (None, None) => LISTED_SERVICES
+                .iter()
+                .filter_map(|s| ServiceCode::new(s).ok())
+                .collect(),
+        };
+        let countries: Vec<CountryCode> = match (service, country) {
+            (_, Some(c)) => vec![c],
+            (Some(_), None) => catalog.countries().iter().map(|c| c.iso2).collect(),
+            (None, None) => LISTED_COUNTRIES
+                .iter()
+                .filter_map(|c| CountryCode::new(c).ok())
+                .collect(),
+        };
+        (services, countries)
+    }
+
     async fn answer(&self, buying: bool) -> Result<(), UpstreamError> {
         self.latency().await;
         match self.fault(buying) {
@@ -353,22 +477,7 @@ impl Upstream for Simulator {
     ) -> UpstreamFuture<'a, Vec<Offer>> {
         Box::pin(async move {
             self.answer(false).await?;
-            // The simulator sells every service in every country it is asked for;
-            // without a filter it names a few, as an example.
-            let services: Vec<ServiceCode> = match service {
-                Some(s) => vec![s.clone()],
-                None => ["tg", "wa", "ig", "go", "fb"]
-                    .iter()
-                    .filter_map(|s| ServiceCode::new(s).ok())
-                    .collect(),
-            };
-            let countries: Vec<CountryCode> = match country {
-                Some(c) => vec![c],
-                None => ["US", "GB", "DE", "IN", "ID", "BR"]
-                    .iter()
-                    .filter_map(|c| CountryCode::new(c).ok())
-                    .collect(),
-            };
+            let (services, countries) = Self::listed(service, country);
             let sold = self.sold.lock().unwrap_or_else(|p| p.into_inner()).clone();
             let mut offers = Vec::with_capacity(services.len() * countries.len());
             for s in &services {
@@ -378,7 +487,7 @@ impl Upstream for Simulator {
                         service: s.clone(),
                         country: *c,
                         cost: self.cost(s, *c),
-                        stock: self.config.stock.saturating_sub(used),
+                        stock: self.stock(s, *c).saturating_sub(used),
                     });
                 }
             }
@@ -426,12 +535,13 @@ impl Upstream for Simulator {
     fn resend<'a>(&'a self, handle: &'a Handle) -> UpstreamFuture<'a, Handle> {
         Box::pin(async move {
             self.answer(false).await?;
+            let now = self.now();
             self.with_activation(handle, |a| {
                 if matches!(
                     a.state,
                     UpstreamState::Waiting | UpstreamState::CodeReceived
                 ) {
-                    a.resend_at = Some(Instant::now());
+                    a.resend_at = Some(now);
                 }
             })?;
             Ok(handle.clone())
@@ -455,12 +565,11 @@ impl Upstream for Simulator {
             let min_cancel = Duration::from_millis(self.config.min_cancel_ms);
             self.with_activation(handle, |a| {
                 self.advance(a);
+                let age = self.now().saturating_duration_since(a.bought_at);
                 match a.state {
-                    UpstreamState::Waiting if a.bought_at.elapsed() < min_cancel => {
-                        CancelOutcome::TooEarly {
-                            retry_after: Some(min_cancel - a.bought_at.elapsed()),
-                        }
-                    }
+                    UpstreamState::Waiting if age < min_cancel => CancelOutcome::TooEarly {
+                        retry_after: Some(min_cancel - age),
+                    },
                     UpstreamState::Waiting => {
                         a.state = UpstreamState::Cancelled;
                         CancelOutcome::Cancelled
@@ -511,12 +620,6 @@ impl SplitMix64 {
     }
 }
 
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -535,7 +638,7 @@ mod tests {
         SimulatorConfig {
             latency_ms: 1,
             jitter_ms: 0,
-            code_delay_ms: 30,
+            code_timing: CodeTiming::Fixed { delay_ms: 30 },
             ..SimulatorConfig::healthy(name)
         }
     }
@@ -614,7 +717,7 @@ mod tests {
         let sim = Simulator::with_seed(
             SimulatorConfig {
                 min_cancel_ms: 30,
-                code_delay_ms: 60_000,
+                code_timing: CodeTiming::Fixed { delay_ms: 60_000 },
                 ..fast("s")
             },
             3,
@@ -681,5 +784,248 @@ mod tests {
             .find(|o| o.service.as_str() == "tg" && o.country.as_str() == "DE")
             .unwrap();
         assert_eq!(tg_de.stock, 0);
+    }
+
+    /// The embedded default's three upstreams, healthy and without latency.
+    fn embedded(code_timing: CodeTiming) -> Vec<SimulatorConfig> {
+        SimulatorConfig::embedded_defaults(false, code_timing)
+            .into_iter()
+            .map(|c| SimulatorConfig {
+                latency_ms: 0,
+                jitter_ms: 0,
+                ..c
+            })
+            .collect()
+    }
+
+    fn pair(service: &str, country: &str, key: &str) -> BuyRequest {
+        BuyRequest {
+            service: ServiceCode::new(service).unwrap(),
+            country: CountryCode::new(country).unwrap(),
+            ..request(key)
+        }
+    }
+
+    async fn state(sim: &Simulator, p: &Purchase) -> (UpstreamState, bool) {
+        let s = sim.poll(&p.handle).await.unwrap();
+        (s.state, s.code.is_some())
+    }
+
+    const WAITING: (UpstreamState, bool) = (UpstreamState::Waiting, false);
+    const RECEIVED: (UpstreamState, bool) = (UpstreamState::CodeReceived, true);
+
+    /// Given Telegram in Indonesia on any embedded upstream and any seed, when
+    /// 15 s pass, then its code is there, and not before 5 s.
+    #[tokio::test]
+    async fn the_fast_pair_gets_its_code_within_15_s_on_every_upstream() {
+        for config in embedded(CodeTiming::Realistic) {
+            for seed in 0..100 {
+                let sim = Simulator::with_seed(config.clone(), seed);
+                let p = sim.buy(&pair("tg", "ID", "o1")).await.unwrap();
+                // Margins of a second: real time passes between the calls too.
+                sim.skip(Duration::from_secs(4));
+                assert_eq!(state(&sim, &p).await, WAITING, "{} {seed}", config.name);
+                sim.skip(Duration::from_millis(11_001));
+                assert_eq!(state(&sim, &p).await, RECEIVED, "{} {seed}", config.name);
+            }
+        }
+    }
+
+    /// Given WhatsApp in the UK, when the 120-second cancel guard has passed,
+    /// then a cancel goes through (no code yet); an uncancelled one gets its
+    /// code after 4 minutes at the earliest and 10 at the latest.
+    #[tokio::test]
+    async fn the_slow_pair_has_no_code_before_4_minutes_so_a_cancel_after_the_guard_works() {
+        for config in embedded(CodeTiming::Realistic) {
+            for seed in 0..100 {
+                let sim = Simulator::with_seed(config.clone(), seed);
+                let cancelled = sim.buy(&pair("wa", "GB", "o1")).await.unwrap();
+                let kept = sim.buy(&pair("wa", "GB", "o2")).await.unwrap();
+                sim.skip(Duration::from_secs(121));
+                assert_eq!(
+                    sim.cancel(&cancelled.handle).await.unwrap(),
+                    CancelOutcome::Cancelled,
+                    "{} {seed}",
+                    config.name
+                );
+                sim.skip(Duration::from_secs(115));
+                assert_eq!(state(&sim, &kept).await, WAITING, "{} {seed}", config.name);
+                sim.skip(Duration::from_millis(364_001));
+                assert_eq!(state(&sim, &kept).await, RECEIVED, "{} {seed}", config.name);
+            }
+        }
+    }
+
+    /// Given Instagram in Brazil, no code ever comes: the number expires after
+    /// 20 minutes (and the order is refunded by its own expiry).
+    #[tokio::test]
+    async fn the_never_pair_gets_no_code_and_expires_after_20_minutes() {
+        for config in embedded(CodeTiming::Realistic) {
+            for seed in 0..50 {
+                let sim = Simulator::with_seed(config.clone(), seed);
+                let p = sim.buy(&pair("ig", "BR", "o1")).await.unwrap();
+                sim.skip(Duration::from_secs(20 * 60 - 2));
+                assert_eq!(state(&sim, &p).await, WAITING, "{} {seed}", config.name);
+                sim.skip(Duration::from_secs(3));
+                assert_eq!(
+                    state(&sim, &p).await,
+                    (UpstreamState::Expired, false),
+                    "{} {seed}",
+                    config.name
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_out_of_stock_pair_is_refused_on_every_upstream() {
+        for config in embedded(CodeTiming::Realistic) {
+            let sim = Simulator::with_seed(config.clone(), 1);
+            assert_eq!(
+                sim.buy(&pair("tg", "AQ", "o1")).await.unwrap_err(),
+                UpstreamError::NoNumbers,
+                "{}",
+                config.name
+            );
+            let tg = ServiceCode::new("tg").unwrap();
+            let offers = sim
+                .offers(Some(&tg), Some(CountryCode::new("AQ").unwrap()))
+                .await
+                .unwrap();
+            assert_eq!(offers.len(), 1);
+            assert_eq!(offers[0].stock, 0);
+        }
+    }
+
+    /// The test and bench override: with a fixed delay every pair, even the
+    /// slow and the never pair, gets its code after exactly that delay.
+    #[tokio::test]
+    async fn a_fixed_delay_overrides_every_pairs_spread() {
+        for config in embedded(CodeTiming::Fixed { delay_ms: 10_000 }) {
+            let sim = Simulator::with_seed(config.clone(), 1);
+            for (service, country) in [("ig", "BR"), ("wa", "GB"), ("tg", "ID"), ("go", "VN")] {
+                let p = sim.buy(&pair(service, country, service)).await.unwrap();
+                sim.skip(Duration::from_secs(9));
+                assert_eq!(state(&sim, &p).await, WAITING, "{service} {country}");
+                sim.skip(Duration::from_millis(1_001));
+                assert_eq!(state(&sim, &p).await, RECEIVED, "{service} {country}");
+            }
+        }
+    }
+
+    /// A delay past what the clock can add (any `NEXUS_SIM_CODE_DELAY_MS` is
+    /// accepted) means no code, not a panic.
+    #[tokio::test]
+    async fn a_huge_fixed_delay_means_no_code() {
+        let config = embedded(CodeTiming::Fixed { delay_ms: u64::MAX }).remove(0);
+        let sim = Simulator::with_seed(config, 1);
+        let p = sim.buy(&pair("tg", "ID", "o1")).await.unwrap();
+        sim.skip(Duration::from_secs(60));
+        assert_eq!(state(&sim, &p).await, WAITING);
+    }
+
+    /// A pair with a few numbers in its profile sells them, then none; sold
+    /// numbers are not returned.
+    #[tokio::test]
+    async fn a_pair_with_a_few_numbers_runs_out_after_them() {
+        let catalog = crate::catalog::Catalog::shipped();
+        let (service, country, stock) = catalog
+            .countries()
+            .iter()
+            .flat_map(|c| {
+                catalog
+                    .services()
+                    .iter()
+                    .map(move |s| (s.code.clone(), c.iso2))
+            })
+            .map(|(s, c)| {
+                let stock = Profile::of(&s, c).stock;
+                (s, c, stock)
+            })
+            .find(|(_, _, stock)| (2..=5).contains(stock))
+            .expect("a pair with a few numbers");
+        let sim = Simulator::with_seed(embedded(CodeTiming::Realistic).remove(0), 1);
+        let request = |key: &str| BuyRequest {
+            service: service.clone(),
+            country,
+            ..request(key)
+        };
+        for n in 0..stock {
+            sim.buy(&request(&format!("k{n}"))).await.unwrap();
+        }
+        assert_eq!(
+            sim.buy(&request("one more")).await.unwrap_err(),
+            UpstreamError::NoNumbers
+        );
+        let offers = sim.offers(Some(&service), Some(country)).await.unwrap();
+        assert_eq!(offers[0].stock, 0);
+    }
+
+    #[tokio::test]
+    async fn a_bought_number_starts_with_its_countrys_dial_code() {
+        let catalog = crate::catalog::Catalog::shipped();
+        let sim = Simulator::with_seed(embedded(CodeTiming::Realistic).remove(2), 9);
+        for country in ["GB", "US", "DE", "ID", "KZ", "JP", "NG", "BR"] {
+            let p = sim.buy(&pair("tg", country, country)).await.unwrap();
+            let dial = catalog
+                .country(CountryCode::new(country).unwrap())
+                .unwrap()
+                .dial_code
+                .to_string();
+            assert!(p.phone.starts_with(&dial), "{country}: {}", p.phone);
+            assert!((10..=13).contains(&p.phone.len()), "{}", p.phone);
+            assert!(p.phone.bytes().all(|b| b.is_ascii_digit()));
+        }
+    }
+
+    /// Prices and stock are the pair's, not the seed's: two simulators with
+    /// different seeds offer the same; the three embedded upstreams keep
+    /// sim-budget < sim-steady < sim-express on every pair.
+    #[tokio::test]
+    async fn the_same_pair_has_the_same_profile_on_simulators_with_different_seeds() {
+        let mut listed = Vec::new();
+        for config in embedded(CodeTiming::Realistic) {
+            let one = Simulator::with_seed(config.clone(), 1);
+            let two = Simulator::with_seed(config.clone(), 2);
+            let offers = one.offers(None, None).await.unwrap();
+            assert_eq!(offers, two.offers(None, None).await.unwrap());
+            assert_eq!(offers.len(), 300);
+            listed.push(offers);
+        }
+        let (budget, express, steady) = (&listed[0], &listed[1], &listed[2]);
+        for ((b, e), s) in budget.iter().zip(express).zip(steady) {
+            assert_eq!((&b.service, b.country), (&s.service, s.country));
+            assert!(b.cost < s.cost && s.cost < e.cost, "{b:?} {s:?} {e:?}");
+        }
+        let find = |service: &str, country: &str| {
+            steady
+                .iter()
+                .find(|o| o.service.as_str() == service && o.country.as_str() == country)
+                .unwrap()
+                .clone()
+        };
+        assert_eq!(find("tg", "AQ").stock, 0);
+        assert!(find("tg", "ID").stock > 0);
+        assert!(find("tg", "AQ").cost >= find("tg", "ID").cost);
+        assert!(find("tg", "GB").cost >= find("ub", "GB").cost);
+    }
+
+    #[tokio::test]
+    async fn offers_with_a_filter_name_the_asked_pairs_only() {
+        let sim = Simulator::with_seed(embedded(CodeTiming::Realistic).remove(2), 1);
+        let tg = ServiceCode::new("tg").unwrap();
+        let gb = CountryCode::new("GB").unwrap();
+        let one = sim.offers(Some(&tg), Some(gb)).await.unwrap();
+        assert_eq!(one.len(), 1);
+        assert_eq!((&one[0].service, one[0].country), (&tg, gb));
+        let telegram = sim.offers(Some(&tg), None).await.unwrap();
+        assert_eq!(telegram.len(), 249);
+        assert!(telegram.iter().all(|o| o.service == tg));
+        let british = sim.offers(None, Some(gb)).await.unwrap();
+        assert_eq!(
+            british.len(),
+            crate::catalog::Catalog::shipped().services().len()
+        );
+        assert!(british.iter().all(|o| o.country == gb));
     }
 }

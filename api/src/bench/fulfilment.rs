@@ -26,7 +26,7 @@ use nexus_core::vault::MasterKeySource;
 use nexus_core::{Store, StoreConfig};
 use nexus_providers::fulfilment::{Fulfilment, FulfilmentConfig};
 use nexus_providers::router::{Router, RouterConfig};
-use nexus_providers::simulator::{Simulator, SimulatorConfig};
+use nexus_providers::simulator::{CodeTiming, Simulator, SimulatorConfig};
 use nexus_providers::upstream::Upstream;
 use serde::Serialize;
 
@@ -100,7 +100,9 @@ fn upstreams() -> Vec<Arc<dyn Upstream>> {
     let slow = |name: &str, base: i64| SimulatorConfig {
         latency_ms: 500,
         jitter_ms: 300,
-        code_delay_ms: 3_600_000,
+        code_timing: CodeTiming::Fixed {
+            delay_ms: 3_600_000,
+        },
         base_cost: Micros(base),
         ..SimulatorConfig::healthy(name)
     };

@@ -171,10 +171,13 @@ pub struct ServerSettings {
     #[arg(long, env = "NEXUS_SIM_FAULTS", default_value = "on",
           value_name = "BOOL", action = clap::ArgAction::Set, value_parser = Setting(switch))]
     pub sim_faults: bool,
-    /// Simulator: delay before the code arrives, in milliseconds.
-    #[arg(long, env = "NEXUS_SIM_CODE_DELAY_MS", default_value = "5000",
+    /// Simulator: every code arrives exactly this long after the purchase,
+    /// in milliseconds (tests and benches pin it); none: each (service,
+    /// country) has its own realistic spread, most within a minute, some
+    /// after minutes, a few never (docs/SIMULATOR.md).
+    #[arg(long, env = "NEXUS_SIM_CODE_DELAY_MS",
           value_name = "MS", value_parser = Setting(whole_number::<u64>))]
-    pub sim_code_delay_ms: u64,
+    pub sim_code_delay_ms: Option<u64>,
     /// `smtp://host:port` or `smtps://…` (e.g. `smtp://127.0.0.1:2525`);
     /// none: mail goes to `<data>/outbox/`. `[smtp]` of the configuration
     /// file comes first.

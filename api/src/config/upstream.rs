@@ -5,10 +5,10 @@ use anyhow::Context;
 use super::{Ident, UpstreamKind, UpstreamSettings};
 
 impl UpstreamSettings {
-    /// The adapter. `sim_code_delay_ms` is for simulators.
+    /// The adapter. `sim_code_timing` is for simulators.
     pub fn build(
         &self,
-        sim_code_delay_ms: u64,
+        sim_code_timing: nexus_providers::simulator::CodeTiming,
     ) -> anyhow::Result<std::sync::Arc<dyn nexus_providers::upstream::Upstream>> {
         use std::collections::HashMap;
         use std::sync::Arc;
@@ -124,8 +124,11 @@ impl UpstreamSettings {
                 )
             }
             UpstreamKind::Simulator => {
-                let mut config = nexus_providers::simulator::SimulatorConfig::healthy(&self.name);
-                config.code_delay_ms = sim_code_delay_ms;
+                use nexus_providers::simulator::{Market, SimulatorConfig};
+                // A healthy upstream on the embedded default's market.
+                let mut config = SimulatorConfig::healthy(&self.name);
+                config.code_timing = sim_code_timing;
+                config.market = Market::Realistic;
                 Arc::new(nexus_providers::simulator::Simulator::new(config))
             }
         })

@@ -16,7 +16,7 @@ use nexus_core::domain::order::{
 };
 use nexus_providers::fulfilment::{Fulfilment, FulfilmentConfig};
 use nexus_providers::router::{Router, RouterConfig};
-use nexus_providers::simulator::{Simulator, SimulatorConfig};
+use nexus_providers::simulator::{CodeTiming, Simulator, SimulatorConfig};
 use nexus_providers::upstream::{Upstream, UpstreamState};
 use tokio::sync::watch;
 
@@ -24,7 +24,7 @@ fn sim(name: &str, f: impl FnOnce(&mut SimulatorConfig)) -> Arc<Simulator> {
     let mut config = SimulatorConfig {
         latency_ms: 5,
         jitter_ms: 2,
-        code_delay_ms: 150,
+        code_timing: CodeTiming::Fixed { delay_ms: 150 },
         ..SimulatorConfig::healthy(name)
     };
     f(&mut config);
@@ -190,7 +190,9 @@ async fn fails_over_and_refunds_when_no_upstream_has_numbers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resumes_after_a_restart_without_buying_twice() {
     let w = world();
-    let upstream = sim("sim-a", |c| c.code_delay_ms = 400);
+    let upstream = sim("sim-a", |c| {
+        c.code_timing = CodeTiming::Fixed { delay_ms: 400 }
+    });
     let owner = w.funded_customer(5_000_000).await;
     // Orders placed while no worker runs.
     let a = w

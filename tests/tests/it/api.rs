@@ -294,6 +294,116 @@ fn the_catalog_lists_countries_services_and_prices() {
     );
 }
 
+/// Without `NEXUS_SIM_CODE_DELAY_MS` the embedded default draws each code's
+/// delay from its pair's spread (docs/SIMULATOR.md): WhatsApp in the UK has no
+/// code for 4 minutes, so once the cancel guard has passed a cancel is
+/// refunded; Telegram in Indonesia gets its code within 15 s.
+#[test]
+fn on_the_default_spread_the_slow_pair_can_be_cancelled_and_the_fast_pair_gets_its_code() {
+    let server = Server::start_with(&[
+        ("NEXUS_SIM_FAULTS", "off"),
+        ("NEXUS_CANCEL_GUARD_SECS", "1"),
+        ("NEXUS_COOKIE_SECURE", "false"),
+        ("NEXUS_BCRYPT_COST", "12"),
+    ]);
+    let key = customer(&server, "first-hour@example.com");
+    fund(&server, &key, "10.00");
+    let order = |pair: &str| {
+        let body = format!(
+            r#"{{"service":"{}","country":"{}","channel":"sms"}}"#,
+            &pair[..2],
+            &pair[3..]
+        );
+        let placed = call(&server, "POST", "/v1/orders", &key, &[], Some(&body));
+        assert_eq!(placed.status, 201, "{}", placed.body);
+        assert_eq!(
+            placed.json()["status"],
+            "number_assigned",
+            "{}",
+            placed.body
+        );
+        placed.json()["id"].as_str().unwrap().to_owned()
+    };
+    let slow = order("wa/GB");
+    let fast = order("tg/ID");
+
+    // The code long-poll outlasts the fast pair's 15 s; the guard's 1 s passes meanwhile.
+    let code = call(
+        &server,
+        "GET",
+        &format!("/v1/orders/{fast}/code?wait=30"),
+        &key,
+        &[],
+        None,
+    );
+    assert_eq!(code.status, 200, "{}", code.body);
+    assert!(code.json()["code"].is_string(), "{}", code.body);
+
+    let cancelled = call(
+        &server,
+        "POST",
+        &format!("/v1/orders/{slow}/cancel"),
+        &key,
+        &[],
+        None,
+    );
+    assert_eq!(cancelled.status, 200, "{}", cancelled.body);
+    assert_eq!(
+        cancelled.json()["status"],
+        "cancelled",
+        "{}",
+        cancelled.body
+    );
+}
+
+/// Telegram in Antarctica is the embedded default's pair out of stock
+/// (docs/SIMULATOR.md): its price shows stock 0 and no price, and an order of
+/// it is refused as no numbers, with nothing held; Telegram in Indonesia, the
+/// fast pair, is in stock and cheaper than Telegram in the UK.
+#[test]
+fn a_pair_out_of_stock_shows_stock_0_and_its_order_is_refused() {
+    let server = start();
+    let price_of = |service: &str, country: &str| {
+        let path = format!("/v1/catalog/prices?service={service}&country={country}");
+        let answer = server.send("GET", &path, &[], None);
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        answer.json()["items"][0].clone()
+    };
+    let antarctica = price_of("tg", "AQ");
+    assert_eq!(antarctica["stock"], 0, "{antarctica}");
+    assert!(antarctica["price"].is_null(), "{antarctica}");
+    let indonesia = price_of("tg", "ID");
+    let britain = price_of("tg", "GB");
+    assert!(indonesia["stock"].as_u64().unwrap() > 0, "{indonesia}");
+    assert!(
+        to_micros(indonesia["price"].as_str().unwrap())
+            < to_micros(britain["price"].as_str().unwrap()),
+        "{indonesia} {britain}"
+    );
+
+    let key = customer(&server, "antarctic@example.com");
+    fund(&server, &key, "10.00");
+    let refused = call(
+        &server,
+        "POST",
+        "/v1/orders",
+        &key,
+        &[],
+        Some(r#"{"service":"tg","country":"AQ","channel":"sms"}"#),
+    );
+    assert_eq!(
+        (refused.status, refused.json()["code"].as_str()),
+        (409, Some("no_numbers")),
+        "{}",
+        refused.body
+    );
+    let wallet = call(&server, "GET", "/v1/wallet", &key, &[], None).json();
+    assert_eq!(
+        (wallet["available"].as_str(), wallet["held"].as_str()),
+        (Some("10.00"), Some("0.00"))
+    );
+}
+
 #[test]
 fn the_development_pay_route_pays_an_invoice_once() {
     let server = start();
