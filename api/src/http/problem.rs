@@ -58,6 +58,7 @@ problems! {
     AlreadyRegistered = ("already_registered", CONFLICT, "Conflict"),
     AlreadyVerified = ("already_verified", CONFLICT, "Conflict"),
     AnonymousOrderConflict = ("anonymous_order_conflict", CONFLICT, "Conflict"),
+    BalanceNotForfeited = ("balance_not_forfeited", CONFLICT, "Conflict"),
     BodyTooLarge = ("body_too_large", PAYLOAD_TOO_LARGE, "Payload too large"),
     CancelTooEarly = ("cancel_too_early", CONFLICT, "Conflict"),
     CodeErased = ("code_erased", GONE, "Gone"),

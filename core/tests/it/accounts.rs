@@ -512,7 +512,7 @@ fn deletion_disables_login_and_api_keys_and_can_be_withdrawn_for_30_days() {
             .unwrap()
             .order;
         assert_eq!(
-            refused(w.accounts.request_deletion(reg.account).await),
+            refused(w.accounts.request_deletion(reg.account, true).await),
             AccountError::ActiveOrders
         );
         w.commerce
@@ -523,7 +523,10 @@ fn deletion_disables_login_and_api_keys_and_can_be_withdrawn_for_30_days() {
             .await
             .unwrap();
 
-        w.accounts.request_deletion(reg.account).await.unwrap();
+        w.accounts
+            .request_deletion(reg.account, true)
+            .await
+            .unwrap();
         let view = a.account(reg.account).await.unwrap();
         assert_eq!(view.status, AccountViewStatus::DeletionPending);
         assert_eq!(view.deletion_due_at, Some(start() + Duration::days(30)));
@@ -551,7 +554,7 @@ fn deletion_disables_login_and_api_keys_and_can_be_withdrawn_for_30_days() {
             AccountError::AccountDisabled
         );
         assert_eq!(
-            refused(w.accounts.request_deletion(reg.account).await),
+            refused(w.accounts.request_deletion(reg.account, true).await),
             AccountError::DeletionAlreadyRequested
         );
 
@@ -564,7 +567,10 @@ fn deletion_disables_login_and_api_keys_and_can_be_withdrawn_for_30_days() {
             .await
             .unwrap();
 
-        w.accounts.request_deletion(reg.account).await.unwrap();
+        w.accounts
+            .request_deletion(reg.account, true)
+            .await
+            .unwrap();
         w.clock.advance(Duration::days(30));
         assert_eq!(
             refused(a.withdraw_deletion(reg.account).await),
@@ -736,7 +742,10 @@ fn an_erased_account_reads_as_erased_and_cannot_log_in() {
     runtime().block_on(async {
         let a = &w.accounts;
         let reg = a.register("trent@example.com", PASSWORD).await.unwrap();
-        w.accounts.request_deletion(reg.account).await.unwrap();
+        w.accounts
+            .request_deletion(reg.account, true)
+            .await
+            .unwrap();
         w.store.vault.erase(&reg.account.subject()).unwrap();
         let view = a.account(reg.account).await.unwrap();
         assert_eq!(view.status, AccountViewStatus::Erased);
@@ -899,7 +908,10 @@ fn the_holder_of_a_pending_deletion_can_authenticate_with_the_password_to_withdr
             reg.account
         );
 
-        w.accounts.request_deletion(reg.account).await.unwrap();
+        w.accounts
+            .request_deletion(reg.account, true)
+            .await
+            .unwrap();
         assert_eq!(
             refused(a.authenticate("peggy@example.com", PASSWORD).await),
             AccountError::AccountDisabled
@@ -974,6 +986,7 @@ mod erasure {
         AccountEvent::AccountDeletionRequested(AccountDeletionRequested {
             at,
             erase_due_at: at + Duration::days(DELETION_GRACE_DAYS),
+            forfeit_balance: Some(Micros(0)),
         })
     }
 
@@ -1208,7 +1221,10 @@ mod erasure {
                 refused(a.erase_account(reg.account).await),
                 AccountError::NoDeletionPending
             );
-            w.accounts.request_deletion(reg.account).await.unwrap();
+            w.accounts
+                .request_deletion(reg.account, true)
+                .await
+                .unwrap();
             w.clock
                 .advance(Duration::days(DELETION_GRACE_DAYS) - Duration::seconds(1));
             assert_eq!(
