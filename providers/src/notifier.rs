@@ -197,6 +197,7 @@ impl<S: EventStore> Notifier<S> {
                 let make = |to| Mail::DeletionScheduled {
                     to,
                     effective_at: e.erase_due_at,
+                    forfeit_balance: e.forfeit_balance.unwrap_or_default(),
                 };
                 return Ok(self.mail(id, account, make, shutdown).await);
             }

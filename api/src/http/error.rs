@@ -9,7 +9,7 @@ use nexus_core::domain::anonymous::AnonymousError;
 use nexus_core::domain::commerce::CommerceError;
 use nexus_core::domain::deposit::DepositError;
 use nexus_core::domain::legal_hold::LegalHoldError;
-use nexus_core::domain::money::MoneyError;
+use nexus_core::domain::money::{Micros, MoneyError};
 use nexus_core::domain::order::OrderError;
 use nexus_core::domain::policy::PolicyError;
 use nexus_core::domain::wallet::WalletError;
@@ -127,6 +127,20 @@ impl ApiError {
         )
     }
 
+    /// 409 `balance_not_forfeited`: a deletion asked without confirming that
+    /// the `available` balance moves to unclaimed balances at the erasure.
+    pub fn balance_not_forfeited(available: Micros) -> Self {
+        Self::new(
+            Problem::BalanceNotForfeited,
+            format!(
+                "the wallet has {available} USD available; when the account is erased it \
+                 moves to unclaimed balances and can no longer be spent. Spend it first, or \
+                 ask again with {{\"confirm_forfeit_balance\": true}}"
+            ),
+        )
+        .with_member("forfeit_balance", serde_json::json!(available.to_string()))
+    }
+
     pub fn not_found() -> Self {
         Self::new(Problem::NotFound, "no such resource")
     }
@@ -201,6 +215,9 @@ impl From<AccountError> for ApiError {
             E::VerificationRecentlySent => Problem::RateLimited,
             E::ActiveOrders => Problem::ActiveOrders,
             E::DeletionAlreadyRequested => Problem::DeletionAlreadyRequested,
+            E::BalanceNotForfeited { available } => {
+                return ApiError::balance_not_forfeited(available)
+            }
             E::NoDeletionPending => Problem::NoDeletionPending,
             E::DeletionWindowOver => Problem::DeletionWindowOver,
             E::TooManyApiKeys => Problem::TooManyApiKeys,

@@ -7,8 +7,11 @@
 //!   and a verification mail goes to it; the old one is told, with a link that
 //!   undoes the change for 7 days (`POST /v1/email-changes/undo`). Pays from
 //!   the sign-in budget, per IP and per account, like a registration.
-//! - `POST /v1/me/deletion`: requests the deletion (refused while orders are
-//!   active); the account is disabled at once and erased 30 days later.
+//! - `POST /v1/me/deletion` (optional `{"confirm_forfeit_balance": bool}`):
+//!   requests the deletion (refused while orders are active, and while the
+//!   wallet has money available unless its forfeit is confirmed: at the
+//!   erasure it moves to unclaimed balances); the account is disabled at once
+//!   and erased 30 days later.
 //! - `DELETE /v1/me/deletion`: withdraws it within those 30 days.
 //! - `PUT /v1/me/objection` `{"object": bool}`: objection to non-essential
 //!   processing.
@@ -44,6 +47,7 @@ use nexus_core::domain::codec::Personal;
 
 use nexus_core::domain::ids::AccountId;
 use nexus_core::domain::ledger::Owner;
+use nexus_core::domain::money::Micros;
 use nexus_core::domain::order::{CancelReason, Channel, CodePii, DeliveryChannel, OrderStatus};
 use nexus_core::domain::wallet::DepositOutcome;
 use nexus_core::log::EventStore;
@@ -117,11 +121,14 @@ pub(super) const ROUTES: &[Route] = &[
             tag: "me",
             auth: Auth::FreshSession,
             params: vec![],
-            body: None,
+            body: Some(obj(&[], json!({ "confirm_forfeit_balance": boolean() }))),
             success: (202, "Requested", Some(schema_ref("Me"))),
             errors: vec![
+                Problem::InvalidJson,
+                Problem::UnreadableBody,
                 Problem::NotFound,
                 Problem::ActiveOrders,
+                Problem::BalanceNotForfeited,
                 Problem::DeletionAlreadyRequested,
                 Problem::Contention,
             ],
@@ -267,6 +274,9 @@ struct DeletionView {
     requested_at: String,
     /// When the personal data is erased; the deletion can be withdrawn until then.
     erase_due_at: String,
+    /// The wallet's available balance now: what moves to unclaimed balances
+    /// at the erasure.
+    forfeit_balance: String,
 }
 
 /// The account as its holder sees it (also the `account` of the export).
@@ -284,7 +294,19 @@ struct MeView {
     created_at: String,
 }
 
-fn me_view(account: &Account) -> Option<MeView> {
+/// The account's view, with what a pending deletion forfeits: the wallet's
+/// available balance, read from the log.
+async fn me_view_of(state: &AppState, account: &Account) -> Result<Option<MeView>, ApiError> {
+    let forfeit = match (account.status, account.id) {
+        (AccountStatus::DeletionPending { .. }, Some(id)) => {
+            state.commerce.wallet(Owner::Account(id)).await?.available
+        }
+        _ => Micros(0),
+    };
+    Ok(me_view(account, forfeit))
+}
+
+fn me_view(account: &Account, forfeit: Micros) -> Option<MeView> {
     let (id, created_at) = (account.id?, account.registered_at?);
     let (status, deletion) = match account.status {
         AccountStatus::Unregistered => return None,
@@ -297,6 +319,7 @@ fn me_view(account: &Account) -> Option<MeView> {
             Some(DeletionView {
                 requested_at: rfc3339(requested_at),
                 erase_due_at: rfc3339(erase_due_at),
+                forfeit_balance: forfeit.to_string(),
             }),
         ),
     };
@@ -319,7 +342,9 @@ async fn respond_with_me(
     mut response: actix_web::HttpResponseBuilder,
 ) -> Result<HttpResponse, ApiError> {
     let loaded = state.accounts.load_account(account).await?;
-    let view = me_view(&loaded.state).ok_or_else(ApiError::not_found)?;
+    let view = me_view_of(state, &loaded.state)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
     Ok(response.json(view))
 }
 
@@ -360,19 +385,64 @@ async fn correct_email(
 // Deletion and objection
 // ---------------------------------------------------------------------------
 
+/// What `POST /v1/me/deletion` may carry: the confirmation that the wallet's
+/// available balance is forfeited.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeletionRequest {
+    #[serde(default)]
+    confirm_forfeit_balance: bool,
+}
+
 /// Requests the deletion: 202 with the account, whose `deletion.erase_due_at`
-/// says when the data goes. 409 `active_orders` while an order is not final,
-/// 409 `deletion_already_requested` if it is pending already.
+/// says when the data goes and `deletion.forfeit_balance` what moves to
+/// unclaimed balances then. 409 `active_orders` while an order is not final,
+/// 409 `balance_not_forfeited` while the wallet has money available and the
+/// body does not confirm it (`{"confirm_forfeit_balance": true}`; no body,
+/// an empty one and `{}` confirm nothing), 409 `deletion_already_requested`
+/// if it is pending already.
 async fn request_deletion(
     state: web::Data<AppState>,
     holder: Holder,
+    req: HttpRequest,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let requested = state.accounts.request_deletion(holder.account).await;
+    let body = read_limited(payload, MAX_JSON_BYTES).await?;
+    let request: DeletionRequest = optional_object(&req, &body)?.unwrap_or_default();
+    let requested = state
+        .accounts
+        .request_deletion(holder.account, request.confirm_forfeit_balance)
+        .await;
     if let Err(ServiceError::Refused(AccountError::ActiveOrders)) = requested {
         return Err(active_orders_problem(&state, holder.account).await);
     }
     requested?;
     respond_with_me(&state, holder.account, HttpResponse::Accepted()).await
+}
+
+/// A body that may be absent: `None` when it is empty (or only whitespace),
+/// else a JSON object sent as `application/json`, read into `T` (400
+/// `invalid_json` otherwise, as on every JSON route).
+fn optional_object<T: serde::de::DeserializeOwned>(
+    req: &HttpRequest,
+    body: &[u8],
+) -> Result<Option<T>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    if req.content_type() != "application/json" {
+        return Err(ApiError::new(
+            Problem::InvalidJson,
+            super::json_problem(&JsonPayloadError::ContentType),
+        ));
+    }
+    let JsonObject(value) = serde_json::from_slice::<JsonObject<T>>(body).map_err(|e| {
+        ApiError::new(
+            Problem::InvalidJson,
+            super::json_problem(&JsonPayloadError::Deserialize(e)),
+        )
+    })?;
+    Ok(Some(value))
 }
 
 /// 409 `active_orders`, naming the orders that are still active.
@@ -416,25 +486,8 @@ async fn withdraw_deletion(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let body = read_limited(payload, MAX_JSON_BYTES).await?;
-    let account = if body.iter().all(u8::is_ascii_whitespace) {
-        // Without credentials in the body, the caller's own refusal (an API
-        // key is told the route takes a session).
-        holder?.account
-    } else {
-        // As every JSON route: credentials come only as `application/json`.
-        if req.content_type() != "application/json" {
-            return Err(ApiError::new(
-                Problem::InvalidJson,
-                super::json_problem(&JsonPayloadError::ContentType),
-            ));
-        }
-        let JsonObject(credentials) =
-            serde_json::from_slice::<JsonObject<HolderCredentials>>(&body).map_err(|e| {
-                ApiError::new(
-                    Problem::InvalidJson,
-                    super::json_problem(&JsonPayloadError::Deserialize(e)),
-                )
-            })?;
+    let credentials = optional_object::<HolderCredentials>(&req, &body)?;
+    let account = if let Some(credentials) = credentials {
         super::accounts::charge_sign_in_to(&req, &credentials.email)?;
         let second =
             super::accounts::second_factor_of(&credentials.totp, &credentials.recovery_code)?;
@@ -443,6 +496,10 @@ async fn withdraw_deletion(
             .authenticate_holder_with(&credentials.email, &credentials.password, second.as_ref())
             .await
             .inspect_err(|e| super::accounts::charge_wrong_code(&req, &credentials.email, e))?
+    } else {
+        // Without credentials in the body, the caller's own refusal (an API
+        // key is told the route takes a session).
+        holder?.account
     };
     state.accounts.withdraw_deletion(account).await?;
     respond_with_me(&state, account, HttpResponse::Ok()).await
@@ -781,7 +838,9 @@ async fn export(state: web::Data<AppState>, holder: Holder) -> Result<HttpRespon
             })?;
     }
     let loaded = state.accounts.load_account(holder.account).await?;
-    let account = me_view(&loaded.state).ok_or_else(ApiError::not_found)?;
+    let account = me_view_of(&state, &loaded.state)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
     let api_keys = loaded
         .state
         .api_key_summaries()
@@ -1028,6 +1087,74 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
         panic!("the export slot was never freed");
+    }
+
+    fn deletion_request(content_type: Option<&str>, body: &str) -> Result<bool, ApiError> {
+        let mut req = actix_web::test::TestRequest::post();
+        if let Some(content_type) = content_type {
+            req = req.insert_header(("content-type", content_type));
+        }
+        let request: DeletionRequest =
+            optional_object(&req.to_http_request(), body.as_bytes())?.unwrap_or_default();
+        Ok(request.confirm_forfeit_balance)
+    }
+
+    #[test]
+    fn a_deletion_request_confirms_the_forfeit_only_when_it_says_true() {
+        let json = Some("application/json");
+        // No body at all (with or without a content type), `{}` and false
+        // confirm nothing.
+        for (content_type, body) in [(None, ""), (json, ""), (json, " \n"), (json, "{}")] {
+            assert_eq!(deletion_request(content_type, body), Ok(false), "{body:?}");
+        }
+        let off = r#"{"confirm_forfeit_balance": false}"#;
+        assert_eq!(deletion_request(json, off), Ok(false));
+        let on = r#"{"confirm_forfeit_balance": true}"#;
+        assert_eq!(deletion_request(json, on), Ok(true));
+        // A body is JSON, an object, of the known field with a boolean: an
+        // amount or a destination sent along is refused (what moves, and
+        // where, is the ledger's to say, never the client's).
+        for (content_type, body) in [
+            (
+                json,
+                r#"{"confirm_forfeit_balance": true, "forfeit_balance": "1000.00"}"#,
+            ),
+            (
+                json,
+                r#"{"confirm_forfeit_balance": true, "to": "another-account"}"#,
+            ),
+            (None, on),
+            (Some("text/plain"), on),
+            (json, "[true]"),
+            (json, r#"{"confirm_forfeit_balance": "true"}"#),
+            (json, r#"{"confirm": true}"#),
+            (json, "true"),
+        ] {
+            let refused = deletion_request(content_type, body).unwrap_err();
+            assert_eq!(refused.problem, Problem::InvalidJson, "{body}");
+        }
+    }
+
+    #[test]
+    fn an_unconfirmed_balance_is_refused_with_its_amount() {
+        let refused = ApiError::from(AccountError::BalanceNotForfeited {
+            available: Micros(9_610_000),
+        });
+        assert_eq!(refused.problem, Problem::BalanceNotForfeited);
+        assert_eq!(refused.problem.status().as_u16(), 409);
+        assert_eq!(refused.members["forfeit_balance"], "9.610000");
+        assert!(
+            refused.detail.contains("9.610000 USD"),
+            "{}",
+            refused.detail
+        );
+        assert!(
+            refused
+                .detail
+                .contains(r#"{"confirm_forfeit_balance": true}"#),
+            "{}",
+            refused.detail
+        );
     }
 
     #[test]

@@ -269,7 +269,9 @@ fn schemas() -> Value {
                 "status": { "type": "integer" }, "detail": { "type": "string" },
                 "code": { "type": "string", "enum": error_codes() },
                 "active_orders": { "type": "array", "items": string(),
-                    "description": "With `active_orders`: the ids of the orders still active." }
+                    "description": "With `active_orders`: the ids of the orders still active." },
+                "forfeit_balance": { "allOf": [money()],
+                    "description": "With `balance_not_forfeited`: the wallet's available balance, which moves to unclaimed balances when the account is erased." }
             }
         },
         "Order": {
@@ -305,9 +307,9 @@ fn schemas() -> Value {
             "reason": string_enum(&["deposit", "anonymous_payment", "hold", "capture", "void",
                 "cashback", "provider_cost", "unclaimed"]),
             "reference": obj(&["kind", "id"], json!({
-                "kind": { "type": "string", "enum": ["order", "deposit"],
-                    "description": "What the entry is for: `GET /v1/orders/{id}` or `GET /v1/deposits/{id}`." },
-                "id": string() })),
+                "kind": { "type": "string", "enum": ["order", "deposit", "unclaimed"],
+                    "description": "What the entry is for: `GET /v1/orders/{id}` or `GET /v1/deposits/{id}`; `unclaimed`: the balance moved to unclaimed balances at the account's erasure." },
+                "id": { "type": ["string", "null"], "description": "null for `unclaimed`." } })),
             "available_change": money(), "held_change": money(),
             "available": money(), "held": money(), "balance": money() })),
         "Deposit": obj(&["id", "amount", "paid", "status", "created_at", "expires_at"], json!({
@@ -355,8 +357,10 @@ fn schemas() -> Value {
             "verified": boolean(),
             "verified_at": nullable(time()),
             "status": string_enum(&["active", "deletion_pending"]),
-            "deletion": nullable(obj(&["requested_at", "erase_due_at"], json!({
-                "requested_at": time(), "erase_due_at": time() }))),
+            "deletion": nullable(obj(&["requested_at", "erase_due_at", "forfeit_balance"], json!({
+                "requested_at": time(), "erase_due_at": time(),
+                "forfeit_balance": { "allOf": [money()],
+                    "description": "The wallet's available balance now: what moves to unclaimed balances at the erasure, and can no longer be spent (money arriving before then included)." } }))),
             "objection": boolean(),
             "created_at": time() })),
         "Export": { "type": "object",
@@ -596,6 +600,19 @@ fn build<'a>(table: impl IntoIterator<Item = &'a Route>) -> Value {
             .entry(route.path.to_owned())
             .or_insert_with(|| json!({}));
         entry[route.method.openapi_name()] = operation(route.method, route.path, &op);
+    }
+    // Requesting a deletion takes a body only to confirm the forfeit of a balance.
+    if let Some(body) = paths
+        .get_mut("/v1/me/deletion")
+        .and_then(|item| item.get_mut("post"))
+        .and_then(|op| op.get_mut("requestBody"))
+    {
+        body["required"] = json!(false);
+        body["description"] = json!(
+            "Optional. `confirm_forfeit_balance`: true to delete an account whose wallet has \
+             money available (it moves to unclaimed balances at the erasure); absent, an empty \
+             body and `{}` mean false."
+        );
     }
     // Withdrawing a deletion takes credentials in the body only without a session.
     if let Some(body) = paths

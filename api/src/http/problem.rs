@@ -79,6 +79,8 @@ problems! {
         "The address is already verified; nothing changed. Sign in."),
     AnonymousOrderConflict = ("anonymous_order_conflict", CONFLICT, "Conflict",
         "The anonymous order is not in a state that allows this (for example it is already paid or closed). Read it with `GET /v1/track/{tracking_id}`."),
+    BalanceNotForfeited = ("balance_not_forfeited", CONFLICT, "Conflict",
+        "The wallet still has money available, which a deletion would move to unclaimed balances for good. Spend it first, or ask again with `{\"confirm_forfeit_balance\": true}`; the detail and the `forfeit_balance` member say how much."),
     BodyTooLarge = ("body_too_large", PAYLOAD_TOO_LARGE, "Payload too large",
         "The request body is larger than this route accepts. Send a smaller body; the limits are in the API reference."),
     CancelTooEarly = ("cancel_too_early", CONFLICT, "Conflict",

@@ -125,12 +125,13 @@ async fn wallet(state: web::Data<AppState>, customer: Customer) -> Result<HttpRe
     })))
 }
 
-/// What a ledger entry is for: the order or deposit it belongs to.
+/// What a ledger entry is for: the order or deposit it belongs to, or the
+/// move of the balance to unclaimed balances at the account's erasure.
 #[derive(Serialize)]
 struct EntryReference {
-    /// `order` or `deposit`.
+    /// `order`, `deposit` or `unclaimed` (no id).
     kind: &'static str,
-    id: String,
+    id: Option<String>,
 }
 
 /// A ledger entry as the API shows it (the `LedgerEntry` schema), in the list
@@ -152,11 +153,15 @@ pub(super) fn ledger_entry(row: &LedgerRow) -> LedgerEntryView {
     let reference = match row.reference {
         Reference::Order(id) => EntryReference {
             kind: "order",
-            id: id.to_string(),
+            id: Some(id.to_string()),
         },
         Reference::Deposit(id) => EntryReference {
             kind: "deposit",
-            id: id.to_string(),
+            id: Some(id.to_string()),
+        },
+        Reference::Unclaimed => EntryReference {
+            kind: "unclaimed",
+            id: None,
         },
     };
     LedgerEntryView {

@@ -6,7 +6,8 @@
 
 use chrono::{DateTime, Utc};
 
-use super::account::{Account, AccountError};
+use super::account::{decide_erase_account, Account, AccountError, AccountEvent};
+use super::aggregate::Aggregate;
 use super::anonymous::{self, Anonymous, AnonymousError, AnonymousEvent};
 use super::deposit::{
     self, Deposit, DepositError, DepositEvent, PaymentEvent, PaymentGuard, PaymentRecorded,
@@ -246,6 +247,63 @@ pub fn record_payment(
         guard: guard_events,
         deposit: deposit_events,
         wallet: wallet_events,
+    })
+}
+
+/// Like [`record_payment`], for a deposit whose owner's `account` is given
+/// (registered customers): a credit that reaches an account already erased
+/// moves on to unclaimed balances in the same append, since nobody can sign
+/// in to spend it. An anonymous buyer's deposit passes `None`.
+#[allow(clippy::too_many_arguments)]
+pub fn record_payment_of(
+    account: Option<&Account>,
+    guard: &PaymentGuard,
+    deposit: &Deposit,
+    wallet: &Wallet,
+    id: DepositId,
+    report: &PaymentReport,
+    now: DateTime<Utc>,
+) -> Result<PaymentDecision, CommerceError> {
+    let mut decision = record_payment(guard, deposit, wallet, id, report, now)?;
+    let erased = account.is_some_and(|a| a.erased_at.is_some());
+    if let (
+        true,
+        PaymentDecision::Credit {
+            owner,
+            wallet: events,
+            ..
+        },
+    ) = (erased, &mut decision)
+    {
+        let mut after = wallet.clone();
+        events.iter().for_each(|e| after.apply(e));
+        events.extend(wallet::unclaim_available(&after, *owner, now));
+    }
+    Ok(decision)
+}
+
+/// An account's erasure: its record, and the move of its wallet's available
+/// balance to unclaimed balances. One append, so the money moves exactly
+/// when the erasure is recorded: once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Erasure {
+    pub account: Vec<AccountEvent>,
+    pub wallet: Vec<WalletEvent>,
+}
+
+/// Erases `account` (see [`decide_erase_account`]) and moves what its
+/// `wallet` has available to unclaimed balances: whatever is there at the
+/// erasure, including money that arrived after the deletion was requested.
+pub fn erase_account(
+    account: &Account,
+    wallet: &Wallet,
+    now: DateTime<Utc>,
+) -> Result<Erasure, AccountError> {
+    let account_events = decide_erase_account(account, now)?;
+    let owner = Owner::Account(account.id.ok_or(AccountError::AccountNotFound)?);
+    Ok(Erasure {
+        account: account_events,
+        wallet: wallet::unclaim_available(wallet, owner, now),
     })
 }
 

@@ -86,7 +86,18 @@ pub struct WalletCashbackCredited {
     pub at: DateTime<Utc>,
 }
 
+/// The owner's whole available balance moved to unclaimed balances: their
+/// account was erased (or money reached it after the erasure), so nobody can
+/// spend it any more. Nexus still owes it; finance sees it on `Unclaimed`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WalletBalanceUnclaimed {
+    /// Available → Unclaimed, reason Unclaimed.
+    pub entry: Entry,
+    pub at: DateTime<Utc>,
+}
+
 impl EventBody for WalletDepositCredited {}
+impl EventBody for WalletBalanceUnclaimed {}
 impl EventBody for WalletHoldPlaced {}
 impl EventBody for WalletHoldCaptured {}
 impl EventBody for WalletHoldVoided {}
@@ -100,6 +111,7 @@ domain_events! {
         WalletHoldCaptured(WalletHoldCaptured) = 1,
         WalletHoldVoided(WalletHoldVoided) = 1,
         WalletCashbackCredited(WalletCashbackCredited) = 1,
+        WalletBalanceUnclaimed(WalletBalanceUnclaimed) = 1,
     }
 }
 
@@ -112,6 +124,7 @@ impl WalletEvent {
             WalletEvent::WalletHoldCaptured(e) => std::iter::once(e.entry).chain(e.cost).collect(),
             WalletEvent::WalletHoldVoided(e) => vec![e.entry],
             WalletEvent::WalletCashbackCredited(e) => vec![e.entry],
+            WalletEvent::WalletBalanceUnclaimed(e) => vec![e.entry],
         }
     }
 }
@@ -163,6 +176,9 @@ impl Aggregate for Wallet {
             }
             WalletEvent::WalletCashbackCredited(e) => {
                 self.available = self.available.strict_add(e.entry.amount);
+            }
+            WalletEvent::WalletBalanceUnclaimed(e) => {
+                self.available = self.available.strict_sub(e.entry.amount);
             }
         }
         assert!(self.available.0 >= 0, "a wallet never goes negative");
@@ -293,6 +309,26 @@ pub fn void(
     })])
 }
 
+/// Moves the whole available balance to unclaimed balances, when there is
+/// one: at the erasure of the owner's account, and after any credit that
+/// reaches an erased account. Nothing when the wallet is empty, so a second
+/// move (an erasure decided again, a replay) moves nothing. Held money is not
+/// touched: a hold is captured or voided by its order.
+pub fn unclaim_available(wallet: &Wallet, owner: Owner, at: DateTime<Utc>) -> Vec<WalletEvent> {
+    // `Entry::new` refuses a zero amount: an empty wallet has nothing to move.
+    let Ok(entry) = Entry::new(
+        LedgerAccount::Available(owner),
+        LedgerAccount::Unclaimed,
+        wallet.available,
+        Reason::Unclaimed,
+    ) else {
+        return vec![];
+    };
+    vec![WalletEvent::WalletBalanceUnclaimed(
+        WalletBalanceUnclaimed { entry, at },
+    )]
+}
+
 /// Credits a confirmed crypto payment of `paid`. What is credited, and once,
 /// is the caller's decision ([`crate::domain::commerce::record_payment`]).
 ///
@@ -401,6 +437,41 @@ mod tests {
             (wallet.available, wallet.held(), wallet.balance()),
             (Micros(600_000), Micros(400_000), Micros(1_000_000))
         );
+    }
+
+    #[test]
+    fn the_available_balance_moves_to_unclaimed_once_and_held_money_stays() {
+        let order = OrderId::new();
+        let mut history = funded(9_610_000);
+        history.extend(
+            place_hold(
+                &Wallet::from_events(&history),
+                owner(),
+                order,
+                Micros(610_000),
+                t0(),
+            )
+            .unwrap(),
+        );
+        // Given $9.00 available and $0.61 held, the move takes the $9.00.
+        let wallet = given::<Wallet>(history.clone())
+            .when(|w| Ok::<_, WalletError>(unclaim_available(w, owner(), t0())))
+            .then(vec![WalletEvent::WalletBalanceUnclaimed(
+                WalletBalanceUnclaimed {
+                    entry: Entry {
+                        debit: LedgerAccount::Available(owner()),
+                        credit: LedgerAccount::Unclaimed,
+                        amount: Micros(9_000_000),
+                        reason: Reason::Unclaimed,
+                    },
+                    at: t0(),
+                },
+            )]);
+        assert_eq!(wallet.available, Micros(0));
+        assert_eq!(wallet.held(), Micros(610_000));
+        // A second move finds nothing to move.
+        assert_eq!(unclaim_available(&wallet, owner(), t0()), vec![]);
+        assert_eq!(unclaim_available(&Wallet::default(), owner(), t0()), vec![]);
     }
 
     #[test]
@@ -637,7 +708,7 @@ mod tests {
                         }
                         WalletEvent::WalletHoldVoided(e) => proptest::prop_assert!(settled.insert(e.order), "settled twice"),
                         WalletEvent::WalletCashbackCredited(e) => cashback += e.entry.amount.0,
-                        WalletEvent::WalletHoldPlaced(_) => {}
+                        WalletEvent::WalletHoldPlaced(_) | WalletEvent::WalletBalanceUnclaimed(_) => {}
                     }
                     for entry in event.entries() {
                         balances.post(&entry).unwrap();

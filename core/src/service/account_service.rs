@@ -63,9 +63,12 @@ use crate::domain::account::{
 };
 use crate::domain::clock::{Clock, SystemClock};
 use crate::domain::codec::DomainEvent;
-use crate::domain::commerce::{captured_to_check, has_active_orders};
+use crate::domain::commerce::{
+    captured_to_check, erase_account as erase_with_balance, has_active_orders,
+};
 use crate::domain::ids::{AccountId, ApiKeyId};
 use crate::domain::ledger::Owner;
+use crate::domain::money::Micros;
 use crate::domain::order::Order;
 use crate::domain::wallet::Wallet;
 use crate::log::{EventStore, StreamName};
@@ -676,11 +679,20 @@ impl<S: EventStore> Accounts<S> {
 
     /// Requests the account's deletion: disabled at once, erasure due in 30 days;
     /// refused ([`AccountError::ActiveOrders`]) while orders are active (an open
-    /// hold, or a recent captured order not final yet). The wallet is a condition
-    /// of the append, so an order placed meanwhile makes the decision run again.
-    pub async fn request_deletion(&self, account: AccountId) -> Result<()> {
+    /// hold, or a recent captured order not final yet), and
+    /// ([`AccountError::BalanceNotForfeited`]) while the wallet has money
+    /// available unless `confirm_forfeit`: at the erasure it moves to
+    /// unclaimed balances. Returns that available balance. The wallet is a
+    /// condition of the append, so an order placed or a deposit credited
+    /// meanwhile makes the decision run again.
+    pub async fn request_deletion(
+        &self,
+        account: AccountId,
+        confirm_forfeit: bool,
+    ) -> Result<Micros> {
         let clock = &self.clock;
-        self.runner()
+        let committed = self
+            .runner()
             .run(|tx| {
                 Box::pin(async move {
                     let state = tx.load::<Account>(&account.stream()).await?;
@@ -698,13 +710,21 @@ impl<S: EventStore> Accounts<S> {
                         }
                     }
                     let active = has_active_orders(&wallet, &recent);
-                    let events = decide_request_deletion(&state, active, clock.now())?;
-                    Ok(tx.emit(&account.stream(), &events)?)
+                    let available = wallet.available;
+                    let events = decide_request_deletion(
+                        &state,
+                        active,
+                        available,
+                        confirm_forfeit,
+                        clock.now(),
+                    )?;
+                    tx.emit(&account.stream(), &events)?;
+                    Ok(available)
                 })
             })
             .await?;
         tracing::info!(account = %account, "account deletion requested");
-        Ok(())
+        Ok(committed.value)
     }
 
     /// Withdraws a pending deletion, before its erasure is due.
@@ -717,7 +737,8 @@ impl<S: EventStore> Accounts<S> {
     /// Erases the account's personal data once its deletion is due, or once
     /// its registration lapsed unverified (what the retention sweep calls):
     /// releases its address, erases the account's vault subject, then records
-    /// `AccountErased`. Refused unless one of the two is due
+    /// `AccountErased`, with the move of the wallet's available balance to
+    /// unclaimed balances in the same append. Refused unless one of the two is due
     /// ([`AccountError::ErasureNotDue`], [`AccountError::NoDeletionPending`]); [`AccountError::AccountErased`] once
     /// recorded. The key goes first, so a crash between the two leaves the data
     /// erased and the account still on the schedule: the next call records the
@@ -738,9 +759,12 @@ impl<S: EventStore> Accounts<S> {
             .run(|tx| {
                 Box::pin(async move {
                     let state = tx.load::<Account>(&account.stream()).await?;
-                    let events = decide_erase_account(&state, clock.now())?;
+                    let wallet_stream = Owner::Account(account).wallet_stream();
+                    let wallet = tx.load::<Wallet>(&wallet_stream).await?;
+                    let erasure = erase_with_balance(&state, &wallet, clock.now())?;
                     vault.erase(&account.subject())?;
-                    Ok(tx.emit(&account.stream(), &events)?)
+                    tx.emit(&wallet_stream, &erasure.wallet)?;
+                    Ok(tx.emit(&account.stream(), &erasure.account)?)
                 })
             })
             .await?;

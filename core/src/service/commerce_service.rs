@@ -767,8 +767,24 @@ impl<S: EventStore> Commerce<S> {
                         Some(owner) => tx.load::<Wallet>(&owner.wallet_stream()).await?,
                         None => Wallet::default(),
                     };
-                    let decision =
-                        decide::record_payment(&guard, &deposit, &wallet, id, report, clock.now())?;
+                    // A credit to an erased account moves on to unclaimed
+                    // balances; the account is a condition, so an erasure
+                    // recorded meanwhile makes this decide again.
+                    let account = match owner {
+                        Some(Owner::Account(account)) => {
+                            Some(tx.load::<Account>(&account.stream()).await?)
+                        }
+                        _ => None,
+                    };
+                    let decision = decide::record_payment_of(
+                        account.as_ref(),
+                        &guard,
+                        &deposit,
+                        &wallet,
+                        id,
+                        report,
+                        clock.now(),
+                    )?;
                     if let PaymentDecision::Credit {
                         owner,
                         guard,

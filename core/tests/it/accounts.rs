@@ -554,7 +554,7 @@ fn deletion_disables_login_and_api_keys_and_can_be_withdrawn_for_30_days() {
             .unwrap()
             .order;
         assert_eq!(
-            refused(w.accounts.request_deletion(reg.account).await),
+            refused(w.accounts.request_deletion(reg.account, true).await),
             AccountError::ActiveOrders
         );
         w.commerce
@@ -565,7 +565,10 @@ fn deletion_disables_login_and_api_keys_and_can_be_withdrawn_for_30_days() {
             .await
             .unwrap();
 
-        w.accounts.request_deletion(reg.account).await.unwrap();
+        w.accounts
+            .request_deletion(reg.account, true)
+            .await
+            .unwrap();
         let view = a.account(reg.account).await.unwrap();
         assert_eq!(view.status, AccountViewStatus::DeletionPending);
         assert_eq!(view.deletion_due_at, Some(start() + Duration::days(30)));
@@ -593,7 +596,7 @@ fn deletion_disables_login_and_api_keys_and_can_be_withdrawn_for_30_days() {
             AccountError::AccountDisabled
         );
         assert_eq!(
-            refused(w.accounts.request_deletion(reg.account).await),
+            refused(w.accounts.request_deletion(reg.account, true).await),
             AccountError::DeletionAlreadyRequested
         );
 
@@ -606,7 +609,10 @@ fn deletion_disables_login_and_api_keys_and_can_be_withdrawn_for_30_days() {
             .await
             .unwrap();
 
-        w.accounts.request_deletion(reg.account).await.unwrap();
+        w.accounts
+            .request_deletion(reg.account, true)
+            .await
+            .unwrap();
         w.clock.advance(Duration::days(30));
         assert_eq!(
             refused(a.withdraw_deletion(reg.account).await),
@@ -778,7 +784,10 @@ fn an_erased_account_reads_as_erased_and_cannot_log_in() {
     runtime().block_on(async {
         let a = &w.accounts;
         let reg = a.register("trent@example.com", PASSWORD).await.unwrap();
-        w.accounts.request_deletion(reg.account).await.unwrap();
+        w.accounts
+            .request_deletion(reg.account, true)
+            .await
+            .unwrap();
         w.store.vault.erase(&reg.account.subject()).unwrap();
         let view = a.account(reg.account).await.unwrap();
         assert_eq!(view.status, AccountViewStatus::Erased);
@@ -941,7 +950,10 @@ fn the_holder_of_a_pending_deletion_can_authenticate_with_the_password_to_withdr
             reg.account
         );
 
-        w.accounts.request_deletion(reg.account).await.unwrap();
+        w.accounts
+            .request_deletion(reg.account, true)
+            .await
+            .unwrap();
         assert_eq!(
             refused(a.authenticate("peggy@example.com", PASSWORD).await),
             AccountError::AccountDisabled
@@ -1016,6 +1028,7 @@ mod erasure {
         AccountEvent::AccountDeletionRequested(AccountDeletionRequested {
             at,
             erase_due_at: at + Duration::days(DELETION_GRACE_DAYS),
+            forfeit_balance: Some(Micros(0)),
         })
     }
 
@@ -1250,7 +1263,10 @@ mod erasure {
                 refused(a.erase_account(reg.account).await),
                 AccountError::NoDeletionPending
             );
-            w.accounts.request_deletion(reg.account).await.unwrap();
+            w.accounts
+                .request_deletion(reg.account, true)
+                .await
+                .unwrap();
             w.clock
                 .advance(Duration::days(DELETION_GRACE_DAYS) - Duration::seconds(1));
             assert_eq!(

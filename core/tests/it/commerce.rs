@@ -18,7 +18,7 @@ use nexus_core::domain::order::{
 use nexus_core::domain::wallet::{Payment, WalletError, WalletEvent};
 use nexus_core::log::{EventStore, SledLog};
 use nexus_core::service::commerce_service::{CommandError, PaymentOutcome};
-use nexus_testkit::{request, runtime, World};
+use nexus_testkit::{request, runtime, unique_report, World};
 
 /// Replays every wallet event in the log: all accounts sum to zero at every
 /// position, no customer wallet is ever negative. Returns the final balances.
@@ -605,6 +605,117 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
+/// The amounts of every move to unclaimed balances in the log, in order.
+async fn unclaimed_moves(log: &SledLog) -> Vec<Micros> {
+    let mut moves = Vec::new();
+    for record in log.read_all(1, 10_000).await.unwrap() {
+        if record.event_type == "WalletBalanceUnclaimed" {
+            let event =
+                WalletEvent::decode(&record.event_type, record.schema_version, &record.payload)
+                    .unwrap();
+            moves.extend(event.entries().iter().map(|e| e.amount));
+        }
+    }
+    moves
+}
+
+#[test]
+fn a_balance_is_forfeited_only_when_confirmed_and_moves_to_unclaimed_once_at_erasure() {
+    let w = World::new();
+    runtime().block_on(async {
+        let owner = w.funded_customer(9_610_000).await;
+        let Owner::Account(account) = owner else {
+            unreachable!()
+        };
+        // An invoice opened before the request, paid while it is pending.
+        let late = w
+            .commerce
+            .request_deposit(owner, Micros(1_000_000))
+            .await
+            .unwrap();
+        let version = w.log().stream_version(&account.stream()).await.unwrap();
+        // Given $9.61 available, when the deletion is asked without
+        // confirmation: refused with the amount, and nothing is recorded.
+        let refused = w
+            .accounts
+            .request_deletion(account, false)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            refused.refusal(),
+            Some(&AccountError::BalanceNotForfeited {
+                available: Micros(9_610_000)
+            })
+        );
+        assert_eq!(
+            w.log().stream_version(&account.stream()).await.unwrap(),
+            version
+        );
+        // Confirmed: requested, answering the balance that will move.
+        let forfeited = w.accounts.request_deletion(account, true).await.unwrap();
+        assert_eq!(forfeited, Micros(9_610_000));
+        // Sent again: refused, nothing changes.
+        let again = w
+            .accounts
+            .request_deletion(account, true)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            again.refusal(),
+            Some(&AccountError::DeletionAlreadyRequested)
+        );
+        // Money arriving while the deletion is pending is kept until the erasure.
+        w.commerce
+            .record_payment(late, unique_report("eth", 1_000_000))
+            .await
+            .unwrap();
+        assert_eq!(
+            w.commerce.wallet(owner).await.unwrap().available,
+            Micros(10_610_000)
+        );
+        assert_eq!(unclaimed_moves(&w.log()).await, vec![]);
+
+        w.clock.advance(Duration::days(30));
+        w.accounts.erase_account(account).await.unwrap();
+        // Erased twice: refused, and the money moved once, all of it.
+        let twice = w.accounts.erase_account(account).await.unwrap_err();
+        assert_eq!(twice.refusal(), Some(&AccountError::AccountErased));
+        assert_eq!(unclaimed_moves(&w.log()).await, vec![Micros(10_610_000)]);
+        assert_eq!(w.commerce.wallet(owner).await.unwrap().available, Micros(0));
+        let balances = audit(&w.log()).await;
+        assert_eq!(balances.get(LedgerAccount::Unclaimed), Micros(10_610_000));
+        assert_eq!(balances.get(LedgerAccount::Available(owner)), Micros(0));
+    });
+}
+
+#[test]
+fn a_payment_confirmed_after_the_erasure_ends_in_unclaimed() {
+    let w = World::new();
+    runtime().block_on(async {
+        let owner = w.customer().await;
+        let Owner::Account(account) = owner else {
+            unreachable!()
+        };
+        let invoice = w.commerce.request_deposit(owner, Micros(5_000_000)).await.unwrap();
+        w.accounts.request_deletion(account, false).await.unwrap();
+        w.clock.advance(Duration::days(30));
+        w.accounts.erase_account(account).await.unwrap();
+        assert_eq!(unclaimed_moves(&w.log()).await, vec![]);
+        // Given the account erased, when the gateway confirms the old invoice:
+        // credited (the money arrived) and moved on to unclaimed at once.
+        let outcome = w
+            .commerce
+            .record_payment(invoice, unique_report("eth", 5_000_000))
+            .await
+            .unwrap();
+        assert!(matches!(outcome, PaymentOutcome::Credited { amount, .. } if amount == Micros(5_000_000)));
+        assert_eq!(w.commerce.wallet(owner).await.unwrap().available, Micros(0));
+        assert_eq!(unclaimed_moves(&w.log()).await, vec![Micros(5_000_000)]);
+        let balances = audit(&w.log()).await;
+        assert_eq!(balances.get(LedgerAccount::Unclaimed), Micros(5_000_000));
+    });
+}
+
 #[test]
 fn deletion_is_refused_while_orders_are_active_and_stops_new_orders() {
     let w = World::new();
@@ -615,7 +726,11 @@ fn deletion_is_refused_while_orders_are_active_and_stops_new_orders() {
         };
         w.fund(owner, 2_000_000).await;
         let order = w.placed_order(owner, 500_000).await;
-        let refused = w.accounts.request_deletion(account).await.unwrap_err();
+        let refused = w
+            .accounts
+            .request_deletion(account, true)
+            .await
+            .unwrap_err();
         assert_eq!(refused.refusal(), Some(&AccountError::ActiveOrders));
         // Delivered but not completed is still active.
         w.commerce
@@ -627,10 +742,14 @@ fn deletion_is_refused_while_orders_are_active_and_stops_new_orders() {
             .read_code(order, owner, DeliveryChannel::Api)
             .await
             .unwrap();
-        let refused = w.accounts.request_deletion(account).await.unwrap_err();
+        let refused = w
+            .accounts
+            .request_deletion(account, true)
+            .await
+            .unwrap_err();
         assert_eq!(refused.refusal(), Some(&AccountError::ActiveOrders));
         w.commerce.complete(order, owner).await.unwrap();
-        w.accounts.request_deletion(account).await.unwrap();
+        w.accounts.request_deletion(account, true).await.unwrap();
         // Disabled at once: no new orders.
         assert!(matches!(
             w.commerce.place_order(owner, &request(500_000), None).await,
@@ -659,7 +778,7 @@ fn a_deletion_racing_new_orders_never_leaves_an_active_order_behind() {
                     })
                 })
                 .collect();
-            let deleted = w.accounts.request_deletion(account).await;
+            let deleted = w.accounts.request_deletion(account, true).await;
             let mut placed = 0;
             for o in orders {
                 if o.await.unwrap().is_ok() {
@@ -669,7 +788,7 @@ fn a_deletion_racing_new_orders_never_leaves_an_active_order_behind() {
             // Either the deletion went first (and every later order was refused),
             // or it saw an active order and was refused.
             match deleted {
-                Ok(()) => {
+                Ok(_) => {
                     let wallet = w.commerce.wallet(owner).await.unwrap();
                     assert_eq!(
                         wallet.held(),

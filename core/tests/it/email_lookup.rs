@@ -100,7 +100,7 @@ fn after_erasure_and_rotation_no_key_on_the_machine_finds_the_erased_address() {
         // Given a live account and an erased one,
         let alice = w.registered(LIVE).await;
         let bob = w.registered(ERASED).await;
-        a.request_deletion(bob).await.unwrap();
+        a.request_deletion(bob, true).await.unwrap();
         w.clock.advance(Duration::days(DELETION_GRACE_DAYS));
         a.erase_account(bob).await.unwrap();
         // the erased address is still found before a rotation (the check sees it),

@@ -134,6 +134,14 @@ fn wallet_samples() -> Vec<WalletEvent> {
             ),
             at: at(),
         }),
+        WalletEvent::WalletBalanceUnclaimed(WalletBalanceUnclaimed {
+            entry: entry(
+                LedgerAccount::Available(o),
+                LedgerAccount::Unclaimed,
+                Reason::Unclaimed,
+            ),
+            at: at(),
+        }),
     ]
 }
 
@@ -298,6 +306,7 @@ fn account_samples() -> Vec<AccountEvent> {
         AccountEvent::AccountDeletionRequested(AccountDeletionRequested {
             at: at(),
             erase_due_at: at(),
+            forfeit_balance: Some(Micros(9_610_000)),
         }),
         AccountEvent::AccountDeletionWithdrawn(AccountDeletionWithdrawn { at: at() }),
         AccountEvent::ApiKeyCreated(ApiKeyCreated {
@@ -831,6 +840,22 @@ fn an_api_key_created_of_version_1_reads_as_an_orders_key_for_any_address() {
             label: None,
             allowed_ips: vec![],
             at: at(),
+        })
+    );
+}
+
+/// `AccountDeletionRequested` version 1 (before the balance was asked about)
+/// reads with no forfeited balance recorded.
+#[test]
+fn an_account_deletion_requested_of_version_1_reads_with_no_balance_recorded() {
+    let payload = stored_payload("AccountDeletionRequested/1");
+    let decoded = AccountEvent::decode("AccountDeletionRequested", 1, &payload).unwrap();
+    assert_eq!(
+        decoded,
+        AccountEvent::AccountDeletionRequested(AccountDeletionRequested {
+            at: at(),
+            erase_due_at: at(),
+            forfeit_balance: None,
         })
     );
 }

@@ -119,7 +119,7 @@ fn a_reset_for_an_address_without_an_enabled_account_records_nothing() {
     runtime().block_on(async {
         let a = &w.accounts;
         let leaving = w.registered("leo@example.com").await;
-        a.request_deletion(leaving).await.unwrap();
+        a.request_deletion(leaving, true).await.unwrap();
         let head = w.store.log.head();
         for email in ["nobody@example.com", "not an address", "leo@example.com"] {
             assert!(a.request_password_reset(email).await.unwrap().is_none());

@@ -187,7 +187,7 @@ fn the_secret_is_sealed_under_the_account_and_erased_with_it() {
             panic!("{:?}", state.two_factor)
         };
         assert_eq!(secret.plain().map(|s| s.secret.clone()), Some(key));
-        a.request_deletion(account).await.unwrap();
+        a.request_deletion(account, true).await.unwrap();
         w.store.vault.erase(&account.subject()).unwrap();
         let state = a.load_account(account).await.unwrap().state;
         let TwoFactor::Pending { secret, .. } = &state.two_factor else {
@@ -208,7 +208,7 @@ fn withdrawing_a_deletion_with_the_password_needs_a_code_too() {
             unreachable!()
         };
         a.confirm_two_factor(account, &first).await.unwrap();
-        a.request_deletion(account).await.unwrap();
+        a.request_deletion(account, true).await.unwrap();
         assert_eq!(
             refused(a.authenticate_holder(EMAIL, PASSWORD).await),
             AccountError::TwoFactorRequired

@@ -76,6 +76,7 @@ fn wallet_event(
         WalletEvent::WalletHoldCaptured(e) => (Reference::Order(e.order), e.at),
         WalletEvent::WalletHoldVoided(e) => (Reference::Order(e.order), e.at),
         WalletEvent::WalletCashbackCredited(e) => (Reference::Order(e.order), e.at),
+        WalletEvent::WalletBalanceUnclaimed(e) => (Reference::Unclaimed, e.at),
     };
     let mut changes: Vec<Change> = Vec::with_capacity(1);
     for entry in event.entries() {

@@ -56,6 +56,9 @@ pub(crate) struct WalletRow {
 pub enum Reference {
     Order(OrderId),
     Deposit(DepositId),
+    /// The move of the balance to unclaimed balances (the account was
+    /// erased). Last, so rows written before it keep their encoding.
+    Unclaimed,
 }
 
 /// The effect of one event on one wallet, with the balances after it.

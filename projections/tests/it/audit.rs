@@ -6,10 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::common::*;
-use nexus_core::domain::ledger::{LedgerAccount, Owner};
+use nexus_core::domain::ledger::{LedgerAccount, Owner, Reason};
+use nexus_core::domain::money::Micros;
 use nexus_core::log::EventStore;
 use nexus_projections::audit::{compare_with_read_model, export_entries, trial_balance};
-use nexus_projections::{Runner, RunnerConfig};
+use nexus_projections::wallets::Reference;
+use nexus_projections::{rebuild, RebuildOptions, Runner, RunnerConfig};
 
 #[test]
 fn the_replayed_ledger_balances_and_matches_the_read_model() {
@@ -85,5 +87,89 @@ fn the_replayed_ledger_balances_and_matches_the_read_model() {
         assert!(!text.contains("@example.com"));
         let cleared = early.balances.get(LedgerAccount::CryptoClearing);
         assert!(cleared.0 < 0, "deposits came in: {cleared:?}");
+    });
+}
+
+#[test]
+fn an_erased_balance_shows_on_unclaimed_in_the_read_model_the_audit_and_the_export() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let _entered = rt.enter();
+    let world = World::open(dir.path());
+    rt.block_on(async {
+        // Given a customer with $9.61 who confirmed its forfeit, when the
+        // account is erased 30 days later:
+        let owner = world.funded_customer(9_610_000).await;
+        let Owner::Account(account) = owner else {
+            unreachable!()
+        };
+        world
+            .accounts
+            .request_deletion(account, true)
+            .await
+            .unwrap();
+        world.clock.advance(chrono::Duration::days(30));
+        world.accounts.erase_account(account).await.unwrap();
+        let head = world.log().head();
+
+        // the replayed ledger sums to zero and shows the amount on unclaimed,
+        let audit = trial_balance(world.log().as_ref(), None).await.unwrap();
+        assert!(audit.ok(), "{audit:?}");
+        assert_eq!(audit.total(), 0);
+        assert_eq!(
+            audit.balances.get(LedgerAccount::Unclaimed),
+            Micros(9_610_000)
+        );
+        assert_eq!(
+            audit.balances.get(LedgerAccount::Available(owner)),
+            Micros(0)
+        );
+
+        // the wallets read model agrees, with a ledger row of its own,
+        let runner = Runner::start(world.log(), &world.models, RunnerConfig::default()).unwrap();
+        runner
+            .wait_for(None, head, Duration::from_secs(30))
+            .await
+            .unwrap();
+        runner.stop().await;
+        let wallets = world.models.wallets().unwrap();
+        let (mismatches, count) = compare_with_read_model(&audit, &wallets).unwrap();
+        assert_eq!(count, 0, "{mismatches:?}");
+        assert_eq!(wallets.balance(&owner).unwrap().available, Micros(0));
+        let system = wallets.system_balances().unwrap();
+        assert!(system.contains(&(LedgerAccount::Unclaimed, Micros(9_610_000))));
+        let newest = &wallets.ledger(&owner, None, 1).unwrap().items[0];
+        assert_eq!(newest.reason, Reason::Unclaimed);
+        assert_eq!(newest.reference, Reference::Unclaimed);
+        assert_eq!(newest.available_change, Micros(-9_610_000));
+
+        // the export has the entry,
+        let mut out = Vec::new();
+        export_entries(world.log().as_ref(), None, None, &mut out)
+            .await
+            .unwrap();
+        let moved: Vec<serde_json::Value> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|v| v["credit"] == "unclaimed")
+            .collect();
+        assert_eq!(moved.len(), 1, "{moved:?}");
+        assert_eq!(moved[0]["reason"], "unclaimed");
+        assert_eq!(moved[0]["amount"], "9.610000");
+        assert_eq!(moved[0]["event"], "WalletBalanceUnclaimed");
+
+        // and a rebuild of the wallets writes the same bytes.
+        let incremental = world.models.dump("wallets").unwrap();
+        rebuild(
+            &world.log(),
+            &world.models,
+            world.models.projections(),
+            &RebuildOptions::default(),
+            |_, _| {},
+        )
+        .await
+        .unwrap();
+        assert_eq!(world.models.dump("wallets").unwrap(), incremental);
     });
 }

@@ -240,9 +240,9 @@ pub async fn concurrent_workload(world: &Arc<World>, customers: u64, orders_each
     }
     // A deletion request and a withdrawal (no active orders are left).
     let first = world.verified("leaving@example.com").await;
-    world.accounts.request_deletion(first).await.unwrap();
+    world.accounts.request_deletion(first, true).await.unwrap();
     let second = world.verified("staying@example.com").await;
-    world.accounts.request_deletion(second).await.unwrap();
+    world.accounts.request_deletion(second, true).await.unwrap();
     world.accounts.withdraw_deletion(second).await.unwrap();
 }
 

@@ -296,7 +296,11 @@ fn an_erased_account_reads_erased_and_leaves_the_schedule_incrementally_and_afte
         let runner = Runner::start(world.log(), &world.models, RunnerConfig::default()).unwrap();
         let leaving = world.verified("leaving@example.com").await;
         let staying = world.verified("staying@example.com").await;
-        world.accounts.request_deletion(leaving).await.unwrap();
+        world
+            .accounts
+            .request_deletion(leaving, true)
+            .await
+            .unwrap();
         let due = start() + chrono::Duration::days(DELETION_GRACE_DAYS);
         runner
             .wait_for(None, world.store.log.head(), Duration::from_secs(10))

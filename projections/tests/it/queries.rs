@@ -92,7 +92,11 @@ fn accounts_by_id_by_email_and_api_keys() {
             .change_email(account, "second@example.com")
             .await
             .unwrap();
-        world.accounts.request_deletion(account).await.unwrap();
+        world
+            .accounts
+            .request_deletion(account, true)
+            .await
+            .unwrap();
         caught_up(&world, &runner).await;
         let summary = accounts.account(account).unwrap().unwrap();
         assert_eq!(summary.email, Personal::Plain("second@example.com".into()));

@@ -102,10 +102,13 @@ pub enum Mail {
         /// Paid after the invoice expired.
         late: bool,
     },
-    /// The account is disabled and will be deleted at `effective_at`.
+    /// The account is disabled and will be deleted at `effective_at`; the
+    /// wallet's `forfeit_balance` (available when the deletion was asked)
+    /// moves to unclaimed balances then.
     DeletionScheduled {
         to: Recipient,
         effective_at: DateTime<Utc>,
+        forfeit_balance: Micros,
     },
     /// The account's personal data is gone (sent before the address is).
     DeletionDone { to: Recipient },
@@ -194,6 +197,48 @@ fn day(at: DateTime<Utc>) -> String {
 
 fn minute(at: DateTime<Utc>) -> String {
     at.format("%Y-%m-%d %H:%M UTC").to_string()
+}
+
+/// The body of [`Mail::DeletionScheduled`] after the greeting: when the data
+/// goes, what the balance becomes, and how to withdraw the request (the sender
+/// takes no replies).
+fn deletion_scheduled(
+    settings: &MailSettings,
+    effective_at: DateTime<Utc>,
+    forfeit_balance: Micros,
+) -> String {
+    let service = one_line(&settings.service_name);
+    let root = one_line(settings.public_url.trim_end_matches('/'));
+    let (date, deadline) = (day(effective_at), minute(effective_at));
+    let mut text = format!(
+        "we received your request to delete your {service} account. The account is \
+         disabled now, and its personal data will be deleted for good on {date}.\n\n"
+    );
+    if forfeit_balance.is_positive() {
+        text.push_str(&format!(
+            "Your wallet's balance of {forfeit_balance} USD is forfeited, as you confirmed: \
+             when the account is deleted, it moves to unclaimed balances and can no longer \
+             be spent. So does any payment that reaches the account before then.\n\n"
+        ));
+    }
+    text.push_str(&format!(
+        "To keep your account, withdraw the request before {deadline}: send \
+         DELETE {root}/v1/me/deletion with your e-mail address and password as the JSON \
+         body ({{\"email\": \"...\", \"password\": \"...\"}}), or from a session you \
+         are still signed in with. The account then works again as before"
+    ));
+    text.push_str(if forfeit_balance.is_positive() {
+        ", with its balance.\n\n"
+    } else {
+        ".\n\n"
+    });
+    text.push_str(
+        "Transaction records are kept for 7 years, as the law requires, without your \
+         personal data.\n\n\
+         If you did not ask for this, withdraw the request as above at once, then change \
+         your password. This address receives no replies.\n",
+    );
+    text
 }
 
 impl Mail {
@@ -360,18 +405,15 @@ impl Mail {
                     );
                 }
             }
-            Mail::DeletionScheduled { effective_at, .. } => {
-                text.push_str(&format!(
-                    "we received your request to delete your {service} account. The \
-                     account is disabled now, and its personal data will be deleted \
-                     for good on {}.\n\n\
-                     Transaction records are kept for 7 years, as the law requires, \
-                     without your personal data.\n\n\
-                     If you did not ask for this, contact us at once by replying to \
-                     this message.\n",
-                    day(*effective_at)
-                ));
-            }
+            Mail::DeletionScheduled {
+                effective_at,
+                forfeit_balance,
+                ..
+            } => text.push_str(&deletion_scheduled(
+                settings,
+                *effective_at,
+                *forfeit_balance,
+            )),
             Mail::DeletionDone { .. } => {
                 text.push_str(&format!(
                     "your {service} account and its personal data have been deleted. \
@@ -620,5 +662,107 @@ mod recovery_mail_tests {
             MailId::for_registration_attempt(account, 10),
             MailId::for_registration_attempt(account, 11)
         );
+    }
+}
+
+#[cfg(test)]
+mod deletion_mail_tests {
+    use super::*;
+
+    fn settings() -> MailSettings {
+        MailSettings {
+            public_url: "https://nexus.test/".into(),
+            ..MailSettings::default()
+        }
+    }
+
+    fn scheduled(forfeit_micros: i64) -> Mail {
+        Mail::DeletionScheduled {
+            to: Recipient::parse("alice@example.com").unwrap(),
+            // 2030-03-17 17:46 UTC
+            effective_at: DateTime::from_timestamp(1_900_000_000, 0).unwrap(),
+            forfeit_balance: Micros(forfeit_micros),
+        }
+    }
+
+    /// Every mail the service sends, with a balance where one can be named.
+    fn every_mail() -> Vec<Mail> {
+        let to = Recipient::parse("alice@example.com").unwrap();
+        let at = DateTime::from_timestamp(1_900_000_000, 0).unwrap();
+        let token = "0190000000007000800000000000000a.t0k3n".to_owned();
+        vec![
+            Mail::Verification {
+                to: to.clone(),
+                token: token.clone(),
+                expires_at: Some(at),
+            },
+            Mail::DepositConfirmation {
+                to: to.clone(),
+                deposit: DepositId(uuid::Uuid::from_u128(1)),
+                invoiced: Micros(10_000_000),
+                credited: Micros(9_000_000),
+                late: true,
+            },
+            scheduled(9_610_000),
+            scheduled(0),
+            Mail::DeletionDone { to: to.clone() },
+            Mail::PolicyChange {
+                to: to.clone(),
+                title: "New terms".into(),
+                summary: "What changes.".into(),
+                effective_at: at,
+                url: None,
+            },
+            Mail::PasswordReset {
+                to: to.clone(),
+                token: token.clone(),
+                expires_at: at,
+            },
+            Mail::EmailChanged {
+                to: to.clone(),
+                token,
+                expires_at: at,
+            },
+            Mail::RegistrationAttempt { to },
+        ]
+    }
+
+    #[test]
+    fn the_deletion_mail_states_the_forfeited_balance_and_how_to_withdraw() {
+        let body = scheduled(9_610_000).body(&settings());
+        assert!(body.contains("deleted for good on 2030-03-17"), "{body}");
+        assert!(
+            body.contains("balance of 9.610000 USD is forfeited"),
+            "{body}"
+        );
+        assert!(body.contains("moves to unclaimed balances"), "{body}");
+        assert!(
+            body.contains("withdraw the request before 2030-03-17 17:46 UTC"),
+            "{body}"
+        );
+        assert!(
+            body.contains("DELETE https://nexus.test/v1/me/deletion"),
+            "{body}"
+        );
+        assert!(body.contains("with its balance"), "{body}");
+        scheduled(9_610_000).message(&settings()).unwrap();
+        // Nothing on the wallet: nothing said about a balance.
+        let empty = scheduled(0).body(&settings());
+        assert!(!empty.contains("USD"), "{empty}");
+        assert!(!empty.contains("balance"), "{empty}");
+        assert!(
+            empty.contains("withdraw the request before 2030-03-17 17:46 UTC"),
+            "{empty}"
+        );
+    }
+
+    #[test]
+    fn no_mail_asks_for_a_reply_from_the_no_reply_sender() {
+        for mail in every_mail() {
+            let body = mail.body(&settings()).to_lowercase();
+            for words in ["reply to", "replying", "respond to this", "answer this"] {
+                assert!(!body.contains(words), "{:?}: {body}", mail.kind());
+            }
+        }
     }
 }

@@ -35,6 +35,7 @@ fn deletion_notice(address: &str) -> Mail {
     Mail::DeletionScheduled {
         to: Recipient::parse(address).unwrap(),
         effective_at: Utc::now() + chrono::Duration::days(30),
+        forfeit_balance: nexus_core::domain::money::Micros(0),
     }
 }
 

@@ -175,6 +175,7 @@ async fn a_permanent_failure_is_reported_kept_and_sent_after_a_restart() {
     let mail = Mail::DeletionScheduled {
         to: to("frank.ghost@example.com"),
         effective_at,
+        forfeit_balance: Micros(0),
     };
     mailer.send(id, account, mail.clone()).unwrap();
     idle(&mailer).await;
@@ -288,6 +289,7 @@ async fn the_outbox_holds_one_parseable_eml_file_per_mail() {
         Mail::DeletionScheduled {
             to: to("kim@example.com"),
             effective_at: Utc::now() + chrono::Duration::days(30),
+            forfeit_balance: Micros(9_610_000),
         },
         Mail::DeletionDone {
             to: to("kim@example.com"),

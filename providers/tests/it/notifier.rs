@@ -102,13 +102,25 @@ async fn deposit_and_deletion_mails_are_sent_once_from_the_events() {
     task.await.unwrap().unwrap();
     // Restarted: what was mailed is not mailed again; what comes next is.
     let (stop, task) = start(mailer.clone());
-    accounts.request_deletion(account).await.unwrap();
+    accounts.request_deletion(account, true).await.unwrap();
     let mails = wait_for_mails(dir, 2).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mails_later = mails_in(dir);
     assert_eq!(mails.len(), 2, "{mails:?}");
     assert_eq!(mails_later.len(), 2, "no duplicates");
-    assert!(mails.iter().any(|m| m.to_lowercase().contains("delet")));
+    // The deletion mail states the balance the request forfeited (from the
+    // event) and how to withdraw, and asks for no reply.
+    let deletion = mails
+        .iter()
+        .find(|m| m.to_lowercase().contains("delet"))
+        .expect("a deletion mail");
+    let text = deletion.replace("=\r\n", "").replace("\r\n", " ");
+    assert!(
+        text.contains("balance of 7.50 USD is forfeited"),
+        "{deletion}"
+    );
+    assert!(text.contains("withdraw the request before"), "{deletion}");
+    assert!(!text.to_lowercase().contains("replying"), "{deletion}");
     stop.send(true).unwrap();
     task.await.unwrap().unwrap();
 

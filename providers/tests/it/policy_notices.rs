@@ -90,7 +90,7 @@ async fn every_active_account_is_mailed_once_across_a_crash() {
     }
     // One account in the second group asked to be deleted: it gets no notice.
     let leaving = POLICY_MAILS_PER_STEP + 3;
-    accounts.request_deletion(ids[leaving]).await.unwrap();
+    accounts.request_deletion(ids[leaving], true).await.unwrap();
     // The notifier's first start was before the announcement.
     let before_announcement = store.log.head();
     std::fs::write(&checkpoint, before_announcement.to_string()).unwrap();

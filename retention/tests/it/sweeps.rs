@@ -12,6 +12,7 @@ use nexus_core::domain::commerce::CommerceError;
 use nexus_core::domain::commerce::PlaceOrder;
 use nexus_core::domain::deposit::PaymentReport;
 use nexus_core::domain::ids::{AccountId, AnonymousId, OrderId};
+use nexus_core::domain::ledger::Owner;
 use nexus_core::domain::legal_hold::{CaseReference, HoldReason, HoldSubject};
 use nexus_core::domain::money::Micros;
 use nexus_core::domain::order::{Channel, CountryCode, ServiceCode};
@@ -83,7 +84,7 @@ impl World {
 
     async fn customer_asking_deletion(&self, email: &str) -> AccountId {
         let account = self.verified(email).await;
-        self.accounts.request_deletion(account).await.unwrap();
+        self.accounts.request_deletion(account, true).await.unwrap();
         account
     }
 
@@ -195,7 +196,7 @@ fn registrations_never_verified_lapse_after_a_day() {
         let lapsing = w.registered("lapsing@example.com").await;
         let verified_late = w.registered("late@example.com").await;
         let deleting = w.registered("deleting@example.com").await;
-        w.accounts.request_deletion(deleting).await.unwrap();
+        w.accounts.request_deletion(deleting, true).await.unwrap();
         w.clock.advance(Duration::hours(23));
         let token = w.accounts.issue_verification(verified_late).await.unwrap();
         w.accounts.verify_email(token.expose()).await.unwrap();
@@ -285,5 +286,58 @@ fn held_and_withdrawn_subjects_are_kept_and_verify_reports_what_is_overdue() {
         assert!(w.erased(DueSubject::Account(held)));
         w.caught_up().await;
         assert!(w.sweeper.verify().await.unwrap().ok());
+    });
+}
+
+/// Given a customer who confirmed the forfeit of $9.61 and one under a legal
+/// hold with $2, when the deletion falls due, then the sweep's erasure moves
+/// the $9.61 to unclaimed balances, once however often it sweeps, and the
+/// held account keeps its money with its data.
+#[test]
+fn the_sweep_moves_an_erased_accounts_balance_to_unclaimed_once() {
+    let rt = runtime();
+    let _entered = rt.enter();
+    let w = world();
+    rt.block_on(async {
+        let owner = w.funded_customer(9_610_000).await;
+        let Owner::Account(leaving) = owner else {
+            unreachable!()
+        };
+        w.accounts.request_deletion(leaving, true).await.unwrap();
+        let kept_owner = w.funded_customer(2_000_000).await;
+        let Owner::Account(kept) = kept_owner else {
+            unreachable!()
+        };
+        w.accounts.request_deletion(kept, true).await.unwrap();
+        w.holds
+            .place(
+                HoldSubject::Account(kept),
+                HoldReason::Litigation,
+                CaseReference::new("CASE-2026-21").unwrap(),
+            )
+            .await
+            .unwrap();
+
+        w.clock.advance(Duration::days(DELETION_GRACE_DAYS));
+        let report = w.sweep().await;
+        assert_eq!(report.accounts_erased, 1, "{report:?}");
+        w.sweep().await;
+        let moved: Vec<_> = w
+            .store
+            .log
+            .read_all(1, 10_000)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.event_type == "WalletBalanceUnclaimed")
+            .collect();
+        assert_eq!(moved.len(), 1);
+        assert_eq!(moved[0].stream, owner.wallet_stream());
+        let wallet = |o| w.commerce.wallet(o);
+        assert_eq!(wallet(owner).await.unwrap().available, Micros(0));
+        assert_eq!(
+            wallet(kept_owner).await.unwrap().available,
+            Micros(2_000_000)
+        );
     });
 }

@@ -511,11 +511,57 @@ fn deletion_waits_for_active_orders_and_is_withdrawn_by_session_or_password() {
     );
     assert_eq!(cancelled.status, 200, "{}", cancelled.body);
 
-    let requested = alice.with_session(&server, "POST", "/v1/me/deletion", None);
+    // Money on the wallet: asked without confirming its forfeit (no body, an
+    // empty one, `{}`, false), the request is refused with the amount, and
+    // nothing changes.
+    for body in [
+        None,
+        Some("{}"),
+        Some(r#"{"confirm_forfeit_balance":false}"#),
+    ] {
+        let refused = alice.with_session(&server, "POST", "/v1/me/deletion", body);
+        assert_eq!(refused.status, 409, "{body:?}: {}", refused.body);
+        assert_eq!(
+            refused.header("content-type"),
+            Some("application/problem+json")
+        );
+        let problem = refused.json();
+        assert_eq!(problem["code"], "balance_not_forfeited", "{problem}");
+        assert_eq!(problem["forfeit_balance"], "10.000000", "{problem}");
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(detail.contains("10.000000 USD"), "{detail}");
+        assert!(
+            detail.contains(r#"{"confirm_forfeit_balance": true}"#),
+            "{detail}"
+        );
+    }
+    for (body, what) in [
+        (r#"{"confirm_forfeit_balance":"yes"}"#, "a string"),
+        (
+            r#"{"confirm_forfeit_balance":true,"x":1}"#,
+            "an unknown field",
+        ),
+        ("[true]", "an array"),
+    ] {
+        let refused = alice.with_session(&server, "POST", "/v1/me/deletion", Some(body));
+        assert_eq!(refused.status, 400, "{what}: {}", refused.body);
+    }
+    let me = alice.with_session(&server, "GET", "/v1/me", None).json();
+    assert_eq!(me["status"], "active", "{me}");
+    assert_eq!(
+        alice.with_key(&server, "GET", "/v1/wallet", None).json()["available"],
+        "10.000000"
+    );
+
+    // Confirmed: accepted, stating what moves to unclaimed balances at the
+    // erasure.
+    let confirmed = Some(r#"{"confirm_forfeit_balance":true}"#);
+    let requested = alice.with_session(&server, "POST", "/v1/me/deletion", confirmed);
     assert_eq!(requested.status, 202, "{}", requested.body);
     let requested = requested.json();
     assert_eq!(requested["status"], "deletion_pending");
     let deletion = &requested["deletion"];
+    assert_eq!(deletion["forfeit_balance"], "10.000000", "{deletion}");
     let window_days = days_since_epoch(deletion["erase_due_at"].as_str().unwrap())
         - days_since_epoch(deletion["requested_at"].as_str().unwrap());
     assert!((window_days - 30.0).abs() < 1e-6, "{deletion}");
@@ -564,10 +610,17 @@ fn deletion_waits_for_active_orders_and_is_withdrawn_by_session_or_password() {
     let me = alice.with_session(&server, "GET", "/v1/me", None);
     assert_eq!(me.status, 200, "{}", me.body);
     assert_eq!(me.json()["deletion"], *deletion);
-    let again = alice.with_session(&server, "POST", "/v1/me/deletion", None);
+    // Sent again, confirmed or not: refused, nothing changes.
+    for body in [None, confirmed] {
+        let again = alice.with_session(&server, "POST", "/v1/me/deletion", body);
+        assert_eq!(
+            problem_code(&again).as_deref(),
+            Some("deletion_already_requested")
+        );
+    }
     assert_eq!(
-        problem_code(&again).as_deref(),
-        Some("deletion_already_requested")
+        alice.with_session(&server, "GET", "/v1/me", None).json()["deletion"],
+        *deletion
     );
     let export = alice.with_session(&server, "GET", "/v1/me/export", None);
     assert_eq!(export.status, 200, "{}", export.body);
@@ -593,7 +646,7 @@ fn deletion_waits_for_active_orders_and_is_withdrawn_by_session_or_password() {
     assert_eq!(problem_code(&by_key).as_deref(), Some("session_required"));
 
     // Requested again, then the session ends: the password is the way back.
-    let requested = alice.with_session(&server, "POST", "/v1/me/deletion", None);
+    let requested = alice.with_session(&server, "POST", "/v1/me/deletion", confirmed);
     assert_eq!(requested.status, 202, "{}", requested.body);
     let logout = alice.with_session(&server, "DELETE", "/v1/sessions", None);
     assert_eq!(logout.status, 204);

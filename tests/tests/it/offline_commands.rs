@@ -30,7 +30,13 @@ fn retention_commands_on_a_stopped_servers_data() {
     let mut server = Server::start();
     let dana = signed_in_customer(&server, "dana@example.com");
     fund(&server, &dana.key, "5.00");
-    let deletion = with_session(&server, "POST", "/v1/me/deletion", &dana.session, None);
+    let deletion = with_session(
+        &server,
+        "POST",
+        "/v1/me/deletion",
+        &dana.session,
+        Some(r#"{"confirm_forfeit_balance":true}"#),
+    );
     assert_eq!(deletion.status, 202, "{}", deletion.body);
 
     // The running server holds the store: the command says where to go instead.

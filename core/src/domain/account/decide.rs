@@ -20,6 +20,7 @@ use super::{
 };
 use crate::domain::codec::Personal;
 use crate::domain::ids::{AccountId, ApiKeyId};
+use crate::domain::money::Micros;
 
 /// A new verification token, by its hash, and how long it is valid.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -426,10 +427,15 @@ pub fn decide_set_objection(
 
 /// Requests the deletion: the account is disabled at once and its data is due
 /// for erasure [`DELETION_GRACE_DAYS`] days later. Refused while the account has
-/// active orders (`has_active_orders`, as the order side reports it).
+/// active orders (`has_active_orders`, as the order side reports it), and while
+/// the wallet has money `available` that the customer did not confirm as
+/// forfeited (`confirm_forfeit`): at the erasure it moves to unclaimed
+/// balances. The amount is recorded with the request.
 pub fn decide_request_deletion(
     state: &Account,
     has_active_orders: bool,
+    available: Micros,
+    confirm_forfeit: bool,
     now: DateTime<Utc>,
 ) -> Result<Vec<AccountEvent>, AccountError> {
     state.existing()?;
@@ -439,10 +445,14 @@ pub fn decide_request_deletion(
     if has_active_orders {
         return Err(AccountError::ActiveOrders);
     }
+    if available.is_positive() && !confirm_forfeit {
+        return Err(AccountError::BalanceNotForfeited { available });
+    }
     Ok(vec![AccountEvent::AccountDeletionRequested(
         AccountDeletionRequested {
             at: now,
             erase_due_at: now + Duration::days(DELETION_GRACE_DAYS),
+            forfeit_balance: Some(available),
         },
     )])
 }
@@ -921,7 +931,7 @@ mod tests {
     #[test]
     fn deletion_disables_at_once_and_is_refused_with_active_orders() {
         let state = given::<Account>(verified())
-            .when(|s| decide_request_deletion(s, false, t0()))
+            .when(|s| decide_request_deletion(s, false, Micros(0), false, t0()))
             .then(vec![deletion_requested(t0())]);
         assert_eq!(
             state.status,
@@ -937,16 +947,56 @@ mod tests {
         );
 
         given::<Account>(verified())
-            .when(|s| decide_request_deletion(s, true, t0()))
+            .when(|s| decide_request_deletion(s, true, Micros(0), false, t0()))
             .then_err(AccountError::ActiveOrders);
         let mut events = verified();
         events.push(deletion_requested(t0()));
         given::<Account>(events)
-            .when(|s| decide_request_deletion(s, false, t0()))
+            .when(|s| decide_request_deletion(s, false, Micros(0), false, t0()))
             .then_err(AccountError::DeletionAlreadyRequested);
         given::<Account>(vec![])
-            .when(|s| decide_request_deletion(s, false, t0()))
+            .when(|s| decide_request_deletion(s, false, Micros(0), false, t0()))
             .then_err(AccountError::AccountNotFound);
+    }
+
+    fn deletion_with(balance: Micros) -> AccountEvent {
+        AccountEvent::AccountDeletionRequested(AccountDeletionRequested {
+            at: t0(),
+            erase_due_at: t0() + Duration::days(30),
+            forfeit_balance: Some(balance),
+        })
+    }
+
+    #[test]
+    fn money_on_the_wallet_needs_the_confirmation_that_it_is_forfeited() {
+        let balance = Micros(9_610_000);
+        // Given $9.61 available, when asked without confirmation: refused,
+        // with the amount, and nothing recorded.
+        given::<Account>(verified())
+            .when(|s| decide_request_deletion(s, false, balance, false, t0()))
+            .then_err(AccountError::BalanceNotForfeited { available: balance });
+        // With the confirmation: requested, and the amount is recorded.
+        let state = given::<Account>(verified())
+            .when(|s| decide_request_deletion(s, false, balance, true, t0()))
+            .then(vec![deletion_with(balance)]);
+        assert!(matches!(
+            state.status,
+            AccountStatus::DeletionPending { .. }
+        ));
+        // An empty wallet needs no confirmation; it is recorded as zero.
+        given::<Account>(verified())
+            .when(|s| decide_request_deletion(s, false, Micros(0), false, t0()))
+            .then(vec![deletion_with(Micros(0))]);
+        // Active orders are refused first, whatever the confirmation.
+        given::<Account>(verified())
+            .when(|s| decide_request_deletion(s, true, balance, true, t0()))
+            .then_err(AccountError::ActiveOrders);
+        // A request sent again changes nothing, confirmed or not.
+        let mut pending = verified();
+        pending.push(deletion_with(balance));
+        given::<Account>(pending)
+            .when(|s| decide_request_deletion(s, false, balance, true, t0()))
+            .then_err(AccountError::DeletionAlreadyRequested);
     }
 
     #[test]

@@ -9,6 +9,7 @@ use super::totp::TotpSecretPii;
 use super::{ApiKeyScope, ApiKeySettings, IpRange, Sha256Hash};
 use crate::domain::codec::{upcast, EventBody, Personal};
 use crate::domain::ids::{AccountId, ApiKeyId};
+use crate::domain::money::Micros;
 use crate::{domain_events, personal_event_body};
 
 /// The personal part of [`AccountRegistered`].
@@ -120,8 +121,32 @@ impl EventBody for AccountObjectionSet {}
 pub struct AccountDeletionRequested {
     pub at: DateTime<Utc>,
     pub erase_due_at: DateTime<Utc>,
+    /// The wallet's available balance when the deletion was requested: what
+    /// moves to unclaimed balances at the erasure if nothing arrives
+    /// meanwhile. A balance above zero was confirmed as forfeited by the
+    /// customer. `None` in requests recorded before the balance was asked
+    /// about (version 1).
+    pub forfeit_balance: Option<Micros>,
 }
 impl EventBody for AccountDeletionRequested {}
+
+/// [`AccountDeletionRequested`] version 1, frozen: requests from before the
+/// balance was asked about. They read with no `forfeit_balance`.
+#[derive(Deserialize)]
+pub struct AccountDeletionRequestedV1 {
+    pub at: DateTime<Utc>,
+    pub erase_due_at: DateTime<Utc>,
+}
+
+impl From<AccountDeletionRequestedV1> for AccountDeletionRequested {
+    fn from(v1: AccountDeletionRequestedV1) -> AccountDeletionRequested {
+        AccountDeletionRequested {
+            at: v1.at,
+            erase_due_at: v1.erase_due_at,
+            forfeit_balance: None,
+        }
+    }
+}
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccountDeletionWithdrawn {
@@ -351,7 +376,9 @@ domain_events! {
         AccountPasswordChanged(AccountPasswordChanged) = 1,
         AccountEmailChanged(AccountEmailChanged) = 1,
         AccountObjectionSet(AccountObjectionSet) = 1,
-        AccountDeletionRequested(AccountDeletionRequested) = 1,
+        AccountDeletionRequested(AccountDeletionRequested) = 2 {
+            1 => upcast::<AccountDeletionRequestedV1, AccountDeletionRequested>
+        },
         AccountDeletionWithdrawn(AccountDeletionWithdrawn) = 1,
         ApiKeyCreated(ApiKeyCreated) = 2 { 1 => upcast::<ApiKeyCreatedV1, ApiKeyCreated> },
         ApiKeyRevoked(ApiKeyRevoked) = 1,

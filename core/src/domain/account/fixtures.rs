@@ -52,6 +52,7 @@ pub(super) fn deletion_requested(at: DateTime<Utc>) -> AccountEvent {
     AccountEvent::AccountDeletionRequested(AccountDeletionRequested {
         at,
         erase_due_at: at + Duration::days(30),
+        forfeit_balance: Some(Micros(0)),
     })
 }
 

@@ -84,6 +84,8 @@ pub use totp::*;
 pub use two_factor::*;
 pub use webhook_url::*;
 
+use crate::domain::money::Micros;
+
 /// Longest accepted e-mail address, in bytes (after trimming).
 pub const MAX_EMAIL_BYTES: usize = 254;
 /// Longest local part (before the `@`), in bytes (RFC 5321).
@@ -180,6 +182,13 @@ pub enum AccountError {
     ActiveOrders,
     #[error("the deletion of this account was already requested")]
     DeletionAlreadyRequested,
+    /// The wallet has money on it and the customer did not confirm that it
+    /// moves to unclaimed balances at the erasure.
+    #[error(
+        "the wallet has {available} USD available, which would move to unclaimed balances \
+         at the erasure; spend it, or confirm that it is forfeited"
+    )]
+    BalanceNotForfeited { available: Micros },
     #[error("no deletion of this account is pending")]
     NoDeletionPending,
     #[error("the {DELETION_GRACE_DAYS}-day window to withdraw the deletion is over")]

@@ -52,7 +52,7 @@ fn account(leaving: bool) -> Account {
         state.apply(&event);
     }
     if leaving {
-        for event in decide_request_deletion(&state, false, t0()).unwrap() {
+        for event in decide_request_deletion(&state, false, Micros(0), false, t0()).unwrap() {
             state.apply(&event);
         }
     }
@@ -287,6 +287,115 @@ fn a_late_payment_is_credited_and_marked_late_and_an_unknown_deposit_refused() {
         t0(),
     );
     assert_eq!(unknown, Err(CommerceError::Deposit(DepositError::NotFound)));
+}
+
+/// The account of [`account`]`(true)`, erased once its deletion fell due.
+fn erased_account() -> (Account, DateTime<Utc>) {
+    let mut state = account(true);
+    let due = t0() + Duration::days(30);
+    for event in erase_account(&state, &Wallet::default(), due)
+        .unwrap()
+        .account
+    {
+        state.apply(&event);
+    }
+    (state, due)
+}
+
+fn unclaimed(amount_micros: i64, at: DateTime<Utc>) -> WalletEvent {
+    WalletEvent::WalletBalanceUnclaimed(wallet::WalletBalanceUnclaimed {
+        entry: crate::domain::ledger::Entry {
+            debit: crate::domain::ledger::LedgerAccount::Available(Owner::Account(customer())),
+            credit: crate::domain::ledger::LedgerAccount::Unclaimed,
+            amount: Micros(amount_micros),
+            reason: crate::domain::ledger::Reason::Unclaimed,
+        },
+        at,
+    })
+}
+
+#[test]
+fn an_erasure_moves_the_available_balance_to_unclaimed_once() {
+    let owner = Owner::Account(customer());
+    let (id, deposit) = invoice(owner, 9_610_000);
+    let Ok(PaymentDecision::Credit { wallet: credit, .. }) = record_payment(
+        &PaymentGuard::default(),
+        &deposit,
+        &Wallet::default(),
+        id,
+        &report("1", "0x961", 9_610_000),
+        t0(),
+    ) else {
+        panic!("credited");
+    };
+    let mut wallet = Wallet::from_events(&credit);
+    let mut state = account(true);
+    let due = t0() + Duration::days(30);
+    // Given $9.61 available and the deletion due, when erased: the account's
+    // record and the move of exactly $9.61, decided together.
+    let erasure = erase_account(&state, &wallet, due).unwrap();
+    assert_eq!(erasure.wallet, vec![unclaimed(9_610_000, due)]);
+    assert!(matches!(
+        erasure.account[..],
+        [AccountEvent::AccountErased(_)]
+    ));
+    erasure.account.iter().for_each(|e| state.apply(e));
+    erasure.wallet.iter().for_each(|e| wallet.apply(e));
+    assert_eq!(wallet.available, Micros(0));
+    // Erased again: refused, so nothing moves twice.
+    assert_eq!(
+        erase_account(&state, &wallet, due),
+        Err(AccountError::AccountErased)
+    );
+    // Not due yet: refused, and nothing moves.
+    assert_eq!(
+        erase_account(&account(true), &Wallet::from_events(&credit), t0()),
+        Err(AccountError::ErasureNotDue)
+    );
+}
+
+#[test]
+fn a_payment_that_reaches_an_erased_account_ends_in_unclaimed() {
+    let owner = Owner::Account(customer());
+    let (id, deposit) = invoice(owner, 5_000_000);
+    let (erased, due) = erased_account();
+    let later = due + Duration::hours(1);
+    let tx = report("7", "0x777", 5_000_000);
+    let decision = record_payment_of(
+        Some(&erased),
+        &PaymentGuard::default(),
+        &deposit,
+        &Wallet::default(),
+        id,
+        &tx,
+        later,
+    )
+    .unwrap();
+    let PaymentDecision::Credit { wallet: events, .. } = decision else {
+        panic!("credited");
+    };
+    match &events[..] {
+        [WalletEvent::WalletDepositCredited(e), moved] => {
+            assert_eq!(e.entry.amount, Micros(5_000_000));
+            assert_eq!(moved, &unclaimed(5_000_000, later));
+        }
+        other => panic!("a credit and its move, got {other:?}"),
+    }
+    assert_eq!(Wallet::from_events(&events).available, Micros(0));
+    // An account not erased (a deletion pending) keeps the credit until then.
+    let pending = record_payment_of(
+        Some(&account(true)),
+        &PaymentGuard::default(),
+        &deposit,
+        &Wallet::default(),
+        id,
+        &tx,
+        t0(),
+    );
+    let Ok(PaymentDecision::Credit { wallet: kept, .. }) = pending else {
+        panic!("credited");
+    };
+    assert!(matches!(kept[..], [WalletEvent::WalletDepositCredited(_)]));
 }
 
 /// An anonymous buyer created at t0, with one order started if `started`.
