@@ -47,14 +47,14 @@ use crate::domain::account::{
     decide_change_email, decide_change_password, decide_create_api_key, decide_erase_account,
     decide_issue_email_undo, decide_issue_password_reset, decide_issue_verification,
     decide_register, decide_release_email, decide_remove_webhook, decide_request_deletion,
-    decide_reserve_email, decide_reset_password, decide_revoke_api_key, decide_set_objection,
-    decide_set_webhook, decide_undo_email_change, decide_verify_email, decide_withdraw_deletion,
-    email_undo_target, make_api_key, make_verification_token, make_webhook_secret, parse_api_key,
-    parse_verification_token, Account, AccountError, AccountEvent, AccountView, ApiKeyScope,
-    ApiKeySettings, ApiKeySummary, Email, EmailReservation, LookupKey, NewVerification, Secret,
-    Sha256Hash, WebhookUrl, WebhookUrlPolicy, API_KEY_SECRET_CHARS, DEFAULT_VERIFICATION_TTL_HOURS,
-    EMAIL_UNDO_TTL_DAYS, PASSWORD_RESET_TTL_MINUTES, VERIFICATION_SECRET_BYTES,
-    WEBHOOK_SECRET_BYTES,
+    decide_resend_verification, decide_reserve_email, decide_reset_password, decide_revoke_api_key,
+    decide_set_objection, decide_set_webhook, decide_undo_email_change, decide_verify_email,
+    decide_withdraw_deletion, email_undo_target, make_api_key, make_verification_token,
+    make_webhook_secret, parse_api_key, parse_verification_token, Account, AccountError,
+    AccountEvent, AccountView, ApiKeyScope, ApiKeySettings, ApiKeySummary, Email, EmailReservation,
+    LookupKey, NewVerification, Secret, Sha256Hash, WebhookUrl, WebhookUrlPolicy,
+    API_KEY_SECRET_CHARS, DEFAULT_VERIFICATION_TTL_HOURS, EMAIL_UNDO_TTL_DAYS,
+    PASSWORD_RESET_TTL_MINUTES, VERIFICATION_SECRET_BYTES, WEBHOOK_SECRET_BYTES,
 };
 use crate::domain::account::{
     decide_confirm_two_factor, decide_disable_two_factor, decide_second_factor,
@@ -396,8 +396,15 @@ impl<S: EventStore> Accounts<S> {
         let Some(holder) = self.holder_of(email).await? else {
             return Ok(None);
         };
-        match self.issue_verification(holder.account).await {
-            Ok(token) => Ok(Some((holder, token))),
+        let (token, token_hash) = self.new_verification_token(holder.account)?;
+        let verification = self.verification(token_hash);
+        let issued = self
+            .update(holder.account, |state, now| {
+                decide_resend_verification(state, verification, now)
+            })
+            .await;
+        match issued {
+            Ok(_) => Ok(Some((holder, token))),
             Err(ServiceError::Refused(
                 AccountError::AlreadyVerified | AccountError::AccountDisabled,
             )) => Ok(None),

@@ -116,7 +116,7 @@ async fn deposit_and_deletion_mails_are_sent_once_from_the_events() {
         .expect("a deletion mail");
     let text = deletion.replace("=\r\n", "").replace("\r\n", " ");
     assert!(
-        text.contains("balance of 7.50 USD is forfeited"),
+        text.contains("balance of 7.500000 USD is forfeited"),
         "{deletion}"
     );
     assert!(text.contains("withdraw the request before"), "{deletion}");

@@ -400,7 +400,7 @@ fn a_pair_out_of_stock_shows_stock_0_and_its_order_is_refused() {
     let wallet = call(&server, "GET", "/v1/wallet", &key, &[], None).json();
     assert_eq!(
         (wallet["available"].as_str(), wallet["held"].as_str()),
-        (Some("10.00"), Some("0.00"))
+        (Some("10.000000"), Some("0.000000"))
     );
 }
 

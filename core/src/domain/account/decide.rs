@@ -119,8 +119,7 @@ pub fn decide_register(
     ])
 }
 
-/// Issues a new verification token (a lost mail); earlier ones stop working.
-/// At most one per [`VERIFICATION_RESEND_MINUTES`].
+/// Issues a new verification token; earlier ones stop working.
 pub fn decide_issue_verification(
     state: &Account,
     verification: NewVerification,
@@ -130,13 +129,25 @@ pub fn decide_issue_verification(
     if state.verified {
         return Err(AccountError::AlreadyVerified);
     }
+    Ok(vec![verification.issued(now)])
+}
+
+/// Issues a new verification token because someone asked for the mail again
+/// (the first was lost): as [`decide_issue_verification`], at most one per
+/// [`VERIFICATION_RESEND_MINUTES`], which bounds what anyone can make the
+/// address receive.
+pub fn decide_resend_verification(
+    state: &Account,
+    verification: NewVerification,
+    now: DateTime<Utc>,
+) -> Result<Vec<AccountEvent>, AccountError> {
     let resend_from = state
         .verification_issued_at
         .map(|at| at + Duration::minutes(VERIFICATION_RESEND_MINUTES));
-    if resend_from.is_some_and(|from| now < from) {
+    if state.enabled().is_ok() && !state.verified && resend_from.is_some_and(|from| now < from) {
         return Err(AccountError::VerificationRecentlySent);
     }
-    Ok(vec![verification.issued(now)])
+    decide_issue_verification(state, verification, now)
 }
 
 /// Verifies the address with the token whose hash is `token_hash`: only the
