@@ -250,13 +250,13 @@ pub fn record_payment(
     })
 }
 
-/// Like [`record_payment`], for a deposit whose owner's `account` is given
-/// (registered customers): a credit that reaches an account already erased
-/// moves on to unclaimed balances in the same append, since nobody can sign
-/// in to spend it. An anonymous buyer's deposit passes `None`.
+/// Like [`record_payment`], knowing whether the deposit's owner (an account
+/// or an anonymous buyer) was erased: a credit that reaches an erased owner
+/// moves on to unclaimed balances in the same append, since nobody can spend
+/// it any more.
 #[allow(clippy::too_many_arguments)]
 pub fn record_payment_of(
-    account: Option<&Account>,
+    owner_erased: bool,
     guard: &PaymentGuard,
     deposit: &Deposit,
     wallet: &Wallet,
@@ -265,7 +265,6 @@ pub fn record_payment_of(
     now: DateTime<Utc>,
 ) -> Result<PaymentDecision, CommerceError> {
     let mut decision = record_payment(guard, deposit, wallet, id, report, now)?;
-    let erased = account.is_some_and(|a| a.erased_at.is_some());
     if let (
         true,
         PaymentDecision::Credit {
@@ -273,7 +272,7 @@ pub fn record_payment_of(
             wallet: events,
             ..
         },
-    ) = (erased, &mut decision)
+    ) = (owner_erased, &mut decision)
     {
         let mut after = wallet.clone();
         events.iter().for_each(|e| after.apply(e));
@@ -303,6 +302,31 @@ pub fn erase_account(
     let owner = Owner::Account(account.id.ok_or(AccountError::AccountNotFound)?);
     Ok(Erasure {
         account: account_events,
+        wallet: wallet::unclaim_available(wallet, owner, now),
+    })
+}
+
+/// An anonymous buyer's erasure: its record, and the move of the credit left
+/// on its wallet to unclaimed balances (nobody can spend it once the tracking
+/// ID finds nothing). One append, so the money moves once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AnonymousErasure {
+    pub anonymous: Vec<AnonymousEvent>,
+    pub wallet: Vec<WalletEvent>,
+}
+
+/// Erases an anonymous buyer's data once due (see [`anonymous::decide_erase`])
+/// and moves what its `wallet` has available to unclaimed balances.
+pub fn erase_anonymous(
+    state: &Anonymous,
+    current: &Order,
+    wallet: &Wallet,
+    now: DateTime<Utc>,
+) -> Result<AnonymousErasure, AnonymousError> {
+    let anonymous = anonymous::decide_erase(state, current, now)?;
+    let owner = Owner::Anonymous(state.created.as_ref().ok_or(AnonymousError::NotFound)?.anon);
+    Ok(AnonymousErasure {
+        anonymous,
         wallet: wallet::unclaim_available(wallet, owner, now),
     })
 }

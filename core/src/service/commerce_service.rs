@@ -767,17 +767,22 @@ impl<S: EventStore> Commerce<S> {
                         Some(owner) => tx.load::<Wallet>(&owner.wallet_stream()).await?,
                         None => Wallet::default(),
                     };
-                    // A credit to an erased account moves on to unclaimed
-                    // balances; the account is a condition, so an erasure
+                    // A credit to an erased owner moves on to unclaimed
+                    // balances; the owner is a condition, so an erasure
                     // recorded meanwhile makes this decide again.
-                    let account = match owner {
+                    let owner_erased = match owner {
                         Some(Owner::Account(account)) => {
-                            Some(tx.load::<Account>(&account.stream()).await?)
+                            let account = tx.load::<Account>(&account.stream()).await?;
+                            account.erased_at.is_some()
                         }
-                        _ => None,
+                        Some(Owner::Anonymous(anon)) => {
+                            let anon = tx.load::<Anonymous>(&anon.stream()).await?;
+                            anon.erased_at.is_some()
+                        }
+                        None => false,
                     };
                     let decision = decide::record_payment_of(
-                        account.as_ref(),
+                        owner_erased,
                         &guard,
                         &deposit,
                         &wallet,
@@ -904,9 +909,12 @@ impl<S: EventStore> Commerce<S> {
                 Box::pin(async move {
                     let record = tx.load::<Anonymous>(&anon.stream()).await?;
                     let current = current_order(&tx, &record).await?;
-                    let events = anonymous::decide_erase(&record, &current, clock.now())?;
+                    let wallet_stream = Owner::Anonymous(anon).wallet_stream();
+                    let wallet = tx.load::<Wallet>(&wallet_stream).await?;
+                    let erasure = decide::erase_anonymous(&record, &current, &wallet, clock.now())?;
                     vault.erase(&anon.subject())?;
-                    Ok(tx.emit(&anon.stream(), &events)?)
+                    tx.emit(&wallet_stream, &erasure.wallet)?;
+                    Ok(tx.emit(&anon.stream(), &erasure.anonymous)?)
                 })
             })
             .await?;

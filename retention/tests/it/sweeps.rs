@@ -164,10 +164,15 @@ fn due_accounts_and_anonymous_buyers_are_erased_and_nothing_early() {
         assert_eq!((report.examined, report.skipped), (1, 1), "{report:?}");
         assert!(!w.erased(DueSubject::Anonymous(anon)));
         w.commerce.process_deadline(anon_order).await.unwrap();
+        // The expired order's price is credit the buyer could still reorder with.
+        let credit = || w.commerce.wallet(Owner::Anonymous(anon));
+        assert_eq!(credit().await.unwrap().available, Micros(300_000));
         let report = w.sweep().await;
         assert_eq!(report.anonymous_erased, 1, "{report:?}");
         assert!(w.erased(DueSubject::Anonymous(anon)));
         assert_eq!(w.sweep().await, SweepReport::default());
+        // Erased, that credit moved to unclaimed balances, once.
+        assert_eq!(credit().await.unwrap().available, Micros(0));
         // Its tracking ID finds nothing any more.
         assert!(matches!(
             w.commerce.track(&tracking_id).await,

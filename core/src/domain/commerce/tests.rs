@@ -362,7 +362,7 @@ fn a_payment_that_reaches_an_erased_account_ends_in_unclaimed() {
     let later = due + Duration::hours(1);
     let tx = report("7", "0x777", 5_000_000);
     let decision = record_payment_of(
-        Some(&erased),
+        erased.erased_at.is_some(),
         &PaymentGuard::default(),
         &deposit,
         &Wallet::default(),
@@ -384,7 +384,7 @@ fn a_payment_that_reaches_an_erased_account_ends_in_unclaimed() {
     assert_eq!(Wallet::from_events(&events).available, Micros(0));
     // An account not erased (a deletion pending) keeps the credit until then.
     let pending = record_payment_of(
-        Some(&account(true)),
+        account(true).erased_at.is_some(),
         &PaymentGuard::default(),
         &deposit,
         &Wallet::default(),
@@ -645,4 +645,67 @@ fn a_credit_the_ledger_cannot_count_is_refused_before_any_event() {
         deposit::pay(&full, &report("2", "0x2", 2), t0()),
         Err(DepositError::PaidOverflow)
     );
+}
+
+#[test]
+fn an_anonymous_erasure_moves_the_credit_left_to_unclaimed_once() {
+    let (mut state, owner) = buyer(None);
+    let (id, deposit) = invoice(owner, 250_000);
+    let Ok(PaymentDecision::Credit { wallet: credit, .. }) = record_payment(
+        &PaymentGuard::default(),
+        &deposit,
+        &Wallet::default(),
+        id,
+        &report("2", "0x250", 250_000),
+        t0(),
+    ) else {
+        panic!("credited");
+    };
+    let mut wallet = Wallet::from_events(&credit);
+    let due = t0() + Duration::days(anonymous::RETENTION_DAYS);
+    let none = Order::default();
+    // Not due yet: refused, and nothing moves.
+    assert_eq!(
+        erase_anonymous(&state, &none, &wallet, due - Duration::seconds(1)),
+        Err(AnonymousError::ErasureNotDue)
+    );
+    // Given $0.25 of credit left and the erasure due, when erased: the record
+    // and the move of exactly that credit, decided together.
+    let erasure = erase_anonymous(&state, &none, &wallet, due).unwrap();
+    let [WalletEvent::WalletBalanceUnclaimed(moved)] = &erasure.wallet[..] else {
+        panic!("one move, got {:?}", erasure.wallet);
+    };
+    assert_eq!(
+        moved.entry.debit,
+        crate::domain::ledger::LedgerAccount::Available(owner)
+    );
+    assert_eq!(
+        moved.entry.credit,
+        crate::domain::ledger::LedgerAccount::Unclaimed
+    );
+    assert_eq!(moved.entry.amount, Micros(250_000));
+    erasure.anonymous.iter().for_each(|e| state.apply(e));
+    erasure.wallet.iter().for_each(|e| wallet.apply(e));
+    assert_eq!(wallet.available, Micros(0));
+    // Erased again: refused, so nothing moves twice.
+    assert_eq!(
+        erase_anonymous(&state, &none, &wallet, due),
+        Err(AnonymousError::Erased)
+    );
+    // A payment that reaches the erased buyer afterwards ends in unclaimed too.
+    let late = record_payment_of(
+        state.erased_at.is_some(),
+        &PaymentGuard::default(),
+        &deposit,
+        &wallet,
+        id,
+        &report("3", "0x251", 250_000),
+        due,
+    );
+    let Ok(PaymentDecision::Credit { wallet: events, .. }) = late else {
+        panic!("credited");
+    };
+    assert_eq!(events.len(), 2, "{events:?}");
+    events.iter().for_each(|e| wallet.apply(e));
+    assert_eq!(wallet.available, Micros(0));
 }
