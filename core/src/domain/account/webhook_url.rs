@@ -32,7 +32,8 @@ pub struct WebhookUrlPolicy {
 ///   `.localhost`) nor a loopback, private, link-local, site-local, shared,
 ///   unspecified, broadcast, multicast or documentation address, nor an IPv6
 ///   address that embeds an IPv4 one (IPv4-compatible `::/96`, NAT64
-///   `64:ff9b::/96`, 6to4 `2002::/16`), see [`ip_is_internal`].
+///   `64:ff9b::/96`, 6to4 `2002::/16`, Teredo `2001::/32`), see
+///   [`ip_is_internal`].
 ///
 /// The scheme and host are lowercased; path and query are kept as given.
 #[derive(Clone, PartialEq, Eq)]
@@ -160,7 +161,7 @@ fn host_is_internal(host: &str) -> Result<bool, AccountError> {
 
 /// Whether an address is loopback, private, link-local or otherwise not a
 /// public internet host, or an IPv6 prefix that embeds an IPv4 address
-/// (IPv4-compatible, NAT64, 6to4): webhooks never go there (checked on the URL,
+/// (IPv4-compatible, NAT64, 6to4, Teredo): webhooks never go there (checked on the URL,
 /// and again at every delivery, on an address in the URL and on every address
 /// its host name resolves to).
 pub fn ip_is_internal(ip: std::net::IpAddr) -> bool {
@@ -186,12 +187,14 @@ pub fn ip_is_internal(ip: std::net::IpAddr) -> bool {
                 || (first == 0x0064 && s[1] == 0xff9b && s[2..6] == [0; 4]) // NAT64 64:ff9b::/96
                 || (first == 0x0064 && s[1] == 0xff9b && s[2] == 0x0001) // local NAT64 64:ff9b:1::/48
                 || first == 0x2002 // 6to4 2002::/16
+                || (first == 0x2001 && s[1] == 0) // Teredo 2001::/32
+                || (first == 0x0100 && s[1..4] == [0; 3]) // discard-only 100::/64
         }
     }
 }
 
 fn ipv4_is_internal(ip: std::net::Ipv4Addr) -> bool {
-    let [a, b, ..] = ip.octets();
+    let [a, b, c, _] = ip.octets();
     ip.is_loopback()
         || ip.is_private()
         || ip.is_link_local()
@@ -202,6 +205,8 @@ fn ipv4_is_internal(ip: std::net::Ipv4Addr) -> bool {
         || a == 0
         || (a == 100 && (64..128).contains(&b)) // shared address space
         || (a == 198 && (b == 18 || b == 19)) // benchmarking
+        || (a == 192 && b == 0 && c == 0) // IETF protocol assignments
+        || (a == 192 && b == 88 && c == 99) // 6to4 relay anycast (deprecated)
         || a >= 240
 }
 
@@ -345,6 +350,11 @@ mod tests {
                 "64:ff9b:1:ffff::1",
             ),
             ("6to4 2002::/16", "2002::", "2002:ffff:ffff::1"),
+            // Teredo carries an IPv4 server and (obscured) client address.
+            ("Teredo 2001::/32", "2001::", "2001:0:ffff:ffff::1"),
+            ("discard-only 100::/64", "100::", "100::ffff:ffff:ffff:ffff"),
+            ("IETF protocol assignments", "192.0.0.0", "192.0.0.255"),
+            ("6to4 relay anycast", "192.88.99.0", "192.88.99.255"),
             ("site-local fec0::/10", "fec0::", "feff:ffff::1"),
             ("unique local fc00::/7", "fc00::", "fdff::1"),
             ("link-local fe80::/10", "fe80::", "febf::1"),
@@ -363,6 +373,10 @@ mod tests {
             "64:ff9b:0:0:0:1::",
             "64:ff9b:2::",
             "2001:4860:4860::8888",
+            "2001:1::1",
+            "100:0:0:1::",
+            "192.0.1.1",
+            "192.88.98.1",
             "2003::1",
             "2606:2800:220:1::1",
             "::ffff:93.184.216.34",
