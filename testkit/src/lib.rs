@@ -7,6 +7,7 @@
 //! `w.number_assigned(order)`, `w.code_received(order)`; each unwraps, so a
 //! scenario reads as the steps it takes and asserts only what it is about.
 
+pub mod postgres;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
