@@ -35,7 +35,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use nexus_core::domain::account::{AccountEvent, AccountViewStatus};
+use nexus_core::domain::account::{AccountEvent, AccountView, AccountViewStatus};
 use nexus_core::domain::codec::{DomainEvent, Personal};
 use nexus_core::domain::deposit::{DepositEvent, DepositRequested};
 use nexus_core::domain::ids::AccountId;
@@ -177,12 +177,13 @@ impl<S: EventStore> Notifier<S> {
                     DepositOutcome::Exact | DepositOutcome::Partial | DepositOutcome::Over
                 ));
                 let id = MailId::for_event(MailKind::DepositConfirmation, record.id.0);
-                let make = |to| Mail::DepositConfirmation {
+                let make = |to, view: &AccountView| Mail::DepositConfirmation {
                     to,
                     deposit: e.deposit,
                     invoiced,
                     credited,
                     late,
+                    deletion_due_at: view.deletion_due_at,
                 };
                 return Ok(self.mail(id, account, make, shutdown).await);
             }
@@ -194,7 +195,7 @@ impl<S: EventStore> Notifier<S> {
                     return Ok(true);
                 };
                 let id = MailId::for_event(MailKind::DeletionScheduled, record.id.0);
-                let make = |to| Mail::DeletionScheduled {
+                let make = |to, _: &AccountView| Mail::DeletionScheduled {
                     to,
                     effective_at: e.erase_due_at,
                     forfeit_balance: e.forfeit_balance.unwrap_or_default(),
@@ -326,10 +327,10 @@ impl<S: EventStore> Notifier<S> {
         if view.status != AccountViewStatus::Active {
             return Some(false);
         }
-        let Personal::Plain(address) = view.email else {
+        let Personal::Plain(address) = &view.email else {
             return Some(false);
         };
-        let to = match Recipient::parse(&address) {
+        let to = match Recipient::parse(address) {
             Ok(to) => to,
             Err(e) => {
                 warn!(error = %e, "no policy notice: the address does not parse");
@@ -418,7 +419,7 @@ impl<S: EventStore> Notifier<S> {
         &self,
         id: MailId,
         account: AccountId,
-        make: impl FnOnce(Recipient) -> Mail,
+        make: impl FnOnce(Recipient, &AccountView) -> Mail,
         shutdown: &watch::Receiver<bool>,
     ) -> bool {
         let view = match self.accounts.account(account).await {
@@ -428,16 +429,17 @@ impl<S: EventStore> Notifier<S> {
                 return true;
             }
         };
-        let Personal::Plain(address) = view.email else {
+        let Personal::Plain(address) = &view.email else {
             return true;
         };
-        let to = match Recipient::parse(&address) {
+        let to = match Recipient::parse(address) {
             Ok(to) => to,
             Err(e) => {
                 warn!(error = %e, "no mail: the address does not parse");
                 return true;
             }
         };
-        self.spool(id, account, make(to), shutdown).await
+        let mail = make(to, &view);
+        self.spool(id, account, mail, shutdown).await
     }
 }

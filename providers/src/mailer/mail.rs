@@ -101,6 +101,9 @@ pub enum Mail {
         credited: Micros,
         /// Paid after the invoice expired.
         late: bool,
+        /// When the account's deletion is due, if one is pending: the credit
+        /// moves to unclaimed balances then with the rest, and the mail says so.
+        deletion_due_at: Option<DateTime<Utc>>,
     },
     /// The account is disabled and will be deleted at `effective_at`; the
     /// wallet's `forfeit_balance` (available when the deletion was asked)
@@ -380,6 +383,7 @@ impl Mail {
                 invoiced,
                 credited,
                 late,
+                deletion_due_at,
                 ..
             } => {
                 text.push_str(&format!(
@@ -403,6 +407,18 @@ impl Mail {
                         "\nThe payment arrived after the invoice expired; it is credited \
                          all the same.\n",
                     );
+                }
+                if let Some(due) = deletion_due_at {
+                    let root = one_line(settings.public_url.trim_end_matches('/'));
+                    text.push_str(&format!(
+                        "\nYour account's deletion is pending: on {} this money moves to \
+                         unclaimed balances with the rest of your wallet and can no longer be \
+                         spent. To keep it, withdraw the request before {}: send DELETE \
+                         {root}/v1/me/deletion with your e-mail address and password as the \
+                         JSON body, or from a session you are still signed in with.\n",
+                        day(*due),
+                        minute(*due)
+                    ));
                 }
             }
             Mail::DeletionScheduled {
@@ -702,6 +718,15 @@ mod deletion_mail_tests {
                 invoiced: Micros(10_000_000),
                 credited: Micros(9_000_000),
                 late: true,
+                deletion_due_at: None,
+            },
+            Mail::DepositConfirmation {
+                to: to.clone(),
+                deposit: DepositId(uuid::Uuid::from_u128(2)),
+                invoiced: Micros(5_000_000),
+                credited: Micros(5_000_000),
+                late: false,
+                deletion_due_at: Some(at),
             },
             scheduled(9_610_000),
             scheduled(0),
@@ -725,6 +750,35 @@ mod deletion_mail_tests {
             },
             Mail::RegistrationAttempt { to },
         ]
+    }
+
+    /// Given a deletion pending, when a deposit is credited, then its mail
+    /// says the money will move to unclaimed balances and how to keep it;
+    /// without one, it says nothing of the kind.
+    #[test]
+    fn a_deposit_mail_while_a_deletion_is_pending_warns_of_the_forfeit() {
+        let at = DateTime::from_timestamp(1_900_000_000, 0).unwrap();
+        let deposit = |deletion_due_at| Mail::DepositConfirmation {
+            to: Recipient::parse("alice@example.com").unwrap(),
+            deposit: DepositId(uuid::Uuid::from_u128(2)),
+            invoiced: Micros(5_000_000),
+            credited: Micros(5_000_000),
+            late: false,
+            deletion_due_at,
+        };
+        let body = deposit(Some(at)).body(&settings());
+        assert!(
+            body.contains("deletion is pending: on 2030-03-17"),
+            "{body}"
+        );
+        assert!(body.contains("moves to unclaimed balances"), "{body}");
+        assert!(
+            body.contains("withdraw the request before 2030-03-17 17:46 UTC"),
+            "{body}"
+        );
+        assert!(body.contains("/v1/me/deletion"), "{body}");
+        let plain = deposit(None).body(&settings());
+        assert!(!plain.contains("unclaimed"), "{plain}");
     }
 
     #[test]

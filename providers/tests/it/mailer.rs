@@ -138,6 +138,7 @@ async fn a_temporary_failure_is_retried_then_sent() {
             invoiced: Micros::from_usd(10),
             credited: Micros(12_500_000),
             late: true,
+            deletion_due_at: None,
         },
     )
     .unwrap();
@@ -285,6 +286,7 @@ async fn the_outbox_holds_one_parseable_eml_file_per_mail() {
             invoiced: Micros::from_usd(10),
             credited: Micros::from_usd(4),
             late: false,
+            deletion_due_at: None,
         },
         Mail::DeletionScheduled {
             to: to("kim@example.com"),

@@ -138,6 +138,33 @@ async fn deposit_and_deletion_mails_are_sent_once_from_the_events() {
     mailer.idle().await;
     assert_eq!(mailer.report().duplicates, 2, "both mails asked for again");
     assert_eq!(mails_in(dir).len(), 2, "and not sent again");
+
+    // Money that arrives while the deletion is pending: its mail says it
+    // will move to unclaimed balances with the rest, and how to keep it.
+    commerce
+        .record_payment(
+            deposit,
+            PaymentReport::new(
+                "n-2",
+                Payment::new("btc", "n-2").unwrap(),
+                Micros(1_000_000),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let mails = wait_for_mails(dir, 3).await;
+    let warned: Vec<String> = mails
+        .iter()
+        .map(|m| m.replace("=\r\n", "").replace("\r\n", " "))
+        .filter(|m| m.contains("1.000000 USD") && m.contains("deletion is pending"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{mails:?}");
+    assert!(
+        warned[0].contains("moves to unclaimed balances"),
+        "{}",
+        warned[0]
+    );
     stop.send(true).unwrap();
     task.await.unwrap().unwrap();
 }
