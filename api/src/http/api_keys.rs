@@ -2,15 +2,14 @@
 //! revoke. Creating and revoking need a fresh session (a stolen key cannot
 //! make keys of its own, nor revoke its owner's).
 
-use actix_web::error::JsonPayloadError;
-use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use nexus_core::domain::account::{ApiKeyScope, ApiKeySettings, IpRange};
 use nexus_core::domain::ids::ApiKeyId;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::auth::Customer;
-use super::body::{read_limited, JsonObject};
+use super::body::{optional_object, read_limited};
 use super::error::{ApiError, Problem};
 use super::route::{Auth, Method, Op, Route};
 use super::schema::{array_of, obj, path_param, rfc3339, schema_ref};
@@ -129,24 +128,7 @@ fn ranges(list: &[IpRange]) -> Vec<String> {
 /// The request's settings: an empty body is the defaults (clients from
 /// before settings existed send none).
 fn settings_of(req: &HttpRequest, body: &[u8]) -> Result<ApiKeySettings, ApiError> {
-    let request = if body.iter().all(u8::is_ascii_whitespace) {
-        NewKeyRequest::default()
-    } else {
-        if req.content_type() != "application/json" {
-            return Err(ApiError::new(
-                Problem::InvalidJson,
-                super::json_problem(&JsonPayloadError::ContentType),
-            ));
-        }
-        serde_json::from_slice::<JsonObject<NewKeyRequest>>(body)
-            .map_err(|e| {
-                ApiError::new(
-                    Problem::InvalidJson,
-                    super::json_problem(&JsonPayloadError::Deserialize(e)),
-                )
-            })?
-            .0
-    };
+    let request: NewKeyRequest = optional_object(req, body)?.unwrap_or_default();
     let scope = request.scope.map_or(ApiKeyScope::Orders, ApiKeyScope::from);
     Ok(ApiKeySettings::new(
         scope,

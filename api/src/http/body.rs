@@ -12,7 +12,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use actix_web::dev::Payload;
-use actix_web::{web, FromRequest, HttpRequest};
+use actix_web::error::JsonPayloadError;
+use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
 use serde::de::{
     DeserializeOwned, DeserializeSeed, Deserializer, Error as _, IntoDeserializer, MapAccess,
     Visitor,
@@ -168,6 +169,31 @@ impl<T: DeserializeOwned + 'static> Future for ObjectBodyFuture<T> {
             .poll(cx)
             .map(|result| result.map(|json| ObjectBody(json.into_inner().0)))
     }
+}
+
+/// A body that may be absent: `None` when it is empty (or only whitespace),
+/// else a JSON object sent as `application/json`, read into `T` (400
+/// `invalid_json` otherwise, as on every JSON route).
+pub fn optional_object<T: DeserializeOwned>(
+    req: &HttpRequest,
+    body: &[u8],
+) -> Result<Option<T>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    if req.content_type() != "application/json" {
+        return Err(ApiError::new(
+            Problem::InvalidJson,
+            super::json_problem(&JsonPayloadError::ContentType),
+        ));
+    }
+    let JsonObject(value) = serde_json::from_slice::<JsonObject<T>>(body).map_err(|e| {
+        ApiError::new(
+            Problem::InvalidJson,
+            super::json_problem(&JsonPayloadError::Deserialize(e)),
+        )
+    })?;
+    Ok(Some(value))
 }
 
 /// The raw body of a route that reads its bytes itself, at most `limit_bytes`:

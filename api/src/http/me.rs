@@ -38,9 +38,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use actix_web::body::{BodySize, MessageBody};
-use actix_web::error::JsonPayloadError;
 use actix_web::web::Bytes;
-use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use nexus_core::domain::account::{Account, AccountError, AccountStatus, Email};
 use nexus_core::domain::codec::Personal;
@@ -59,7 +58,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use super::auth::{Customer, Holder};
-use super::body::{read_limited, JsonObject, ObjectBody};
+use super::body::{optional_object, read_limited, ObjectBody};
 use super::error::{ApiError, Problem};
 use super::orders::status_name;
 use super::route::{Auth, Method, Op, Route};
@@ -418,31 +417,6 @@ async fn request_deletion(
     }
     requested?;
     respond_with_me(&state, holder.account, HttpResponse::Accepted()).await
-}
-
-/// A body that may be absent: `None` when it is empty (or only whitespace),
-/// else a JSON object sent as `application/json`, read into `T` (400
-/// `invalid_json` otherwise, as on every JSON route).
-fn optional_object<T: serde::de::DeserializeOwned>(
-    req: &HttpRequest,
-    body: &[u8],
-) -> Result<Option<T>, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(None);
-    }
-    if req.content_type() != "application/json" {
-        return Err(ApiError::new(
-            Problem::InvalidJson,
-            super::json_problem(&JsonPayloadError::ContentType),
-        ));
-    }
-    let JsonObject(value) = serde_json::from_slice::<JsonObject<T>>(body).map_err(|e| {
-        ApiError::new(
-            Problem::InvalidJson,
-            super::json_problem(&JsonPayloadError::Deserialize(e)),
-        )
-    })?;
-    Ok(Some(value))
 }
 
 /// 409 `active_orders`, naming the orders that are still active.

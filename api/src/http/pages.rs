@@ -9,6 +9,7 @@
 use std::fmt::Write as _;
 use std::sync::OnceLock;
 
+use actix_web::body::MessageBody;
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
 use serde_json::{Map, Value};
@@ -72,12 +73,13 @@ pub fn problem_path(problem: Problem) -> String {
 
 const CSP: &str = "default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
-fn html(page: &str) -> HttpResponse {
+/// A page answer; the built-once pages go out as they are, without a copy.
+fn html(page: impl MessageBody + 'static) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
         .insert_header((header::CONTENT_SECURITY_POLICY, CSP))
         .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
-        .body(page.to_owned())
+        .body(page)
 }
 
 /// A whole page around `body` (already HTML).
@@ -144,17 +146,20 @@ async fn index() -> HttpResponse {
              and read its code (<code>GET /v1/orders/{id}/code?wait=30</code>).</li></ol>\
              <p>The README's quickstart has the whole journey in curl.</p>",
         )
-    }))
+    }).as_str())
 }
 
 async fn reference() -> HttpResponse {
     static PAGE: OnceLock<String> = OnceLock::new();
-    html(PAGE.get_or_init(|| reference_page(openapi::document())))
+    html(
+        PAGE.get_or_init(|| reference_page(openapi::document()))
+            .as_str(),
+    )
 }
 
 async fn problems() -> HttpResponse {
     static PAGE: OnceLock<String> = OnceLock::new();
-    html(PAGE.get_or_init(problems_page))
+    html(PAGE.get_or_init(problems_page).as_str())
 }
 
 async fn problem(code: web::Path<String>) -> Result<HttpResponse, ApiError> {
@@ -164,7 +169,7 @@ async fn problem(code: web::Path<String>) -> Result<HttpResponse, ApiError> {
             "no problem has this code; GET /problems lists them all",
         )
     })?;
-    Ok(html(&problem_page(problem, openapi::document())))
+    Ok(html(problem_page(problem, openapi::document())))
 }
 
 fn problems_page() -> String {

@@ -176,58 +176,81 @@ struct ResetRequest {
 }
 
 /// Answers 202 at once; the work runs after the answer (see the module's doc).
-/// When too many requests are in flight the request is dropped (logged), with
-/// the same answer.
 async fn request_reset(
     state: web::Data<AppState>,
     req: HttpRequest,
     body: ObjectBody<ResetRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let email = Email::parse(&body.email)?;
-    charge_sign_in_to(&req, email.as_str())?;
-    match state.reset_requests.clone().try_acquire_owned() {
-        Ok(permit) => {
-            let state = state.clone();
-            actix_web::rt::spawn(async move {
-                let _permit = permit;
-                match state.accounts.request_password_reset(email.as_str()).await {
-                    Ok(Some(mail)) => state.mail_recovery(RecoveryKind::PasswordReset, &mail),
-                    Ok(None) => {}
-                    Err(e) => warn!(error = %e, "password reset not issued"),
-                }
-            });
-        }
-        Err(_) => warn!("password reset request dropped: too many in flight"),
-    }
-    Ok(HttpResponse::Accepted().json(RESET_ACCEPTED))
+    accept_then(
+        &state,
+        &req,
+        &body.email,
+        RESET_ACCEPTED,
+        "password reset",
+        |state, email| async move {
+            match state.accounts.request_password_reset(email.as_str()).await {
+                Ok(Some(mail)) => state.mail_recovery(RecoveryKind::PasswordReset, &mail),
+                Ok(None) => {}
+                Err(e) => warn!(error = %e, "password reset not issued"),
+            }
+        },
+    )
 }
 
-/// Like [`request_reset`]: 202 at once, the lookup and the mail afterwards,
-/// sharing its bound on work in flight.
+/// Like [`request_reset`]: 202 at once, the lookup and the mail afterwards.
 async fn resend_verification(
     state: web::Data<AppState>,
     req: HttpRequest,
     body: ObjectBody<ResetRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let email = Email::parse(&body.email)?;
-    charge_sign_in_to(&req, email.as_str())?;
+    accept_then(
+        &state,
+        &req,
+        &body.email,
+        VERIFICATION_ACCEPTED,
+        "verification mail",
+        |state, email| async move {
+            match state.accounts.resend_verification(email.as_str()).await {
+                Ok(Some((holder, token))) => {
+                    state.mail_verification(holder.account, &holder.email, token.expose())
+                }
+                Ok(None) => {}
+                Err(e) => warn!(error = %e, "verification mail not sent again"),
+            }
+        },
+    )
+}
+
+/// What a request that names only an address does: the address checked and
+/// charged to the sign-in budget, then `accepted` answered at once, before
+/// anything is looked up, and `work` run afterwards in the background. At most
+/// [`super::MAX_RESET_REQUESTS_IN_FLIGHT`] such requests work at once; past
+/// that a request is dropped (logged as `what`), with the same answer.
+fn accept_then<Work, Done>(
+    state: &web::Data<AppState>,
+    req: &HttpRequest,
+    email: &str,
+    accepted: Accepted,
+    what: &'static str,
+    work: Work,
+) -> Result<HttpResponse, ApiError>
+where
+    Work: FnOnce(web::Data<AppState>, Email) -> Done,
+    Done: std::future::Future<Output = ()> + 'static,
+{
+    let email = Email::parse(email)?;
+    charge_sign_in_to(req, email.as_str())?;
     match state.reset_requests.clone().try_acquire_owned() {
         Ok(permit) => {
-            let state = state.clone();
+            let done = work(state.clone(), email);
             actix_web::rt::spawn(async move {
                 let _permit = permit;
-                match state.accounts.resend_verification(email.as_str()).await {
-                    Ok(Some((holder, token))) => {
-                        state.mail_verification(holder.account, &holder.email, token.expose())
-                    }
-                    Ok(None) => {}
-                    Err(e) => warn!(error = %e, "verification mail not sent again"),
-                }
+                done.await;
             });
         }
-        Err(_) => warn!("verification mail request dropped: too many in flight"),
+        Err(_) => warn!(what, "request dropped: too many in flight"),
     }
-    Ok(HttpResponse::Accepted().json(VERIFICATION_ACCEPTED))
+    Ok(HttpResponse::Accepted().json(accepted))
 }
 
 #[derive(Deserialize)]

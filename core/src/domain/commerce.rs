@@ -281,12 +281,13 @@ pub fn record_payment_of(
     Ok(decision)
 }
 
-/// An account's erasure: its record, and the move of its wallet's available
-/// balance to unclaimed balances. One append, so the money moves exactly
-/// when the erasure is recorded: once.
+/// A subject's erasure (an account's, or an anonymous buyer's): its record,
+/// and the move of its wallet's available balance to unclaimed balances. One
+/// append, so the money moves exactly when the erasure is recorded: once.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Erasure {
-    pub account: Vec<AccountEvent>,
+pub struct Erasure<E> {
+    /// The subject's events (`AccountErased`, `AnonymousDataErased`).
+    pub record: Vec<E>,
     pub wallet: Vec<WalletEvent>,
 }
 
@@ -297,36 +298,28 @@ pub fn erase_account(
     account: &Account,
     wallet: &Wallet,
     now: DateTime<Utc>,
-) -> Result<Erasure, AccountError> {
+) -> Result<Erasure<AccountEvent>, AccountError> {
     let account_events = decide_erase_account(account, now)?;
     let owner = Owner::Account(account.id.ok_or(AccountError::AccountNotFound)?);
     Ok(Erasure {
-        account: account_events,
+        record: account_events,
         wallet: wallet::unclaim_available(wallet, owner, now),
     })
 }
 
-/// An anonymous buyer's erasure: its record, and the move of the credit left
-/// on its wallet to unclaimed balances (nobody can spend it once the tracking
-/// ID finds nothing). One append, so the money moves once.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AnonymousErasure {
-    pub anonymous: Vec<AnonymousEvent>,
-    pub wallet: Vec<WalletEvent>,
-}
-
 /// Erases an anonymous buyer's data once due (see [`anonymous::decide_erase`])
-/// and moves what its `wallet` has available to unclaimed balances.
+/// and moves what its `wallet` has available to unclaimed balances: nobody can
+/// spend that credit once the tracking ID finds nothing.
 pub fn erase_anonymous(
     state: &Anonymous,
     current: &Order,
     wallet: &Wallet,
     now: DateTime<Utc>,
-) -> Result<AnonymousErasure, AnonymousError> {
+) -> Result<Erasure<AnonymousEvent>, AnonymousError> {
     let anonymous = anonymous::decide_erase(state, current, now)?;
     let owner = Owner::Anonymous(state.created.as_ref().ok_or(AnonymousError::NotFound)?.anon);
-    Ok(AnonymousErasure {
-        anonymous,
+    Ok(Erasure {
+        record: anonymous,
         wallet: wallet::unclaim_available(wallet, owner, now),
     })
 }

@@ -771,7 +771,7 @@ impl<S: EventStore> Accounts<S> {
                     let erasure = erase_with_balance(&state, &wallet, clock.now())?;
                     vault.erase(&account.subject())?;
                     tx.emit(&wallet_stream, &erasure.wallet)?;
-                    Ok(tx.emit(&account.stream(), &erasure.account)?)
+                    Ok(tx.emit(&account.stream(), &erasure.record)?)
                 })
             })
             .await?;

@@ -914,7 +914,7 @@ impl<S: EventStore> Commerce<S> {
                     let erasure = decide::erase_anonymous(&record, &current, &wallet, clock.now())?;
                     vault.erase(&anon.subject())?;
                     tx.emit(&wallet_stream, &erasure.wallet)?;
-                    Ok(tx.emit(&anon.stream(), &erasure.anonymous)?)
+                    Ok(tx.emit(&anon.stream(), &erasure.record)?)
                 })
             })
             .await?;

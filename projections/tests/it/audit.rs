@@ -11,7 +11,7 @@ use nexus_core::domain::money::Micros;
 use nexus_core::log::EventStore;
 use nexus_projections::audit::{compare_with_read_model, export_entries, trial_balance};
 use nexus_projections::wallets::Reference;
-use nexus_projections::{rebuild, RebuildOptions, Runner, RunnerConfig};
+use nexus_projections::{Runner, RunnerConfig};
 
 #[test]
 fn the_replayed_ledger_balances_and_matches_the_read_model() {
@@ -161,15 +161,7 @@ fn an_erased_balance_shows_on_unclaimed_in_the_read_model_the_audit_and_the_expo
 
         // and a rebuild of the wallets writes the same bytes.
         let incremental = world.models.dump("wallets").unwrap();
-        rebuild(
-            &world.log(),
-            &world.models,
-            world.models.projections(),
-            &RebuildOptions::default(),
-            |_, _| {},
-        )
-        .await
-        .unwrap();
+        world.rebuild_all().await;
         assert_eq!(world.models.dump("wallets").unwrap(), incremental);
     });
 }

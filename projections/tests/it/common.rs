@@ -13,7 +13,7 @@ use nexus_core::domain::money::Micros;
 use nexus_core::domain::order::{CancelReason, DeliveryChannel};
 use nexus_core::domain::wallet::{Payment, WalletEvent};
 use nexus_core::log::{EventStore, SledLog};
-use nexus_projections::{ReadModels, ReadModelsConfig};
+use nexus_projections::{rebuild, ReadModels, ReadModelsConfig, RebuildOptions, RebuildReport};
 
 pub use nexus_testkit::{request_for, runtime, start, store_config};
 
@@ -41,6 +41,19 @@ impl World {
             kit,
             models: Arc::new(models),
         }
+    }
+
+    /// Rebuilds every read model from the log, with the default options.
+    pub async fn rebuild_all(&self) -> RebuildReport {
+        rebuild(
+            &self.log(),
+            &self.models,
+            self.models.projections(),
+            &RebuildOptions::default(),
+            |_, _| {},
+        )
+        .await
+        .unwrap()
     }
 }
 

@@ -15,7 +15,7 @@ use nexus_core::domain::order::{Channel, CountryCode, DeliveryChannel, ServiceCo
 use nexus_core::domain::wallet::Payment;
 use nexus_core::log::EventStore;
 use nexus_projections::accounts::AccountStatusView;
-use nexus_projections::{rebuild, RebuildOptions, Runner, RunnerConfig};
+use nexus_projections::{Runner, RunnerConfig};
 
 const EMAIL: &str = "Erase.Me@Example.com";
 const PHONE: &str = "4915550001234";
@@ -202,15 +202,7 @@ fn erased_subjects_read_as_erased_incrementally_and_after_a_rebuild() {
         assert_views(&world, &s, true);
         runner.stop().await;
 
-        rebuild(
-            &world.log(),
-            &world.models,
-            world.models.projections(),
-            &RebuildOptions::default(),
-            |_, _| {},
-        )
-        .await
-        .unwrap();
+        world.rebuild_all().await;
         assert_views(&world, &s, true);
         // Rebuilt after the erasure, the catalog can no longer tell the route of
         // that order: it counts it under an unknown service and country (the
@@ -241,15 +233,7 @@ fn no_plaintext_personal_data_in_the_projection_files() {
         runner.stop().await;
         // Read back in plain through the vault, so the data is there to find.
         assert_views(&world, &s, false);
-        rebuild(
-            &world.log(),
-            &world.models,
-            world.models.projections(),
-            &RebuildOptions::default(),
-            |_, _| {},
-        )
-        .await
-        .unwrap();
+        world.rebuild_all().await;
         world.models.flush().unwrap();
     });
     let projections = projections_dir(dir.path());
@@ -366,15 +350,7 @@ fn an_erased_account_reads_erased_and_leaves_the_schedule_incrementally_and_afte
             world.models.dump("retention").unwrap(),
         );
 
-        rebuild(
-            &world.log(),
-            &world.models,
-            world.models.projections(),
-            &RebuildOptions::default(),
-            |_, _| {},
-        )
-        .await
-        .unwrap();
+        world.rebuild_all().await;
         check("rebuilt");
         assert_eq!(
             incremental,

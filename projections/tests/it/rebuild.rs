@@ -61,15 +61,7 @@ fn incremental_build_during_a_workload_equals_a_rebuild() {
             "every read model has content"
         );
 
-        let report = rebuild(
-            &world.log(),
-            &world.models,
-            world.models.projections(),
-            &RebuildOptions::default(),
-            |_, _| {},
-        )
-        .await
-        .unwrap();
+        let report = world.rebuild_all().await;
         assert_eq!(report.head, head);
         assert_eq!(report.failures().count(), 0);
         assert_same(&incremental, &dumps(&world), "one-window rebuild");

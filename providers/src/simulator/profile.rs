@@ -318,10 +318,7 @@ fn national_shape(country: CountryCode, dial_len: usize) -> (usize, &'static str
 /// finished with SplitMix64's mixer so that every bit depends on every byte.
 fn roll(service: &ServiceCode, country: CountryCode, aspect: &str) -> u64 {
     let text = format!("{aspect}/{}/{}", service.as_str(), country.as_str());
-    let mut z = fnv1a(text.as_bytes());
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+    super::mix64(fnv1a(text.as_bytes()))
 }
 
 pub(super) fn fnv1a(bytes: &[u8]) -> u64 {

@@ -295,7 +295,7 @@ fn erased_account() -> (Account, DateTime<Utc>) {
     let due = t0() + Duration::days(30);
     for event in erase_account(&state, &Wallet::default(), due)
         .unwrap()
-        .account
+        .record
     {
         state.apply(&event);
     }
@@ -336,10 +336,10 @@ fn an_erasure_moves_the_available_balance_to_unclaimed_once() {
     let erasure = erase_account(&state, &wallet, due).unwrap();
     assert_eq!(erasure.wallet, vec![unclaimed(9_610_000, due)]);
     assert!(matches!(
-        erasure.account[..],
+        erasure.record[..],
         [AccountEvent::AccountErased(_)]
     ));
-    erasure.account.iter().for_each(|e| state.apply(e));
+    erasure.record.iter().for_each(|e| state.apply(e));
     erasure.wallet.iter().for_each(|e| wallet.apply(e));
     assert_eq!(wallet.available, Micros(0));
     // Erased again: refused, so nothing moves twice.
@@ -684,7 +684,7 @@ fn an_anonymous_erasure_moves_the_credit_left_to_unclaimed_once() {
         crate::domain::ledger::LedgerAccount::Unclaimed
     );
     assert_eq!(moved.entry.amount, Micros(250_000));
-    erasure.anonymous.iter().for_each(|e| state.apply(e));
+    erasure.record.iter().for_each(|e| state.apply(e));
     erasure.wallet.iter().for_each(|e| wallet.apply(e));
     assert_eq!(wallet.available, Micros(0));
     // Erased again: refused, so nothing moves twice.
