@@ -3,6 +3,7 @@
 pub mod domain;
 mod durable;
 pub mod log;
+pub mod postgres;
 pub mod service;
 mod store;
 pub mod vault;

@@ -13,12 +13,17 @@ use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use tempfile::TempDir;
 
 /// The cluster's superuser (what `nexus db init` would connect as).
 pub const OWNER_ROLE: &str = "nexus_owner";
+/// The role `nexus serve` connects as in tests: LOGIN, nothing else until
+/// `db init` grants it the runtime privileges.
+pub const RUNTIME_ROLE: &str = "nexus_runtime";
 /// Where Debian installs each major version's server binaries.
 const DEBIAN_SERVER_DIRS: &str = "/usr/lib/postgresql";
 /// Attempts at a free port (another process may take the one found first).
@@ -80,6 +85,47 @@ impl PgCluster {
             }
         }
         Err(last.unwrap_or(PgError::NotInstalled))
+    }
+
+    /// One cluster shared by the tests of this process that run at the same
+    /// time; stopped when the last of them drops it (a later test starts
+    /// another). A database per test keeps them apart.
+    pub fn shared() -> Result<Arc<PgCluster>, PgError> {
+        static SHARED: Mutex<Weak<PgCluster>> = Mutex::new(Weak::new());
+        let mut shared = SHARED.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(cluster) = shared.upgrade() {
+            return Ok(cluster);
+        }
+        let cluster = Arc::new(PgCluster::start()?);
+        *shared = Arc::downgrade(&cluster);
+        Ok(cluster)
+    }
+
+    /// A new, empty database with a name no other test of this process uses,
+    /// and the runtime role (created once per cluster). Returns its name.
+    pub fn fresh_database(&self) -> Result<String, PgError> {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let name = format!(
+            "nexus_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        self.create_database(&name)?;
+        self.psql(
+            "postgres",
+            &format!(
+                "DO $$ BEGIN CREATE ROLE {RUNTIME_ROLE} LOGIN PASSWORD '{}'; \
+                 EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$",
+                self.password
+            ),
+        )?;
+        Ok(name)
+    }
+
+    /// The runtime role's URL to `database` (its password is the owner's, a
+    /// test-only shortcut; the roles' privileges are what differs).
+    pub fn runtime_url(&self, database: &str) -> String {
+        self.url(RUNTIME_ROLE, &self.password, database)
     }
 
     /// The loopback port the server listens on.

@@ -4,6 +4,9 @@
 //! log's head, a stream that does not exist). Everything outside `core` uses the log
 //! through [`EventStore`]; only [`SledLog`] knows sled.
 
+mod any_log;
+mod group;
+mod pg_log;
 mod record;
 mod sled_log;
 mod subscription;
@@ -15,12 +18,11 @@ use uuid::Uuid;
 
 use crate::vault::SealedPii;
 
+pub use any_log::AnyLog;
+pub use pg_log::{PgLog, PgLogConfig};
 pub use record::{Hash32, RecordedEvent};
-pub use sled_log::{LogStats, SledLog, SledLogConfig, SyncMode, MAX_APPEND_BYTES};
+pub use sled_log::{LogStats, SledLog, SledLogConfig, SyncMode};
 pub use subscription::AllSubscription;
-
-#[cfg(test)]
-mod tests;
 
 /// Longest stream name, in bytes.
 pub const MAX_STREAM_NAME_BYTES: usize = 128;
@@ -32,6 +34,8 @@ pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
 pub const MAX_EVENTS_PER_APPEND: usize = 1024;
 /// Most streams one append request may touch atomically.
 pub const MAX_STREAMS_PER_APPEND: usize = 16;
+/// Most bytes of payload and PII in one append request.
+pub const MAX_APPEND_BYTES: usize = 512 * 1024;
 /// Most events one read call returns.
 pub const MAX_READ_COUNT: usize = 10_000;
 /// Largest sealed personal part of one event: the vault's largest plaintext and
@@ -167,6 +171,15 @@ impl AppendRequest {
             }],
             ..Self::default()
         }
+    }
+
+    /// Bytes of payload and sealed PII over all events.
+    pub fn body_bytes(&self) -> usize {
+        self.writes
+            .iter()
+            .flat_map(|w| &w.events)
+            .map(|e| e.payload.len() + e.pii.as_ref().map_or(0, |p| p.ciphertext.len()))
+            .sum()
     }
 
     pub fn event_count(&self) -> usize {
@@ -336,6 +349,10 @@ pub enum LogError {
     Closed,
     #[error("the log stopped after a failed write and must be reopened")]
     Poisoned,
+    /// The log's database refused or could not be reached; nothing was written
+    /// unless the message says the outcome is unknown.
+    #[error("log database: {0}")]
+    Database(String),
     /// The I/O error is in the message and not a `source`: a report of the
     /// error chain (`{:#}`) would say it twice.
     #[error("log I/O: {0}")]

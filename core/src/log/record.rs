@@ -449,8 +449,55 @@ impl<'a> GroupView<'a> {
 
     /// Decodes record `i` into an event, checking that it sits where it says.
     pub(crate) fn event(&self, i: usize) -> Result<RecordedEvent, LogError> {
-        let position = self.first_position + i as u64;
-        let (record, header) = self.decode(i)?;
+        self.record(i)?.event()
+    }
+
+    /// The stream, type, schema and payload digest of record `i`.
+    pub(crate) fn identity(&self, i: usize) -> Result<EventIdentity, LogError> {
+        self.record(i)?.identity()
+    }
+
+    /// The stream, version and id of record `i`: what the in-memory index needs.
+    pub(crate) fn index_entry(&self, i: usize) -> Result<(StreamName, u64, EventId), LogError> {
+        self.record(i)?.index_entry()
+    }
+
+    /// The hash stored with record `i`.
+    pub(crate) fn hash(&self, i: usize) -> Result<Hash32, LogError> {
+        self.record(i)?.hash()
+    }
+
+    /// The time of record `i`, in microseconds since the epoch.
+    pub(crate) fn recorded_at_micros(&self, i: usize) -> Result<i64, LogError> {
+        self.record(i)?.recorded_at_micros()
+    }
+
+    /// Recomputes record `i`'s hash from its parts; `Err(reason)` if it is broken.
+    pub(crate) fn verify(&self, i: usize, prev: &Hash32) -> Result<Hash32, String> {
+        self.record(i).map_err(|e| e.to_string())?.verify(prev)
+    }
+
+    fn record(&self, i: usize) -> Result<StoredRecord<'a>, LogError> {
+        Ok(StoredRecord {
+            position: self.first_position + i as u64,
+            bytes: self.raw(i)?,
+        })
+    }
+}
+
+/// One record's bytes (as [`encode_record`] made them) and the position it is
+/// stored at: a group's record, or a row of a backend that keeps one per record.
+#[derive(Clone, Copy)]
+pub(crate) struct StoredRecord<'a> {
+    pub position: u64,
+    pub bytes: &'a [u8],
+}
+
+impl<'a> StoredRecord<'a> {
+    /// Decodes the record into an event, checking that it sits where it says.
+    pub(crate) fn event(&self) -> Result<RecordedEvent, LogError> {
+        let position = self.position;
+        let (record, header) = self.decode()?;
         let corrupt = |reason: &str| LogError::Corrupt {
             position,
             reason: reason.into(),
@@ -479,10 +526,10 @@ impl<'a> GroupView<'a> {
         })
     }
 
-    /// The stream, type, schema and payload digest of record `i`: what makes two
-    /// appends of one event id the same event.
-    pub(crate) fn identity(&self, i: usize) -> Result<EventIdentity, LogError> {
-        let (record, header) = self.decode(i)?;
+    /// The stream, type, schema and payload digest: what makes two appends of one
+    /// event id the same event.
+    pub(crate) fn identity(&self) -> Result<EventIdentity, LogError> {
+        let (record, header) = self.decode()?;
         Ok(EventIdentity {
             stream: header.stream.to_owned(),
             version: header.version,
@@ -492,9 +539,9 @@ impl<'a> GroupView<'a> {
         })
     }
 
-    /// The stream, version and id of record `i`: what the in-memory index needs.
-    pub(crate) fn index_entry(&self, i: usize) -> Result<(StreamName, u64, EventId), LogError> {
-        let (_, header) = self.decode(i)?;
+    /// The stream, version and id.
+    pub(crate) fn index_entry(&self) -> Result<(StreamName, u64, EventId), LogError> {
+        let (_, header) = self.decode()?;
         Ok((
             StreamName::trusted(header.stream),
             header.version,
@@ -502,19 +549,19 @@ impl<'a> GroupView<'a> {
         ))
     }
 
-    /// The hash stored with record `i`.
-    pub(crate) fn hash(&self, i: usize) -> Result<Hash32, LogError> {
-        Ok(self.decode(i)?.0.hash)
+    /// The hash stored with the record.
+    pub(crate) fn hash(&self) -> Result<Hash32, LogError> {
+        Ok(self.decode()?.0.hash)
     }
 
-    /// The time of record `i`, in microseconds since the epoch.
-    pub(crate) fn recorded_at_micros(&self, i: usize) -> Result<i64, LogError> {
-        Ok(self.decode(i)?.1.recorded_at_micros)
+    /// The record's time, in microseconds since the epoch.
+    pub(crate) fn recorded_at_micros(&self) -> Result<i64, LogError> {
+        Ok(self.decode()?.1.recorded_at_micros)
     }
 
-    /// Recomputes record `i`'s hash from its parts; `Err(reason)` if it is broken.
-    pub(crate) fn verify(&self, i: usize, prev: &Hash32) -> Result<Hash32, String> {
-        let (record, _) = self.decode(i).map_err(|e| e.to_string())?;
+    /// Recomputes the hash from the record's parts; `Err(reason)` if it is broken.
+    pub(crate) fn verify(&self, prev: &Hash32) -> Result<Hash32, String> {
+        let (record, _) = self.decode().map_err(|e| e.to_string())?;
         if record.prev_hash != *prev {
             return Err("previous hash does not match the record before".into());
         }
@@ -539,13 +586,13 @@ impl<'a> GroupView<'a> {
         Ok(hash)
     }
 
-    fn decode(&self, i: usize) -> Result<(RecordView<'a>, Header<'a>), LogError> {
-        let position = self.first_position + i as u64;
+    fn decode(&self) -> Result<(RecordView<'a>, Header<'a>), LogError> {
+        let position = self.position;
         let corrupt = |what: &str, reason: &str| LogError::Corrupt {
             position,
             reason: format!("{what}: {reason}"),
         };
-        let record = RecordView::decode(self.raw(i)?).map_err(|e| corrupt("record", e))?;
+        let record = RecordView::decode(self.bytes).map_err(|e| corrupt("record", e))?;
         let header = Header::decode(record.header_bytes).map_err(|e| corrupt("header", e))?;
         if header.position != position {
             return Err(LogError::Corrupt {

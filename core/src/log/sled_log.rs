@@ -27,19 +27,18 @@ use chrono::Utc;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::error;
 
+use super::group::{Committed, Group};
 use super::record::{
-    encode_group, encode_record, EncodedRecord, EventIdentity, GroupView, Hash32, Header,
-    RecordedEvent, GENESIS_HASH, MAX_RECORD_FRAME_BYTES,
+    encode_group, EventIdentity, GroupView, Hash32, RecordedEvent, GENESIS_HASH,
+    MAX_RECORD_FRAME_BYTES,
 };
 use super::{
-    AppendOutcome, AppendRequest, Appended, Broken, Direction, EventId, EventStore, LogError,
-    StreamName, VerifyReport, MAX_EVENTS_PER_APPEND, MAX_PAYLOAD_BYTES, MAX_READ_COUNT,
+    AppendOutcome, AppendRequest, Broken, Direction, EventId, EventStore, LogError, StreamName,
+    VerifyReport, MAX_APPEND_BYTES, MAX_EVENTS_PER_APPEND, MAX_PAYLOAD_BYTES, MAX_READ_COUNT,
     MAX_SEALED_PII_BYTES,
 };
 use crate::durable::{sled_to_io, DurableDb};
 
-/// Most bytes of payload and PII in one append request.
-pub const MAX_APPEND_BYTES: usize = 512 * 1024;
 /// Appends waiting for the writer; senders wait (asynchronously) beyond this.
 const MAX_QUEUED_APPENDS: usize = 16 * 1024;
 /// The writer stops adding appends to a group past these.
@@ -283,11 +282,6 @@ impl SledLog {
     pub fn sync(&self) -> Result<(), LogError> {
         Ok(self.shared.ddb.sync()?)
     }
-
-    #[cfg(test)]
-    pub(crate) fn raw_log_tree(&self) -> &sled::Tree {
-        &self.shared.log
-    }
 }
 
 impl Drop for SledLog {
@@ -305,7 +299,7 @@ impl Drop for SledLog {
 impl EventStore for SledLog {
     async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, LogError> {
         request.validate()?;
-        let bytes = request_bytes(&request);
+        let bytes = request.body_bytes();
         if bytes > MAX_APPEND_BYTES {
             return Err(LogError::PayloadTooLarge {
                 size: bytes,
@@ -357,15 +351,6 @@ impl EventStore for SledLog {
     async fn verify(&self) -> Result<VerifyReport, LogError> {
         self.shared.verify()
     }
-}
-
-fn request_bytes(request: &AppendRequest) -> usize {
-    request
-        .writes
-        .iter()
-        .flat_map(|w| &w.events)
-        .map(|e| e.payload.len() + e.pii.as_ref().map_or(0, |p| p.ciphertext.len()))
-        .sum()
 }
 
 fn position_key(position: u64) -> [u8; 8] {
@@ -572,35 +557,17 @@ struct Writer {
     ids: HashMap<EventId, u64>,
 }
 
-/// One commit group under construction.
-struct Group {
-    first_position: u64,
-    last_hash: Hash32,
-    records: Vec<EncodedRecord>,
-    identities: Vec<EventIdentity>,
-    /// (stream, version, position) of each record, for the stream index.
-    entries: Vec<(StreamName, u64, u64)>,
-    ids: Vec<EventId>,
-    versions: HashMap<StreamName, u64>,
-    id_positions: HashMap<EventId, u64>,
-}
-
-impl Group {
-    fn next_position(&self) -> u64 {
-        self.first_position + self.records.len() as u64
-    }
-}
 impl Writer {
     fn run(mut self) {
         while let Some(first) = self.jobs.blocking_recv() {
             let mut events = first.request.event_count();
-            let mut bytes = request_bytes(&first.request);
+            let mut bytes = first.request.body_bytes();
             let mut jobs = vec![first];
             while events < MAX_GROUP_EVENTS && bytes < MAX_GROUP_BYTES {
                 match self.jobs.try_recv() {
                     Ok(job) => {
                         events += job.request.event_count();
-                        bytes += request_bytes(&job.request);
+                        bytes += job.request.body_bytes();
                         jobs.push(job);
                     }
                     Err(_) => break,
@@ -612,16 +579,7 @@ impl Writer {
 
     fn commit(&mut self, jobs: Vec<Job>) {
         let now_micros = Utc::now().timestamp_micros().max(self.last_micros);
-        let mut group = Group {
-            first_position: self.head + 1,
-            last_hash: self.last_hash,
-            records: Vec::new(),
-            identities: Vec::new(),
-            entries: Vec::new(),
-            ids: Vec::new(),
-            versions: HashMap::new(),
-            id_positions: HashMap::new(),
-        };
+        let mut group = Group::after(self.head, self.last_hash);
         let poisoned = self.shared.poisoned.load(Ordering::Acquire);
         let mut answers: Vec<(Job, Result<AppendOutcome, LogError>)> = jobs
             .into_iter()
@@ -629,13 +587,17 @@ impl Writer {
                 let result = if poisoned {
                     Err(LogError::Poisoned)
                 } else {
-                    self.decide(&mut group, &job.request, now_micros)
+                    let committed = SledCommitted {
+                        ids: &self.ids,
+                        shared: &self.shared,
+                    };
+                    group.decide(&committed, &job.request, now_micros)
                 };
                 (job, result)
             })
             .collect();
 
-        if !group.records.is_empty() {
+        if !group.is_empty() {
             if let Err(e) = self.write(&group) {
                 error!(error = %e, "log write failed; the log stops taking appends");
                 self.shared.poisoned.store(true, Ordering::Release);
@@ -651,146 +613,6 @@ impl Writer {
         for (job, result) in answers {
             // The caller may have gone away; its events are durable all the same.
             let _ = job.reply.send(result);
-        }
-    }
-
-    /// Decides one append against the log plus the group so far; on success its
-    /// records are in the group, on failure the group is unchanged.
-    fn decide(
-        &mut self,
-        group: &mut Group,
-        request: &AppendRequest,
-        now_micros: i64,
-    ) -> Result<AppendOutcome, LogError> {
-        if let Some(outcome) = self.duplicate(group, request)? {
-            return Ok(outcome);
-        }
-        let mut currents = Vec::with_capacity(request.writes.len());
-        for write in &request.writes {
-            let current = self.current_version(group, &write.stream);
-            if !write.expected.admits(current) {
-                return Err(LogError::WrongExpectedVersion {
-                    stream: write.stream.clone(),
-                    expected: write.expected,
-                    found: current,
-                });
-            }
-            currents.push(current);
-        }
-
-        let mut position = group.next_position();
-        let mut prev = group.last_hash;
-        let mut records = Vec::with_capacity(request.event_count());
-        let mut appended = Vec::with_capacity(request.event_count());
-        for (write, current) in request.writes.iter().zip(currents) {
-            for (k, event) in write.events.iter().enumerate() {
-                let version = current + k as u64 + 1;
-                let header = Header {
-                    position,
-                    stream: write.stream.as_str(),
-                    version,
-                    event_id: *event.id.0.as_bytes(),
-                    event_type: &event.event_type,
-                    schema_version: event.schema_version,
-                    recorded_at_micros: now_micros,
-                    correlation_id: request.correlation_id.map(|u| *u.as_bytes()),
-                    causation_id: request.causation_id.map(|u| *u.as_bytes()),
-                };
-                let record = encode_record(&header, &event.payload, &event.pii, &prev);
-                prev = record.hash;
-                let identity = EventIdentity {
-                    stream: header.stream.to_owned(),
-                    version,
-                    event_type: header.event_type.to_owned(),
-                    schema_version: header.schema_version,
-                    payload_digest: record.payload_digest,
-                };
-                records.push((record, identity, write.stream.clone(), event.id));
-                appended.push(Appended { position, version });
-                position += 1;
-            }
-        }
-        for (record, identity, stream, id) in records {
-            let position = group.next_position();
-            group.last_hash = record.hash;
-            group.versions.insert(stream.clone(), identity.version);
-            group.id_positions.insert(id, position);
-            group.entries.push((stream, identity.version, position));
-            group.ids.push(id);
-            group.records.push(record);
-            group.identities.push(identity);
-        }
-        Ok(AppendOutcome {
-            events: appended,
-            duplicate: false,
-        })
-    }
-
-    /// `Some` when every event of the request is already in the log with the same
-    /// body: the original positions. An id reused for another body is an error.
-    fn duplicate(
-        &self,
-        group: &Group,
-        request: &AppendRequest,
-    ) -> Result<Option<AppendOutcome>, LogError> {
-        let mut found = Vec::new();
-        let mut missing = None;
-        for write in &request.writes {
-            for event in &write.events {
-                match self.lookup_id(group, &event.id)? {
-                    Some(position) => found.push((position, write, event)),
-                    None => missing = Some(event.id),
-                }
-            }
-        }
-        let Some((_, _, first_found)) = found.first() else {
-            return Ok(None);
-        };
-        if missing.is_some() {
-            return Err(LogError::PartialDuplicate { id: first_found.id });
-        }
-        let mut events = Vec::with_capacity(found.len());
-        for (position, write, event) in found {
-            let identity = self.identity_at(group, position)?;
-            let same = identity.stream == write.stream.as_str()
-                && identity.event_type == event.event_type
-                && identity.schema_version == event.schema_version
-                && identity.payload_digest == super::record::sha256(&event.payload);
-            if !same {
-                return Err(LogError::EventIdReused { id: event.id });
-            }
-            events.push(Appended {
-                position,
-                version: identity.version,
-            });
-        }
-        Ok(Some(AppendOutcome {
-            events,
-            duplicate: true,
-        }))
-    }
-
-    fn lookup_id(&self, group: &Group, id: &EventId) -> Result<Option<u64>, LogError> {
-        Ok(group
-            .id_positions
-            .get(id)
-            .or_else(|| self.ids.get(id))
-            .copied())
-    }
-
-    fn identity_at(&self, group: &Group, position: u64) -> Result<EventIdentity, LogError> {
-        if position >= group.first_position {
-            let i = (position - group.first_position) as usize;
-            return Ok(group.identities[i].clone());
-        }
-        let (first, value) = self.shared.group_at(position)?;
-        GroupView::parse(first, &value)?.identity((position - first) as usize)
-    }
-
-    fn current_version(&self, group: &Group, stream: &StreamName) -> u64 {
-        match group.versions.get(stream) {
-            Some(version) => *version,
-            None => self.shared.streams.version(stream),
         }
     }
 
@@ -823,5 +645,26 @@ impl Writer {
         self.shared.committed.store(last, Ordering::Release);
         self.shared.head_tx.send_replace(last);
         self.shared.groups.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The committed log as the writer sees it: its id index and the stream index.
+struct SledCommitted<'a> {
+    ids: &'a HashMap<EventId, u64>,
+    shared: &'a Shared,
+}
+
+impl Committed for SledCommitted<'_> {
+    fn position_of(&self, id: &EventId) -> Result<Option<u64>, LogError> {
+        Ok(self.ids.get(id).copied())
+    }
+
+    fn identity_at(&self, position: u64) -> Result<EventIdentity, LogError> {
+        let (first, value) = self.shared.group_at(position)?;
+        GroupView::parse(first, &value)?.identity((position - first) as usize)
+    }
+
+    fn version_of(&self, stream: &StreamName) -> Result<u64, LogError> {
+        Ok(self.shared.streams.version(stream))
     }
 }

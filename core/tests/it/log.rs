@@ -1,5 +1,8 @@
-//! The log through its public API on a real sled database: concurrent appends
-//! (property tests), crash recovery (SIGKILL of a child process), subscriptions.
+//! The log through its public API, every behaviour on both backends (sled and
+//! PostgreSQL, `log_backend.rs`): appends, idempotency, expected versions,
+//! reads, verification, concurrent appends (property tests), subscriptions,
+//! crash recovery (SIGKILL of a child process). Then personal data through the
+//! embedded store.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
@@ -8,10 +11,30 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nexus_core::log::{
-    AllSubscription, AppendOutcome, AppendRequest, Direction, EventId, EventStore, ExpectedVersion,
-    LogError, NewEvent, SledLog, SledLogConfig, StreamName, StreamWrite,
+    AllSubscription, AnyLog, AppendOutcome, AppendRequest, Appended, Direction, EventId,
+    EventStore, ExpectedVersion, LogError, NewEvent, StreamName, StreamWrite,
+    MAX_EVENTS_PER_APPEND, MAX_PAYLOAD_BYTES,
 };
 use proptest::prelude::*;
+use uuid::Uuid;
+
+use crate::log_backend::{on_both_backends, open_spec, Backend, Kind};
+
+on_both_backends!(
+    positions_and_versions_start_at_one_and_are_dense,
+    a_conflict_on_one_stream_rejects_the_whole_append_and_names_it,
+    a_multi_stream_append_lands_in_both_streams,
+    retried_appends_return_the_original_positions_and_write_nothing,
+    idempotency_survives_a_reopen,
+    streams_read_forwards_and_backwards,
+    bad_input_is_a_typed_error_and_writes_nothing,
+    decode_refuses_unknown_schema_versions_and_other_types,
+    verify_reports_the_first_broken_position,
+    a_corrupt_record_on_read_reports_its_position,
+    a_condition_write_checks_a_stream_and_writes_nothing_to_it,
+    subscribers_started_mid_stream_see_every_position_once_in_order,
+    crash_recovery_keeps_every_acknowledged_event,
+);
 
 fn stream(name: &str) -> StreamName {
     StreamName::new(name).expect("valid stream name")
@@ -27,11 +50,18 @@ fn event(payload: Vec<u8>) -> NewEvent {
     }
 }
 
-fn open(dir: &std::path::Path) -> Arc<SledLog> {
-    Arc::new(SledLog::open(&SledLogConfig::new(dir)).expect("open log"))
+fn event_of(payload: &[u8]) -> NewEvent {
+    event(payload.to_vec())
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+/// Three events on one stream.
+pub(crate) async fn append_three(log: &AnyLog) {
+    for _ in 0..3 {
+        append_one(log, "s-1", ExpectedVersion::Any).await.unwrap();
+    }
+}
+
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -39,6 +69,472 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
+async fn append_one(
+    log: &AnyLog,
+    s: &str,
+    expected: ExpectedVersion,
+) -> Result<AppendOutcome, LogError> {
+    log.append(AppendRequest::single(
+        stream(s),
+        expected,
+        vec![event_of(b"x")],
+    ))
+    .await
+}
+
+async fn positions_and_versions_start_at_one_and_are_dense(backend: Backend) {
+    let log = backend.open().await;
+    assert_eq!(log.head(), 0);
+    let a1 = append_one(&log, "a-1", ExpectedVersion::NoStream)
+        .await
+        .unwrap();
+    let b1 = append_one(&log, "b-1", ExpectedVersion::Any).await.unwrap();
+    let a2 = append_one(&log, "a-1", ExpectedVersion::Exact(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        a1.events,
+        vec![Appended {
+            position: 1,
+            version: 1
+        }]
+    );
+    assert_eq!(
+        b1.events,
+        vec![Appended {
+            position: 2,
+            version: 1
+        }]
+    );
+    assert_eq!(
+        a2.events,
+        vec![Appended {
+            position: 3,
+            version: 2
+        }]
+    );
+    assert_eq!(log.head(), 3);
+    assert_eq!(log.stream_version(&stream("a-1")).await.unwrap(), 2);
+    assert_eq!(log.stream_version(&stream("none")).await.unwrap(), 0);
+}
+
+async fn a_conflict_on_one_stream_rejects_the_whole_append_and_names_it(backend: Backend) {
+    let log = backend.open().await;
+    append_one(&log, "wallet-1", ExpectedVersion::NoStream)
+        .await
+        .unwrap();
+    let request = AppendRequest {
+        writes: vec![
+            StreamWrite {
+                stream: stream("order-1"),
+                expected: ExpectedVersion::NoStream,
+                events: vec![event_of(b"placed")],
+            },
+            StreamWrite {
+                stream: stream("wallet-1"),
+                expected: ExpectedVersion::Exact(7),
+                events: vec![event_of(b"held")],
+            },
+        ],
+        ..AppendRequest::default()
+    };
+    match log.append(request).await {
+        Err(LogError::WrongExpectedVersion {
+            stream: s,
+            expected,
+            found,
+        }) => {
+            assert_eq!(s, stream("wallet-1"));
+            assert_eq!(expected, ExpectedVersion::Exact(7));
+            assert_eq!(found, 1);
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert_eq!(log.head(), 1, "nothing was written");
+    assert_eq!(log.stream_version(&stream("order-1")).await.unwrap(), 0);
+}
+
+async fn a_multi_stream_append_lands_in_both_streams(backend: Backend) {
+    let log = backend.open().await;
+    let request = AppendRequest {
+        writes: vec![
+            StreamWrite {
+                stream: stream("order-1"),
+                expected: ExpectedVersion::NoStream,
+                events: vec![event_of(b"placed"), event_of(b"assigned")],
+            },
+            StreamWrite {
+                stream: stream("wallet-1"),
+                expected: ExpectedVersion::NoStream,
+                events: vec![event_of(b"held")],
+            },
+        ],
+        correlation_id: Some(Uuid::now_v7()),
+        causation_id: None,
+    };
+    let outcome = log.append(request.clone()).await.unwrap();
+    assert_eq!(
+        outcome.events,
+        vec![
+            Appended {
+                position: 1,
+                version: 1
+            },
+            Appended {
+                position: 2,
+                version: 2
+            },
+            Appended {
+                position: 3,
+                version: 1
+            },
+        ]
+    );
+    let all = log.read_all(1, 10).await.unwrap();
+    assert_eq!(all.len(), 3);
+    assert!(all
+        .iter()
+        .all(|e| e.correlation_id == request.correlation_id));
+    assert_eq!(all[2].stream, stream("wallet-1"));
+    assert_eq!(all[2].payload, b"held");
+}
+
+async fn retried_appends_return_the_original_positions_and_write_nothing(backend: Backend) {
+    let log = backend.open().await;
+    let request = AppendRequest::single(
+        stream("s-1"),
+        ExpectedVersion::NoStream,
+        vec![event_of(b"a"), event_of(b"b")],
+    );
+    let first = log.append(request.clone()).await.unwrap();
+    append_one(&log, "s-1", ExpectedVersion::Exact(2))
+        .await
+        .unwrap();
+    let again = log.append(request.clone()).await.unwrap();
+    assert!(again.duplicate && !first.duplicate);
+    assert_eq!(again.events, first.events);
+    assert_eq!(log.head(), 3);
+
+    // The same id with another body is an error, not a silent no-op.
+    let mut changed = request.clone();
+    changed.writes[0].events[1].payload = b"other".to_vec();
+    assert!(matches!(
+        log.append(changed).await,
+        Err(LogError::EventIdReused { .. })
+    ));
+    // Part old, part new: refused as a whole.
+    let mut partial = request;
+    partial.writes[0].events[1] = event_of(b"new");
+    assert!(matches!(
+        log.append(partial).await,
+        Err(LogError::PartialDuplicate { .. })
+    ));
+    assert_eq!(log.head(), 3);
+}
+
+async fn idempotency_survives_a_reopen(backend: Backend) {
+    let request = AppendRequest::single(
+        stream("s-1"),
+        ExpectedVersion::NoStream,
+        vec![event_of(b"a")],
+    );
+    let first = {
+        let log = backend.open().await;
+        log.append(request.clone()).await.unwrap()
+    };
+    let log = backend.open().await;
+    let again = log.append(request).await.unwrap();
+    assert!(again.duplicate);
+    assert_eq!(again.events, first.events);
+    assert_eq!(log.head(), 1);
+    assert_eq!(log.stream_version(&stream("s-1")).await.unwrap(), 1);
+}
+
+async fn streams_read_forwards_and_backwards(backend: Backend) {
+    let log = backend.open().await;
+    for i in 0..20u8 {
+        let s = if i % 2 == 0 { "even-1" } else { "odd-1" };
+        log.append(AppendRequest::single(
+            stream(s),
+            ExpectedVersion::Any,
+            vec![event_of(&[i])],
+        ))
+        .await
+        .unwrap();
+    }
+    let forwards = log
+        .read_stream(&stream("even-1"), 3, Direction::Forwards, 4)
+        .await
+        .unwrap();
+    let versions: Vec<u64> = forwards.iter().map(|e| e.version).collect();
+    assert_eq!(versions, vec![3, 4, 5, 6]);
+    assert_eq!(forwards[0].payload, vec![4]);
+    let last = log
+        .read_stream(&stream("odd-1"), u64::MAX, Direction::Backwards, 1)
+        .await
+        .unwrap();
+    assert_eq!((last[0].version, last[0].payload.clone()), (10, vec![19]));
+    let back = log
+        .read_stream(&stream("odd-1"), 4, Direction::Backwards, 10)
+        .await
+        .unwrap();
+    let versions: Vec<u64> = back.iter().map(|e| e.version).collect();
+    assert_eq!(versions, vec![4, 3, 2, 1]);
+    assert!(log
+        .read_stream(&stream("none"), 1, Direction::Forwards, 10)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+async fn bad_input_is_a_typed_error_and_writes_nothing(backend: Backend) {
+    let log = backend.open().await;
+    assert!(matches!(
+        StreamName::new(""),
+        Err(LogError::InvalidStreamName(_))
+    ));
+    assert!(matches!(
+        StreamName::new("a".repeat(129)),
+        Err(LogError::InvalidStreamName(_))
+    ));
+    assert!(matches!(
+        StreamName::new("has space"),
+        Err(LogError::InvalidStreamName(_))
+    ));
+    assert!(matches!(
+        StreamName::new("nul\0byte"),
+        Err(LogError::InvalidStreamName(_))
+    ));
+    assert!(StreamName::new("a".repeat(128)).is_ok());
+
+    let s = stream("s-1");
+    type Case = (AppendRequest, fn(&LogError) -> bool);
+    let cases: Vec<Case> = vec![
+        (AppendRequest::default(), |e| {
+            matches!(e, LogError::EmptyAppend)
+        }),
+        (
+            AppendRequest::single(s.clone(), ExpectedVersion::Any, vec![]),
+            |e| matches!(e, LogError::EmptyAppend),
+        ),
+        (
+            AppendRequest::single(
+                s.clone(),
+                ExpectedVersion::Any,
+                vec![NewEvent {
+                    schema_version: 0,
+                    ..event_of(b"x")
+                }],
+            ),
+            |e| matches!(e, LogError::InvalidSchemaVersion),
+        ),
+        (
+            AppendRequest::single(
+                s.clone(),
+                ExpectedVersion::Any,
+                vec![NewEvent {
+                    event_type: String::new(),
+                    ..event_of(b"x")
+                }],
+            ),
+            |e| matches!(e, LogError::InvalidEventType),
+        ),
+        (
+            AppendRequest::single(
+                s.clone(),
+                ExpectedVersion::Any,
+                vec![event_of(&vec![0; MAX_PAYLOAD_BYTES + 1])],
+            ),
+            |e| matches!(e, LogError::PayloadTooLarge { .. }),
+        ),
+        (
+            AppendRequest::single(
+                s.clone(),
+                ExpectedVersion::Any,
+                (0..=MAX_EVENTS_PER_APPEND)
+                    .map(|_| event_of(b"x"))
+                    .collect(),
+            ),
+            |e| matches!(e, LogError::TooManyEvents { .. }),
+        ),
+        (
+            AppendRequest::single(
+                s.clone(),
+                ExpectedVersion::Any,
+                (0..9).map(|_| event_of(&vec![0; 60_000])).collect(),
+            ),
+            |e| matches!(e, LogError::PayloadTooLarge { .. }),
+        ),
+        (
+            {
+                let e = event_of(b"x");
+                AppendRequest::single(s.clone(), ExpectedVersion::Any, vec![e.clone(), e])
+            },
+            |e| matches!(e, LogError::DuplicateIdInAppend { .. }),
+        ),
+        (
+            AppendRequest {
+                writes: vec![
+                    StreamWrite {
+                        stream: s.clone(),
+                        expected: ExpectedVersion::Any,
+                        events: vec![event_of(b"x")],
+                    },
+                    StreamWrite {
+                        stream: s.clone(),
+                        expected: ExpectedVersion::Any,
+                        events: vec![event_of(b"y")],
+                    },
+                ],
+                ..AppendRequest::default()
+            },
+            |e| matches!(e, LogError::StreamRepeated { .. }),
+        ),
+    ];
+    for (request, is_expected) in cases {
+        let err = log.append(request).await.expect_err("bad input must fail");
+        assert!(is_expected(&err), "unexpected error: {err}");
+    }
+    assert_eq!(log.head(), 0);
+}
+
+async fn decode_refuses_unknown_schema_versions_and_other_types(backend: Backend) {
+    let log = backend.open().await;
+    let payload = bincode::serialize(&42u32).unwrap();
+    let e = NewEvent {
+        schema_version: 3,
+        payload,
+        ..event_of(b"")
+    };
+    log.append(AppendRequest::single(
+        stream("s-1"),
+        ExpectedVersion::Any,
+        vec![e],
+    ))
+    .await
+    .unwrap();
+    let recorded = &log.read_all(1, 1).await.unwrap()[0];
+    assert_eq!(recorded.decode::<u32>("TestEvent", 3).unwrap(), 42);
+    assert!(matches!(
+        recorded.decode::<u32>("TestEvent", 2),
+        Err(LogError::UnknownSchemaVersion {
+            found: 3,
+            supported: 2,
+            ..
+        })
+    ));
+    assert!(matches!(
+        recorded.decode::<u32>("OtherEvent", 3),
+        Err(LogError::WrongEventType { position: 1, .. })
+    ));
+}
+
+async fn verify_reports_the_first_broken_position(backend: Backend) {
+    let log = backend.open().await;
+    for i in 0..10u32 {
+        let payload = format!("payload-number-{i:04}");
+        log.append(AppendRequest::single(
+            stream("s-1"),
+            ExpectedVersion::Any,
+            vec![event(payload.into_bytes())],
+        ))
+        .await
+        .unwrap();
+    }
+    let good = log.verify().await.unwrap();
+    assert_eq!(
+        (good.events_checked, good.head, good.first_broken),
+        (10, 10, None)
+    );
+    drop(log);
+    backend.flip_stored_byte(b"payload-number-0006").await;
+    let log = backend.open().await;
+    let report = log.verify().await.unwrap();
+    let broken = report.first_broken.expect("tampering is found");
+    assert_eq!(broken.position, 7);
+    assert_eq!(report.events_checked, 6);
+}
+
+async fn a_corrupt_record_on_read_reports_its_position(backend: Backend) {
+    let log = backend.open().await;
+    for i in 0..3u32 {
+        let payload = format!("record-{i}");
+        log.append(AppendRequest::single(
+            stream("s-1"),
+            ExpectedVersion::Any,
+            vec![event(payload.into_bytes())],
+        ))
+        .await
+        .unwrap();
+    }
+    drop(log);
+    // Cut the second record short: its length fields no longer fit.
+    backend.truncate_stored(b"record-1").await;
+    // sled reads every header on open and refuses there; PostgreSQL on the read.
+    let result = match backend.try_open().await {
+        Ok(log) => log.read_all(1, 10).await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    match result {
+        Err(LogError::Corrupt { position, .. }) => assert_eq!(position, 2),
+        other => panic!("expected corruption at 2, got {other:?}"),
+    }
+}
+
+async fn a_condition_write_checks_a_stream_and_writes_nothing_to_it(backend: Backend) {
+    let log = backend.open().await;
+    append_one(&log, "wallet-1", ExpectedVersion::NoStream)
+        .await
+        .unwrap();
+    let guarded = |expected| AppendRequest {
+        writes: vec![
+            StreamWrite {
+                stream: stream("account-1"),
+                expected: ExpectedVersion::Any,
+                events: vec![event_of(b"deletion")],
+            },
+            StreamWrite {
+                stream: stream("wallet-1"),
+                expected,
+                events: vec![],
+            },
+        ],
+        ..AppendRequest::default()
+    };
+    // The wallet moved since the decision: refused, nothing written.
+    assert!(matches!(
+        log.append(guarded(ExpectedVersion::NoStream)).await,
+        Err(LogError::WrongExpectedVersion { found: 1, .. })
+    ));
+    assert_eq!(log.head(), 1);
+    let outcome = log
+        .append(guarded(ExpectedVersion::Exact(1)))
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome.events,
+        vec![Appended {
+            position: 2,
+            version: 1
+        }]
+    );
+    assert_eq!(
+        log.stream_version(&stream("wallet-1")).await.unwrap(),
+        1,
+        "the condition wrote nothing"
+    );
+    // A condition alone, or one without a version to check, is refused.
+    let alone = AppendRequest::single(stream("wallet-1"), ExpectedVersion::Exact(1), vec![]);
+    assert!(matches!(
+        log.append(alone).await,
+        Err(LogError::EmptyAppend)
+    ));
+    let unchecked = guarded(ExpectedVersion::Any);
+    assert!(matches!(
+        log.append(unchecked).await,
+        Err(LogError::EmptyAppend)
+    ));
+}
 /// How an operation states the version it expects.
 #[derive(Clone, Copy, Debug)]
 enum Expect {
@@ -77,7 +573,7 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 async fn run_op(
-    log: &SledLog,
+    log: &AnyLog,
     task: usize,
     op: &Op,
 ) -> (AppendRequest, Result<AppendOutcome, LogError>) {
@@ -109,7 +605,7 @@ async fn run_op(
 
 /// Checks every invariant of the log after a concurrent run.
 async fn check_log(
-    log: &SledLog,
+    log: &AnyLog,
     accepted: &[(AppendRequest, AppendOutcome)],
     rejected: &[AppendRequest],
 ) {
@@ -179,13 +675,28 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 16, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
-    fn concurrent_appends_keep_the_log_dense_and_verifiable(
+    fn concurrent_appends_keep_the_log_dense_and_verifiable_on_sled(
         plan in proptest::collection::vec(proptest::collection::vec(op(), 1..10), 2..6)
     ) {
-        runtime().block_on(async {
-            let dir = tempfile::tempdir().unwrap();
-            let log = open(dir.path());
-            let tasks: Vec<_> = plan.into_iter().enumerate().map(|(task, ops)| {
+        concurrent_appends(Kind::Sled, plan);
+    }
+
+    #[test]
+    fn concurrent_appends_keep_the_log_dense_and_verifiable_on_postgres(
+        plan in proptest::collection::vec(proptest::collection::vec(op(), 1..10), 2..6)
+    ) {
+        concurrent_appends(Kind::Postgres, plan);
+    }
+}
+
+fn concurrent_appends(kind: Kind, plan: Vec<Vec<Op>>) {
+    runtime().block_on(async {
+        let backend = Backend::new(kind).await;
+        let log = backend.open().await;
+        let tasks: Vec<_> = plan
+            .into_iter()
+            .enumerate()
+            .map(|(task, ops)| {
                 let log = log.clone();
                 tokio::spawn(async move {
                     let mut accepted = Vec::new();
@@ -211,24 +722,22 @@ proptest! {
                     }
                     (accepted, rejected)
                 })
-            }).collect();
-            let mut accepted = Vec::new();
-            let mut rejected = Vec::new();
-            for t in tasks {
-                let (a, r) = t.await.unwrap();
-                accepted.extend(a);
-                rejected.extend(r);
-            }
-            check_log(&log, &accepted, &rejected).await;
-        });
-    }
+            })
+            .collect();
+        let mut accepted = Vec::new();
+        let mut rejected = Vec::new();
+        for t in tasks {
+            let (a, r) = t.await.unwrap();
+            accepted.extend(a);
+            rejected.extend(r);
+        }
+        check_log(&log, &accepted, &rejected).await;
+    });
 }
 
-#[test]
-fn subscribers_started_mid_stream_see_every_position_once_in_order() {
-    runtime().block_on(async {
-        let dir = tempfile::tempdir().unwrap();
-        let log = open(dir.path());
+async fn subscribers_started_mid_stream_see_every_position_once_in_order(backend: Backend) {
+    {
+        let log = backend.open().await;
         const WRITERS: usize = 8;
         const PER_WRITER: usize = 300;
         let writers: Vec<_> = (0..WRITERS)
@@ -279,12 +788,12 @@ fn subscribers_started_mid_stream_see_every_position_once_in_order() {
                 "every position exactly once, in order"
             );
         }
-    });
+    }
 }
 
 // ---- Crash recovery -------------------------------------------------------------
 
-const CRASH_DIR_VAR: &str = "NEXUS_TEST_CRASH_CHILD_DIR";
+const CRASH_BACKEND_VAR: &str = "NEXUS_TEST_CRASH_CHILD_BACKEND";
 
 /// The child process of the crash test: appends pairs of events to two streams
 /// atomically, under load, and prints `ACK <position> <id>` after each durable
@@ -292,14 +801,14 @@ const CRASH_DIR_VAR: &str = "NEXUS_TEST_CRASH_CHILD_DIR";
 #[test]
 #[ignore = "run by crash_recovery_keeps_every_acknowledged_event as a child process"]
 fn crash_child() {
-    let Ok(dir) = std::env::var(CRASH_DIR_VAR) else {
+    let Ok(spec) = std::env::var(CRASH_BACKEND_VAR) else {
         return;
     };
     runtime().block_on(async {
-        let log = open(std::path::Path::new(&dir));
+        let log = Arc::new(open_spec(&spec).await);
         let out = Arc::new(std::sync::Mutex::new(std::io::stdout()));
         // Each child run writes streams of its own: earlier rounds left theirs.
-        let run = uuid::Uuid::now_v7().simple().to_string();
+        let run = Uuid::now_v7().simple().to_string();
         let tasks: Vec<_> = (0..64u64)
             .map(|task| {
                 let log = log.clone();
@@ -344,11 +853,9 @@ fn crash_child() {
     });
 }
 
-#[test]
-fn crash_recovery_keeps_every_acknowledged_event() {
-    let dir = tempfile::tempdir().unwrap();
+async fn crash_recovery_keeps_every_acknowledged_event(backend: Backend) {
     let exe = std::env::current_exe().unwrap();
-    let mut acked: HashMap<uuid::Uuid, u64> = HashMap::new();
+    let mut acked: HashMap<Uuid, u64> = HashMap::new();
     const ROUNDS: u64 = 6;
     for round in 0..ROUNDS {
         let mut child = Command::new(&exe)
@@ -359,7 +866,7 @@ fn crash_recovery_keeps_every_acknowledged_event() {
                 "--nocapture",
                 "--test-threads=1",
             ])
-            .env(CRASH_DIR_VAR, dir.path())
+            .env(CRASH_BACKEND_VAR, backend.spec())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -398,7 +905,7 @@ fn crash_recovery_keeps_every_acknowledged_event() {
             let (Some(position), Some(id)) = (parts.next(), parts.next()) else {
                 continue;
             };
-            let (Ok(position), Ok(id)) = (position.parse::<u64>(), id.parse::<uuid::Uuid>()) else {
+            let (Ok(position), Ok(id)) = (position.parse::<u64>(), id.parse::<Uuid>()) else {
                 continue;
             };
             acked.insert(id, position);
@@ -408,16 +915,14 @@ fn crash_recovery_keeps_every_acknowledged_event() {
             "round {round}: the child acknowledged appends before it was killed"
         );
 
-        let log = open(dir.path());
-        let rt = runtime();
-        rt.block_on(async {
+        let log = backend.open().await;
+        {
             let head = log.head();
             let mut all = Vec::new();
             while (all.len() as u64) < head {
                 all.extend(log.read_all(all.len() as u64 + 1, 10_000).await.unwrap());
             }
-            let positions: HashMap<uuid::Uuid, u64> =
-                all.iter().map(|e| (e.id.0, e.position)).collect();
+            let positions: HashMap<Uuid, u64> = all.iter().map(|e| (e.id.0, e.position)).collect();
             for (id, position) in &acked {
                 assert_eq!(
                     positions.get(id),
@@ -431,7 +936,7 @@ fn crash_recovery_keeps_every_acknowledged_event() {
                 .iter()
                 .filter(|e| e.stream.as_str().starts_with("wallet-"))
             {
-                let partner = uuid::Uuid::from_slice(&e.payload).unwrap();
+                let partner = Uuid::from_slice(&e.payload).unwrap();
                 assert_eq!(positions.get(&partner), Some(&(e.position - 1)));
                 partners.insert(partner);
             }
@@ -450,7 +955,7 @@ fn crash_recovery_keeps_every_acknowledged_event() {
                 "the chain verifies after the crash"
             );
             assert_eq!(report.events_checked, head);
-        });
+        }
     }
 }
 

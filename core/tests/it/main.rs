@@ -6,5 +6,6 @@ mod commerce;
 mod email_lookup;
 mod event_samples;
 mod log;
+mod log_backend;
 mod recovery;
 mod two_factor;
