@@ -8,6 +8,7 @@
 mod fulfilment;
 mod http;
 mod logins;
+mod peers;
 mod stats;
 
 use stats::percentile_ms;
@@ -19,9 +20,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use nexus_core::log::{
-    AppendRequest, EventId, EventStore, ExpectedVersion, NewEvent, SledLog, SledLogConfig,
-    StreamName, SyncMode,
+    AnyLog, AppendRequest, EventId, EventStore, ExpectedVersion, NewEvent, PgLog, PgLogConfig,
+    SledLog, SledLogConfig, StreamName, SyncMode,
 };
+use nexus_core::postgres::{init_schema, PgAddress};
 use serde::Serialize;
 
 #[derive(Subcommand)]
@@ -62,6 +64,35 @@ pub struct LogBench {
     /// `flush` skips the fdatasync (NOT durable), to measure what it costs.
     #[arg(long, value_enum, default_value_t = SyncArg::Fdatasync)]
     sync: SyncArg,
+    /// The backends Nexus's log is measured on.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = vec![BackendArg::Sled])]
+    backend: Vec<BackendArg>,
+    /// Also measure, in the same run and per writer count, a plain append-only
+    /// file with group commit (`file`, the machine's limit) and PostgreSQL used
+    /// the common way (`postgres`, Message DB's `write_message` per event).
+    #[arg(long)]
+    peers: bool,
+    /// A PostgreSQL database the benchmark may wipe, as a role that can create
+    /// schemas and roles (the owner): for `--backend postgres` and `--peers`.
+    /// The log runs as a role of its own with the runtime grants.
+    #[arg(long, env = "NEXUS_BENCH_POSTGRES_URL", hide_env_values = true)]
+    postgres_url: Option<String>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum BackendArg {
+    Sled,
+    Postgres,
+}
+
+/// One system an append workload runs against.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum System {
+    /// Nexus on sled (`--sync` decides whether it is durable).
+    NexusSled,
+    NexusPostgres,
+    File,
+    MessageDb,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -81,10 +112,43 @@ impl LogBench {
     }
 
     fn system(&self) -> &'static str {
-        match self.sync {
-            SyncArg::Fdatasync => "nexus",
-            SyncArg::Flush => "nexus-not-durable",
+        self.name(System::NexusSled)
+    }
+
+    fn name(&self, system: System) -> &'static str {
+        match (system, self.sync) {
+            (System::NexusSled, SyncArg::Fdatasync) => "nexus",
+            (System::NexusSled, SyncArg::Flush) => "nexus-not-durable",
+            (System::NexusPostgres, _) => "nexus-postgres",
+            (System::File, _) => "file",
+            (System::MessageDb, _) => "postgres",
         }
+    }
+
+    /// The systems measured per writer count, the file first (the others'
+    /// ratio is to it).
+    fn systems(&self) -> Vec<System> {
+        let mut systems = Vec::new();
+        if self.peers {
+            systems.push(System::File);
+        }
+        if self.backend.contains(&BackendArg::Sled) {
+            systems.push(System::NexusSled);
+        }
+        if self.backend.contains(&BackendArg::Postgres) {
+            systems.push(System::NexusPostgres);
+        }
+        if self.peers {
+            systems.push(System::MessageDb);
+        }
+        systems
+    }
+
+    fn postgres(&self) -> anyhow::Result<PgAddress> {
+        let url = self.postgres_url.as_deref().context(
+            "--backend postgres and --peers need --postgres-url (or NEXUS_BENCH_POSTGRES_URL)",
+        )?;
+        Ok(PgAddress::parse(url)?)
     }
 }
 
@@ -108,6 +172,9 @@ struct Figure {
     seconds: f64,
     fsyncs: u64,
     events_per_fsync: f64,
+    /// Events/s over the plain file's in the same run and writer count.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ratio_to_file: Option<f64>,
     /// Resident memory after the workload (Linux only).
     #[serde(skip_serializing_if = "Option::is_none")]
     rss_mib: Option<f64>,
@@ -125,6 +192,10 @@ pub fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
         "--clients must be between 1 and {MAX_CLIENTS}"
     );
     anyhow::ensure!(args.seconds >= 1, "--seconds must be at least 1");
+    anyhow::ensure!(
+        !args.backend.is_empty(),
+        "--backend names at least one backend"
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -132,15 +203,41 @@ pub fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
     let duration = Duration::from_secs(args.seconds);
     if !args.json {
         println!(
-            "{:<16} {:>7} {:>12} {:>12} {:>8} {:>8} {:>9} {:>10}",
-            "workload", "clients", "ops/s", "events/s", "p50 ms", "p99 ms", "fsyncs", "ev/fsync"
+            "{:<16} {:<18} {:>7} {:>12} {:>12} {:>8} {:>8} {:>9} {:>10} {:>7}",
+            "workload",
+            "system",
+            "clients",
+            "ops/s",
+            "events/s",
+            "p50 ms",
+            "p99 ms",
+            "commits",
+            "ev/commit",
+            "÷file"
         );
     }
     for &clients in &args.clients {
-        let figure = runtime.block_on(appends(&args, clients, 1, duration))?;
-        report(&figure, args.json)?;
+        let mut file_rate = None;
+        for system in args.systems() {
+            let mut figure = runtime.block_on(appends(&args, system, clients, 1, duration))?;
+            if system == System::File {
+                file_rate = Some(figure.events_per_sec);
+            } else {
+                figure.ratio_to_file = file_rate.map(|f| figure.events_per_sec / f);
+            }
+            report(&figure, args.json)?;
+        }
     }
-    let figure = runtime.block_on(appends(&args, BATCH_CLIENTS, BATCH_EVENTS, duration))?;
+    if !args.backend.contains(&BackendArg::Sled) {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let figure = runtime.block_on(appends(
+        &args,
+        System::NexusSled,
+        BATCH_CLIENTS,
+        BATCH_EVENTS,
+        duration,
+    ))?;
     report(&figure, args.json)?;
     let [open, read] = runtime.block_on(open_and_read_all(&args))?;
     report(&open, args.json)?;
@@ -152,16 +249,21 @@ fn report(figure: &Figure, json: bool) -> anyhow::Result<()> {
     if json {
         println!("{}", serde_json::to_string(figure)?);
     } else {
+        let ratio = figure
+            .ratio_to_file
+            .map_or(String::new(), |r| format!("{r:.2}"));
         println!(
-            "{:<16} {:>7} {:>12.0} {:>12.0} {:>8.2} {:>8.2} {:>9} {:>10.1}",
+            "{:<16} {:<18} {:>7} {:>12.0} {:>12.0} {:>8.2} {:>8.2} {:>9} {:>10.1} {:>7}",
             figure.workload,
+            figure.system,
             figure.clients,
             figure.ops_per_sec,
             figure.events_per_sec,
             figure.p50_ms,
             figure.p99_ms,
             figure.fsyncs,
-            figure.events_per_fsync
+            figure.events_per_fsync,
+            ratio
         );
     }
     Ok(())
@@ -185,38 +287,142 @@ fn new_event(bytes: usize) -> NewEvent {
     }
 }
 
+/// What an append workload runs against, held open for the workload.
+enum Target {
+    /// The temp dir lives as long as the log in it.
+    Nexus(Arc<AnyLog>, #[allow(dead_code)] Option<tempfile::TempDir>),
+    File(
+        peers::GroupCommitFile,
+        #[allow(dead_code)] tempfile::TempDir,
+    ),
+    MessageDb(peers::MessageStore),
+}
+
+/// The role the PostgreSQL log runs as in the benchmark: the runtime grants.
+const BENCH_RUNTIME_ROLE: &str = "nexus_bench_runtime";
+
+impl Target {
+    async fn open(args: &LogBench, system: System, clients: usize) -> anyhow::Result<Self> {
+        Ok(match system {
+            System::NexusSled => {
+                let dir = temp_dir(args)?;
+                let log = SledLog::open(&args.log_config(dir.path()))?;
+                Target::Nexus(Arc::new(log.into()), Some(dir))
+            }
+            System::NexusPostgres => {
+                let runtime = fresh_postgres_log(&args.postgres()?).await?;
+                let log = PgLog::open(&PgLogConfig::new(runtime)).await?;
+                Target::Nexus(Arc::new(log.into()), None)
+            }
+            System::File => {
+                let dir = temp_dir(args)?;
+                let file = peers::GroupCommitFile::create(&dir.path().join("log"))?;
+                Target::File(file, dir)
+            }
+            System::MessageDb => {
+                Target::MessageDb(peers::MessageStore::create(&args.postgres()?, clients).await?)
+            }
+        })
+    }
+
+    /// Durable points so far: fdatasyncs, or committed transactions.
+    async fn commits(&self) -> anyhow::Result<u64> {
+        Ok(match self {
+            Target::Nexus(log, _) => match log.as_ref() {
+                AnyLog::Sled(log) => log.stats().syncs,
+                AnyLog::Postgres(log) => log.groups(),
+            },
+            Target::File(file, _) => file.syncs(),
+            Target::MessageDb(store) => store.commits().await?,
+        })
+    }
+
+    /// Appends `per_append` events to `stream` at `version`; the new version.
+    async fn append(
+        &self,
+        client: usize,
+        stream: &StreamName,
+        version: u64,
+        per_append: usize,
+        event_bytes: usize,
+    ) -> anyhow::Result<u64> {
+        match self {
+            Target::Nexus(log, _) => {
+                let events = (0..per_append).map(|_| new_event(event_bytes)).collect();
+                let request =
+                    AppendRequest::single(stream.clone(), ExpectedVersion::Exact(version), events);
+                let outcome = log.append(request).await?;
+                Ok(outcome.events.last().map_or(version, |a| a.version))
+            }
+            Target::File(file, _) => {
+                let mut record = stream.as_str().as_bytes().to_vec();
+                record.extend_from_slice(&version.to_be_bytes());
+                record.extend_from_slice(&new_event(event_bytes).payload);
+                file.append(record).await?;
+                Ok(version + 1)
+            }
+            Target::MessageDb(store) => {
+                anyhow::ensure!(
+                    per_append == 1,
+                    "the Message-DB peer writes one event a call"
+                );
+                let payload = serde_json::json!({ "data": "Z".repeat(event_bytes) });
+                // Message DB counts positions from 0; -1 is "no stream yet".
+                let expected = i64::try_from(version)? - 1;
+                let position = store
+                    .write(client, stream.as_str(), &payload, expected)
+                    .await?;
+                Ok(u64::try_from(position + 1)?)
+            }
+        }
+    }
+}
+
+/// Empties the Nexus schema and sets it up again, with the benchmark's runtime
+/// role (created if missing, a new random password each time); the address to
+/// serve as.
+async fn fresh_postgres_log(owner: &PgAddress) -> anyhow::Result<PgAddress> {
+    let client = owner.connect().await?;
+    let password = uuid::Uuid::new_v4().simple().to_string();
+    client
+        .batch_execute(&format!(
+            "DROP SCHEMA IF EXISTS nexus CASCADE;
+             DO $$ BEGIN CREATE ROLE {BENCH_RUNTIME_ROLE} LOGIN;
+             EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+             ALTER ROLE {BENCH_RUNTIME_ROLE} PASSWORD '{password}';"
+        ))
+        .await?;
+    init_schema(&client, BENCH_RUNTIME_ROLE).await?;
+    Ok(owner.as_role(BENCH_RUNTIME_ROLE, &password))
+}
+
 /// `clients` writers, each appending `per_append` events to its own stream with
 /// an exact expected version (conditional appends), for `duration`.
 async fn appends(
     args: &LogBench,
+    system: System,
     clients: usize,
     per_append: usize,
     duration: Duration,
 ) -> anyhow::Result<Figure> {
-    let dir = temp_dir(args)?;
-    let log = Arc::new(SledLog::open(&args.log_config(dir.path()))?);
-    let syncs_before = log.stats().syncs;
+    let target = Arc::new(Target::open(args, system, clients).await?);
+    let commits_before = target.commits().await?;
     let started = Instant::now();
     let deadline = started + duration;
     let tasks: Vec<_> = (0..clients)
         .map(|client| {
-            let log = log.clone();
+            let target = target.clone();
             let event_bytes = args.event_bytes;
             tokio::spawn(async move {
                 let stream = StreamName::new(format!("bench-{client}"))?;
                 let mut latencies_us = Vec::new();
                 let mut version = 0u64;
                 while Instant::now() < deadline {
-                    let events = (0..per_append).map(|_| new_event(event_bytes)).collect();
-                    let request = AppendRequest::single(
-                        stream.clone(),
-                        ExpectedVersion::Exact(version),
-                        events,
-                    );
                     let t = Instant::now();
-                    let outcome = log.append(request).await?;
+                    version = target
+                        .append(client, &stream, version, per_append, event_bytes)
+                        .await?;
                     latencies_us.push(t.elapsed().as_micros() as u64);
-                    version = outcome.events.last().map_or(version, |a| a.version);
                 }
                 anyhow::Ok(latencies_us)
             })
@@ -227,7 +433,7 @@ async fn appends(
         latencies_us.extend(task.await??);
     }
     let seconds = started.elapsed().as_secs_f64();
-    let fsyncs = log.stats().syncs - syncs_before;
+    let fsyncs = target.commits().await? - commits_before;
     let ops = latencies_us.len() as u64;
     let events = ops * per_append as u64;
     latencies_us.sort_unstable();
@@ -237,7 +443,7 @@ async fn appends(
         } else {
             "append_batch"
         },
-        system: args.system(),
+        system: args.name(system),
         clients,
         ops_per_sec: ops as f64 / seconds,
         events_per_sec: events as f64 / seconds,
@@ -248,6 +454,7 @@ async fn appends(
         seconds,
         fsyncs,
         events_per_fsync: events as f64 / fsyncs.max(1) as f64,
+        ratio_to_file: None,
         rss_mib: None,
     })
 }
@@ -305,6 +512,7 @@ async fn open_and_read_all(args: &LogBench) -> anyhow::Result<[Figure; 2]> {
         seconds: open_seconds,
         fsyncs: 0,
         events_per_fsync: 0.0,
+        ratio_to_file: None,
         rss_mib: rss_mib()
             .zip(rss_before)
             .map(|(after, before)| after - before),
@@ -337,6 +545,7 @@ async fn open_and_read_all(args: &LogBench) -> anyhow::Result<[Figure; 2]> {
         seconds,
         fsyncs: 0,
         events_per_fsync: 0.0,
+        ratio_to_file: None,
         rss_mib: None,
     };
     Ok([open, read])

@@ -142,8 +142,16 @@ impl PgLog {
             address: config.address.clone(),
             jobs: jobs_rx,
             session: None,
+            cache: VersionCache::default(),
         };
-        tokio::spawn(writer.run());
+        // A thread and runtime of its own, as on sled: the writer's turns do not
+        // wait behind the callers' tasks.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name("nexus-pg-writer".into())
+            .spawn(move || runtime.block_on(writer.run()))?;
         let poll = Duration::from_millis(config.poll_interval_ms.max(10));
         let listener = tokio::spawn(listen(
             Arc::downgrade(&shared),
@@ -446,6 +454,7 @@ struct Session {
     insert: Statement,
     move_head: Statement,
     notify: Statement,
+    since: Statement,
     find: Statement,
 }
 
@@ -481,12 +490,21 @@ impl Session {
                  $5::bytea[])",
             )
             .await?,
+            // The fence: moves the head only from the position read, and
+            // divides by zero (aborting the transaction) when it did not.
             move_head: prepare(
-                "UPDATE nexus.log_head SET position = $1, hash = $2, recorded_at_micros = $3 \
-                 WHERE position = $4",
+                "WITH moved AS (UPDATE nexus.log_head \
+                 SET position = $1, hash = $2, recorded_at_micros = $3 \
+                 WHERE position = $4 RETURNING 1) \
+                 SELECT 1 / (SELECT count(*)::int FROM moved)",
             )
             .await?,
             notify: prepare("SELECT pg_notify($1, $2)").await?,
+            since: prepare(
+                "SELECT stream, version FROM nexus.events \
+                 WHERE position > $1 AND position <= $2 ORDER BY position",
+            )
+            .await?,
             find: prepare("SELECT position FROM nexus.events WHERE event_id = $1").await?,
             client,
         })
@@ -499,6 +517,7 @@ struct Writer {
     address: PgAddress,
     jobs: mpsc::Receiver<Job>,
     session: Option<Session>,
+    cache: VersionCache,
 }
 
 /// What was committed before the group, as looked up under the lock.
@@ -568,71 +587,128 @@ impl Writer {
         }
     }
 
-    async fn session(&mut self) -> Result<&Session, LogError> {
-        if self.session.as_ref().is_none_or(|s| s.client.is_closed()) {
-            self.session = Some(Session::open(&self.address).await?);
-        }
-        Ok(self.session.as_ref().expect("just opened"))
-    }
-
     /// One transaction for the whole group; the answers in request order.
+    /// Tried first on what this writer knows (the stream versions it has seen
+    /// plus the rows other nodes committed since); again with every lookup when
+    /// an event id turns out to be in the log already.
     async fn commit_group(
         &mut self,
         requests: &[&AppendRequest],
     ) -> Result<Vec<Result<AppendOutcome, LogError>>, LogError> {
-        let s = self.session().await?;
+        match self.try_group(requests, Lookups::Streams).await {
+            Err(Attempt::IdsSeen) => {}
+            Err(Attempt::Failed(e)) => return Err(e),
+            Ok(answers) => return Ok(answers),
+        }
+        match self.try_group(requests, Lookups::StreamsAndIds).await {
+            Ok(answers) => Ok(answers),
+            Err(Attempt::Failed(e)) => Err(e),
+            Err(Attempt::IdsSeen) => Err(LogError::Corrupt {
+                position: 0,
+                reason: "an event id is in the log but its lookup did not find it".into(),
+            }),
+        }
+    }
+
+    async fn try_group(
+        &mut self,
+        requests: &[&AppendRequest],
+        lookups: Lookups,
+    ) -> Result<Vec<Result<AppendOutcome, LogError>>, Attempt> {
+        self.cache.trim();
+        let as_of = self.cache.as_of;
+        let s = open_session(&mut self.session, &self.address).await?;
         let c = &s.client;
-        let ids: Vec<Uuid> = requests
+        let ids: Vec<Uuid> = match lookups {
+            Lookups::Streams => Vec::new(),
+            Lookups::StreamsAndIds => requests
+                .iter()
+                .flat_map(|r| &r.writes)
+                .flat_map(|w| &w.events)
+                .map(|e| e.id.0)
+                .collect(),
+        };
+        let mut unknown: Vec<&str> = requests
             .iter()
             .flat_map(|r| &r.writes)
-            .flat_map(|w| &w.events)
-            .map(|e| e.id.0)
-            .collect();
-        let mut streams: Vec<&str> = requests
-            .iter()
-            .flat_map(|r| &r.writes)
+            .filter(|w| !self.cache.versions.contains_key(&w.stream))
             .map(|w| w.stream.as_str())
             .collect();
-        streams.sort_unstable();
-        streams.dedup();
+        unknown.sort_unstable();
+        unknown.dedup();
         // Pipelined: each statement is sent at once and runs after the one
         // before, so the head and the lookups are read under the lock.
+        let (as_of_i64, until_i64) = (to_i64(as_of), to_i64(as_of + MAX_CATCH_UP_ROWS));
         let lock_params: [&Param<'_>; 1] = [&WRITER_LOCK_KEY];
+        let since_params: [&Param<'_>; 2] = [&as_of_i64, &until_i64];
         let ids_params: [&Param<'_>; 1] = [&ids];
-        let streams_params: [&Param<'_>; 1] = [&streams];
-        let looked = tokio::try_join!(
+        let streams_params: [&Param<'_>; 1] = [&unknown];
+        // All awaited, and the first failure in statement order reported: the
+        // later ones only say the transaction was already aborted.
+        let looked = tokio::join!(
             c.batch_execute("BEGIN"),
             c.query_one(&s.lock, &lock_params),
             c.query_one(&s.head, &[]),
+            c.query(&s.since, &since_params),
             c.query(&s.ids, &ids_params),
             c.query(&s.versions, &streams_params),
         );
-        let (_, _, head, id_rows, version_rows) = match looked {
+        let looked = (|| -> Result<_, tokio_postgres::Error> {
+            looked.0?;
+            looked.1?;
+            Ok((looked.2?, looked.3?, looked.4?, looked.5?))
+        })();
+        let (head, since_rows, id_rows, version_rows) = match looked {
             Ok(rows) => rows,
-            Err(e) => return Err(rollback(c, e).await),
+            Err(e) => return Err(rollback(c, e).await.into()),
         };
         let head = head_row(&head)?;
-        let looked = looked_up(&id_rows, &version_rows)?;
+        let mut looked = looked_up(&id_rows, &version_rows)?;
+        if !self.cache.catch_up(&since_rows, head.position)? {
+            // Too far behind to catch up: ask for every stream of the group.
+            let all: Vec<&str> = requests
+                .iter()
+                .flat_map(|r| &r.writes)
+                .map(|w| w.stream.as_str())
+                .collect();
+            let rows = c.query(&s.versions, &[&all]).await;
+            let rows = match rows {
+                Ok(rows) => rows,
+                Err(e) => return Err(rollback(c, e).await.into()),
+            };
+            looked.versions = looked_up(&[], &rows)?.versions;
+        }
+        self.cache.learn(&looked.versions, head.position);
+        looked.versions = self.cache.versions_of(requests)?;
         let now_micros = Utc::now().timestamp_micros().max(head.recorded_at_micros);
         let mut group = Group::after(head.position, head.hash);
         let answers: Vec<_> = requests
             .iter()
             .map(|r| group.decide(&looked, r, now_micros))
             .collect();
+        // Without the id lookups, a refusal may hide a retry of an append
+        // already in the log (a duplicate answers with its first positions).
+        if lookups == Lookups::Streams && answers.iter().any(Result::is_err) {
+            let _ = c.batch_execute("ROLLBACK").await;
+            return Err(Attempt::IdsSeen);
+        }
         if group.is_empty() {
             let _ = c.batch_execute("ROLLBACK").await;
             return Ok(answers);
         }
         let last = group.next_position() - 1;
-        if let Err(e) = write_group(s, &group, &head, now_micros).await {
-            return Err(rollback(c, e).await);
+        match write_group(s, &group, &head, now_micros).await {
+            Ok(()) => {}
+            Err(WriteError::IdSeen) => return Err(Attempt::IdsSeen),
+            Err(WriteError::Log(e)) => return Err(e.into()),
+            Err(WriteError::Commit(e)) => {
+                let first_id = group.ids[0];
+                return Ok(self
+                    .resolve_unknown_commit(e, first_id, group.first_position, answers)
+                    .await?);
+            }
         }
-        if let Err(e) = c.batch_execute("COMMIT").await {
-            let first_id = group.ids[0];
-            return self
-                .resolve_unknown_commit(e, first_id, group.first_position, answers)
-                .await;
-        }
+        self.cache.committed(&group);
         self.shared.groups.fetch_add(1, Ordering::Relaxed);
         self.shared.saw_head(last);
         Ok(answers)
@@ -649,7 +725,7 @@ impl Writer {
     ) -> Result<Vec<Result<AppendOutcome, LogError>>, LogError> {
         warn!(error = %describe(&e), "log commit failed; checking whether it landed");
         self.session = None;
-        let s = self.session().await?;
+        let s = open_session(&mut self.session, &self.address).await?;
         let found = s
             .client
             .query_opt(&s.find, &[&first_id.0])
@@ -675,13 +751,24 @@ impl Writer {
     }
 }
 
+/// The writer's session, (re)connected when it is missing or closed.
+async fn open_session<'a>(
+    session: &'a mut Option<Session>,
+    address: &PgAddress,
+) -> Result<&'a Session, LogError> {
+    if session.as_ref().is_none_or(|s| s.client.is_closed()) {
+        *session = Some(Session::open(address).await?);
+    }
+    Ok(session.as_ref().expect("just opened"))
+}
+
 /// Inserts the group's rows and moves the head from where it was read.
 async fn write_group(
     s: &Session,
     group: &Group,
     head: &HeadRow,
     now_micros: i64,
-) -> Result<(), LogError> {
+) -> Result<(), WriteError> {
     let positions: Vec<i64> = group.entries.iter().map(|e| to_i64(e.2)).collect();
     let streams: Vec<&str> = group.entries.iter().map(|e| e.0.as_str()).collect();
     let versions: Vec<i64> = group.entries.iter().map(|e| to_i64(e.1)).collect();
@@ -694,22 +781,157 @@ async fn write_group(
     let move_head: [&Param<'_>; 4] = [&last_i64, &hash, &now_micros, &head_i64];
     let notify: [&Param<'_>; 2] = [&NOTIFY_CHANNEL, &last_text];
     let c = &s.client;
-    let (inserted, moved, _) = tokio::try_join!(
+    // One round trip with the COMMIT. A failed statement aborts the
+    // transaction, and the COMMIT then rolls it back: only when all three
+    // succeeded can the COMMIT's own failure leave the outcome unknown.
+    let written = tokio::join!(
         c.execute(&s.insert, &insert),
-        c.execute(&s.move_head, &move_head),
+        c.query_one(&s.move_head, &move_head),
         c.query_one(&s.notify, &notify),
-    )
-    .map_err(db)?;
-    // Under the lock both always hold; if not, the group is rolled back.
-    if inserted as usize != group.records.len() || moved != 1 {
-        return Err(LogError::Corrupt {
-            position: group.first_position,
-            reason: format!(
-                "the head moved under the writers' lock (rows {inserted}, head rows {moved})"
-            ),
-        });
-    }
+        c.batch_execute("COMMIT"),
+    );
+    let statements =
+        (|| -> Result<_, tokio_postgres::Error> { Ok((written.0?, written.1?, written.2?)) })();
+    let inserted = match statements {
+        Ok((inserted, _, _)) => inserted,
+        Err(e) => {
+            let id_seen = e
+                .as_db_error()
+                .is_some_and(|d| d.constraint() == Some("events_event_id_key"));
+            let fenced = e
+                .as_db_error()
+                .is_some_and(|d| d.code() == &tokio_postgres::error::SqlState::DIVISION_BY_ZERO);
+            // The COMMIT was a rollback; make sure of it if it did not answer.
+            if written.3.is_err() {
+                let _ = c.batch_execute("ROLLBACK").await;
+            }
+            return Err(if id_seen {
+                WriteError::IdSeen
+            } else if fenced {
+                WriteError::Log(LogError::Corrupt {
+                    position: group.first_position,
+                    reason: "the head moved under the writers' lock".into(),
+                })
+            } else {
+                WriteError::Log(db(e))
+            });
+        }
+    };
+    written.3.map_err(WriteError::Commit)?;
+    // The PRIMARY KEY on positions refuses a row twice; all were inserted.
+    debug_assert_eq!(inserted as usize, group.records.len());
     Ok(())
+}
+
+/// Why a group's rows were not committed.
+enum WriteError {
+    /// An event id of the group is in the log already (the unique constraint);
+    /// nothing was committed.
+    IdSeen,
+    /// Refused; nothing was committed.
+    Log(LogError),
+    /// The COMMIT did not answer: the outcome is unknown.
+    Commit(tokio_postgres::Error),
+}
+
+/// What a group's transaction looks up besides the head.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Lookups {
+    /// Only the streams this writer has not seen: the common case, where every
+    /// event id is new (the unique constraint proves it at insert).
+    Streams,
+    /// Streams and event ids: after an id was found to be in the log.
+    StreamsAndIds,
+}
+
+/// How one try at a group ended, when it did not.
+enum Attempt {
+    /// Try again with the id lookups.
+    IdsSeen,
+    Failed(LogError),
+}
+
+impl From<LogError> for Attempt {
+    fn from(e: LogError) -> Self {
+        Attempt::Failed(e)
+    }
+}
+
+/// Most rows other nodes committed that a writer reads to catch its stream
+/// versions up; further behind, it asks for the group's streams instead.
+const MAX_CATCH_UP_ROWS: u64 = 10_000;
+/// Most stream versions a writer keeps; past it, it forgets them all.
+const MAX_CACHED_STREAMS: usize = 1_000_000;
+
+/// The stream versions a writer has seen, true as of a head.
+#[derive(Default)]
+struct VersionCache {
+    as_of: u64,
+    versions: HashMap<StreamName, u64>,
+}
+
+impl VersionCache {
+    /// Applies the rows committed after `as_of` (read under the lock); false
+    /// when they do not reach `head` (the cache is then emptied).
+    fn catch_up(&mut self, since: &[Row], head: u64) -> Result<bool, LogError> {
+        for row in since {
+            let stream: &str = row.get(0);
+            let version = to_u64(row.get(1)).unwrap_or(0);
+            self.remember(StreamName::new(stream)?, version);
+        }
+        let reached = self.as_of + since.len() as u64 >= head;
+        if !reached {
+            self.versions.clear();
+        }
+        self.as_of = head;
+        Ok(reached)
+    }
+
+    /// Versions read from the database at `head`.
+    fn learn(&mut self, versions: &HashMap<StreamName, u64>, head: u64) {
+        debug_assert_eq!(self.as_of, head);
+        for (stream, version) in versions {
+            self.remember(stream.clone(), *version);
+        }
+    }
+
+    fn remember(&mut self, stream: StreamName, version: u64) {
+        self.versions.insert(stream, version);
+    }
+
+    /// Forgets everything past the limit; only between groups, so that a
+    /// group's streams, once looked up, stay known until it is decided.
+    fn trim(&mut self) {
+        if self.versions.len() > MAX_CACHED_STREAMS {
+            self.versions.clear();
+        }
+    }
+
+    /// The versions of every stream the requests touch (each was known or
+    /// looked up under the lock).
+    fn versions_of(
+        &self,
+        requests: &[&AppendRequest],
+    ) -> Result<HashMap<StreamName, u64>, LogError> {
+        requests
+            .iter()
+            .flat_map(|r| &r.writes)
+            .map(|w| match self.versions.get(&w.stream) {
+                Some(version) => Ok((w.stream.clone(), *version)),
+                None => Err(LogError::Corrupt {
+                    position: self.as_of,
+                    reason: format!("the version of {} was not looked up", w.stream),
+                }),
+            })
+            .collect()
+    }
+
+    fn committed(&mut self, group: &Group) {
+        for (stream, version, _) in &group.entries {
+            self.remember(stream.clone(), *version);
+        }
+        self.as_of = group.next_position() - 1;
+    }
 }
 
 /// Rolls back after a failed statement; the error to report.

@@ -72,6 +72,13 @@ impl PgAddress {
         Ok(Self { config, tls })
     }
 
+    /// The same database and server, connecting as another role.
+    pub fn as_role(&self, user: &str, password: &str) -> Self {
+        let mut other = self.clone();
+        other.config.user(user).password(password);
+        other
+    }
+
     /// The role this address connects as.
     pub fn user(&self) -> Option<&str> {
         self.config.get_user()
