@@ -369,9 +369,10 @@ impl Target {
                 let payload = serde_json::json!({ "data": "Z".repeat(event_bytes) });
                 // Message DB counts positions from 0; -1 is "no stream yet".
                 let expected = i64::try_from(version)? - 1;
-                let position = store
-                    .write(client, stream.as_str(), &payload, expected)
-                    .await?;
+                // Its lock is per category (the name before the first '-'):
+                // a category per client, so its writers do not queue on one.
+                let stream = format!("{}-0", stream.as_str().replace('-', ""));
+                let position = store.write(client, &stream, &payload, expected).await?;
                 Ok(u64::try_from(position + 1)?)
             }
         }

@@ -7,7 +7,8 @@
 //! with a global position from a sequence; `synchronous_commit = on`).
 //!
 //! Each client appends single 256-byte events to a stream of its own, as the
-//! Nexus workloads do.
+//! Nexus workloads do; for the Message-DB peer each stream is in a category of
+//! its own, its best case (its advisory lock is per category).
 
 use std::io::Write;
 use std::sync::Arc;
