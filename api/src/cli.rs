@@ -8,7 +8,7 @@ use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::config::{BadSetting, DomainSettings, ServerSettings, StoreSettings};
-use crate::{audit, bench, retention};
+use crate::{audit, bench, db, retention};
 
 #[derive(Parser)]
 #[command(
@@ -64,6 +64,12 @@ pub enum Command {
         #[command(flatten)]
         domain: DomainSettings,
     },
+    /// The PostgreSQL backend: init (schema and grants), migrate (copy the
+    /// embedded log into it), verify (its hash chain).
+    Db {
+        #[command(subcommand)]
+        what: db::DbCommand,
+    },
     /// Drop a projection (every projection without a name) and rebuild it from the log.
     Replay {
         /// accounts, wallets, orders, catalog or retention.
@@ -96,6 +102,18 @@ fn parse_from(args: impl IntoIterator<Item = impl Into<OsString> + Clone>) -> an
             serve.value_source("admin_token") != Some(ValueSource::CommandLine),
             "the admin token is read from NEXUS_ADMIN_TOKEN only: a command line is visible to every user of the machine"
         );
+    }
+    if let Some(("db", db)) = matches.subcommand() {
+        let (_, what) = db.subcommand().expect("a db subcommand is required");
+        for (id, variable) in [
+            ("database_url", "NEXUS_DATABASE_URL"),
+            ("owner_url", "NEXUS_DATABASE_OWNER_URL"),
+        ] {
+            anyhow::ensure!(
+                what.value_source(id) != Some(ValueSource::CommandLine),
+                "database addresses are read from {variable} only: they hold a password, and a command line is visible to every user of the machine"
+            );
+        }
     }
     Ok(Cli::from_arg_matches(&matches)?)
 }

@@ -1,9 +1,10 @@
-//! The `nexus` binary: `serve`, `replay`, `audit`, `retention`, `verify`, `bench`.
+//! The `nexus` binary: `serve`, `replay`, `audit`, `retention`, `verify`, `db`, `bench`.
 
 mod audit;
 mod bench;
 mod cli;
 mod config;
+mod db;
 mod http;
 mod replay;
 mod retention;
@@ -53,6 +54,7 @@ fn run() -> anyhow::Result<std::process::ExitCode> {
         )?),
         Command::Bench { what } => bench::run(what),
         Command::Verify => serve::verify(&cli.store),
+        Command::Db { what } => db::run(&cli.store, what),
         Command::Replay { name } => replay::run(cli.store, name),
         Command::Audit { what } => audit::run(cli.store, what),
         Command::Retention { what, domain } => retention::run(cli.store, &domain, what),

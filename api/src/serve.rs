@@ -522,25 +522,30 @@ pub fn verify(config: &StoreSettings) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the runtime")?;
     let report = runtime.block_on(store.log.verify())?;
-    match report.first_broken {
+    Ok(print_verify_report(&report))
+}
+
+/// Prints a chain check's result; exit status 2 when the chain is broken.
+pub fn print_verify_report(report: &nexus_core::log::VerifyReport) -> ExitCode {
+    match &report.first_broken {
         None => {
             println!(
                 "ok: {} events, head hash {}",
                 report.events_checked,
                 hex_string(&report.head_hash)
             );
-            Ok(ExitCode::SUCCESS)
+            ExitCode::SUCCESS
         }
         Some(broken) => {
             println!(
                 "BROKEN at position {}: {} ({} events verified before it)",
                 broken.position, broken.reason, report.events_checked
             );
-            Ok(ExitCode::from(2))
+            ExitCode::from(2)
         }
     }
 }
 
-fn hex_string(bytes: &[u8]) -> String {
+pub fn hex_string(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -19,7 +19,7 @@ use uuid::Uuid;
 use crate::vault::SealedPii;
 
 pub use any_log::AnyLog;
-pub use pg_log::{PgLog, PgLogConfig};
+pub use pg_log::{import, Imported, PgLog, PgLogConfig};
 pub use record::{Hash32, RecordedEvent};
 pub use sled_log::{LogStats, SledLog, SledLogConfig, SyncMode};
 pub use subscription::AllSubscription;

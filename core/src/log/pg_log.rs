@@ -51,6 +51,11 @@ const NOTIFY_CHANNEL: &str = "nexus_log";
 /// after this, so a hung node cannot hold up the others' appends.
 const IDLE_IN_TRANSACTION_TIMEOUT_MS: u64 = 5_000;
 
+/// Inserts records given as five arrays (position, stream, version, event
+/// id, record bytes): one statement for a whole group.
+const INSERT_ROWS: &str = "INSERT INTO nexus.events (position, stream, version, event_id, record) \
+     SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::uuid[], $5::bytea[])";
+
 /// A statement parameter.
 type Param<'a> = dyn ToSql + Sync + 'a;
 
@@ -128,7 +133,7 @@ impl PgLog {
         let reads = Connections::new(config.address.clone(), config.read_connections);
         let client = reads.client().await?;
         check_schema(&client).await?;
-        let head = read_head(&client).await?.position;
+        let head = read_head(client.as_ref()).await?.position;
         let (head_tx, _) = watch::channel(head);
         let shared = Arc::new(Shared {
             reads,
@@ -186,7 +191,7 @@ struct HeadRow {
     recorded_at_micros: i64,
 }
 
-async fn read_head(client: &Client) -> Result<HeadRow, LogError> {
+async fn read_head(client: &impl tokio_postgres::GenericClient) -> Result<HeadRow, LogError> {
     let row = client
         .query_one(
             "SELECT position, hash, recorded_at_micros FROM nexus.log_head",
@@ -379,7 +384,7 @@ impl EventStore for PgLog {
 
     async fn verify(&self) -> Result<VerifyReport, LogError> {
         let client = self.shared.reads.client().await?;
-        let head = read_head(&client).await?;
+        let head = read_head(client.as_ref()).await?;
         let mut prev = GENESIS_HASH;
         let mut expected = 1u64;
         let broken = |position: u64, reason: String, prev: Hash32| VerifyReport {
@@ -484,12 +489,7 @@ impl Session {
                  FROM unnest($1::text[]) AS s",
             )
             .await?,
-            insert: prepare(
-                "INSERT INTO nexus.events (position, stream, version, event_id, record) \
-                 SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::uuid[], \
-                 $5::bytea[])",
-            )
-            .await?,
+            insert: prepare(INSERT_ROWS).await?,
             // The fence: moves the head only from the position read, and
             // divides by zero (aborting the transaction) when it did not.
             move_head: prepare(
@@ -972,5 +972,105 @@ fn clone_error(e: &LogError) -> LogError {
             reason: reason.clone(),
         },
         other => LogError::Database(other.to_string()),
+    }
+}
+
+/// What [`import`] copied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Imported {
+    pub events: u64,
+    pub head_hash: Hash32,
+}
+
+/// Copies every record of `source` into an empty PostgreSQL log, as the
+/// schema's owner, in one transaction: the same bytes at the same positions,
+/// so ids, positions and hashes are unchanged (each record is re-encoded and
+/// checked against its stored hash and its predecessor's). Refuses a database
+/// whose log is not empty. `progress` hears the position copied so far.
+pub async fn import(
+    owner: &mut Client,
+    source: &impl EventStore,
+    mut progress: impl FnMut(u64),
+) -> Result<Imported, LogError> {
+    check_schema(owner).await?;
+    let tx = owner.transaction().await?;
+    tx.execute("LOCK TABLE nexus.log_head IN EXCLUSIVE MODE", &[])
+        .await?;
+    let head = read_head(&tx).await?;
+    let rows: i64 = tx
+        .query_one("SELECT count(*) FROM nexus.events", &[])
+        .await?
+        .get(0);
+    if head.position != 0 || rows != 0 {
+        return Err(PgError::NotEmpty(format!(
+            "its log holds {rows} events (head {}): a migration copies into an empty one",
+            head.position
+        ))
+        .into());
+    }
+    let insert = tx.prepare(INSERT_ROWS).await?;
+    let source_head = source.head();
+    let (mut next, mut prev, mut last_micros) = (1u64, GENESIS_HASH, 0i64);
+    while next <= source_head {
+        let events = source.read_all(next, MAX_READ_COUNT).await?;
+        if events.is_empty() {
+            return Err(LogError::Corrupt {
+                position: next,
+                reason: "the source log ends before its head".into(),
+            });
+        }
+        let mut rows = ImportRows::default();
+        for event in &events {
+            let record = super::record::encode_event(event);
+            if event.position != next || event.prev_hash != prev || record.hash != event.hash {
+                return Err(LogError::Corrupt {
+                    position: event.position,
+                    reason: "the source record does not verify; run `nexus verify`".into(),
+                });
+            }
+            rows.push(event, record.bytes);
+            (next, prev) = (next + 1, event.hash);
+            last_micros = event.recorded_at.timestamp_micros();
+        }
+        let params: [&Param<'_>; 5] = [
+            &rows.positions,
+            &rows.streams,
+            &rows.versions,
+            &rows.ids,
+            &rows.records,
+        ];
+        tx.execute(&insert, &params).await?;
+        progress(next - 1);
+    }
+    let hash: &[u8] = &prev;
+    tx.execute(
+        "UPDATE nexus.log_head SET position = $1, hash = $2, recorded_at_micros = $3",
+        &[&to_i64(next - 1), &hash, &last_micros],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Imported {
+        events: next - 1,
+        head_hash: prev,
+    })
+}
+
+/// One batch of rows to insert, as the arrays [`INSERT_ROWS`] takes.
+#[derive(Default)]
+struct ImportRows {
+    positions: Vec<i64>,
+    streams: Vec<String>,
+    versions: Vec<i64>,
+    ids: Vec<Uuid>,
+    records: Vec<Vec<u8>>,
+}
+
+impl ImportRows {
+    fn push(&mut self, event: &RecordedEvent, record: Vec<u8>) {
+        self.positions.push(to_i64(event.position));
+        self.streams.push(event.stream.as_str().to_owned());
+        self.versions.push(to_i64(event.version));
+        self.ids.push(event.id.0);
+        self.records.push(record);
     }
 }

@@ -372,6 +372,23 @@ pub(crate) fn encode_record(
     }
 }
 
+/// The stored bytes of an event read back: the same bytes, hence the same
+/// hash, as when it was appended (what copies a log to another backend).
+pub(crate) fn encode_event(event: &RecordedEvent) -> EncodedRecord {
+    let header = Header {
+        position: event.position,
+        stream: event.stream.as_str(),
+        version: event.version,
+        event_id: *event.id.0.as_bytes(),
+        event_type: &event.event_type,
+        schema_version: event.schema_version,
+        recorded_at_micros: event.recorded_at.timestamp_micros(),
+        correlation_id: event.correlation_id.map(|u| *u.as_bytes()),
+        causation_id: event.causation_id.map(|u| *u.as_bytes()),
+    };
+    encode_record(&header, &event.payload, &event.pii, &event.prev_hash)
+}
+
 /// Packs encoded records into one commit-group value:
 /// `[format u8][count u32][end offset u32 × count][records…]`, big-endian.
 pub(crate) fn encode_group(records: &[EncodedRecord]) -> Vec<u8> {

@@ -54,6 +54,38 @@ fn event_of(payload: &[u8]) -> NewEvent {
     event(payload.to_vec())
 }
 
+/// Events of every shape: two streams in one append, correlation and
+/// causation ids, a sealed personal section, several groups.
+pub(crate) async fn append_varied(log: &AnyLog) {
+    for i in 0..40u32 {
+        let mut order = event(format!("order {i}").into_bytes());
+        if i % 3 == 0 {
+            order.pii = Some(nexus_core::vault::SealedPii {
+                subject: nexus_core::vault::SubjectId::new(format!("account-{i}")).unwrap(),
+                nonce: [i as u8; 24],
+                ciphertext: vec![0xab; 40],
+            });
+        }
+        let request = AppendRequest {
+            writes: vec![
+                StreamWrite {
+                    stream: stream(&format!("order-{i}")),
+                    expected: ExpectedVersion::NoStream,
+                    events: vec![order],
+                },
+                StreamWrite {
+                    stream: stream(&format!("wallet-{}", i % 4)),
+                    expected: ExpectedVersion::Any,
+                    events: vec![event(vec![i as u8])],
+                },
+            ],
+            correlation_id: (i % 2 == 0).then(Uuid::now_v7),
+            causation_id: (i % 5 == 0).then(Uuid::now_v7),
+        };
+        log.append(request).await.unwrap();
+    }
+}
+
 /// Three events on one stream.
 pub(crate) async fn append_three(log: &AnyLog) {
     for _ in 0..3 {

@@ -235,3 +235,48 @@ fn schema_init_refuses_a_runtime_role_with_more_than_it_needs() {
         init_schema(&client, RUNTIME_ROLE).await.unwrap();
     });
 }
+
+/// Given a sled log with multi-stream appends, correlation ids and sealed
+/// personal sections, when it is imported into an empty PostgreSQL log, then
+/// every event reads back equal (position, id, time, hash), both chains end in
+/// the same head hash, the runtime role's log verifies, and a second import
+/// into the now non-empty database is refused without writing anything.
+#[test]
+fn a_sled_log_imports_into_postgres_unchanged_and_only_once() {
+    crate::log::runtime().block_on(async {
+        let sled = Backend::new(Kind::Sled).await;
+        let source = sled.open().await;
+        crate::log::append_varied(&source).await;
+        let pg = Backend::new(Kind::Postgres).await;
+        let Backend::Postgres { cluster, database } = &pg else {
+            unreachable!("asked for PostgreSQL")
+        };
+        let owner = PgAddress::parse(&cluster.owner_url(database)).unwrap();
+        let mut client = owner.connect().await.unwrap();
+        let mut seen = Vec::new();
+        let imported = nexus_core::log::import(&mut client, source.as_ref(), |p| seen.push(p))
+            .await
+            .unwrap();
+        let expected = source.verify().await.unwrap();
+        assert_eq!(imported.events, expected.head);
+        assert_eq!(imported.head_hash, expected.head_hash);
+        assert_eq!(seen.last(), Some(&expected.head));
+
+        let target = pg.open().await;
+        let report = target.verify().await.unwrap();
+        assert_eq!(report.first_broken, None);
+        assert_eq!(
+            (report.head, report.head_hash),
+            (expected.head, expected.head_hash)
+        );
+        let (a, b) = (
+            source.read_all(1, 10_000).await.unwrap(),
+            target.read_all(1, 10_000).await.unwrap(),
+        );
+        assert_eq!(a, b, "every event reads back the same");
+
+        let again = nexus_core::log::import(&mut client, source.as_ref(), |_| {}).await;
+        assert!(matches!(again, Err(LogError::Database(m)) if m.contains("not empty")));
+        assert_eq!(target.verify().await.unwrap().head, expected.head);
+    });
+}

@@ -16,6 +16,7 @@ mod mail_crash;
 mod offline_commands;
 mod openapi;
 mod pages;
+mod postgres;
 mod quickstart;
 mod recovery;
 mod smsactivate;
