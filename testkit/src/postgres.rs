@@ -53,11 +53,40 @@ pub struct PgCluster {
     port: u16,
     password: String,
     as_postgres: bool,
+    tls: bool,
+}
+
+/// PEM files for TLS tests.
+pub struct TlsFiles {
+    /// The CA that signed the server's certificate.
+    pub ca: PathBuf,
+    /// A CA that signed nothing the server holds.
+    pub other_ca: PathBuf,
 }
 
 impl PgCluster {
     /// Creates and starts a cluster; returns once it accepts connections.
     pub fn start() -> Result<PgCluster, PgError> {
+        Self::start_with(false)
+    }
+
+    /// A cluster that also takes TLS on its port, with a certificate for
+    /// `127.0.0.1` and `localhost` signed by a test CA of its own; the files
+    /// are in [`PgCluster::tls_files`].
+    pub fn start_with_tls() -> Result<PgCluster, PgError> {
+        Self::start_with(true)
+    }
+
+    /// The TLS files of a cluster started with [`PgCluster::start_with_tls`]:
+    /// the CA that signed its certificate, and another CA that did not.
+    pub fn tls_files(&self) -> TlsFiles {
+        TlsFiles {
+            ca: self.dir.path().join("tls/ca.pem"),
+            other_ca: self.dir.path().join("tls/other-ca.pem"),
+        }
+    }
+
+    fn start_with(tls: bool) -> Result<PgCluster, PgError> {
         let bin = server_bin_dir().ok_or(PgError::NotInstalled)?;
         let as_postgres = running_as_root();
         let dir = tempfile::Builder::new().prefix("nexus-pg-").tempdir()?;
@@ -67,12 +96,19 @@ impl PgCluster {
         if as_postgres {
             hand_to_postgres(dir.path())?;
         }
+        if tls {
+            make_test_certificates(&dir.path().join("tls"))?;
+            if as_postgres {
+                hand_to_postgres(dir.path())?;
+            }
+        }
         let mut cluster = PgCluster {
             dir,
             bin,
             port: 0,
             password,
             as_postgres,
+            tls,
         };
         cluster.run_step("initdb", &cluster.initdb_args(&pwfile))?;
         std::fs::remove_file(&pwfile)?;
@@ -203,6 +239,15 @@ impl PgCluster {
             self.port,
             self.dir.path().display()
         );
+        if self.tls {
+            let tls = self.dir.path().join("tls");
+            let _ = write!(
+                options,
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                tls.join("server.crt").display(),
+                tls.join("server.key").display()
+            );
+        }
         vec![
             self.bin.join("pg_ctl").display().to_string(),
             "-D".into(),
@@ -304,6 +349,94 @@ fn hand_to_postgres(dir: &Path) -> Result<(), PgError> {
         .arg(dir)
         .output()?;
     checked("chown", &output)
+}
+
+/// A test CA, a server certificate it signs for 127.0.0.1 and localhost, and
+/// an unrelated CA, made with the `openssl` command (Debian's server package
+/// depends on it).
+fn make_test_certificates(dir: &Path) -> Result<(), PgError> {
+    std::fs::create_dir_all(dir)?;
+    let openssl = |step: &'static str, args: &[&str]| -> Result<(), PgError> {
+        let output = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .output()?;
+        checked(step, &output)
+    };
+    for ca in ["ca", "other-ca"] {
+        openssl(
+            "openssl CA",
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN=nexus test {ca}"),
+                "-keyout",
+                &format!("{ca}.key"),
+                "-out",
+                &format!("{ca}.pem"),
+            ],
+        )?;
+    }
+    openssl(
+        "openssl server key",
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ],
+    )?;
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n",
+    )?;
+    openssl(
+        "openssl server certificate",
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "server.crt",
+        ],
+    )?;
+    // The server refuses a key others can read.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            dir.join("server.key"),
+            std::fs::Permissions::from_mode(0o600),
+        )?;
+    }
+    Ok(())
 }
 
 fn free_port() -> Result<u16, PgError> {

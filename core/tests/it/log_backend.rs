@@ -280,3 +280,54 @@ fn a_sled_log_imports_into_postgres_unchanged_and_only_once() {
         assert_eq!(target.verify().await.unwrap().head, expected.head);
     });
 }
+
+/// TLS as `sslmode=verify-full`: given a server whose certificate a test CA
+/// signed for 127.0.0.1, the session with that CA is encrypted; with another
+/// CA, or under another host name, the connection is refused before any
+/// password is sent.
+#[test]
+fn tls_to_postgres_checks_the_servers_certificate_and_name() {
+    crate::log::runtime().block_on(async {
+        let cluster = PgCluster::start_with_tls().expect("a cluster with TLS");
+        let files = cluster.tls_files();
+        let database = cluster.fresh_database().unwrap();
+        let url = cluster.owner_url(&database);
+        let with_ca = |ca: &std::path::Path, extra: &str| {
+            format!(
+                "{url}?sslmode=verify-full&sslrootcert={}{extra}",
+                ca.display()
+            )
+        };
+        let client = PgAddress::parse(&with_ca(&files.ca, ""))
+            .unwrap()
+            .connect()
+            .await
+            .expect("verified TLS");
+        let encrypted: bool = client
+            .query_one(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(encrypted);
+
+        let other_ca = PgAddress::parse(&with_ca(&files.other_ca, "")).unwrap();
+        assert!(
+            other_ca.connect().await.is_err(),
+            "a CA that signed nothing"
+        );
+
+        let port = cluster.port();
+        let renamed = with_ca(&files.ca, "&hostaddr=127.0.0.1").replace(
+            &format!("@127.0.0.1:{port}"),
+            &format!("@db.example.com:{port}"),
+        );
+        let wrong_name = PgAddress::parse(&renamed).unwrap();
+        assert!(
+            wrong_name.connect().await.is_err(),
+            "a name not on the certificate"
+        );
+    });
+}
