@@ -10,7 +10,7 @@ use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 use nexus_core::domain::clock::SystemClock;
 use nexus_core::domain::order::OrderPolicy;
-use nexus_core::log::{EventStore, SledLog};
+use nexus_core::log::{AnyLog, EventStore};
 use nexus_core::service::account_service::{Accounts, AccountsConfig, KeyRotation};
 use nexus_core::service::commerce_service::Commerce;
 use nexus_core::Store;
@@ -100,7 +100,7 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
 }
 
 /// The order and account command services.
-type DomainServices = (Arc<Commerce<SledLog>>, Arc<Accounts<SledLog>>);
+type DomainServices = (Arc<Commerce<AnyLog>>, Arc<Accounts<AnyLog>>);
 
 /// The order and account command services as configured (shared by `serve`
 /// and the offline commands).
@@ -430,7 +430,7 @@ async fn serve(config: Config, store: Store) -> anyhow::Result<()> {
 /// The retention sweeps every `every_secs` (none when 0), the first a minute
 /// after start so the schedule's projection has caught up after a restart.
 async fn run_retention_sweeps(
-    sweeper: Arc<nexus_retention::Sweeper<SledLog>>,
+    sweeper: Arc<nexus_retention::Sweeper<AnyLog>>,
     every_secs: u64,
     mut stopped: tokio::sync::watch::Receiver<bool>,
 ) {

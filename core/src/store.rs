@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::log::{LogError, SledLog, SledLogConfig, SyncMode};
+use crate::log::{AnyLog, LogError, SledLog, SledLogConfig, SyncMode};
 use crate::vault::{MasterKeySource, Vault, VaultError};
 
 /// Where the store lives and how it finds its master key.
@@ -18,7 +18,8 @@ pub struct StoreConfig {
 /// The log and the vault sharing one durable sled database: a vault key written
 /// before an append becomes durable with that append's group commit.
 pub struct Store {
-    pub log: Arc<SledLog>,
+    /// On sled (what [`Store::open`] opens); the type holds either backend.
+    pub log: Arc<AnyLog>,
     pub vault: Arc<Vault>,
 }
 
@@ -59,7 +60,7 @@ impl Store {
             &config.master_key,
             &config.epochs_dir(),
         )?);
-        let log = Arc::new(SledLog::with_db(ddb, log_config.sync)?);
+        let log = Arc::new(SledLog::with_db(ddb, log_config.sync)?.into());
         Ok(Self { log, vault })
     }
 }

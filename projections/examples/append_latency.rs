@@ -30,7 +30,7 @@ use chrono::{DateTime, Utc};
 use nexus_core::domain::account::{AccountEvent, AccountObjectionSet, LookupKey};
 use nexus_core::domain::codec::DomainEvent;
 use nexus_core::domain::ids::AccountId;
-use nexus_core::log::{AppendRequest, EventId, EventStore, ExpectedVersion, SledLog, StreamWrite};
+use nexus_core::log::{AnyLog, AppendRequest, EventId, EventStore, ExpectedVersion, StreamWrite};
 use nexus_core::vault::{MasterKeySource, Vault};
 use nexus_core::{Store, StoreConfig};
 use nexus_projections::{ReadModels, ReadModelsConfig, Runner, RunnerConfig, DEFAULT_BATCH_EVENTS};
@@ -81,7 +81,7 @@ fn args() -> Result<Args, String> {
 /// Appends one small event to an account stream every `1 / rate` seconds for
 /// `seconds`; returns each append's latency, sorted.
 async fn steady_appends(
-    log: &Arc<SledLog>,
+    log: &Arc<AnyLog>,
     vault: &Vault,
     rate: u64,
     seconds: u64,
@@ -197,7 +197,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     ..RunnerConfig::default()
                 },
             )?;
-            let slowest = |runner: &Runner<SledLog>| {
+            let slowest = |runner: &Runner<AnyLog>| {
                 runner
                     .names()
                     .iter()

@@ -20,7 +20,7 @@ use nexus_core::domain::ledger::Owner;
 use nexus_core::domain::money::Micros;
 use nexus_core::domain::order::{Channel, CountryCode, OrderPolicy, ServiceCode};
 use nexus_core::domain::wallet::Payment;
-use nexus_core::log::SledLog;
+use nexus_core::log::AnyLog;
 use nexus_core::service::account_service::{Accounts, AccountsConfig};
 use nexus_core::service::commerce_service::{Commerce, PaymentOutcome};
 use nexus_core::service::legal_hold_service::LegalHoldService;
@@ -174,10 +174,10 @@ impl WorldBuilder {
 pub struct World {
     pub store: Store,
     pub clock: Arc<ManualClock>,
-    pub accounts: Arc<Accounts<SledLog>>,
-    pub commerce: Arc<Commerce<SledLog>>,
-    pub holds: Arc<LegalHoldService<SledLog>>,
-    pub policy: Arc<PolicyService<SledLog>>,
+    pub accounts: Arc<Accounts<AnyLog>>,
+    pub commerce: Arc<Commerce<AnyLog>>,
+    pub holds: Arc<LegalHoldService<AnyLog>>,
+    pub policy: Arc<PolicyService<AnyLog>>,
     dir: PathBuf,
     // Declared last: the store closes before its directory is removed.
     _temp: Option<tempfile::TempDir>,
@@ -219,7 +219,7 @@ impl World {
         _temp
     }
 
-    pub fn log(&self) -> Arc<SledLog> {
+    pub fn log(&self) -> Arc<AnyLog> {
         self.store.log.clone()
     }
 

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use nexus_core::domain::ids::AccountId;
 use nexus_core::domain::money::Micros;
-use nexus_core::log::{EventStore, SledLog};
+use nexus_core::log::{AnyLog, EventStore};
 use nexus_core::service::account_service::{Accounts, AddressHolder, RecoveryMail};
 use nexus_core::service::commerce_service::Commerce;
 use nexus_projections::{ReadModels, Runner};
@@ -17,9 +17,9 @@ use tracing::warn;
 use super::sessions::SessionStore;
 
 pub struct AppState {
-    pub log: Arc<SledLog>,
-    pub accounts: Arc<Accounts<SledLog>>,
-    pub commerce: Arc<Commerce<SledLog>>,
+    pub log: Arc<AnyLog>,
+    pub accounts: Arc<Accounts<AnyLog>>,
+    pub commerce: Arc<Commerce<AnyLog>>,
     pub router: Arc<Router>,
     pub catalog: &'static Catalog,
     pub pricing: Pricing,
@@ -27,20 +27,20 @@ pub struct AppState {
     pub gateway: Arc<dyn PaymentGateway>,
     /// The same gateway when it is the simulated one (the dev pay route).
     pub simulated_gateway: Option<Arc<SimulatedGateway>>,
-    pub ipn: IpnHandler<SledLog>,
+    pub ipn: IpnHandler<AnyLog>,
     pub sessions: SessionStore,
     pub read_models: Arc<ReadModels>,
-    pub runner: Arc<Runner<SledLog>>,
+    pub runner: Arc<Runner<AnyLog>>,
     /// `Secure` on the session cookie (off only for plain-HTTP development).
     pub cookie_secure: bool,
     /// Verified upstream pushes go to the fulfilment worker through this.
     pub upstream_hints: nexus_providers::inbound::HintSender,
     /// The admin surface's token (`NEXUS_ADMIN_TOKEN`); none: admin routes are off.
     pub admin_token: Option<super::credentials::AdminToken>,
-    pub legal_holds: Arc<nexus_core::service::legal_hold_service::LegalHoldService<SledLog>>,
-    pub policy: Arc<nexus_core::service::policy_service::PolicyService<SledLog>>,
+    pub legal_holds: Arc<nexus_core::service::legal_hold_service::LegalHoldService<AnyLog>>,
+    pub policy: Arc<nexus_core::service::policy_service::PolicyService<AnyLog>>,
     /// The retention sweeps (run on a schedule and from the admin surface).
-    pub retention: Arc<nexus_retention::Sweeper<SledLog>>,
+    pub retention: Arc<nexus_retention::Sweeper<AnyLog>>,
     /// The data exports streaming now (`GET /v1/me/export`).
     pub exports: super::Exports,
     /// Password-reset and verification-mail requests being worked on after

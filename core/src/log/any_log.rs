@@ -27,6 +27,16 @@ impl From<PgLog> for AnyLog {
 }
 
 impl AnyLog {
+    /// Makes every write so far durable: on sled a flush and fdatasync (the
+    /// vault's key writes ride on it); on PostgreSQL every acknowledged append
+    /// is already committed.
+    pub fn sync(&self) -> Result<(), LogError> {
+        match self {
+            AnyLog::Sled(log) => log.sync(),
+            AnyLog::Postgres(_) => Ok(()),
+        }
+    }
+
     /// The backend's name, for messages and benchmarks.
     pub fn backend(&self) -> &'static str {
         match self {

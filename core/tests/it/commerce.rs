@@ -16,13 +16,13 @@ use nexus_core::domain::order::{
     Timeout,
 };
 use nexus_core::domain::wallet::{Payment, WalletError, WalletEvent};
-use nexus_core::log::{EventStore, SledLog};
+use nexus_core::log::{AnyLog, EventStore};
 use nexus_core::service::commerce_service::{CommandError, PaymentOutcome};
 use nexus_testkit::{request, runtime, unique_report, World};
 
 /// Replays every wallet event in the log: all accounts sum to zero at every
 /// position, no customer wallet is ever negative. Returns the final balances.
-async fn audit(log: &SledLog) -> Balances {
+async fn audit(log: &AnyLog) -> Balances {
     let mut balances = Balances::default();
     let mut next = 1;
     loop {
@@ -606,7 +606,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 }
 
 /// The amounts of every move to unclaimed balances in the log, in order.
-async fn unclaimed_moves(log: &SledLog) -> Vec<Micros> {
+async fn unclaimed_moves(log: &AnyLog) -> Vec<Micros> {
     let mut moves = Vec::new();
     for record in log.read_all(1, 10_000).await.unwrap() {
         if record.event_type == "WalletBalanceUnclaimed" {

@@ -29,7 +29,7 @@ use nexus_core::domain::wallet::{
     WalletEvent, WalletHoldCaptured, WalletHoldPlaced, WalletHoldVoided,
 };
 use nexus_core::log::{
-    AppendRequest, EventId, EventStore, ExpectedVersion, NewEvent, SledLog, StreamName, StreamWrite,
+    AnyLog, AppendRequest, EventId, EventStore, ExpectedVersion, NewEvent, StreamName, StreamWrite,
 };
 use nexus_core::vault::Vault;
 
@@ -53,7 +53,7 @@ impl Rng {
 
 /// One writer: a sequence of customers, each with their whole history.
 pub struct Writer {
-    pub log: Arc<SledLog>,
+    pub log: Arc<AnyLog>,
     pub vault: Arc<Vault>,
     pub lookup: LookupKey,
     pub rng: Rng,

@@ -12,7 +12,7 @@ use nexus_core::domain::ledger::{Balances, LedgerAccount, Owner};
 use nexus_core::domain::money::Micros;
 use nexus_core::domain::order::{CancelReason, DeliveryChannel};
 use nexus_core::domain::wallet::{Payment, WalletEvent};
-use nexus_core::log::{EventStore, SledLog};
+use nexus_core::log::{AnyLog, EventStore};
 use nexus_projections::{rebuild, ReadModels, ReadModelsConfig, RebuildOptions, RebuildReport};
 
 pub use nexus_testkit::{request_for, runtime, start, store_config};
@@ -262,7 +262,7 @@ pub async fn concurrent_workload(world: &Arc<World>, customers: u64, orders_each
 /// Ledger balances folded from the log's wallet events up to `until`, and
 /// how many wallet events touched each owner.
 pub async fn ledger_from_log(
-    log: &SledLog,
+    log: &AnyLog,
     until: u64,
 ) -> (Balances, std::collections::HashMap<Owner, u64>) {
     let mut balances = Balances::default();

@@ -22,7 +22,7 @@ fn email_hash(world: &World, email: &str) -> [u8; 32] {
     world.accounts.email_lookup_hash(email).unwrap()
 }
 
-async fn caught_up(world: &World, runner: &Runner<nexus_core::log::SledLog>) {
+async fn caught_up(world: &World, runner: &Runner<nexus_core::log::AnyLog>) {
     let head = world.store.log.head();
     runner
         .wait_for(None, head, Duration::from_secs(10))

@@ -13,7 +13,7 @@ use nexus_core::domain::ids::DepositId;
 use nexus_core::domain::ledger::Owner;
 use nexus_core::domain::money::Micros;
 use nexus_core::domain::wallet::{DepositOutcome, WalletEvent};
-use nexus_core::log::{Direction, EventStore, SledLog};
+use nexus_core::log::{AnyLog, Direction, EventStore};
 use nexus_providers::gateway::json::Json;
 use nexus_providers::gateway::{
     canonical_body, sign, verify, GatewayError, IpnError, IpnHandler, IpnSecret, NowPayments,
@@ -26,11 +26,11 @@ use proptest::prelude::*;
 const SECRET: &[u8] = b"ipn-secret-for-tests";
 
 /// Serves `POST /ipn` with the handler, on a thread with its own actix system.
-fn serve_ipn(handler: Arc<IpnHandler<SledLog>>) -> LoopbackServer {
+fn serve_ipn(handler: Arc<IpnHandler<AnyLog>>) -> LoopbackServer {
     async fn route(
         request: HttpRequest,
         body: web::Bytes,
-        handler: web::Data<IpnHandler<SledLog>>,
+        handler: web::Data<IpnHandler<AnyLog>>,
     ) -> HttpResponse {
         let signature = request
             .headers()
@@ -78,7 +78,7 @@ fn serve_ipn(handler: Arc<IpnHandler<SledLog>>) -> LoopbackServer {
 /// simulated gateway that pays into it.
 struct World {
     kit: nexus_testkit::World,
-    log: Arc<SledLog>,
+    log: Arc<AnyLog>,
     gateway: Arc<SimulatedGateway>,
     url: String,
     _server: LoopbackServer,

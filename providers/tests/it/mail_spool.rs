@@ -12,7 +12,7 @@ use crate::mail_support::{config, idle, open_store, refused, smtp, spool_dir, sp
 use chrono::Utc;
 use nexus_core::domain::clock::ManualClock;
 use nexus_core::domain::ids::AccountId;
-use nexus_core::log::SledLog;
+use nexus_core::log::AnyLog;
 use nexus_core::service::account_service::{Accounts, AccountsConfig};
 use nexus_core::Store;
 use nexus_providers::mailer::spool::DELIVERED_RETENTION_DAYS;
@@ -21,7 +21,7 @@ use nexus_providers::mailer::{
 };
 use nexus_tests::smtp::SmtpServer;
 
-fn accounts(store: &Store) -> Accounts<SledLog> {
+fn accounts(store: &Store) -> Accounts<AnyLog> {
     Accounts::new(
         store.log.clone(),
         store.vault.clone(),

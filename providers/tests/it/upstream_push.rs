@@ -19,7 +19,7 @@ use nexus_core::domain::commerce::PlaceOrder;
 use nexus_core::domain::ids::OrderId;
 use nexus_core::domain::money::Micros;
 use nexus_core::domain::order::{Channel, CountryCode, OrderStatus, ServiceCode};
-use nexus_core::log::SledLog;
+use nexus_core::log::AnyLog;
 use nexus_providers::catalog::Catalog;
 use nexus_providers::fulfilment::{Fulfilment, FulfilmentConfig};
 use nexus_providers::herosms::HeroSms;
@@ -65,7 +65,7 @@ fn quick_router() -> RouterConfig {
 }
 
 type Running = (
-    Arc<Fulfilment<SledLog>>,
+    Arc<Fulfilment<AnyLog>>,
     watch::Sender<bool>,
     tokio::task::JoinHandle<()>,
 );
@@ -157,7 +157,7 @@ fn otp_event(order_id: u64, revision: u64, at: chrono::DateTime<Utc>) -> Vec<u8>
 /// worker, as the HTTP route does.
 fn push(
     upstream: &dyn Upstream,
-    worker: &Fulfilment<SledLog>,
+    worker: &Fulfilment<AnyLog>,
     signature: Option<&str>,
     peer: Option<IpAddr>,
     body: &[u8],

@@ -17,7 +17,7 @@ use nexus_core::domain::legal_hold::{CaseReference, HoldReason, HoldSubject};
 use nexus_core::domain::money::Micros;
 use nexus_core::domain::order::{Channel, CountryCode, ServiceCode};
 use nexus_core::domain::wallet::Payment;
-use nexus_core::log::{EventStore, SledLog};
+use nexus_core::log::{AnyLog, EventStore};
 use nexus_core::service::commerce_service::CommandError;
 use nexus_projections::retention::DueSubject;
 use nexus_projections::{ReadModels, ReadModelsConfig, Runner, RunnerConfig};
@@ -31,8 +31,8 @@ const DELETION_GRACE_DAYS: i64 = 30;
 /// schedule caught up, and the sweeper over both.
 struct World {
     kit: nexus_testkit::World,
-    runner: Runner<SledLog>,
-    sweeper: Sweeper<SledLog>,
+    runner: Runner<AnyLog>,
+    sweeper: Sweeper<AnyLog>,
 }
 
 impl std::ops::Deref for World {
