@@ -11,6 +11,7 @@
 //! pool; a connection that broke is replaced on its next use.
 
 mod connection;
+pub mod lease;
 pub mod schema;
 mod tls;
 

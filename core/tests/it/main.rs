@@ -5,6 +5,7 @@ mod aggregate_cache;
 mod commerce;
 mod email_lookup;
 mod event_samples;
+mod lease;
 mod log;
 mod log_backend;
 mod recovery;
