@@ -200,23 +200,35 @@ mod tests {
         declared
     }
 
-    fn serve_help() -> String {
-        let shown = parse_from(["nexus", "serve", "--help"])
-            .err()
-            .expect("help");
-        let help = shown.downcast::<clap::Error>().expect("clap's help");
-        assert_eq!(help.kind(), clap::error::ErrorKind::DisplayHelp);
-        help.to_string()
+    /// The `--help` of every command and subcommand, one after the other.
+    fn every_help() -> String {
+        fn paths(command: &clap::Command, prefix: Vec<String>, out: &mut Vec<Vec<String>>) {
+            out.push(prefix.clone());
+            for sub in command.get_subcommands() {
+                let mut path = prefix.clone();
+                path.push(sub.get_name().to_owned());
+                paths(sub, path, out);
+            }
+        }
+        let mut all = Vec::new();
+        paths(&Cli::command(), vec!["nexus".to_owned()], &mut all);
+        all.into_iter()
+            .filter_map(|mut args| {
+                args.push("--help".to_owned());
+                let shown = parse_from(args).err()?;
+                Some(shown.downcast::<clap::Error>().ok()?.to_string())
+            })
+            .collect()
     }
 
     #[test]
-    fn the_readme_table_and_serve_help_list_the_same_variables() {
+    fn the_readme_table_and_the_help_list_the_same_variables() {
         let readme = readme_settings();
-        let help = serve_help();
+        let help = every_help();
         for name in readme.keys() {
             assert!(
                 help.contains(&format!("[env: {name}")),
-                "{name} not in serve --help:\n{help}"
+                "{name} in no command's --help"
             );
         }
         let declared = declared_defaults(&Cli::command());
