@@ -70,20 +70,26 @@ pub struct DatabaseSettings {
 
 impl DatabaseSettings {
     fn runtime(&self) -> anyhow::Result<PgAddress> {
-        let url = self
-            .database_url
-            .as_deref()
-            .context("NEXUS_DATABASE_URL is not set (the runtime role's address)")?;
-        PgAddress::parse(url).context("NEXUS_DATABASE_URL")
+        address(
+            self.database_url.as_deref(),
+            "NEXUS_DATABASE_URL",
+            "the runtime role's",
+        )
     }
 
     fn owner(&self) -> anyhow::Result<PgAddress> {
-        let url = self
-            .owner_url
-            .as_deref()
-            .context("NEXUS_DATABASE_OWNER_URL is not set (the schema owner's address)")?;
-        PgAddress::parse(url).context("NEXUS_DATABASE_OWNER_URL")
+        address(
+            self.owner_url.as_deref(),
+            "NEXUS_DATABASE_OWNER_URL",
+            "the schema owner's",
+        )
     }
+}
+
+/// A database address from its variable; the error names the variable only.
+fn address(url: Option<&str>, variable: &str, whose: &str) -> anyhow::Result<PgAddress> {
+    let url = url.with_context(|| format!("{variable} is not set ({whose} address)"))?;
+    PgAddress::parse(url).context(variable.to_owned())
 }
 
 pub fn run(store: &StoreSettings, command: DbCommand) -> anyhow::Result<ExitCode> {

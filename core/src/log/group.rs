@@ -5,8 +5,55 @@
 
 use std::collections::HashMap;
 
+use tokio::sync::{mpsc, oneshot};
+
 use super::record::{encode_record, EncodedRecord, EventIdentity, Hash32, Header};
 use super::{AppendOutcome, AppendRequest, Appended, EventId, LogError, StreamName};
+
+/// Appends waiting for a backend's writer; senders wait (asynchronously)
+/// beyond this.
+pub(crate) const MAX_QUEUED_APPENDS: usize = 16 * 1024;
+/// A writer stops adding appends to a group past these.
+pub(crate) const MAX_GROUP_EVENTS: usize = 8 * 1024;
+pub(crate) const MAX_GROUP_BYTES: usize = 1024 * 1024;
+
+/// An append waiting for a backend's writer, and where its answer goes.
+pub(crate) struct Job {
+    pub request: AppendRequest,
+    pub reply: oneshot::Sender<Result<AppendOutcome, LogError>>,
+}
+
+/// Queues a validated append for the writer and waits for its answer.
+pub(crate) async fn submit(
+    jobs: Option<&mpsc::Sender<Job>>,
+    request: AppendRequest,
+) -> Result<AppendOutcome, LogError> {
+    let jobs = jobs.ok_or(LogError::Closed)?;
+    let (reply, answer) = oneshot::channel();
+    jobs.send(Job { request, reply })
+        .await
+        .map_err(|_| LogError::Closed)?;
+    answer.await.map_err(|_| LogError::Closed)?
+}
+
+/// The first job and whatever else is queued, up to the group limits (the
+/// last append taken may overshoot them by itself).
+pub(crate) fn take_group(first: Job, jobs: &mut mpsc::Receiver<Job>) -> Vec<Job> {
+    let mut events = first.request.event_count();
+    let mut bytes = first.request.body_bytes();
+    let mut group = vec![first];
+    while events < MAX_GROUP_EVENTS && bytes < MAX_GROUP_BYTES {
+        match jobs.try_recv() {
+            Ok(job) => {
+                events += job.request.event_count();
+                bytes += job.request.body_bytes();
+                group.push(job);
+            }
+            Err(_) => break,
+        }
+    }
+    group
+}
 
 /// What the log held before this group: the backend's view at decision time.
 pub(crate) trait Committed {

@@ -202,6 +202,13 @@ impl AppendRequest {
             });
         }
         let count = self.event_count();
+        let bytes = self.body_bytes();
+        if bytes > MAX_APPEND_BYTES {
+            return Err(LogError::PayloadTooLarge {
+                size: bytes,
+                limit: MAX_APPEND_BYTES,
+            });
+        }
         if count > MAX_EVENTS_PER_APPEND {
             return Err(LogError::TooManyEvents {
                 count,

@@ -23,26 +23,21 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use chrono::Utc;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row, Statement};
 use tracing::{debug, error, warn};
 use uuid::Uuid;
 
-use super::group::{Committed, Group};
+use super::group::{submit, take_group, Committed, Group, Job, MAX_QUEUED_APPENDS};
 use super::record::{EventIdentity, Hash32, RecordedEvent, StoredRecord, GENESIS_HASH};
 use super::{
     AppendOutcome, AppendRequest, Broken, Direction, EventId, EventStore, LogError, StreamName,
-    VerifyReport, MAX_APPEND_BYTES, MAX_READ_COUNT,
+    VerifyReport, MAX_READ_COUNT,
 };
 use crate::postgres::schema::check_schema;
 use crate::postgres::{describe, to_i64, to_u64, Connections, PgAddress, PgError};
 
-/// Appends waiting for the writer; senders wait (asynchronously) beyond this.
-const MAX_QUEUED_APPENDS: usize = 16 * 1024;
-/// The writer stops adding appends to a group past these.
-const MAX_GROUP_EVENTS: usize = 8 * 1024;
-const MAX_GROUP_BYTES: usize = 1024 * 1024;
 /// The advisory lock every node's writer takes for one commit group.
 const WRITER_LOCK_KEY: i64 = 0x6e65_7875_735f_6c67; // "nexus_lg"
 /// The channel commits are announced on (payload: the new head).
@@ -109,11 +104,6 @@ impl Shared {
     fn head(&self) -> u64 {
         self.head.load(Ordering::Acquire)
     }
-}
-
-struct Job {
-    request: AppendRequest,
-    reply: oneshot::Sender<Result<AppendOutcome, LogError>>,
 }
 
 impl From<PgError> for LogError {
@@ -274,19 +264,7 @@ async fn poll_head(shared: &Weak<Shared>, client: &Client, poll: Duration) -> bo
 impl EventStore for PgLog {
     async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, LogError> {
         request.validate()?;
-        let bytes = request.body_bytes();
-        if bytes > MAX_APPEND_BYTES {
-            return Err(LogError::PayloadTooLarge {
-                size: bytes,
-                limit: MAX_APPEND_BYTES,
-            });
-        }
-        let jobs = self.jobs.as_ref().ok_or(LogError::Closed)?;
-        let (reply, answer) = oneshot::channel();
-        jobs.send(Job { request, reply })
-            .await
-            .map_err(|_| LogError::Closed)?;
-        answer.await.map_err(|_| LogError::Closed)?
+        submit(self.jobs.as_ref(), request).await
     }
 
     async fn read_stream(
@@ -552,19 +530,7 @@ impl Committed for Looked {
 impl Writer {
     async fn run(mut self) {
         while let Some(first) = self.jobs.recv().await {
-            let mut events = first.request.event_count();
-            let mut bytes = first.request.body_bytes();
-            let mut jobs = vec![first];
-            while events < MAX_GROUP_EVENTS && bytes < MAX_GROUP_BYTES {
-                match self.jobs.try_recv() {
-                    Ok(job) => {
-                        events += job.request.event_count();
-                        bytes += job.request.body_bytes();
-                        jobs.push(job);
-                    }
-                    Err(_) => break,
-                }
-            }
+            let jobs = take_group(first, &mut self.jobs);
             self.commit(jobs).await;
         }
     }

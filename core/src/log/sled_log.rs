@@ -24,10 +24,13 @@ use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 
 use chrono::Utc;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tracing::error;
 
-use super::group::{Committed, Group};
+use super::group::{
+    submit, take_group, Committed, Group, Job, MAX_GROUP_BYTES, MAX_GROUP_EVENTS,
+    MAX_QUEUED_APPENDS,
+};
 use super::record::{
     encode_group, EventIdentity, GroupView, Hash32, RecordedEvent, GENESIS_HASH,
     MAX_RECORD_FRAME_BYTES,
@@ -39,11 +42,6 @@ use super::{
 };
 use crate::durable::{sled_to_io, DurableDb};
 
-/// Appends waiting for the writer; senders wait (asynchronously) beyond this.
-const MAX_QUEUED_APPENDS: usize = 16 * 1024;
-/// The writer stops adding appends to a group past these.
-const MAX_GROUP_EVENTS: usize = 8 * 1024;
-const MAX_GROUP_BYTES: usize = 1024 * 1024;
 /// The largest commit-group value: the last append of a group may overshoot the
 /// group limits by one whole append.
 const MAX_GROUP_VALUE_BYTES: usize = 5
@@ -116,11 +114,6 @@ struct Shared {
     streams: StreamIndex,
     poisoned: AtomicBool,
     groups: AtomicU64,
-}
-
-struct Job {
-    request: AppendRequest,
-    reply: oneshot::Sender<Result<AppendOutcome, LogError>>,
 }
 
 /// Stream → the positions of its events (version `v` at index `v - 1`).
@@ -299,22 +292,10 @@ impl Drop for SledLog {
 impl EventStore for SledLog {
     async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, LogError> {
         request.validate()?;
-        let bytes = request.body_bytes();
-        if bytes > MAX_APPEND_BYTES {
-            return Err(LogError::PayloadTooLarge {
-                size: bytes,
-                limit: MAX_APPEND_BYTES,
-            });
-        }
         if self.shared.poisoned.load(Ordering::Acquire) {
             return Err(LogError::Poisoned);
         }
-        let jobs = self.jobs.as_ref().ok_or(LogError::Closed)?;
-        let (reply, answer) = oneshot::channel();
-        jobs.send(Job { request, reply })
-            .await
-            .map_err(|_| LogError::Closed)?;
-        answer.await.map_err(|_| LogError::Closed)?
+        submit(self.jobs.as_ref(), request).await
     }
 
     async fn read_stream(
@@ -560,19 +541,7 @@ struct Writer {
 impl Writer {
     fn run(mut self) {
         while let Some(first) = self.jobs.blocking_recv() {
-            let mut events = first.request.event_count();
-            let mut bytes = first.request.body_bytes();
-            let mut jobs = vec![first];
-            while events < MAX_GROUP_EVENTS && bytes < MAX_GROUP_BYTES {
-                match self.jobs.try_recv() {
-                    Ok(job) => {
-                        events += job.request.event_count();
-                        bytes += job.request.body_bytes();
-                        jobs.push(job);
-                    }
-                    Err(_) => break,
-                }
-            }
+            let jobs = take_group(first, &mut self.jobs);
             self.commit(jobs);
         }
     }
